@@ -1,0 +1,1 @@
+"""Identity sources for the public listener: one protocol, one module per source."""

@@ -1,0 +1,44 @@
+"""The contract every identity source (forward-auth, JWT) fulfils."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from proxy.identity import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """The source said no. ``status`` is 401 or 403; ``headers`` (e.g. ``Location``,
+    ``WWW-Authenticate`` from an auth service) are passed on to the client; ``reason`` is
+    logged, never a secret."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Authenticator(Protocol):
+    """Decides who a public request comes from.
+
+    ``authenticate`` returns an :class:`Identity` (validated via ``proxy.identity``) or a
+    :class:`Denied`; it raises ``AuthServiceUnavailable`` when it cannot decide and
+    ``BadIdentity`` when the source gave an unusable value. It never reads identity from
+    the client's own identity headers.
+    """
+
+    async def start(self) -> None:
+        """Acquire resources (e.g. fetch the JWKS). Called once before serving."""
+
+    async def close(self) -> None:
+        """Release resources."""
+
+    def problem(self) -> str | None:
+        """None when ready; otherwise what is wrong (shown on /readyz)."""
+
+    async def authenticate(self, request: web.Request) -> Identity | Denied:
+        """Decide who sent ``request``."""

@@ -1,0 +1,72 @@
+"""The proxy's exception tree. Translated into responses in one place (``proxy/respond.py``).
+
+    ProxyError                    status, public message; never carries secrets
+    ├── UpstreamError
+    │   ├── UpstreamUnavailable   502  cannot connect / connection broke before headers
+    │   └── UpstreamTimeout       504  no response headers in time
+    ├── BadIdentity               502  the identity source gave a value we refuse to forward
+    ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
+    ├── Unauthenticated           401  (or a redirect to the login page for browsers)
+    ├── Forbidden                 403
+    ├── ProxyAuthRequired         407  internal listener: missing or wrong service token
+    └── BodyTooLarge              413
+"""
+
+from __future__ import annotations
+
+
+class ProxyError(Exception):
+    """Base of every error the proxy turns into a response. ``str()`` is safe to show."""
+
+    status = 500
+    public = "internal error"
+
+    def __init__(self, reason: str | None = None) -> None:
+        # ``reason`` is for the log and the JSON body; it must never contain a secret.
+        super().__init__(reason or self.public)
+        self.reason = reason or self.public
+
+
+class UpstreamError(ProxyError):
+    status = 502
+    public = "upstream error"
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 502
+    public = "upstream unavailable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    public = "upstream timed out"
+
+
+class BadIdentity(ProxyError):
+    status = 502
+    public = "identity provider returned an unusable identity"
+
+
+class AuthServiceUnavailable(ProxyError):
+    status = 503
+    public = "authentication service unavailable"
+
+
+class Unauthenticated(ProxyError):
+    status = 401
+    public = "authentication required"
+
+
+class Forbidden(ProxyError):
+    status = 403
+    public = "forbidden"
+
+
+class ProxyAuthRequired(ProxyError):
+    status = 407
+    public = "proxy authentication required"
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+    public = "request body too large"

@@ -1,0 +1,90 @@
+"""The verified identity and its validation: the one gate every identity passes through.
+
+Whatever the source (forward-auth response headers, JWT claims, an internal caller's
+act-as header), values are checked here before they can become upstream headers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from proxy.errors import BadIdentity
+
+# Deliberately plain: one @, a dot in the domain, no spaces, quotes, angle brackets or commas.
+_EMAIL = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+$")
+_FORBIDDEN = ("\r", "\n", "\x00")
+MAX_EMAIL = 254
+MAX_NAME = 256
+MAX_GROUPS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A user the proxy has verified. ``email`` is lower-case; ``name`` is as given."""
+
+    email: str
+    name: str | None = None
+    groups: tuple[str, ...] = ()
+
+    def name_header_value(self) -> str | None:
+        """The name percent-encoded: OpenWebUI URL-decodes the trusted name header."""
+        return None if self.name is None else quote(self.name, safe="")
+
+    def groups_header_value(self) -> str | None:
+        return ",".join(self.groups) if self.groups else None
+
+
+def _reject_control(field: str, value: str) -> None:
+    if any(ch in value for ch in _FORBIDDEN):
+        raise BadIdentity(f"{field} contains CR, LF or NUL")
+
+
+def validate_email(raw: str | None) -> str:
+    """Return the email lower-cased, or raise :class:`BadIdentity`."""
+    if raw is None or not raw.strip():
+        raise BadIdentity("email missing")
+    _reject_control("email", raw)
+    email = raw.strip().lower()
+    if len(email) > MAX_EMAIL or not _EMAIL.fullmatch(email):
+        raise BadIdentity("email is not a plausible address")
+    return email
+
+
+def validate_name(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    _reject_control("name", raw)
+    name = raw.strip()
+    if len(name) > MAX_NAME:
+        raise BadIdentity("name too long")
+    return name
+
+
+def parse_groups(raw: str | Iterable[str] | None) -> tuple[str, ...]:
+    """A comma list (or an iterable of strings) to a tuple, empty items dropped."""
+    if raw is None:
+        return ()
+    items = raw.split(",") if isinstance(raw, str) else list(raw)
+    groups: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise BadIdentity("groups must be strings")
+        _reject_control("groups", item)
+        group = item.strip()
+        if group:
+            if "," in group:
+                raise BadIdentity("a group name contains a comma")
+            groups.append(group)
+    if len(groups) > MAX_GROUPS:
+        raise BadIdentity("too many groups")
+    return tuple(groups)
+
+
+def make_identity(
+    email: str | None, name: str | None = None, groups: str | Iterable[str] | None = None
+) -> Identity:
+    """Validate raw identity values from any source into an :class:`Identity`."""
+    return Identity(email=validate_email(email), name=validate_name(name), groups=parse_groups(groups))

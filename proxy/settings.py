@@ -1,0 +1,431 @@
+"""The proxy's one frozen settings model.
+
+Read once at start from environment variables (prefix ``OWUI_PROXY_``) and, optionally, a
+TOML file (same keys, lower case, no prefix); the environment wins. Every problem is
+collected and reported together by :func:`load_settings`, each naming the setting, so an
+operator fixes a broken configuration in one pass. Nothing else in the proxy reads
+``os.environ``. Field descriptions double as the configuration reference (``docs/config.md``
+is generated from them by ``python -m proxy --print-config-reference``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "OWUI_PROXY_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# The endpoints the provisioner needs, and nothing more (see docs/internal-listener.md).
+DEFAULT_INTERNAL_ALLOW: tuple[str, ...] = (
+    "GET /api/config",
+    "POST /api/v1/auths/signin",
+    "POST /api/v1/chats/new",
+    "GET /api/v1/chats/archived",
+    "GET /api/v1/chats/list",
+    "GET /api/v1/chats/{id}",
+    "POST /api/v1/chats/{id}/archive",
+    "DELETE /api/v1/chats/{id}",
+)
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_ALLOW_RULE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[A-Za-z0-9._~{}/-]*)$")
+_HMAC_OR_NONE = re.compile(r"^(none|HS\d+)$", re.IGNORECASE)
+_KNOWN_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+class SettingsError(Exception):
+    """Raised by :func:`load_settings`; ``problems`` lists every problem, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a comma- or newline-separated string for list settings (env and TOML alike)."""
+    if isinstance(value, str):
+        return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+    return value
+
+
+def _check_listen(value: str) -> str:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:/absolute/path``."""
+    if value.startswith("unix:"):
+        if not value[5:].startswith("/"):
+            raise ValueError("a unix socket must be an absolute path, e.g. unix:/run/owui/proxy.sock")
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT (e.g. 127.0.0.1:8000) or unix:/path")
+    return value
+
+
+def _check_header_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value.rstrip("/") if parts.path in ("", "/") else value
+
+
+def _check_origin_url(value: str) -> str:
+    parts = urlsplit(_check_http_url(value))
+    if parts.query or parts.fragment:
+        raise ValueError("must be a base URL without query or fragment")
+    return value.rstrip("/")
+
+
+def _check_network(value: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
+
+
+Listen = Annotated[str, AfterValidator(_check_listen)]
+HeaderName = Annotated[str, AfterValidator(_check_header_name)]
+HttpURL = Annotated[str, AfterValidator(_check_http_url)]
+BaseURL = Annotated[str, AfterValidator(_check_origin_url)]
+StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
+Networks = Annotated[
+    tuple[Annotated[IPNetwork, BeforeValidator(_check_network)], ...],
+    NoDecode,
+    BeforeValidator(_split_list),
+]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Everything the proxy can be told. Immutable once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+    # --- where to listen and where OpenWebUI is -------------------------------------------
+    upstream: BaseURL = Field(description="OpenWebUI's base URL, e.g. http://127.0.0.1:8080.")
+    listen: Listen = Field(
+        "127.0.0.1:8000", description="Public listener: HOST:PORT or unix:/path."
+    )
+    admin_listen: Listen = Field(
+        "127.0.0.1:9000",
+        description="Admin listener serving only /healthz, /readyz and /metrics.",
+    )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes sharing the public port (SO_REUSEPORT). TCP only.",
+    )
+
+    # --- the header names OpenWebUI is configured with -----------------------------------
+    email_header: HeaderName = Field(
+        "X-User-Email", description="OpenWebUI's WEBUI_AUTH_TRUSTED_EMAIL_HEADER."
+    )
+    name_header: HeaderName = Field(
+        "X-User-Name", description="OpenWebUI's WEBUI_AUTH_TRUSTED_NAME_HEADER."
+    )
+    groups_header: HeaderName = Field(
+        "X-User-Groups", description="OpenWebUI's WEBUI_AUTH_TRUSTED_GROUPS_HEADER."
+    )
+    role_header: HeaderName = Field(
+        "X-User-Role",
+        description="OpenWebUI's WEBUI_AUTH_TRUSTED_ROLE_HEADER; always stripped, never injected.",
+    )
+
+    # --- identity source ------------------------------------------------------------------
+    auth: Literal["forward", "jwt"] = Field(
+        description="Identity source: 'forward' (ask an auth service) or 'jwt' (verify a signed JWT)."
+    )
+    forward_auth_url: HttpURL | None = Field(
+        None,
+        description="For auth=forward: the auth service's endpoint (oauth2-proxy /oauth2/auth, "
+        "Authelia /api/authz/forward-auth, authentik outpost, ...).",
+    )
+    forward_auth_email_header: HeaderName = Field(
+        "X-Auth-Request-Email", description="Auth-service response header carrying the email."
+    )
+    forward_auth_name_header: HeaderName = Field(
+        "X-Auth-Request-User", description="Auth-service response header carrying the name."
+    )
+    forward_auth_groups_header: HeaderName = Field(
+        "X-Auth-Request-Groups", description="Auth-service response header carrying the groups."
+    )
+    forward_auth_cache_s: float = Field(
+        0,
+        ge=0,
+        description="Cache a 2xx forward-auth decision this many seconds (0 = off). "
+        "Keyed by a hash of the credentials sent; failures are never cached.",
+    )
+    forward_auth_cache_size: int = Field(
+        10_000, ge=1, description="Most entries the forward-auth decision cache holds (LRU)."
+    )
+
+    jwt_source: str | None = Field(
+        None,
+        description="For auth=jwt: where the token is, 'header:NAME' or 'cookie:NAME' "
+        "(e.g. header:Cf-Access-Jwt-Assertion, cookie:__session). Never Authorization.",
+    )
+    jwt_jwks_url: HttpURL | None = Field(
+        None, description="JWKS endpoint of the issuer (exactly one of this and jwt_key_file)."
+    )
+    jwt_key_file: Path | None = Field(
+        None, description="PEM public key file (exactly one of this and jwt_jwks_url)."
+    )
+    jwt_issuer: str | None = Field(None, description="Required 'iss' claim value.")
+    jwt_audience: StrList = Field((), description="Accepted 'aud' values (comma list).")
+    jwt_algorithms: StrList = Field(
+        ("RS256", "ES256"),
+        description="Accepted signature algorithms; 'none' and HMAC (HS*) are refused.",
+    )
+    jwt_leeway_s: float = Field(30, ge=0, le=600, description="Clock skew allowed for exp/nbf.")
+    jwt_email_claim: str = Field("email", description="Claim holding the email.")
+    jwt_name_claim: str = Field("name", description="Claim holding the display name.")
+    jwt_groups_claim: str = Field(
+        "groups", description="Claim holding groups (a list or a comma string)."
+    )
+    jwt_require_email_verified: bool = Field(
+        False, description="When true, the 'email_verified' claim must be true."
+    )
+    jwt_jwks_refresh_s: Seconds = Field(
+        300, description="How often the JWKS is refreshed in the background."
+    )
+    jwt_jwks_min_refetch_s: Seconds = Field(
+        10, description="Least time between two refetches triggered by an unknown 'kid'."
+    )
+
+    # --- browser experience ----------------------------------------------------------------
+    public_url: BaseURL | None = Field(
+        None,
+        description="The proxy's own public base URL (https://chat.example.edu). Used to build "
+        "login redirects and to check WebSocket Origin; never taken from client headers.",
+    )
+    login_url: HttpURL | None = Field(
+        None,
+        description="Where an unauthenticated browser navigation is sent (302, with rd=<original URL>). "
+        "Needs public_url.",
+    )
+    logout_url: HttpURL | None = Field(
+        None,
+        description="The IdP's logout URL, returned as redirect_url by /api/v1/auths/signout.",
+    )
+    allow_api_keys: bool = Field(
+        False,
+        description="Relay requests bearing an OpenWebUI API key (Bearer sk-...) without an SSO "
+        "identity; OpenWebUI checks the key itself.",
+    )
+
+    # --- internal act-as listener -----------------------------------------------------------
+    internal_listen: Listen | None = Field(
+        None, description="Internal act-as listener (HOST:PORT or unix:/path); off when unset."
+    )
+    internal_tokens_file: Path | None = Field(
+        None,
+        description="Service tokens accepted on the internal listener, one per line (>= 32 chars); "
+        "'#' comments allowed; must not be world-readable; re-read on SIGHUP.",
+    )
+    internal_allow: StrList = Field(
+        DEFAULT_INTERNAL_ALLOW,
+        description="'METHOD /path/{param}' rules the internal listener relays; all else is 403.",
+    )
+
+    # --- network trust, limits, timeouts --------------------------------------------------------
+    trusted_proxies: Networks = Field(
+        (),
+        description="CIDRs of front proxies whose X-Forwarded-For/-Proto/-Host are believed.",
+    )
+    connect_timeout_s: Seconds = Field(5, description="Connecting to the upstream.")
+    response_timeout_s: Seconds = Field(
+        120, description="Waiting for the upstream's response headers."
+    )
+    idle_timeout_s: Seconds = Field(
+        300, description="Most silence between two body chunks or WebSocket messages."
+    )
+    auth_timeout_s: Seconds = Field(5, description="Waiting for the forward-auth service / JWKS.")
+    max_body_bytes: int = Field(
+        100 * 1024 * 1024,
+        ge=0,
+        description="Largest request body relayed (bytes); larger gets 413.",
+    )
+    shutdown_grace_s: float = Field(
+        30, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Least severe log level written."
+    )
+
+    @field_validator("jwt_source")
+    @classmethod
+    def _check_jwt_source(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        kind, sep, name = value.partition(":")
+        if not sep or kind not in ("header", "cookie") or not name:
+            raise ValueError("expected 'header:NAME' or 'cookie:NAME'")
+        if kind == "header":
+            _check_header_name(name)
+            if name.lower() == "authorization":
+                raise ValueError("Authorization carries OpenWebUI's own token; use another header")
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        refused = [alg for alg in value if _HMAC_OR_NONE.fullmatch(alg)]
+        if refused:
+            raise ValueError(f"{', '.join(refused)} refused: only asymmetric algorithms are safe")
+        unknown = [alg for alg in value if alg not in _KNOWN_ALGORITHMS]
+        if unknown:
+            raise ValueError(f"unknown algorithm(s) {', '.join(unknown)}")
+        if not value:
+            raise ValueError("at least one algorithm is needed")
+        return value
+
+    @field_validator("internal_allow")
+    @classmethod
+    def _check_allow_rules(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [rule for rule in value if not _ALLOW_RULE.fullmatch(rule)]
+        if bad:
+            raise ValueError(
+                f"rule(s) {bad!r} are not 'METHOD /path' with optional {{param}} segments"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        """Settings that only make sense together; every problem is listed at once."""
+        problems: list[str] = []
+
+        def need(field: str, why: str) -> None:
+            problems.append(f"{ENV_PREFIX}{field.upper()}: required {why}")
+
+        if self.auth == "forward" and self.forward_auth_url is None:
+            need("forward_auth_url", "when OWUI_PROXY_AUTH=forward")
+        if self.auth == "jwt":
+            if self.jwt_source is None:
+                need("jwt_source", "when OWUI_PROXY_AUTH=jwt")
+            if (self.jwt_jwks_url is None) == (self.jwt_key_file is None):
+                problems.append(
+                    f"{ENV_PREFIX}JWT_JWKS_URL / {ENV_PREFIX}JWT_KEY_FILE: "
+                    "exactly one is required when OWUI_PROXY_AUTH=jwt"
+                )
+            if self.jwt_issuer is None:
+                need("jwt_issuer", "when OWUI_PROXY_AUTH=jwt")
+            if not self.jwt_audience:
+                need("jwt_audience", "when OWUI_PROXY_AUTH=jwt")
+            if self.jwt_key_file is not None and not self.jwt_key_file.is_file():
+                problems.append(
+                    f"{ENV_PREFIX}JWT_KEY_FILE: {self.jwt_key_file} does not exist or is not a file"
+                )
+        if self.login_url is not None and self.public_url is None:
+            need("public_url", "with OWUI_PROXY_LOGIN_URL (the rd= target is built from it)")
+        if self.internal_listen is not None and self.internal_tokens_file is None:
+            need("internal_tokens_file", "with OWUI_PROXY_INTERNAL_LISTEN")
+        if self.workers > 1 and self.listen.startswith("unix:"):
+            problems.append(f"{ENV_PREFIX}WORKERS: several workers need a TCP listener")
+        identity = [self.email_header, self.name_header, self.groups_header, self.role_header]
+        if len({_normalise(h) for h in identity}) != len(identity):
+            problems.append(
+                f"{ENV_PREFIX}EMAIL_HEADER/NAME_HEADER/GROUPS_HEADER/ROLE_HEADER: must all differ"
+            )
+        listeners = [self.listen, self.admin_listen, self.internal_listen]
+        used = [item for item in listeners if item is not None]
+        if len(set(used)) != len(used):
+            problems.append(
+                f"{ENV_PREFIX}LISTEN/ADMIN_LISTEN/INTERNAL_LISTEN: each listener needs its own address"
+            )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment wins over the TOML file, which arrives as init keyword arguments.
+        return (env_settings, init_settings)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as logged at start: paths are shown, never the secrets inside them."""
+        return self.model_dump(mode="json")
+
+
+def _normalise(header: str) -> str:
+    return header.lower().replace("_", "-")
+
+
+def _describe(error: Mapping[str, Any], from_file: Path | None, file_keys: set[str]) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if not isinstance(part, int)]
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if not loc:  # a model-level check: its message already names the settings, line by line
+        return message
+    field = loc[0]
+    where = f"{ENV_PREFIX}{field.upper()}"
+    if from_file is not None and field in file_keys:
+        where += f" ({field} in {from_file})"
+    if error.get("type") == "missing":
+        message = "required, not set"
+    elif error.get("type") == "extra_forbidden":
+        where = f"{field} in {from_file}" if from_file else field
+        message = "unknown setting"
+    return f"{where}: {message}"
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Build the settings from the environment and an optional TOML file.
+
+    Raises :class:`SettingsError` listing every problem found.
+    """
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            file_values = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise SettingsError([f"--config {config_file}: cannot read ({exc.strerror})"]) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError([f"--config {config_file}: not valid TOML ({exc})"]) from exc
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        problems: list[str] = []
+        for error in exc.errors():
+            problems.extend(_describe(error, config_file, set(file_values)).splitlines())
+        raise SettingsError(problems) from exc
