@@ -1,0 +1,257 @@
+"""In-process fakes that record exactly what reached them.
+
+``FakeUpstream`` stands in for OpenWebUI and ``FakeAuthService`` for a forward-auth
+service (oauth2-proxy's ``/oauth2/auth``). Both are plain aiohttp apps: serve them with
+the ``aiohttp_server`` fixture (``await aiohttp_server(fake.app())``) or any AppRunner.
+
+Every request a fake receives is appended to ``fake.seen`` as a :class:`Seen` holding the
+method, the raw path and query as they arrived on the wire, the headers as a list of
+``(name, value)`` pairs with duplicates and original case kept, and the body.
+
+FakeUpstream routes (anything else is the echo route):
+
+- ``/health``                      ``{"status": true}`` like OpenWebUI.
+- ``/sse?events=N``                ``text/event-stream``: sends ``data: 0``, then waits until
+                                   ``fake.release_sse()`` is called, then sends the rest;
+                                   ``fake.sse_finished`` tells whether it got to the end.
+- ``/ws``                          WebSocket echo (text and binary); the text ``close:CODE``
+                                   makes it close with that code; offers subprotocol ``chat``.
+- ``/slow?delay=S``                waits S seconds before answering (default 30).
+- ``/upload``                      reads the body chunk by chunk without keeping it and
+                                   answers ``{"bytes": n}``.
+- ``/gzip``                        a gzip body with ``Content-Encoding: gzip``.
+- ``/hop``                         a response carrying hop-by-hop headers, to check they go.
+- ``/status/CODE``                 answers with that status.
+- ``POST /api/v1/auths/signin``    like OpenWebUI in trusted-header mode: token ``tok.<email>``
+                                   for the email header, also set as the ``token`` cookie.
+- ``POST /api/v1/auths/signout``   ``{"status": true}`` and deletes the ``token`` cookie.
+
+Like OpenWebUI's ``get_current_user``, any request carrying a token ``tok.<email>`` (Bearer
+or ``token`` cookie; Bearer first) together with an email header for a different user gets
+``401 {"detail": "User mismatch. Please sign in again."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import WSMsgType, web
+
+EMAIL_HEADER = "X-User-Email"
+MISMATCH = {"detail": "User mismatch. Please sign in again."}
+
+
+@dataclass
+class Seen:
+    """One request as it arrived."""
+
+    method: str
+    raw_path: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+    def values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), duplicates kept."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def names_normalised(self) -> list[str]:
+        """Header names lower-cased with ``_`` read as ``-``, as the spoof checks need."""
+        return [k.lower().replace("_", "-") for k, _ in self.headers]
+
+
+def _record(request: web.Request, body: bytes = b"") -> Seen:
+    raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+    return Seen(request.method, request.raw_path, raw_headers, body)
+
+
+def _token_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.cookies.get("token")
+
+
+@dataclass
+class FakeUpstream:
+    """A recording stand-in for OpenWebUI. ``email_header`` is its trusted email header."""
+
+    email_header: str = EMAIL_HEADER
+    seen: list[Seen] = field(default_factory=list)
+    sse_finished: bool = False
+    ws_closed_with: int | None = None
+    upload_largest_chunk: int = 0
+    _sse_gate: asyncio.Event | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024**4)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        return app
+
+    def release_sse(self) -> None:
+        self._gate().set()
+
+    def _gate(self) -> asyncio.Event:
+        if self._sse_gate is None:
+            self._sse_gate = asyncio.Event()
+        return self._sse_gate
+
+    def last(self) -> Seen:
+        return self.seen[-1]
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == "/upload":
+            return await self._upload(request)
+        if path == "/ws":
+            return await self._ws(request)
+        body = await request.read()
+        self.seen.append(_record(request, body))
+        mismatch = self._mismatch(request)
+        if mismatch is not None:
+            return mismatch
+        if path == "/health":
+            return web.json_response({"status": True})
+        if path == "/sse":
+            return await self._sse(request)
+        if path == "/slow":
+            await asyncio.sleep(float(request.query.get("delay", "30")))
+            return web.json_response({"slow": True})
+        if path == "/gzip":
+            payload = gzip.compress(b'{"compressed": true}')
+            return web.Response(
+                body=payload,
+                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
+        if path == "/hop":
+            return web.Response(
+                text="hop",
+                headers={
+                    "Connection": "X-Secret-Hop",
+                    "X-Secret-Hop": "1",
+                    "Keep-Alive": "timeout=5",
+                    "Proxy-Authenticate": "Basic",
+                    "X-Kept": "yes",
+                },
+            )
+        if path.startswith("/status/"):
+            return web.json_response({"status": int(path[8:])}, status=int(path[8:]))
+        if path == "/api/v1/auths/signin" and request.method == "POST":
+            email = request.headers.get(self.email_header, "").lower()
+            if not email:
+                return web.json_response(
+                    {"detail": "Your provider has not provided a trusted header"}, status=400
+                )
+            token = f"tok.{email}"
+            response = web.json_response({"email": email, "token": token})
+            response.set_cookie("token", token, httponly=True, samesite="Lax")
+            return response
+        if path == "/api/v1/auths/signout" and request.method == "POST":
+            response = web.json_response({"status": True})
+            response.del_cookie("token")
+            return response
+        return web.json_response(
+            {
+                "method": request.method,
+                "raw_path": request.raw_path,
+                "headers": _record(request).headers,
+                "body": body.decode("latin-1"),
+            }
+        )
+
+    def _mismatch(self, request: web.Request) -> web.Response | None:
+        token = _token_of(request)
+        email = request.headers.get(self.email_header, "").lower()
+        if token and token.startswith("tok.") and email and token[4:] != email:
+            return web.json_response(MISMATCH, status=401)
+        return None
+
+    async def _sse(self, request: web.Request) -> web.StreamResponse:
+        events = int(request.query.get("events", "3"))
+        self.sse_finished = False
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: 0\n\n")
+        await self._gate().wait()
+        for i in range(1, events):
+            await response.write(f"data: {i}\n\n".encode())
+        await response.write_eof()
+        self.sse_finished = True
+        return response
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        self.seen.append(_record(request))
+        total = 0
+        async for chunk in request.content.iter_any():
+            total += len(chunk)
+            self.upload_largest_chunk = max(self.upload_largest_chunk, len(chunk))
+        return web.json_response({"bytes": total})
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append(_record(request))
+        mismatch = self._mismatch(request)
+        if mismatch is not None:
+            return mismatch
+        ws = web.WebSocketResponse(protocols=("chat",), autoping=True)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                if msg.data.startswith("close:"):
+                    await ws.close(code=int(msg.data[6:]), message=b"bye")
+                    break
+                await ws.send_str(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        self.ws_closed_with = ws.close_code
+        return ws
+
+
+@dataclass
+class FakeAuthService:
+    """A recording forward-auth service answering like oauth2-proxy's ``/oauth2/auth``.
+
+    ``users`` maps a value of the ``cookie_name`` cookie to the identity response headers
+    returned with 202. Unknown or missing cookie: 401 with ``Location: login_url`` and a
+    ``WWW-Authenticate``. ``mode`` ``"error"`` answers 500; ``"slow"`` waits ``delay``
+    seconds first; ``"forbidden"`` answers 403.
+    """
+
+    users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    cookie_name: str = "_oauth2_proxy"
+    login_url: str = "https://idp.example/login"
+    mode: str = "ok"
+    delay: float = 30.0
+    seen: list[Seen] = field(default_factory=list)
+
+    PATH = "/oauth2/auth"
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        self.seen.append(_record(request, await request.read()))
+        if self.mode == "error":
+            return web.json_response({"error": "boom"}, status=500)
+        if self.mode == "slow":
+            await asyncio.sleep(self.delay)
+        if self.mode == "forbidden":
+            return web.Response(status=403, text="forbidden")
+        identity = self.users.get(request.cookies.get(self.cookie_name, ""))
+        if identity is None:
+            return web.Response(
+                status=401,
+                text="unauthorized",
+                headers={"Location": self.login_url, "WWW-Authenticate": 'Bearer realm="fake"'},
+            )
+        return web.Response(status=202, headers=dict(identity))
+
+
+def echo_of(body: bytes) -> dict[str, object]:
+    """Decode the echo route's JSON answer."""
+    decoded: dict[str, object] = json.loads(body)
+    return decoded
