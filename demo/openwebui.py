@@ -1,0 +1,340 @@
+"""A real OpenWebUI 0.12.4 for the demo and the e2e tests: install it, start it, stop it.
+
+OpenWebUI lives in its own virtual environment in a cache folder outside the clone
+(``~/.cache/owui-gate/openwebui-0.12.4``, or under ``$OWUI_GATE_CACHE``), because it weighs
+about 7 GB and must never share the project's dependencies. The first caller installs it
+under a file lock, so two installers started at once (two test sessions, the demo and the
+tests) neither clash nor install twice; everyone else reuses it.
+
+Each start gets a fresh ``DATA_DIR``, a free loopback port, the offline settings from
+``OPENWEBUI.md`` and trusted-header mode, and logs to a file kept for post-mortems. The
+process runs in its own process group so that stopping it also stops whatever it spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+VERSION = "0.12.4"
+CACHE_ENV = "OWUI_GATE_CACHE"
+EMAIL_HEADER = "X-User-Email"
+NAME_HEADER = "X-User-Name"
+# A marker written after a complete install; a venv without it is checked, then adopted or redone.
+_STAMP = ".owui-gate-installed"
+
+Progress = Callable[[str], None]
+
+
+class OpenWebUIError(RuntimeError):
+    """Installing, starting or talking to OpenWebUI failed; the message says what to look at."""
+
+
+def _progress_stderr(message: str) -> None:
+    print(f"[openwebui] {message}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    """The cache folder: ``$OWUI_GATE_CACHE`` or ``~/.cache/owui-gate``."""
+    configured = os.environ.get(CACHE_ENV)
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "owui-gate"
+
+
+def venv_dir() -> Path:
+    """OpenWebUI's own virtual environment inside the cache folder."""
+    return cache_dir() / f"openwebui-{VERSION}"
+
+
+def executable() -> Path:
+    """The ``open-webui`` command inside that environment."""
+    return venv_dir() / "bin" / "open-webui"
+
+
+def _installed_version(venv: Path) -> str | None:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return None
+    probe = "import importlib.metadata as m; print(m.version('open-webui'))"
+    result = subprocess.run(
+        [str(python), "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def is_installed() -> bool:
+    """Whether a complete install is present (cheap: only looks for files)."""
+    return (venv_dir() / _STAMP).is_file() and executable().exists()
+
+
+@contextlib.contextmanager
+def _install_lock(progress: Progress) -> Iterator[None]:
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / f"openwebui-{VERSION}.lock").open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("another process is installing OpenWebUI; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_installed(progress: Progress = _progress_stderr) -> Path:
+    """Make sure ``open-webui==0.12.4`` is installed in the cache; return its executable.
+
+    Takes a few minutes and about 7.4 GB the first time (torch and CUDA wheels come with it).
+    """
+    if is_installed():
+        return executable()
+    venv = venv_dir()
+    with _install_lock(progress):
+        if is_installed():  # someone else finished while we waited for the lock
+            return executable()
+        found = _installed_version(venv)
+        if found == VERSION and executable().exists():
+            progress(f"adopting the existing OpenWebUI {VERSION} in {venv}")
+        else:
+            progress(f"installing open-webui=={VERSION} into {venv} (a few minutes, ~7.4 GB)")
+            _install(venv, progress)
+            found = _installed_version(venv)
+            if found != VERSION:
+                raise OpenWebUIError(
+                    f"after installing, {venv} reports open-webui {found!r}, not {VERSION}"
+                )
+        (venv / _STAMP).write_text(f"open-webui=={VERSION}\n", encoding="utf-8")
+        progress(f"OpenWebUI {VERSION} ready in {venv}")
+    return executable()
+
+
+def _install(venv: Path, progress: Progress) -> None:
+    if not (venv / "bin" / "python").exists():
+        # sys._base_executable: a venv made from inside our venv still uses the real interpreter.
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "-q", "-U", "pip"], check=True)
+    command = [*pip, "install", "--progress-bar", "off", f"open-webui=={VERSION}"]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as process:
+        assert process.stdout is not None  # set by stdout=PIPE
+        for line in process.stdout:
+            # pip's "Collecting x" / "Downloading y" lines are the progress worth showing.
+            if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
+                progress(line.rstrip())
+        if process.wait() != 0:
+            raise OpenWebUIError(
+                f"pip install open-webui=={VERSION} failed (exit {process.returncode})"
+            )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def offline_environment(
+    *,
+    data_dir: Path,
+    port: int,
+    openai_base_url: str | None,
+    secret_key: str,
+) -> dict[str, str]:
+    """The environment OpenWebUI runs with here: offline, loopback, trusted-header mode."""
+    env = {
+        "DATA_DIR": str(data_dir),
+        "PORT": str(port),
+        "WEBUI_SECRET_KEY": secret_key,
+        "WEBUI_AUTH_TRUSTED_EMAIL_HEADER": EMAIL_HEADER,
+        "WEBUI_AUTH_TRUSTED_NAME_HEADER": NAME_HEADER,
+        "DEFAULT_USER_ROLE": "user",
+        "ENABLE_OLLAMA_API": "False",
+        "OFFLINE_MODE": "True",
+        "HF_HUB_OFFLINE": "1",
+        "RAG_EMBEDDING_MODEL_AUTO_UPDATE": "False",
+        "RAG_RERANKING_MODEL_AUTO_UPDATE": "False",
+        "ENABLE_VERSION_UPDATE_CHECK": "False",
+        "ANONYMIZED_TELEMETRY": "False",
+        "SCARF_NO_ANALYTICS": "true",
+        "DO_NOT_TRACK": "true",
+        # Models of an OpenAI connection have no access grants until an admin adds some; the
+        # demo and the tests let every user use them.
+        "BYPASS_MODEL_ACCESS_CONTROL": "True",
+    }
+    if openai_base_url is None:
+        env["ENABLE_OPENAI_API"] = "False"
+    else:
+        env |= {
+            "ENABLE_OPENAI_API": "True",
+            "OPENAI_API_BASE_URLS": openai_base_url,
+            "OPENAI_API_KEYS": "unused",
+        }
+    return env
+
+
+@dataclass
+class OpenWebUI:
+    """A running OpenWebUI process."""
+
+    url: str
+    port: int
+    data_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    def log_tail(self, lines: int = 60) -> str:
+        """The last lines of its log, for error messages."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_healthy(self, timeout: float = 240.0) -> None:
+        """Wait until ``GET /health`` answers ``{"status": true}``; raise if it dies or hangs."""
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise OpenWebUIError(
+                        f"OpenWebUI exited with {self.process.returncode} while starting; "
+                        f"log {self.log_path}:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(httpx.HTTPError):
+                    response = client.get(f"{self.url}/health")
+                    if response.status_code == 200 and response.json().get("status") is True:
+                        return
+                time.sleep(0.5)
+        raise OpenWebUIError(
+            f"OpenWebUI did not answer /health within {timeout:.0f} s; "
+            f"log {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM its process group, then SIGKILL whatever is left after ``timeout``."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        # Workers it forked may outlive the leader; the group is ours to clean.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the starting process dies (Linux), so a killed
+    test session or demo cannot leave an orphaned OpenWebUI holding a port."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def start(
+    *,
+    data_dir: Path,
+    log_path: Path,
+    openai_base_url: str | None = None,
+    port: int | None = None,
+    extra_env: Mapping[str, str] | None = None,
+    progress: Progress = _progress_stderr,
+) -> OpenWebUI:
+    """Start OpenWebUI on ``127.0.0.1`` (not yet healthy: call :meth:`OpenWebUI.wait_healthy`)."""
+    command = ensure_installed(progress)
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    # Our own settings and the caller's virtualenv must not leak into OpenWebUI's process.
+    for name in list(env):
+        if name.startswith(("OWUI_", "VIRTUAL_ENV")):
+            del env[name]
+    env |= offline_environment(
+        data_dir=data_dir,
+        port=port,
+        openai_base_url=openai_base_url,
+        secret_key=secrets.token_urlsafe(32),
+    )
+    env |= dict(extra_env or {})
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [str(command), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    progress(f"starting OpenWebUI on http://127.0.0.1:{port} (log {log_path})")
+    return OpenWebUI(
+        url=f"http://127.0.0.1:{port}",
+        port=port,
+        data_dir=data_dir,
+        log_path=log_path,
+        process=process,
+    )
+
+
+def sign_in(url: str, email: str, name: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
+    """Sign in to OpenWebUI directly with the trusted headers (creates the user if missing).
+
+    Only for the operator's first sign-in and for tests: in production only the proxy talks to
+    OpenWebUI. Returns OpenWebUI's answer ``{id, email, name, role, token, ...}``.
+    """
+    headers = {EMAIL_HEADER: email}
+    if name is not None:
+        headers[NAME_HEADER] = quote(name, safe="")  # OpenWebUI URL-decodes the name
+    response = httpx.post(
+        f"{url}/api/v1/auths/signin",
+        headers=headers,
+        json={"email": "", "password": ""},
+        timeout=timeout,
+    )
+    if response.status_code != 200:
+        raise OpenWebUIError(
+            f"trusted-header sign-in as {email} failed: "
+            f"{response.status_code} {response.text[:300]}"
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def create_operator_admin(url: str, email: str, name: str = "Operator") -> dict[str, Any]:
+    """Create the first account, which OpenWebUI makes ``admin``; refuse if users exist already.
+
+    Must happen before any user signs in, or a student would become the admin.
+    """
+    config = httpx.get(f"{url}/api/config", timeout=30.0).json()
+    if not config.get("onboarding"):
+        raise OpenWebUIError(f"{url} already has users: the first account is not ours to create")
+    user = sign_in(url, email, name)
+    if user.get("role") != "admin":
+        raise OpenWebUIError(f"the first account {email} came out {user.get('role')!r}, not admin")
+    return user
