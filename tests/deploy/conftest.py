@@ -1,0 +1,58 @@
+"""Fixtures for the deployment-kit tests: a test CA and certificate, nginx, the proxy."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+
+from tests.deploy.edge import SERVER_NAME, nginx_binary
+
+
+@dataclass(frozen=True)
+class TestTLS:
+    """A trustme CA and a server certificate for ``SERVER_NAME``, written to files."""
+
+    __test__ = False  # not a test class, despite the name
+
+    ca: trustme.CA
+    cert: Path
+    key: Path
+    ca_pem: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        return ctx
+
+
+def make_tls(directory: Path) -> TestTLS:
+    ca = trustme.CA()
+    server = ca.issue_cert(SERVER_NAME)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key, ca_pem = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
+    server.private_key_and_cert_chain_pem.write_to_path(str(key))
+    server.cert_chain_pems[0].write_to_path(str(cert))
+    for extra in server.cert_chain_pems[1:]:
+        with cert.open("ab") as out:
+            out.write(extra.bytes())
+    ca.cert_pem.write_to_path(str(ca_pem))
+    key.chmod(0o600)
+    return TestTLS(ca, cert, key, ca_pem)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TestTLS:
+    return make_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def nginx_bin() -> str:
+    """Debian's nginx; without it the nginx tier cannot run (a failure under CI=true)."""
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip("nginx is not installed (scripts/test installs it)")
+    return binary
