@@ -1,0 +1,233 @@
+"""Verification keys for signed JWTs: a JWKS fetched and cached, or one PEM public key.
+
+The JWKS cache is what stands between the proxy and its identity provider:
+
+- fetched once at start, then refreshed in the background every ``refresh_s``;
+- a token whose ``kid`` is unknown triggers one refetch (key rotation without restart), but
+  at most one per ``min_refetch_s`` whatever the reason, so a flood of junk ``kid`` values
+  cannot turn the proxy into a hammer against the provider; concurrent requests for the
+  same unknown ``kid`` share that one fetch;
+- a failed fetch never discards the keys already held: an outage of the provider keeps the
+  proxy serving with the last good keys, and says so through :meth:`JwksCache.problem` and
+  the status attributes the metrics read (``last_success``, ``fetches``, ``fetch_failures``).
+
+Only asymmetric keys are kept, and only those whose algorithm is accepted: an ``oct``
+(HMAC) key published by mistake, or an encryption key, can never verify a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt import PyJWK
+from jwt.exceptions import PyJWTError
+
+log = structlog.get_logger(__name__)
+
+# A JWKS is a few kilobytes; anything much larger is not one.
+MAX_JWKS_BYTES = 1024 * 1024
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class JwksError(Exception):
+    """A JWKS could not be fetched or parsed. The message is safe to log."""
+
+
+def parse_jwks(document: Any, algorithms: Collection[str]) -> dict[str | None, PyJWK]:
+    """The usable signing keys of a JWKS document, by ``kid`` (``None`` for a key without one).
+
+    Raises :class:`JwksError` when nothing usable is left, so that a broken document never
+    replaces a good key set.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise JwksError("not a JWKS document (no 'keys' list)")
+    keys: dict[str | None, PyJWK] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
+            continue  # symmetric or encryption keys must never verify a signature
+        try:
+            key = PyJWK(entry)
+        except (PyJWTError, ValueError, TypeError):
+            continue  # a key type we cannot use; the others may still be fine
+        if key.algorithm_name not in algorithms:
+            continue
+        keys[key.key_id] = key
+    if not keys:
+        raise JwksError("the JWKS holds no usable signing key for the accepted algorithms")
+    return keys
+
+
+def load_pem_key(path: Path) -> PublicKey:
+    """Read a PEM public key; raises :class:`JwksError` for anything else (e.g. a private key)."""
+    try:
+        key = load_pem_public_key(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise JwksError(f"{path}: not a readable PEM public key") from exc
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        raise JwksError(f"{path}: unsupported public key type {type(key).__name__}")
+    return key
+
+
+class JwksCache:
+    """The JWKS of one issuer, kept fresh. Status attributes are read by the metrics."""
+
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession,
+        *,
+        algorithms: Collection[str],
+        timeout_s: float,
+        refresh_s: float,
+        min_refetch_s: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._session = session
+        self._algorithms = frozenset(algorithms)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._refresh_s = refresh_s
+        self._min_refetch_s = min_refetch_s
+        self._monotonic = monotonic
+        self._keys: dict[str | None, PyJWK] = {}
+        self._lock = asyncio.Lock()
+        self._last_attempt: float | None = None  # monotonic time the latest fetch started
+        self._last_error: str | None = None  # None once the latest fetch succeeded
+        self._refresher: asyncio.Task[None] | None = None
+        # Status for /metrics: wall-clock time of the latest successful fetch and counters.
+        self.last_success: float | None = None
+        self.fetches = 0
+        self.fetch_failures = 0
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
+
+    async def start(self) -> None:
+        """Fetch once, then keep refreshing in the background.
+
+        A failure here does not stop the proxy from starting: it is logged and reported by
+        :meth:`problem` (so /readyz stays red) and the background task keeps trying.
+        """
+        await self._fetch()
+        self._refresher = asyncio.create_task(self._refresh_forever(), name="jwks-refresh")
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    def problem(self) -> str | None:
+        if not self._keys:
+            return f"no JWKS keys yet: {self._last_error or 'not fetched'}"
+        if self._last_error is not None:
+            held = len(self._keys)
+            return f"JWKS refresh failing ({self._last_error}); serving {held} cached key(s)"
+        return None
+
+    @property
+    def failing(self) -> bool:
+        """True when the latest fetch failed (the cached keys may be out of date)."""
+        return self._last_error is not None
+
+    async def key_for(self, kid: str | None) -> PyJWK | None:
+        """The key a token names, refetching the JWKS once (rate-limited) when it is unknown.
+
+        A token without ``kid`` is accepted only while the issuer publishes exactly one key:
+        otherwise which key it means would be a guess.
+        """
+        key = self._lookup(kid)
+        if key is not None:
+            return key
+        async with self._lock:
+            key = self._lookup(kid)  # another request may have refetched while we waited
+            if key is None and self._may_refetch():
+                await self._fetch()
+                key = self._lookup(kid)
+        return key
+
+    def _lookup(self, kid: str | None) -> PyJWK | None:
+        if kid is None:
+            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+        return self._keys.get(kid)
+
+    def _may_refetch(self) -> bool:
+        if self._last_attempt is None:
+            return True
+        return self._monotonic() - self._last_attempt >= self._min_refetch_s
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            # After a failure, try again sooner than the regular period, but never faster
+            # than the refetch rate limit allows.
+            delay = self._refresh_s
+            if self._last_error is not None:
+                delay = min(self._refresh_s, self._min_refetch_s)
+            await asyncio.sleep(delay)
+            try:
+                async with self._lock:
+                    await self._fetch()
+            except Exception:  # the refresher must outlive any surprise; it is the boundary
+                log.exception("jwks_refresh_crashed", url=self._url)
+
+    async def _fetch(self) -> None:
+        """One fetch. On failure the keys held so far are kept; nothing is raised."""
+        self._last_attempt = self._monotonic()
+        self.fetches += 1
+        try:
+            keys = parse_jwks(await self._download(), self._algorithms)
+        except JwksError as exc:
+            self.fetch_failures += 1
+            self._last_error = str(exc)
+            log.warning(
+                "jwks_fetch_failed", url=self._url, error=str(exc), keys_kept=len(self._keys)
+            )
+            return
+        if set(keys) != set(self._keys):
+            log.info("jwks_keys_changed", url=self._url, kids=sorted(str(k) for k in keys))
+        self._keys = keys
+        self._last_error = None
+        self.last_success = time.time()
+
+    async def _download(self) -> Any:
+        """GET the JWKS; every transport or format problem becomes :class:`JwksError`."""
+        try:
+            async with self._session.get(
+                self._url,
+                timeout=self._timeout,
+                allow_redirects=False,
+                headers={"Accept": "application/json"},
+            ) as response:
+                if response.status != 200:
+                    raise JwksError(f"HTTP {response.status}")
+                body = await _read_limited(response, MAX_JWKS_BYTES)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise JwksError(f"cannot fetch: {type(exc).__name__}") from exc
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise JwksError("response is not JSON") from exc
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise JwksError("response larger than a JWKS can be")
+    return bytes(body)
