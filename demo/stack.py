@@ -1,0 +1,487 @@
+"""The demo: every owui-gate piece running on loopback, around a real OpenWebUI.
+
+``python -m demo.stack`` (``scripts/demo`` sets up the venvs and runs it) starts, in order:
+
+1. a small OpenAI-compatible model server (``demo.model_server``): the LLM;
+2. OpenWebUI 0.12.4 in trusted-header mode, loopback only, with that model server as its
+   OpenAI connection; then creates the operator's admin account directly, first, so that no
+   user who signs in later becomes admin;
+3. the proxy (``owui-proxy``): the only ingress, forward-auth to the demo IdP, with an internal
+   act-as listener whose service token is generated here;
+4. the provisioner's webhook receiver (``owui-provision webhook``) with the example course;
+5. the demo identity provider (``owui-demo-idp``): login page, forward-auth endpoint, logout,
+   and a signed signup webhook to the receiver on each first login.
+
+It prints the URL to open and what each process is; Ctrl-C or SIGTERM stops everything in
+reverse order. ``--check`` starts everything, verifies it end to end, stops and exits 0 (used
+by the e2e tests). The e2e tests build on :class:`Stack` too, so the demo is what is tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from demo import openwebui
+from demo.model_server import MODEL_ID
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_COURSE = REPO / "examples" / "welcome.toml"
+
+
+class StackError(RuntimeError):
+    """A demo process could not be started or died; the message names it and its log."""
+
+
+def console_script(name: str) -> Path:
+    """A console script of this project, next to the running interpreter (the project venv)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise StackError(
+            f"{name} is not installed next to {sys.executable}: "
+            "install the project first (scripts/demo or scripts/test do it)"
+        )
+    return path
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The parent's environment without any owui-gate settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OWUI_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Service:
+    """One running process of the stack."""
+
+    name: str
+    role: str
+    url: str
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(repr=False)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, SIGKILL what is left after ``timeout``."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _die_with_parent() -> None:
+    # Same reason as in demo.openwebui: a killed parent must not leave orphans on our ports.
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+def spawn(
+    name: str,
+    role: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    url: str,
+    log_path: Path,
+    ready: Callable[[], bool],
+    timeout: float = 30.0,
+) -> Service:
+    """Start ``argv`` in its own process group, logging to ``log_path``; wait until ``ready()``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    service = Service(name=name, role=role, url=url, log_path=log_path, process=process)
+    deadline = time.monotonic() + timeout
+    while True:
+        if not service.alive():
+            raise StackError(
+                f"{name} exited with {process.returncode} while starting; "
+                f"log {log_path}:\n{_tail(log_path)}"
+            )
+        if ready():
+            return service
+        if time.monotonic() > deadline:
+            service.stop()
+            raise StackError(
+                f"{name} was not ready within {timeout:.0f} s; log {log_path}:\n{_tail(log_path)}"
+            )
+        time.sleep(0.2)
+
+
+def http_ready(url: str, *, want: int | None = None) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers at all (or with status ``want``)."""
+
+    def probe() -> bool:
+        try:
+            status = httpx.get(url, timeout=2.0).status_code
+        except httpx.HTTPError:
+            return False
+        return status == want if want is not None else True
+
+    return probe
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """``count`` distinct ports free on ``host`` (all held open until all are chosen)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(count):
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def write_secret(path: Path, value: str) -> Path:
+    """Write a secret file readable by its owner only (mode 600 from the start)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(value + "\n")
+    return path
+
+
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass
+class StackConfig:
+    """What the stack is built from."""
+
+    state_dir: Path
+    public_port: int = 8000  # 0: any free port
+    operator_email: str = "operator@example.com"
+    operator_name: str = "Operator"
+    course: Path = DEFAULT_COURSE
+    token_delay: float = 0.05
+    host: str = "127.0.0.1"
+
+
+@dataclass
+class Stack:
+    """The running demo. Start with :meth:`start`, stop with :meth:`stop` (or use ``with``)."""
+
+    config: StackConfig
+    openwebui: openwebui.OpenWebUI | None = None
+    services: dict[str, Service] = field(default_factory=dict)
+    operator_token: str = field(default="", repr=False)
+    public_port: int = 0
+    public_url: str = ""
+    internal_url: str = ""
+    admin_url: str = ""
+    idp_url: str = ""
+    webhook_url: str = ""
+    model_url: str = ""
+    service_token_file: Path = field(default_factory=Path)
+    webhook_secret_file: Path = field(default_factory=Path)
+
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def logs(self) -> Path:
+        return self.config.state_dir / "logs"
+
+    def start(self, progress: Callable[[str], None] = print) -> None:
+        """Start everything, in dependency order."""
+        self.prepare()
+        self.start_model_server()
+        progress("starting OpenWebUI (30-60 s; the first run installs it, several minutes)")
+        self.start_openwebui()
+        self.start_proxy()
+        self.start_webhook()
+        self.start_idp()
+
+    def prepare(self) -> None:
+        """Pick the ports and write the secrets every later step refers to."""
+        cfg = self.config
+        if not cfg.course.is_file():
+            raise StackError(f"course file {cfg.course} does not exist")
+        host = cfg.host
+        secrets_dir = cfg.state_dir / "secrets"
+        self.service_token_file = write_secret(
+            secrets_dir / "internal-tokens", secrets.token_urlsafe(48)
+        )
+        self.webhook_secret_file = write_secret(
+            secrets_dir / "webhook-secret", new_webhook_secret()
+        )
+        port = cfg.public_port or openwebui.free_port(host)
+        model, idp, admin, internal, webhook = (openwebui.free_port(host) for _ in range(5))
+        self.public_port = port
+        self.public_url = f"http://{host}:{port}"
+        self.model_url = f"http://{host}:{model}/v1"
+        self.idp_url = f"http://{host}:{idp}"
+        self.admin_url = f"http://{host}:{admin}"
+        self.internal_url = f"http://{host}:{internal}"
+        self.webhook_url = f"http://{host}:{webhook}/webhooks/signup"
+
+    def start_model_server(self) -> None:
+        """The model server: what OpenWebUI's OpenAI connection points at."""
+        listen = self.model_url.removeprefix("http://").removesuffix("/v1")
+        self.services["model"] = spawn(
+            "model server",
+            f"OpenAI-compatible model '{MODEL_ID}' that streams (production: OpenAI, vLLM, ...)",
+            [sys.executable, "-m", "demo.model_server", "--listen", listen,
+             "--token-delay", str(self.config.token_delay)],
+            env=child_environment({}),
+            url=self.model_url,
+            log_path=self.logs / "model-server.log",
+            ready=http_ready(f"{self.model_url}/models", want=200),
+        )  # fmt: skip
+
+    def start_openwebui(self) -> None:
+        """OpenWebUI, then its first (admin) account, before anyone else can sign in."""
+        cfg = self.config
+        self.openwebui = openwebui.start(
+            data_dir=cfg.state_dir / "openwebui-data",
+            log_path=self.logs / "openwebui.log",
+            openai_base_url=self.model_url,
+        )
+        self.openwebui.wait_healthy()
+        admin = openwebui.create_operator_admin(
+            self.openwebui.url, cfg.operator_email, cfg.operator_name
+        )
+        self.operator_token = str(admin["token"])
+
+    def start_proxy(self) -> None:
+        """The proxy: public, admin and internal listeners."""
+        assert self.openwebui is not None, "start OpenWebUI first"
+        host = self.config.host
+        proxy_env = child_environment(
+            {
+                "OWUI_PROXY_UPSTREAM": self.openwebui.url,
+                "OWUI_PROXY_LISTEN": f"{host}:{self.public_port}",
+                "OWUI_PROXY_ADMIN_LISTEN": self.admin_url.removeprefix("http://"),
+                "OWUI_PROXY_AUTH": "forward",
+                "OWUI_PROXY_FORWARD_AUTH_URL": f"{self.idp_url}/oauth2/auth",
+                "OWUI_PROXY_PUBLIC_URL": self.public_url,
+                "OWUI_PROXY_LOGIN_URL": f"{self.idp_url}/login",
+                "OWUI_PROXY_LOGOUT_URL": f"{self.idp_url}/logout",
+                "OWUI_PROXY_INTERNAL_LISTEN": self.internal_url.removeprefix("http://"),
+                "OWUI_PROXY_INTERNAL_TOKENS_FILE": str(self.service_token_file),
+            }
+        )
+        self.services["proxy"] = spawn(
+            "proxy",
+            "owui-proxy: the only ingress; strips spoofed identity headers, asks the IdP who "
+            "the caller is, injects X-User-Email (production: the same, behind TLS/nginx)",
+            [str(console_script("owui-proxy"))],
+            env=proxy_env,
+            url=self.public_url,
+            log_path=self.logs / "proxy.log",
+            ready=http_ready(f"{self.admin_url}/readyz", want=200),
+        )
+
+    def start_webhook(self) -> None:
+        """The provisioner's webhook receiver, acting through the internal listener."""
+        listen = self.webhook_url.removeprefix("http://").split("/", 1)[0]
+        self.services["webhook"] = spawn(
+            "provisioner webhook",
+            "owui-provision webhook: on a signed signup event, creates the course threads "
+            "through the internal listener (production: the same, private network)",
+            [str(console_script("owui-provision")), "webhook", str(self.config.course),
+             "--listen", listen, "--secret-file", str(self.webhook_secret_file)],
+            env=child_environment(self.provision_env()),
+            url=self.webhook_url,
+            log_path=self.logs / "webhook.log",
+            ready=http_ready(self.webhook_url),
+        )  # fmt: skip
+
+    def start_idp(self) -> None:
+        """The demo identity provider."""
+        self.services["idp"] = spawn(
+            "demo IdP",
+            "owui-demo-idp: login page, forward-auth endpoint, logout, signup webhooks "
+            "(production: oauth2-proxy, Authelia, authentik, Clerk, ...)",
+            self.idp_command(),
+            env=child_environment({}),
+            url=f"{self.idp_url}/login",
+            log_path=self.logs / "idp.log",
+            ready=http_ready(f"{self.idp_url}/login", want=200),
+        )
+
+    def idp_command(self) -> list[str]:
+        """The demo IdP's command line."""
+        return [
+            str(console_script("owui-demo-idp")),
+            "--listen", self.idp_url.removeprefix("http://"),
+            "--webhook-url", self.webhook_url,
+            "--webhook-secret-file", str(self.webhook_secret_file),
+        ]  # fmt: skip
+
+    def provision_env(self) -> dict[str, str]:
+        """Environment for ``owui-provision`` to act through this stack's internal listener."""
+        return {
+            "OWUI_PROVISION_URL": self.internal_url,
+            "OWUI_PROVISION_TOKEN_FILE": str(self.service_token_file),
+        }
+
+    def dead(self) -> list[Service]:
+        """Services that have exited."""
+        return [service for service in self.services.values() if not service.alive()]
+
+    def stop(self) -> None:
+        """Stop every process, last started first."""
+        for key in reversed(list(self.services)):
+            self.services.pop(key).stop()
+        if self.openwebui is not None:
+            self.openwebui.stop()
+            self.openwebui = None
+
+    def describe(self) -> str:
+        """What is running where, for people."""
+        assert self.openwebui is not None
+        rows = [
+            (
+                "OpenWebUI 0.12.4",
+                self.openwebui.url,
+                "loopback only, trusted-header mode; reach it through the proxy",
+            ),
+            ("proxy admin", f"{self.admin_url}/readyz", "health, readiness, /metrics"),
+            (
+                "internal listener",
+                self.internal_url,
+                "act-as door for the provisioner (service token required)",
+            ),
+        ]
+        lines = [f"  {s.name:<20} {s.url:<44} {s.role}" for s in self.services.values()]
+        lines += [f"  {name:<20} {url:<44} {role}" for name, url, role in rows]
+        return "\n".join(lines)
+
+
+def check(stack: Stack) -> None:
+    """End-to-end smoke test of a running stack; raises :class:`StackError` on a problem."""
+    result = subprocess.run(
+        [str(console_script("owui-provision")), "check"],
+        env=child_environment(stack.provision_env()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise StackError(f"owui-provision check failed:\n{result.stdout}{result.stderr}")
+    response = httpx.get(f"{stack.public_url}/api/config", timeout=10.0)
+    if response.status_code != 401:
+        raise StackError(
+            f"an anonymous request through the proxy got {response.status_code}, expected 401"
+        )
+
+
+class _Stop(Exception):
+    """Raised by the SIGTERM handler to leave the main loop like Ctrl-C does."""
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Once: a second Ctrl-C must not interrupt the clean-up the first one started.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Stop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.stack", description="Run the owui-gate demo on loopback."
+    )
+    parser.add_argument("--port", type=int, default=8000, help="proxy port (default %(default)s)")
+    parser.add_argument("--course", type=Path, default=DEFAULT_COURSE, help="course TOML")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where data, logs and secrets go (default: a fresh temporary folder)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="start, verify end to end, stop, exit 0 if all is well"
+    )
+    args = parser.parse_args(argv)
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="owui-gate-demo-"))
+    stack = Stack(StackConfig(state_dir=state_dir, public_port=args.port, course=args.course))
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        with stack:
+            if args.check:
+                check(stack)
+                print(f"demo stack OK ({state_dir})")
+                return 0
+            print(
+                f"\nowui-gate demo is running. Open {stack.public_url}\n\n"
+                f"{stack.describe()}\n\n"
+                f"Sign in on the demo IdP page with any new email: its signup event makes the "
+                f"provisioner create the course threads (see Archived Chats).\n"
+                f"Operator (admin): {stack.config.operator_email}. Logs: {stack.logs}\n"
+                "Ctrl-C stops everything.",
+                flush=True,
+            )
+            while not (dead := stack.dead()):
+                time.sleep(1)
+            for service in dead:
+                print(
+                    f"{service.name} exited ({service.process.returncode}); see "
+                    f"{service.log_path}:\n{_tail(service.log_path)}",
+                    file=sys.stderr,
+                )
+            return 1
+    except _Stop:
+        print("\nstopped", flush=True)
+        return 0
+    except (StackError, openwebui.OpenWebUIError) as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
