@@ -1,15 +1,17 @@
 """The proxy's exception tree. Translated into responses in one place (``proxy/respond.py``).
 
-    ProxyError                    status, public message; never carries secrets
-    ├── UpstreamError
-    │   ├── UpstreamUnavailable   502  cannot connect / connection broke before headers
-    │   └── UpstreamTimeout       504  no response headers in time
-    ├── BadIdentity               502  the identity source gave a value we refuse to forward
-    ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
-    ├── Unauthenticated           401  (or a redirect to the login page for browsers)
-    ├── Forbidden                 403
-    ├── ProxyAuthRequired         407  internal listener: missing or wrong service token
-    └── BodyTooLarge              413
+ProxyError                    status, public message; never carries secrets
+├── UpstreamError
+│   ├── UpstreamUnavailable   502  cannot connect / connection broke before headers
+│   ├── UpstreamTimeout       504  no response headers in time
+│   └── UpstreamRefused       the upstream's status: it refused a WebSocket upgrade
+├── BadIdentity               502  the identity source gave a value we refuse to forward
+├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
+├── BadRequest                400  e.g. a request target that is not a path
+├── Unauthenticated           401  (or a redirect to the login page for browsers)
+├── Forbidden                 403
+├── ProxyAuthRequired         407  internal listener: missing or wrong service token
+└── BodyTooLarge              413
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ class UpstreamTimeout(UpstreamError):
     public = "upstream timed out"
 
 
+class UpstreamRefused(UpstreamError):
+    """The upstream answered a WebSocket upgrade without 101; its status is passed on."""
+
+    def __init__(self, status: int, reason: str | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
 class BadIdentity(ProxyError):
     status = 502
     public = "identity provider returned an unusable identity"
@@ -50,6 +60,11 @@ class BadIdentity(ProxyError):
 class AuthServiceUnavailable(ProxyError):
     status = 503
     public = "authentication service unavailable"
+
+
+class BadRequest(ProxyError):
+    status = 400
+    public = "bad request"
 
 
 class Unauthenticated(ProxyError):

@@ -1,0 +1,173 @@
+"""Forward-auth identity: ask an auth service (oauth2-proxy, Authelia, authentik) per request.
+
+The service gets a GET with the client's ``Cookie`` and ``X-Forwarded-*`` /
+``X-Original-URL`` describing the original request — never the client's
+``Authorization``, which carries OpenWebUI's own token. 2xx: the identity is read from the
+configured response headers. 401/403: the client gets that status with the service's
+``Location``/``WWW-Authenticate``. Anything else, or no answer in time: 503.
+
+With ``forward_auth_cache_s`` > 0, 2xx decisions are cached in a bounded LRU keyed by a
+SHA-256 of the credentials sent (the ``Cookie`` header), for at most that long. Denials and
+failures are never cached, so a signed-out session is refused on its next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from proxy.auth.base import Denied
+from proxy.errors import AuthServiceUnavailable
+from proxy.headers import HeaderPolicy, forwarded_view
+from proxy.identity import Identity, make_identity
+from proxy.metrics import Metrics
+from proxy.settings import Settings
+
+# Headers of a denial worth passing to the client: where to log in, and how.
+_PASS_ON = ("Location", "WWW-Authenticate")
+
+
+class DecisionCache:
+    """A bounded LRU of identities with a time-to-live. ``clock`` is injectable for tests."""
+
+    def __init__(
+        self, ttl_s: float, size: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.size = size
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
+
+    def get(self, key: bytes) -> Identity | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires, identity = entry
+        if self.clock() >= expires:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return identity
+
+    def put(self, key: bytes, identity: Identity) -> None:
+        self._entries[key] = (self.clock() + self.ttl_s, identity)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def credentials_key(cookie: str) -> bytes:
+    """What the cache is keyed by: a digest, so no session cookie sits in memory twice."""
+    return hashlib.sha256(cookie.encode("latin-1", "replace")).digest()
+
+
+class ForwardAuthenticator:
+    """The ``auth=forward`` identity source (implements ``proxy.auth.base.Authenticator``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if settings.forward_auth_url is None:  # the settings model already refuses this
+            raise ValueError("forward_auth_url is required for auth=forward")
+        self.url = settings.forward_auth_url
+        self.session = session
+        self.metrics = metrics
+        self.timeout = aiohttp.ClientTimeout(total=settings.auth_timeout_s)
+        self.email_header = settings.forward_auth_email_header
+        self.name_header = settings.forward_auth_name_header
+        self.groups_header = settings.forward_auth_groups_header
+        self.policy = HeaderPolicy.from_settings(settings)
+        self.public_url = settings.public_url
+        self.cache = (
+            DecisionCache(settings.forward_auth_cache_s, settings.forward_auth_cache_size, clock)
+            if settings.forward_auth_cache_s > 0
+            else None
+        )
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def problem(self) -> str | None:
+        return None
+
+    def _outbound(self, request: web.Request, cookie: str) -> dict[str, str]:
+        fwd = forwarded_view(
+            request.headers,
+            peer=request.remote,
+            scheme=request.scheme,
+            host=request.host,
+            policy=self.policy,
+        )
+        base = self.public_url or f"{fwd.proto}://{fwd.host}"
+        headers = {
+            "X-Forwarded-Method": request.method,
+            "X-Forwarded-Proto": fwd.proto,
+            "X-Forwarded-Host": fwd.host,
+            "X-Forwarded-Uri": request.raw_path,
+            "X-Forwarded-For": fwd.for_,
+            "X-Original-URL": base + request.raw_path,
+            "Accept": request.headers.get("Accept", "*/*"),
+        }
+        if cookie:
+            headers["Cookie"] = cookie
+        return headers
+
+    def _count(self, what: str) -> None:
+        if self.metrics is not None:
+            self.metrics.forward_auth_cache.labels(what).inc()
+
+    async def authenticate(self, request: web.Request) -> Identity | Denied:
+        cookie = "; ".join(request.headers.getall("Cookie", []))
+        key = credentials_key(cookie) if self.cache is not None and cookie else None
+        if key is not None and self.cache is not None:
+            cached = self.cache.get(key)
+            self._count("hit" if cached is not None else "miss")
+            if cached is not None:
+                return cached
+        if self.metrics is not None:
+            self.metrics.forward_auth_calls.inc()
+        try:
+            async with self.session.get(
+                self.url,
+                headers=self._outbound(request, cookie),
+                allow_redirects=False,
+                timeout=self.timeout,
+            ) as response:
+                status = response.status
+                headers = response.headers
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise AuthServiceUnavailable(f"auth service failed ({type(exc).__name__})") from exc
+        if 200 <= status < 300:
+            identity = make_identity(
+                headers.get(self.email_header),
+                headers.get(self.name_header),
+                headers.get(self.groups_header),
+            )
+            if key is not None and self.cache is not None:
+                self.cache.put(key, identity)
+            return identity
+        # Authelia answers a browser with 302 to its portal instead of 401: same meaning.
+        if status in (401, 403) or (300 <= status < 400 and "Location" in headers):
+            passed = {name: headers[name] for name in _PASS_ON if name in headers}
+            return Denied(
+                status=403 if status == 403 else 401,
+                reason=f"auth service answered {status}",
+                headers=passed,
+            )
+        raise AuthServiceUnavailable(f"auth service answered {status}")

@@ -1,0 +1,98 @@
+"""Pure decisions about browsers and API clients at the public edge (tested by tables).
+
+- login redirects, whose ``rd=`` target is built from our own public URL only;
+- the WebSocket ``Origin`` check against that URL (cross-site WebSocket hijacking);
+- which ``Authorization`` is an OpenWebUI API key that may pass without an SSO identity;
+- sign-out and "User mismatch" handling, which make the browser drop OpenWebUI's
+  ``token`` cookie (see docs/proxy.md, "Identity switch").
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from urllib.parse import quote, unquote, urlsplit
+
+SIGNOUT_PATH = "/api/v1/auths/signout"
+# Exactly what OpenWebUI 0.12.4 (utils/auth.py, get_current_user) answers when the token's
+# user differs from the trusted email header.
+MISMATCH_DETAIL = "User mismatch. Please sign in again."
+# Deletes OpenWebUI's session cookie (set by /api/v1/auths/signin, HttpOnly, path /).
+CLEAR_TOKEN_COOKIE = "token=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Path=/"  # noqa: S105
+
+# Reachable without any valid credential, so never relayed on the strength of an
+# (unchecked) "sk-" prefix: sign-up would let anyone create accounts, even the first admin.
+_NO_API_KEY_PREFIXES = ("/api/v1/auths/", "/oauth/")
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower-cased, default ports dropped."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" if port in (None, default) else f"{scheme}://{host}:{port}"
+
+
+def origin_allowed(origin: str | None, public_origin: str) -> bool:
+    """A WebSocket upgrade's ``Origin`` must be our own public origin, exactly."""
+    if origin is None or origin.strip() in ("", "null"):
+        return False
+    try:
+        return origin_of(origin.strip()) == public_origin
+    except ValueError:
+        return False
+
+
+def is_browser_navigation(method: str, accept: str | None, websocket: bool) -> bool:
+    """A page load (GET/HEAD asking for HTML), as opposed to an API call."""
+    return not websocket and method in ("GET", "HEAD") and "text/html" in (accept or "").lower()
+
+
+def login_redirect(login_url: str, public_url: str, raw_target: str) -> str:
+    """``login_url`` with ``rd=`` the original absolute URL, built from ``public_url`` only.
+
+    ``raw_target`` always starts with ``/`` (the relay refuses anything else), so the
+    result's ``rd`` stays on our origin whatever the client sent as Host.
+    """
+    rd = public_url.rstrip("/") + raw_target
+    separator = "&" if urlsplit(login_url).query else "?"
+    return f"{login_url}{separator}rd={quote(rd, safe='')}"
+
+
+def api_key_allowed(authorizations: list[str], path: str) -> bool:
+    """Exactly one ``Authorization: Bearer sk-...``, to a path that checks the key.
+
+    ``path`` is the decoded path; dot segments are resolved the way a server may, so
+    ``/x/../api/v1/auths/signup`` counts as a sign-up.
+    """
+    if len(authorizations) != 1:
+        return False
+    scheme, _, token = authorizations[0].strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip().startswith("sk-"):
+        return False
+    resolved = posixpath.normpath(unquote(path)).lower()
+    if path.endswith("/") and not resolved.endswith("/"):
+        resolved += "/"
+    return not any(
+        resolved.startswith(prefix) or resolved == prefix.rstrip("/")
+        for prefix in _NO_API_KEY_PREFIXES
+    )
+
+
+def is_signout(method: str, path: str) -> bool:
+    return method in ("GET", "POST") and path == SIGNOUT_PATH
+
+
+def is_user_mismatch(status: int, body: bytes) -> bool:
+    """OpenWebUI refused a token because it belongs to another user than the header says."""
+    if status != 401:
+        return False
+    try:
+        detail = json.loads(body).get("detail")
+    except (ValueError, AttributeError):
+        return False
+    return bool(detail == MISMATCH_DETAIL)

@@ -1,0 +1,232 @@
+"""The header policy: which request headers reach OpenWebUI, and which response headers return.
+
+Pure functions over header lists, so the whole policy is one table of tests
+(``tests/proxy/test_headers.py``). The order inside :func:`build_upstream_headers` is the
+security argument, step by step:
+
+1. Drop every header whose name, lower-cased with ``_`` read as ``-``, is a protected
+   identity header (email, name, groups, role) or ``Proxy-Authorization``. Servers such as
+   uvicorn/starlette may fold ``X_User_Email`` into ``x-user-email``; we refuse every
+   spelling instead of guessing which one a server reads.
+2. Drop hop-by-hop headers (RFC 9110 7.6.1) and every header named in ``Connection``.
+3. Drop headers the proxy owns (``Host``, the ``X-Forwarded-*`` family, ``Forwarded``,
+   ``X-Real-IP``, ``X-Request-ID``) and set them deliberately from what the proxy knows.
+4. Inject the verified identity last, so nothing a client sends (not even
+   ``Connection: X-User-Email``) can remove or duplicate it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from multidict import CIMultiDict
+
+from proxy.identity import Identity
+from proxy.settings import IPNetwork, Settings
+
+# RFC 9110 7.6.1 names these; Proxy-Connection is the pre-standard spelling still sent by
+# some clients, Trailer/TE only make sense per connection, HTTP2-Settings belongs to h2c.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "proxy-connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "http2-settings",
+        # Already answered by our own server; the upstream would wait for a body we hold.
+        "expect",
+    }
+)
+
+# Set by the proxy from facts it knows; a client's copies are never passed on.
+PROXY_OWNED = frozenset(
+    {
+        "host",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "x-request-id",
+    }
+)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+def normalise(name: str) -> str:
+    """Header names compared as servers may read them: case-folded, ``_`` equal to ``-``."""
+    return name.strip().lower().replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPolicy:
+    """What the policy needs from the settings, computed once at start."""
+
+    email_header: str
+    name_header: str
+    groups_header: str
+    role_header: str
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HeaderPolicy:
+        return cls(
+            email_header=settings.email_header,
+            name_header=settings.name_header,
+            groups_header=settings.groups_header,
+            role_header=settings.role_header,
+            trusted_proxies=settings.trusted_proxies,
+        )
+
+    @property
+    def protected(self) -> frozenset[str]:
+        """Normalised names no client may send: the identity headers and Proxy-Authorization."""
+        return frozenset(
+            normalise(h)
+            for h in (
+                self.email_header,
+                self.name_header,
+                self.groups_header,
+                self.role_header,
+                "Proxy-Authorization",
+            )
+        )
+
+    def is_trusted(self, peer: str | None) -> bool:
+        """Whether ``peer`` (an IP address) is a front proxy whose X-Forwarded-* we believe."""
+        if not peer or not self.trusted_proxies:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """Who the client is, as far as the proxy can tell: the values of X-Forwarded-*."""
+
+    for_: str
+    proto: str
+    host: str
+
+
+def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
+    listed: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            listed.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return listed
+
+
+def forwarded_view(
+    request_headers: Mapping[str, str],
+    *,
+    peer: str | None,
+    scheme: str,
+    host: str,
+    policy: HeaderPolicy,
+) -> Forwarded:
+    """X-Forwarded-For/-Proto/-Host for a request from ``peer``.
+
+    A client's own values are believed only when ``peer`` is a trusted front proxy; then
+    ``peer`` is appended to the chain it sent. Otherwise the chain starts at ``peer``.
+    """
+    peer_text = peer or "unknown"
+    if policy.is_trusted(peer):
+        chain = request_headers.get("X-Forwarded-For", "").strip()
+        proto = request_headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        fwd_host = request_headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        return Forwarded(
+            for_=f"{chain}, {peer_text}" if chain else peer_text,
+            proto=proto if proto in ("http", "https") else scheme,
+            host=fwd_host or host,
+        )
+    return Forwarded(for_=peer_text, proto=scheme, host=host)
+
+
+def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPolicy) -> list[str]:
+    """Names (never values) of the protected headers a client sent; for the log."""
+    protected = policy.protected
+    return [name for name, _ in request_headers if normalise(name) in protected]
+
+
+def identity_headers(identity: Identity, policy: HeaderPolicy) -> list[tuple[str, str]]:
+    """The headers that tell OpenWebUI who the user is. Never the role header."""
+    out = [(policy.email_header, identity.email)]
+    name = identity.name_header_value()
+    if name is not None:
+        out.append((policy.name_header, name))
+    groups = identity.groups_header_value()
+    if groups is not None:
+        out.append((policy.groups_header, groups))
+    return out
+
+
+def build_upstream_headers(
+    request_headers: Iterable[tuple[str, str]] | Mapping[str, str],
+    *,
+    peer: str | None,
+    scheme: str,
+    host: str,
+    identity: Identity | None,
+    policy: HeaderPolicy,
+    request_id: str | None = None,
+    upstream_host: str | None = None,
+) -> CIMultiDict[str]:
+    """The complete header set sent to OpenWebUI for one request.
+
+    ``request_headers`` are the client's (a multidict's ``items()`` keeps duplicates);
+    ``peer`` is the TCP peer address, ``scheme``/``host`` what the client used to reach us;
+    ``identity`` is verified (None only for API-key pass-through). ``upstream_host``, when
+    given, replaces ``Host`` (otherwise the public host is sent, as OpenWebUI builds some
+    absolute URLs from it).
+    """
+    items = (
+        list(request_headers.items())
+        if isinstance(request_headers, Mapping)
+        else list(request_headers)
+    )
+    protected = policy.protected
+    dropped = HOP_BY_HOP | PROXY_OWNED | _connection_listed(items)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        if normalise(name) in protected or name.lower() in dropped:
+            continue
+        out.add(name, value)
+
+    forwarded = forwarded_view(
+        CIMultiDict(items), peer=peer, scheme=scheme, host=host, policy=policy
+    )
+    out["Host"] = upstream_host or forwarded.host
+    out["X-Forwarded-For"] = forwarded.for_
+    out["X-Forwarded-Proto"] = forwarded.proto
+    out["X-Forwarded-Host"] = forwarded.host
+    if request_id is not None:
+        out[REQUEST_ID_HEADER] = request_id
+    if identity is not None:
+        for name, value in identity_headers(identity, policy):
+            out[name] = value
+    return out
+
+
+def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
+    """The upstream's response headers minus hop-by-hop ones (and those its Connection lists)."""
+    items = list(upstream_headers)
+    dropped = HOP_BY_HOP | _connection_listed(items)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in items:
+        if name.lower() not in dropped:
+            out.add(name, value)
+    return out

@@ -1,0 +1,55 @@
+"""Prometheus metrics in the proxy's own registry, served on the admin listener only."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Upstream latency is time to response headers: streams would swamp a total-time histogram.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """Everything the proxy counts. One instance per process, made in ``create_app``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "owui_proxy_requests",
+            "Requests answered, by listener and status class (2xx, 4xx, ...).",
+            ("listener", "status_class"),
+            registry=self.registry,
+        )
+        self.upstream_latency = Histogram(
+            "owui_proxy_upstream_response_seconds",
+            "Time from sending a request upstream to its response headers.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.open_websockets = Gauge(
+            "owui_proxy_open_websockets",
+            "WebSockets currently relayed.",
+            registry=self.registry,
+        )
+        self.auth_decisions = Counter(
+            "owui_proxy_auth_decisions",
+            "Identity decisions on the public listener, by outcome.",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.forward_auth_cache = Counter(
+            "owui_proxy_forward_auth_cache",
+            "Forward-auth decision cache lookups, by result (hit, miss).",
+            ("result",),
+            registry=self.registry,
+        )
+        self.forward_auth_calls = Counter(
+            "owui_proxy_forward_auth_calls",
+            "Requests sent to the forward-auth service.",
+            registry=self.registry,
+        )
+
+    def count_request(self, listener: str, status: int) -> None:
+        self.requests.labels(listener, f"{status // 100}xx").inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

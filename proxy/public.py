@@ -1,0 +1,192 @@
+"""The public listener's handler: authenticate, build the header set, relay.
+
+No identity, no upstream request: every path below either has a verified identity, or an
+API key OpenWebUI will check itself (only when ``allow_api_keys``), or answers without
+touching the upstream.
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from proxy import browser, logs
+from proxy.auth.base import Authenticator, Denied
+from proxy.errors import BadRequest, Forbidden
+from proxy.headers import (
+    HeaderPolicy,
+    build_upstream_headers,
+    filter_response_headers,
+    stripped_names,
+)
+from proxy.identity import Identity
+from proxy.metrics import Metrics
+from proxy.relay import Upstream, send, stream_back
+from proxy.respond import error_response, request_id
+from proxy.settings import Settings
+from proxy.websocket import is_websocket, relay_websocket
+
+IDENTITY_KEY = "owui_identity"
+UPSTREAM_SECONDS_KEY = "owui_upstream_s"
+# A 401 body worth reading to recognise "User mismatch"; OpenWebUI's is ~50 bytes.
+_SMALL_BODY = 4096
+
+
+class PublicHandler:
+    """Everything the public listener needs, resolved once at start."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        authenticator: Authenticator,
+        upstream: Upstream,
+        metrics: Metrics,
+    ) -> None:
+        self.policy = HeaderPolicy.from_settings(settings)
+        self.authenticator = authenticator
+        self.upstream = upstream
+        self.metrics = metrics
+        self.public_url = settings.public_url
+        self.public_origin = browser.origin_of(settings.public_url) if settings.public_url else None
+        self.login_url = settings.login_url
+        self.logout_url = settings.logout_url
+        self.allow_api_keys = settings.allow_api_keys
+        self.log = logs.get()
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if not request.raw_path.startswith("/"):
+            raise BadRequest("request target must be a path")
+        websocket = is_websocket(request)
+        if (
+            websocket
+            and self.public_origin is not None
+            and not browser.origin_allowed(request.headers.get("Origin"), self.public_origin)
+        ):
+            self.metrics.auth_decisions.labels("cross_origin_websocket").inc()
+            raise Forbidden("cross-origin WebSocket refused")
+        stripped = stripped_names(request.headers.items(), self.policy)
+        if stripped:
+            # Names only: the values are exactly what an attacker wants to see echoed.
+            self.log.warning("identity_headers_stripped", names=stripped)
+
+        identity: Identity | None = None
+        if (
+            self.allow_api_keys
+            and not websocket
+            and browser.api_key_allowed(request.headers.getall("Authorization", []), request.path)
+        ):
+            self.metrics.auth_decisions.labels("api_key").inc()
+        else:
+            result = await self.authenticator.authenticate(request)
+            if isinstance(result, Denied):
+                self.metrics.auth_decisions.labels("denied").inc()
+                return self._deny(request, result, websocket)
+            self.metrics.auth_decisions.labels("identity").inc()
+            identity = result
+            request[IDENTITY_KEY] = identity
+
+        headers = build_upstream_headers(
+            request.headers.items(),
+            peer=request.remote,
+            scheme=request.scheme,
+            host=request.host,
+            identity=identity,
+            policy=self.policy,
+            request_id=request_id(request),
+        )
+        if identity is None:
+            # API-key pass-through: the key is the only credential OpenWebUI may see; a
+            # session cookie riding along must not authenticate anything.
+            headers.popall("Cookie", None)
+        if websocket:
+            self.metrics.open_websockets.inc()
+            try:
+                return await relay_websocket(request, headers, self.upstream)
+            finally:
+                self.metrics.open_websockets.dec()
+        if identity is not None and browser.is_signout(request.method, request.path):
+            return await self._signout(request, headers)
+        return await self._relay(request, headers, identity)
+
+    def _deny(self, request: web.Request, denied: Denied, websocket: bool) -> web.StreamResponse:
+        self.log.info("auth_denied", reason=denied.reason, status=denied.status)
+        if (
+            self.login_url is not None
+            and self.public_url is not None
+            and browser.is_browser_navigation(
+                request.method, request.headers.get("Accept"), websocket
+            )
+        ):
+            location = browser.login_redirect(self.login_url, self.public_url, request.raw_path)
+            raise web.HTTPFound(location, headers={"Cache-Control": "no-store"})
+        return error_response(request, denied.status, "authentication required", denied.headers)
+
+    async def _send(
+        self,
+        request: web.Request,
+        headers: CIMultiDict[str],
+        method: str | None = None,
+        with_body: bool = True,
+    ) -> aiohttp.ClientResponse:
+        started = time.perf_counter()
+        response = await send(request, headers, self.upstream, method=method, with_body=with_body)
+        elapsed = time.perf_counter() - started
+        request[UPSTREAM_SECONDS_KEY] = elapsed
+        self.metrics.upstream_latency.observe(elapsed)
+        return response
+
+    async def _relay(
+        self, request: web.Request, headers: CIMultiDict[str], identity: Identity | None
+    ) -> web.StreamResponse:
+        response = await self._send(request, headers)
+        length = response.content_length
+        if (
+            identity is not None
+            and response.status == 401
+            and length is not None
+            and length <= _SMALL_BODY
+        ):
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+            extra: CIMultiDict[str] = CIMultiDict()
+            if browser.is_user_mismatch(response.status, body):
+                # The browser holds a previous user's OpenWebUI token: drop the cookie so
+                # its next sign-in (the UI does one on any 401) starts clean as the new user.
+                self.log.info("stale_openwebui_token_dropped")
+                extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
+            return _buffered(response, body, extra)
+        return await stream_back(request, response)
+
+    async def _signout(self, request: web.Request, headers: CIMultiDict[str]) -> web.StreamResponse:
+        # OpenWebUI 0.12.4 only knows POST; GET (a link or a typed URL) signs out the same.
+        response = await self._send(request, headers, method="POST", with_body=False)
+        try:
+            await response.read()
+        finally:
+            response.release()
+        cookies = response.headers.getall("Set-Cookie", [])
+        if not any(c.lstrip().startswith("token=") for c in cookies):
+            cookies.append(browser.CLEAR_TOKEN_COOKIE)
+        if request.method == "GET" and self.logout_url is not None:
+            out: web.Response = web.HTTPFound(self.logout_url)
+        else:
+            out = web.json_response({"status": True, "redirect_url": self.logout_url})
+        out.headers["Cache-Control"] = "no-store"
+        for cookie in cookies:
+            out.headers.add("Set-Cookie", cookie)
+        self.log.info("signed_out", upstream_status=response.status)
+        return out
+
+
+def _buffered(
+    response: aiohttp.ClientResponse, body: bytes, extra: CIMultiDict[str]
+) -> web.Response:
+    headers = filter_response_headers(response.headers.items())
+    headers.popall("Content-Length", None)
+    headers.extend(extra)
+    return web.Response(status=response.status, body=body, headers=headers)

@@ -1,0 +1,185 @@
+"""Streaming HTTP relay to OpenWebUI over one shared client session.
+
+The caller decides the outbound headers (``proxy/headers.py``); this module only moves
+bytes: the raw path and query exactly as received, the request body streamed with a size
+limit, the response streamed back chunk by chunk, nothing decompressed or compressed.
+aiohttp client errors are translated into ``proxy.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from proxy.headers import filter_response_headers
+from proxy.settings import Settings
+from proxy.websocket import is_websocket, relay_websocket
+
+CHUNK = 64 * 1024
+
+# aiohttp adds these when missing; we send exactly the header set the caller built.
+_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """OpenWebUI as the relay sees it: one pooled session, its base URL, timeouts, limits.
+
+    Built once at start (:meth:`open`) inside the running loop, closed at shutdown.
+    """
+
+    session: aiohttp.ClientSession
+    base: str
+    connect_timeout_s: float
+    response_timeout_s: float
+    idle_timeout_s: float
+    max_body_bytes: int
+
+    @classmethod
+    def open(cls, settings: Settings) -> Upstream:
+        connector = aiohttp.TCPConnector(
+            limit=0,  # concurrency is the clients'; long SSE streams must not queue others
+            keepalive_timeout=30,
+            enable_cleanup_closed=True,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            # Shared by every user: a cookie jar would hand one user's cookies to the next.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,  # relay Content-Encoding untouched
+            trust_env=False,
+            skip_auto_headers=_NO_AUTO_HEADERS,
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+        return cls(
+            session=session,
+            base=settings.upstream.rstrip("/"),
+            connect_timeout_s=settings.connect_timeout_s,
+            response_timeout_s=settings.response_timeout_s,
+            idle_timeout_s=settings.idle_timeout_s,
+            max_body_bytes=settings.max_body_bytes,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def url_for(self, raw_target: str) -> URL:
+        """The upstream URL for a raw request target, byte for byte (no normalisation)."""
+        if not raw_target.startswith("/"):
+            # absolute-form or '*': would let a client choose another host
+            raise BadRequest("request target must be a path")
+        return URL(self.base + raw_target, encoded=True)
+
+    def timeout(self) -> aiohttp.ClientTimeout:
+        # sock_read starts once the request body is written, so it bounds the wait for the
+        # response headers without penalising slow uploads; it is widened to the idle
+        # timeout once the headers are in (see ``send``).
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=self.connect_timeout_s,
+            sock_connect=self.connect_timeout_s,
+            sock_read=self.response_timeout_s,
+        )
+
+
+class _Body:
+    """The client's body as an async iterator, refusing more than ``limit`` bytes."""
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self.request = request
+        self.limit = limit
+        self.too_large = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self.request.content.iter_chunked(CHUNK):
+            seen += len(chunk)
+            if seen > self.limit:
+                self.too_large = True
+                raise BodyTooLarge(f"request body exceeds {self.limit} bytes")
+            yield chunk
+
+
+async def send(
+    request: web.Request,
+    headers: CIMultiDict[str],
+    upstream: Upstream,
+    *,
+    method: str | None = None,
+    with_body: bool = True,
+) -> aiohttp.ClientResponse:
+    """Send ``request`` upstream with exactly ``headers``; return the response, headers read.
+
+    The caller must ``release()`` the response. Raises ``BodyTooLarge``,
+    ``UpstreamUnavailable`` or ``UpstreamTimeout``.
+    """
+    url = upstream.url_for(request.raw_path)
+    declared = request.content_length
+    if declared is not None and declared > upstream.max_body_bytes:
+        raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes")
+    body = _Body(request, upstream.max_body_bytes) if with_body and request.body_exists else None
+    if body is None:
+        headers.popall("Content-Length", None)
+    try:
+        response = await upstream.session.request(
+            method or request.method,
+            url,
+            headers=headers,
+            data=body.__aiter__() if body is not None else None,
+            allow_redirects=False,
+            timeout=upstream.timeout(),
+        )
+    except BodyTooLarge:
+        raise
+    except (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, TimeoutError) as exc:
+        if body is not None and body.too_large:
+            raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes") from exc
+        raise UpstreamTimeout(f"upstream did not answer in time ({type(exc).__name__})") from exc
+    except aiohttp.ClientError as exc:
+        if body is not None and body.too_large:
+            raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes") from exc
+        raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+    if response.connection is not None and response.connection.protocol is not None:
+        response.connection.protocol.read_timeout = upstream.idle_timeout_s
+    return response
+
+
+async def stream_back(
+    request: web.Request,
+    response: aiohttp.ClientResponse,
+    *,
+    extra_headers: CIMultiDict[str] | None = None,
+) -> web.StreamResponse:
+    """Stream ``response`` to the client chunk by chunk, then release it."""
+    try:
+        headers = filter_response_headers(response.headers.items())
+        if extra_headers:
+            headers.extend(extra_headers)
+        out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
+        await out.prepare(request)
+        try:
+            async for chunk in response.content.iter_any():
+                await out.write(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Headers are gone already: the only honest signal left is a cut connection.
+            raise ConnectionResetError(f"upstream body broke off ({type(exc).__name__})") from exc
+        await out.write_eof()
+        return out
+    finally:
+        response.release()
+
+
+async def relay(
+    request: web.Request, headers: CIMultiDict[str], upstream: Upstream
+) -> web.StreamResponse:
+    """Relay ``request`` with exactly ``headers``; WebSocket upgrades included."""
+    if is_websocket(request):
+        return await relay_websocket(request, headers, upstream)
+    response = await send(request, headers, upstream)
+    return await stream_back(request, response)

@@ -1,0 +1,35 @@
+"""The one place where errors become responses: JSON ``{"error", "request_id"}`` + status."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from proxy.errors import ProxyError
+
+REQUEST_ID_KEY = "owui_request_id"
+
+
+def request_id(request: web.Request) -> str:
+    """The id the request-id middleware gave ``request`` ("-" before it ran)."""
+    value = request.get(REQUEST_ID_KEY, "-")
+    return str(value)
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(
+        {"error": message, "request_id": request_id(request)},
+        status=status,
+        headers=dict(headers) if headers else None,
+    )
+
+
+def from_exception(request: web.Request, exc: ProxyError) -> web.Response:
+    """``exc.reason`` is safe to show by contract (see ``proxy/errors.py``)."""
+    return error_response(request, exc.status, exc.reason)

@@ -1,0 +1,157 @@
+"""WebSocket relay: connect upstream first, answer 101 only if the upstream did.
+
+Frames are relayed as they come, both ways: text, binary, ping, pong, and close with its
+code. Either side closing closes the other. Silence on both sides for longer than the idle
+timeout closes both with 1001 (going away).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
+
+from proxy.errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from proxy.relay import Upstream
+
+# The handshake headers belong to each hop: aiohttp makes its own key for the upstream leg.
+_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-accept",
+        "sec-websocket-protocol",
+    }
+)
+
+AnyWS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+def is_websocket(request: web.Request) -> bool:
+    """A WebSocket upgrade request (RFC 6455 4.1)."""
+    connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
+    return (
+        request.method == "GET"
+        and "upgrade" in connection
+        and request.headers.get("Upgrade", "").lower() == "websocket"
+    )
+
+
+def _protocols(request: web.Request) -> tuple[str, ...]:
+    values = request.headers.getall("Sec-WebSocket-Protocol", [])
+    return tuple(p.strip() for value in values for p in value.split(",") if p.strip())
+
+
+def _close_code(code: object) -> int:
+    """A code we may send in a close frame (RFC 6455 7.4): 1005/1006 are never on the wire."""
+    if isinstance(code, int) and (
+        1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+    ):
+        return code
+    return 1000
+
+
+class _Link:
+    """Both ends of one relayed WebSocket and when either last spoke."""
+
+    def __init__(
+        self,
+        client: web.WebSocketResponse,
+        upstream: aiohttp.ClientWebSocketResponse,
+        idle_s: float,
+    ) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.idle_s = idle_s
+        self.last = time.monotonic()
+
+    async def pump(self, src: AnyWS, dst: AnyWS) -> None:
+        while True:
+            try:
+                msg = await src.receive(timeout=self.idle_s)
+            except TimeoutError:
+                if time.monotonic() - self.last < self.idle_s:
+                    continue  # the other direction is alive
+                await self._close_both(1001, b"idle")
+                return
+            self.last = time.monotonic()
+            if msg.type == WSMsgType.TEXT:
+                await dst.send_str(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                await dst.send_bytes(msg.data)
+            elif msg.type == WSMsgType.PING:
+                await dst.ping(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                await dst.pong(msg.data)
+            elif msg.type == WSMsgType.CLOSE:
+                reason = msg.extra.encode() if isinstance(msg.extra, str) else b""
+                await self._close_both(_close_code(msg.data), reason)
+                return
+            else:  # CLOSING, CLOSED, ERROR: the peer went away without a close frame
+                await self._close_both(1011 if src is self.upstream else 1001, b"")
+                return
+
+    async def _close_both(self, code: int, reason: bytes) -> None:
+        for ws in (self.client, self.upstream):
+            if not ws.closed:
+                await ws.close(code=code, message=reason)
+
+
+async def relay_websocket(
+    request: web.Request, headers: CIMultiDict[str], upstream: Upstream
+) -> web.StreamResponse:
+    """Relay a WebSocket upgrade with exactly ``headers`` (handshake headers aside)."""
+    outbound: CIMultiDict[str] = CIMultiDict(
+        (k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE
+    )
+    try:
+        async with asyncio.timeout(upstream.connect_timeout_s + upstream.response_timeout_s):
+            up = await upstream.session.ws_connect(
+                upstream.url_for(request.raw_path),
+                headers=outbound,
+                protocols=_protocols(request),
+                autoclose=False,
+                autoping=False,
+                max_msg_size=0,
+                compress=0,
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        raise UpstreamRefused(exc.status, "upstream refused the WebSocket upgrade") from exc
+    except TimeoutError as exc:
+        raise UpstreamTimeout("upstream did not answer the WebSocket upgrade in time") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+
+    client = web.WebSocketResponse(
+        protocols=(up.protocol,) if up.protocol else (),
+        autoclose=False,
+        autoping=False,
+        max_msg_size=0,
+        compress=False,
+    )
+    try:
+        await client.prepare(request)
+        link = _Link(client, up, upstream.idle_timeout_s)
+        tasks = [
+            asyncio.create_task(link.pump(client, up)),
+            asyncio.create_task(link.pump(up, client)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        if not up.closed:
+            await up.close(code=1001)
+        if not client.closed:
+            await client.close(code=1001)
+    return client
