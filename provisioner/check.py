@@ -1,0 +1,63 @@
+"""``owui-provision check``: is everything in place? Each problem comes with its fix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provisioner.client import OpenWebUI
+from provisioner.errors import ListenerRefused, ProvisionError, Unavailable
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    ok: bool
+    what: str
+    fix: str = ""
+
+
+async def run_checks(api: OpenWebUI, url: str) -> list[Finding]:
+    """Listener reachable with our token, OpenWebUI in trusted-header mode, an admin exists."""
+    try:
+        config = await api.config()
+    except Unavailable as exc:
+        return [
+            Finding(
+                False,
+                f"internal listener at {url} not reachable: {exc}",
+                "start the proxy with OWUI_PROXY_INTERNAL_LISTEN and point "
+                "OWUI_PROVISION_URL at it; if the listener answers 502/503, OpenWebUI is down",
+            )
+        ]
+    except ListenerRefused as exc:
+        return [Finding(True, f"internal listener at {url} reachable"), Finding(False, str(exc))]
+    except ProvisionError as exc:
+        return [Finding(False, f"GET /api/config failed: {exc}")]
+    findings = [
+        Finding(True, f"internal listener at {url} reachable"),
+        Finding(True, "service token accepted"),
+    ]
+    features = config.get("features")
+    if isinstance(features, dict) and features.get("auth_trusted_header") is True:
+        findings.append(Finding(True, "OpenWebUI is in trusted-header mode"))
+    else:
+        findings.append(
+            Finding(
+                False,
+                "OpenWebUI is not in trusted-header mode "
+                "(features.auth_trusted_header is not true)",
+                "start OpenWebUI with WEBUI_AUTH_TRUSTED_EMAIL_HEADER=X-User-Email (the header "
+                "the proxy injects) and WEBUI_AUTH_TRUSTED_NAME_HEADER=X-User-Name",
+            )
+        )
+    if config.get("onboarding") is True:
+        findings.append(
+            Finding(
+                False,
+                "OpenWebUI has no users yet (onboarding): the first account becomes admin",
+                "sign in once through the proxy as the intended administrator, "
+                "then run check again",
+            )
+        )
+    else:
+        findings.append(Finding(True, "an administrator exists (onboarding is over)"))
+    return findings

@@ -1,0 +1,204 @@
+"""``owui-provision``: the command line. Exit codes: 0 done, 1 failed, 2 bad input.
+
+Results go to stdout as JSON lines; messages and logs go to stderr. Neither ever holds a
+token: the service token is only read into the HTTP client, and the users' OpenWebUI
+tokens only live inside :class:`provisioner.client.UserSession`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+from aiohttp import web
+
+from provisioner.bulk import run_bulk_cli
+from provisioner.check import run_checks
+from provisioner.client import OpenWebUI, Transport, make_http_client
+from provisioner.course import load_course
+from provisioner.errors import BadInput, ProvisionError
+from provisioner.provision import ModuleResult, Provisioner, check_config
+from provisioner.settings import Settings, load_settings, read_service_token
+from provisioner.users import checked_identity, load_users_csv
+from provisioner.webhook import create_app, load_secrets
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+log = structlog.get_logger("provisioner")
+
+
+def _configure_logging(err: TextIO) -> None:
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(err),
+        cache_logger_on_first_use=False,
+    )
+
+
+@asynccontextmanager
+async def _openwebui(settings: Settings) -> AsyncIterator[OpenWebUI]:
+    token = read_service_token(settings.token_file)
+    async with make_http_client(settings) as http:
+        yield OpenWebUI(Transport(settings, token, http))
+
+
+def _listen_address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8088)")
+    return host.strip("[]"), int(port)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number from 1 to 64")
+    return int(value)
+
+
+async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    course = load_course(args.course)
+    email, name = checked_identity(args.email, args.name)
+    settings = load_settings()
+    archived: list[bool] = []
+
+    def report(result: ModuleResult) -> None:
+        archived.append(result.archived)
+        out.write(json.dumps(result.as_json()) + "\n")
+        out.flush()
+
+    async with _openwebui(settings) as api:
+        await Provisioner(api, settings).provision_user(course, email, name, on_result=report)
+    return EXIT_OK if len(archived) == len(course.modules) and all(archived) else EXIT_FAILED
+
+
+async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    course = load_course(args.course)
+    rows = load_users_csv(args.users)
+    settings = load_settings()
+    async with _openwebui(settings) as api:
+        # Refusals that hold for everyone (onboarding, header mode, token) stop the run
+        # before the first user, instead of failing each one the same way.
+        check_config(await api.config())
+        return await run_bulk_cli(
+            Provisioner(api, settings),
+            course,
+            rows,
+            concurrency=args.concurrency or settings.concurrency,
+            out=out,
+            err=err,
+            tty=out.isatty(),
+        )
+
+
+async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    settings = load_settings()
+    try:
+        token = read_service_token(settings.token_file)
+    except BadInput as exc:
+        out.write(f"FAIL {exc}\n")
+        return EXIT_FAILED
+    out.write(f"ok   service token file {settings.token_file} readable\n")
+    async with make_http_client(settings) as http:
+        findings = await run_checks(OpenWebUI(Transport(settings, token, http)), settings.url)
+    for finding in findings:
+        out.write(f"{'ok  ' if finding.ok else 'FAIL'} {finding.what}\n")
+        if finding.fix:
+            out.write(f"     fix: {finding.fix}\n")
+    problems = sum(not finding.ok for finding in findings)
+    out.write("all good\n" if not problems else f"{problems} problem(s)\n")
+    return EXIT_OK if not problems else EXIT_FAILED
+
+
+async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    course = load_course(args.course)
+    secrets = load_secrets(args.secret_file)
+    settings = load_settings()
+    host, port = args.listen
+    async with _openwebui(settings) as api:
+        app = create_app(
+            course, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
+        )
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info(
+                "webhook receiver listening",
+                url=f"http://{host}:{port}/webhooks/signup",
+                course=course.course.id,
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, stop.set)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="owui-provision",
+        description="Create course threads in OpenWebUI for users, through the proxy's "
+        "internal listener (settings: OWUI_PROVISION_* environment variables).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    user = commands.add_parser("user", help="provision one user")
+    user.add_argument("course", type=Path, metavar="COURSE.toml")
+    user.add_argument("email", metavar="EMAIL")
+    user.add_argument("--name", help="display name, used when the account is created")
+    user.set_defaults(handler=_cmd_user)
+
+    bulk = commands.add_parser("bulk", help="provision every user of an email,name CSV")
+    bulk.add_argument("course", type=Path, metavar="COURSE.toml")
+    bulk.add_argument("users", type=Path, metavar="USERS.csv")
+    bulk.add_argument("--concurrency", type=_positive, help="users at once (default 4)")
+    bulk.set_defaults(handler=_cmd_bulk)
+
+    hook = commands.add_parser("webhook", help="receive signup webhooks and provision")
+    hook.add_argument("course", type=Path, metavar="COURSE.toml")
+    hook.add_argument("--listen", type=_listen_address, required=True, metavar="HOST:PORT")
+    hook.add_argument("--secret-file", type=Path, required=True, metavar="FILE")
+    hook.set_defaults(handler=_cmd_webhook)
+
+    check = commands.add_parser("check", help="verify the set-up and say how to fix it")
+    check.set_defaults(handler=_cmd_check)
+    return parser
+
+
+def main(
+    argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = build_parser().parse_args(argv)  # usage errors exit 2 here
+    _configure_logging(err)
+    handler: Callable[[argparse.Namespace, TextIO, TextIO], Coroutine[Any, Any, int]]
+    handler = args.handler
+    try:
+        return asyncio.run(handler(args, out, err))
+    except BadInput as exc:
+        err.write(f"owui-provision: {exc}\n")
+        return EXIT_BAD_INPUT
+    except ProvisionError as exc:
+        err.write(f"owui-provision: {exc}\n")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.write("owui-provision: interrupted; run the same command again to finish\n")
+        return 130

@@ -1,0 +1,316 @@
+"""Talking to OpenWebUI through the proxy's internal listener (httpx).
+
+Two layers, one concern each:
+
+- :class:`Transport` sends one call: it adds the service token and the act-as headers,
+  retries transient failures with backoff, and is the **one place** where httpx errors
+  and HTTP statuses become :mod:`provisioner.errors`.
+- :class:`OpenWebUI` and :class:`UserSession` name the endpoints the provisioner uses.
+
+The user's OpenWebUI token lives only in a :class:`UserSession`, in memory: it is never
+logged, never part of an error message, never in a ``repr``, and the cookie OpenWebUI
+sets with it is never stored (the client's cookie jar accepts no cookie), so one
+client can serve many users at once without one user's cookie riding on another's calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.cookiejar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from provisioner.errors import (
+    ApiError,
+    EndpointNotAllowed,
+    ServiceTokenRefused,
+    Unavailable,
+)
+from provisioner.retry import backoff_delay, is_transient, parse_retry_after
+from provisioner.settings import Settings
+
+log = structlog.get_logger("provisioner.client")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+ARCHIVED_PAGE_SIZE = 60  # fixed in 0.12.4's routers/chats.py; a shorter page is the last
+
+
+def _no_cookies() -> httpx.Cookies:
+    return httpx.Cookies(
+        http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    )
+
+
+def make_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The one ``httpx.AsyncClient`` a run uses, pointed at the internal listener."""
+    timeout = httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
+    if settings.url.startswith("unix:"):
+        transport = httpx.AsyncHTTPTransport(uds=settings.url[5:])
+        base_url = "http://internal-listener"
+    else:
+        transport = httpx.AsyncHTTPTransport()
+        base_url = settings.url
+    return httpx.AsyncClient(
+        base_url=base_url,
+        transport=transport,
+        timeout=timeout,
+        cookies=_no_cookies(),
+        follow_redirects=False,
+        trust_env=False,  # an HTTP(S)_PROXY in the environment must not see the service token
+    )
+
+
+def _detail(response: httpx.Response) -> str | None:
+    """OpenWebUI's ``detail`` (FastAPI's error field), if the body has one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    if isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
+        return detail if isinstance(detail, str) else str(detail)
+    return None
+
+
+class Transport:
+    """Sends calls to the internal listener: headers, retries, and error translation."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service_token: str,
+        http: httpx.AsyncClient,
+        *,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._service_auth = f"Bearer {service_token}"
+        self._http = http
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"Transport({self._settings.url!r})"
+
+    def _headers(
+        self, email: str | None, name: str | None, user_token: str | None
+    ) -> dict[str, str]:
+        headers = {"Proxy-Authorization": self._service_auth, "Accept": "application/json"}
+        if email is not None:
+            headers[self._settings.email_header] = email
+        if name is not None:
+            # OpenWebUI URL-decodes the name header, so non-ASCII names travel encoded.
+            headers[self._settings.name_header] = quote(name, safe="")
+        if user_token is not None:
+            headers["Authorization"] = f"Bearer {user_token}"
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        user_token: str | None = None,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        retry: bool = True,
+        accept: frozenset[int] = frozenset(),
+    ) -> httpx.Response:
+        """One call. Returns a 2xx response, or one whose status is in ``accept``.
+
+        ``retry=False`` is for calls that must not be repeated blindly (the archive
+        toggle: a retry after a lost response would undo it); their callers re-read the
+        state instead.
+        """
+        attempts = self._settings.max_attempts if retry else 1
+        headers = self._headers(email, name, user_token)
+        problem = ""
+        for attempt in range(1, attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = await self._http.request(
+                    method, path, headers=headers, params=params, json=json
+                )
+            except httpx.TimeoutException:
+                problem = "timed out"
+            except httpx.TransportError as exc:
+                problem = f"connection failed ({type(exc).__name__})"
+            else:
+                status = response.status_code
+                if 200 <= status < 300 or status in accept:
+                    return response
+                if status == 407:
+                    raise ServiceTokenRefused()
+                detail = _detail(response)
+                if status == 403 and detail is None:
+                    # OpenWebUI's own refusals always carry ``detail``; the listener's do not.
+                    raise EndpointNotAllowed(method, path)
+                if not is_transient(status):
+                    raise ApiError(method, path, status, detail or response.reason_phrase)
+                problem = f"{status} {detail or response.reason_phrase}"
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if retry_after is not None and retry_after > self._settings.retry_after_max_s:
+                    raise Unavailable(
+                        f"{method} {path}: {problem}, and Retry-After asks for "
+                        f"{retry_after:.0f} s (more than OWUI_PROVISION_RETRY_AFTER_MAX_S)"
+                    )
+            if attempt == attempts:
+                break
+            delay = backoff_delay(
+                attempt,
+                base_s=self._settings.backoff_base_s,
+                max_s=self._settings.backoff_max_s,
+                retry_after_s=retry_after,
+            )
+            log.warning(
+                "retrying",
+                method=method,
+                path=path,
+                problem=problem,
+                attempt=attempt,
+                delay_s=round(delay, 3),
+            )
+            await self._sleep(delay)
+        tries = "once (not retried: not safe to repeat)" if attempts == 1 else f"{attempts} times"
+        raise Unavailable(f"{method} {path}: {problem}; tried {tries}")
+
+
+class UserSession:
+    """Calls made as one signed-in user. Holds that user's token, in memory only."""
+
+    def __init__(
+        self, transport: Transport, *, email: str, user_id: str, role: str, token: str
+    ) -> None:
+        self._transport = transport
+        self.email = email
+        self.user_id = user_id
+        self.role = role
+        self.__token = token
+
+    def __repr__(self) -> str:
+        return f"UserSession(email={self.email!r}, role={self.role!r})"
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return await self._transport.request(
+            method, path, email=self.email, user_token=self.__token, **kwargs
+        )
+
+    async def list_chats(self) -> list[dict[str, Any]]:
+        """Every non-archived chat, pinned and in folders too, in one answer.
+
+        Without ``page`` OpenWebUI returns the whole list at once, which is one consistent
+        snapshot; paging it (by ``updated_at``) could skip a chat that moves meanwhile.
+        """
+        response = await self._call(
+            "GET",
+            "/api/v1/chats/list",
+            params={"include_pinned": "true", "include_folders": "true"},
+        )
+        return _list_of_dicts(response)
+
+    async def list_archived(self, query: str) -> list[dict[str, Any]]:
+        """Archived chats whose title contains ``query``, every page.
+
+        OpenWebUI pages this list 60 at a time. Ordering by ``created_at`` (never changes,
+        ties broken by id) keeps pages stable while other chats get archived meanwhile.
+        """
+        chats: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            response = await self._call(
+                "GET",
+                "/api/v1/chats/archived",
+                params={"page": page, "query": query, "order_by": "created_at", "direction": "asc"},
+            )
+            batch = _list_of_dicts(response)
+            chats.extend(batch)
+            if len(batch) < ARCHIVED_PAGE_SIZE:
+                return chats
+            page += 1
+
+    async def get_chat(self, chat_id: str) -> dict[str, Any] | None:
+        """The whole chat, or ``None`` when it is gone (OpenWebUI answers 401 for that)."""
+        response = await self._call("GET", f"/api/v1/chats/{chat_id}", accept=frozenset({401, 404}))
+        if response.status_code in (401, 404):
+            return None
+        return _dict(response)
+
+    async def create_chat(self, chat: dict[str, Any]) -> dict[str, Any]:
+        # Retried on transient failures: a lost response can leave a duplicate behind,
+        # which the convergence step that always follows a create removes.
+        response = await self._call(
+            "POST", "/api/v1/chats/new", json={"chat": chat, "folder_id": None}
+        )
+        return _dict(response)
+
+    async def toggle_archive(self, chat_id: str) -> None:
+        """Flip ``archived``. Never retried here: callers re-read the state and decide."""
+        await self._call(
+            "POST", f"/api/v1/chats/{chat_id}/archive", retry=False, accept=frozenset({401})
+        )
+
+    async def delete_chat(self, chat_id: str) -> None:
+        """Delete; a chat already gone (404) is what we wanted anyway."""
+        await self._call("DELETE", f"/api/v1/chats/{chat_id}", accept=frozenset({404}))
+
+
+class OpenWebUI:
+    """The endpoints used before a user is signed in."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def config(self) -> dict[str, Any]:
+        return _dict(await self.transport.request("GET", "/api/config"))
+
+    async def signin(self, email: str, name: str | None) -> UserSession:
+        """Sign in as ``email`` via the trusted header; OpenWebUI creates the account if missing."""
+        response = await self.transport.request(
+            "POST",
+            "/api/v1/auths/signin",
+            email=email,
+            name=name,
+            json={"email": "", "password": ""},  # ignored in header mode, but must parse
+        )
+        body = _dict(response)
+        token, user_id, role = body.get("token"), body.get("id"), body.get("role")
+        if body.get("next_step") == "pending":  # what 0.12.4 answers a pending user under MFA
+            role, token, user_id = "pending", "", ""
+        if not isinstance(token, str) or not isinstance(user_id, str) or not isinstance(role, str):
+            raise ApiError(
+                "POST",
+                "/api/v1/auths/signin",
+                response.status_code,
+                "the answer holds no session token (is multi-factor sign-in required?)",
+            )
+        return UserSession(self.transport, email=email, user_id=user_id, role=role, token=token)
+
+
+def _dict(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise Unavailable(
+            f"{response.request.method} {response.request.url.path}: answer is not a JSON object"
+        )
+    return body
+
+
+def _list_of_dicts(response: httpx.Response) -> list[dict[str, Any]]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, list):
+        raise Unavailable(
+            f"{response.request.method} {response.request.url.path}: answer is not a JSON list"
+        )
+    return [item for item in body if isinstance(item, dict)]

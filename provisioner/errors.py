@@ -1,0 +1,109 @@
+"""The provisioner's exception tree. httpx errors are translated in one place
+(:meth:`provisioner.client.Transport.request`); the CLI maps these to exit codes.
+
+    ProvisionError                  message safe to print: never a token or a secret
+    ├── BadInput                    exit 2: the operator's input is wrong (course, CSV, email, args)
+    │   ├── CourseFileError         a course TOML problem, naming file, line and field
+    │   └── ConfigError             a setting or the service token file
+    ├── Refused                     OpenWebUI is not in a state where provisioning is safe
+    │   ├── Onboarding              no user yet: the first account would become admin
+    │   ├── PendingUser             the user's role is pending: chat calls would be refused
+    │   └── NotTrustedHeaderMode    WEBUI_AUTH_TRUSTED_EMAIL_HEADER is not set
+    ├── ListenerRefused             the internal listener said no
+    │   ├── ServiceTokenRefused     407: the service token is not accepted
+    │   └── EndpointNotAllowed      403 without OpenWebUI's ``detail``: not in the allowlist
+    ├── ApiError                    a 4xx from OpenWebUI, carrying its ``detail``
+    ├── Unavailable                 transient failures outlasted the retry budget
+    └── NotConverged                the end state was not reached within the round budget
+"""
+
+from __future__ import annotations
+
+
+class ProvisionError(Exception):
+    """Base of every error the provisioner reports. ``str()`` is safe to show."""
+
+
+class BadInput(ProvisionError):
+    """Input the operator must fix; the CLI exits 2."""
+
+
+class CourseFileError(BadInput):
+    """One or more problems in a course file, each naming file, line and field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class ConfigError(BadInput):
+    """A setting or the service token file is unusable."""
+
+
+class Refused(ProvisionError):
+    """OpenWebUI's state makes provisioning unsafe; nothing was created."""
+
+
+class Onboarding(Refused):
+    def __init__(self) -> None:
+        super().__init__(
+            "OpenWebUI has no users yet (/api/config reports onboarding): the first account "
+            "created becomes admin, so provisioning would make this user an administrator. "
+            "Sign in once as the intended administrator through the proxy, then retry."
+        )
+
+
+class PendingUser(Refused):
+    def __init__(self, email: str) -> None:
+        super().__init__(
+            f"{email} has role 'pending' in OpenWebUI, which refuses chat calls for pending "
+            "users. Set DEFAULT_USER_ROLE=user on OpenWebUI (new accounts) or make this user "
+            "a 'user' in Admin Panel > Users, then retry."
+        )
+
+
+class NotTrustedHeaderMode(Refused):
+    def __init__(self) -> None:
+        super().__init__(
+            "OpenWebUI is not in trusted-header mode (/api/config features.auth_trusted_header "
+            "is not true): start it with WEBUI_AUTH_TRUSTED_EMAIL_HEADER set to the header the "
+            "proxy injects (default X-User-Email)."
+        )
+
+
+class ListenerRefused(ProvisionError):
+    """The proxy's internal listener refused the request itself."""
+
+
+class ServiceTokenRefused(ListenerRefused):
+    def __init__(self) -> None:
+        super().__init__(
+            "the service token was refused (407): check that OWUI_PROVISION_TOKEN_FILE holds "
+            "a token that is a line of the proxy's OWUI_PROXY_INTERNAL_TOKENS_FILE (the proxy "
+            "re-reads that file on SIGHUP)"
+        )
+
+
+class EndpointNotAllowed(ListenerRefused):
+    def __init__(self, method: str, path: str) -> None:
+        super().__init__(
+            f"the internal listener refused {method} {path} (403): add it to the proxy's "
+            "OWUI_PROXY_INTERNAL_ALLOW, or leave that setting at its default"
+        )
+
+
+class ApiError(ProvisionError):
+    """OpenWebUI answered 4xx; ``detail`` is its own explanation."""
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        super().__init__(f"OpenWebUI answered {status} to {method} {path}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class Unavailable(ProvisionError):
+    """Transient failures (connection errors, 5xx, 429) lasted through every retry."""
+
+
+class NotConverged(ProvisionError):
+    """The expected end state was not observed within the bounded number of rounds."""

@@ -1,0 +1,208 @@
+"""Exactly one archived thread per (user, course, module), without a lock: convergence.
+
+Each module is driven to its end state in rounds. A round *finds* the module's threads
+(both chat lists, filtered by the title tag, each candidate confirmed by reading its chat
+JSON marker) and then does at most one kind of step:
+
+1. none found          -> create one, then look again (another process may have too);
+2. duplicates found    -> delete every one but the winner (oldest ``created_at``, then
+                          smallest id), then look again;
+3. winner not archived -> toggle it once, then look again (the toggle flips, so its end
+                          state is read, never assumed);
+4. exactly the winner, archived, nothing to delete -> done.
+
+Why this is safe with any number of processes at once (``docs/provisioner.md`` has the
+long form): the winner rule uses only values fixed at creation, so processes that see
+the same threads agree, and the thread ranked first among all that ever existed is never
+deleted by anyone. A process only finishes after a round in which it changed nothing and
+saw exactly one archived thread; every create, delete and toggle a process makes comes
+before its own final round, so the last final round to start sees the settled state.
+Two processes toggling the same thread at once cancel out; both see it still
+unarchived on their next round and try again after a random pause, which breaks the tie.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import structlog
+
+from provisioner.client import OpenWebUI, UserSession
+from provisioner.course import Course, Module
+from provisioner.errors import (
+    NotConverged,
+    NotTrustedHeaderMode,
+    Onboarding,
+    PendingUser,
+)
+from provisioner.settings import Settings
+from provisioner.threads import Thread, as_thread, build_chat, plan, tag, title_matches
+
+log = structlog.get_logger("provisioner")
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleResult:
+    """How one module ended for one user: the JSON line ``owui-provision user`` prints."""
+
+    email: str
+    course: str
+    module: str
+    chat_id: str
+    status: Literal["created", "existing"]
+    archived: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "course": self.course,
+            "module": self.module,
+            "chat_id": self.chat_id,
+            "status": self.status,
+            "archived": self.archived,
+        }
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Refuse when OpenWebUI's ``/api/config`` shows provisioning would be unsafe."""
+    features = config.get("features")
+    if not isinstance(features, dict) or features.get("auth_trusted_header") is not True:
+        raise NotTrustedHeaderMode()
+    if config.get("onboarding") is True:
+        raise Onboarding()
+
+
+class Provisioner:
+    """Provisions courses for users through one :class:`OpenWebUI` client."""
+
+    def __init__(
+        self,
+        api: OpenWebUI,
+        settings: Settings,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._api = api
+        self._settings = settings
+        self._sleep = sleep
+        self._rand = rand
+
+    async def provision_user(
+        self,
+        course: Course,
+        email: str,
+        name: str | None = None,
+        *,
+        on_result: Callable[[ModuleResult], None] | None = None,
+    ) -> list[ModuleResult]:
+        """Every module of ``course`` for ``email``: one archived thread each.
+
+        Refuses before signing in when OpenWebUI is onboarding (the account would become
+        admin) or not in trusted-header mode, and before any chat call when the user is
+        pending. ``email`` must already be validated and lower-cased. ``on_result`` hears
+        about each module as soon as it is settled, so a later failure loses no report.
+        """
+        check_config(await self._api.config())
+        session = await self._api.signin(email, name)
+        if session.role == "pending":
+            raise PendingUser(email)
+        results = []
+        for module in course.modules:
+            result = await self.ensure_module(session, course, module)
+            if on_result is not None:
+                on_result(result)
+            results.append(result)
+        return results
+
+    async def ensure_module(
+        self, session: UserSession, course: Course, module: Module
+    ) -> ModuleResult:
+        """Drive one module to exactly one archived thread (see the module docstring)."""
+        course_id = course.course.id
+        created: str | None = None
+        toggles = 0
+        seen: list[Thread] = []
+        for _ in range(self._settings.converge_rounds):
+            seen = await self._find(session, course_id, module.id)
+            decision = plan(seen)
+            if decision is None:
+                reply = await session.create_chat(build_chat(course, module))
+                created = reply.get("id") if isinstance(reply.get("id"), str) else None
+                log.info(
+                    "created",
+                    email=session.email,
+                    course=course_id,
+                    module=module.id,
+                    chat_id=created,
+                )
+                continue
+            for extra in decision.keep:
+                log.warning(
+                    "kept a second thread holding the user's own messages",
+                    email=session.email,
+                    course=course_id,
+                    module=module.id,
+                    chat_id=extra.id,
+                )
+            winner = decision.winner
+            if decision.delete:
+                for duplicate in decision.delete:
+                    await session.delete_chat(duplicate.id)
+                    log.info(
+                        "deleted duplicate",
+                        email=session.email,
+                        module=module.id,
+                        chat_id=duplicate.id,
+                        kept=winner.id,
+                    )
+                continue
+            if not winner.archived:
+                if toggles:
+                    # Our last toggle did not stick: someone toggled at the same moment.
+                    # A random pause makes it unlikely we toggle in step again.
+                    await self._sleep(
+                        self._settings.backoff_base_s * (1 + 3 * self._rand()) * toggles
+                    )
+                await session.toggle_archive(winner.id)
+                toggles += 1
+                continue
+            return ModuleResult(
+                email=session.email,
+                course=course_id,
+                module=module.id,
+                chat_id=winner.id,
+                status="created" if winner.id == created else "existing",
+                archived=True,
+            )
+        state = ", ".join(f"{t.id} archived={t.archived}" for t in seen) or "no thread"
+        raise NotConverged(
+            f"{session.email} {course_id}/{module.id}: not settled after "
+            f"{self._settings.converge_rounds} rounds (last seen: {state}); run again"
+        )
+
+    async def _find(self, session: UserSession, course_id: str, module_id: str) -> list[Thread]:
+        """Every thread of this module the user has, archived or not, confirmed by its marker."""
+        archived = await session.list_archived(tag(course_id, module_id))
+        active = await session.list_chats()
+        candidates = sorted(
+            {
+                chat["id"]
+                for chat in archived + active
+                if isinstance(chat.get("id"), str)
+                and title_matches(chat.get("title"), course_id, module_id)
+            }
+        )
+        threads = []
+        for chat_id in candidates:
+            chat = await session.get_chat(chat_id)
+            if chat is None:  # deleted since it was listed
+                continue
+            thread = as_thread(chat, course_id, module_id)
+            if thread is not None:
+                threads.append(thread)
+        return threads

@@ -1,0 +1,142 @@
+"""The provisioner's one frozen settings model, read from ``OWUI_PROVISION_*`` variables.
+
+Nothing else in the provisioner reads ``os.environ``. :func:`load_settings` reports every
+problem at once, each naming its variable. The service token itself is not a setting:
+only the path to it is, and :func:`read_service_token` reads it when a client is built,
+so the settings can be printed without leaking anything.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from provisioner.errors import ConfigError
+
+ENV_PREFIX = "OWUI_PROVISION_"
+MIN_TOKEN_CHARS = 32  # the proxy refuses shorter service tokens
+
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+
+
+def _check_url(value: str) -> str:
+    """``http(s)://host:port`` or ``unix:/absolute/path`` (the listener's two forms)."""
+    if value.startswith("unix:"):
+        if not value[5:].startswith("/"):
+            raise ValueError("a unix socket must be an absolute path, e.g. unix:/run/owui/int.sock")
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http(s) URL or unix:/path")
+    if parts.query or parts.fragment:
+        raise ValueError("must be a base URL without query or fragment")
+    return value.rstrip("/")
+
+
+def _check_header_name(value: str) -> str:
+    if not _HEADER_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return value
+
+
+ListenerURL = Annotated[str, AfterValidator(_check_url)]
+HeaderName = Annotated[str, AfterValidator(_check_header_name)]
+Seconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Everything the provisioner can be told. Immutable once loaded."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+        env_ignore_empty=True,
+    )
+
+    url: ListenerURL = Field(
+        description="The proxy's internal listener: http://HOST:PORT or unix:/path "
+        "(the proxy's OWUI_PROXY_INTERNAL_LISTEN)."
+    )
+    token_file: Path = Field(
+        description="File holding the service token (first non-comment line); must not be "
+        "world-readable. Its token must be a line of the proxy's OWUI_PROXY_INTERNAL_TOKENS_FILE."
+    )
+    email_header: HeaderName = Field(
+        "X-User-Email", description="The proxy's OWUI_PROXY_EMAIL_HEADER (act-as email)."
+    )
+    name_header: HeaderName = Field(
+        "X-User-Name", description="The proxy's OWUI_PROXY_NAME_HEADER (act-as display name)."
+    )
+    connect_timeout_s: Seconds = Field(5, description="Connecting to the internal listener.")
+    request_timeout_s: Seconds = Field(30, description="Waiting for one response.")
+    max_attempts: int = Field(
+        5, ge=1, le=20, description="Tries per HTTP call on transient failures (5xx, 429, network)."
+    )
+    backoff_base_s: Seconds = Field(
+        0.5, description="First retry delay; doubles each retry, with full jitter."
+    )
+    backoff_max_s: Seconds = Field(10, description="Longest delay between two tries.")
+    retry_after_max_s: Seconds = Field(
+        60, description="Longest Retry-After honoured; a longer one counts as a failure."
+    )
+    converge_rounds: int = Field(
+        6,
+        ge=2,
+        le=50,
+        description="Rounds of list/create/delete/archive per module before giving up.",
+    )
+    concurrency: int = Field(
+        4, ge=1, le=64, description="Users provisioned at once by 'bulk' (--concurrency wins)."
+    )
+    webhook_deadline_s: Seconds = Field(
+        12,
+        description="Longest a webhook request may spend provisioning before answering 503 "
+        "(the sender retries; keep it under the sender's timeout, 15 s for Svix/Clerk).",
+    )
+
+
+def _describe(error: dict[str, object]) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if not isinstance(part, int)]  # type: ignore[attr-defined]
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "missing":
+        message = "required, not set"
+    return f"{ENV_PREFIX}{loc[0].upper()}: {message}" if loc else message
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment; raise :class:`ConfigError` listing every problem."""
+    try:
+        return Settings()  # required fields come from the environment
+    except ValidationError as exc:
+        problems = [_describe(dict(error)) for error in exc.errors()]
+        raise ConfigError("\n".join(problems)) from exc
+
+
+def read_service_token(path: Path) -> str:
+    """The first non-blank, non-``#`` line of ``path``; refuses a world-readable file."""
+    where = f"{ENV_PREFIX}TOKEN_FILE ({path})"
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror})") from exc
+    if mode & stat.S_IROTH:
+        raise ConfigError(f"{where}: is world-readable; run chmod o-r on it (or chmod 600)")
+    for line in text.splitlines():
+        token = line.strip()
+        if token and not token.startswith("#"):
+            if len(token) < MIN_TOKEN_CHARS:
+                raise ConfigError(
+                    f"{where}: the token is shorter than {MIN_TOKEN_CHARS} characters, "
+                    "which the proxy refuses"
+                )
+            return token
+    raise ConfigError(f"{where}: holds no token (only blank or # lines)")

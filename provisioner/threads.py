@@ -1,0 +1,151 @@
+"""What a course thread looks like, and how one is recognised: pure functions.
+
+A thread carries its (course, module) twice, for two different readers:
+
+- in its **title**, as a tag ``[course/module]`` at the end. OpenWebUI's list endpoints
+  return only id, title and timestamps (``ChatTitleIdResponse``), and the archived list
+  can filter on the title (``query``, a SQL ``ILIKE``), so the tag finds candidates
+  without fetching every chat the user has. Course and module ids are ``[a-z0-9-]+``, so
+  the tag holds no ``LIKE`` wildcard, and the brackets stop ``intro`` matching ``intro-2``.
+- in the **chat JSON** under :data:`MARKER_KEY`. ``POST /chats/new`` stores the chat dict
+  as given and later updates merge top-level keys, so it survives the user continuing
+  the thread. A candidate only counts once this marker is confirmed with
+  ``GET /chats/{id}``: a chat the user merely titled like ours is never touched.
+
+Clones and forks made in OpenWebUI copy the whole chat JSON, marker included, but add
+``originalChatId``: they are the user's copies and never count as the course thread.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner.course import Course, Module
+
+MARKER_KEY = "owui_gate"
+
+
+def tag(course_id: str, module_id: str) -> str:
+    """The title tag: ``[welcome/intro]``."""
+    return f"[{course_id}/{module_id}]"
+
+
+def thread_title(course: Course, module: Module) -> str:
+    return f"{module.title} {tag(course.course.id, module.id)}"
+
+
+def marker(course_id: str, module_id: str) -> dict[str, str]:
+    return {"course": course_id, "module": module_id}
+
+
+def build_chat(
+    course: Course, module: Module, *, now: float | None = None, message_id: str | None = None
+) -> dict[str, Any]:
+    """The ``chat`` object for ``POST /api/v1/chats/new``: one assistant message at the root.
+
+    The shape is the one that renders in OpenWebUI 0.12.4 (see ``OPENWEBUI.md``):
+    ``history`` and ``messages`` hold the same message, and ``history.currentId`` points at
+    it (a null ``currentId`` shows an empty chat).
+    """
+    now = time.time() if now is None else now
+    message_id = message_id or str(uuid.uuid4())
+    model = course.model_for(module)
+    message: dict[str, Any] = {
+        "id": message_id,
+        "parentId": None,
+        "childrenIds": [],
+        "role": "assistant",
+        "content": module.first_message,
+        "done": True,
+        "model": model,
+        "modelName": model,
+        "modelIdx": 0,
+        "timestamp": int(now),
+    }
+    return {
+        "title": thread_title(course, module),
+        "models": [model],
+        "params": {},
+        "history": {"currentId": message_id, "messages": {message_id: message}},
+        "messages": [message],
+        "tags": [],
+        "timestamp": int(now * 1000),
+        MARKER_KEY: marker(course.course.id, module.id),
+    }
+
+
+def title_matches(title: object, course_id: str, module_id: str) -> bool:
+    return isinstance(title, str) and tag(course_id, module_id) in title
+
+
+@dataclass(frozen=True, slots=True)
+class Thread:
+    """A confirmed course thread, as read from ``GET /api/v1/chats/{id}``."""
+
+    id: str
+    created_at: int
+    archived: bool
+    pristine: bool
+
+    @property
+    def rank(self) -> tuple[int, str]:
+        """The winner is the smallest rank: oldest, then smallest id.
+
+        Both parts are fixed when OpenWebUI creates the chat and never change, so every
+        process that sees the same two threads picks the same winner, whenever it looks.
+        """
+        return (self.created_at, self.id)
+
+
+def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | None:
+    """The thread ``chat`` is for (course, module), or ``None`` if it is not one of ours."""
+    body = chat.get("chat")
+    if not isinstance(body, dict) or body.get(MARKER_KEY) != marker(course_id, module_id):
+        return None
+    if "originalChatId" in body:  # a clone or fork the user made
+        return None
+    chat_id, created_at = chat.get("id"), chat.get("created_at")
+    if not isinstance(chat_id, str) or not isinstance(created_at, int):
+        return None
+    return Thread(
+        id=chat_id,
+        created_at=created_at,
+        archived=chat.get("archived") is True,
+        pristine=_pristine(body),
+    )
+
+
+def _pristine(body: dict[str, Any]) -> bool:
+    """True while the chat still holds only the assistant message we wrote."""
+    history = body.get("history")
+    messages = history.get("messages") if isinstance(history, dict) else None
+    if not isinstance(messages, dict) or len(messages) != 1:
+        return False
+    (only,) = messages.values()
+    return isinstance(only, dict) and only.get("role") == "assistant"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What to do with the threads found for one module."""
+
+    winner: Thread
+    delete: tuple[Thread, ...]
+    keep: tuple[Thread, ...]  # extra threads holding the user's own messages: never deleted
+
+
+def plan(threads: Iterable[Thread]) -> Plan | None:
+    """Pick the winner and the duplicates to delete; ``None`` when there is no thread."""
+    ordered = sorted(threads, key=lambda thread: thread.rank)
+    if not ordered:
+        return None
+    winner, rest = ordered[0], ordered[1:]
+    return Plan(
+        winner=winner,
+        delete=tuple(thread for thread in rest if thread.pristine),
+        keep=tuple(thread for thread in rest if not thread.pristine),
+    )

@@ -1,0 +1,219 @@
+"""Signup webhooks: Standard Webhooks signatures (as Svix and Clerk send them) and payloads.
+
+Verification is written out here rather than taken from a library because it is short
+and every step matters:
+
+- ``webhook-signature`` holds one or more space-separated ``v1,<base64>`` signatures;
+  each is an HMAC-SHA256 over ``{webhook-id}.{webhook-timestamp}.{raw body}`` keyed with
+  the base64-decoded part of a ``whsec_...`` secret. Any secret of the file may match
+  (rotation), and every comparison is constant-time.
+- ``webhook-timestamp`` must be within five minutes of now, either way: an old delivery
+  replayed later is refused.
+- The signature covers the raw bytes: the body is verified before it is parsed.
+
+The receiver answers 2xx only once the user's threads exist, so a sender that retries on
+anything else never loses a signup; provisioning is idempotent, so retries are harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from provisioner.course import Course
+from provisioner.errors import ApiError, BadInput, ConfigError, ProvisionError, Refused
+from provisioner.provision import Provisioner
+from provisioner.users import checked_identity
+
+log = structlog.get_logger("provisioner.webhook")
+
+TOLERANCE_S = 5 * 60
+MAX_BODY_BYTES = 256 * 1024
+
+
+class BadSignature(Exception):
+    """The delivery is not authentic or not fresh; ``str()`` says which check failed."""
+
+
+def load_secrets(path: Path) -> tuple[bytes, ...]:
+    """The ``whsec_...`` secrets in ``path``, one a line (blank and ``#`` lines skipped)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--secret-file {path}: cannot read ({exc.strerror})") from exc
+    if mode & stat.S_IROTH:
+        raise ConfigError(f"--secret-file {path}: is world-readable; run chmod o-r on it")
+    secrets: list[bytes] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        value = line.strip()
+        if not value or value.startswith("#"):
+            continue
+        if not value.startswith("whsec_"):
+            raise ConfigError(f"--secret-file {path}:{number}: a secret starts with 'whsec_'")
+        try:
+            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+        except binascii.Error as exc:
+            raise ConfigError(f"--secret-file {path}:{number}: not base64 after 'whsec_'") from exc
+        if len(key) < 16:
+            raise ConfigError(f"--secret-file {path}:{number}: shorter than 16 bytes once decoded")
+        secrets.append(key)
+    if not secrets:
+        raise ConfigError(f"--secret-file {path}: holds no whsec_ secret")
+    return tuple(secrets)
+
+
+def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One ``v1,<base64>`` signature (what a sender computes; tests use it too)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(
+    secrets: tuple[bytes, ...], headers: Mapping[str, str], body: bytes, *, now: float | None = None
+) -> None:
+    """Raise :class:`BadSignature` unless some signature matches some secret, in time."""
+    msg_id = headers.get("webhook-id", "")
+    raw_timestamp = headers.get("webhook-timestamp", "")
+    signatures = headers.get("webhook-signature", "")
+    if not msg_id or not raw_timestamp or not signatures:
+        raise BadSignature("missing webhook-id, webhook-timestamp or webhook-signature")
+    if not raw_timestamp.isdigit():
+        raise BadSignature("webhook-timestamp is not a number")
+    timestamp = int(raw_timestamp)
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > TOLERANCE_S:
+        raise BadSignature("webhook-timestamp is more than five minutes away from now")
+    offered = [
+        item.partition(",")[2].encode()
+        for item in signatures.split()
+        if item.partition(",")[0] == "v1"
+    ]
+    matched = False
+    for key in secrets:
+        expected = sign(key, msg_id, timestamp, body).partition(",")[2].encode()
+        for candidate in offered:
+            # Every pair is compared, so the time taken says nothing about which matched.
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise BadSignature("no signature matches")
+
+
+@dataclass(frozen=True, slots=True)
+class Signup:
+    email: str
+    name: str | None
+
+
+class Ignored(Exception):
+    """A well-formed event that is not a signup (e.g. Clerk's ``user.updated``)."""
+
+
+def parse_signup(payload: Any) -> Signup:
+    """Clerk's ``user.created`` event or a plain ``{"email", "name"}``; validated."""
+    if not isinstance(payload, dict):
+        raise BadInput("the body is not a JSON object")
+    if "type" in payload:
+        if payload["type"] != "user.created":
+            raise Ignored(str(payload["type"]))
+        return _clerk_user(payload.get("data"))
+    email, name = payload.get("email"), payload.get("name")
+    if not isinstance(email, str) or (name is not None and not isinstance(name, str)):
+        raise BadInput('expected {"email": string, "name": string or null}')
+    return Signup(*checked_identity(email, name))
+
+
+def _clerk_user(data: Any) -> Signup:
+    if not isinstance(data, dict):
+        raise BadInput("user.created without a 'data' object")
+    primary = data.get("primary_email_address_id")
+    addresses = data.get("email_addresses")
+    if not isinstance(addresses, list):
+        raise BadInput("user.created without 'email_addresses'")
+    email = next(
+        (
+            item.get("email_address")
+            for item in addresses
+            if isinstance(item, dict) and item.get("id") == primary
+        ),
+        None,
+    )
+    if not isinstance(email, str):
+        raise BadInput("user.created: no email address matches 'primary_email_address_id'")
+    parts = [data.get("first_name"), data.get("last_name")]
+    name = " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())
+    return Signup(*checked_identity(email, name or None))
+
+
+def _answer(status: int, **body: Any) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+def create_app(
+    course: Course,
+    secrets: tuple[bytes, ...],
+    provisioner: Provisioner,
+    *,
+    deadline_s: float,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """The receiver: ``POST /webhooks/signup``. Verify, parse, provision, then answer."""
+
+    async def signup(request: web.Request) -> web.Response:
+        body = await request.read()
+        msg_id = request.headers.get("webhook-id", "")
+        try:
+            verify(secrets, request.headers, body, now=clock())
+        except BadSignature as exc:
+            log.warning("webhook refused", webhook_id=msg_id, reason=str(exc))
+            return _answer(401, error="invalid signature")
+        try:
+            signup = parse_signup(json.loads(body))
+        except Ignored as exc:
+            log.info("webhook ignored", webhook_id=msg_id, type=str(exc))
+            return _answer(200, ignored=str(exc))
+        except (ValueError, BadInput) as exc:
+            # json.JSONDecodeError is a ValueError. Permanent, but a non-2xx keeps the
+            # delivery in the sender's failed list where an operator will see it.
+            log.warning("webhook payload refused", webhook_id=msg_id, reason=str(exc))
+            return _answer(422, error=str(exc))
+        try:
+            async with asyncio.timeout(deadline_s):
+                results = await provisioner.provision_user(course, signup.email, signup.name)
+        except TimeoutError:
+            log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
+            return _answer(503, error="provisioning is taking too long; retry later")
+        except Refused as exc:
+            log.error(
+                "webhook refused by OpenWebUI state",
+                webhook_id=msg_id,
+                email=signup.email,
+                reason=str(exc),
+            )
+            return _answer(503, error=str(exc))
+        except ApiError as exc:
+            log.error("webhook failed", webhook_id=msg_id, email=signup.email, reason=str(exc))
+            return _answer(502, error=str(exc))
+        except ProvisionError as exc:
+            log.error("webhook failed", webhook_id=msg_id, email=signup.email, reason=str(exc))
+            return _answer(503, error=str(exc))
+        log.info("webhook provisioned", webhook_id=msg_id, email=signup.email)
+        return _answer(200, email=signup.email, modules=[result.as_json() for result in results])
+
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.router.add_post("/webhooks/signup", signup)
+    return app
