@@ -1,0 +1,1 @@
+"""Reproducible benchmarks: ``python -m bench.run`` (see docs/benchmarks.md)."""

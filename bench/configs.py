@@ -1,0 +1,140 @@
+"""Configuration files for the servers the benchmark starts: nginx and Caddy.
+
+Each proxy under test strips every client copy of the identity headers and sets the email
+header itself, so all of them do the header work owui-proxy does. Access logs go to a
+file for every proxy (a deployment keeps them); the static upstream and the fake
+auth service log only what the run counts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BENCH_EMAIL = "bench@example.edu"
+BENCH_NAME = "Bench User"
+
+# Identity headers OpenWebUI is configured with (the defaults of owui-proxy's settings).
+IDENTITY_HEADERS = ("X-User-Email", "X-User-Name", "X-User-Groups", "X-User-Role")
+
+# A small JSON body that echoes the email header the upstream received, so the run can
+# check that each proxy really set it (and dropped the client's spoofed value).
+# Idle upstream connections each proxy may keep: more than the most client connections
+# (256), so no proxy pays for new upstream connections (Caddy's default is 32 per host,
+# which alone cuts its throughput at 256 connections by a third).
+POOL = 512
+
+STATIC_BODY = '{"ok":true,"user":"$http_x_user_email"}'
+
+
+def _nginx_common(workdir: Path, name: str) -> str:
+    tmp = workdir / f"{name}-tmp"
+    tmp.mkdir(exist_ok=True)
+    return f"""
+worker_processes 1;
+daemon off;
+user root;
+pid {workdir}/{name}.pid;
+error_log {workdir}/{name}-error.log warn;
+events {{ worker_connections 8192; }}
+"""
+
+
+def _nginx_http_common(workdir: Path, name: str) -> str:
+    tmp = workdir / f"{name}-tmp"
+    return f"""
+  client_body_temp_path {tmp}/body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+  keepalive_requests 1000000;
+"""
+
+
+def nginx_static(workdir: Path, name: str, port: int) -> Path:
+    """Static upstream (``return 200`` small JSON) and fake forward-auth service.
+
+    ``/oauth2/auth`` answers 200 with oauth2-proxy's identity headers, like oauth2-proxy
+    for a valid session cookie; each call is one line in ``<name>-auth.log``, which is how
+    the run counts auth-service calls.
+    """
+    conf = workdir / f"{name}.conf"
+    conf.write_text(
+        _nginx_common(workdir, name)
+        + f"""
+http {{
+{_nginx_http_common(workdir, name)}
+  access_log off;
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /oauth2/auth {{
+      access_log {workdir}/{name}-auth.log;
+      add_header X-Auth-Request-Email "{BENCH_EMAIL}";
+      add_header X-Auth-Request-User "{BENCH_NAME}";
+      return 200 "";
+    }}
+    location / {{
+      default_type application/json;
+      return 200 '{STATIC_BODY}';
+    }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def nginx_proxy(workdir: Path, name: str, port: int, upstream_port: int) -> Path:
+    """nginx ``proxy_pass`` with a keep-alive upstream pool, setting the identity."""
+    headers = "\n".join(
+        f'      proxy_set_header {h} "{BENCH_EMAIL if h == "X-User-Email" else ""}";'
+        for h in IDENTITY_HEADERS
+    )
+    conf = workdir / f"{name}.conf"
+    conf.write_text(
+        _nginx_common(workdir, name)
+        + f"""
+http {{
+{_nginx_http_common(workdir, name)}
+  access_log {workdir}/{name}-access.log;
+  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive {POOL}; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+{headers}
+    }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def caddyfile(workdir: Path, name: str, port: int, upstream_port: int) -> Path:
+    """Caddy ``reverse_proxy`` deleting the identity headers, then setting the email."""
+    removes = "\n".join(f"      header_up -{h}" for h in IDENTITY_HEADERS[1:])
+    conf = workdir / f"{name}.Caddyfile"
+    conf.write_text(
+        f"""{{
+  admin off
+  auto_https off
+}}
+http://127.0.0.1:{port} {{
+  log {{
+    output file {workdir}/{name}-access.log
+  }}
+  reverse_proxy 127.0.0.1:{upstream_port} {{
+{removes}
+      header_up X-User-Email "{BENCH_EMAIL}"
+      transport http {{
+        keepalive_idle_conns {POOL}
+        keepalive_idle_conns_per_host {POOL}
+      }}
+  }}
+}}
+"""
+    )
+    return conf

@@ -1,0 +1,616 @@
+"""owui-gate benchmarks: ``python -m bench.run [--quick] [--cases 1,2,...]``.
+
+Starts everything it needs on loopback (nginx, Caddy, owui-proxy, a Python streaming
+upstream, a real OpenWebUI), runs every case side by side in one run, and writes
+``bench/results/<timestamp>.md`` and ``.json`` with the machine's description.
+
+CPU pinning (on a machine with 2 or more CPUs): CPU 0 is the *server* CPU, where the system
+under test runs (the proxy being measured, or the upstream itself for "direct" rows, and
+OpenWebUI); CPU 1 is the *load* CPU, where wrk, the measuring clients, the static
+upstream and the fake auth service run. So every proxy gets exactly one CPU of its own and
+the same one, and the load generator never competes with it. Rows with more than one
+worker are pinned to both CPUs and say so.
+
+Cases (issue 7): 1 small JSON through each proxy, 2 a real OpenWebUI endpoint, 3 SSE
+added latency, 4 WebSocket round trip, 5 a 1 GiB upload and the proxy's peak RSS,
+6 provisioning through the internal listener, 7 forward-auth with the decision cache off/on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import clients, configs, profile
+from bench.configs import BENCH_EMAIL
+from bench.procs import Proc, Procs, free_port, proc_status_kb, wait_http
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+LUA = Path(__file__).resolve().parent / "wrk_json.lua"
+RESULTS = Path(__file__).resolve().parent / "results"
+# What a browser behind oauth2-proxy sends: the session cookie the auth service checks.
+COOKIE = "_oauth2_proxy=bench-session-cookie"
+GIB = 1 << 30
+
+
+@dataclass
+class Plan:
+    """How long and how big each case is; ``--quick`` shrinks everything."""
+
+    duration: int = 10
+    warmup: int = 2
+    conns: tuple[int, ...] = (32, 256)
+    owui_conns: int = 32
+    owui_rounds: int = 2
+    sse_events: int = 500
+    sse_interval_ms: float = 5.0
+    ws_messages: int = 2000
+    upload_bytes: int = GIB
+    prov_users: int = 200
+    prov_modules: int = 3
+    prov_concurrency: int = 8
+    profile_s: int = 10
+
+    @classmethod
+    def quick(cls) -> Plan:
+        return cls(
+            duration=3,
+            warmup=1,
+            owui_rounds=1,
+            sse_events=100,
+            ws_messages=300,
+            upload_bytes=256 << 20,
+            prov_users=10,
+            profile_s=3,
+        )
+
+
+@dataclass
+class Cpus:
+    server: str | None
+    load: str | None
+    both: str | None
+
+    @classmethod
+    def detect(cls) -> Cpus:
+        if (os.cpu_count() or 1) < 2:
+            return cls(None, None, None)
+        return cls("0", "1", "0,1")
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    plan: Plan
+    cpus: Cpus
+    work: Path
+    procs: Procs
+    results: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+
+    def attempt(self, what: str, start: Callable[[], Any]) -> Any:
+        """Start something; on failure record why and return None, so the rows that do
+        not need it still run."""
+        try:
+            return start()
+        except Exception as exc:
+            self.failures[what] = f"{type(exc).__name__}: {exc}"
+            self.log(f"{what} failed: {exc}")
+            return None
+
+    def log(self, message: str) -> None:
+        print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def _cmd_version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "not installed"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0].strip() if text else "?"
+
+
+def machine() -> dict[str, str]:
+    """CPU, kernel and the versions of every program the numbers depend on."""
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 1024 / 1024:.1f} GiB"
+    import aiohttp
+
+    versions = {
+        "cpu": cpu,
+        "cpus": str(os.cpu_count()),
+        "memory": mem,
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "aiohttp": aiohttp.__version__,
+        "nginx": _cmd_version(["nginx", "-v"]).removeprefix("nginx version: "),
+        "caddy": _cmd_version(["caddy", "version"]),
+        "wrk": _cmd_version(["wrk", "--version"]).split(" [")[0],
+    }
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        versions["uvloop"] = uvloop.__version__
+    with contextlib.suppress(Exception):
+        from demo import openwebui
+
+        versions["open-webui"] = openwebui.VERSION
+    versions["owui-gate"] = _git_rev()
+    return versions
+
+
+def _os_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    return platform.platform()
+
+
+def _git_rev() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "proxy"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return out.stdout.strip() + (" (proxy/ modified)" if dirty else "")
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+def wrk(
+    run: Run, url: str, conns: int, duration: int, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """One wrk run (1 thread, on the load CPU); returns its JSON summary plus req/s."""
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s", "-s", str(LUA)]
+    for name, value in (headers or {}).items():
+        argv += ["-H", f"{name}: {value}"]
+    argv.append(url)
+    if run.cpus.load:
+        argv = ["taskset", "-c", run.cpus.load, *argv]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60, check=False)
+    match = re.search(r"^WRKJSON (\{.*\})$", out.stdout, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"wrk gave no summary: {out.stdout}\n{out.stderr}")
+    result: dict[str, Any] = json.loads(match.group(1))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(v for k, v in result.items() if k.startswith("errors_"))
+    result["conns"] = conns
+    return result
+
+
+def measure(
+    run: Run, url: str, conns: int, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Warm up (connections, caches, pools), then measure."""
+    wrk(run, url, conns, run.plan.warmup, headers)
+    return wrk(run, url, conns, run.plan.duration, headers)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def start_nginx(run: Run, name: str, conf: Path, port: int, cpus: str | None) -> Proc:
+    proc = run.procs.start(name, ["nginx", "-c", str(conf), "-e", "stderr"], cpus=cpus)
+    wait_http(f"http://127.0.0.1:{port}/", proc)
+    return proc
+
+
+def start_caddy(run: Run, name: str, conf: Path, port: int, cpus: str | None) -> Proc:
+    env = {
+        "GOMAXPROCS": "1",
+        "XDG_DATA_HOME": str(run.work / "caddy-data"),
+        "XDG_CONFIG_HOME": str(run.work / "caddy-config"),
+    }
+    argv = ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"]
+    proc = run.procs.start(name, argv, cpus=cpus, env=env)
+    wait_http(f"http://127.0.0.1:{port}/", proc)
+    return proc
+
+
+@dataclass
+class Gate:
+    """A running owui-proxy."""
+
+    proc: Proc
+    url: str
+    admin_url: str
+    internal_url: str | None = None
+
+
+def start_gate(
+    run: Run,
+    name: str,
+    *,
+    upstream: str,
+    auth_url: str,
+    cpus: str | None,
+    workers: int = 1,
+    cache_s: float = 60,
+    internal_tokens: Path | None = None,
+    extra: Mapping[str, str] | None = None,
+    ready_path: str = "/",
+) -> Gate:
+    """Start ``python -m proxy`` in forward-auth mode; wait until it relays a request."""
+    port, admin = free_port(), free_port()
+    env = {
+        "OWUI_PROXY_UPSTREAM": upstream,
+        "OWUI_PROXY_LISTEN": f"127.0.0.1:{port}",
+        "OWUI_PROXY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+        "OWUI_PROXY_AUTH": "forward",
+        "OWUI_PROXY_FORWARD_AUTH_URL": auth_url,
+        "OWUI_PROXY_FORWARD_AUTH_CACHE_S": str(cache_s),
+        "OWUI_PROXY_WORKERS": str(workers),
+        "OWUI_PROXY_MAX_BODY_BYTES": str(4 * GIB),
+    }
+    internal_url = None
+    if internal_tokens is not None:
+        internal = free_port()
+        env["OWUI_PROXY_INTERNAL_LISTEN"] = f"127.0.0.1:{internal}"
+        env["OWUI_PROXY_INTERNAL_TOKENS_FILE"] = str(internal_tokens)
+        internal_url = f"http://127.0.0.1:{internal}"
+    env.update(extra or {})
+    proc = run.procs.start(name, [PYTHON, "-m", "proxy"], cpus=cpus, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + ready_path, proc, headers={"Cookie": COOKIE}, timeout=30)
+    return Gate(proc, url, f"http://127.0.0.1:{admin}", internal_url)
+
+
+def get_json(url: str, headers: Mapping[str, str]) -> Any:
+    request = urllib.request.Request(url, headers=dict(headers))  # noqa: S310 (loopback)
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read())
+
+
+def check_identity(url: str) -> None:
+    """The upstream must see the proxy's email, never the client's spoofed copies."""
+    spoof = {"Cookie": COOKIE, "X-User-Email": "evil@example.com", "X_User_Email": "evil2@x.io"}
+    seen = get_json(url + "/", spoof).get("user")
+    if seen != BENCH_EMAIL:
+        raise RuntimeError(f"{url}: upstream saw X-User-Email {seen!r}, not {BENCH_EMAIL!r}")
+
+
+def count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
+
+
+# --------------------------------------------------------------------------- case 1 and 7
+
+
+def static_cases(run: Run) -> None:
+    """Cases 1 and 7 (and the profile): all against the nginx static upstream."""
+    cpus = run.cpus
+    up_port, direct_port, nginx_port, caddy_port = (free_port() for _ in range(4))
+    start_nginx(
+        run, "upstream", configs.nginx_static(run.work, "upstream", up_port), up_port, cpus.load
+    )
+    upstream = f"http://127.0.0.1:{up_port}"
+    auth_url = f"{upstream}/oauth2/auth"
+    auth_log = run.work / "upstream-auth.log"
+    start_nginx(
+        run,
+        "direct",
+        configs.nginx_static(run.work, "direct", direct_port),
+        direct_port,
+        cpus.server,
+    )
+    start_nginx(
+        run,
+        "nginx-proxy",
+        configs.nginx_proxy(run.work, "nginx-proxy", nginx_port, up_port),
+        nginx_port,
+        cpus.server,
+    )
+    caddy_conf = configs.caddyfile(run.work, "caddy", caddy_port, up_port)
+    caddy = run.attempt(
+        "caddy", lambda: start_caddy(run, "caddy", caddy_conf, caddy_port, cpus.server)
+    )
+    gate1 = run.attempt(
+        "owui-proxy (1 worker)",
+        lambda: start_gate(
+            run, "owui-proxy-1w", upstream=upstream, auth_url=auth_url, cpus=cpus.server
+        ),
+    )
+    gate2 = run.attempt(
+        "owui-proxy (2 workers)",
+        lambda: start_gate(
+            run, "owui-proxy-2w", upstream=upstream, auth_url=auth_url, cpus=cpus.both, workers=2
+        ),
+    )
+    targets = [
+        ("direct (nginx return 200)", f"http://127.0.0.1:{direct_port}", "server CPU", False),
+        ("nginx proxy_pass", f"http://127.0.0.1:{nginx_port}", "server CPU", True),
+    ]
+    if caddy:
+        targets.append(
+            ("Caddy reverse_proxy", f"http://127.0.0.1:{caddy_port}", "server CPU", True)
+        )
+    if gate1:
+        targets.append(("owui-proxy, 1 worker", gate1.url, "server CPU", True))
+    if gate2:
+        targets.append(("owui-proxy, 2 workers", gate2.url, "both CPUs (shared with wrk)", True))
+    for target in list(targets):
+        label, url, _, proxied = target
+        if not proxied:
+            continue
+        if run.attempt(f"identity check: {label}", lambda u=url: check_identity(u) or True) is None:
+            targets.remove(target)
+    rows = []
+    for conns in run.plan.conns:
+        for label, url, pinned, _ in targets:
+            run.log(f"case 1: {label}, {conns} connections")
+            result = measure(run, url + "/", conns, {"Cookie": COOKIE})
+            rows.append({"target": label, "cpus": pinned, **result})
+    run.results["case1"] = {"rows": rows}
+    for label in ("nginx-proxy", "caddy"):
+        with contextlib.suppress(OSError):
+            (run.work / f"{label}-access.log").unlink()  # can grow to GBs
+
+    if gate1 is None:
+        return
+    # Case 7: the same proxy with the decision cache off, and auth-service calls counted.
+    gate_nc = start_gate(
+        run, "owui-proxy-nocache", upstream=upstream, auth_url=auth_url, cpus=cpus.server, cache_s=0
+    )
+    rows7 = []
+    conns = run.plan.conns[0]
+    for label, gate in (("cache off", gate_nc), ("cache on (60 s)", gate1)):
+        run.log(f"case 7: forward-auth {label}")
+        wrk(run, gate.url + "/", conns, run.plan.warmup, {"Cookie": COOKIE})
+        before = count_lines(auth_log)
+        result = wrk(run, gate.url + "/", conns, run.plan.duration, {"Cookie": COOKIE})
+        calls = count_lines(auth_log) - before
+        rows7.append({"target": label, "auth_calls": calls, **result})
+    run.results["case7"] = {"rows": rows7}
+    run.procs.stop(gate_nc.proc)
+
+    if not run.args.no_profile:
+        run.log("profile: py-spy on owui-proxy (1 worker) under wrk -c32")
+        run.results["profile"] = profile.record(run, gate1.proc.pid, gate1.url + "/", COOKIE)
+
+
+# --------------------------------------------------------------------------- cases 3-5
+
+
+def streaming_cases(run: Run) -> None:
+    cpus = run.cpus
+    auth = free_port()
+    start_nginx(run, "auth", configs.nginx_static(run.work, "auth", auth), auth, cpus.load)
+    auth_url = f"http://127.0.0.1:{auth}/oauth2/auth"
+    up_port = free_port()
+    up = run.procs.start(
+        "py-upstream", [PYTHON, "-m", "bench.upstream", str(up_port)], cpus=cpus.load, cwd=ROOT
+    )
+    direct = f"http://127.0.0.1:{up_port}"
+    wait_http(direct + "/health", up)
+    gate = start_gate(
+        run,
+        "owui-proxy-stream",
+        upstream=direct,
+        auth_url=auth_url,
+        cpus=cpus.server,
+        ready_path="/health",
+    )
+    headers = {"Cookie": COOKIE}
+    plan = run.plan
+
+    if "3" in run.args.cases:
+        out = {}
+        for label, url in (("direct", direct), ("owui-proxy", gate.url)):
+            run.log(f"case 3: SSE {label}")
+            # A short stream first, so connection set-up does not count.
+            clients.run(clients.sse_deltas(url, headers, 10, plan.sse_interval_ms))
+            deltas = clients.run(
+                clients.sse_deltas(url, headers, plan.sse_events, plan.sse_interval_ms)
+            )
+            out[label] = clients.summary_us(deltas)
+        out["added_p50_us"] = out["owui-proxy"]["p50_us"] - out["direct"]["p50_us"]
+        out["added_p99_us"] = out["owui-proxy"]["p99_us"] - out["direct"]["p99_us"]
+        run.results["case3"] = out
+
+    if "4" in run.args.cases:
+        out = {}
+        for label, url in (("direct", direct), ("owui-proxy", gate.url)):
+            run.log(f"case 4: WebSocket echo {label}")
+            rtts = clients.run(clients.ws_rtts(url, headers, plan.ws_messages))
+            out[label] = clients.summary_us(rtts)
+        out["added_p50_us"] = out["owui-proxy"]["p50_us"] - out["direct"]["p50_us"]
+        out["added_p99_us"] = out["owui-proxy"]["p99_us"] - out["direct"]["p99_us"]
+        run.results["case4"] = out
+
+    run.procs.stop(gate.proc)
+    if "5" in run.args.cases:
+        out = {"bytes": plan.upload_bytes}
+        run.log(f"case 5: upload {plan.upload_bytes >> 20} MiB direct")
+        out["direct"] = clients.upload(direct, headers, plan.upload_bytes)
+        # A fresh proxy, so its high-water mark is the upload's and nothing else's.
+        gate = start_gate(
+            run,
+            "owui-proxy-upload",
+            upstream=direct,
+            auth_url=auth_url,
+            cpus=cpus.server,
+            ready_path="/health",
+        )
+        pids = gate.proc.tree()
+        out["rss_before_kb"] = max(proc_status_kb(p, "VmRSS") or 0 for p in pids)
+        run.log(f"case 5: upload {plan.upload_bytes >> 20} MiB through owui-proxy")
+        out["owui-proxy"] = clients.upload(gate.url, headers, plan.upload_bytes)
+        out["peak_rss_kb"] = max(proc_status_kb(p, "VmHWM") or 0 for p in gate.proc.tree())
+        out["pids"] = pids
+        run.results["case5"] = out
+        run.procs.stop(gate.proc)
+
+
+# --------------------------------------------------------------------------- cases 2 and 6
+
+
+def openwebui_cases(run: Run) -> None:
+    from bench import owui
+
+    cpus = run.cpus
+    auth = free_port()
+    start_nginx(run, "auth2", configs.nginx_static(run.work, "auth2", auth), auth, cpus.load)
+    auth_url = f"http://127.0.0.1:{auth}/oauth2/auth"
+    run.log("starting OpenWebUI (server CPU)")
+    webui = owui.start(run.procs, run.work, cpus.server)
+    token = owui.admin_token(webui.url, BENCH_EMAIL)
+    owui.make_chats(webui.url, token, BENCH_EMAIL, 20)
+    tokens_file = run.work / "service-tokens"
+    service_token = secrets.token_urlsafe(48)
+    tokens_file.write_text(service_token + "\n")
+    tokens_file.chmod(0o600)
+    gate = start_gate(
+        run,
+        "owui-proxy-owui",
+        upstream=webui.url,
+        auth_url=auth_url,
+        cpus=cpus.server,
+        internal_tokens=tokens_file,
+        ready_path="/health",
+    )
+    gate_load = start_gate(
+        run,
+        "owui-proxy-owui-load",
+        upstream=webui.url,
+        auth_url=auth_url,
+        cpus=cpus.load,
+        ready_path="/health",
+    )
+
+    if "2" in run.args.cases:
+        path = "/api/v1/chats/list"
+        bearer = {"Authorization": f"Bearer {token}"}
+        targets = [
+            ("direct", webui.url, {**bearer, "X-User-Email": BENCH_EMAIL}),
+            ("owui-proxy on OpenWebUI's CPU", gate.url, {**bearer, "Cookie": COOKIE}),
+            ("owui-proxy on the load CPU", gate_load.url, {**bearer, "Cookie": COOKIE}),
+        ]
+        for _label, url, headers in targets:
+            get_json(url + path, headers)  # fails loudly on 401 (e.g. user mismatch)
+        rows = []
+        for rnd in range(run.plan.owui_rounds):
+            for label, url, headers in targets:
+                run.log(f"case 2: {label}, round {rnd + 1}")
+                result = measure(run, url + path, run.plan.owui_conns, headers)
+                rows.append({"target": label, "round": rnd + 1, **result})
+        run.results["case2"] = {"rows": rows, "path": path}
+    run.procs.stop(gate_load.proc)
+
+    if "6" in run.args.cases:
+        run.results["case6"] = owui.provisioning(
+            run, webui.url, gate.internal_url, tokens_file, service_token
+        )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a ~2 minute smoke run")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7", help="comma list of cases to run")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
+    args = parser.parse_args(argv)
+    args.cases = set(args.cases.split(","))
+    plan = Plan.quick() if args.quick else Plan()
+    cpus = Cpus.detect()
+    if cpus.load is not None:
+        os.sched_setaffinity(0, {int(cpus.load)})  # clients measured in this process
+    work = Path(tempfile.mkdtemp(prefix="owui-bench-"))
+    run = Run(args, plan, cpus, work, Procs(work))
+    # A hard stop: nothing this run started outlives it, even if a case hangs.
+    signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(1800 if not args.quick else 600)
+    signal.signal(signal.SIGTERM, _timeout)
+    started = time.time()
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run.results["machine"] = machine()
+    run.results["plan"] = plan.__dict__ | {"quick": args.quick, "cpus": cpus.__dict__}
+    failures = run.failures
+    steps: list[tuple[set[str], Callable[[Run], None]]] = [
+        ({"1", "7"}, static_cases),
+        ({"3", "4", "5"}, streaming_cases),
+        ({"2", "6"}, openwebui_cases),
+    ]
+    try:
+        for wanted, step in steps:
+            if not wanted & args.cases:
+                continue
+            try:
+                step(run)
+            except Exception as exc:  # one broken case must not lose the others' numbers
+                failures[step.__name__] = f"{type(exc).__name__}: {exc}"
+                run.log(f"{step.__name__} failed: {exc}")
+            finally:
+                run.procs.stop_all()
+    finally:
+        signal.alarm(0)
+        run.procs.stop_all()
+    run.results["failures"] = failures
+    run.results["elapsed_s"] = round(time.time() - started, 1)
+    run.results["command"] = "python -m bench.run " + " ".join(argv or sys.argv[1:])
+    from bench import report
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stamp}.json").write_text(json.dumps(run.results, indent=2, default=str))
+    (args.out / f"{stamp}.md").write_text(report.markdown(run.results))
+    run.log(f"wrote {args.out / stamp}.md and .json in {run.results['elapsed_s']} s")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        run.log(f"work folder kept: {work}")
+    return 1 if failures else 0
+
+
+def _timeout(signum: int, frame: object) -> None:
+    raise TimeoutError(f"benchmark stopped by signal {signum}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
