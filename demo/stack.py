@@ -200,6 +200,9 @@ class StackConfig:
     course: Path = DEFAULT_COURSE
     token_delay: float = 0.05
     host: str = "127.0.0.1"
+    # Extra OpenWebUI settings (the e2e tests turn on the role and groups headers, so that a
+    # leaked header would be an observable escalation rather than ignored).
+    openwebui_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -289,6 +292,7 @@ class Stack:
             data_dir=cfg.state_dir / "openwebui-data",
             log_path=self.logs / "openwebui.log",
             openai_base_url=self.model_url,
+            extra_env=cfg.openwebui_env,
         )
         self.openwebui.wait_healthy()
         admin = openwebui.create_operator_admin(

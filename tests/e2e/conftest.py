@@ -1,0 +1,253 @@
+"""Fixtures of the e2e tier: a real OpenWebUI 0.12.4 and every owui-gate piece as a real process.
+
+One OpenWebUI for the whole session (it takes 15-60 s to start), built by the same
+:class:`demo.stack.Stack` the demo uses: the model server, then OpenWebUI (installed into the
+cache folder on first use) whose first account is an operator admin created by the harness,
+so no test user is ever an admin. The proxy, the webhook receiver and the demo IdP are started
+from their console scripts in the project venv by the fixtures that need them. Tests isolate
+themselves with fresh emails.
+
+A missing piece is an error, never a skip: under ``CI=true`` nothing may skip, and locally a
+silently skipped e2e tier proves nothing either. Logs of every process are kept under
+``artifacts/e2e/stack/logs`` for post-mortems.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from demo import openwebui
+from demo.stack import Stack, StackConfig, StackError, child_environment, console_script
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "artifacts" / "e2e"
+COURSE_FILE = Path(__file__).with_name("course.toml")
+COURSE: dict[str, Any] = tomllib.loads(COURSE_FILE.read_text(encoding="utf-8"))
+OPERATOR_EMAIL = "operator@example.com"
+# OpenWebUI honours these only when configured; the e2e OpenWebUI is, so that a groups or role
+# header leaking through the proxy would be an observable escalation, not a silently ignored one.
+OPENWEBUI_EXTRA = {
+    "WEBUI_AUTH_TRUSTED_GROUPS_HEADER": "X-User-Groups",
+    "WEBUI_AUTH_TRUSTED_ROLE_HEADER": "X-User-Role",
+}
+STAFF_GROUP = "staff"
+
+
+def fail(message: str) -> None:
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    """Model server + OpenWebUI + the operator admin (and a 'staff' group for leak checks)."""
+    state = ARTIFACTS / "stack"
+    shutil.rmtree(state, ignore_errors=True)
+    config = StackConfig(
+        state_dir=state,
+        public_port=0,
+        course=COURSE_FILE,
+        operator_email=OPERATOR_EMAIL,
+        token_delay=0.1,
+        openwebui_env=OPENWEBUI_EXTRA,
+    )
+    the_stack = Stack(config)
+    problem = None
+    try:
+        the_stack.prepare()
+        the_stack.start_model_server()
+        the_stack.start_openwebui()
+        response = httpx.post(
+            f"{owui_url(the_stack)}/api/v1/groups/create",
+            headers=operator_headers(the_stack),
+            json={"name": STAFF_GROUP, "description": "must never be joined through a header"},
+            timeout=30,
+        )
+        response.raise_for_status()
+    except (StackError, openwebui.OpenWebUIError, httpx.HTTPError) as exc:
+        problem = f"the e2e harness could not start OpenWebUI: {exc}"
+    if problem is not None:  # failed outside the except block: one clear message, no chain
+        the_stack.stop()
+        fail(problem)
+    yield the_stack
+    the_stack.stop()
+
+
+def _run_service(the_stack: Stack, key: str, start: Callable[[], None]) -> Iterator[Stack]:
+    problem = None
+    try:
+        start()
+    except StackError as exc:
+        problem = f"could not start {key}: {exc}"
+    if problem is not None:
+        fail(problem)
+    yield the_stack
+    service = the_stack.services.pop(key, None)
+    if service is not None:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(stack: Stack) -> Iterator[Stack]:
+    """``owui-proxy`` in forward-auth mode to the demo IdP, with the internal listener."""
+    yield from _run_service(stack, "proxy", stack.start_proxy)
+
+
+@pytest.fixture(scope="session")
+def webhook(proxy: Stack) -> Iterator[Stack]:
+    """``owui-provision webhook`` with the e2e course, acting through the internal listener."""
+    yield from _run_service(proxy, "webhook", proxy.start_webhook)
+
+
+@pytest.fixture(scope="session")
+def gate(webhook: Stack) -> Iterator[Stack]:
+    """Everything: proxy, webhook receiver and ``owui-demo-idp`` (which signs up new users)."""
+    yield from _run_service(webhook, "idp", webhook.start_idp)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def owui_url(the_stack: Stack) -> str:
+    assert the_stack.openwebui is not None
+    return the_stack.openwebui.url
+
+
+def operator_headers(the_stack: Stack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {the_stack.operator_token}"}
+
+
+def fresh_email(prefix: str = "student") -> str:
+    """An email no other test (or earlier run on this OpenWebUI) has used."""
+    return f"{prefix}-{secrets.token_hex(5)}@example.com"
+
+
+def find_user(the_stack: Stack, email: str) -> dict[str, Any] | None:
+    """The OpenWebUI user with this email, asked as the operator (admin); None if absent."""
+    response = httpx.get(
+        f"{owui_url(the_stack)}/api/v1/users/",
+        params={"query": email},
+        headers=operator_headers(the_stack),
+        timeout=30,
+    )
+    response.raise_for_status()
+    matches = [u for u in response.json()["users"] if u["email"] == email.lower()]
+    return matches[0] if matches else None
+
+
+def direct_token(the_stack: Stack, email: str) -> str:
+    """A user's OpenWebUI token, by signing in directly (creates the user if missing)."""
+    return str(openwebui.sign_in(owui_url(the_stack), email)["token"])
+
+
+def direct_client(the_stack: Stack, email: str) -> httpx.Client:
+    """A client talking to OpenWebUI directly as ``email``: the tests' independent view."""
+    token = direct_token(the_stack, email)
+    return httpx.Client(
+        base_url=owui_url(the_stack),
+        headers={"Authorization": f"Bearer {token}", "X-User-Email": email},
+        timeout=30,
+    )
+
+
+def archived_chats(the_stack: Stack, email: str) -> list[dict[str, Any]]:
+    """Every archived chat of ``email`` with its full content, seen directly in OpenWebUI."""
+    chats: list[dict[str, Any]] = []
+    with direct_client(the_stack, email) as client:
+        page = 1
+        while True:
+            response = client.get("/api/v1/chats/archived", params={"page": page})
+            response.raise_for_status()
+            batch = response.json()
+            if not batch:
+                break
+            chats.extend(batch)
+            page += 1
+        full = []
+        for chat in chats:
+            response = client.get(f"/api/v1/chats/{chat['id']}")
+            response.raise_for_status()
+            full.append(response.json())
+    return full
+
+
+def first_message(chat: dict[str, Any]) -> dict[str, Any]:
+    """The root message of a chat's history (the one without a parent)."""
+    messages = chat["chat"]["history"]["messages"]
+    roots = [m for m in messages.values() if m.get("parentId") is None]
+    assert len(roots) == 1, f"chat {chat['id']} has {len(roots)} root messages"
+    return roots[0]
+
+
+def assert_course_threads(the_stack: Stack, email: str) -> None:
+    """Exactly one archived thread per module of the e2e course, each opening with its text."""
+    chats = archived_chats(the_stack, email)
+    modules = COURSE["modules"]
+    by_title: dict[str, list[dict[str, Any]]] = {}
+    for chat in chats:
+        by_title.setdefault(chat["title"], []).append(chat)
+    expected_titles = sorted(m["title"] for m in modules)
+    assert sorted(by_title) == expected_titles, f"titles {sorted(by_title)} for {email}"
+    for module in modules:
+        (chat,) = by_title[module["title"]]  # exactly one each
+        assert chat["archived"] is True
+        first = first_message(chat)
+        assert first["role"] == "assistant"
+        assert first["content"] == module["first_message"]
+
+
+def provision(
+    the_stack: Stack, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``owui-provision ARGS`` against the stack's internal listener."""
+    return subprocess.run(
+        [str(console_script("owui-provision")), *args],
+        env=child_environment(the_stack.provision_env()),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Browserless:
+    """A user signed in at the demo IdP, talking to the proxy's public listener with httpx."""
+
+    email: str
+    client: httpx.Client  # base_url = the proxy, carries the IdP session cookie
+    token: str  # the user's OpenWebUI token, obtained through the proxy
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def idp_login(the_stack: Stack, email: str, name: str | None = None) -> httpx.Cookies:
+    """Sign in at the demo IdP's login form like a browser; return the session cookies."""
+    with httpx.Client(base_url=the_stack.idp_url, timeout=30) as client:
+        form = {"email": email, "name": name or email.split("@")[0]}
+        response = client.post("/login", data={**form, "rd": the_stack.public_url + "/"})
+        assert response.status_code in (302, 303), (response.status_code, response.text[:300])
+        return client.cookies
+
+
+def sign_in_through_proxy(the_stack: Stack, email: str, name: str | None = None) -> Browserless:
+    """IdP login, then OpenWebUI's trusted-header sign-in through the public listener."""
+    cookies = idp_login(the_stack, email, name)
+    client = httpx.Client(base_url=the_stack.public_url, cookies=cookies, timeout=60)
+    response = client.post("/api/v1/auths/signin", json={"email": "", "password": ""})
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    body = response.json()
+    assert body["email"] == email.lower()
+    # The sign-in also set OpenWebUI's token cookie; tests send the token explicitly instead.
+    client.cookies.delete("token")
+    return Browserless(email=email.lower(), client=client, token=str(body["token"]))

@@ -1,0 +1,69 @@
+"""Provisioning against the real OpenWebUI, through the proxy's internal listener."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from demo.stack import Stack
+from tests.e2e.conftest import (
+    COURSE,
+    COURSE_FILE,
+    archived_chats,
+    assert_course_threads,
+    fresh_email,
+    provision,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_user_gets_one_archived_thread_per_module_and_a_rerun_changes_nothing(proxy: Stack) -> None:
+    """`owui-provision user` creates one archived thread per module; a rerun finds them."""
+    email = fresh_email()
+    first = provision(proxy, "user", str(COURSE_FILE), email, "--name", "Ada Lovelace")
+    assert first.returncode == 0, first.stderr
+    lines = _lines(first)
+    assert sorted(line["module"] for line in lines) == sorted(m["id"] for m in COURSE["modules"])
+    assert {line["status"] for line in lines} == {"created"}
+    assert all(line["archived"] is True and line["email"] == email for line in lines)
+    assert_course_threads(proxy, email)
+    created_ids = {line["chat_id"] for line in lines}
+
+    again = provision(proxy, "user", str(COURSE_FILE), email)
+    assert again.returncode == 0, again.stderr
+    lines = _lines(again)
+    assert {line["status"] for line in lines} == {"existing"}
+    assert {line["chat_id"] for line in lines} == created_ids
+    assert_course_threads(proxy, email)
+    # The service token and the user's OpenWebUI token never show up in the output.
+    token = proxy.service_token_file.read_text().strip()
+    assert token not in first.stdout + first.stderr + again.stdout + again.stderr
+    assert "eyJ" not in first.stdout + first.stderr + again.stdout + again.stderr
+
+
+def test_five_concurrent_processes_leave_exactly_one_thread_per_module(proxy: Stack) -> None:
+    """Five `owui-provision user` processes at once for one new user converge to one each."""
+    email = fresh_email("concurrent")
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        results = list(
+            pool.map(lambda _: provision(proxy, "user", str(COURSE_FILE), email), range(5))
+        )
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    assert_course_threads(proxy, email)
+    # Every process reported the same surviving thread per module.
+    winners: dict[object, set[object]] = {}
+    for result in results:
+        for line in _lines(result):
+            winners.setdefault(line["module"], set()).add(line["chat_id"])
+    survivors = {chat["id"] for chat in archived_chats(proxy, email)}
+    assert all(len(ids) == 1 for ids in winners.values()), winners
+    assert set().union(*winners.values()) == survivors
