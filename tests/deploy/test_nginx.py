@@ -1,0 +1,257 @@
+"""The shipped nginx site config, run by Debian's nginx on loopback with a test certificate.
+
+Two set-ups: nginx alone in front of the recording fake upstream (what the edge itself does:
+TLS, HTTP/2, header hygiene, limits), and the whole chain client -> nginx -> proxy ->
+recording upstream (identity, streaming, WebSockets, uploads, forwarding trust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+import warnings
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.deploy.clients import raw_https
+from tests.deploy.conftest import TestTLS
+from tests.deploy.edge import (
+    PLACEHOLDER,
+    PLACEHOLDERS,
+    SERVER_NAME,
+    SITE_CONF,
+    Nginx,
+    free_port,
+)
+from tests.fakes import FakeUpstream
+
+pytestmark = pytest.mark.nginx
+
+IDENTITY = ("x-user-email", "x-user-name", "x-user-groups", "x-user-role")
+# What a hostile client sends: every identity header in several spellings and copies,
+# Proxy-Authorization, a Connection header naming the identity header, forged forwarding.
+SPOOF_CORPUS = (
+    ("X-User-Email", "evil@attacker.example"),
+    ("x-user-email", "evil2@attacker.example"),
+    ("X_User_Email", "evil3@attacker.example"),
+    ("X-USER_email", "evil4@attacker.example"),
+    ("X-User-Email", "evil5@attacker.example, alice@example.edu"),
+    ("X-User-Name", "Mallory"),
+    ("x_user_name", "Mallory"),
+    ("X-User-Groups", "admins"),
+    ("X_USER_GROUPS", "admins"),
+    ("X-User-Role", "admin"),
+    ("x-user_role", "admin"),
+    ("Proxy-Authorization", "Bearer stolen-service-token-000000000000000000"),
+    ("X-Forwarded-For", "6.6.6.6"),
+    ("X-Forwarded-Proto", "http"),
+    ("X-Forwarded-Host", "evil.example"),
+    ("Forwarded", "for=6.6.6.6;host=evil.example"),
+    ("X-Real-IP", "6.6.6.6"),
+)
+SPOOF_MARKERS = ("attacker", "Mallory", "admin", "stolen", "6.6.6.6", "evil.example")
+
+
+def spoof_request(path: str, extra: tuple[tuple[str, str], ...] = ()) -> list[str]:
+    lines = [f"GET {path} HTTP/1.1", f"Host: {SERVER_NAME}"]
+    lines += [f"{k}: {v}" for k, v in (*SPOOF_CORPUS, *extra)]
+    # The client asks nginx to drop the identity header as hop-by-hop (and to close).
+    lines.append("Connection: X-User-Email, X-User-Name, close")
+    return lines
+
+
+def test_shipped_config_passes_nginx_t(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> None:
+    """`nginx -t` accepts the shipped config once its placeholders are filled, without warnings."""
+    nginx = Nginx(tmp_path, "127.0.0.1:8443", "127.0.0.1:8080", "127.0.0.1:8000", tls.cert, tls.key)
+    result = nginx.test_config()
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    assert "[warn]" not in result.stderr, result.stderr
+    assert "[emerg]" not in result.stderr, result.stderr
+
+
+def test_placeholders_are_the_documented_ones() -> None:
+    """Every ${OWUI_GATE_*} in the config is one the header documents for envsubst."""
+    text = SITE_CONF.read_text(encoding="utf-8")
+    used = set(PLACEHOLDER.findall(text.split("\nmap ", 1)[1]))
+    assert used == PLACEHOLDERS
+    envsubst_line = re.search(r"envsubst '([^']*)'", text, re.S)
+    assert envsubst_line is not None
+    assert set(PLACEHOLDER.findall(envsubst_line.group(1))) == PLACEHOLDERS
+
+
+def test_no_route_to_admin_or_internal_listeners() -> None:
+    """Every location passes to the public listener's upstream and nowhere else."""
+    text = SITE_CONF.read_text(encoding="utf-8")
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    targets = set(re.findall(r"proxy_pass\s+([^;]+);", code))
+    assert targets == {"http://owui_gate_proxy"}
+    assert re.findall(r"^\s*server\s+(\S+);", code, re.M) == ["${OWUI_GATE_PROXY}"]
+    assert "underscores_in_headers off;" in code
+    assert "client_max_body_size 100m;" in code  # = the proxy's default 100 MiB
+
+
+# --- nginx alone, in front of the recording upstream ------------------------------------
+
+
+@dataclass
+class EdgeOnly:
+    fake: FakeUpstream
+    nginx: Nginx
+    https: int
+    http: int
+    tls: TestTLS
+
+
+@pytest.fixture
+async def edge_only(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterator[EdgeOnly]:
+    fake = FakeUpstream()
+    server = TestServer(fake.app(), host="127.0.0.1", port=free_port())
+    await server.start_server()
+    https, http = free_port(), free_port()
+    nginx = Nginx(
+        tmp_path / "nginx",
+        f"127.0.0.1:{https}",
+        f"127.0.0.1:{http}",
+        f"127.0.0.1:{server.port}",
+        tls.cert,
+        tls.key,
+    )
+    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+    try:
+        yield EdgeOnly(fake, nginx, https, http, tls)
+    finally:
+        nginx.stop()
+        await server.close()
+
+
+async def test_edge_strips_identity_and_forged_forwarding(edge_only: EdgeOnly) -> None:
+    """nginx alone drops every identity header, Proxy-Authorization and forged forwarding."""
+    response = await raw_https(
+        edge_only.https, spoof_request("/api/v1/chats/"), ctx=edge_only.tls.client_context()
+    )
+    assert response.status == 200
+    seen = edge_only.fake.last()
+    names = seen.names_normalised()
+    assert not [n for n in names if n in IDENTITY or n == "proxy-authorization"], seen.headers
+    assert not [h for h in seen.headers if any(m in h[1] for m in SPOOF_MARKERS)], seen.headers
+    assert "forwarded" not in names
+    assert "x-real-ip" not in names
+    # nginx's own view of the connection, exactly once each.
+    assert seen.values("X-Forwarded-For") == ["127.0.0.1"]
+    assert seen.values("X-Forwarded-Proto") == ["https"]
+    assert seen.values("X-Forwarded-Host") == [SERVER_NAME]
+    assert seen.values("Host") == [SERVER_NAME]
+
+
+async def test_edge_passes_the_raw_request_target(edge_only: EdgeOnly) -> None:
+    """The path and query reach the upstream byte for byte: nginx does not normalise them."""
+    target = "/api/v1/files/a%2Fb/./c%2e%2e?q=%41%20b&x=1"
+    response = await raw_https(
+        edge_only.https,
+        [f"GET {target} HTTP/1.1", f"Host: {SERVER_NAME}", "Connection: close"],
+        ctx=edge_only.tls.client_context(),
+    )
+    assert response.status == 200
+    assert edge_only.fake.last().raw_path == target
+
+
+async def test_edge_speaks_http2_and_sends_hsts(edge_only: EdgeOnly, tls: TestTLS) -> None:
+    """Browsers get HTTP/2 over TLS, and HSTS on every answer."""
+    proc = await asyncio.create_subprocess_exec(
+        "curl", "-sS", "--http2", "--cacert", str(tls.ca_pem),
+        "--resolve", f"{SERVER_NAME}:{edge_only.https}:127.0.0.1",
+        "-D", "-", "-o", "/dev/null", "-w", "VERSION=%{http_version}",
+        f"https://{SERVER_NAME}:{edge_only.https}/health",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert "VERSION=2" in text
+    assert re.search(r"^strict-transport-security: max-age=63072000", text, re.M | re.I), text
+    assert not re.search(r"^server: nginx/", text, re.M | re.I)  # server_tokens off
+
+
+def _handshake(port: int, tls: TestTLS, version: ssl.TLSVersion, sni: str | None) -> str:
+    ctx = tls.client_context()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLS 1.1 is, on purpose
+        ctx.minimum_version = version
+        ctx.maximum_version = version
+    if version < ssl.TLSVersion.TLSv1_2:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client offer it at all
+    if sni is None:
+        ctx.check_hostname = False
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=sni) as wrapped,
+    ):
+        return wrapped.version() or ""
+
+
+@pytest.mark.parametrize(
+    ("version", "accepted"),
+    [
+        pytest.param(ssl.TLSVersion.TLSv1_3, True, id="tls1.3-accepted"),
+        pytest.param(ssl.TLSVersion.TLSv1_2, True, id="tls1.2-accepted"),
+        pytest.param(ssl.TLSVersion.TLSv1_1, False, id="tls1.1-refused"),
+    ],
+)
+async def test_edge_tls_versions(
+    edge_only: EdgeOnly, tls: TestTLS, version: ssl.TLSVersion, accepted: bool
+) -> None:
+    """Only TLS 1.2 and 1.3 are offered."""
+    if accepted:
+        got = await asyncio.to_thread(_handshake, edge_only.https, tls, version, SERVER_NAME)
+        assert got == version.name.replace("_", ".").replace("TLSv1.", "TLSv1.")
+    else:
+        with pytest.raises(ssl.SSLError, match=r"(?i)protocol version|unsupported protocol"):
+            await asyncio.to_thread(_handshake, edge_only.https, tls, version, SERVER_NAME)
+
+
+@pytest.mark.parametrize("sni", [None, "other.example"], ids=["no-sni", "foreign-sni"])
+async def test_edge_refuses_unknown_host_names(
+    edge_only: EdgeOnly, tls: TestTLS, sni: str | None
+) -> None:
+    """A TLS handshake without our name (bare IP scan, other host) is aborted: no certificate."""
+    with pytest.raises(ssl.SSLError, match=r"(?i)unrecognized name|handshake failure"):
+        await asyncio.to_thread(_handshake, edge_only.https, tls, ssl.TLSVersion.TLSv1_3, sni)
+    assert edge_only.fake.seen == []
+
+
+async def test_plain_http_only_redirects(edge_only: EdgeOnly) -> None:
+    """Port 80 answers a redirect to HTTPS and never reaches the upstream."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge_only.http)
+    writer.write(
+        f"GET /api/v1/chats/?a=1 HTTP/1.1\r\nHost: {SERVER_NAME}\r\n"
+        "X-User-Email: evil@attacker.example\r\nConnection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    head = (await asyncio.wait_for(reader.read(), 10)).decode("latin-1")
+    writer.close()
+    assert head.startswith("HTTP/1.1 308")
+    assert f"Location: https://{SERVER_NAME}/api/v1/chats/?a=1\r\n" in head
+    assert edge_only.fake.seen == []
+
+
+async def test_edge_refuses_bodies_over_the_proxy_limit(edge_only: EdgeOnly) -> None:
+    """A body declared larger than 100 MiB is refused by nginx before any of it is sent."""
+    response = await raw_https(
+        edge_only.https,
+        [
+            "POST /upload HTTP/1.1",
+            f"Host: {SERVER_NAME}",
+            f"Content-Length: {100 * 1024 * 1024 + 1}",
+            "Connection: close",
+        ],
+        ctx=edge_only.tls.client_context(),
+    )
+    assert response.status == 413
+    assert edge_only.fake.seen == []
