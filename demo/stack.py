@@ -20,7 +20,6 @@ by the e2e tests). The e2e tests build on :class:`Stack` too, so the demo is wha
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
 import secrets
@@ -39,6 +38,7 @@ import httpx
 
 from demo import openwebui
 from demo.model_server import MODEL_ID
+from demo.webhooks import new_secret
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_COURSE = REPO / "examples" / "welcome.toml"
@@ -184,11 +184,6 @@ def write_secret(path: Path, value: str) -> Path:
     return path
 
 
-def new_webhook_secret() -> str:
-    """A Standard Webhooks secret: ``whsec_`` + base64 of 32 random bytes."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-
-
 @dataclass
 class StackConfig:
     """What the stack is built from."""
@@ -258,9 +253,7 @@ class Stack:
         self.service_token_file = write_secret(
             secrets_dir / "internal-tokens", secrets.token_urlsafe(48)
         )
-        self.webhook_secret_file = write_secret(
-            secrets_dir / "webhook-secret", new_webhook_secret()
-        )
+        self.webhook_secret_file = write_secret(secrets_dir / "webhook-secret", new_secret())
         port = cfg.public_port or openwebui.free_port(host)
         model, idp, admin, internal, webhook = (openwebui.free_port(host) for _ in range(5))
         self.public_port = port
@@ -362,6 +355,7 @@ class Stack:
         return [
             str(console_script("owui-demo-idp")),
             "--listen", self.idp_url.removeprefix("http://"),
+            "--public-url", self.public_url,
             "--webhook-url", self.webhook_url,
             "--webhook-secret-file", str(self.webhook_secret_file),
         ]  # fmt: skip

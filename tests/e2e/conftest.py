@@ -185,7 +185,8 @@ def first_message(chat: dict[str, Any]) -> dict[str, Any]:
     messages = chat["chat"]["history"]["messages"]
     roots = [m for m in messages.values() if m.get("parentId") is None]
     assert len(roots) == 1, f"chat {chat['id']} has {len(roots)} root messages"
-    return roots[0]
+    root: dict[str, Any] = roots[0]
+    return root
 
 
 def assert_course_threads(the_stack: Stack, email: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from tests.e2e.conftest import (
 pytestmark = pytest.mark.e2e
 
 
-def _lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+def _lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
@@ -60,7 +61,7 @@ def test_five_concurrent_processes_leave_exactly_one_thread_per_module(proxy: St
         assert result.returncode == 0, result.stderr
     assert_course_threads(proxy, email)
     # Every process reported the same surviving thread per module.
-    winners: dict[object, set[object]] = {}
+    winners: dict[str, set[str]] = {}
     for result in results:
         for line in _lines(result):
             winners.setdefault(line["module"], set()).add(line["chat_id"])
