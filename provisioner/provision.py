@@ -7,8 +7,9 @@ JSON marker) and then does at most one kind of step:
 1. none found          -> create one, then look again (another process may have too);
 2. duplicates found    -> delete every one but the winner (oldest ``created_at``, then
                           smallest id), then look again;
-3. winner not archived -> toggle it once, then look again (the toggle flips, so its end
-                          state is read, never assumed);
+3. winner not archived -> archive it: read, toggle, read again (the endpoint flips, so
+                          the state is read before every toggle, never assumed),
+                          then look again;
 4. exactly the winner, archived, nothing to delete -> done.
 
 Why this is safe with any number of processes at once (``docs/provisioner.md`` has the
@@ -17,13 +18,14 @@ the same threads agree, and the thread ranked first among all that ever existed 
 deleted by anyone. A process only finishes after a round in which it changed nothing and
 saw exactly one archived thread; every create, delete and toggle a process makes comes
 before its own final round, so the last final round to start sees the settled state.
-Two processes toggling the same thread at once cancel out; both see it still
-unarchived on their next round and try again after a random pause, which breaks the tie.
+Two processes toggling the same thread at once cancel out; both read it still
+unarchived and try again after a random pause, which breaks the tie.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ from provisioner.errors import (
     NotTrustedHeaderMode,
     Onboarding,
     PendingUser,
+    Unavailable,
 )
 from provisioner.settings import Settings
 from provisioner.threads import Thread, as_thread, build_chat, plan, tag, title_matches
@@ -125,7 +128,6 @@ class Provisioner:
         """Drive one module to exactly one archived thread (see the module docstring)."""
         course_id = course.course.id
         created: str | None = None
-        toggles = 0
         seen: list[Thread] = []
         for _ in range(self._settings.converge_rounds):
             seen = await self._find(session, course_id, module.id)
@@ -162,14 +164,7 @@ class Provisioner:
                     )
                 continue
             if not winner.archived:
-                if toggles:
-                    # Our last toggle did not stick: someone toggled at the same moment.
-                    # A random pause makes it unlikely we toggle in step again.
-                    await self._sleep(
-                        self._settings.backoff_base_s * (1 + 3 * self._rand()) * toggles
-                    )
-                await session.toggle_archive(winner.id)
-                toggles += 1
+                await self._archive(session, winner.id)
                 continue
             return ModuleResult(
                 email=session.email,
@@ -184,6 +179,27 @@ class Provisioner:
             f"{session.email} {course_id}/{module.id}: not settled after "
             f"{self._settings.converge_rounds} rounds (last seen: {state}); run again"
         )
+
+    async def _archive(self, session: UserSession, chat_id: str) -> None:
+        """Toggle until the chat reads archived (or is gone), reading it before each toggle.
+
+        The endpoint flips the flag, so the state is read right before every toggle. Two
+        processes toggling at once cancel out; each then waits a random, growing pause
+        before reading again, so the next toggles are unlikely to coincide.
+        """
+        chat = await session.get_chat(chat_id)
+        for attempt in range(self._settings.archive_attempts):
+            if chat is None or chat.get("archived") is True:
+                return
+            with contextlib.suppress(Unavailable):  # flipped or not: the read below tells
+                await session.toggle_archive(chat_id)
+            chat = await session.get_chat(chat_id)
+            if chat is None or chat.get("archived") is True:
+                return
+            # Still unarchived: a concurrent toggle undid ours (or ours failed).
+            await self._sleep(self._settings.backoff_base_s * 2.0**attempt * self._rand())
+            chat = await session.get_chat(chat_id)
+        # Out of attempts: the caller's next round reads the state again and decides.
 
     async def _find(self, session: UserSession, course_id: str, module_id: str) -> list[Thread]:
         """Every thread of this module the user has, archived or not, confirmed by its marker."""

@@ -88,10 +88,17 @@ class Settings(BaseSettings):
         60, description="Longest Retry-After honoured; a longer one counts as a failure."
     )
     converge_rounds: int = Field(
-        6,
+        10,
         ge=2,
         le=50,
         description="Rounds of list/create/delete/archive per module before giving up.",
+    )
+    archive_attempts: int = Field(
+        6,
+        ge=1,
+        le=50,
+        description="Read-then-toggle tries per round to see a thread archived (the endpoint "
+        "toggles, so a concurrent toggle can undo ours).",
     )
     concurrency: int = Field(
         4, ge=1, le=64, description="Users provisioned at once by 'bulk' (--concurrency wins)."

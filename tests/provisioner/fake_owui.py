@@ -1,0 +1,510 @@
+"""A fake OpenWebUI 0.12.4 behind a fake internal listener, for the provisioner's tests.
+
+Faithful to 0.12.4's source (``routers/auths.py``, ``routers/chats.py``, ``models/chats.py``,
+``main.py``'s ``/api/config``, ``utils/auth.py``) for the endpoints the provisioner uses:
+
+- ``GET /api/config``: ``onboarding: true`` only while there is no user and no valid token;
+  ``features.auth_trusted_header`` from ``trusted_header``.
+- ``POST /api/v1/auths/signin``: the body must be a SigninForm (422 otherwise); without the
+  trusted header 400; creates a missing user with ``default_role`` (the very first user
+  becomes admin); the name header is URL-decoded; answers the session (token, id, email,
+  name, role, ...) and sets the ``token`` cookie.
+- Every chat endpoint: token from ``Authorization: Bearer`` then the ``token`` cookie
+  (401 "Not authenticated" without); unknown token 401; email header naming another user
+  401 "User mismatch"; role ``pending`` 401 (``get_verified_user``).
+- ``POST /api/v1/chats/new`` (server id, ``created_at`` in whole seconds, messages get
+  ``user_id``), ``GET /api/v1/chats/list`` (non-archived; folders and pinned only when
+  asked; ``page`` = 60 a page), ``GET /api/v1/chats/archived`` (always paged by 60;
+  ``query`` is a case-insensitive SQL LIKE ``%query%`` on the title; ``order_by`` +
+  ``direction``), ``GET /api/v1/chats/{id}`` (401 when not the caller's),
+  ``POST /api/v1/chats/{id}/archive`` (a **toggle**; 401 when not the caller's),
+  ``DELETE /api/v1/chats/{id}`` (404 when not the caller's; 401 without chat.delete).
+
+In front sits a minimal internal listener: ``Proxy-Authorization: Bearer <service token>``
+or 407, then the default allowlist or 403 (JSON without ``detail``).
+
+Test levers: :meth:`FakeOpenWebUI.fail` queues faults (a status, a Retry-After, or a
+dropped connection) for matching requests; ``on_create`` / ``on_archive`` hooks run
+inside those endpoints to stage races; ``calls`` records every request that arrived.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+SERVICE_TOKEN = "svc-" + "s3rvice-t0ken-for-tests-only-0123456789"
+NOT_FOUND = "We could not find what you're looking for :/"
+ACCESS_PROHIBITED = (
+    "You do not have permission to access this resource. "
+    "Please contact your administrator for assistance."
+)
+INVALID_TOKEN = "Your session has expired or the token is invalid. Please sign in again."
+INVALID_TRUSTED_HEADER = (
+    "Your provider has not provided a trusted header. "
+    "Please contact your administrator for assistance."
+)
+INVALID_CRED = (
+    "The email or password provided is incorrect. Please check for typos and try logging in again."
+)
+PAGE = 60
+
+ALLOW = [
+    ("GET", r"/api/config"),
+    ("POST", r"/api/v1/auths/signin"),
+    ("POST", r"/api/v1/chats/new"),
+    ("GET", r"/api/v1/chats/archived"),
+    ("GET", r"/api/v1/chats/list"),
+    ("GET", r"/api/v1/chats/[A-Za-z0-9_-]+"),
+    ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+/archive"),
+    ("DELETE", r"/api/v1/chats/[A-Za-z0-9_-]+"),
+]
+
+
+@dataclass
+class User:
+    id: str
+    email: str
+    name: str
+    role: str
+    can_delete: bool = True
+
+
+@dataclass
+class Chat:
+    id: str
+    user_id: str
+    title: str
+    chat: dict[str, Any]
+    created_at: int
+    updated_at: int
+    archived: bool = False
+    pinned: bool = False
+    folder_id: str | None = None
+
+    def response(self) -> dict[str, Any]:
+        """``ChatResponse``."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "title": self.title,
+            "chat": json.loads(json.dumps(self.chat)),
+            "updated_at": self.updated_at,
+            "created_at": self.created_at,
+            "share_id": None,
+            "archived": self.archived,
+            "pinned": self.pinned,
+            "meta": {},
+            "variables": {},
+            "folder_id": self.folder_id,
+            "tasks": None,
+            "summary": None,
+            "current_message_id": (self.chat.get("history") or {}).get("currentId"),
+            "context_usage": None,
+        }
+
+    def title_id(self, *, with_last_read: bool) -> dict[str, Any]:
+        """``ChatTitleIdResponse`` (``archived`` keeps its default False, as in 0.12.4)."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "updated_at": self.updated_at,
+            "created_at": self.created_at,
+            "last_read_at": self.updated_at if with_last_read else None,
+            "snippet": None,
+            "active": False,
+            "archived": False,
+        }
+
+
+@dataclass
+class Fault:
+    method: str
+    path: re.Pattern[str]
+    status: int  # 0 = drop the connection without answering
+    times: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=lambda: {"detail": "injected"})
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+
+
+class FakeOpenWebUI:
+    def __init__(
+        self,
+        *,
+        trusted_header: bool = True,
+        default_role: str = "user",
+        email_header: str = "X-User-Email",
+        name_header: str = "X-User-Name",
+        service_tokens: tuple[str, ...] = (SERVICE_TOKEN,),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.trusted_header = trusted_header
+        self.default_role = default_role
+        self.email_header = email_header
+        self.name_header = name_header
+        self.service_tokens = service_tokens
+        self.clock = clock
+        self.users: dict[str, User] = {}  # by email
+        self.tokens: dict[str, str] = {}  # token -> user id
+        self.chats: dict[str, Chat] = {}
+        self.faults: list[Fault] = []
+        self.calls: list[Call] = []
+        self.on_create: Callable[[Chat], None] | None = None
+        self.on_archive: Callable[[Chat], None] | None = None
+        self.allow = list(ALLOW)
+
+    # --- levers and views for tests -------------------------------------------------------
+
+    def fail(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        """The next ``times`` requests to ``method path`` (a regex) get ``status`` (0 = drop)."""
+        self.faults.append(
+            Fault(
+                method,
+                re.compile(path),
+                status,
+                times,
+                headers or {},
+                body or {"detail": "injected"},
+            )
+        )
+
+    def add_user(self, email: str, *, role: str = "user", name: str | None = None) -> User:
+        user = User(str(uuid.uuid4()), email.lower(), name or email, role)
+        self.users[user.email] = user
+        return user
+
+    def add_chat(
+        self,
+        user: User,
+        chat: dict[str, Any],
+        *,
+        archived: bool = False,
+        created_at: int | None = None,
+        chat_id: str | None = None,
+    ) -> Chat:
+        now = int(self.clock()) if created_at is None else created_at
+        item = Chat(
+            chat_id or str(uuid.uuid4()),
+            user.id,
+            chat.get("title", "New Chat"),
+            json.loads(json.dumps(chat)),
+            now,
+            now,
+            archived,
+        )
+        self.chats[item.id] = item
+        return item
+
+    def chats_of(self, email: str) -> list[Chat]:
+        user = self.users.get(email.lower())
+        return [] if user is None else [c for c in self.chats.values() if c.user_id == user.id]
+
+    def count(self, method: str, path_regex: str) -> int:
+        return sum(1 for c in self.calls if c.method == method and re.fullmatch(path_regex, c.path))
+
+    # --- the app ----------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[self._record, self._listener, self._faults, self._errors]
+        )
+        app.router.add_get("/api/config", self._config)
+        app.router.add_post("/api/v1/auths/signin", self._signin)
+        app.router.add_post("/api/v1/chats/new", self._new)
+        app.router.add_get("/api/v1/chats/list", self._list)
+        app.router.add_get("/api/v1/chats/archived", self._archived)
+        app.router.add_get("/api/v1/chats/{id}", self._get)
+        app.router.add_post("/api/v1/chats/{id}/archive", self._archive)
+        app.router.add_delete("/api/v1/chats/{id}", self._delete)
+        return app
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        call = Call(request.method, request.path, dict(request.query), 0)
+        self.calls.append(call)
+        response: web.StreamResponse = await handler(request)
+        call.status = response.status
+        return response
+
+    @web.middleware
+    async def _listener(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        offered = request.headers.get("Proxy-Authorization", "")
+        if not any(hmac.compare_digest(offered, f"Bearer {t}") for t in self.service_tokens):
+            return web.json_response(
+                {"error": "proxy authentication required"},
+                status=407,
+                headers={"Proxy-Authenticate": "Bearer"},
+            )
+        if not any(m == request.method and re.fullmatch(p, request.path) for m, p in self.allow):
+            return web.json_response({"error": "endpoint not allowed"}, status=403)
+        return await handler(request)
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        for fault in self.faults:
+            if (
+                fault.times > 0
+                and fault.method == request.method
+                and fault.path.fullmatch(request.path)
+            ):
+                fault.times -= 1
+                if fault.status == 0:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return web.Response(status=500)  # never reaches the client
+                return web.json_response(fault.body, status=fault.status, headers=fault.headers)
+        return await handler(request)
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+        except _Fail as exc:
+            return web.json_response({"detail": exc.detail}, status=exc.status)
+        return response
+
+    # --- OpenWebUI ------------------------------------------------------------------------------
+
+    def _token_user(self, request: web.Request) -> User | None:
+        auth = request.headers.get("Authorization", "")
+        token = (
+            auth[7:].strip() if auth.lower().startswith("bearer ") else request.cookies.get("token")
+        )
+        if not token:
+            raise _detail(401, "Not authenticated")
+        user_id = self.tokens.get(token)
+        user = next((u for u in self.users.values() if u.id == user_id), None)
+        if user is None:
+            raise _detail(401, INVALID_TOKEN)
+        trusted = request.headers.get(self.email_header, "").lower() if self.trusted_header else ""
+        if trusted and user.email != trusted:
+            raise _detail(401, "User mismatch. Please sign in again.")
+        return user
+
+    def _verified(self, request: web.Request) -> User:
+        user = self._token_user(request)
+        assert user is not None
+        if user.role not in ("user", "admin"):
+            raise _detail(401, ACCESS_PROHIBITED)
+        return user
+
+    async def _config(self, request: web.Request) -> web.Response:
+        user = None
+        if request.headers.get("Authorization"):
+            try:
+                user = self._token_user(request)
+            except _Fail:
+                user = None
+        body: dict[str, Any] = {}
+        if user is None and not self.users:
+            body["onboarding"] = True
+        body.update(
+            {
+                "status": True,
+                "name": "Open WebUI",
+                "version": "0.12.4",
+                "features": {
+                    "auth": True,
+                    "auth_trusted_header": self.trusted_header,
+                    "enable_signup": False,
+                    "enable_login_form": True,
+                },
+            }
+        )
+        return web.json_response(body)
+
+    async def _signin(self, request: web.Request) -> web.Response:
+        form = await _json(request)
+        if not (
+            isinstance(form, dict)
+            and isinstance(form.get("email"), str)
+            and isinstance(form.get("password"), str)
+        ):
+            raise _detail(
+                422, [{"type": "missing", "loc": ["body", "email"], "msg": "Field required"}]
+            )
+        if not self.trusted_header:
+            raise _detail(400, INVALID_CRED)
+        if self.email_header not in request.headers:
+            raise _detail(400, INVALID_TRUSTED_HEADER)
+        email = request.headers[self.email_header].lower()
+        name = unquote(request.headers.get(self.name_header, email), encoding="utf-8")
+        user = self.users.get(email)
+        if user is None:
+            role = "admin" if not self.users else self.default_role
+            user = self.add_user(email, role=role, name=name)
+        token = f"owui-user-token.{uuid.uuid4().hex}"
+        self.tokens[token] = user.id
+        response = web.json_response(
+            {
+                "token": token,
+                "token_type": "Bearer",
+                "expires_at": None,
+                "id": user.id,
+                "email": user.email,
+                "name": user.name,
+                "role": user.role,
+                "profile_image_url": f"/api/v1/users/{user.id}/profile/image",
+                "permissions": {},
+            }
+        )
+        response.set_cookie("token", token, httponly=True)
+        return response
+
+    async def _new(self, request: web.Request) -> web.Response:
+        user = self._verified(request)
+        form = await _json(request)
+        if not isinstance(form, dict) or not isinstance(form.get("chat"), dict):
+            raise _detail(
+                422,
+                [
+                    {
+                        "type": "dict_type",
+                        "loc": ["body", "chat"],
+                        "msg": "Input should be a valid dictionary",
+                    }
+                ],
+            )
+        if form.get("folder_id") is not None:
+            raise _detail(404, NOT_FOUND)
+        chat = form["chat"]
+        messages = list(((chat.get("history") or {}).get("messages") or {}).values())
+        messages.extend(chat.get("messages") or [])
+        for message in messages:  # set_message_authors
+            message["user_id"] = user.id
+        now = int(self.clock())
+        item = Chat(str(uuid.uuid4()), user.id, chat.get("title", "New Chat"), chat, now, now)
+        self.chats[item.id] = item
+        if self.on_create is not None:
+            self.on_create(item)
+        return web.json_response(item.response())
+
+    async def _list(self, request: web.Request) -> web.Response:
+        user = self._verified(request)
+        include_pinned = request.query.get("include_pinned", "false").lower() == "true"
+        include_folders = request.query.get("include_folders", "false").lower() == "true"
+        chats = [
+            c
+            for c in self.chats.values()
+            if c.user_id == user.id
+            and not c.archived
+            and (include_folders or c.folder_id is None)
+            and (include_pinned or not c.pinned)
+        ]
+        chats.sort(key=lambda c: c.id)
+        chats.sort(key=lambda c: c.updated_at, reverse=True)
+        if "page" in request.query:
+            page = int(request.query["page"])
+            chats = chats[(page - 1) * PAGE : page * PAGE]
+        return web.json_response([c.title_id(with_last_read=True) for c in chats])
+
+    async def _archived(self, request: web.Request) -> web.Response:
+        user = self._verified(request)
+        page = int(request.query.get("page", "1"))
+        chats = [c for c in self.chats.values() if c.user_id == user.id and c.archived]
+        query = request.query.get("query")
+        if query:
+            like = re.compile(
+                ".*"
+                + "".join(
+                    ".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in query
+                )
+                + ".*",
+                re.IGNORECASE | re.DOTALL,
+            )
+            chats = [c for c in chats if like.fullmatch(c.title)]
+        order_by, direction = request.query.get("order_by"), request.query.get("direction")
+        chats.sort(key=lambda c: c.id)
+        if order_by and direction:
+            if order_by not in ("created_at", "updated_at", "title", "id"):
+                raise _detail(500, "Internal Server Error")  # ValueError, unhandled in 0.12.4
+            if direction.lower() not in ("asc", "desc"):
+                raise _detail(500, "Internal Server Error")
+            chats.sort(key=lambda c: getattr(c, order_by), reverse=direction.lower() == "desc")
+        else:
+            chats.sort(key=lambda c: c.updated_at, reverse=True)
+        chats = chats[(page - 1) * PAGE : page * PAGE]
+        return web.json_response([c.title_id(with_last_read=False) for c in chats])
+
+    def _own(self, request: web.Request, user: User) -> Chat | None:
+        chat = self.chats.get(request.match_info["id"])
+        return chat if chat is not None and chat.user_id == user.id else None
+
+    async def _get(self, request: web.Request) -> web.Response:
+        user = self._verified(request)
+        chat = self._own(request, user)
+        if chat is None:
+            raise _detail(401, NOT_FOUND)
+        body = chat.response()
+        body["chat"]["share_mode"] = "continue"
+        return web.json_response(body)
+
+    async def _archive(self, request: web.Request) -> web.Response:
+        user = self._verified(request)
+        chat = self._own(request, user)
+        if chat is None:
+            raise _detail(401, "Something went wrong :/")
+        chat.archived = not chat.archived
+        chat.folder_id = None
+        chat.updated_at = int(self.clock())
+        if self.on_archive is not None:
+            self.on_archive(chat)
+        return web.json_response(chat.response())
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        user = self._verified(request)
+        if user.role != "admin" and not user.can_delete:
+            raise _detail(401, ACCESS_PROHIBITED)
+        chat = self._own(request, user)
+        if chat is None:
+            raise _detail(404, NOT_FOUND)
+        del self.chats[chat.id]
+        return web.json_response(True)
+
+
+class _Fail(Exception):
+    """FastAPI's HTTPException: answered as ``{"detail": ...}`` with its status."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(status)
+        self.status = status
+        self.detail = detail
+
+
+def _detail(status: int, detail: Any) -> _Fail:
+    return _Fail(status, detail)
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError:
+        raise _detail(
+            422, [{"type": "json_invalid", "loc": ["body"], "msg": "JSON decode error"}]
+        ) from None
