@@ -29,8 +29,8 @@ from proxy.respond import error_response, request_id
 from proxy.settings import Settings
 from proxy.websocket import is_websocket, relay_websocket
 
-IDENTITY_KEY = "owui_identity"
-UPSTREAM_SECONDS_KEY = "owui_upstream_s"
+IDENTITY_KEY = web.RequestKey("owui_identity", Identity)
+UPSTREAM_SECONDS_KEY = web.RequestKey("owui_upstream_s", float)
 # A 401 body worth reading to recognise "User mismatch"; OpenWebUI's is ~50 bytes.
 _SMALL_BODY = 4096
 

@@ -8,13 +8,12 @@ from aiohttp import web
 
 from proxy.errors import ProxyError
 
-REQUEST_ID_KEY = "owui_request_id"
+REQUEST_ID_KEY = web.RequestKey("owui_request_id", str)
 
 
 def request_id(request: web.Request) -> str:
     """The id the request-id middleware gave ``request`` ("-" before it ran)."""
-    value = request.get(REQUEST_ID_KEY, "-")
-    return str(value)
+    return str(request.get(REQUEST_ID_KEY, "-"))
 
 
 def error_response(

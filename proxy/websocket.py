@@ -71,6 +71,7 @@ class _Link:
         self.upstream = upstream
         self.idle_s = idle_s
         self.last = time.monotonic()
+        self.closing = False
 
     async def pump(self, src: AnyWS, dst: AnyWS) -> None:
         while True:
@@ -79,7 +80,9 @@ class _Link:
             except TimeoutError:
                 if time.monotonic() - self.last < self.idle_s:
                     continue  # the other direction is alive
-                await self._close_both(1001, b"idle")
+                await self._close(1001, b"idle")
+                return
+            if self.closing:
                 return
             self.last = time.monotonic()
             if msg.type == WSMsgType.TEXT:
@@ -92,14 +95,24 @@ class _Link:
                 await dst.pong(msg.data)
             elif msg.type == WSMsgType.CLOSE:
                 reason = msg.extra.encode() if isinstance(msg.extra, str) else b""
-                await self._close_both(_close_code(msg.data), reason)
+                await self._close(_close_code(msg.data), reason, first=dst)
                 return
             else:  # CLOSING, CLOSED, ERROR: the peer went away without a close frame
-                await self._close_both(1011 if src is self.upstream else 1001, b"")
+                await self._close(1011 if src is self.upstream else 1001, b"", first=dst)
                 return
 
-    async def _close_both(self, code: int, reason: bytes) -> None:
-        for ws in (self.client, self.upstream):
+    async def _close(self, code: int, reason: bytes, first: AnyWS | None = None) -> None:
+        """Pass a close on (``first``: the side that has not seen it yet), then finish ours.
+
+        Only the first caller acts: the other pump wakes up with CLOSING and must not
+        overwrite the code with one of its own.
+        """
+        if self.closing:
+            return
+        self.closing = True
+        order = [first] if first is not None else []
+        order += [ws for ws in (self.upstream, self.client) if ws is not first]
+        for ws in order:
             if not ws.closed:
                 await ws.close(code=code, message=reason)
 

@@ -1,0 +1,223 @@
+"""Wiring: the shared runtime, the public app and the admin app, assembled in one place.
+
+Middleware order on the public app, outermost first, and why:
+
+1. ``context`` gives the request its id (bound into every log line), adds ``X-Request-ID``
+   to the response as it is prepared, and writes the access line and request metrics. It
+   is outermost so it sees the final status of everything, errors included.
+2. ``errors`` turns a ``ProxyError`` into its JSON response (``proxy/respond.py``). It sits
+   inside ``context`` so the access line records the translated status.
+
+Then the handler (``proxy/public.py``): authenticate, build headers, relay.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from proxy import logs
+from proxy.auth.base import Authenticator
+from proxy.auth.forward import ForwardAuthenticator
+from proxy.auth.jwt import JwtAuthenticator
+from proxy.errors import ProxyError
+from proxy.headers import REQUEST_ID_HEADER
+from proxy.metrics import Metrics
+from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
+from proxy.relay import Upstream
+from proxy.respond import REQUEST_ID_KEY, from_exception, request_id
+from proxy.settings import Settings
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Runtime:
+    """What every listener of one process shares: upstream pool, auth, metrics."""
+
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    upstream: Upstream | None = None
+    auth_session: aiohttp.ClientSession | None = None
+    authenticator: Authenticator | None = None
+
+    async def start(self) -> None:
+        self.upstream = Upstream.open(self.settings)
+        # Its own session: the auth service is not OpenWebUI, and no cookie jar is shared.
+        self.auth_session = aiohttp.ClientSession(
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=self.settings.auth_timeout_s),
+        )
+        self.authenticator = make_authenticator(self.settings, self.auth_session, self.metrics)
+        await self.authenticator.start()
+
+    async def close(self) -> None:
+        if self.authenticator is not None:
+            await self.authenticator.close()
+        if self.auth_session is not None:
+            await self.auth_session.close()
+        if self.upstream is not None:
+            await self.upstream.close()
+
+
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
+
+
+def make_authenticator(
+    settings: Settings, session: aiohttp.ClientSession, metrics: Metrics
+) -> Authenticator:
+    if settings.auth == "jwt":
+        return JwtAuthenticator(settings, session)
+    return ForwardAuthenticator(settings, session, metrics)
+
+
+def _context(listener: str, metrics: Metrics) -> Middleware:
+    log = logs.get()
+
+    @web.middleware
+    async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = uuid.uuid4().hex
+        request[REQUEST_ID_KEY] = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        started = time.perf_counter()
+        status = 500
+        response: web.StreamResponse | None = None
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        except BaseException:
+            status = 499  # the client went away (cancelled) or the stream broke mid-body
+            raise
+        finally:
+            metrics.count_request(listener, status)
+            identity = request.get(IDENTITY_KEY)
+            upstream_s = request.get(UPSTREAM_SECONDS_KEY)
+            log.info(
+                "access",
+                listener=listener,
+                method=request.method,
+                path=request.path,  # no query string: it may carry secrets
+                status=status,
+                bytes=response.body_length if response is not None else 0,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
+                email=identity.email if identity is not None else None,
+                peer=request.remote,
+                client_request_id=logs.sanitise(request.headers.get(REQUEST_ID_HEADER)),
+            )
+            structlog.contextvars.clear_contextvars()
+
+    return context
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProxyError as exc:
+        logs.get().warning("request_failed", status=exc.status, reason=exc.reason)
+        return from_exception(request, exc)
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[REQUEST_ID_HEADER] = request_id(request)
+
+
+class _Public:
+    """Holds the handler, made once the runtime exists (after the app is frozen)."""
+
+    def __init__(self) -> None:
+        self.handler: PublicHandler | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.handler is None:  # only if a request beats start-up; fail closed
+            raise web.HTTPServiceUnavailable()
+        return await self.handler(request)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
+    """The public listener's app. Without ``runtime`` it starts and closes its own."""
+    owned = runtime is None
+    rt = runtime if runtime is not None else Runtime(settings)
+    public = _Public()
+    app = web.Application(
+        middlewares=[_context("public", rt.metrics), errors],
+        # Bodies are streamed, never read whole; the relay enforces max_body_bytes itself.
+        client_max_size=settings.max_body_bytes,
+        handler_args={"max_field_size": 65536},
+    )
+    app[RUNTIME_KEY] = rt
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        if owned:
+            await rt.start()
+        assert rt.upstream is not None
+        assert rt.authenticator is not None
+        public.handler = PublicHandler(settings, rt.authenticator, rt.upstream, rt.metrics)
+        yield
+        if owned:
+            await rt.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_response_prepare.append(_add_request_id)
+    app.router.add_route("*", "/{tail:.*}", public.handle)
+    return app
+
+
+def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
+    """``/healthz``, ``/readyz`` and ``/metrics``, and nothing else."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        problems: list[str] = []
+        if runtime.authenticator is not None and (p := runtime.authenticator.problem()):
+            problems.append(f"auth: {p}")
+        if runtime.upstream is None:
+            problems.append("starting")
+        else:
+            problem = await _upstream_health(runtime.upstream)
+            if problem:
+                problems.append(f"upstream: {problem}")
+        if problems:
+            return web.json_response({"ready": False, "problems": problems}, status=503)
+        return web.json_response({"ready": True})
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=runtime.metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def _upstream_health(upstream: Upstream) -> str | None:
+    try:
+        async with upstream.session.get(
+            upstream.base + "/health",
+            timeout=aiohttp.ClientTimeout(total=upstream.connect_timeout_s),
+            allow_redirects=False,
+        ) as response:
+            await response.read()
+            return None if response.status == 200 else f"GET /health answered {response.status}"
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return f"GET /health failed ({type(exc).__name__})"

@@ -1,0 +1,71 @@
+"""Fixtures: the recording fakes served in-process, and the real proxy app in front of them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from proxy.app import create_app
+from proxy.settings import Settings
+from tests.fakes import FakeAuthService, FakeUpstream
+
+ALICE = {
+    "X-Auth-Request-Email": "Alice@Example.EDU",
+    "X-Auth-Request-User": "Alice Ängström",
+    "X-Auth-Request-Groups": "staff,,students",
+}
+BOB = {"X-Auth-Request-Email": "bob@example.edu", "X-Auth-Request-User": "Bob"}
+ALICE_COOKIE = {"Cookie": "_oauth2_proxy=alice-session"}
+BOB_COOKIE = {"Cookie": "_oauth2_proxy=bob-session"}
+
+MakeProxy = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def fake_upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+def fake_auth() -> FakeAuthService:
+    return FakeAuthService(users={"alice-session": ALICE, "bob-session": BOB})
+
+
+@pytest.fixture
+async def upstream_server(aiohttp_server, fake_upstream) -> TestServer:
+    return await aiohttp_server(fake_upstream.app())
+
+
+@pytest.fixture
+async def auth_server(aiohttp_server, fake_auth) -> TestServer:
+    return await aiohttp_server(fake_auth.app())
+
+
+@pytest.fixture
+def settings_for(upstream_server, auth_server) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "upstream": str(upstream_server.make_url("/")),
+            "auth": "forward",
+            "forward_auth_url": str(auth_server.make_url("/oauth2/auth")),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_proxy(aiohttp_client, settings_for) -> MakeProxy:
+    async def make(**overrides: Any) -> TestClient[Any, Any]:
+        return await aiohttp_client(create_app(settings_for(**overrides)))
+
+    return make
+
+
+@pytest.fixture
+async def proxy(make_proxy) -> TestClient[Any, Any]:
+    return await make_proxy()

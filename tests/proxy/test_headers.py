@@ -1,0 +1,280 @@
+"""The header policy, one row per rule: what a client sends → what OpenWebUI receives."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import pytest
+
+from proxy.headers import (
+    HeaderPolicy,
+    build_upstream_headers,
+    filter_response_headers,
+    stripped_names,
+)
+from proxy.identity import Identity
+
+POLICY = HeaderPolicy(
+    email_header="X-User-Email",
+    name_header="X-User-Name",
+    groups_header="X-User-Groups",
+    role_header="X-User-Role",
+    trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
+)
+ALICE = Identity("alice@example.edu", "Alice Ängström", ("staff", "students"))
+H = list[tuple[str, str]]
+
+
+@dataclass
+class Row:
+    id: str
+    sent: H
+    present: H = field(default_factory=list)  # exactly these values for these names
+    absent: list[str] = field(default_factory=list)  # no header of this name at all
+    peer: str = "192.0.2.7"
+    identity: Identity | None = ALICE
+    stripped: list[str] = field(default_factory=list)
+
+
+ROWS = [
+    Row("plain header passes", [("Accept", "text/html")], present=[("Accept", "text/html")]),
+    Row(
+        "duplicates of a plain header pass",
+        [("X-Thing", "1"), ("X-Thing", "2")],
+        present=[("X-Thing", "1"), ("X-Thing", "2")],
+    ),
+    Row(
+        "email spoof dropped, identity injected",
+        [("X-User-Email", "evil@x.io")],
+        present=[("X-User-Email", "alice@example.edu")],
+        stripped=["X-User-Email"],
+    ),
+    Row(
+        "lower-case email spoof",
+        [("x-user-email", "evil@x.io")],
+        present=[("X-User-Email", "alice@example.edu")],
+        stripped=["x-user-email"],
+    ),
+    Row(
+        "underscore email spoof",
+        [("X_User_Email", "evil@x.io")],
+        present=[("X-User-Email", "alice@example.edu")],
+        absent=["X_User_Email"],
+        stripped=["X_User_Email"],
+    ),
+    Row(
+        "mixed underscore/case email spoof",
+        [("X-USER_email", "evil@x.io")],
+        present=[("X-User-Email", "alice@example.edu")],
+        absent=["X-USER_email"],
+        stripped=["X-USER_email"],
+    ),
+    Row(
+        "two email copies",
+        [("X-User-Email", "a@x.io"), ("X-User-Email", "b@x.io")],
+        present=[("X-User-Email", "alice@example.edu")],
+        stripped=["X-User-Email", "X-User-Email"],
+    ),
+    Row(
+        "comma-joined email",
+        [("X-User-Email", "evil@x.io, alice@example.edu")],
+        present=[("X-User-Email", "alice@example.edu")],
+        stripped=["X-User-Email"],
+    ),
+    Row(
+        "Connection cannot remove the injected email",
+        [("Connection", "X-User-Email"), ("X-User-Email", "evil@x.io")],
+        present=[("X-User-Email", "alice@example.edu")],
+        absent=["Connection"],
+        stripped=["X-User-Email"],
+    ),
+    Row(
+        "name spoof",
+        [("X_User_Name", "Mallory")],
+        present=[("X-User-Name", "Alice%20%C3%84ngstr%C3%B6m")],
+        absent=["X_User_Name"],
+        stripped=["X_User_Name"],
+    ),
+    Row(
+        "groups spoof",
+        [("x-user-groups", "admins")],
+        present=[("X-User-Groups", "staff,students")],
+        stripped=["x-user-groups"],
+    ),
+    Row(
+        "role spoof is dropped and never injected",
+        [("X-User-Role", "admin"), ("x_user_role", "admin")],
+        absent=["X-User-Role", "x_user_role"],
+        stripped=["X-User-Role", "x_user_role"],
+    ),
+    Row(
+        "Proxy-Authorization dropped",
+        [("Proxy-Authorization", "Basic Zm9vOmJhcg==")],
+        absent=["Proxy-Authorization"],
+        stripped=["Proxy-Authorization"],
+    ),
+    Row(
+        "no identity: identity spoof still dropped",
+        [("X-User-Email", "evil@x.io")],
+        absent=["X-User-Email", "X-User-Name", "X-User-Groups"],
+        identity=None,
+        stripped=["X-User-Email"],
+    ),
+    Row(
+        "identity without name or groups",
+        [],
+        present=[("X-User-Email", "bob@example.edu")],
+        absent=["X-User-Name", "X-User-Groups"],
+        identity=Identity("bob@example.edu"),
+    ),
+    Row(
+        "hop-by-hop removed",
+        [
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"),
+            ("Proxy-Connection", "x"),
+            ("Trailer", "X"),
+            ("Expect", "100-continue"),
+        ],
+        absent=[
+            "Keep-Alive",
+            "TE",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Proxy-Connection",
+            "Trailer",
+            "Expect",
+        ],
+    ),
+    Row(
+        "headers listed in Connection removed",
+        [("Connection", "close, X-Secret"), ("X-Secret", "1"), ("X-Kept", "2")],
+        present=[("X-Kept", "2")],
+        absent=["X-Secret", "Connection"],
+    ),
+    Row(
+        "untrusted peer: client X-Forwarded-* discarded",
+        [
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("Forwarded", "for=1.2.3.4"),
+            ("X-Real-IP", "1.2.3.4"),
+        ],
+        present=[
+            ("X-Forwarded-For", "192.0.2.7"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Host", "chat.example.edu"),
+            ("Host", "chat.example.edu"),
+        ],
+        absent=["Forwarded", "X-Real-IP"],
+    ),
+    Row(
+        "trusted peer: chain extended, proto and host believed",
+        [
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "chat.example.edu"),
+        ],
+        present=[
+            ("X-Forwarded-For", "1.2.3.4, 10.1.2.3"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "chat.example.edu"),
+        ],
+        peer="10.1.2.3",
+    ),
+    Row(
+        "trusted peer: nonsense proto ignored",
+        [("X-Forwarded-Proto", "gopher")],
+        present=[("X-Forwarded-Proto", "http"), ("X-Forwarded-For", "10.0.0.1")],
+        peer="10.0.0.1",
+    ),
+    Row(
+        "client X-Request-ID replaced by ours",
+        [("X-Request-ID", "client-chosen")],
+        present=[("X-Request-ID", "rid-1")],
+    ),
+    Row(
+        "client Host replaced by the one we were reached at",
+        [("Host", "evil.example")],
+        present=[("Host", "chat.example.edu")],
+    ),
+    Row(
+        "Authorization and Cookie pass to OpenWebUI",
+        [("Authorization", "Bearer t"), ("Cookie", "token=t")],
+        present=[("Authorization", "Bearer t"), ("Cookie", "token=t")],
+    ),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.id for r in ROWS])
+def test_header_policy(row: Row) -> None:
+    out = build_upstream_headers(
+        row.sent,
+        peer=row.peer,
+        scheme="http",
+        host="chat.example.edu",
+        identity=row.identity,
+        policy=POLICY,
+        request_id="rid-1",
+    )
+    for name in {n.lower() for n, _ in row.present}:
+        expected = [v for n, v in row.present if n.lower() == name]
+        assert out.getall(name, []) == expected, name
+    for name in row.absent:
+        assert name not in out
+    # Never more than one of any identity header, whatever the row.
+    for name in ("X-User-Email", "X-User-Name", "X-User-Groups", "X-User-Role"):
+        assert len(out.getall(name, [])) <= 1
+    assert not any(k.lower().replace("_", "-") == "x-user-role" for k in out)
+    assert not any("_" in k and k.lower().replace("_", "-").startswith("x-user-") for k in out)
+    assert stripped_names(row.sent, POLICY) == row.stripped
+
+
+RESPONSE_ROWS = [
+    (
+        "Set-Cookie duplicates kept",
+        [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+        [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+        [],
+    ),
+    (
+        "hop-by-hop dropped",
+        [
+            ("Transfer-Encoding", "chunked"),
+            ("Keep-Alive", "x"),
+            ("Proxy-Authenticate", "Basic"),
+            ("Upgrade", "x"),
+        ],
+        [],
+        ["Transfer-Encoding", "Keep-Alive", "Proxy-Authenticate", "Upgrade"],
+    ),
+    (
+        "Connection-listed dropped",
+        [("Connection", "X-Hop"), ("X-Hop", "1"), ("X-End", "2")],
+        [("X-End", "2")],
+        ["X-Hop", "Connection"],
+    ),
+    (
+        "encoding kept untouched",
+        [("Content-Encoding", "gzip"), ("Content-Length", "42")],
+        [("Content-Encoding", "gzip"), ("Content-Length", "42")],
+        [],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("sent", "present", "absent"),
+    [r[1:] for r in RESPONSE_ROWS],
+    ids=[r[0] for r in RESPONSE_ROWS],
+)
+def test_response_header_policy(sent: H, present: H, absent: list[str]) -> None:
+    out = filter_response_headers(sent)
+    for name, _ in present:
+        assert out.getall(name) == [v for n, v in present if n == name]
+    for name in absent:
+        assert name not in out
