@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.warnings import InsecureKeyLengthWarning
 from structlog.testing import capture_logs
 
 from proxy.auth.base import Denied
@@ -74,6 +76,7 @@ class Keys:
     ec: SigningKey  # published as kid ec-1
     impostor: SigningKey  # claims kid rsa-1, but is another key
     rotated: SigningKey  # kid rsa-2, published only after a "rotation"
+    weak: SigningKey  # a 1024-bit RSA key, published as kid weak-1
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,12 @@ def keys() -> Keys:
         ec=SigningKey("ec-1", "ES256", ec.generate_private_key(ec.SECP256R1())),
         impostor=new_rsa("rsa-1"),
         rotated=new_rsa("rsa-2"),
+        # A deliberately weak key: the row checks that it is refused.
+        weak=SigningKey(
+            "weak-1",
+            "RS256",
+            rsa.generate_private_key(65537, key_size=1024),  # noqa: S505
+        ),
     )
 
 
@@ -239,6 +248,12 @@ def _tampered(k: Keys) -> str:
     return f"{head}.{other}.{sig}"
 
 
+def _mint_weak(k: Keys) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)  # minting is not under test
+        return k.weak.mint()
+
+
 REJECTIONS = [
     # (token, expected reason fragment, settings overrides, key mode)
     pytest.param(lambda k: None, "no token in header", {}, "jwks", id="missing-token"),
@@ -356,6 +371,7 @@ REJECTIONS = [
         id="pem-mode-es256-vs-rsa-key",
     ),
     pytest.param(lambda k: k.rotated.mint(), "unknown signing key", {}, "jwks", id="unknown-kid"),
+    pytest.param(_mint_weak, "key unusable", {}, "jwks", id="rsa-1024-key"),
     pytest.param(
         lambda k: jwt.encode(claims_with(), k.rsa.private, algorithm="RS256"),
         "no kid",
@@ -444,7 +460,7 @@ async def test_rejection(
         gate = await make_gate(jwt_key_file=pem_file(tmp_path, keys.rsa), **overrides)
     else:
         oct_key = {"kty": "oct", "kid": "oct-1", "alg": "HS256", "k": _b64(b"shared-secret-1234")}
-        jwks = JwksEndpoint([keys.rsa, keys.ec], extra=[oct_key])
+        jwks = JwksEndpoint([keys.rsa, keys.ec, keys.weak], extra=[oct_key])
         gate = await make_gate(jwks, **overrides)
     status, body = await gate.ask(token(keys))
     assert status == 401
