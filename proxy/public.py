@@ -172,8 +172,10 @@ class PublicHandler:
         cookies = response.headers.getall("Set-Cookie", [])
         if not any(c.lstrip().startswith("token=") for c in cookies):
             cookies.append(browser.CLEAR_TOKEN_COOKIE)
-        if request.method == "GET" and self.logout_url is not None:
-            out: web.Response = web.HTTPFound(self.logout_url)
+        if self.logout_url is not None and browser.is_browser_navigation(
+            request.method, request.headers.get("Accept"), websocket=False
+        ):
+            out = web.Response(status=302, headers={"Location": self.logout_url})
         else:
             out = web.json_response({"status": True, "redirect_url": self.logout_url})
         out.headers["Cache-Control"] = "no-store"
