@@ -40,10 +40,10 @@ Sleep = Callable[[float], Awaitable[None]]
 ARCHIVED_PAGE_SIZE = 60  # fixed in 0.12.4's routers/chats.py; a shorter page is the last
 
 
-def _no_cookies() -> httpx.Cookies:
-    return httpx.Cookies(
-        http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    )
+def _no_cookies() -> http.cookiejar.CookieJar:
+    # A jar whose policy allows no domain stores nothing. (A ``CookieJar`` is passed as is;
+    # an ``httpx.Cookies`` would be copied into a default jar that keeps everything.)
+    return http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
 
 
 def make_http_client(settings: Settings) -> httpx.AsyncClient:

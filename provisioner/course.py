@@ -24,6 +24,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from provisioner.errors import CourseFileError
 
@@ -68,11 +69,16 @@ class Course(BaseModel):
     @field_validator("modules")
     @classmethod
     def _unique_ids(cls, modules: tuple[Module, ...]) -> tuple[Module, ...]:
-        seen: set[str] = set()
-        for module in modules:
-            if module.id in seen:
-                raise ValueError(f"module id {module.id!r} is used more than once")
-            seen.add(module.id)
+        first: dict[str, int] = {}
+        for index, module in enumerate(modules):
+            if module.id in first:
+                # The index travels in ``ctx`` so the error can point at the repeated line.
+                raise PydanticCustomError(
+                    "duplicate_module_id",
+                    "module id '{id}' is already used by modules[{first}]",
+                    {"id": module.id, "first": first[module.id] + 1, "index": index},
+                )
+            first[module.id] = index
         return modules
 
     def model_for(self, module: Module) -> str:
@@ -149,9 +155,13 @@ def parse_course(text: str, source: str) -> Course:
         problems = []
         for error in exc.errors():
             loc = tuple(error["loc"])
+            message = _FRIENDLY.get(error["type"], error["msg"].removeprefix("Value error, "))
+            if error["type"] == "duplicate_module_id":
+                loc = ("modules", error["ctx"]["index"], "id")
+            elif loc == ("modules",) and error["type"] == "missing":
+                message = _FRIENDLY["too_short"]
             line = _line_of(text, loc)
             where = f"{source}:{line}" if line is not None else source
-            message = _FRIENDLY.get(error["type"], error["msg"].removeprefix("Value error, "))
             problems.append(f"{where}: {_field_name(loc)}: {message}")
         raise CourseFileError(problems) from exc
 

@@ -1,0 +1,202 @@
+"""Course files, users CSVs and settings: every error names where and what."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provisioner.course import load_course, parse_course
+from provisioner.errors import BadInput, ConfigError, CourseFileError
+from provisioner.settings import load_settings, read_service_token
+from provisioner.users import parse_users_csv
+from tests.provisioner.conftest import EXAMPLE
+
+GOOD = """\
+[course]
+id = "welcome"
+title = "Welcome"
+model = "m"
+
+[[modules]]
+id = "intro"
+title = "One"
+first_message = \"\"\"
+Hello!
+id = "not a key, just text"
+\"\"\"
+
+[[modules]]
+id = "second"
+title = "Two"
+first_message = "Hi"
+"""
+
+
+def test_the_example_course_is_valid() -> None:
+    course = load_course(EXAMPLE)
+    assert course.course.id == "welcome"
+    assert [m.id for m in course.modules] == ["intro", "prompting", "checking"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            'id = "welcome"',
+            'id = "Welcome!"',
+            "c.toml:2: course.id: must be lower-case",
+            id="bad course id",
+        ),
+        pytest.param(
+            'model = "m"\n',
+            "",
+            "c.toml:1: course.model: required, not set",
+            id="missing key points at its table",
+        ),
+        pytest.param(
+            'id = "second"',
+            'id = "intro"',
+            "c.toml:15: modules[2].id: module id 'intro' is already used by modules[1]",
+            id="duplicate module ids",
+        ),
+        pytest.param(
+            'id = "second"',
+            'id = "Second"',
+            "c.toml:15: modules[2].id: must be lower-case",
+            id="second module, not the first",
+        ),
+        pytest.param(
+            'title = "Two"', 'titel = "Two"', "c.toml:16: modules[2].titel: unknown key", id="typo"
+        ),
+        pytest.param(
+            'first_message = "Hi"',
+            'first_message = "   "',
+            "c.toml:17: modules[2].first_message: must not be blank",
+            id="blank message",
+        ),
+        pytest.param(
+            'title = "One"',
+            "title = 1",
+            "c.toml:8: modules[1].title: Input should be a valid string",
+            id="wrong type",
+        ),
+        pytest.param("[course]", "[cours]", "c.toml:1: cours: unknown key", id="unknown table"),
+        pytest.param('title = "Two"', 'title = "Two', "c.toml: not valid TOML", id="broken TOML"),
+    ],
+)
+def test_course_errors_name_file_line_and_field(old: str, new: str, expected: str) -> None:
+    assert old in GOOD
+    with pytest.raises(CourseFileError) as info:
+        parse_course(GOOD.replace(old, new, 1), "c.toml")
+    assert any(problem.startswith(expected) for problem in info.value.problems), info.value.problems
+
+
+def test_no_modules_is_an_error() -> None:
+    text = GOOD.split("[[modules]]")[0]
+    with pytest.raises(CourseFileError, match="at least one"):
+        parse_course(text, "c.toml")
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    text = GOOD.replace('id = "welcome"', 'id = "W"').replace('id = "second"', 'id = "S"')
+    with pytest.raises(CourseFileError) as info:
+        parse_course(text, "c.toml")
+    assert len(info.value.problems) == 2
+
+
+def test_a_missing_course_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CourseFileError, match=r"nope\.toml: cannot read"):
+        load_course(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "email,name\nada@example.edu,Ada\nnot-an-email,Bob\n",
+            "u.csv:3: email is not a plausible",
+            id="bad email",
+        ),
+        pytest.param(
+            "email,name\nada@example.edu,Ada\nADA@example.edu,Ada\n",
+            "u.csv:3: ada@example.edu is already on line 2",
+            id="duplicate, case-insensitively",
+        ),
+        pytest.param(
+            "mail,name\nada@example.edu,Ada\n",
+            "u.csv:1: the header has no 'email' column",
+            id="no email column",
+        ),
+        pytest.param(
+            "email,name,role\na@b.cd,A,admin\n",
+            "u.csv:1: unknown column(s) role",
+            id="extra column",
+        ),
+        pytest.param(
+            "email,name\nada@example.edu,Ada,extra\n",
+            "u.csv:2: expected 2 columns, found 3",
+            id="ragged row",
+        ),
+        pytest.param("email,name\n", "u.csv: no users", id="header only"),
+        pytest.param("", "u.csv: empty file", id="empty"),
+    ],
+)
+def test_csv_errors_name_the_line(text: str, expected: str) -> None:
+    with pytest.raises(BadInput) as info:
+        parse_users_csv(text, "u.csv")
+    assert expected in str(info.value)
+
+
+def test_csv_rows() -> None:
+    rows = parse_users_csv(
+        '\ufeffEmail, Name\n\nAda@Example.EDU,"Lovelace, Ada"\nbob@example.edu,\n', "u.csv"
+    )
+    assert [(r.line, r.email, r.name) for r in rows] == [
+        (3, "ada@example.edu", "Lovelace, Ada"),
+        (4, "bob@example.edu", None),
+    ]
+
+
+def test_settings_problems_are_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("URL", "TOKEN_FILE"):
+        monkeypatch.delenv(f"OWUI_PROVISION_{name}", raising=False)
+    monkeypatch.setenv("OWUI_PROVISION_EMAIL_HEADER", "bad header")
+    monkeypatch.setenv("OWUI_PROVISION_MAX_ATTEMPTS", "0")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    for expected in (
+        "OWUI_PROVISION_URL: required",
+        "OWUI_PROVISION_TOKEN_FILE: required",
+        "OWUI_PROVISION_EMAIL_HEADER: 'bad header' is not a valid HTTP header name",
+        "OWUI_PROVISION_MAX_ATTEMPTS:",
+    ):
+        assert expected in message
+
+
+def test_settings_accept_a_unix_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OWUI_PROVISION_URL", "unix:/run/owui/internal.sock")
+    monkeypatch.setenv("OWUI_PROVISION_TOKEN_FILE", str(tmp_path / "t"))
+    assert load_settings().url == "unix:/run/owui/internal.sock"
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "expected"),
+    [
+        pytest.param("# c\n\n" + "t" * 40 + "\n", 0o600, "t" * 40, id="first token line"),
+        pytest.param("t" * 40, 0o644, "world-readable", id="world-readable"),
+        pytest.param("short\n", 0o600, "shorter than 32", id="too short"),
+        pytest.param("# only a comment\n", 0o600, "holds no token", id="empty"),
+    ],
+)
+def test_service_token_file(tmp_path: Path, content: str, mode: int, expected: str) -> None:
+    path = tmp_path / "token"
+    path.write_text(content, encoding="utf-8")
+    path.chmod(mode)
+    if expected == "t" * 40:
+        assert read_service_token(path) == expected
+    else:
+        with pytest.raises(ConfigError, match=expected) as info:
+            read_service_token(path)
+        assert "t" * 40 not in str(info.value)
