@@ -8,6 +8,7 @@ recording upstream (identity, streaming, WebSockets, uploads, forwarding trust).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 import ssl
@@ -15,11 +16,13 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
-from tests.deploy.clients import raw_https
+from tests.deploy.clients import raw_https, session
 from tests.deploy.conftest import TestTLS
 from tests.deploy.edge import (
     PLACEHOLDER,
@@ -27,9 +30,11 @@ from tests.deploy.edge import (
     SERVER_NAME,
     SITE_CONF,
     Nginx,
+    Proxy,
     free_port,
+    proxy_available,
 )
-from tests.fakes import FakeUpstream
+from tests.fakes import FakeAuthService, FakeUpstream
 
 pytestmark = pytest.mark.nginx
 
@@ -255,3 +260,268 @@ async def test_edge_refuses_bodies_over_the_proxy_limit(edge_only: EdgeOnly) -> 
     )
     assert response.status == 413
     assert edge_only.fake.seen == []
+
+
+def streaming_app(gate: asyncio.Event) -> web.Application:
+    """An upstream streaming on OpenWebUI's paths: SSE held open until ``gate``, WS echo."""
+
+    async def sse(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: first\n\n")
+        await gate.wait()
+        await response.write(b"data: last\n\n")
+        return response
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        socket_ = web.WebSocketResponse()
+        await socket_.prepare(request)
+        async for msg in socket_:
+            await socket_.send_str(msg.data)
+        return socket_
+
+    app = web.Application()
+    app.router.add_get("/ws/socket.io/", ws)
+    app.router.add_route("*", "/{tail:.*}", sse)
+    return app
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/chat/completions",
+        "/api/v1/chat/completions",
+        "/ollama/api/pull",
+        "/api/v1/chats/some-other-path",
+    ],
+)
+async def test_edge_streams_events_unbuffered(
+    tmp_path: Path, tls: TestTLS, nginx_bin: str, path: str
+) -> None:
+    """On streaming paths (and any other), nginx passes each event on as it arrives."""
+    gate = asyncio.Event()
+    server = TestServer(streaming_app(gate), host="127.0.0.1", port=free_port())
+    await server.start_server()
+    https = free_port()
+    nginx = Nginx(
+        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{server.port}", tls.cert, tls.key,
+    )  # fmt: skip
+    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+    try:
+        async with (
+            session(tls.client_context()) as client,
+            client.post(f"https://{SERVER_NAME}:{https}{path}", json={}) as response,
+        ):
+            first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15)
+            assert first == b"data: first\n\n"  # while the upstream still holds the stream
+            gate.set()
+            assert await asyncio.wait_for(response.content.read(), 15) == b"data: last\n\n"
+        async with (
+            session(tls.client_context()) as client,
+            client.ws_connect(f"https://{SERVER_NAME}:{https}/ws/socket.io/") as ws,
+        ):
+            await ws.send_str("ping-through-nginx")
+            assert (await ws.receive(timeout=10)).data == "ping-through-nginx"
+    finally:
+        nginx.stop()
+        await server.close()
+
+
+# --- the whole chain: client -> nginx -> proxy -> recording upstream ----------------------
+
+ALICE_COOKIE = "_oauth2_proxy=alice-session"
+ALICE = {
+    "X-Auth-Request-Email": "Alice@Example.edu",
+    "X-Auth-Request-User": "Alice Émile",
+    "X-Auth-Request-Groups": "students,course-101",
+}
+requires_proxy = pytest.mark.skipif(not proxy_available(), reason="the proxy has not landed yet")
+
+
+@dataclass
+class Chain:
+    fake: FakeUpstream
+    auth: FakeAuthService
+    nginx: Nginx
+    proxy: Proxy
+    https: int
+    tls: TestTLS
+
+    def url(self, path: str) -> str:
+        return f"https://{SERVER_NAME}:{self.https}{path}"
+
+
+@contextlib.asynccontextmanager
+async def run_chain(base: Path, tls: TestTLS, trusted_proxies: str) -> AsyncIterator[Chain]:
+    fake, auth = FakeUpstream(), FakeAuthService(users={"alice-session": ALICE})
+    upstream = TestServer(fake.app(), host="127.0.0.1", port=free_port())
+    auth_server = TestServer(auth.app(), host="127.0.0.1", port=free_port())
+    await upstream.start_server()
+    await auth_server.start_server()
+    public, admin, https, http = free_port(), free_port(), free_port(), free_port()
+    env = {
+        "OWUI_PROXY_UPSTREAM": f"http://127.0.0.1:{upstream.port}",
+        "OWUI_PROXY_LISTEN": f"127.0.0.1:{public}",
+        "OWUI_PROXY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
+        "OWUI_PROXY_AUTH": "forward",
+        "OWUI_PROXY_FORWARD_AUTH_URL": f"http://127.0.0.1:{auth_server.port}/oauth2/auth",
+    }
+    if trusted_proxies:
+        env["OWUI_PROXY_TRUSTED_PROXIES"] = trusted_proxies
+    proxy = Proxy(env, base / "proxy.log")
+    nginx = Nginx(
+        base / "nginx",
+        f"127.0.0.1:{https}",
+        f"127.0.0.1:{http}",
+        f"127.0.0.1:{public}",
+        tls.cert,
+        tls.key,
+    )
+    try:
+        await asyncio.to_thread(proxy.start, ("127.0.0.1", public))
+        await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+        yield Chain(fake, auth, nginx, proxy, https, tls)
+    finally:
+        nginx.stop()
+        proxy.stop()
+        await upstream.close()
+        await auth_server.close()
+
+
+@pytest.fixture
+async def chain(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterator[Chain]:
+    if not proxy_available():
+        pytest.skip("the proxy (python -m proxy) is not in this tree")
+    async with run_chain(tmp_path, tls, "127.0.0.1/32") as running:
+        yield running
+
+
+async def test_chain_spoof_corpus_yields_only_the_verified_identity(chain: Chain) -> None:
+    """Through nginx and the proxy, the upstream sees exactly the verified identity, once."""
+    response = await raw_https(
+        chain.https,
+        spoof_request("/api/v1/chats/", (("Cookie", ALICE_COOKIE),)),
+        ctx=chain.tls.client_context(),
+    )
+    assert response.status == 200, response.body
+    seen = chain.fake.last()
+    assert seen.values("X-User-Email") == ["alice@example.edu"]
+    assert seen.values("X-User-Name") == [quote("Alice Émile", safe="")]
+    assert seen.values("X-User-Groups") == ["students,course-101"]
+    names = seen.names_normalised()
+    assert names.count("x-user-email") == 1
+    assert "x-user-role" not in names
+    assert "proxy-authorization" not in names
+    assert not [h for h in seen.headers if any(m in h[1] for m in SPOOF_MARKERS)], seen.headers
+
+
+async def test_chain_unauthenticated_spoof_never_reaches_upstream(chain: Chain) -> None:
+    """Without a session, the identity headers a client sends get it nowhere: 401, no request."""
+    response = await raw_https(
+        chain.https, spoof_request("/api/v1/chats/"), ctx=chain.tls.client_context()
+    )
+    assert response.status == 401
+    assert chain.fake.seen == []
+
+
+async def test_chain_sse_is_not_buffered(chain: Chain) -> None:
+    """The first server-sent event reaches the client while the upstream is still streaming."""
+    async with (
+        session(chain.tls.client_context(), headers={"Cookie": ALICE_COOKIE}) as client,
+        client.get(chain.url("/sse?events=3")) as response,
+    ):
+        assert response.status == 200
+        first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15)
+        assert first == b"data: 0\n\n"
+        assert chain.fake.sse_finished is False  # the upstream is blocked until released
+        chain.fake.release_sse()
+        rest = await asyncio.wait_for(response.content.read(), 15)
+    assert rest == b"data: 1\n\ndata: 2\n\n"
+    assert chain.fake.sse_finished is True
+
+
+async def test_chain_websocket(chain: Chain) -> None:
+    """A WebSocket passes nginx and the proxy: text, binary and the close code."""
+    async with (
+        session(chain.tls.client_context(), headers={"Cookie": ALICE_COOKIE}) as client,
+        client.ws_connect(chain.url("/ws"), protocols=("chat",)) as ws,
+    ):
+        assert ws.protocol == "chat"
+        await ws.send_str("hello")
+        assert (await ws.receive(timeout=10)).data == "hello"
+        await ws.send_bytes(b"\x00\xffbin")
+        assert (await ws.receive(timeout=10)).data == b"\x00\xffbin"
+        await ws.send_str("close:4001")
+        msg = await ws.receive(timeout=10)
+        assert msg.type == WSMsgType.CLOSE
+        assert msg.data == 4001
+    assert chain.fake.last().values("X-User-Email") == ["alice@example.edu"]
+
+
+async def test_chain_large_upload_streams(chain: Chain) -> None:
+    """99 MiB (under both 100 MiB limits) pass, and reach the upstream while still being sent."""
+    chunk = b"x" * (1024 * 1024)
+    total = 99
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(total):
+            if i == total // 2:
+                # Nothing more is sent until the upstream has the request: with request
+                # buffering anywhere on the way, it never would, and this times out.
+                deadline = asyncio.get_running_loop().time() + 30
+                while not any(s.raw_path == "/upload" for s in chain.fake.seen):
+                    assert asyncio.get_running_loop().time() < deadline, "upload was buffered"
+                    await asyncio.sleep(0.05)
+            yield chunk
+
+    async with (
+        session(chain.tls.client_context(), headers={"Cookie": ALICE_COOKIE}) as client,
+        client.post(chain.url("/upload"), data=body()) as response,
+    ):
+        assert response.status == 200, await response.text()
+        assert await response.json() == {"bytes": total * len(chunk)}
+
+
+@pytest.mark.parametrize(
+    ("trusted", "expected_for", "expected_proto"),
+    [
+        pytest.param("127.0.0.1/32", "127.0.0.2, 127.0.0.1", "https", id="nginx-trusted"),
+        pytest.param("", "127.0.0.1", "http", id="nginx-not-trusted"),
+    ],
+)
+@requires_proxy
+async def test_chain_client_address_believed_only_from_trusted_nginx(
+    tmp_path: Path,
+    tls: TestTLS,
+    nginx_bin: str,
+    trusted: str,
+    expected_for: str,
+    expected_proto: str,
+) -> None:
+    """The client's address (127.0.0.2) survives only because nginx is a trusted proxy."""
+    async with run_chain(tmp_path, tls, trusted) as running:
+        async with (
+            session(
+                tls.client_context(),
+                local_addr=("127.0.0.2", 0),
+                headers={"Cookie": ALICE_COOKIE, "X-Forwarded-For": "6.6.6.6"},
+            ) as client,
+            client.get(running.url("/whoami")) as response,
+        ):
+            assert response.status == 200
+        seen = running.fake.last()
+    assert seen.values("X-Forwarded-For") == [expected_for]
+    assert seen.values("X-Forwarded-Proto") == [expected_proto]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_chain_admin_paths_are_ordinary_public_paths(chain: Chain, path: str) -> None:
+    """Through nginx, the admin listener's paths are just relayed (authenticated) requests."""
+    async with (
+        session(chain.tls.client_context(), headers={"Cookie": ALICE_COOKIE}) as client,
+        client.get(chain.url(path)) as response,
+    ):
+        assert response.status == 200
+        assert (await response.json())["raw_path"] == path
+    assert chain.fake.last().raw_path == path
