@@ -1,0 +1,284 @@
+"""The internal act-as listener: a trusted service calls OpenWebUI as a user it names.
+
+Each request passes four gates, in this order, and is relayed only if it passes all:
+
+1. the service token (``Proxy-Authorization: Bearer``), first, so an unauthenticated caller
+   learns nothing else (not even whether an endpoint is allowlisted): 407;
+2. the allowlist (``proxy/allowlist.py``) on the raw request target: 403;
+3. the act-as identity from the email header (and optional name header), validated like
+   any identity: 400;
+4. the outbound header set, built by the public listener's own policy
+   (``proxy/headers.py``): every copy of every identity header and Proxy-Authorization the
+   caller sent is dropped, then the email and name are injected. Groups and role are never
+   injected: a service token lets its holder *be* a user, never change what a user is.
+
+One ``internal_audit`` line is written per request, whatever the outcome. Errors become
+JSON through ``proxy/respond.py``, here rather than in a middleware, so the audit line
+records the status the caller actually got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import structlog
+from aiohttp import web
+from yarl import URL
+
+from proxy import logs
+from proxy.allowlist import Allowed, Allowlist
+from proxy.errors import (
+    BadIdentity,
+    BadRequest,
+    BodyTooLarge,
+    Forbidden,
+    ProxyAuthRequired,
+    ProxyError,
+    UpstreamError,
+)
+from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
+from proxy.identity import Identity, make_identity
+from proxy.relay import Upstream, send, stream_back
+from proxy.respond import REQUEST_ID_KEY, error_response
+from proxy.settings import Settings
+from proxy.tokens import TokenFileError, TokenStore
+
+TOKENS_KEY = web.AppKey("internal_tokens", TokenStore)
+PROXY_AUTHENTICATE = {"Proxy-Authenticate": "Bearer"}
+# A refused target is logged as sent (minus the query); bounded so a caller cannot flood the log.
+_MAX_LOGGED_PATH = 256
+
+_OUTCOMES: tuple[tuple[type[ProxyError], str], ...] = (
+    (ProxyAuthRequired, "proxy_auth_required"),
+    (Forbidden, "forbidden"),
+    (BadRequest, "bad_request"),
+    (BodyTooLarge, "body_too_large"),
+    (UpstreamError, "upstream_error"),
+)
+
+
+class InternalConfigError(Exception):
+    """The internal listener cannot start; ``problems`` lists every reason, one a line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class _Audit:
+    """The fields of one ``internal_audit`` line, filled in as the request progresses."""
+
+    method: str
+    path: str
+    request_id: str
+    outcome: str = "error"
+    status: int = 500
+    service_fp: str | None = None
+    act_as: str | None = None
+    rule: str | None = None
+    reason: str | None = None
+    dropped: list[str] = field(default_factory=list)
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "outcome": self.outcome,
+            "status": self.status,
+            # Not "token_fp": the log redactor blanks any field named like a secret.
+            "service_fp": self.service_fp,
+            "act_as": self.act_as,
+            "method": self.method,
+            "path": self.path,
+            "rule": self.rule,
+            "reason": self.reason,
+            "dropped_headers": self.dropped or None,
+            "request_id": self.request_id,
+        }
+
+
+class InternalHandler:
+    """Everything the internal listener needs, resolved once at start."""
+
+    def __init__(
+        self, settings: Settings, upstream: Upstream, tokens: TokenStore, allowlist: Allowlist
+    ) -> None:
+        self.policy = HeaderPolicy.from_settings(settings)
+        self.upstream = upstream
+        self.tokens = tokens
+        self.allowlist = allowlist
+        self.email = normalise(settings.email_header)
+        self.name = normalise(settings.name_header)
+        self.never_injected = {normalise(settings.groups_header), normalise(settings.role_header)}
+        self.log = logs.get()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        rid = uuid.uuid4().hex
+        request[REQUEST_ID_KEY] = rid
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        audit = _Audit(
+            method=request.method,
+            path=request.raw_path.partition("?")[0][:_MAX_LOGGED_PATH],
+            request_id=rid,
+        )
+        try:
+            response = await self._handle(request, audit)
+            audit.outcome, audit.status = "relayed", response.status
+            return response
+        except ProxyError as exc:
+            audit.outcome, audit.status, audit.reason = _outcome(exc), exc.status, exc.reason
+            extra = PROXY_AUTHENTICATE if isinstance(exc, ProxyAuthRequired) else None
+            return error_response(request, exc.status, exc.reason, extra)
+        except asyncio.CancelledError:
+            audit.outcome, audit.status = "cancelled", 499
+            raise
+        except ConnectionResetError:
+            # The upstream body broke off after the headers were sent (see relay.stream_back).
+            audit.outcome = "broken"
+            raise
+        finally:
+            self.log.info(
+                "internal_audit",
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                **audit.fields(),
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _handle(self, request: web.Request, audit: _Audit) -> web.StreamResponse:
+        audit.service_fp = self._authenticate(request)
+        decision = self.allowlist.check(request.method, request.raw_path)
+        if not isinstance(decision, Allowed):
+            raise Forbidden(f"refused by the internal allowlist: {decision.reason}")
+        audit.rule, audit.path = str(decision.rule), decision.path
+
+        identity = self._act_as(request)
+        audit.act_as = identity.email
+        audit.dropped = [name for name in request.headers if normalise(name) in self.never_injected]
+        headers = build_upstream_headers(
+            request.headers.items(),
+            peer=request.remote,
+            scheme=request.scheme,
+            host=request.host,
+            identity=identity,
+            policy=self.policy,
+            request_id=audit.request_id,
+        )
+        # What was checked is what is sent: the canonical spelling of the matched path.
+        # Plain HTTP only (send/stream_back, not relay): no endpoint here is a WebSocket.
+        checked = request.clone(rel_url=URL(decision.target, encoded=True))
+        response = await send(checked, headers, self.upstream)
+        return await stream_back(checked, response)
+
+    def _authenticate(self, request: web.Request) -> str:
+        """The accepted token's fingerprint, or :class:`ProxyAuthRequired`."""
+        values = request.headers.getall("Proxy-Authorization", [])
+        if not values:
+            raise ProxyAuthRequired("a service token is required (Proxy-Authorization: Bearer)")
+        if len(values) > 1:
+            raise ProxyAuthRequired("exactly one Proxy-Authorization header is allowed")
+        scheme, _, token = values[0].strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ProxyAuthRequired("expected Proxy-Authorization: Bearer <token>")
+        fingerprint = self.tokens.check(token)
+        if fingerprint is None:
+            raise ProxyAuthRequired("service token not accepted")
+        return fingerprint
+
+    def _act_as(self, request: web.Request) -> Identity:
+        """The user named by the caller, validated; 400 naming the header otherwise."""
+        emails = self._values(request, self.email)
+        names = self._values(request, self.name)
+        email_header, name_header = self.policy.email_header, self.policy.name_header
+        if len(emails) != 1:
+            raise BadRequest(f"exactly one {email_header} header (the act-as user) is required")
+        if len(names) > 1:
+            raise BadRequest(f"at most one {name_header} header is allowed")
+        try:
+            email = make_identity(emails[0]).email
+        except BadIdentity as exc:
+            raise BadRequest(f"{email_header}: {exc.reason}") from exc
+        try:
+            # Sent percent-encoded, as OpenWebUI reads it; validated decoded, so an encoded
+            # CR/LF/NUL is refused too. The policy re-encodes it on the way out.
+            name = make_identity(email, unquote(names[0]) if names else None).name
+        except BadIdentity as exc:
+            raise BadRequest(f"{name_header}: {exc.reason}") from exc
+        # No groups, whatever the caller sent: see the module docstring.
+        return Identity(email=email, name=name)
+
+    @staticmethod
+    def _values(request: web.Request, normalised: str) -> list[str]:
+        """Every value of a header in any spelling (case, ``_`` for ``-``): no ambiguity."""
+        return [value for name, value in request.headers.items() if normalise(name) == normalised]
+
+
+def _outcome(exc: ProxyError) -> str:
+    for kind, outcome in _OUTCOMES:
+        if isinstance(exc, kind):
+            return outcome
+    return "error"
+
+
+def reload_tokens(app: web.Application) -> bool:
+    """Re-read the token file (what SIGHUP does); False, and the old tokens kept, if unusable."""
+    return app[TOKENS_KEY].reload()
+
+
+def create_internal_app(settings: Settings, upstream: Upstream) -> web.Application:
+    """The internal listener's app. Raises :class:`InternalConfigError` listing every problem.
+
+    While it runs, SIGHUP re-reads the token file (the handler is registered on start-up
+    and removed on cleanup; the process must not install another SIGHUP handler).
+    """
+    problems: list[str] = []
+    tokens: TokenStore | None = None
+    allowlist: Allowlist | None = None
+    if settings.internal_tokens_file is None:
+        problems.append("OWUI_PROXY_INTERNAL_TOKENS_FILE: required for the internal listener")
+    else:
+        try:
+            tokens = TokenStore(settings.internal_tokens_file)
+        except TokenFileError as exc:
+            problems.extend(f"OWUI_PROXY_INTERNAL_TOKENS_FILE: {p}" for p in str(exc).splitlines())
+    try:
+        allowlist = Allowlist(settings.internal_allow)
+    except ValueError as exc:
+        problems.append(f"OWUI_PROXY_INTERNAL_ALLOW: {exc}")
+    if problems or tokens is None or allowlist is None:
+        raise InternalConfigError(problems)
+
+    handler = InternalHandler(settings, upstream, tokens, allowlist)
+    app = web.Application(handler_args={"max_field_size": 65536})
+    app[TOKENS_KEY] = tokens
+    app.cleanup_ctx.append(_reload_on_sighup)
+    app.on_response_prepare.append(_add_request_id)
+    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    logs.get().info(
+        "internal_listener_ready",
+        rules=[str(rule) for rule in allowlist.rules],
+        service_fps=list(tokens.fingerprints),
+    )
+    return app
+
+
+async def _reload_on_sighup(app: web.Application) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, app[TOKENS_KEY].reload)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    rid = request.get(REQUEST_ID_KEY)
+    if rid is not None:
+        response.headers[REQUEST_ID_HEADER] = rid
