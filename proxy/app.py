@@ -75,7 +75,9 @@ def make_authenticator(
     settings: Settings, session: aiohttp.ClientSession, metrics: Metrics
 ) -> Authenticator:
     if settings.auth == "jwt":
-        return JwtAuthenticator(settings, session)
+        jwt_source = JwtAuthenticator(settings, session)
+        metrics.watch_jwks(jwt_source)
+        return jwt_source
     return ForwardAuthenticator(settings, session, metrics)
 
 

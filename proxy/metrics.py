@@ -2,7 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class JwksStatus(Protocol):
+    """What the JWT identity source reports about its key set (``proxy/auth/jwt.py``)."""
+
+    @property
+    def jwks_last_success(self) -> float | None: ...
+    @property
+    def jwks_fetches(self) -> int: ...
+    @property
+    def jwks_fetch_failures(self) -> int: ...
+    @property
+    def jwks_keys(self) -> int: ...
+
+
+class _JwksCollector(Collector):
+    """Read at scrape time, so the JWT source keeps plain counters and no metrics import."""
+
+    def __init__(self, source: JwksStatus) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        fetches = CounterMetricFamily("owui_proxy_jwks_fetches", "JWKS fetches.")
+        fetches.add_metric([], self.source.jwks_fetches)
+        failures = CounterMetricFamily("owui_proxy_jwks_fetch_failures", "Failed JWKS fetches.")
+        failures.add_metric([], self.source.jwks_fetch_failures)
+        keys = GaugeMetricFamily("owui_proxy_jwks_keys", "Keys currently held.")
+        keys.add_metric([], self.source.jwks_keys)
+        last = GaugeMetricFamily(
+            "owui_proxy_jwks_last_success_timestamp_seconds",
+            "Unix time of the last good JWKS fetch (0: never).",
+        )
+        last.add_metric([], self.source.jwks_last_success or 0)
+        yield from (fetches, failures, keys, last)
+
 
 # Upstream latency is time to response headers: streams would swamp a total-time histogram.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -47,6 +87,9 @@ class Metrics:
             "Requests sent to the forward-auth service.",
             registry=self.registry,
         )
+
+    def watch_jwks(self, source: JwksStatus) -> None:
+        self.registry.register(_JwksCollector(source))
 
     def count_request(self, listener: str, status: int) -> None:
         self.requests.labels(listener, f"{status // 100}xx").inc()

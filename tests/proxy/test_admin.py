@@ -1,0 +1,65 @@
+"""The admin listener: /healthz, /readyz, /metrics, nothing else; none of them public."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.app import Runtime, create_admin_app, create_app
+from tests.proxy.conftest import ALICE_COOKIE
+from tests.proxy.test_relay import _closed_port
+
+
+@pytest.fixture
+async def stack(aiohttp_client, settings_for):
+    async def make(**overrides):
+        runtime = Runtime(settings_for(**overrides))
+        await runtime.start()
+        public = await aiohttp_client(create_app(runtime.settings, runtime))
+        admin = await aiohttp_client(create_admin_app(runtime.settings, runtime))
+        started.append(runtime)
+        return public, admin
+
+    started: list[Runtime] = []
+    yield make
+    for runtime in started:
+        await runtime.close()
+
+
+async def test_health_ready_and_nothing_else(stack) -> None:
+    _public, admin = await stack()
+    assert (await admin.get("/healthz")).status == 200
+    ready = await admin.get("/readyz")
+    assert ready.status == 200
+    assert await ready.json() == {"ready": True}
+    assert (await admin.get("/api/models")).status == 404
+    assert (await admin.post("/healthz")).status == 405
+
+
+async def test_not_ready_when_upstream_down(stack) -> None:
+    _public, admin = await stack(upstream=f"http://127.0.0.1:{_closed_port()}")
+    assert (await admin.get("/healthz")).status == 200  # alive, just not ready
+    ready = await admin.get("/readyz")
+    assert ready.status == 503
+    assert (await ready.json())["problems"][0].startswith("upstream: GET /health failed")
+
+
+async def test_metrics_count_requests_auth_and_latency(stack) -> None:
+    public, admin = await stack()
+    assert (await public.get("/x", headers=ALICE_COOKIE)).status == 200
+    assert (await public.get("/x")).status == 401
+    text = await (await admin.get("/metrics")).text()
+    assert 'owui_proxy_requests_total{listener="public",status_class="2xx"} 1.0' in text
+    assert 'owui_proxy_requests_total{listener="public",status_class="4xx"} 1.0' in text
+    assert 'owui_proxy_auth_decisions_total{outcome="identity"} 1.0' in text
+    assert 'owui_proxy_auth_decisions_total{outcome="denied"} 1.0' in text
+    assert "owui_proxy_upstream_response_seconds_count 1.0" in text
+    assert "owui_proxy_open_websockets 0.0" in text
+    assert "alice" not in text
+
+
+async def test_admin_paths_are_not_special_on_the_public_listener(stack, fake_upstream) -> None:
+    public, _admin = await stack()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert (await public.get(path)).status == 401  # no identity, no answer
+        assert (await public.get(path, headers=ALICE_COOKIE)).status == 200
+        assert fake_upstream.last().raw_path == path  # relayed like anything else
