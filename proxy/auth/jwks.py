@@ -30,7 +30,6 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt import PyJWK
-from jwt.exceptions import PyJWTError
 
 log = structlog.get_logger(__name__)
 
@@ -58,10 +57,14 @@ def parse_jwks(document: Any, algorithms: Collection[str]) -> dict[str | None, P
             continue
         if entry.get("kty") == "oct" or entry.get("use", "sig") != "sig":
             continue  # symmetric or encryption keys must never verify a signature
+        if not isinstance(entry.get("kid", ""), str):
+            continue
         try:
             key = PyJWK(entry)
-        except (PyJWTError, ValueError, TypeError):
-            continue  # a key type we cannot use; the others may still be fine
+        except Exception as exc:  # PyJWT raises many kinds for odd entries
+            # A key we cannot use; the others may still be fine.
+            log.warning("jwks_key_skipped", kid=entry.get("kid"), error=type(exc).__name__)
+            continue
         if key.algorithm_name not in algorithms:
             continue
         keys[key.key_id] = key

@@ -29,7 +29,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from structlog.testing import capture_logs
 
 from proxy.auth.base import Denied
-from proxy.auth.jwks import JwksCache, JwksError
+from proxy.auth.jwks import JwksCache, JwksError, parse_jwks
 from proxy.auth.jwt import JwtAuthenticator
 from proxy.errors import AuthServiceUnavailable
 from proxy.settings import Settings
@@ -733,3 +733,17 @@ async def test_unusable_jwks_documents(aiohttp_server, document: Any, problem: s
         await cache.close()
     assert problem in (cache.problem() or "")
     assert (cache.fetches, cache.fetch_failures, cache.key_count) == (1, 1, 0)
+
+
+def test_odd_entries_are_skipped_and_good_keys_kept(keys: Keys) -> None:
+    """One good key among oddities: the oddities go, the good key stays."""
+    good = keys.rsa.jwk()
+    odd = [
+        {**keys.rotated.jwk(), "kid": ["list"]},
+        {**keys.rotated.jwk(), "kid": "alg-none", "alg": "none"},
+        {**keys.rotated.jwk(), "kid": "enc", "use": "enc"},
+        {**keys.ec.jwk(), "kid": "not-accepted"},  # ES256 is not in the accepted list below
+        "not an object",
+    ]
+    parsed = parse_jwks({"keys": [*odd, good]}, ("RS256",))
+    assert list(parsed) == ["rsa-1"]
