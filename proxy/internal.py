@@ -6,7 +6,9 @@ Each request passes four gates, in this order, and is relayed only if it passes 
    learns nothing else (not even whether an endpoint is allowlisted): 407;
 2. the allowlist (``proxy/allowlist.py``) on the raw request target: 403;
 3. the act-as identity from the email header (and optional name header), validated like
-   any identity: 400;
+   any identity: 400. A request naming nobody (the provisioner's ``GET /api/config``) is
+   relayed with no identity at all: OpenWebUI then has only the ``Authorization`` token the
+   caller holds, which it could only have got by naming that user here;
 4. the outbound header set, built by the public listener's own policy
    (``proxy/headers.py``): every copy of every identity header and Proxy-Authorization the
    caller sent is dropped, then the email and name are injected. Groups and role are never
@@ -159,7 +161,7 @@ class InternalHandler:
         audit.rule, audit.path = str(decision.rule), decision.path
 
         identity = self._act_as(request)
-        audit.act_as = identity.email
+        audit.act_as = identity.email if identity is not None else None
         audit.dropped = [name for name in request.headers if normalise(name) in self.never_injected]
         headers = build_upstream_headers(
             request.headers.items(),
@@ -192,15 +194,19 @@ class InternalHandler:
             raise ProxyAuthRequired("service token not accepted")
         return fingerprint
 
-    def _act_as(self, request: web.Request) -> Identity:
-        """The user named by the caller, validated; 400 naming the header otherwise."""
+    def _act_as(self, request: web.Request) -> Identity | None:
+        """The user named by the caller, validated (None: nobody); 400 naming the header."""
         emails = self._values(request, self.email)
         names = self._values(request, self.name)
         email_header, name_header = self.policy.email_header, self.policy.name_header
-        if len(emails) != 1:
-            raise BadRequest(f"exactly one {email_header} header (the act-as user) is required")
+        if len(emails) > 1:
+            raise BadRequest(f"at most one {email_header} header (the act-as user) is allowed")
         if len(names) > 1:
             raise BadRequest(f"at most one {name_header} header is allowed")
+        if not emails:
+            if names:
+                raise BadRequest(f"{name_header} without {email_header}: name whom?")
+            return None
         try:
             email = make_identity(emails[0]).email
         except BadIdentity as exc:
