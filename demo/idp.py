@@ -106,6 +106,12 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
     )
     response = web.Response(text=text, content_type="text/html", status=status)
     response.headers["Cache-Control"] = "no-store"
+    # Nobody may frame the login form (clickjacking) or load anything into it. No
+    # form-action: browsers apply it to the redirect after the POST, which leaves this origin.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+    )
+    response.headers["X-Frame-Options"] = "DENY"
     return response
 
 

@@ -120,6 +120,7 @@ async def test_login_page_says_demo_and_carries_rd_escaped(make_idp: Make) -> No
     text = await response.text()
     assert response.status == 200
     assert "DEMO identity provider" in text
+    assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert "value='http://127.0.0.1:8000/c/1?a=1&amp;b=&#x27;x&#x27;'" in text
 
 
