@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from proxy import logs
+from proxy import logs, server
 from proxy.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 
@@ -54,11 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.config)
     except SettingsError as exc:
-        print("owui-proxy: the configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+        server.report_problems(exc.problems)
         return 2
     logs.configure(settings.log_level)
-    from proxy import server
-
     return server.run(settings)

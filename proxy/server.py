@@ -1,0 +1,159 @@
+"""Process life: listeners (TCP or unix), uvloop, worker processes, SIGTERM drain.
+
+One worker (the default) runs everything in this process. With ``workers`` > 1 the parent
+forks that many workers that each bind the public port with ``SO_REUSEPORT`` (the kernel
+spreads connections); only worker 0 also serves the admin and internal listeners, so
+``/metrics`` describes worker 0 (see docs/proxy.md). The parent forwards SIGTERM/SIGINT and
+exits 0 once every worker has drained.
+
+On SIGTERM a worker stops accepting, lets in-flight requests (streams included) run for
+up to ``shutdown_grace_s``, then closes what is left and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from proxy import logs
+from proxy.app import Runtime, create_admin_app, create_app
+from proxy.internal import InternalConfigError, create_internal_app
+from proxy.settings import Settings
+
+
+def _site(runner: web.AppRunner, listen: str, reuse_port: bool) -> web.BaseSite:
+    if listen.startswith("unix:"):
+        return web.UnixSite(runner, listen[5:])
+    host, _, port = listen.rpartition(":")
+    return web.TCPSite(
+        runner, host.strip("[]"), int(port), reuse_port=reuse_port or None, backlog=1024
+    )
+
+
+async def _start(app: web.Application, listen: str, grace: float, reuse: bool) -> web.AppRunner:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace)
+    await runner.setup()
+    await _site(runner, listen, reuse).start()
+    return runner
+
+
+async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
+    """Run one worker until SIGTERM/SIGINT, then drain and return."""
+    log = logs.get().bind(worker=worker, pid=os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    runtime = Runtime(settings)
+    await runtime.start()
+    grace = settings.shutdown_grace_s
+    # Every app is built before any port opens: a configuration problem found here (the
+    # internal listener's token file) must stop the start, not leave half a proxy running.
+    try:
+        apps = [(create_app(settings, runtime), settings.listen, reuse_port)]
+        if worker == 0:
+            apps.append((create_admin_app(settings, runtime), settings.admin_listen, False))
+            if settings.internal_listen is not None:
+                assert runtime.upstream is not None
+                internal = create_internal_app(settings, runtime.upstream)
+                apps.append((internal, settings.internal_listen, False))
+    except BaseException:
+        await runtime.close()
+        raise
+    public, *others = [await _start(app, listen, grace, reuse) for app, listen, reuse in apps]
+    log.info(
+        "listening",
+        listen=settings.listen,
+        admin_listen=settings.admin_listen if worker == 0 else None,
+        internal_listen=settings.internal_listen if worker == 0 else None,
+    )
+
+    await stop.wait()
+    log.info("draining", grace_s=grace)
+    # The public runner first: it stops accepting at once and waits for in-flight
+    # requests; the admin listener keeps answering meanwhile.
+    await public.cleanup()
+    for runner in others:
+        await runner.cleanup()
+    await runtime.close()
+    log.info("stopped")
+
+
+def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    try:
+        import uvloop
+
+        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
+    except ImportError:
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
+def _worker(settings: Settings, index: int) -> None:
+    logs.configure(settings.log_level)
+    try:
+        _run_loop(lambda: serve(settings, worker=index, reuse_port=True))
+    except InternalConfigError as exc:
+        report_problems(exc.problems)
+        raise SystemExit(2) from exc
+
+
+def report_problems(problems: list[str]) -> None:
+    """Every configuration problem on stderr, one a line (the caller exits 2)."""
+    print("owui-proxy: the configuration has problems:", file=sys.stderr)
+    for problem in problems:
+        print(f"  - {problem}", file=sys.stderr)
+
+
+def run(settings: Settings) -> int:
+    """Serve until told to stop; the process exit code."""
+    log = logs.get()
+    log.info("starting", settings=settings.redacted())
+    if settings.workers == 1:
+        try:
+            _run_loop(lambda: serve(settings))
+        except InternalConfigError as exc:
+            report_problems(exc.problems)
+            return 2
+        return 0
+
+    context = multiprocessing.get_context("fork")  # no loop exists yet in the parent
+    workers = [
+        context.Process(target=_worker, args=(settings, i), name=f"owui-proxy-{i}")
+        for i in range(settings.workers)
+    ]
+    for process in workers:
+        process.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for process in workers:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed: int | None = None
+    alive = list(workers)
+    while alive:
+        multiprocessing.connection.wait([p.sentinel for p in alive])
+        for process in [p for p in alive if not p.is_alive()]:
+            alive.remove(process)
+            process.join()
+            if process.exitcode != 0 and failed is None:
+                # One worker down means a broken deployment: stop the others too.
+                failed = process.exitcode
+                log.error("worker_failed", worker=process.name, exitcode=process.exitcode)
+                forward(signal.SIGTERM, None)
+    if failed is None:
+        return 0
+    return 2 if failed == 2 else 1

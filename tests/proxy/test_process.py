@@ -1,0 +1,177 @@
+"""The real console script as a process: configuration errors, start, SIGTERM drain, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.proxy.conftest import ALICE_COOKIE
+from tests.proxy.test_relay import _closed_port
+
+OWUI_PROXY = str(Path(sys.executable).parent / "owui-proxy")
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OWUI_PROXY_")}
+    env.update({f"OWUI_PROXY_{k.upper()}": v for k, v in values.items()})
+    return env
+
+
+def test_settings_errors_exit_2_listing_every_problem(tmp_path) -> None:
+    config = tmp_path / "proxy.toml"
+    config.write_text('listen = "nowhere"\ncolour = "blue"\n')
+    result = subprocess.run(
+        [OWUI_PROXY, "--config", str(config)],
+        env=_env(auth="forward", trusted_proxies="10.0.0.0/99", connect_timeout_s="-1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    for expected in (
+        "OWUI_PROXY_UPSTREAM: required",
+        "OWUI_PROXY_LISTEN",
+        f"colour in {config}: unknown setting",
+        "OWUI_PROXY_TRUSTED_PROXIES",
+        "OWUI_PROXY_CONNECT_TIMEOUT_S",
+    ):
+        assert expected in result.stderr, expected
+    assert result.stdout == ""
+
+
+def test_help_and_module_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert "--config FILE.toml" in result.stdout
+
+
+def test_internal_listener_problem_stops_the_start(tmp_path, upstream_server, auth_server):
+    result = subprocess.run(
+        [OWUI_PROXY],
+        env=_env(
+            upstream=str(upstream_server.make_url("/")),
+            auth="forward",
+            forward_auth_url=str(auth_server.make_url("/oauth2/auth")),
+            listen=f"127.0.0.1:{_closed_port()}",
+            admin_listen=f"127.0.0.1:{_closed_port()}",
+            internal_listen=f"127.0.0.1:{_closed_port()}",
+            internal_tokens_file=str(tmp_path / "missing-tokens"),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "OWUI_PROXY_INTERNAL_TOKENS_FILE" in result.stderr
+
+
+class ProxyProcess:
+    """``owui-proxy`` started in the background; its stdout (JSON lines) kept for checks."""
+
+    def __init__(self, env: dict[str, str], public: int, admin: int) -> None:
+        self.public = f"http://127.0.0.1:{public}"
+        self.admin = f"http://127.0.0.1:{admin}"
+        self.process = subprocess.Popen(
+            [OWUI_PROXY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.communicate()
+            try:
+                async with session.get(self.admin + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError("proxy did not start")
+
+    async def wait_exit(self) -> tuple[int, str]:
+        # In a thread: the fake upstream shares this event loop and must keep answering.
+        try:
+            await asyncio.to_thread(self.process.wait, 60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        out, _err = self.process.communicate()
+        return self.process.returncode, out
+
+
+@pytest.fixture
+def start_proxy(upstream_server, auth_server):
+    started: list[ProxyProcess] = []
+
+    def start(**overrides: str) -> ProxyProcess:
+        public, admin = _closed_port(), _closed_port()
+        values = {
+            "upstream": str(upstream_server.make_url("/")),
+            "auth": "forward",
+            "forward_auth_url": str(auth_server.make_url("/oauth2/auth")),
+            "listen": f"127.0.0.1:{public}",
+            "admin_listen": f"127.0.0.1:{admin}",
+            "shutdown_grace_s": "20",
+            **overrides,
+        }
+        proc = ProxyProcess(_env(**values), public, admin)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.process.poll() is None:
+            proc.process.kill()
+            proc.process.communicate()
+
+
+async def test_sigterm_drains_an_in_flight_request_then_exits_0(start_proxy, fake_upstream):
+    proxy = start_proxy()
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        in_flight = asyncio.ensure_future(
+            session.get(proxy.public + "/slow?delay=2", headers=ALICE_COOKIE)
+        )
+        for _ in range(200):
+            if any(seen.raw_path.startswith("/slow") for seen in fake_upstream.seen):
+                break
+            await asyncio.sleep(0.05)
+        proxy.process.send_signal(signal.SIGTERM)
+        response = await asyncio.wait_for(in_flight, timeout=30)
+        assert response.status == 200
+        assert await response.json() == {"slow": True}
+        response.release()
+        code, out = await proxy.wait_exit()
+    assert code == 0
+    events = [json.loads(line)["event"] for line in out.splitlines() if line.startswith("{")]
+    assert "draining" in events
+    assert "stopped" in events
+    assert events.index("draining") < events.index("stopped")
+
+
+async def test_two_workers_serve_and_stop(start_proxy, fake_upstream):
+    proxy = start_proxy(workers="2")
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        for _ in range(10):
+            async with session.get(proxy.public + "/x", headers=ALICE_COOKIE) as response:
+                assert response.status == 200
+        proxy.process.send_signal(signal.SIGTERM)
+        code, out = await proxy.wait_exit()
+    assert code == 0
+    access = [json.loads(line) for line in out.splitlines() if '"access"' in line]
+    assert len(access) == 10
+    assert all(line["email"] == "alice@example.edu" for line in access)
+    assert "alice-session" not in out  # the SSO cookie never reaches a log line
