@@ -173,7 +173,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         if owned:
             await rt.close()
 
+    async def close_websockets(_app: web.Application) -> None:
+        if public.handler is not None:
+            await public.handler.websockets.going_away()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(_add_request_id)
     app.router.add_route("*", "/{tail:.*}", public.handle)
     return app

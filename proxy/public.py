@@ -27,7 +27,7 @@ from proxy.metrics import Metrics
 from proxy.relay import Upstream, send, stream_back
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
-from proxy.websocket import is_websocket, relay_websocket
+from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
 IDENTITY_KEY = web.RequestKey("owui_identity", Identity)
 UPSTREAM_SECONDS_KEY = web.RequestKey("owui_upstream_s", float)
@@ -55,6 +55,7 @@ class PublicHandler:
         self.logout_url = settings.logout_url
         self.allow_api_keys = settings.allow_api_keys
         self.log = logs.get()
+        self.websockets = OpenLinks()
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if not request.raw_path.startswith("/"):
@@ -104,7 +105,9 @@ class PublicHandler:
         if websocket:
             self.metrics.open_websockets.inc()
             try:
-                return await relay_websocket(request, headers, self.upstream)
+                return await relay_websocket(
+                    request, headers, self.upstream, open_links=self.websockets
+                )
             finally:
                 self.metrics.open_websockets.dec()
         if identity is not None and browser.is_signout(request.method, request.path):

@@ -80,7 +80,7 @@ class _Link:
             except TimeoutError:
                 if time.monotonic() - self.last < self.idle_s:
                     continue  # the other direction is alive
-                await self._close(1001, b"idle")
+                await self.close(1001, b"idle")
                 return
             if self.closing:
                 return
@@ -95,13 +95,13 @@ class _Link:
                 await dst.pong(msg.data)
             elif msg.type == WSMsgType.CLOSE:
                 reason = msg.extra.encode() if isinstance(msg.extra, str) else b""
-                await self._close(_close_code(msg.data), reason, first=dst)
+                await self.close(_close_code(msg.data), reason, first=dst)
                 return
             else:  # CLOSING, CLOSED, ERROR: the peer went away without a close frame
-                await self._close(1011 if src is self.upstream else 1001, b"", first=dst)
+                await self.close(1011 if src is self.upstream else 1001, b"", first=dst)
                 return
 
-    async def _close(self, code: int, reason: bytes, first: AnyWS | None = None) -> None:
+    async def close(self, code: int, reason: bytes, first: AnyWS | None = None) -> None:
         """Pass a close on (``first``: the side that has not seen it yet), then finish ours.
 
         Only the first caller acts: the other pump wakes up with CLOSING and must not
@@ -117,8 +117,27 @@ class _Link:
                 await ws.close(code=code, message=reason)
 
 
+class OpenLinks:
+    """The WebSockets one app is relaying, so shutdown can close them with 1001.
+
+    Without this a drain would wait the whole grace period for sockets that never end;
+    a going-away close lets Socket.IO clients reconnect to the next process at once.
+    """
+
+    def __init__(self) -> None:
+        self.links: set[_Link] = set()
+
+    async def going_away(self) -> None:
+        for link in list(self.links):
+            await link.close(1001, b"server shutting down")
+
+
 async def relay_websocket(
-    request: web.Request, headers: CIMultiDict[str], upstream: Upstream
+    request: web.Request,
+    headers: CIMultiDict[str],
+    upstream: Upstream,
+    *,
+    open_links: OpenLinks | None = None,
 ) -> web.StreamResponse:
     """Relay a WebSocket upgrade with exactly ``headers`` (handshake headers aside)."""
     outbound: CIMultiDict[str] = CIMultiDict(
@@ -149,9 +168,11 @@ async def relay_websocket(
         max_msg_size=0,
         compress=False,
     )
+    link = _Link(client, up, upstream.idle_timeout_s)
+    if open_links is not None:
+        open_links.links.add(link)
     try:
         await client.prepare(request)
-        link = _Link(client, up, upstream.idle_timeout_s)
         tasks = [
             asyncio.create_task(link.pump(client, up)),
             asyncio.create_task(link.pump(up, client)),
@@ -163,6 +184,8 @@ async def relay_websocket(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
     finally:
+        if open_links is not None:
+            open_links.links.discard(link)
         if not up.closed:
             await up.close(code=1001)
         if not client.closed:

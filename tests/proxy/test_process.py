@@ -175,3 +175,21 @@ async def test_two_workers_serve_and_stop(start_proxy, fake_upstream):
     assert len(access) == 10
     assert all(line["email"] == "alice@example.edu" for line in access)
     assert "alice-session" not in out  # the SSO cookie never reaches a log line
+
+
+async def test_sigterm_closes_websockets_with_going_away(start_proxy, fake_upstream):
+    """Open WebSockets get 1001 at once, so the drain does not sit out the whole grace."""
+    proxy = start_proxy(shutdown_grace_s="60")
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        async with session.ws_connect(proxy.public + "/ws", headers=ALICE_COOKIE) as ws:
+            await ws.send_str("hi")
+            assert (await ws.receive(timeout=10)).data == "hi"
+            started = time.monotonic()
+            proxy.process.send_signal(signal.SIGTERM)
+            msg = await ws.receive(timeout=30)
+            assert msg.type == aiohttp.WSMsgType.CLOSE
+            assert msg.data == 1001
+        code, _out = await proxy.wait_exit()
+    assert code == 0
+    assert time.monotonic() - started < 30  # far below the 60 s grace
