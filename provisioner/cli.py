@@ -22,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from provisioner.bulk import run_bulk_cli
-from provisioner.check import run_checks
+from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import load_course
 from provisioner.errors import BadInput, ProvisionError
@@ -109,11 +109,12 @@ async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     try:
         token = read_service_token(settings.token_file)
     except BadInput as exc:
-        out.write(f"FAIL {exc}\n")
-        return EXIT_FAILED
-    out.write(f"ok   service token file {settings.token_file} readable\n")
-    async with make_http_client(settings) as http:
-        findings = await run_checks(OpenWebUI(Transport(settings, token, http)), settings.url)
+        findings = [Finding(False, str(exc))]
+    else:
+        findings = [Finding(True, f"service token file {settings.token_file} readable")]
+        async with make_http_client(settings) as http:
+            api = OpenWebUI(Transport(settings, token, http))
+            findings += await run_checks(api, settings.url)
     for finding in findings:
         out.write(f"{'ok  ' if finding.ok else 'FAIL'} {finding.what}\n")
         if finding.fix:

@@ -24,12 +24,14 @@ In front sits a minimal internal listener: ``Proxy-Authorization: Bearer <servic
 or 407, then the default allowlist or 403 (JSON without ``detail``).
 
 Test levers: :meth:`FakeOpenWebUI.fail` queues faults (a status, a Retry-After, or a
-dropped connection) for matching requests; ``on_create`` / ``on_archive`` hooks run
-inside those endpoints to stage races; ``calls`` records every request that arrived.
+dropped connection) for matching requests; :meth:`FakeOpenWebUI.slow` delays them;
+``on_create`` / ``on_archive`` hooks run inside those endpoints to stage races; ``calls``
+records every request that arrived.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import re
@@ -169,6 +171,7 @@ class FakeOpenWebUI:
         self.on_create: Callable[[Chat], None] | None = None
         self.on_archive: Callable[[Chat], None] | None = None
         self.allow = list(ALLOW)
+        self.delays: list[tuple[str, re.Pattern[str], float]] = []
 
     # --- levers and views for tests -------------------------------------------------------
 
@@ -193,6 +196,10 @@ class FakeOpenWebUI:
                 body or {"detail": "injected"},
             )
         )
+
+    def slow(self, method: str, path: str, seconds: float) -> None:
+        """Requests to ``method path`` (a regex) wait ``seconds`` before being handled."""
+        self.delays.append((method, re.compile(path), seconds))
 
     def add_user(self, email: str, *, role: str = "user", name: str | None = None) -> User:
         user = User(str(uuid.uuid4()), email.lower(), name or email, role)
@@ -267,6 +274,9 @@ class FakeOpenWebUI:
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        for method, path, seconds in self.delays:
+            if method == request.method and path.fullmatch(request.path):
+                await asyncio.sleep(seconds)
         for fault in self.faults:
             if (
                 fault.times > 0

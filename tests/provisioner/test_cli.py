@@ -1,0 +1,319 @@
+"""``owui-provision`` as real processes against the fake (served by the test's own loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioner.settings import Settings
+from provisioner.threads import MARKER_KEY
+from tests.provisioner.cli_helpers import Run, finish, run, start
+from tests.provisioner.conftest import COURSE_TOML
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+
+EMAIL = "ada@example.edu"
+
+
+def assert_one_archived_per_module(
+    fake: FakeOpenWebUI, email: str, modules: tuple[str, ...] = ("intro", "next")
+) -> None:
+    for module in modules:
+        found = [
+            c for c in fake.chats_of(email) if c.chat.get(MARKER_KEY, {}).get("module") == module
+        ]
+        assert [c.archived for c in found] == [True], (
+            email,
+            module,
+            [(c.id, c.archived) for c in found],
+        )
+
+
+def assert_no_secret(fake: FakeOpenWebUI, *runs: Run) -> None:
+    """Neither the service token nor any user token OpenWebUI issued appears anywhere."""
+    secrets = [SERVICE_TOKEN, *fake.tokens]
+    assert secrets[1:], "the test should have made OpenWebUI issue tokens"
+    for result in runs:
+        for secret in secrets:
+            assert secret not in result.out
+            assert secret not in result.err
+
+
+async def test_user_prints_one_json_line_per_module(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path
+) -> None:
+    first = await run(env, "user", str(course_file), "Ada@Example.EDU", "--name", "Ada")
+    assert first.rc == 0, first.err
+    lines = first.lines()
+    assert [(x["module"], x["status"], x["archived"]) for x in lines] == [
+        ("intro", "created", True),
+        ("next", "created", True),
+    ]
+    assert set(lines[0]) == {"email", "course", "module", "chat_id", "status", "archived"}
+    assert {x["email"] for x in lines} == {EMAIL}
+    assert {x["course"] for x in lines} == {"demo"}
+
+    again = await run(env, "user", str(course_file), EMAIL)
+    assert again.rc == 0, again.err
+    assert [x["status"] for x in again.lines()] == ["existing", "existing"]
+    assert [x["chat_id"] for x in again.lines()] == [x["chat_id"] for x in lines]
+    assert_one_archived_per_module(fake, EMAIL)
+    assert_no_secret(fake, first, again)
+
+
+async def test_five_processes_at_once_leave_exactly_one_archived_thread_per_module(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path
+) -> None:
+    # Slow creates widen the window in which every process finds nothing and creates.
+    fake.slow("POST", "/api/v1/chats/new", 0.2)
+    processes = [await start(env, "user", str(course_file), EMAIL) for _ in range(5)]
+    results = await asyncio.gather(*(finish(p) for p in processes))
+
+    for result in results:
+        assert result.rc == 0, result.err
+        assert [x["archived"] for x in result.lines()] == [True, True]
+    assert fake.count("POST", "/api/v1/chats/new") > 2, "the race did not happen"
+    assert fake.count("DELETE", r"/api/v1/chats/[^/]+") > 0
+    assert_one_archived_per_module(fake, EMAIL)
+    assert len(fake.chats_of(EMAIL)) == 2
+    assert_no_secret(fake, *results)
+
+
+async def test_a_process_killed_between_create_and_archive_is_finished_by_the_next_run(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path
+) -> None:
+    created = asyncio.Event()
+    fake.on_create = lambda chat: created.set()
+    fake.slow("POST", r"/api/v1/chats/[^/]+/archive", 30)  # the kill lands before any archive
+    process = await start(env, "user", str(course_file), EMAIL)
+    await asyncio.wait_for(created.wait(), 60)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    assert [c.archived for c in fake.chats_of(EMAIL)] == [False]
+
+    fake.delays.clear()
+    again = await run(env, "user", str(course_file), EMAIL)
+
+    assert again.rc == 0, again.err
+    assert [x["status"] for x in again.lines()] == ["existing", "created"]
+    assert_one_archived_per_module(fake, EMAIL)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ["user", "{course}", "not-an-email"], "email is not a plausible address", id="bad email"
+        ),
+        pytest.param(
+            ["user", "{bad}", EMAIL], "bad.toml:3: course.id: must be lower-case", id="bad course"
+        ),
+        pytest.param(
+            ["user", "{missing}", EMAIL], "missing.toml: cannot read", id="missing course"
+        ),
+        pytest.param(
+            ["bulk", "{course}", "{badcsv}"], "users.csv:2: email is not a plausible", id="bad csv"
+        ),
+        pytest.param(
+            ["bulk", "{course}", "{csv}", "--concurrency", "0"], "not a whole number", id="bad flag"
+        ),
+        pytest.param(["frobnicate"], "invalid choice", id="unknown command"),
+        pytest.param(
+            ["webhook", "{course}", "--listen", "nowhere", "--secret-file", "x"],
+            "is not HOST:PORT",
+            id="bad listen",
+        ),
+    ],
+)
+async def test_bad_input_exits_2_with_a_clear_message(
+    env: dict[str, str],
+    fake: FakeOpenWebUI,
+    course_file: Path,
+    tmp_path: Path,
+    args: list[str],
+    expected: str,
+) -> None:
+    (tmp_path / "bad.toml").write_text(
+        COURSE_TOML.replace('id = "demo"', 'id = "Demo"'), encoding="utf-8"
+    )
+    (tmp_path / "users.csv").write_text("email,name\nnope,N\n", encoding="utf-8")
+    (tmp_path / "good.csv").write_text(f"email,name\n{EMAIL},Ada\n", encoding="utf-8")
+    paths = {
+        "course": str(course_file),
+        "bad": str(tmp_path / "bad.toml"),
+        "missing": str(tmp_path / "missing.toml"),
+        "badcsv": str(tmp_path / "users.csv"),
+        "csv": str(tmp_path / "good.csv"),
+    }
+    result = await run(env, *(arg.format(**paths) for arg in args))
+    assert result.rc == 2
+    assert expected in result.err
+    assert fake.chats == {}
+
+
+async def test_missing_settings_exit_2(env: dict[str, str], course_file: Path) -> None:
+    del env["OWUI_PROVISION_URL"]
+    result = await run(env, "user", str(course_file), EMAIL)
+    assert result.rc == 2
+    assert "OWUI_PROVISION_URL: required, not set" in result.err
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        pytest.param("onboarding", "Sign in once as the intended administrator", id="onboarding"),
+        pytest.param("pending", "DEFAULT_USER_ROLE=user", id="pending"),
+        pytest.param("no-header", "WEBUI_AUTH_TRUSTED_EMAIL_HEADER", id="header mode off"),
+        pytest.param("token", "OWUI_PROXY_INTERNAL_TOKENS_FILE", id="token refused"),
+    ],
+)
+async def test_refusals_exit_1_and_create_nothing(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, setup: str, expected: str
+) -> None:
+    if setup == "onboarding":
+        fake.users.clear()
+    elif setup == "pending":
+        fake.default_role = "pending"
+    elif setup == "no-header":
+        fake.trusted_header = False
+    else:
+        fake.service_tokens = ("another-token-" + "x" * 30,)
+    result = await run(env, "user", str(course_file), EMAIL)
+    assert result.rc == 1
+    assert expected in result.err
+    assert fake.chats == {}
+    assert result.out == ""
+
+
+async def test_an_openwebui_4xx_exits_1_with_its_detail(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path
+) -> None:
+    fake.fail("POST", "/api/v1/chats/new", 400, body={"detail": "Chat creation is disabled"})
+    result = await run(env, "user", str(course_file), EMAIL)
+    assert result.rc == 1
+    assert (
+        "OpenWebUI answered 400 to POST /api/v1/chats/new: Chat creation is disabled" in result.err
+    )
+    assert_no_secret(fake, result)
+
+
+# --- bulk -----------------------------------------------------------------------------------------
+
+
+async def test_bulk_reports_failures_and_a_rerun_finishes(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.csv"
+    users.write_text(
+        "email,name\nada@example.edu,Ada\nstuck@example.edu,Stuck\ngrace@example.edu,Grace\n",
+        encoding="utf-8",
+    )
+    stuck = fake.add_user("stuck@example.edu", role="pending")
+
+    first = await run(env, "bulk", str(course_file), str(users), "--concurrency", "2")
+
+    assert first.rc == 1
+    assert "2 of 3 users provisioned, 1 failed" in first.err
+    assert "failed: stuck@example.edu (line 3)" in first.err
+    assert "DEFAULT_USER_ROLE=user" in first.err
+    lines = first.lines()
+    assert sum(1 for x in lines if x.get("archived")) == 4
+    assert [x["email"] for x in lines if "error" in x] == ["stuck@example.edu"]
+
+    stuck.role = "user"  # the operator fixes it
+    second = await run(env, "bulk", str(course_file), str(users))
+
+    assert second.rc == 0, second.err
+    statuses = {(x["email"], x["status"]) for x in second.lines()}
+    assert ("ada@example.edu", "existing") in statuses
+    assert ("stuck@example.edu", "created") in statuses
+    for email in ("ada@example.edu", "stuck@example.edu", "grace@example.edu"):
+        assert_one_archived_per_module(fake, email)
+    assert len(fake.chats) == 6
+    assert_no_secret(fake, first, second)
+
+
+async def test_bulk_killed_midway_then_rerun_has_no_duplicates(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+) -> None:
+    emails = [f"student{n}@example.edu" for n in range(6)]
+    users = tmp_path / "users.csv"
+    users.write_text("email,name\n" + "".join(f"{e},\n" for e in emails), encoding="utf-8")
+    creates: list[Any] = []
+    enough = asyncio.Event()
+
+    def count(chat: Any) -> None:
+        creates.append(chat)
+        if len(creates) >= 4:
+            enough.set()
+
+    fake.on_create = count
+    fake.slow("POST", r"/api/v1/chats/[^/]+/archive", 0.05)
+    process = await start(env, "bulk", str(course_file), str(users), "--concurrency", "3")
+    await asyncio.wait_for(enough.wait(), 60)
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+
+    rerun = await run(env, "bulk", str(course_file), str(users), "--concurrency", "3")
+
+    assert rerun.rc == 0, rerun.err
+    for email in emails:
+        assert_one_archived_per_module(fake, email)
+    assert len(fake.chats) == 12
+
+
+# --- check ----------------------------------------------------------------------------------
+
+
+async def test_check_all_good(env: dict[str, str]) -> None:
+    result = await run(env, "check")
+    assert result.rc == 0, result.out + result.err
+    assert "ok   service token accepted" in result.out
+    assert "ok   OpenWebUI is in trusted-header mode" in result.out
+    assert "ok   an administrator exists" in result.out
+    assert "all good" in result.out
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        pytest.param(
+            "no-header",
+            "fix: start OpenWebUI with WEBUI_AUTH_TRUSTED_EMAIL_HEADER",
+            id="header mode",
+        ),
+        pytest.param(
+            "onboarding",
+            "fix: sign in once through the proxy as the intended administrator",
+            id="no admin",
+        ),
+        pytest.param("token", "the service token was refused (407)", id="token"),
+        pytest.param("unreachable", "not reachable", id="listener down"),
+        pytest.param("token-file", "world-readable", id="token file"),
+    ],
+)
+async def test_check_says_what_is_wrong_and_how_to_fix_it(
+    env: dict[str, str], fake: FakeOpenWebUI, settings: Settings, setup: str, expected: str
+) -> None:
+    if setup == "no-header":
+        fake.trusted_header = False
+    elif setup == "onboarding":
+        fake.users.clear()
+    elif setup == "token":
+        fake.service_tokens = ("another-token-" + "x" * 30,)
+    elif setup == "unreachable":
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            env["OWUI_PROVISION_URL"] = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        env["OWUI_PROVISION_MAX_ATTEMPTS"] = "2"
+    else:
+        settings.token_file.chmod(0o644)
+    result = await run(env, "check")
+    assert result.rc == 1
+    assert expected in result.out
+    assert "problem(s)" in result.out
+    assert SERVICE_TOKEN not in result.out + result.err
