@@ -295,6 +295,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> IdpConfig:
         parser.error(f"--public-url {args.public_url!r} is not an http(s) URL")
     if (args.webhook_url is None) != (args.webhook_secret_file is None):
         parser.error("--webhook-url and --webhook-secret-file go together")
+    if args.webhook_url is not None:
+        hook = urlsplit(args.webhook_url)
+        if hook.scheme not in ("http", "https") or not hook.netloc:
+            parser.error(f"--webhook-url {args.webhook_url!r} is not an http(s) URL")
     secret = None
     if args.webhook_secret_file is not None:
         secret = _read_secret_file(args.webhook_secret_file, "webhook secret").decode()

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from demo import session as sessions
-from demo.idp import COOKIE_NAME, IdpConfig, create_app, parse_listen
+from demo.idp import COOKIE_NAME, IdpConfig, config_from_args, create_app, parse_listen
 from demo.users import SeenUsers
 from demo.webhooks import new_secret
 
@@ -399,3 +399,61 @@ async def test_runs_as_its_own_process_and_says_it_is_a_demo(tmp_path: Path) -> 
         proc.terminate()
         _, stderr = await proc.communicate()
     assert "DEMO IDENTITY PROVIDER - NOT FOR PRODUCTION" in stderr.decode()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--public-url", "chat.example.edu"], "not an http(s) URL", id="public-url"),
+        pytest.param(["--webhook-url", "http://127.0.0.1:1/h"], "go together", id="url-no-secret"),
+        pytest.param(
+            ["--webhook-url", "ftp://x/h", "--webhook-secret-file", "{secret}"],
+            "--webhook-url 'ftp://x/h' is not an http(s) URL",
+            id="webhook-url",
+        ),
+        pytest.param(
+            ["--webhook-url", "http://127.0.0.1:1/h", "--webhook-secret-file", "{bad_secret}"],
+            "starts with 'whsec_'",
+            id="bad-webhook-secret",
+        ),
+        pytest.param(
+            ["--cookie-secret-file", "{short}"], "at least 32 bytes", id="short-cookie-secret"
+        ),
+        pytest.param(["--cookie-secret-file", "{missing}"], "cannot read", id="missing-file"),
+    ],
+)
+def test_command_line_problems_stop_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    files = {
+        "secret": tmp_path / "secret",
+        "bad_secret": tmp_path / "bad",
+        "short": tmp_path / "short",
+        "missing": tmp_path / "missing",
+    }
+    files["secret"].write_text(SECRET)
+    files["bad_secret"].write_text("hunter2")
+    files["short"].write_text("too short")
+    argv = [a.format(**files) for a in args]
+    with pytest.raises(SystemExit) as stopped:
+        config_from_args(argv)
+    assert message in f"{stopped.value.code} {capsys.readouterr().err}"
+
+
+def test_command_line_builds_the_config(tmp_path: Path) -> None:
+    secret_file, cookie_file = tmp_path / "secret", tmp_path / "cookie"
+    secret_file.write_text(SECRET + "\n")
+    cookie_file.write_bytes(b"c" * 40)
+    config = config_from_args(
+        [
+            "--listen", "[::1]:4999",
+            "--public-url", "https://chat.example.edu/",
+            "--webhook-url", "http://127.0.0.1:8090/webhooks/signup",
+            "--webhook-secret-file", str(secret_file),
+            "--cookie-secret-file", str(cookie_file),
+        ]
+    )  # fmt: skip
+    assert (config.host, config.port) == ("::1", 4999)
+    assert config.public_url == "https://chat.example.edu"
+    assert config.webhook_secret == SECRET
+    assert config.cookie_key == b"c" * 40
