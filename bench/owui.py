@@ -10,15 +10,11 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from bench.procs import Proc, Procs, free_port, wait_http
 from demo import openwebui
-
-if TYPE_CHECKING:
-    from bench.run import Run
 
 
 @dataclass
@@ -72,12 +68,3 @@ def make_chats(url: str, token: str, email: str, count: int) -> None:
                 "timestamp": ts * 1000,
             }
             client.post("/api/v1/chats/new", json={"chat": chat}).raise_for_status()
-
-
-def provisioning(
-    run: Run, direct_url: str, internal_url: str | None, token_file: Path, token: str
-) -> dict[str, Any]:
-    """Case 6: filled in by :mod:`bench.provision` once the provisioner API exists."""
-    from bench import provision
-
-    return provision.compare(run, direct_url, internal_url, token_file)

@@ -77,6 +77,19 @@ class Proc:
         return pids
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` (all their threads), from /proc/<pid>/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 def proc_status_kb(pid: int, field: str) -> int | None:
     """A ``kB`` field (VmHWM, VmRSS) of /proc/<pid>/status."""
     try:

@@ -40,7 +40,7 @@ from typing import Any
 
 from bench import clients, configs, profile
 from bench.configs import BENCH_EMAIL
-from bench.procs import Proc, Procs, free_port, proc_status_kb, wait_http
+from bench.procs import Proc, Procs, cpu_seconds, free_port, proc_status_kb, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -59,7 +59,7 @@ class Plan:
     warmup: int = 2
     conns: tuple[int, ...] = (32, 256)
     owui_conns: int = 32
-    owui_rounds: int = 2
+    owui_rounds: int = 3
     sse_events: int = 500
     sse_interval_ms: float = 5.0
     ws_messages: int = 2000
@@ -219,11 +219,32 @@ def wrk(
 
 
 def measure(
-    run: Run, url: str, conns: int, headers: Mapping[str, str] | None = None
+    run: Run,
+    url: str,
+    conns: int,
+    headers: Mapping[str, str] | None = None,
+    server: Proc | None = None,
+    warm: bool = True,
+    also: Mapping[str, Proc] | None = None,
 ) -> dict[str, Any]:
-    """Warm up (connections, caches, pools), then measure."""
-    wrk(run, url, conns, run.plan.warmup, headers)
-    return wrk(run, url, conns, run.plan.duration, headers)
+    """Warm up (connections, caches, pools), then measure. With ``server``, also the CPU
+    time its process tree used per request (what one request costs that server); ``also``
+    names more processes whose CPU per request is recorded under ``cpu_us_per_req_<name>``."""
+    if warm:
+        wrk(run, url, conns, run.plan.warmup, headers)
+    watched = dict(also or {})
+    if server is not None:
+        watched[""] = server
+    pids = {name: proc.tree() for name, proc in watched.items()}
+    before = {name: cpu_seconds(p) for name, p in pids.items()}
+    result = wrk(run, url, conns, run.plan.duration, headers)
+    seconds = result["duration_us"] / 1e6
+    for name, p in pids.items():
+        used = cpu_seconds(p) - before[name]
+        suffix = f"_{name}" if name else ""
+        result[f"cpu_us_per_req{suffix}"] = 1e6 * used / max(result["requests"], 1)
+        result[f"cpu_util{suffix}"] = used / seconds
+    return result
 
 
 # --------------------------------------------------------------------------- servers
@@ -289,10 +310,15 @@ def start_gate(
         env["OWUI_PROXY_INTERNAL_TOKENS_FILE"] = str(internal_tokens)
         internal_url = f"http://127.0.0.1:{internal}"
     env.update(extra or {})
-    proc = run.procs.start(name, [PYTHON, "-m", "proxy"], cpus=cpus, env=env, cwd=ROOT)
+    argv = run.args.proxy_cmd.split() if run.args.proxy_cmd else [PYTHON, "-m", "proxy"]
+    proc = run.procs.start(name, argv, cpus=cpus, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + ready_path, proc, headers={"Cookie": COOKIE}, timeout=30)
     return Gate(proc, url, f"http://127.0.0.1:{admin}", internal_url)
+
+
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
 
 
 def get_json(url: str, headers: Mapping[str, str]) -> Any:
@@ -330,14 +356,14 @@ def static_cases(run: Run) -> None:
     upstream = f"http://127.0.0.1:{up_port}"
     auth_url = f"{upstream}/oauth2/auth"
     auth_log = run.work / "upstream-auth.log"
-    start_nginx(
+    direct = start_nginx(
         run,
         "direct",
         configs.nginx_static(run.work, "direct", direct_port),
         direct_port,
         cpus.server,
     )
-    start_nginx(
+    nginx = start_nginx(
         run,
         "nginx-proxy",
         configs.nginx_proxy(run.work, "nginx-proxy", nginx_port, up_port),
@@ -360,29 +386,30 @@ def static_cases(run: Run) -> None:
             run, "owui-proxy-2w", upstream=upstream, auth_url=auth_url, cpus=cpus.both, workers=2
         ),
     )
-    targets = [
-        ("direct (nginx return 200)", f"http://127.0.0.1:{direct_port}", "server CPU", False),
-        ("nginx proxy_pass", f"http://127.0.0.1:{nginx_port}", "server CPU", True),
+    # (label, URL, where it runs, whether it is a proxy to check, its process)
+    targets: list[tuple[str, str, str, bool, Proc]] = [
+        ("direct (nginx return 200)", _url(direct_port), "server CPU", False, direct),
+        ("nginx proxy_pass", _url(nginx_port), "server CPU", True, nginx),
     ]
     if caddy:
-        targets.append(
-            ("Caddy reverse_proxy", f"http://127.0.0.1:{caddy_port}", "server CPU", True)
-        )
+        targets.append(("Caddy reverse_proxy", _url(caddy_port), "server CPU", True, caddy))
     if gate1:
-        targets.append(("owui-proxy, 1 worker", gate1.url, "server CPU", True))
+        targets.append(("owui-proxy, 1 worker", gate1.url, "server CPU", True, gate1.proc))
     if gate2:
-        targets.append(("owui-proxy, 2 workers", gate2.url, "both CPUs (shared with wrk)", True))
+        targets.append(
+            ("owui-proxy, 2 workers", gate2.url, "both CPUs (shared with wrk)", True, gate2.proc)
+        )
     for target in list(targets):
-        label, url, _, proxied = target
+        label, url, _, proxied, _ = target
         if not proxied:
             continue
         if run.attempt(f"identity check: {label}", lambda u=url: check_identity(u) or True) is None:
             targets.remove(target)
     rows = []
     for conns in run.plan.conns:
-        for label, url, pinned, _ in targets:
+        for label, url, pinned, _, proc in targets:
             run.log(f"case 1: {label}, {conns} connections")
-            result = measure(run, url + "/", conns, {"Cookie": COOKIE})
+            result = measure(run, url + "/", conns, {"Cookie": COOKIE}, server=proc)
             rows.append({"target": label, "cpus": pinned, **result})
     run.results["case1"] = {"rows": rows}
     for label in ("nginx-proxy", "caddy"):
@@ -401,7 +428,9 @@ def static_cases(run: Run) -> None:
         run.log(f"case 7: forward-auth {label}")
         wrk(run, gate.url + "/", conns, run.plan.warmup, {"Cookie": COOKIE})
         before = count_lines(auth_log)
-        result = wrk(run, gate.url + "/", conns, run.plan.duration, {"Cookie": COOKIE})
+        result = measure(
+            run, gate.url + "/", conns, {"Cookie": COOKIE}, server=gate.proc, warm=False
+        )
         calls = count_lines(auth_log) - before
         rows7.append({"target": label, "auth_calls": calls, **result})
     run.results["case7"] = {"rows": rows7}
@@ -500,8 +529,7 @@ def openwebui_cases(run: Run) -> None:
     token = owui.admin_token(webui.url, BENCH_EMAIL)
     owui.make_chats(webui.url, token, BENCH_EMAIL, 20)
     tokens_file = run.work / "service-tokens"
-    service_token = secrets.token_urlsafe(48)
-    tokens_file.write_text(service_token + "\n")
+    tokens_file.write_text(secrets.token_urlsafe(48) + "\n")
     tokens_file.chmod(0o600)
     gate = start_gate(
         run,
@@ -525,24 +553,29 @@ def openwebui_cases(run: Run) -> None:
         path = "/api/v1/chats/list"
         bearer = {"Authorization": f"Bearer {token}"}
         targets = [
-            ("direct", webui.url, {**bearer, "X-User-Email": BENCH_EMAIL}),
-            ("owui-proxy on OpenWebUI's CPU", gate.url, {**bearer, "Cookie": COOKIE}),
-            ("owui-proxy on the load CPU", gate_load.url, {**bearer, "Cookie": COOKIE}),
+            ("direct", webui.url, {**bearer, "X-User-Email": BENCH_EMAIL}, None),
+            ("owui-proxy on OpenWebUI's CPU", gate.url, {**bearer, "Cookie": COOKIE}, gate),
+            ("owui-proxy on the load CPU", gate_load.url, {**bearer, "Cookie": COOKIE}, gate_load),
         ]
-        for _label, url, headers in targets:
+        for _label, url, headers, _gate in targets:
             get_json(url + path, headers)  # fails loudly on 401 (e.g. user mismatch)
+        # OpenWebUI keeps starting things up for a while after /health answers.
+        wrk(run, webui.url + path, run.plan.owui_conns, 3 * run.plan.warmup, targets[0][2])
         rows = []
         for rnd in range(run.plan.owui_rounds):
-            for label, url, headers in targets:
+            for label, url, headers, via in targets:
                 run.log(f"case 2: {label}, round {rnd + 1}")
-                result = measure(run, url + path, run.plan.owui_conns, headers)
+                watched = {"owui": webui.proc} | ({"proxy": via.proc} if via else {})
+                result = measure(run, url + path, run.plan.owui_conns, headers, also=watched)
                 rows.append({"target": label, "round": rnd + 1, **result})
         run.results["case2"] = {"rows": rows, "path": path}
     run.procs.stop(gate_load.proc)
 
     if "6" in run.args.cases:
-        run.results["case6"] = owui.provisioning(
-            run, webui.url, gate.internal_url, tokens_file, service_token
+        from bench import provision
+
+        run.results["case6"] = provision.compare(
+            run, webui.url, gate.internal_url, tokens_file, {"owui": webui.proc, "proxy": gate.proc}
         )
 
 
@@ -555,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default="1,2,3,4,5,6,7", help="comma list of cases to run")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs)")
+    parser.add_argument(
+        "--proxy-cmd", help="command that starts the proxy (default: this Python -m proxy)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     args = parser.parse_args(argv)
     args.cases = set(args.cases.split(","))
