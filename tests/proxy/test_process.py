@@ -193,3 +193,11 @@ async def test_sigterm_closes_websockets_with_going_away(start_proxy, fake_upstr
         code, _out = await proxy.wait_exit()
     assert code == 0
     assert time.monotonic() - started < 30  # far below the 60 s grace
+
+
+def test_config_reference_is_current() -> None:
+    """docs/config.md carries the table the settings model generates (no drift)."""
+    from proxy.cli import config_reference
+
+    doc = (Path(__file__).parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
+    assert config_reference() in doc
