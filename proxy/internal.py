@@ -81,8 +81,9 @@ class _Audit:
     method: str
     path: str
     request_id: str
+    peer: str | None
     outcome: str = "error"
-    status: int = 500
+    status: int | None = 500
     service_fp: str | None = None
     act_as: str | None = None
     rule: str | None = None
@@ -101,6 +102,7 @@ class _Audit:
             "rule": self.rule,
             "reason": self.reason,
             "dropped_headers": self.dropped or None,
+            "peer": self.peer,
             "request_id": self.request_id,
         }
 
@@ -129,6 +131,7 @@ class InternalHandler:
             method=request.method,
             path=request.raw_path.partition("?")[0][:_MAX_LOGGED_PATH],
             request_id=rid,
+            peer=request.remote or None,
         )
         try:
             response = await self._handle(request, audit)
@@ -142,8 +145,9 @@ class InternalHandler:
             audit.outcome, audit.status = "cancelled", 499
             raise
         except ConnectionResetError:
-            # The upstream body broke off after the headers were sent (see relay.stream_back).
-            audit.outcome = "broken"
+            # The upstream body broke off after its status was relayed (relay.stream_back):
+            # the caller saw a cut connection, not a status we could name.
+            audit.outcome, audit.status = "broken", None
             raise
         finally:
             self.log.info(

@@ -438,6 +438,7 @@ async def test_audit_line_for_a_relayed_call(internal: Internal) -> None:
     assert line["path"] == f"/api/v1/chats/{UUID}/archive"
     assert line["rule"] == "POST /api/v1/chats/{id}/archive"
     assert line["dropped_headers"] == ["X-User-Role"]
+    assert line["peer"] == "127.0.0.1"
     assert isinstance(line["duration_ms"], float)
     assert line["duration_ms"] >= 0
     # One id for the caller, the upstream and the log.
@@ -613,3 +614,32 @@ def test_every_start_up_problem_is_reported_together(tmp_path: Path) -> None:
     problems = info.value.problems
     assert any(p.startswith("OWUI_PROXY_INTERNAL_TOKENS_FILE:") for p in problems)
     assert any(p.startswith("OWUI_PROXY_INTERNAL_ALLOW:") and "'..'" in p for p in problems)
+
+
+async def test_audit_line_when_the_stream_breaks_mid_body(
+    aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """A caller that goes away mid-stream still leaves its one audit line."""
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app())
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(tmp_path, str(server.make_url("/")), internal_allow=("GET /sse",))
+    upstream = Upstream.open(settings)
+    try:
+        client = await aiohttp_client(create_internal_app(settings, upstream))
+        with capture_logs() as logs:
+            response = await client.get("/sse?events=50", headers={**AUTH, **ACT})
+            assert response.status == 200
+            assert await response.content.readuntil(b"\n\n") == b"data: 0\n\n"
+            response.close()  # the caller hangs up while the upstream is still streaming
+            fake.release_sse()
+            for _ in range(500):
+                if audits(logs):
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        await upstream.close()
+    [line] = audits(logs)
+    assert line["outcome"] in ("broken", "cancelled")
+    assert line["act_as"] == STUDENT
+    assert line["path"] == "/sse"
