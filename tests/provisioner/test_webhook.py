@@ -1,0 +1,279 @@
+"""The signup webhook receiver: Standard Webhooks signatures, payload shapes, answers."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from provisioner.course import Course
+from provisioner.errors import ConfigError
+from provisioner.provision import Provisioner
+from provisioner.webhook import BadSignature, create_app, load_secrets, sign, verify
+from tests.provisioner.cli_helpers import finish, start
+from tests.provisioner.fake_owui import FakeOpenWebUI
+
+KEY = b"0123456789abcdef0123456789abcdef"
+OLD_KEY = b"fedcba9876543210fedcba9876543210"
+SECRET = "whsec_" + base64.b64encode(KEY).decode()
+OLD_SECRET = "whsec_" + base64.b64encode(OLD_KEY).decode()
+NOW = 1_767_225_600
+
+CLERK = {
+    "type": "user.created",
+    "object": "event",
+    "data": {
+        "id": "user_2abc",
+        "first_name": "Grace",
+        "last_name": "Hopper",
+        "primary_email_address_id": "idn_2",
+        "email_addresses": [
+            {"id": "idn_1", "email_address": "old@example.edu"},
+            {"id": "idn_2", "email_address": "Grace@Example.EDU"},
+        ],
+    },
+}
+
+
+def headers(
+    body: bytes, *, key: bytes = KEY, ts: int = NOW, msg_id: str = "msg_1"
+) -> dict[str, str]:
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(key, msg_id, ts, body),
+        "content-type": "application/json",
+    }
+
+
+@pytest.fixture
+async def client(aiohttp_client, provisioner: Provisioner, course: Course):  # type: ignore[no-untyped-def]
+    app = create_app(course, (OLD_KEY, KEY), provisioner, deadline_s=5, clock=lambda: NOW)
+    return await aiohttp_client(app)
+
+
+def module_threads(fake: FakeOpenWebUI, email: str) -> list[tuple[str, bool]]:
+    return sorted((c.title, c.archived) for c in fake.chats_of(email))
+
+
+async def test_valid_signup_answers_only_once_threads_exist(
+    client: Any, fake: FakeOpenWebUI
+) -> None:
+    body = json.dumps({"email": "ada@example.edu", "name": "Ada"}).encode()
+    response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+    # Checked right after the answer: the threads were made before it was sent.
+    assert module_threads(fake, "ada@example.edu") == [
+        ("Module 1: Intro [demo/intro]", True),
+        ("Module 2: Next [demo/next]", True),
+    ]
+    assert response.status == 200
+    answer = await response.json()
+    assert [m["status"] for m in answer["modules"]] == ["created", "created"]
+
+
+async def test_retried_delivery_creates_nothing_new(client: Any, fake: FakeOpenWebUI) -> None:
+    body = json.dumps({"email": "ada@example.edu", "name": None}).encode()
+    for _ in range(3):
+        response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+        assert response.status == 200
+    assert len(fake.chats_of("ada@example.edu")) == 2
+
+
+async def test_clerk_user_created_uses_the_primary_address(
+    client: Any, fake: FakeOpenWebUI
+) -> None:
+    body = json.dumps(CLERK).encode()
+    response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200
+    assert fake.users["grace@example.edu"].name == "Grace Hopper"
+    assert "old@example.edu" not in fake.users
+    assert len(fake.chats_of("grace@example.edu")) == 2
+
+
+async def test_other_clerk_events_are_acknowledged_and_ignored(
+    client: Any, fake: FakeOpenWebUI
+) -> None:
+    body = json.dumps(CLERK | {"type": "user.updated"}).encode()
+    response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200
+    assert await response.json() == {"ignored": "user.updated"}
+    assert fake.chats == {}
+
+
+def tampered_body(body: bytes) -> tuple[bytes, dict[str, str]]:
+    return body.replace(b"ada", b"eve"), headers(body)
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(tampered_body, id="tampered body"),
+        pytest.param(lambda b: (b, headers(b, ts=NOW - 301)), id="timestamp too old"),
+        pytest.param(lambda b: (b, headers(b, ts=NOW + 301)), id="timestamp in the future"),
+        pytest.param(lambda b: (b, headers(b, key=b"x" * 32)), id="wrong secret"),
+        pytest.param(lambda b: (b, headers(b) | {"webhook-id": "msg_2"}), id="other message id"),
+        pytest.param(
+            lambda b: (b, {k: v for k, v in headers(b).items() if k != "webhook-signature"}),
+            id="no signature",
+        ),
+        pytest.param(
+            lambda b: (
+                b,
+                headers(b)
+                | {"webhook-signature": headers(b)["webhook-signature"].replace("v1,", "v2,")},
+            ),
+            id="unknown version",
+        ),
+    ],
+)
+async def test_bad_signatures_are_401_and_nothing_happens(
+    client: Any, fake: FakeOpenWebUI, forge: Any
+) -> None:
+    body, sent = forge(json.dumps({"email": "ada@example.edu"}).encode())
+    response = await client.post("/webhooks/signup", data=body, headers=sent)
+    assert response.status == 401
+    assert fake.calls == []  # not even /api/config
+
+
+async def test_rotation_old_secret_and_several_signatures(client: Any, fake: FakeOpenWebUI) -> None:
+    body = json.dumps({"email": "ada@example.edu"}).encode()
+    old = headers(body, key=OLD_KEY)
+    response = await client.post("/webhooks/signup", data=body, headers=old)
+    assert response.status == 200
+    wrong = "v1," + base64.b64encode(b"n" * 32).decode()
+    several = headers(body) | {"webhook-signature": f"{wrong} {headers(body)['webhook-signature']}"}
+    response = await client.post("/webhooks/signup", data=body, headers=several)
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "status"),
+    [
+        pytest.param(b"not json", 422, id="not JSON"),
+        pytest.param(b"[]", 422, id="not an object"),
+        pytest.param(b'{"email": "nope"}', 422, id="bad email"),
+        pytest.param(
+            b'{"type": "user.created", "data": {"email_addresses": []}}',
+            422,
+            id="clerk without primary",
+        ),
+    ],
+)
+async def test_bad_payloads_are_refused(
+    client: Any, fake: FakeOpenWebUI, payload: bytes, status: int
+) -> None:
+    response = await client.post("/webhooks/signup", data=payload, headers=headers(payload))
+    assert response.status == status
+    assert fake.chats == {}
+
+
+async def test_refusal_is_non_2xx_so_the_sender_retries(client: Any, fake: FakeOpenWebUI) -> None:
+    fake.users.clear()
+    body = json.dumps({"email": "ada@example.edu"}).encode()
+    response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 503
+    assert "onboarding" in (await response.json())["error"]
+    assert fake.chats == {}
+
+
+async def test_deadline_passed_is_non_2xx(
+    aiohttp_client, provisioner: Provisioner, course: Course, fake: FakeOpenWebUI
+) -> None:  # type: ignore[no-untyped-def]
+    fake.slow("POST", "/api/v1/chats/new", 2)
+    client = await aiohttp_client(
+        create_app(course, (KEY,), provisioner, deadline_s=0.3, clock=lambda: NOW)
+    )
+    body = json.dumps({"email": "ada@example.edu"}).encode()
+    response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 503
+
+
+def test_verify_uses_the_raw_body_and_tolerance_both_ways() -> None:
+    body = b'{"email":"a@b.cd"}'
+    verify((KEY,), headers(body), body, now=NOW + 300)
+    verify((KEY,), headers(body), body, now=NOW - 300)
+    with pytest.raises(BadSignature):
+        verify((KEY,), headers(body), body + b" ", now=NOW)
+
+
+def test_known_vector() -> None:
+    """The Standard Webhooks reference example (same secret, id, timestamp and body)."""
+    key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    body = b'{"test": 2432232314}'
+    assert sign(key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (f"# current\n{SECRET}\n\n{OLD_SECRET}\n", 2),
+        ("not-a-secret\n", "starts with 'whsec_'"),
+        ("whsec_%%%\n", "not base64"),
+        ("whsec_" + base64.b64encode(b"short").decode(), "shorter than 16"),
+        ("# nothing\n", "holds no whsec_"),
+    ],
+)
+def test_secret_file(tmp_path: Path, content: str, expected: int | str) -> None:
+    path = tmp_path / "secrets"
+    path.write_text(content, encoding="utf-8")
+    path.chmod(0o600)
+    if isinstance(expected, int):
+        assert len(load_secrets(path)) == expected
+    else:
+        with pytest.raises(ConfigError, match=expected):
+            load_secrets(path)
+
+
+async def test_webhook_command_serves_until_sigterm(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text(SECRET + "\n", encoding="utf-8")
+    secrets.chmod(0o600)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = await start(
+        env,
+        "webhook",
+        str(course_file),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--secret-file",
+        str(secrets),
+    )
+    try:
+        body = json.dumps({"email": "ada@example.edu", "name": "Ada"}).encode()
+        async with httpx.AsyncClient() as http:
+            for _ in range(200):  # wait for it to listen
+                try:
+                    ts = int(time.time())
+                    response = await http.post(
+                        f"http://127.0.0.1:{port}/webhooks/signup",
+                        content=body,
+                        headers=headers(body, ts=ts),
+                    )
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the receiver never listened")
+        assert response.status_code == 200
+        assert len(fake.chats_of("ada@example.edu")) == 2
+    finally:
+        process.send_signal(signal.SIGTERM)
+        result = await finish(process, timeout=30)
+    assert result.rc == 0, result.err
+    assert "webhook receiver listening" in result.err
+    assert os.fsencode(SECRET) not in result.err.encode()
