@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
@@ -88,19 +88,14 @@ class HeaderPolicy:
             trusted_proxies=settings.trusted_proxies,
         )
 
-    @property
-    def protected(self) -> frozenset[str]:
-        """Normalised names no client may send: the identity headers and Proxy-Authorization."""
-        return frozenset(
-            normalise(h)
-            for h in (
-                self.email_header,
-                self.name_header,
-                self.groups_header,
-                self.role_header,
-                "Proxy-Authorization",
-            )
-        )
+    protected: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Normalised names no client may send: the identity headers and Proxy-Authorization.
+        # Computed once: it is consulted for every header of every request.
+        names = (self.email_header, self.name_header, self.groups_header, self.role_header)
+        protected = frozenset(normalise(h) for h in (*names, "Proxy-Authorization"))
+        object.__setattr__(self, "protected", protected)
 
     def is_trusted(self, peer: str | None) -> bool:
         """Whether ``peer`` (an IP address) is a front proxy whose X-Forwarded-* we believe."""
@@ -183,15 +178,14 @@ def build_upstream_headers(
     identity: Identity | None,
     policy: HeaderPolicy,
     request_id: str | None = None,
-    upstream_host: str | None = None,
 ) -> CIMultiDict[str]:
     """The complete header set sent to OpenWebUI for one request.
 
     ``request_headers`` are the client's (a multidict's ``items()`` keeps duplicates);
     ``peer`` is the TCP peer address, ``scheme``/``host`` what the client used to reach us;
-    ``identity`` is verified (None only for API-key pass-through). ``upstream_host``, when
-    given, replaces ``Host`` (otherwise the public host is sent, as OpenWebUI builds some
-    absolute URLs from it).
+    ``identity`` is verified (None only for API-key pass-through). ``Host`` is the
+    public host (after the trusted-proxy rule), as OpenWebUI builds some absolute URLs
+    from it.
     """
     items = (
         list(request_headers.items())
@@ -209,7 +203,7 @@ def build_upstream_headers(
     forwarded = forwarded_view(
         CIMultiDict(items), peer=peer, scheme=scheme, host=host, policy=policy
     )
-    out["Host"] = upstream_host or forwarded.host
+    out["Host"] = forwarded.host
     out["X-Forwarded-For"] = forwarded.for_
     out["X-Forwarded-Proto"] = forwarded.proto
     out["X-Forwarded-Host"] = forwarded.host
