@@ -23,6 +23,8 @@ log = structlog.get_logger(__name__)
 
 # About ten minutes in all: enough to ride out a provisioner restart in a demo.
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300)
+# Svix (which sends Clerk's webhooks) waits 15 s for an answer; receivers are tuned to it.
+SEND_TIMEOUT_S = 15.0
 
 
 class WebhookSender:
@@ -33,7 +35,7 @@ class WebhookSender:
         session: aiohttp.ClientSession,
         *,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
-        timeout_s: float = 10,
+        timeout_s: float = SEND_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         webhooks.secret_key(secret)  # a bad secret fails at start, not at the first login
