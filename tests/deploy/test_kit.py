@@ -1,0 +1,141 @@
+"""The deployment kit: systemd units, environment examples, and that they agree with each other."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from proxy.settings import Settings, load_settings
+from tests.deploy.edge import REPO, SITE_CONF
+
+SYSTEMD = REPO / "deploy" / "systemd"
+ENV = REPO / "deploy" / "env"
+UNITS = sorted(p.name for p in SYSTEMD.glob("*.service"))
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "CapabilityBoundingSet": "",
+    "RestrictNamespaces": "yes",
+    "SystemCallArchitectures": "native",
+}
+MAX_EXPOSURE = 2.0  # systemd-analyze security: 0 = fully locked down, 10 = no protection
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """Key -> every value it is given in the unit (systemd allows repeats)."""
+    found: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text(encoding="utf-8").splitlines())
+    return {k.strip(): v.strip() for k, v in (p for p in pairs if len(p) == 2) if k[:1] != "#"}
+
+
+def test_every_expected_unit_is_shipped() -> None:
+    assert UNITS == ["open-webui.service", "owui-provision-webhook.service", "owui-proxy.service"]
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_is_hardened(unit: str) -> None:
+    """Each unit runs unprivileged with the sandboxing listed in docs/deployment.md."""
+    found = unit_settings(SYSTEMD / unit)
+    for key, value in HARDENING.items():
+        assert found.get(key) == [value], (key, found.get(key))
+    assert found.get("DynamicUser") == ["yes"] or found.get("User") == ["owui-proxy"]
+    assert "root" not in found.get("User", [])
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_unit_passes_systemd_analyze(unit: str, tmp_path: Path) -> None:
+    """`systemd-analyze verify` accepts the unit and `security` rates it well locked down.
+
+    The install paths (/opt/..., /etc/owui-gate/...) are pointed at files that exist here,
+    since verify checks that the programs exist. Where systemd-analyze is not installed, only
+    the file's syntax is checked (every line a section, comment, blank or Key=value).
+    """
+    text = (SYSTEMD / unit).read_text(encoding="utf-8")
+    for line in text.splitlines():
+        assert not line.strip() or line.startswith(("#", "[")) or re.match(r"^\w+=", line), line
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    for name in ("owui-proxy.env", "open-webui.env", "owui-provision.env"):
+        (tmp_path / name).touch()
+    rendered = (
+        text.replace("/opt/owui-gate/venv/bin/", f"{REPO}/.venv/bin/")
+        .replace("/opt/open-webui/venv/bin/open-webui", "/bin/true")
+        .replace("/etc/owui-gate/", f"{tmp_path}/")
+    )
+    path = tmp_path / unit
+    path.write_text(rendered, encoding="utf-8")
+    verify = subprocess.run(
+        [analyze, "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert verify.returncode == 0, verify.stderr
+    assert verify.stderr.strip() == "", verify.stderr
+    security = subprocess.run(
+        [analyze, "security", "--offline=true", "--no-pager", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout)
+    assert match is not None, security.stdout + security.stderr
+    assert float(match.group(1)) <= MAX_EXPOSURE, security.stdout
+
+
+def test_proxy_env_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/env/owui-proxy.env loads as the proxy's settings, without a problem."""
+    for key in list(os.environ):
+        if key.startswith("OWUI_PROXY_"):
+            monkeypatch.delenv(key)
+    for key, value in env_file(ENV / "owui-proxy.env").items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings()
+    assert settings.auth == "forward"
+    assert settings.internal_listen is not None
+
+
+def test_the_pieces_agree() -> None:
+    """Addresses, header names and the body limit are the same in every file that names them."""
+    proxy = env_file(ENV / "owui-proxy.env")
+    owui = env_file(ENV / "open-webui.env")
+    provision = env_file(ENV / "owui-provision.env")
+    owui_unit = unit_settings(SYSTEMD / "open-webui.service")
+    nginx = SITE_CONF.read_text(encoding="utf-8")
+
+    # OpenWebUI listens on loopback where the proxy looks for it, and trusts only the proxy.
+    exec_start = owui_unit["ExecStart"][0]
+    assert "--host 127.0.0.1 --port 8080" in exec_start
+    assert proxy["OWUI_PROXY_UPSTREAM"] == "http://127.0.0.1:8080"
+    assert owui["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    # The trusted header names.
+    assert owui["WEBUI_AUTH_TRUSTED_EMAIL_HEADER"] == proxy["OWUI_PROXY_EMAIL_HEADER"]
+    assert owui["WEBUI_AUTH_TRUSTED_NAME_HEADER"] == proxy["OWUI_PROXY_NAME_HEADER"]
+    assert "WEBUI_AUTH_TRUSTED_ROLE_HEADER" not in owui
+    assert f'proxy_set_header {proxy["OWUI_PROXY_EMAIL_HEADER"]} "";' in nginx
+    # nginx connects from loopback, and that is what the proxy trusts.
+    assert proxy["OWUI_PROXY_TRUSTED_PROXIES"] == "127.0.0.1/32"
+    assert f"OWUI_PROXY_LISTEN   {proxy['OWUI_PROXY_LISTEN']}" in nginx
+    # The provisioner talks to the internal listener.
+    assert provision["OWUI_PROVISION_URL"] == f"http://{proxy['OWUI_PROXY_INTERNAL_LISTEN']}"
+    # One body limit: nginx's client_max_body_size (MiB) = the proxy's default and example.
+    limit = re.search(r"^\s*client_max_body_size (\d+)m;", nginx, re.M)
+    assert limit is not None
+    default = Settings.model_fields["max_body_bytes"].default
+    assert int(limit.group(1)) * 1024 * 1024 == default == int(proxy["OWUI_PROXY_MAX_BODY_BYTES"])
