@@ -90,6 +90,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
+def system_busy(interval: float = 1.0) -> float:
+    """Share of all CPUs busy (anything but idle and iowait) over ``interval`` seconds."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields), idle
+
+    total0, idle0 = sample()
+    time.sleep(interval)
+    total1, idle1 = sample()
+    return 1 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
 def proc_status_kb(pid: int, field: str) -> int | None:
     """A ``kB`` field (VmHWM, VmRSS) of /proc/<pid>/status."""
     try:

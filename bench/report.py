@@ -166,6 +166,17 @@ def markdown(r: dict[str, Any]) -> str:
         "row; latencies are wrk's (ms). Every proxy writes an access log line per request "
         "to a file, strips the client's identity headers and sets `X-User-Email`.\n"
     )
+    quiet = r.get("quiet") or []
+    if quiet:
+        out.append(
+            "\nOther load on the machine before each step (all CPUs busy, after waiting): "
+            + "; ".join(
+                f"{q['step']} {q['busy_before']:.0%} "
+                f"(load {q['loadavg']}, waited {q['waited_s']:.0f} s)"
+                for q in quiet
+            )
+            + ".\n"
+        )
     out.append("\n## Targets\n\n")
     out.append(_table(["case", "target", "result", "verdict"], targets(r)))
 

@@ -40,7 +40,15 @@ from typing import Any
 
 from bench import clients, configs, profile
 from bench.configs import BENCH_EMAIL
-from bench.procs import Proc, Procs, cpu_seconds, free_port, proc_status_kb, wait_http
+from bench.procs import (
+    Proc,
+    Procs,
+    cpu_seconds,
+    free_port,
+    proc_status_kb,
+    system_busy,
+    wait_http,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -582,6 +590,24 @@ def openwebui_cases(run: Run) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def wait_quiet(run: Run, step: str, threshold: float = 0.15) -> dict[str, Any]:
+    """Numbers taken while other programs load the CPUs are worthless: wait (bounded) until
+    the machine is idle before each step, and record how busy it was."""
+    started = time.monotonic()
+    busy = system_busy()
+    while busy > threshold and time.monotonic() - started < run.args.wait_quiet:
+        run.log(f"machine busy ({busy:.0%} of all CPUs); waiting before {step}")
+        time.sleep(4)
+        busy = system_busy()
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    return {
+        "step": step,
+        "busy_before": round(busy, 3),
+        "waited_s": round(time.monotonic() - started, 1),
+        "loadavg": " ".join(load),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a ~2 minute smoke run")
@@ -591,10 +617,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--proxy-cmd", help="command that starts the proxy (default: this Python -m proxy)"
     )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=None,
+        metavar="S",
+        help="before each step, wait up to S s for other programs to leave the CPUs idle "
+        "(default 300, quick 20)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     args = parser.parse_args(argv)
     args.cases = set(args.cases.split(","))
     plan = Plan.quick() if args.quick else Plan()
+    if args.wait_quiet is None:
+        args.wait_quiet = 20 if args.quick else 300
     cpus = Cpus.detect()
     if cpus.load is not None:
         os.sched_setaffinity(0, {int(cpus.load)})  # clients measured in this process
@@ -614,10 +650,12 @@ def main(argv: list[str] | None = None) -> int:
         ({"3", "4", "5"}, streaming_cases),
         ({"2", "6"}, openwebui_cases),
     ]
+    run.results["quiet"] = []
     try:
         for wanted, step in steps:
             if not wanted & args.cases:
                 continue
+            run.results["quiet"].append(wait_quiet(run, step.__name__))
             try:
                 step(run)
             except Exception as exc:  # one broken case must not lose the others' numbers
