@@ -146,13 +146,19 @@ class Topology:
         return ["ip", "netns", "exec", self.ns(role), *argv]
 
     def run(
-        self, role: str, argv: Sequence[str], *, timeout: float = 60, stdin: str | None = None
+        self,
+        role: str,
+        argv: Sequence[str],
+        *,
+        timeout: float = 60,
+        stdin: str | None = None,
+        check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.argv(role, argv),
             capture_output=True,
             text=True,
-            check=True,
+            check=check,
             timeout=timeout,
             input=stdin,
         )

@@ -2,7 +2,7 @@
 
     python -m tests.deploy.netprobe tcp 198.18.1.1:443 198.18.3.1:8001 ...
         {"198.18.1.1:443": "open", "198.18.3.1:8001": "unreachable", ...}
-    python -m tests.deploy.netprobe raw HOST PORT CA_PEM  < request-head-lines (JSON list)
+    python -m tests.deploy.netprobe raw HOST PORT CA_PEM [BODY]  < head lines (JSON list)
         {"status": 200, "headers": [...], "body": "..."}
 
 TCP outcomes: ``open`` (handshake completed), ``refused`` (RST: nothing listens there),
@@ -45,10 +45,11 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=32) as pool:
             print(json.dumps(dict(zip(args, pool.map(tcp_outcome, args), strict=True))))
     elif kind == "raw":
-        host, port, ca_pem = args
+        host, port, ca_pem, *body = args
         ctx = ssl.create_default_context(cafile=ca_pem)
         lines = json.load(sys.stdin)
-        response = asyncio.run(raw_https(int(port), lines, ctx=ctx, host=host))
+        payload = body[0].encode() if body else b""
+        response = asyncio.run(raw_https(int(port), lines, ctx=ctx, host=host, body=payload))
         print(
             json.dumps(
                 {
