@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import http.cookiejar
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -65,16 +66,22 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-def _detail(response: httpx.Response) -> str | None:
-    """OpenWebUI's ``detail`` (FastAPI's error field), if the body has one."""
+def _explanation(response: httpx.Response) -> tuple[str, bool]:
+    """What the answer says went wrong, and whether OpenWebUI said it.
+
+    OpenWebUI (FastAPI) explains itself in ``detail``; the proxy's own refusals carry
+    ``error`` instead, which is how a listener 403 is told apart from an OpenWebUI 403.
+    """
     try:
         body = response.json()
     except ValueError:
-        return None
-    if isinstance(body, dict) and "detail" in body:
-        detail = body["detail"]
-        return detail if isinstance(detail, str) else str(detail)
-    return None
+        body = None
+    if isinstance(body, dict):
+        for key, from_openwebui in (("detail", True), ("error", False)):
+            if key in body:
+                value = body[key]
+                return (value if isinstance(value, str) else json.dumps(value)), from_openwebui
+    return response.reason_phrase, False
 
 
 class Transport:
@@ -147,13 +154,12 @@ class Transport:
                     return response
                 if status == 407:
                     raise ServiceTokenRefused()
-                detail = _detail(response)
-                if status == 403 and detail is None:
-                    # OpenWebUI's own refusals always carry ``detail``; the listener's do not.
-                    raise EndpointNotAllowed(method, path)
+                detail, from_openwebui = _explanation(response)
+                if status == 403 and not from_openwebui:
+                    raise EndpointNotAllowed(method, path, detail)
                 if not is_transient(status):
-                    raise ApiError(method, path, status, detail or response.reason_phrase)
-                problem = f"{status} {detail or response.reason_phrase}"
+                    raise ApiError(method, path, status, detail)
+                problem = f"{status} {detail}"
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if retry_after is not None and retry_after > self._settings.retry_after_max_s:
                     raise Unavailable(

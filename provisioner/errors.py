@@ -12,7 +12,7 @@
     ├── ListenerRefused             the internal listener said no
     │   ├── ServiceTokenRefused     407: the service token is not accepted
     │   └── EndpointNotAllowed      403 without OpenWebUI's ``detail``: not in the allowlist
-    ├── ApiError                    a 4xx from OpenWebUI, carrying its ``detail``
+    ├── ApiError                    a 4xx with OpenWebUI's ``detail`` (or the proxy's ``error``)
     ├── Unavailable                 transient failures outlasted the retry budget
     └── NotConverged                the end state was not reached within the round budget
 """
@@ -85,10 +85,10 @@ class ServiceTokenRefused(ListenerRefused):
 
 
 class EndpointNotAllowed(ListenerRefused):
-    def __init__(self, method: str, path: str) -> None:
+    def __init__(self, method: str, path: str, reason: str) -> None:
         super().__init__(
-            f"the internal listener refused {method} {path} (403): add it to the proxy's "
-            "OWUI_PROXY_INTERNAL_ALLOW, or leave that setting at its default"
+            f"the internal listener refused {method} {path} (403: {reason}): add it to the "
+            "proxy's OWUI_PROXY_INTERNAL_ALLOW, or leave that setting at its default"
         )
 
 
