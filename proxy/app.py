@@ -13,6 +13,7 @@ Then the handler (``proxy/public.py``): authenticate, build headers, relay.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -100,8 +101,14 @@ def _context(listener: str, metrics: Metrics) -> Middleware:
         except web.HTTPException as exc:
             status = exc.status
             raise
-        except BaseException:
-            status = 499  # the client went away (cancelled) or the stream broke mid-body
+        except asyncio.CancelledError:
+            status = 499  # the client went away
+            raise
+        except ConnectionError:
+            status = 502  # the upstream broke off mid-body; the client connection is cut
+            raise
+        except Exception:
+            log.exception("unhandled_error")
             raise
         finally:
             metrics.count_request(listener, status)

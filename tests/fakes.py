@@ -20,6 +20,7 @@ FakeUpstream routes (anything else is the echo route):
 - ``/upload``                      reads the body chunk by chunk without keeping it and
                                    answers ``{"bytes": n}``.
 - ``/gzip``                        a gzip body with ``Content-Encoding: gzip``.
+- ``/broken``                      starts a chunked body, then drops the connection.
 - ``/hop``                         a response carrying hop-by-hop headers, to check they go.
 - ``/status/CODE``                 answers with that status.
 - ``POST /api/v1/auths/signin``    like OpenWebUI in trusted-header mode: token ``tok.<email>``
@@ -120,6 +121,13 @@ class FakeUpstream:
         if path == "/slow":
             await asyncio.sleep(float(request.query.get("delay", "30")))
             return web.json_response({"slow": True})
+        if path == "/broken":
+            response = web.StreamResponse()
+            await response.prepare(request)
+            await response.write(b"partial")
+            assert request.transport is not None
+            request.transport.close()
+            return response
         if path == "/gzip":
             payload = gzip.compress(b'{"compressed": true}')
             return web.Response(

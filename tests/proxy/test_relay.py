@@ -206,3 +206,11 @@ async def test_shared_session_keeps_no_cookies_between_users(proxy, fake_upstrea
     proxy.session.cookie_jar.clear()
     await proxy.get("/", headers=BOB_COOKIE)
     assert "token=" not in " ".join(fake_upstream.last().values("Cookie"))  # ... Bob never
+
+
+async def test_upstream_breaking_mid_body_cuts_the_client(proxy) -> None:
+    """Never a truncated body that looks complete: the client sees the stream break."""
+    response = await proxy.get("/broken", headers=ALICE_COOKIE)
+    assert response.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
