@@ -17,6 +17,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -113,11 +114,17 @@ class ForwardAuthenticator:
             host=request.host,
             policy=self.policy,
         )
-        base = self.public_url or f"{fwd.proto}://{fwd.host}"
+        proto, host = fwd.proto, fwd.host
+        if self.public_url is not None:
+            # Our own name, not whatever Host the client typed: auth services (Authelia)
+            # pick their access rules and cookie domain by it.
+            public = urlsplit(self.public_url)
+            proto, host = public.scheme, public.netloc
+        base = f"{proto}://{host}"
         headers = {
             "X-Forwarded-Method": request.method,
-            "X-Forwarded-Proto": fwd.proto,
-            "X-Forwarded-Host": fwd.host,
+            "X-Forwarded-Proto": proto,
+            "X-Forwarded-Host": host,
             "X-Forwarded-Uri": request.raw_path,
             "X-Forwarded-For": fwd.for_,
             "X-Original-URL": base + request.raw_path,

@@ -30,6 +30,15 @@ async def test_auth_service_gets_cookie_and_original_request_never_authorization
     assert asked.values("X-Original-URL") == [f"http://{host}/api/v1/chats/new?x=1"]
 
 
+async def test_auth_service_told_our_public_name_not_the_clients_host(make_proxy, fake_auth):
+    proxy = await make_proxy(public_url="https://chat.example.edu")
+    await proxy.get("/c/1", headers={**ALICE_COOKIE, "Host": "evil.example"})
+    asked = fake_auth.seen[-1]
+    assert asked.values("X-Forwarded-Host") == ["chat.example.edu"]
+    assert asked.values("X-Forwarded-Proto") == ["https"]
+    assert asked.values("X-Original-URL") == ["https://chat.example.edu/c/1"]
+
+
 async def test_denial_passes_status_and_login_hints(proxy, fake_auth, fake_upstream) -> None:
     response = await proxy.get("/api/models", allow_redirects=False)
     assert response.status == 401

@@ -165,16 +165,30 @@ async def test_two_workers_serve_and_stop(start_proxy, fake_upstream):
     proxy = start_proxy(workers="2")
     async with aiohttp.ClientSession() as session:
         await proxy.wait_ready(session)
+        secrets = {
+            "Cookie": "_oauth2_proxy=alice-session; token=owui-cookie-secret",
+            "Authorization": "Bearer owui-bearer-secret",
+            "X-User-Email": "spoofed-value@evil.example",
+            "X-Request-ID": "client-id\u00e9;rm -rf",
+        }
         for _ in range(10):
-            async with session.get(proxy.public + "/x", headers=ALICE_COOKIE) as response:
-                assert response.status == 200
+            async with session.get(proxy.public + "/x?q=query-secret", headers=secrets) as resp:
+                assert resp.status == 200
         proxy.process.send_signal(signal.SIGTERM)
         code, out = await proxy.wait_exit()
     assert code == 0
     access = [json.loads(line) for line in out.splitlines() if '"access"' in line]
     assert len(access) == 10
     assert all(line["email"] == "alice@example.edu" for line in access)
-    assert "alice-session" not in out  # the SSO cookie never reaches a log line
+    for secret in (
+        "alice-session",
+        "owui-cookie-secret",
+        "owui-bearer-secret",
+        "spoofed-value",
+        "query-secret",
+    ):
+        assert secret not in out, secret  # never in a log line
+    assert access[0]["client_request_id"] == "client-idrm-rf"  # sanitised, kept apart
 
 
 async def test_sigterm_closes_websockets_with_going_away(start_proxy, fake_upstream):
@@ -201,3 +215,21 @@ def test_config_reference_is_current() -> None:
 
     doc = (Path(__file__).parents[2] / "docs" / "config.md").read_text(encoding="utf-8")
     assert config_reference() in doc
+
+
+async def test_unix_socket_listener(tmp_path, start_proxy, fake_upstream) -> None:
+    sock = tmp_path / "proxy.sock"
+    proxy = start_proxy(listen=f"unix:{sock}")
+    async with aiohttp.ClientSession() as admin:
+        await proxy.wait_ready(admin)
+    connector = aiohttp.UnixConnector(path=str(sock))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get("http://proxy/over-unix", headers=ALICE_COOKIE) as response,
+    ):
+        assert response.status == 200
+    assert fake_upstream.last().raw_path == "/over-unix"
+    assert fake_upstream.last().values("X-User-Email") == ["alice@example.edu"]
+    proxy.process.send_signal(signal.SIGTERM)
+    code, _out = await proxy.wait_exit()
+    assert code == 0
