@@ -7,6 +7,8 @@ membership or an admin role.
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -14,8 +16,11 @@ from demo.stack import Stack
 from tests.e2e.conftest import (
     OPERATOR_EMAIL,
     STAFF_GROUP,
+    direct_client,
     find_user,
     fresh_email,
+    operator_headers,
+    owui_url,
     sign_in_through_proxy,
 )
 
@@ -58,7 +63,7 @@ def test_spoofed_headers_act_as_the_authenticated_student(
     email = fresh_email("spoof")
     name = "Student Spoof-Target"
     student = sign_in_through_proxy(gate, email, name)
-    with student.client as client:
+    with student as client:
         # Sign-in is where OpenWebUI reads the identity headers: it must see only the student.
         response = client.post("/api/v1/auths/signin", headers=spoof, json=SIGNIN)
         assert response.status_code == 200, response.text
@@ -98,7 +103,7 @@ def test_no_identity_never_reaches_openwebui(gate: Stack) -> None:
 def test_a_students_token_is_refused_with_another_identity_or_none(gate: Stack) -> None:
     alice = sign_in_through_proxy(gate, fresh_email("alice"), "Alice")
     bob = sign_in_through_proxy(gate, fresh_email("bob"), "Bob")
-    with alice.client, bob.client:
+    with alice, bob:
         # Bob's browser session replays Alice's OpenWebUI token: refused, nothing of Alice's shown.
         response = bob.client.get("/api/v1/auths/", headers=alice.auth())
         assert response.status_code == 401, response.text
@@ -114,3 +119,35 @@ def test_a_students_token_is_refused_with_another_identity_or_none(gate: Stack) 
         response = alice.client.get("/api/v1/auths/", headers=alice.auth())
         assert response.status_code == 200
         assert response.json()["email"] == alice.email
+
+
+def test_control_openwebui_here_obeys_the_headers_it_is_sent_directly(stack: Stack) -> None:
+    """The premise of the tests above: sent straight to this OpenWebUI, the role and groups
+    headers do escalate. So a header leaking through the proxy would make them fail."""
+    email = fresh_email("control")
+    # OpenWebUI finds its primary admin by created_at (1 s resolution), admins winning ties:
+    # an admin created in the operator's second could be taken for the primary admin.
+    operator = find_user(stack, ADMIN)
+    assert operator is not None
+    time.sleep(max(0.0, operator["created_at"] + 2 - time.time()))
+    response = httpx.post(
+        f"{owui_url(stack)}/api/v1/auths/signin",
+        headers={"X-User-Email": email, "X-User-Role": "admin", "X-User-Groups": STAFF_GROUP},
+        json=SIGNIN,
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["role"] == "admin"
+    with direct_client(stack, email) as client:
+        groups = client.get("/api/v1/users/groups").json()
+    assert STAFF_GROUP in [group["name"] for group in groups]
+    # Demote it again: nothing else in the session should meet a stray admin.
+    user = find_user(stack, email)
+    assert user is not None
+    response = httpx.post(
+        f"{owui_url(stack)}/api/v1/users/{user['id']}/update",
+        headers=operator_headers(stack),
+        json={"role": "pending"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text

@@ -26,7 +26,7 @@ def test_chat_completion_streams_through_the_proxy(gate: Stack) -> None:
     content = ""
     body = {"model": MODEL_ID, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
     with (
-        student.client as client,
+        student as client,
         client.stream(
             "POST", "/api/chat/completions", headers=student.auth(), json=body, timeout=120
         ) as response,
@@ -112,7 +112,7 @@ async def _socket_session(stack: Stack, token: str, cookies: httpx.Cookies) -> d
 
 def test_socketio_connects_through_the_proxy_and_receives_events(gate: Stack) -> None:
     student = sign_in_through_proxy(gate, fresh_email("socket"), "Socket Student")
-    with student.client as client:
+    with student as client:
         me = client.get("/api/v1/auths/", headers=student.auth()).json()
         result = asyncio.run(_socket_session(gate, student.token, client.cookies))
     assert result["joined"] == {"id": me["id"], "name": "Socket Student"}
