@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -38,7 +39,7 @@ model = "other-model"
 """
 
 # Fast retries: the tests check how many tries happen, not how long they take.
-FAST = {"backoff_base_s": 0.01, "backoff_max_s": 0.05}
+FAST_BACKOFF_S, FAST_BACKOFF_MAX_S = 0.01, 0.05
 
 
 @pytest.fixture
@@ -61,8 +62,9 @@ def fake() -> FakeOpenWebUI:
 
 
 @pytest.fixture
-async def server(fake: FakeOpenWebUI, aiohttp_server) -> TestServer:  # type: ignore[no-untyped-def]
-    return await aiohttp_server(fake.app(), host="127.0.0.1")
+async def server(fake: FakeOpenWebUI, aiohttp_server: Any) -> TestServer:
+    served: TestServer = await aiohttp_server(fake.app(), host="127.0.0.1")
+    return served
 
 
 @pytest.fixture
@@ -75,7 +77,12 @@ def token_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(server: TestServer, token_file: Path) -> Settings:
-    return Settings(url=f"http://127.0.0.1:{server.port}", token_file=token_file, **FAST)
+    return Settings(
+        url=f"http://127.0.0.1:{server.port}",
+        token_file=token_file,
+        backoff_base_s=FAST_BACKOFF_S,
+        backoff_max_s=FAST_BACKOFF_MAX_S,
+    )
 
 
 @pytest.fixture
@@ -85,8 +92,8 @@ def env(settings: Settings) -> dict[str, str]:
     clean.update(
         OWUI_PROVISION_URL=settings.url,
         OWUI_PROVISION_TOKEN_FILE=str(settings.token_file),
-        OWUI_PROVISION_BACKOFF_BASE_S="0.01",
-        OWUI_PROVISION_BACKOFF_MAX_S="0.05",
+        OWUI_PROVISION_BACKOFF_BASE_S=str(FAST_BACKOFF_S),
+        OWUI_PROVISION_BACKOFF_MAX_S=str(FAST_BACKOFF_MAX_S),
         PYTHONPATH=str(REPO),
     )
     return clean

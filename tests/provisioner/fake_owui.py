@@ -144,6 +144,8 @@ class Call:
     path: str
     query: dict[str, str]
     status: int
+    act_as: str | None  # the email header as sent
+    bearer: bool  # an Authorization: Bearer header was sent
 
 
 class FakeOpenWebUI:
@@ -253,7 +255,14 @@ class FakeOpenWebUI:
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        call = Call(request.method, request.path, dict(request.query), 0)
+        call = Call(
+            request.method,
+            request.path,
+            dict(request.query),
+            0,
+            request.headers.get(self.email_header),
+            request.headers.get("Authorization", "").startswith("Bearer "),
+        )
         self.calls.append(call)
         response: web.StreamResponse = await handler(request)
         call.status = response.status
@@ -270,7 +279,8 @@ class FakeOpenWebUI:
             )
         if not any(m == request.method and re.fullmatch(p, request.path) for m, p in self.allow):
             return web.json_response({"error": "endpoint not allowed"}, status=403)
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -289,7 +299,8 @@ class FakeOpenWebUI:
                     request.transport.close()
                     return web.Response(status=500)  # never reaches the client
                 return web.json_response(fault.body, status=fault.status, headers=fault.headers)
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:

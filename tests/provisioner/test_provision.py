@@ -66,6 +66,20 @@ async def test_creates_one_archived_thread_per_module(
     assert len(fake.chats_of(EMAIL)) == 2
 
 
+async def test_every_call_names_the_user_and_chat_calls_carry_their_token(
+    provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
+) -> None:
+    """/api/config names nobody; sign-in names the user; chat calls add the user's token."""
+    await provisioner.provision_user(course, "Ada@Example.edu".lower())
+    assert fake.calls[0].path == "/api/config"
+    assert fake.calls[0].act_as is None
+    assert fake.calls[1].path == "/api/v1/auths/signin"
+    assert (fake.calls[1].act_as, fake.calls[1].bearer) == (EMAIL, False)
+    chat_calls = [c for c in fake.calls if c.path.startswith("/api/v1/chats")]
+    assert chat_calls
+    assert all(c.act_as == EMAIL and c.bearer and c.status == 200 for c in chat_calls)
+
+
 async def test_rerun_reports_existing_and_creates_nothing(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:

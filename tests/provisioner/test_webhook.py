@@ -56,7 +56,7 @@ def headers(
 
 
 @pytest.fixture
-async def client(aiohttp_client, provisioner: Provisioner, course: Course):  # type: ignore[no-untyped-def]
+async def client(aiohttp_client: Any, provisioner: Provisioner, course: Course) -> Any:
     app = create_app(course, (OLD_KEY, KEY), provisioner, deadline_s=5, clock=lambda: NOW)
     return await aiohttp_client(app)
 
@@ -186,8 +186,8 @@ async def test_refusal_is_non_2xx_so_the_sender_retries(client: Any, fake: FakeO
 
 
 async def test_deadline_passed_is_non_2xx(
-    aiohttp_client, provisioner: Provisioner, course: Course, fake: FakeOpenWebUI
-) -> None:  # type: ignore[no-untyped-def]
+    aiohttp_client: Any, provisioner: Provisioner, course: Course, fake: FakeOpenWebUI
+) -> None:
     fake.slow("POST", "/api/v1/chats/new", 2)
     client = await aiohttp_client(
         create_app(course, (KEY,), provisioner, deadline_s=0.3, clock=lambda: NOW)
