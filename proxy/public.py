@@ -125,7 +125,8 @@ class PublicHandler:
         ):
             location = browser.login_redirect(self.login_url, self.public_url, request.raw_path)
             raise web.HTTPFound(location, headers={"Cache-Control": "no-store"})
-        return error_response(request, denied.status, "authentication required", denied.headers)
+        message = "forbidden" if denied.status == 403 else "authentication required"
+        return error_response(request, denied.status, message, denied.headers)
 
     async def _send(
         self,
