@@ -288,9 +288,13 @@ def markdown(r: dict[str, Any]) -> str:
                 ),
             )
         )
+        cpu = data.get("proxy_cpu_us_per_event") or data.get("proxy_cpu_us_per_rtt")
+        unit = "event" if "proxy_cpu_us_per_event" in data else "round trip"
         out.append(
             f"\nAdded by the proxy: p50 {data['added_p50_us'] / 1000:+.3f} ms, "
-            f"p99 {data['added_p99_us'] / 1000:+.3f} ms.\n"
+            f"p99 {data['added_p99_us'] / 1000:+.3f} ms"
+            + (f"; proxy CPU {cpu:.0f} µs per {unit}" if cpu is not None else "")
+            + ".\n"
         )
     data = r.get("case5")
     if data:
@@ -312,7 +316,14 @@ def markdown(r: dict[str, Any]) -> str:
         )
         out.append(
             f"\nowui-proxy RSS after start {data['rss_before_kb'] / 1024:.1f} MiB, peak "
-            f"(VmHWM) {data['peak_rss_kb'] / 1024:.1f} MiB.\n"
+            f"(VmHWM) {data['peak_rss_kb'] / 1024:.1f} MiB: the upload itself grew it by "
+            f"{(data['peak_rss_kb'] - data['rss_before_kb']) / 1024:.1f} MiB"
+            + (
+                f"; proxy CPU {data['proxy_cpu_s_per_gib']:.2f} s per GiB"
+                if "proxy_cpu_s_per_gib" in data
+                else ""
+            )
+            + ".\n"
         )
     data = r.get("case6")
     if data:

@@ -480,10 +480,14 @@ def streaming_cases(run: Run) -> None:
             run.log(f"case 3: SSE {label}")
             # A short stream first, so connection set-up does not count.
             clients.run(clients.sse_deltas(url, headers, 10, plan.sse_interval_ms))
+            before = cpu_seconds(gate.proc.tree())
             deltas = clients.run(
                 clients.sse_deltas(url, headers, plan.sse_events, plan.sse_interval_ms)
             )
             out[label] = clients.summary_us(deltas)
+            if label == "owui-proxy":
+                used = cpu_seconds(gate.proc.tree()) - before
+                out["proxy_cpu_us_per_event"] = 1e6 * used / plan.sse_events
         out["added_p50_us"] = out["owui-proxy"]["p50_us"] - out["direct"]["p50_us"]
         out["added_p99_us"] = out["owui-proxy"]["p99_us"] - out["direct"]["p99_us"]
         run.results["case3"] = out
@@ -492,8 +496,13 @@ def streaming_cases(run: Run) -> None:
         out = {}
         for label, url in (("direct", direct), ("owui-proxy", gate.url)):
             run.log(f"case 4: WebSocket echo {label}")
+            before = cpu_seconds(gate.proc.tree())
             rtts = clients.run(clients.ws_rtts(url, headers, plan.ws_messages))
             out[label] = clients.summary_us(rtts)
+            if label == "owui-proxy":
+                used = cpu_seconds(gate.proc.tree()) - before
+                # Per round trip: one message relayed each way (plus the warm-up's share).
+                out["proxy_cpu_us_per_rtt"] = 1e6 * used / plan.ws_messages
         out["added_p50_us"] = out["owui-proxy"]["p50_us"] - out["direct"]["p50_us"]
         out["added_p99_us"] = out["owui-proxy"]["p99_us"] - out["direct"]["p99_us"]
         run.results["case4"] = out
@@ -515,7 +524,11 @@ def streaming_cases(run: Run) -> None:
         pids = gate.proc.tree()
         out["rss_before_kb"] = max(proc_status_kb(p, "VmRSS") or 0 for p in pids)
         run.log(f"case 5: upload {plan.upload_bytes >> 20} MiB through owui-proxy")
+        before = cpu_seconds(gate.proc.tree())
         out["owui-proxy"] = clients.upload(gate.url, headers, plan.upload_bytes)
+        out["proxy_cpu_s_per_gib"] = (cpu_seconds(gate.proc.tree()) - before) / (
+            plan.upload_bytes / GIB
+        )
         out["peak_rss_kb"] = max(proc_status_kb(p, "VmHWM") or 0 for p in gate.proc.tree())
         out["pids"] = pids
         run.results["case5"] = out
