@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(args, plan, cpus, work, Procs(work))
     # A hard stop: nothing this run started outlives it, even if a case hangs.
     signal.signal(signal.SIGALRM, _timeout)
-    signal.alarm(1800 if not args.quick else 600)
+    signal.alarm(2400 if not args.quick else 600)
     signal.signal(signal.SIGTERM, _timeout)
     started = time.time()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -676,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
                 run.log(f"{step.__name__} failed: {exc}")
             finally:
                 run.procs.stop_all()
+    except Stopped as exc:
+        failures["run"] = str(exc)
     finally:
         signal.alarm(0)
         run.procs.stop_all()
@@ -695,8 +697,12 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
+class Stopped(BaseException):
+    """The hard time limit or SIGTERM: abandon the remaining steps, keep what was measured."""
+
+
 def _timeout(signum: int, frame: object) -> None:
-    raise TimeoutError(f"benchmark stopped by signal {signum}")
+    raise Stopped(f"benchmark stopped by signal {signum}")
 
 
 if __name__ == "__main__":
