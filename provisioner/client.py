@@ -39,6 +39,9 @@ log = structlog.get_logger("provisioner.client")
 Sleep = Callable[[float], Awaitable[None]]
 
 ARCHIVED_PAGE_SIZE = 60  # fixed in 0.12.4's routers/chats.py; a shorter page is the last
+# The archived list is filtered by the thread's tag, so one page is the rule; this bound
+# only stops a misbehaving server from keeping us paging for ever.
+MAX_ARCHIVED_PAGES = 100
 
 
 def _no_cookies() -> http.cookiejar.CookieJar:
@@ -238,6 +241,11 @@ class UserSession:
             chats.extend(batch)
             if len(batch) < ARCHIVED_PAGE_SIZE:
                 return chats
+            if page == MAX_ARCHIVED_PAGES:
+                raise Unavailable(
+                    f"GET /api/v1/chats/archived: still full after {page} pages of "
+                    f"{ARCHIVED_PAGE_SIZE} for {query!r}"
+                )
             page += 1
 
     async def get_chat(self, chat_id: str) -> dict[str, Any] | None:

@@ -203,12 +203,14 @@ class Provisioner:
 
     async def _find(self, session: UserSession, course_id: str, module_id: str) -> list[Thread]:
         """Every thread of this module the user has, archived or not, confirmed by its marker."""
-        archived = await session.list_archived(tag(course_id, module_id))
+        # Active first: provisioners only ever move a thread from active to archived, so a
+        # thread archived between the two reads is still seen (in the first).
         active = await session.list_chats()
+        archived = await session.list_archived(tag(course_id, module_id))
         candidates = sorted(
             {
                 chat["id"]
-                for chat in archived + active
+                for chat in active + archived
                 if isinstance(chat.get("id"), str)
                 and title_matches(chat.get("title"), course_id, module_id)
             }
