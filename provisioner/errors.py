@@ -57,8 +57,9 @@ class PendingUser(Refused):
     def __init__(self, email: str) -> None:
         super().__init__(
             f"{email} has role 'pending' in OpenWebUI, which refuses chat calls for pending "
-            "users. Set DEFAULT_USER_ROLE=user on OpenWebUI (new accounts) or make this user "
-            "a 'user' in Admin Panel > Users, then retry."
+            "users. For new accounts set DEFAULT_USER_ROLE=user on OpenWebUI (once saved from "
+            "the admin panel, change it there: Settings > General > Default User Role); make "
+            "this user a 'user' in Admin Panel > Users; then retry."
         )
 
 

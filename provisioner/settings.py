@@ -8,6 +8,7 @@ so the settings can be printed without leaking anything.
 
 from __future__ import annotations
 
+import os
 import re
 import stat
 from pathlib import Path
@@ -119,12 +120,25 @@ def _describe(error: dict[str, object]) -> str:
 
 
 def load_settings() -> Settings:
-    """Read the settings from the environment; raise :class:`ConfigError` listing every problem."""
+    """Read the settings from the environment; raise :class:`ConfigError` listing every problem.
+
+    A variable with our prefix that names no setting is a problem too: a typo such as
+    ``OWUI_PROVISION_MAX_ATEMPTS`` would otherwise be ignored without a word.
+    """
+    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
+    problems = [
+        f"{name}: unknown setting (a typo?)"
+        for name in sorted(os.environ)
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+    ]
     try:
-        return Settings()  # required fields come from the environment
+        settings = Settings()  # required fields come from the environment
     except ValidationError as exc:
-        problems = [_describe(dict(error)) for error in exc.errors()]
+        problems += [_describe(dict(error)) for error in exc.errors()]
         raise ConfigError("\n".join(problems)) from exc
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return settings
 
 
 def read_service_token(path: Path) -> str:

@@ -163,10 +163,12 @@ def test_settings_problems_are_reported_together(monkeypatch: pytest.MonkeyPatch
         monkeypatch.delenv(f"OWUI_PROVISION_{name}", raising=False)
     monkeypatch.setenv("OWUI_PROVISION_EMAIL_HEADER", "bad header")
     monkeypatch.setenv("OWUI_PROVISION_MAX_ATTEMPTS", "0")
+    monkeypatch.setenv("OWUI_PROVISION_MAX_ATEMPTS", "3")
     with pytest.raises(ConfigError) as info:
         load_settings()
     message = str(info.value)
     for expected in (
+        "OWUI_PROVISION_MAX_ATEMPTS: unknown setting (a typo?)",
         "OWUI_PROVISION_URL: required",
         "OWUI_PROVISION_TOKEN_FILE: required",
         "OWUI_PROVISION_EMAIL_HEADER: 'bad header' is not a valid HTTP header name",
