@@ -23,12 +23,14 @@ import argparse
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,9 +290,15 @@ class Stack:
             extra_env=cfg.openwebui_env,
         )
         self.openwebui.wait_healthy()
-        admin = openwebui.create_operator_admin(
-            self.openwebui.url, cfg.operator_email, cfg.operator_name
-        )
+        config = httpx.get(f"{self.openwebui.url}/api/config", timeout=30.0).json()
+        if config.get("onboarding"):
+            admin = openwebui.create_operator_admin(
+                self.openwebui.url, cfg.operator_email, cfg.operator_name
+            )
+        else:  # a reused state folder: the operator was made admin on its first run
+            admin = openwebui.sign_in(self.openwebui.url, cfg.operator_email)
+            if admin.get("role") != "admin":
+                raise StackError(f"{cfg.operator_email} is not the admin of this data folder")
         self.operator_token = str(admin["token"])
 
     def start_proxy(self) -> None:
@@ -400,8 +408,13 @@ class Stack:
         return "\n".join(lines)
 
 
-def check(stack: Stack) -> None:
-    """End-to-end smoke test of a running stack; raises :class:`StackError` on a problem."""
+def check(stack: Stack, timeout: float = 90.0) -> None:
+    """End-to-end smoke test of a running stack; raises :class:`StackError` on a problem.
+
+    ``owui-provision check`` passes; an anonymous API call through the proxy is refused; a new
+    user signing in at the demo IdP finds one archived thread per course module, reading them
+    through the proxy's public listener like the browser would.
+    """
     result = subprocess.run(
         [str(console_script("owui-provision")), "check"],
         env=child_environment(stack.provision_env()),
@@ -417,6 +430,33 @@ def check(stack: Stack) -> None:
         raise StackError(
             f"an anonymous request through the proxy got {response.status_code}, expected 401"
         )
+    modules = len(tomllib.loads(stack.config.course.read_text(encoding="utf-8"))["modules"])
+    email = f"demo-check-{secrets.token_hex(4)}@example.com"
+    with httpx.Client(timeout=30.0) as client:
+        login = client.post(
+            f"{stack.idp_url}/login",
+            data={"email": email, "name": "Demo Check", "rd": f"{stack.public_url}/"},
+        )
+        if login.status_code not in (302, 303):
+            raise StackError(f"demo IdP login answered {login.status_code}")
+        signin = client.post(
+            f"{stack.public_url}/api/v1/auths/signin", json={"email": "", "password": ""}
+        )
+        if signin.status_code != 200 or signin.json().get("email") != email:
+            raise StackError(f"sign-in through the proxy answered {signin.status_code}")
+        auth = {"Authorization": f"Bearer {signin.json()['token']}"}
+        deadline = time.monotonic() + timeout
+        found = 0
+        while time.monotonic() < deadline:
+            listed = client.get(f"{stack.public_url}/api/v1/chats/archived", headers=auth)
+            found = len(listed.json()) if listed.status_code == 200 else 0
+            if found >= modules:
+                return
+            time.sleep(1)
+    raise StackError(
+        f"{email} signed in, but after {timeout:.0f} s has {found} of {modules} course threads; "
+        f"see {stack.logs}/webhook.log and idp.log"
+    )
 
 
 class _Stop(Exception):
@@ -431,20 +471,36 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    code, state_dir, temporary = _run(argv)
+    if code == 0 and temporary:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    elif code != 0:
+        print(f"logs kept in {state_dir / 'logs'}", file=sys.stderr)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> tuple[int, Path, bool]:
     parser = argparse.ArgumentParser(
         prog="python -m demo.stack", description="Run the owui-gate demo on loopback."
     )
-    parser.add_argument("--port", type=int, default=8000, help="proxy port (default %(default)s)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="proxy port, 0 for any (default %(default)s)",
+    )
     parser.add_argument("--course", type=Path, default=DEFAULT_COURSE, help="course TOML")
     parser.add_argument(
         "--state-dir",
         type=Path,
-        help="where data, logs and secrets go (default: a fresh temporary folder)",
+        help="where data, logs and secrets go; reuse one to keep users and chats across runs "
+        "(default: a fresh temporary folder, removed after a clean stop)",
     )
     parser.add_argument(
-        "--check", action="store_true", help="start, verify end to end, stop, exit 0 if all is well"
+        "--check", action="store_true", help="start, verify end to end, stop; exit 0 if all is well"
     )
     args = parser.parse_args(argv)
+    temporary = args.state_dir is None
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="owui-gate-demo-"))
     stack = Stack(StackConfig(state_dir=state_dir, public_port=args.port, course=args.course))
     signal.signal(signal.SIGINT, _on_signal)
@@ -453,17 +509,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with stack:
             if args.check:
                 check(stack)
-                print(f"demo stack OK ({state_dir})")
-                return 0
-            print(
-                f"\nowui-gate demo is running. Open {stack.public_url}\n\n"
-                f"{stack.describe()}\n\n"
-                f"Sign in on the demo IdP page with any new email: its signup event makes the "
-                f"provisioner create the course threads (see Archived Chats).\n"
-                f"Operator (admin): {stack.config.operator_email}. Logs: {stack.logs}\n"
-                "Ctrl-C stops everything.",
-                flush=True,
-            )
+                print("demo stack OK: every process started, a new user got the course threads")
+                return 0, state_dir, temporary
+            print(_banner(stack), flush=True)
             while not (dead := stack.dead()):
                 time.sleep(1)
             for service in dead:
@@ -472,13 +520,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{service.log_path}:\n{_tail(service.log_path)}",
                     file=sys.stderr,
                 )
-            return 1
+            return 1, state_dir, temporary
     except _Stop:
-        print("\nstopped", flush=True)
-        return 0
+        print("\nstopped: every process of the demo has exited", flush=True)
+        return 0, state_dir, temporary
     except (StackError, openwebui.OpenWebUIError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
-        return 1
+        return 1, state_dir, temporary
+
+
+def _banner(stack: Stack) -> str:
+    return (
+        f"\nowui-gate demo is running.  Open {stack.public_url}\n\n"
+        f"{stack.describe()}\n\n"
+        "Sign in on the demo IdP's page with any new email: its signup webhook makes the\n"
+        "provisioner create the course threads (user menu > Settings > Archived Chats).\n"
+        f"The operator (admin) is {stack.config.operator_email}. Logs: {stack.logs}\n"
+        "Ctrl-C stops everything."
+    )
 
 
 if __name__ == "__main__":
