@@ -24,8 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
-from tests.deploy.conftest import TestTLS, make_tls
+from tests.deploy.conftest import TestTLS, make_tls, refuse
 from tests.deploy.edge import (
     REPO,
     SERVER_NAME,
@@ -54,13 +53,6 @@ APP_PORT, AUTH_PORT, PUBLIC_PORT = 8080, 4180, 8000
 INTERNAL_PORT, ADMIN_PORT = 8001, 9000
 PUBLIC_OPEN = {f"{EDGE_PUBLIC}:443", f"{EDGE_PUBLIC}:80"}
 ALICE_COOKIE = "_oauth2_proxy=alice-session"
-
-
-def refuse(reason: str) -> None:
-    """Cannot run: a failure under CI=true, a skip on a developer machine."""
-    if IN_CI:
-        pytest.fail(f"network-isolation tests cannot run: {reason}")
-    pytest.skip(reason)
 
 
 @dataclass

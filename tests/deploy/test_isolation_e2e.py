@@ -22,11 +22,16 @@ from typing import Any
 import pytest
 
 from demo import openwebui
-from tests.deploy.conftest import TestTLS, make_tls
+from tests.deploy.conftest import TestTLS, make_tls, refuse
 from tests.deploy.edge import REPO, Nginx, Proxy, nginx_binary, proxy_available, wait_tcp
-from tests.deploy.netns import APP, EDGE_APP_SIDE, EDGE_INTERNAL_SIDE, EDGE_PUBLIC, Topology
+from tests.deploy.netns import (
+    APP,
+    EDGE_APP_SIDE,
+    EDGE_INTERNAL_SIDE,
+    EDGE_PUBLIC,
+    Topology,
+)
 from tests.deploy.spoof import spoof_request
-from tests.deploy.test_isolation import refuse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.nginx]
 

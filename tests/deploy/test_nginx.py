@@ -494,3 +494,18 @@ async def test_chain_admin_paths_are_ordinary_public_paths(chain: Chain, path: s
         assert response.status == 200
         assert (await response.json())["raw_path"] == path
     assert chain.fake.last().raw_path == path
+
+
+async def test_chain_streamed_body_over_the_limit_is_refused(chain: Chain) -> None:
+    """A chunked upload (no declared length) is counted as it streams: 413 past 100 MiB."""
+    chunk = b"x" * (1024 * 1024)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(101):
+            yield chunk
+
+    async with (
+        session(chain.tls.client_context(), headers={"Cookie": ALICE_COOKIE}) as client,
+        client.post(chain.url("/upload"), data=body()) as response,
+    ):
+        assert response.status == 413
