@@ -145,8 +145,12 @@ async def send(
         if body is not None and body.too_large:
             raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes") from exc
         raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
-    if response.connection is not None and response.connection.protocol is not None:
-        response.connection.protocol.read_timeout = upstream.idle_timeout_s
+    protocol = response.connection.protocol if response.connection is not None else None
+    if protocol is not None:
+        # From here on the limit is the silence between body chunks; restart the timer so
+        # the new limit counts from now rather than from the last byte of the headers.
+        protocol.read_timeout = upstream.idle_timeout_s
+        protocol.start_timeout()
     return response
 
 

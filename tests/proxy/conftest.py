@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -25,8 +25,10 @@ MakeProxy = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-def fake_upstream() -> FakeUpstream:
-    return FakeUpstream()
+def fake_upstream() -> Iterator[FakeUpstream]:
+    fake = FakeUpstream()
+    yield fake
+    fake.release_sse()  # a failed test must not leave a stream the server waits on forever
 
 
 @pytest.fixture

@@ -214,3 +214,13 @@ async def test_upstream_breaking_mid_body_cuts_the_client(proxy) -> None:
     assert response.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
         await response.read()
+
+
+async def test_idle_stream_is_cut_after_idle_timeout(make_proxy, fake_upstream) -> None:
+    """Headers came in time, then silence longer than idle_timeout_s: the stream is cut."""
+    proxy = await make_proxy(idle_timeout_s=0.5)
+    response = await proxy.get("/sse?events=2", headers=ALICE_COOKIE)
+    assert response.status == 200
+    assert await response.content.readuntil(b"\n\n") == b"data: 0\n\n"
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await asyncio.wait_for(response.content.read(), timeout=20)
