@@ -36,14 +36,14 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 log = structlog.get_logger("provisioner")
 
 
-def _configure_logging(err: TextIO) -> None:
+def _configure_logging(err: TextIO, level: int = logging.INFO) -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
             structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"]),
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(err),
         cache_logger_on_first_use=False,
     )
@@ -89,6 +89,9 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     course = load_course(args.course)
     rows = load_users_csv(args.users)
     settings = load_settings()
+    tty = out.isatty()
+    if tty:  # per-chat info lines would tear the progress bar apart; problems still show
+        _configure_logging(err, logging.WARNING)
     async with _openwebui(settings) as api:
         # Refusals that hold for everyone (onboarding, header mode, token) stop the run
         # before the first user, instead of failing each one the same way.
@@ -100,7 +103,7 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             concurrency=args.concurrency or settings.concurrency,
             out=out,
             err=err,
-            tty=out.isatty(),
+            tty=tty,
         )
 
 
