@@ -224,3 +224,11 @@ async def test_idle_stream_is_cut_after_idle_timeout(make_proxy, fake_upstream) 
     assert await response.content.readuntil(b"\n\n") == b"data: 0\n\n"
     with pytest.raises(aiohttp.ClientPayloadError):
         await asyncio.wait_for(response.content.read(), timeout=20)
+
+
+async def test_silent_websocket_closed_after_idle_timeout(make_proxy, fake_upstream) -> None:
+    proxy = await make_proxy(idle_timeout_s=0.5)
+    async with proxy.ws_connect("/ws", headers=ALICE_COOKIE, autoping=False) as ws:
+        msg = await ws.receive(timeout=20)
+        assert msg.type == WSMsgType.CLOSE
+        assert msg.data == 1001
