@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     bulk = commands.add_parser("bulk", help="provision every user of an email,name CSV")
     bulk.add_argument("course", type=Path, metavar="COURSE.toml")
     bulk.add_argument("users", type=Path, metavar="USERS.csv")
-    bulk.add_argument("--concurrency", type=_positive, help="users at once (default 4)")
+    bulk.add_argument(
+        "--concurrency", type=_positive, metavar="N", help="users at once (default 4)"
+    )
     bulk.set_defaults(handler=_cmd_bulk)
 
     hook = commands.add_parser("webhook", help="receive signup webhooks and provision")
