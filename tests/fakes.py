@@ -19,6 +19,7 @@ FakeUpstream routes (anything else is the echo route):
 - ``/slow?delay=S``                waits S seconds before answering (default 30).
 - ``/upload``                      reads the body chunk by chunk without keeping it and
                                    answers ``{"bytes": n}``.
+- ``/download?bytes=N``            streams N bytes (default 1 MiB) in 64 KiB chunks.
 - ``/gzip``                        a gzip body with ``Content-Encoding: gzip``.
 - ``/broken``                      starts a chunked body, then drops the connection.
 - ``/hop``                         a response carrying hop-by-hop headers, to check they go.
@@ -121,6 +122,17 @@ class FakeUpstream:
         if path == "/slow":
             await asyncio.sleep(float(request.query.get("delay", "30")))
             return web.json_response({"slow": True})
+        if path == "/download":
+            remaining = int(request.query.get("bytes", str(1024 * 1024)))
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            response.content_length = remaining
+            await response.prepare(request)
+            block = b"\x5a" * 65536
+            while remaining > 0:
+                await response.write(block[:remaining])
+                remaining -= min(remaining, len(block))
+            await response.write_eof()
+            return response
         if path == "/broken":
             response = web.StreamResponse()
             await response.prepare(request)

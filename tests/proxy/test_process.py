@@ -233,3 +233,41 @@ async def test_unix_socket_listener(tmp_path, start_proxy, fake_upstream) -> Non
     proxy.process.send_signal(signal.SIGTERM)
     code, _out = await proxy.wait_exit()
     assert code == 0
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_one_gib_up_and_down_keeps_proxy_memory_flat(start_proxy, fake_upstream) -> None:
+    """The issue's bound: 1 GiB through the real proxy process grows it by tens of MB at most."""
+    gib, block = 1 << 30, b"\xab" * (1 << 20)
+    proxy = start_proxy(max_body_bytes=str(2 * gib))
+
+    async def body():
+        for _ in range(gib // len(block)):
+            yield block
+
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        # Warm up (imports, pools) so the baseline is the proxy at work, not at rest.
+        async with session.get(proxy.public + "/download?bytes=1048576", headers=ALICE_COOKIE):
+            pass
+        baseline = _peak_rss_mib(proxy.process.pid)
+        async with session.post(proxy.public + "/upload", data=body(), headers=ALICE_COOKIE) as r:
+            assert await r.json() == {"bytes": gib}
+        received = 0
+        async with session.get(
+            proxy.public + f"/download?bytes={gib}", headers=ALICE_COOKIE
+        ) as response:
+            async for chunk in response.content.iter_any():
+                received += len(chunk)
+        assert received == gib
+        grown = _peak_rss_mib(proxy.process.pid) - baseline
+        proxy.process.send_signal(signal.SIGTERM)
+        await proxy.wait_exit()
+    assert grown < 48, f"proxy peak RSS grew by {grown:.0f} MiB"
