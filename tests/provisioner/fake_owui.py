@@ -21,7 +21,8 @@ Faithful to 0.12.4's source (``routers/auths.py``, ``routers/chats.py``, ``model
   ``DELETE /api/v1/chats/{id}`` (404 when not the caller's; 401 without chat.delete).
 
 In front sits a minimal internal listener: ``Proxy-Authorization: Bearer <service token>``
-or 407, then the default allowlist or 403 (JSON without ``detail``).
+or 407, then the default allowlist or 403 (JSON without ``detail``). With
+``listener=False`` it is left out, for tests that put the real proxy in front.
 
 Test levers: :meth:`FakeOpenWebUI.fail` queues faults (a status, a Retry-After, or a
 dropped connection) for matching requests; :meth:`FakeOpenWebUI.slow` delays them;
@@ -158,7 +159,9 @@ class FakeOpenWebUI:
         name_header: str = "X-User-Name",
         service_tokens: tuple[str, ...] = (SERVICE_TOKEN,),
         clock: Callable[[], float] = time.time,
+        listener: bool = True,
     ) -> None:
+        self.listener = listener  # False: the real proxy's internal listener stands in front
         self.trusted_header = trusted_header
         self.default_role = default_role
         self.email_header = email_header
@@ -270,6 +273,9 @@ class FakeOpenWebUI:
 
     @web.middleware
     async def _listener(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if not self.listener:
+            passed: web.StreamResponse = await handler(request)
+            return passed
         offered = request.headers.get("Proxy-Authorization", "")
         if not any(hmac.compare_digest(offered, f"Bearer {t}") for t in self.service_tokens):
             return web.json_response(

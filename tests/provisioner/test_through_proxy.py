@@ -1,0 +1,152 @@
+"""The provisioner through the real internal listener (``proxy.internal``) to the fake.
+
+What the provisioner sends must pass the proxy's own checks: its service token, its
+allowlist on the raw target (query strings such as ``query=[demo/intro]`` included), its
+identity validation of the act-as email and percent-encoded name; and the proxy's refusals
+must come back as the provisioner's clear errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from provisioner.client import OpenWebUI, Transport, make_http_client
+from provisioner.course import Course
+from provisioner.errors import EndpointNotAllowed, ServiceTokenRefused
+from provisioner.provision import Provisioner
+from provisioner.settings import Settings
+from provisioner.threads import MARKER_KEY, build_chat
+from proxy.internal import create_internal_app
+from proxy.relay import Upstream
+from proxy.settings import DEFAULT_INTERNAL_ALLOW
+from proxy.settings import Settings as ProxySettings
+from tests.provisioner.cli_helpers import finish, start
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+
+EMAIL = "ada@example.edu"
+
+MakeListener = Callable[..., Any]
+
+
+@pytest.fixture
+def bare_fake() -> FakeOpenWebUI:
+    owui = FakeOpenWebUI(listener=False)
+    owui.add_user("admin@example.edu", role="admin")
+    return owui
+
+
+@pytest.fixture
+async def listener(
+    bare_fake: FakeOpenWebUI, aiohttp_server: Any, tmp_path: Path
+) -> AsyncIterator[MakeListener]:
+    """Start the real internal listener in front of the fake; returns provisioner settings."""
+    upstreams: list[Upstream] = []
+    owui: TestServer = await aiohttp_server(bare_fake.app(), host="127.0.0.1")
+    tokens = tmp_path / "internal-tokens"
+    tokens.write_text(f"# provisioner\n{SERVICE_TOKEN}\n", encoding="utf-8")
+    tokens.chmod(0o600)
+    mine = tmp_path / "provision-token"
+
+    async def make(
+        token: str = SERVICE_TOKEN, allow: tuple[str, ...] = DEFAULT_INTERNAL_ALLOW
+    ) -> Settings:
+        proxy_settings = ProxySettings(
+            upstream=f"http://127.0.0.1:{owui.port}",
+            auth="forward",
+            forward_auth_url="http://127.0.0.1:9/oauth2/auth",
+            internal_listen="127.0.0.1:8001",
+            internal_tokens_file=tokens,
+            internal_allow=allow,
+        )
+        upstream = Upstream.open(proxy_settings)
+        upstreams.append(upstream)
+        server = await aiohttp_server(
+            create_internal_app(proxy_settings, upstream), host="127.0.0.1"
+        )
+        mine.write_text(token + "\n", encoding="utf-8")
+        mine.chmod(0o600)
+        return Settings(
+            url=f"http://127.0.0.1:{server.port}",
+            token_file=mine,
+            backoff_base_s=0.01,
+            backoff_max_s=0.05,
+        )
+
+    yield make
+    for upstream in upstreams:
+        await upstream.close()
+
+
+async def provision(settings: Settings, course: Course, name: str | None = None) -> list[Any]:
+    token = settings.token_file.read_text(encoding="utf-8").strip()
+    async with make_http_client(settings) as http:
+        api = OpenWebUI(Transport(settings, token, http))
+        return await Provisioner(api, settings).provision_user(course, EMAIL, name)
+
+
+async def test_provisioning_through_the_real_listener(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course
+) -> None:
+    settings = await listener()
+    first = await provision(settings, course, "Zoë Ångström")
+    again = await provision(settings, course)
+
+    assert [r.status for r in first] == ["created", "created"]
+    assert [r.status for r in again] == ["existing", "existing"]
+    assert bare_fake.users[EMAIL].name == "Zoë Ångström"
+    assert sorted((c.title, c.archived) for c in bare_fake.chats_of(EMAIL)) == [
+        ("Module 1: Intro [demo/intro]", True),
+        ("Module 2: Next [demo/next]", True),
+    ]
+    archived_queries = [c.query for c in bare_fake.calls if c.path == "/api/v1/chats/archived"]
+    assert archived_queries[0]["query"] == "[demo/intro]"
+
+
+async def test_a_refused_service_token(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course
+) -> None:
+    settings = await listener(token="not-the-token-" + "x" * 30)
+    with pytest.raises(ServiceTokenRefused, match="OWUI_PROXY_INTERNAL_TOKENS_FILE"):
+        await provision(settings, course)
+    assert bare_fake.calls == []
+
+
+async def test_an_endpoint_the_listener_does_not_allow(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course
+) -> None:
+    allow = tuple(rule for rule in DEFAULT_INTERNAL_ALLOW if not rule.startswith("DELETE"))
+    settings = await listener(allow=allow)
+    user = bare_fake.add_user(EMAIL)
+    for chat_id in ("a", "b"):
+        bare_fake.add_chat(
+            user, build_chat(course, course.modules[0]), created_at=1, chat_id=chat_id
+        )
+    with pytest.raises(
+        EndpointNotAllowed, match=r"DELETE /api/v1/chats/b \(403: refused by the internal allowlist"
+    ):
+        await provision(settings, course)
+    assert set(bare_fake.chats) == {"a", "b"}
+
+
+async def test_concurrent_processes_through_the_real_listener(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, env: dict[str, str], course_file: Path
+) -> None:
+    settings = await listener()
+    env |= {
+        "OWUI_PROVISION_URL": settings.url,
+        "OWUI_PROVISION_TOKEN_FILE": str(settings.token_file),
+    }
+    bare_fake.slow("POST", "/api/v1/chats/new", 0.2)
+    processes = [await start(env, "user", str(course_file), EMAIL) for _ in range(4)]
+    results = await asyncio.gather(*(finish(p) for p in processes))
+
+    assert [r.rc for r in results] == [0, 0, 0, 0], [r.err for r in results]
+    for module in ("intro", "next"):
+        found = [c for c in bare_fake.chats_of(EMAIL) if c.chat[MARKER_KEY]["module"] == module]
+        assert [c.archived for c in found] == [True]
