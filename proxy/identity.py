@@ -87,4 +87,6 @@ def make_identity(
     email: str | None, name: str | None = None, groups: str | Iterable[str] | None = None
 ) -> Identity:
     """Validate raw identity values from any source into an :class:`Identity`."""
-    return Identity(email=validate_email(email), name=validate_name(name), groups=parse_groups(groups))
+    return Identity(
+        email=validate_email(email), name=validate_name(name), groups=parse_groups(groups)
+    )

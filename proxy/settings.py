@@ -76,7 +76,9 @@ def _check_listen(value: str) -> str:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:/absolute/path``."""
     if value.startswith("unix:"):
         if not value[5:].startswith("/"):
-            raise ValueError("a unix socket must be an absolute path, e.g. unix:/run/owui/proxy.sock")
+            raise ValueError(
+                "a unix socket must be an absolute path, e.g. unix:/run/owui/proxy.sock"
+            )
         return value
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -168,7 +170,8 @@ class Settings(BaseSettings):
 
     # --- identity source ------------------------------------------------------------------
     auth: Literal["forward", "jwt"] = Field(
-        description="Identity source: 'forward' (ask an auth service) or 'jwt' (verify a signed JWT)."
+        description="Identity source: 'forward' (ask an auth service) "
+        "or 'jwt' (verify a signed JWT)."
     )
     forward_auth_url: HttpURL | None = Field(
         None,
@@ -235,8 +238,8 @@ class Settings(BaseSettings):
     )
     login_url: HttpURL | None = Field(
         None,
-        description="Where an unauthenticated browser navigation is sent (302, with rd=<original URL>). "
-        "Needs public_url.",
+        description="Where an unauthenticated browser navigation is sent "
+        "(302, with rd=<original URL>). Needs public_url.",
     )
     logout_url: HttpURL | None = Field(
         None,
@@ -365,7 +368,8 @@ class Settings(BaseSettings):
         used = [item for item in listeners if item is not None]
         if len(set(used)) != len(used):
             problems.append(
-                f"{ENV_PREFIX}LISTEN/ADMIN_LISTEN/INTERNAL_LISTEN: each listener needs its own address"
+                f"{ENV_PREFIX}LISTEN/ADMIN_LISTEN/INTERNAL_LISTEN: "
+                "each listener needs its own address"
             )
         if problems:
             raise ValueError("\n".join(problems))
