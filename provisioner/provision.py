@@ -6,7 +6,8 @@ JSON marker) and then does at most one kind of step:
 
 1. none found          -> create one, then look again (another process may have too);
 2. duplicates found    -> delete every one but the winner (oldest ``created_at``, then
-                          smallest id), then look again;
+                          smallest id), then look again; a duplicate holding the user's
+                          own messages is never deleted, only logged;
 3. winner not archived -> archive it: read, toggle, read again (the endpoint flips, so
                           the state is read before every toggle, never assumed),
                           then look again;
@@ -15,8 +16,8 @@ JSON marker) and then does at most one kind of step:
 Why this is safe with any number of processes at once (``docs/provisioner.md`` has the
 long form): the winner rule uses only values fixed at creation, so processes that see
 the same threads agree, and the thread ranked first among all that ever existed is never
-deleted by anyone. A process only finishes after a round in which it changed nothing and
-saw exactly one archived thread; every create, delete and toggle a process makes comes
+deleted by anyone. A process only finishes after a round in which it changed nothing: the
+winner archived and nothing to delete; every create, delete and toggle a process makes comes
 before its own final round, so the last final round to start sees the settled state.
 Two processes toggling the same thread at once cancel out; both read it still
 unarchived and try again after a random pause, which breaks the tie.
