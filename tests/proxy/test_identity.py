@@ -1,0 +1,65 @@
+"""Identity validation: the one gate every identity value passes before becoming a header."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.errors import BadIdentity
+from proxy.identity import Identity, make_identity
+
+ACCEPTED = [
+    ("lower-cased", ("Alice@Example.EDU", None, None), Identity("alice@example.edu")),
+    (
+        "surrounding space trimmed",
+        ("  bob@example.edu ", " Bob ", None),
+        Identity("bob@example.edu", "Bob"),
+    ),
+    ("plus and dots", ("a.b+c@sub.example.edu", None, None), Identity("a.b+c@sub.example.edu")),
+    (
+        "groups comma string, empties dropped",
+        ("c@x.io", None, " staff,, students ,"),
+        Identity("c@x.io", None, ("staff", "students")),
+    ),
+    ("groups list", ("c@x.io", None, ["a", " b", ""]), Identity("c@x.io", None, ("a", "b"))),
+    ("blank name is no name", ("c@x.io", "   ", None), Identity("c@x.io")),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [r[1:] for r in ACCEPTED], ids=[r[0] for r in ACCEPTED]
+)
+def test_accepted(raw, expected) -> None:
+    assert make_identity(*raw) == expected
+
+
+REFUSED = [
+    ("missing email", (None, None, None)),
+    ("empty email", ("", None, None)),
+    ("no domain dot", ("alice@localhost", None, None)),
+    ("two addresses", ("a@x.io, b@x.io", None, None)),
+    ("display-name form", ("Alice <a@x.io>", None, None)),
+    ("space inside", ("a b@x.io", None, None)),
+    ("CRLF in email", ("a@x.io\r\nX-User-Role: admin", None, None)),
+    ("LF in name", ("a@x.io", "Alice\nX-User-Role: admin", None)),
+    ("NUL in name", ("a@x.io", "Al\x00ice", None)),
+    ("CR in group", ("a@x.io", None, ["staff\r"])),
+    ("comma inside a listed group", ("a@x.io", None, ["a,b"])),
+    ("non-string group", ("a@x.io", None, [1])),
+    ("email too long", ("a" * 250 + "@x.io", None, None)),
+    ("name too long", ("a@x.io", "n" * 257, None)),
+    ("too many groups", ("a@x.io", None, [f"g{i}" for i in range(101)])),
+]
+
+
+@pytest.mark.parametrize("raw", [r[1] for r in REFUSED], ids=[r[0] for r in REFUSED])
+def test_refused(raw) -> None:
+    with pytest.raises(BadIdentity):
+        make_identity(*raw)
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [("Alice", "Alice"), ("Ann Smith", "Ann%20Smith"), ("Zoë, 50%", "Zo%C3%AB%2C%2050%25")],
+)
+def test_name_is_percent_encoded_for_openwebui(name, header) -> None:
+    assert Identity("a@x.io", name).name_header_value() == header
