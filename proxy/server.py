@@ -29,6 +29,10 @@ from proxy.internal import InternalConfigError, create_internal_app
 from proxy.settings import Settings
 
 
+class ListenError(Exception):
+    """A listener could not be opened (address in use, no permission, ...)."""
+
+
 def _site(runner: web.AppRunner, listen: str, reuse_port: bool) -> web.BaseSite:
     if listen.startswith("unix:"):
         return web.UnixSite(runner, listen[5:])
@@ -69,7 +73,19 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     except BaseException:
         await runtime.close()
         raise
-    public, *others = [await _start(app, listen, grace, reuse) for app, listen, reuse in apps]
+    runners: list[web.AppRunner] = []
+    try:
+        for app, listen, reuse in apps:
+            try:
+                runners.append(await _start(app, listen, grace, reuse))
+            except OSError as exc:
+                raise ListenError(f"cannot listen on {listen} ({exc.strerror or exc})") from exc
+    except BaseException:
+        for runner in runners:
+            await runner.cleanup()
+        await runtime.close()
+        raise
+    public, *others = runners
     log.info(
         "listening",
         listen=settings.listen,
@@ -106,6 +122,9 @@ def _worker(settings: Settings, index: int) -> None:
     except InternalConfigError as exc:
         report_problems(exc.problems)
         raise SystemExit(2) from exc
+    except ListenError as exc:
+        print(f"owui-proxy worker {index}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
 
 
 def report_problems(problems: list[str]) -> None:
@@ -125,6 +144,9 @@ def run(settings: Settings) -> int:
         except InternalConfigError as exc:
             report_problems(exc.problems)
             return 2
+        except ListenError as exc:
+            print(f"owui-proxy: {exc}", file=sys.stderr)
+            return 1
         return 0
 
     context = multiprocessing.get_context("fork")  # no loop exists yet in the parent

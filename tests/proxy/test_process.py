@@ -271,3 +271,30 @@ async def test_one_gib_up_and_down_keeps_proxy_memory_flat(start_proxy, fake_ups
         proxy.process.send_signal(signal.SIGTERM)
         await proxy.wait_exit()
     assert grown < 48, f"proxy peak RSS grew by {grown:.0f} MiB"
+
+
+def test_port_in_use_is_one_clear_line_and_exit_1(upstream_server, auth_server) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [OWUI_PROXY],
+            env=_env(
+                upstream=str(upstream_server.make_url("/")),
+                auth="forward",
+                forward_auth_url=str(auth_server.make_url("/oauth2/auth")),
+                listen=f"127.0.0.1:{port}",
+                admin_listen=f"127.0.0.1:{_closed_port()}",
+            ),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Unclosed" not in result.stderr
