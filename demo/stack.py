@@ -271,7 +271,7 @@ class Stack:
         listen = self.model_url.removeprefix("http://").removesuffix("/v1")
         self.services["model"] = spawn(
             "model server",
-            f"OpenAI-compatible model '{MODEL_ID}' that streams (production: OpenAI, vLLM, ...)",
+            f"demo.model_server: streams the model '{MODEL_ID}' (production: OpenAI, vLLM, ...)",
             [sys.executable, "-m", "demo.model_server", "--listen", listen,
              "--token-delay", str(self.config.token_delay)],
             env=child_environment({}),
@@ -321,8 +321,8 @@ class Stack:
         )
         self.services["proxy"] = spawn(
             "proxy",
-            "owui-proxy: the only ingress; strips spoofed identity headers, asks the IdP who "
-            "the caller is, injects X-User-Email (production: the same, behind TLS/nginx)",
+            "owui-proxy, the only ingress: asks the IdP who you are, sets X-User-Email "
+            "(production: the same, behind nginx/TLS)",
             [str(console_script("owui-proxy"))],
             env=proxy_env,
             url=self.public_url,
@@ -335,8 +335,8 @@ class Stack:
         listen = self.webhook_url.removeprefix("http://").split("/", 1)[0]
         self.services["webhook"] = spawn(
             "provisioner webhook",
-            "owui-provision webhook: on a signed signup event, creates the course threads "
-            "through the internal listener (production: the same, private network)",
+            "owui-provision webhook: signed signup event -> course threads, through the "
+            "internal listener (production: the same, private network)",
             [str(console_script("owui-provision")), "webhook", str(self.config.course),
              "--listen", listen, "--secret-file", str(self.webhook_secret_file)],
             env=child_environment(self.provision_env()),
@@ -349,7 +349,7 @@ class Stack:
         """The demo identity provider."""
         self.services["idp"] = spawn(
             "demo IdP",
-            "owui-demo-idp: login page, forward-auth endpoint, logout, signup webhooks "
+            "owui-demo-idp: login page, forward-auth, logout, signup webhooks "
             "(production: oauth2-proxy, Authelia, authentik, Clerk, ...)",
             self.idp_command(),
             env=child_environment({}),
@@ -388,24 +388,26 @@ class Stack:
             self.openwebui = None
 
     def describe(self) -> str:
-        """What is running where, for people."""
+        """What is running where, for people: the URL to open first, OpenWebUI's side last."""
         assert self.openwebui is not None
-        rows = [
-            (
-                "OpenWebUI 0.12.4",
-                self.openwebui.url,
-                "loopback only, trusted-header mode; reach it through the proxy",
-            ),
-            ("proxy admin", f"{self.admin_url}/readyz", "health, readiness, /metrics"),
-            (
+        extra = {
+            "internal": (
                 "internal listener",
                 self.internal_url,
-                "act-as door for the provisioner (service token required)",
+                "owui-proxy's act-as door for the provisioner, service token required "
+                "(production: loopback, unix socket or private network)",
             ),
-        ]
-        lines = [f"  {s.name:<20} {s.url:<44} {s.role}" for s in self.services.values()]
-        lines += [f"  {name:<20} {url:<44} {role}" for name, url, role in rows]
-        return "\n".join(lines)
+            "admin": ("proxy admin", f"{self.admin_url}/readyz", "/healthz, /readyz, /metrics"),
+            "openwebui": (
+                "OpenWebUI 0.12.4",
+                self.openwebui.url,
+                "trusted-header mode, loopback only: reach it through the proxy",
+            ),
+        }
+        running = {key: (s.name, s.url, s.role) for key, s in self.services.items()}
+        order = ["proxy", "internal", "admin", "idp", "webhook", "model", "openwebui"]
+        rows = [row for key in order if (row := running.get(key) or extra.get(key))]
+        return "\n".join(f"  {name:<20} {url}\n  {'':<20} {role}" for name, url, role in rows)
 
 
 def check(stack: Stack, timeout: float = 90.0) -> None:
@@ -535,7 +537,12 @@ def _banner(stack: Stack) -> str:
         f"{stack.describe()}\n\n"
         "Sign in on the demo IdP's page with any new email: its signup webhook makes the\n"
         "provisioner create the course threads (user menu > Settings > Archived Chats).\n"
-        f"The operator (admin) is {stack.config.operator_email}. Logs: {stack.logs}\n"
+        f"The operator (admin) is {stack.config.operator_email}: sign in as that to be admin.\n"
+        "Provision someone by hand:\n"
+        f"  OWUI_PROVISION_URL={stack.internal_url} "
+        f"OWUI_PROVISION_TOKEN_FILE={stack.service_token_file} \\\n"
+        f"  .venv/bin/owui-provision user {stack.config.course} ada@example.edu --name 'Ada'\n"
+        f"Logs: {stack.logs}\n"
         "Ctrl-C stops everything."
     )
 
