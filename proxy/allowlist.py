@@ -16,8 +16,11 @@ any rule is consulted:
 
 What is left decodes to unreserved characters only, so the decoded path has exactly one
 spelling: :attr:`Allowed.path`, which is what gets relayed. Matching is exact and
-case-sensitive on the method (``HEAD`` is not ``GET``) and on every literal segment; a
-``{param}`` matches one segment of ``[A-Za-z0-9_-]`` (OpenWebUI's chat ids are UUIDs).
+case-sensitive on the method (``HEAD`` is not ``GET``) and on every literal segment.
+``{id}`` matches one UUID (OpenWebUI's ids are UUIDs): in 0.12.4 ``GET /api/v1/chats/{id}``
+is also the route shape of ``/api/v1/chats/config``, ``/pinned``, ``/search``, ... and a
+UUID-only ``{id}`` keeps those out. Any other ``{param}`` matches one segment of
+``[A-Za-z0-9_-]``.
 The query string is never matched on and is relayed as sent.
 """
 
@@ -34,6 +37,9 @@ _UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
 _HEX = frozenset(string.hexdigits)
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM_VALUE = re.compile(r"[A-Za-z0-9_-]+")
+_UUID_VALUE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
 # What a query string may hold: visible ASCII, no fragment. aiohttp's parser already
 # refuses most of the rest; this keeps the guarantee independent of it.
 _QUERY = re.compile(r"[!$&'()*+,;=:@/?%A-Za-z0-9._~\[\]-]*")
@@ -49,11 +55,11 @@ _ENCODED_REFUSALS = {
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One parsed rule; ``segments`` holds literals, and ``None`` for a ``{param}``."""
+    """One parsed rule; ``segments`` holds literals, and the value pattern of a ``{param}``."""
 
     method: str
     pattern: str
-    segments: tuple[str | None, ...]
+    segments: tuple[str | re.Pattern[str], ...]
 
     def __str__(self) -> str:
         return f"{self.method} {self.pattern}"
@@ -62,7 +68,7 @@ class Rule:
         if method != self.method or len(segments) != len(self.segments):
             return False
         return all(
-            _PARAM_VALUE.fullmatch(seg) if want is None else seg == want
+            seg == want if isinstance(want, str) else want.fullmatch(seg) is not None
             for want, seg in zip(self.segments, segments, strict=True)
         )
 
@@ -124,12 +130,12 @@ def parse_rule(text: str) -> Rule:
     pattern = pattern.strip()
     if not pattern.startswith("/") or pattern == "/":
         raise ValueError("the path must start with '/' and name at least one segment")
-    segments: list[str | None] = []
+    segments: list[str | re.Pattern[str]] = []
     for segment in pattern[1:].split("/"):
         if segment.startswith("{") and segment.endswith("}"):
             if not _PARAM_NAME.fullmatch(segment[1:-1]):
                 raise ValueError(f"{segment!r} is not a valid {{param}}")
-            segments.append(None)
+            segments.append(_UUID_VALUE if segment == "{id}" else _PARAM_VALUE)
         elif not segment or segment in (".", "..") or not set(segment) <= _UNRESERVED:
             raise ValueError(
                 f"segment {segment!r} must be a {{param}} or non-empty letters, digits, '-._~'"

@@ -123,15 +123,17 @@ async def test_an_endpoint_the_listener_does_not_allow(
     allow = tuple(rule for rule in DEFAULT_INTERNAL_ALLOW if not rule.startswith("DELETE"))
     settings = await listener(allow=allow)
     user = bare_fake.add_user(EMAIL)
-    for chat_id in ("a", "b"):
+    ids = ("00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b")
+    for chat_id in ids:
         bare_fake.add_chat(
             user, build_chat(course, course.modules[0]), created_at=1, chat_id=chat_id
         )
     with pytest.raises(
-        EndpointNotAllowed, match=r"DELETE /api/v1/chats/b \(403: refused by the internal allowlist"
+        EndpointNotAllowed,
+        match=rf"DELETE /api/v1/chats/{ids[1]} \(403: refused by the internal allowlist",
     ):
         await provision(settings, course)
-    assert set(bare_fake.chats) == {"a", "b"}
+    assert set(bare_fake.chats) == set(ids)
 
 
 async def test_concurrent_processes_through_the_real_listener(

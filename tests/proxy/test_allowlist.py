@@ -25,7 +25,19 @@ CASES = [
     ("delete-chat", "DELETE", f"/api/v1/chats/{UUID}", f"/api/v1/chats/{UUID}"),
     ("query-not-matched", "GET", "/api/config?x=/api/v1/users", "/api/config?x=/api/v1/users"),
     ("encoded-unreserved-decoded", "GET", "/api/%63onfig", "/api/config"),
-    ("encoded-hyphen-in-param", "GET", "/api/v1/chats/a%2Db", "/api/v1/chats/a-b"),
+    (
+        "encoded-hyphen-in-param",
+        "GET",
+        f"/api/v1/chats/{UUID[:8]}%2D{UUID[9:]}",
+        f"/api/v1/chats/{UUID}",
+    ),
+    ("upper-case-uuid", "GET", f"/api/v1/chats/{UUID.upper()}", f"/api/v1/chats/{UUID.upper()}"),
+    # --- {id} is a UUID: other routes of the same shape stay out ------------------------
+    ("chats-config-is-not-an-id", "GET", "/api/v1/chats/config", "!not on the internal allowlist"),
+    ("chats-pinned-is-not-an-id", "GET", "/api/v1/chats/pinned", "!not on the internal allowlist"),
+    ("chats-all-is-not-an-id", "GET", "/api/v1/chats/all", "!not on the internal allowlist"),
+    ("short-id", "DELETE", "/api/v1/chats/a-b", "!not on the internal allowlist"),
+    ("uuid-with-suffix", "GET", f"/api/v1/chats/{UUID}x", "!not on the internal allowlist"),
     # --- not on the list -------------------------------------------------------------
     ("other-endpoint", "GET", "/api/v1/users", "!not on the internal allowlist"),
     ("admin-endpoint", "POST", "/api/v1/users/abc/update", "!not on the internal allowlist"),
@@ -169,8 +181,16 @@ def test_empty_allowlist_is_refused() -> None:
         Allowlist([])
 
 
-def test_parse_rule_keeps_params_as_wildcards() -> None:
+def test_parse_rule_id_param_is_a_uuid() -> None:
     rule = parse_rule("DELETE /api/v1/chats/{id}")
-    assert rule.segments == ("api", "v1", "chats", None)
+    assert rule.segments[:3] == ("api", "v1", "chats")
     assert rule.matches("DELETE", ("api", "v1", "chats", UUID))
     assert not rule.matches("DELETE", ("api", "v1", "chats", ""))
+    assert not rule.matches("DELETE", ("api", "v1", "chats", "config"))
+
+
+def test_parse_rule_other_params_match_one_plain_segment() -> None:
+    rule = parse_rule("GET /api/v1/models/{model}")
+    assert rule.matches("GET", ("api", "v1", "models", "ralph-wiggum"))
+    assert not rule.matches("GET", ("api", "v1", "models", "a.b"))
+    assert not rule.matches("GET", ("api", "v1", "models", ""))
