@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from urllib.parse import quote, unquote, urlsplit
 
 SIGNOUT_PATH = "/api/v1/auths/signout"
@@ -74,7 +75,8 @@ def api_key_allowed(authorizations: list[str], path: str) -> bool:
     scheme, _, token = authorizations[0].strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip().startswith("sk-"):
         return False
-    resolved = posixpath.normpath(unquote(path)).lower()
+    # Collapse slashes first: normpath keeps a leading "//", and servers differ on "a//b".
+    resolved = posixpath.normpath(re.sub("/+", "/", unquote(path))).lower()
     if path.endswith("/") and not resolved.endswith("/"):
         resolved += "/"
     return not any(

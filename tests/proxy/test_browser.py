@@ -48,6 +48,10 @@ API_KEY_ROWS = [
     ("encoded sign-up refused", ["Bearer sk-x"], "/api/v1/auths/%73ignup", False),
     ("dot-segment sign-up refused", ["Bearer sk-x"], "/api/x/../v1/auths/signup", False),
     ("case sign-up refused", ["Bearer sk-x"], "/API/v1/Auths/signup", False),
+    ("leading double slash refused", ["Bearer sk-x"], "//api/v1/auths/signup", False),
+    ("inner double slash refused", ["Bearer sk-x"], "/api/v1//auths/signup", False),
+    ("auths prefix itself refused", ["Bearer sk-x"], "/api/v1/auths", False),
+    ("similar name allowed", ["Bearer sk-x"], "/api/v1/authsx/list", True),
     ("oauth refused", ["Bearer sk-x"], "/oauth/google/login", False),
 ]
 
