@@ -172,3 +172,36 @@ def test_browser_signs_in_finds_archived_threads_signs_out_and_switches_user(
         raise
     finally:
         context.close()
+
+
+def test_switching_identity_at_the_idp_without_signing_out_of_openwebui(
+    gate: Stack, browser: Browser
+) -> None:
+    """The browser still holds A's OpenWebUI token (localStorage and cookie) when the IdP
+    session becomes B's: the next visit must land as B, with no "User mismatch" dead end."""
+    first_email, second_email = fresh_email("switch-a"), fresh_email("switch-b")
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    steps = Steps(page, "switch")
+    try:
+        page.goto(gate.public_url + "/")
+        sign_in_at_idp(page, gate, first_email, "Switch A")
+        assert whoami(page)["body"]["email"] == first_email
+        steps.shot("as-a")
+        # Only the IdP session changes (as when another person uses the IdP in this browser).
+        page.goto(f"{gate.idp_url}/logout")
+        page.goto(f"{gate.idp_url}/login?rd={gate.public_url}/")
+        sign_in_at_idp(page, gate, second_email, "Switch B")
+        steps.shot("as-b")
+        me = whoami(page)
+        assert me["status"] == 200, me
+        assert me["body"]["email"] == second_email
+        page.get_by_role("button", name="User menu").first.click()
+        expect(page.get_by_role("menu")).to_contain_text("Switch B")
+        steps.shot("as-b-menu")
+    except BaseException:
+        steps.failed()
+        raise
+    finally:
+        context.close()
