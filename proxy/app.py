@@ -48,6 +48,7 @@ class Runtime:
     upstream: Upstream | None = None
     auth_session: aiohttp.ClientSession | None = None
     authenticator: Authenticator | None = None
+    draining: bool = False  # set on SIGTERM: /readyz turns 503 while requests finish
 
     async def start(self) -> None:
         self.upstream = Upstream.open(self.settings)
@@ -199,6 +200,8 @@ def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
 
     async def readyz(_request: web.Request) -> web.Response:
         problems: list[str] = []
+        if runtime.draining:
+            problems.append("shutting down")
         if runtime.authenticator is not None and (p := runtime.authenticator.problem()):
             problems.append(f"auth: {p}")
         if runtime.upstream is None:

@@ -95,6 +95,7 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
 
     await stop.wait()
     log.info("draining", grace_s=grace)
+    runtime.draining = True
     # The public runner first: it stops accepting at once and waits for in-flight
     # requests; the admin listener keeps answering meanwhile.
     await public.cleanup()

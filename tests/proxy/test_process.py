@@ -149,6 +149,14 @@ async def test_sigterm_drains_an_in_flight_request_then_exits_0(start_proxy, fak
                 break
             await asyncio.sleep(0.05)
         proxy.process.send_signal(signal.SIGTERM)
+        for _ in range(100):  # the admin listener stays up while draining, not ready
+            async with session.get(proxy.admin + "/readyz") as ready:
+                if ready.status == 503:
+                    assert "shutting down" in (await ready.json())["problems"]
+                    break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("/readyz stayed ready while draining")
         response = await asyncio.wait_for(in_flight, timeout=30)
         assert response.status == 200
         assert await response.json() == {"slow": True}
