@@ -232,3 +232,26 @@ async def test_silent_websocket_closed_after_idle_timeout(make_proxy, fake_upstr
         msg = await ws.receive(timeout=20)
         assert msg.type == WSMsgType.CLOSE
         assert msg.data == 1001
+
+
+SMUGGLING = [
+    (
+        "CL and TE together",
+        b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+    ),
+    ("two Content-Lengths", b"Content-Length: 4\r\nContent-Length: 5\r\n\r\nabcde"),
+    ("TE not ending in chunked", b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+]
+
+
+@pytest.mark.parametrize("tail", [r[1] for r in SMUGGLING], ids=[r[0] for r in SMUGGLING])
+async def test_ambiguous_framing_refused_before_upstream(proxy, fake_upstream, tail) -> None:
+    """Request smuggling needs two parsers to disagree; ours refuses the ambiguous ones."""
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    writer.write(b"POST /x HTTP/1.1\r\nHost: h\r\nCookie: _oauth2_proxy=alice-session\r\n" + tail)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert answer.split(b"\r\n")[0].endswith(b"400 Bad Request")
+    assert fake_upstream.seen == []
