@@ -24,7 +24,7 @@ from proxy.headers import (
 )
 from proxy.identity import Identity
 from proxy.metrics import Metrics
-from proxy.relay import Upstream, send, stream_back
+from proxy.relay import Upstream, read_whole, send, stream_back
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
 from proxy.websocket import OpenLinks, is_websocket, relay_websocket
@@ -153,10 +153,7 @@ class PublicHandler:
             and length is not None
             and length <= _SMALL_BODY
         ):
-            try:
-                body = await response.read()
-            finally:
-                response.release()
+            body = await read_whole(response)
             extra: CIMultiDict[str] = CIMultiDict()
             if browser.is_user_mismatch(response.status, body):
                 # The browser holds a previous user's OpenWebUI token: drop the cookie so
@@ -169,10 +166,7 @@ class PublicHandler:
     async def _signout(self, request: web.Request, headers: CIMultiDict[str]) -> web.StreamResponse:
         # OpenWebUI 0.12.4 only knows POST; GET (a link or a typed URL) signs out the same.
         response = await self._send(request, headers, method="POST", with_body=False)
-        try:
-            await response.read()
-        finally:
-            response.release()
+        await read_whole(response)
         cookies = response.headers.getall("Set-Cookie", [])
         if not any(c.lstrip().startswith("token=") for c in cookies):
             cookies.append(browser.CLEAR_TOKEN_COOKIE)

@@ -154,6 +154,18 @@ async def send(
     return response
 
 
+async def read_whole(response: aiohttp.ClientResponse) -> bytes:
+    """Read a (small) body whole and release the response; failures become proxy errors."""
+    try:
+        return await response.read()
+    except TimeoutError as exc:
+        raise UpstreamTimeout("upstream body stalled") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(f"upstream body broke off ({type(exc).__name__})") from exc
+    finally:
+        response.release()
+
+
 async def stream_back(
     request: web.Request,
     response: aiohttp.ClientResponse,
