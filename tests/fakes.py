@@ -236,7 +236,8 @@ class FakeAuthService:
     ``users`` maps a value of the ``cookie_name`` cookie to the identity response headers
     returned with 202. Unknown or missing cookie: 401 with ``Location: login_url`` and a
     ``WWW-Authenticate``. ``mode`` ``"error"`` answers 500; ``"slow"`` waits ``delay``
-    seconds first; ``"forbidden"`` answers 403.
+    seconds first; ``"forbidden"`` answers 403; ``"redirect"`` answers 302 to ``login_url``
+    (as Authelia does for browsers).
     """
 
     users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -259,6 +260,8 @@ class FakeAuthService:
             return web.json_response({"error": "boom"}, status=500)
         if self.mode == "slow":
             await asyncio.sleep(self.delay)
+        if self.mode == "redirect":
+            return web.Response(status=302, headers={"Location": self.login_url})
         if self.mode == "forbidden":
             return web.Response(status=403, text="forbidden")
         identity = self.users.get(request.cookies.get(self.cookie_name, ""))

@@ -45,7 +45,13 @@ async def test_denial_passes_status_and_login_hints(proxy, fake_auth, fake_upstr
     assert response.headers["Location"] == fake_auth.login_url
     assert response.headers["WWW-Authenticate"] == 'Bearer realm="fake"'
     fake_auth.mode = "forbidden"
-    assert (await proxy.get("/api/models", headers=ALICE_COOKIE)).status == 403
+    forbidden = await proxy.get("/api/models", headers=ALICE_COOKIE)
+    assert forbidden.status == 403
+    assert (await forbidden.json())["error"] == "forbidden"
+    fake_auth.mode = "redirect"  # Authelia's way of saying 401 to a browser
+    redirected = await proxy.get("/api/models", headers=ALICE_COOKIE, allow_redirects=False)
+    assert redirected.status == 401
+    assert redirected.headers["Location"] == fake_auth.login_url
     assert fake_upstream.seen == []
 
 
