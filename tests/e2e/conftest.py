@@ -9,11 +9,12 @@ themselves with fresh emails.
 
 A missing piece is an error, never a skip: under ``CI=true`` nothing may skip, and locally a
 silently skipped e2e tier proves nothing either. Logs of every process are kept under
-``artifacts/e2e/stack/logs`` for post-mortems.
+``artifacts/e2e/latest/stack/logs`` for post-mortems.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -30,7 +31,10 @@ from demo import openwebui
 from demo.stack import Stack, StackConfig, StackError, child_environment, console_script
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = REPO / "artifacts" / "e2e"
+ARTIFACTS_ROOT = REPO / "artifacts" / "e2e"
+# One folder per test session (sessions in the same clone may overlap: several people or
+# agents at once); `latest` points at the newest. Folders of sessions that ended are pruned.
+ARTIFACTS = ARTIFACTS_ROOT / f"session-{os.getpid()}"
 COURSE_FILE = Path(__file__).with_name("course.toml")
 COURSE: dict[str, Any] = tomllib.loads(COURSE_FILE.read_text(encoding="utf-8"))
 OPERATOR_EMAIL = "operator@example.com"
@@ -50,8 +54,13 @@ def fail(message: str) -> None:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """Model server + OpenWebUI + the operator admin (and a 'staff' group for leak checks)."""
+    _prune_old_sessions()
     state = ARTIFACTS / "stack"
     shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    latest = ARTIFACTS_ROOT / "latest"
+    latest.unlink(missing_ok=True)
+    latest.symlink_to(ARTIFACTS.name)
     config = StackConfig(
         state_dir=state,
         public_port=0,
@@ -80,6 +89,20 @@ def stack() -> Iterator[Stack]:
         fail(problem)
     yield the_stack
     the_stack.stop()
+
+
+def _prune_old_sessions() -> None:
+    """Remove the artifacts of earlier sessions whose process is gone."""
+    for folder in ARTIFACTS_ROOT.glob("session-*"):
+        pid = folder.name.removeprefix("session-")
+        if folder == ARTIFACTS or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            continue  # alive, someone else's
 
 
 def _run_service(the_stack: Stack, key: str, start: Callable[[], None]) -> Iterator[Stack]:

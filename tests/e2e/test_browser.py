@@ -3,7 +3,7 @@
 Sign in at the demo IdP, land in OpenWebUI as that user, find the course threads the signup
 webhook created under Settings > Archived Chats, open one and see its first message
 rendered; sign out to the IdP's logout page; sign in as someone else in the same browser and
-land as them. Screenshots of every step go to ``artifacts/e2e/browser/`` (kept on failure,
+land as them. Screenshots of every step go to ``artifacts/e2e/latest/browser/`` (kept on failure,
 with a ``FAILED-...`` one of the moment it broke). UI details: ``docs/e2e.md``.
 """
 
