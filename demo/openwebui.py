@@ -13,6 +13,7 @@ process runs in its own process group so that stopping it also stops whatever it
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import os
@@ -124,25 +125,31 @@ def ensure_installed(progress: Progress = _progress_stderr) -> Path:
 
 
 def _install(venv: Path, progress: Progress) -> None:
-    if not (venv / "bin" / "python").exists():
-        # sys._base_executable: a venv made from inside our venv still uses the real interpreter.
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
-    subprocess.run([*pip, "install", "-q", "-U", "pip"], check=True)
+    try:
+        if not (venv / "bin" / "python").exists():
+            # The real interpreter: a venv made from inside our venv would chain to it.
+            base = getattr(sys, "_base_executable", sys.executable)
+            subprocess.run([base, "-m", "venv", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check"]
+        subprocess.run([*pip, "install", "-q", "-U", "pip"], check=True)
+    except subprocess.CalledProcessError as exc:
+        raise OpenWebUIError(f"creating the venv {venv} failed: {exc}") from exc
     command = [*pip, "install", "--progress-bar", "off", f"open-webui=={VERSION}"]
+    last: collections.deque[str] = collections.deque(maxlen=30)
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as process:
         assert process.stdout is not None  # set by stdout=PIPE
         for line in process.stdout:
+            last.append(line.rstrip())
             # pip's "Collecting x" / "Downloading y" lines are the progress worth showing.
             if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
                 progress(line.rstrip())
-        if process.wait() != 0:
-            raise OpenWebUIError(
-                f"pip install open-webui=={VERSION} failed (exit {process.returncode})"
-            )
+    if process.returncode != 0:
+        raise OpenWebUIError(
+            f"pip install open-webui=={VERSION} failed (exit {process.returncode}):\n"
+            + "\n".join(last)
+        )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -219,7 +226,7 @@ class OpenWebUI:
                         f"OpenWebUI exited with {self.process.returncode} while starting; "
                         f"log {self.log_path}:\n{self.log_tail()}"
                     )
-                with contextlib.suppress(httpx.HTTPError):
+                with contextlib.suppress(httpx.HTTPError, ValueError):  # not up, or not JSON yet
                     response = client.get(f"{self.url}/health")
                     if response.status_code == 200 and response.json().get("status") is True:
                         return
