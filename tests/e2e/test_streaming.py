@@ -127,3 +127,33 @@ def test_socketio_connects_through_the_proxy_and_receives_events(gate: Stack) ->
     assert any(e.get("type") == "chat:completion" and e["data"].get("done") for _, e in mine)
     # Streamed over the socket as it was generated (0.1 s a token), not in one burst at the end.
     assert deltas[-1][0] - deltas[0][0] > 1.0
+
+
+async def _connect(stack: Stack, token: str, cookies: httpx.Cookies | None, origin: str) -> None:
+    sio = socketio.AsyncClient(reconnection=False)
+    headers = {"Origin": origin}
+    if cookies is not None:
+        headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    try:
+        await sio.connect(
+            stack.public_url,
+            socketio_path="ws/socket.io",
+            transports=["websocket"],
+            auth={"token": token},
+            headers=headers,
+            wait_timeout=30,
+        )
+    finally:
+        await sio.disconnect()
+
+
+def test_socketio_is_refused_cross_origin_or_without_an_idp_session(gate: Stack) -> None:
+    """The same token and cookie from another site's page, or the token alone: no socket."""
+    student = sign_in_through_proxy(gate, fresh_email("socket-refused"))
+    with student as client:
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            asyncio.run(_connect(gate, student.token, client.cookies, "http://evil.example"))
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            asyncio.run(_connect(gate, student.token, None, gate.public_url))
+        # The control: the same call from our own origin with the session connects.
+        asyncio.run(_connect(gate, student.token, client.cookies, gate.public_url))
