@@ -366,6 +366,8 @@ class Stack:
             "--public-url", self.public_url,
             "--webhook-url", self.webhook_url,
             "--webhook-secret-file", str(self.webhook_secret_file),
+            # Who signed in before: with a reused --state-dir, returning users are not new.
+            "--state-file", str(self.config.state_dir / "idp-users.json"),
         ]  # fmt: skip
 
     def provision_env(self) -> dict[str, str]:
