@@ -27,6 +27,7 @@ from proxy.metrics import Metrics
 from proxy.relay import Upstream, read_whole, send, stream_back
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
+from proxy.socketio import TokenGuard
 from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
 IDENTITY_KEY = web.RequestKey("owui_identity", Identity)
@@ -56,6 +57,7 @@ class PublicHandler:
         self.allow_api_keys = settings.allow_api_keys
         self.log = logs.get()
         self.websockets = OpenLinks()
+        self.token_guard = TokenGuard(upstream, self.policy)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if not request.raw_path.startswith("/"):
@@ -104,9 +106,16 @@ class PublicHandler:
             headers.popall("Cookie", None)
         if websocket:
             self.metrics.open_websockets.inc()
+            checked = identity  # narrowed for the closure
+            check = None
+            if checked is not None:
+
+                async def check(frame: str) -> bool:
+                    return await self.token_guard.frame_allowed(frame, checked)
+
             try:
                 return await relay_websocket(
-                    request, headers, self.upstream, open_links=self.websockets
+                    request, headers, self.upstream, open_links=self.websockets, check=check
                 )
             finally:
                 self.metrics.open_websockets.dec()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -32,6 +33,8 @@ _HANDSHAKE = frozenset(
 )
 
 AnyWS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+# Decides whether a client text frame may go upstream (``proxy/socketio.py``).
+FrameCheck = Callable[[str], Awaitable[bool]]
 
 
 def is_websocket(request: web.Request) -> bool:
@@ -66,8 +69,10 @@ class _Link:
         client: web.WebSocketResponse,
         upstream: aiohttp.ClientWebSocketResponse,
         idle_s: float,
+        check: FrameCheck | None = None,
     ) -> None:
         self.client = client
+        self.check = check
         self.upstream = upstream
         self.idle_s = idle_s
         self.last = time.monotonic()
@@ -86,6 +91,9 @@ class _Link:
                 return
             self.last = time.monotonic()
             if msg.type == WSMsgType.TEXT:
+                if src is self.client and self.check is not None and not await self.check(msg.data):
+                    await self.close(1008, b"token does not belong to the signed-in user")
+                    return
                 await dst.send_str(msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await dst.send_bytes(msg.data)
@@ -138,8 +146,13 @@ async def relay_websocket(
     upstream: Upstream,
     *,
     open_links: OpenLinks | None = None,
+    check: FrameCheck | None = None,
 ) -> web.StreamResponse:
-    """Relay a WebSocket upgrade with exactly ``headers`` (handshake headers aside)."""
+    """Relay a WebSocket upgrade with exactly ``headers`` (handshake headers aside).
+
+    ``check``, when given, sees every client text frame first; False closes both sides
+    with 1008 (policy violation) and the frame never reaches the upstream.
+    """
     outbound: CIMultiDict[str] = CIMultiDict(
         (k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE
     )
@@ -168,7 +181,7 @@ async def relay_websocket(
         max_msg_size=0,
         compress=False,
     )
-    link = _Link(client, up, upstream.idle_timeout_s)
+    link = _Link(client, up, upstream.idle_timeout_s, check)
     if open_links is not None:
         open_links.links.add(link)
     try:
@@ -179,6 +192,10 @@ async def relay_websocket(
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if link.closing:
+                # The other pump may be passing the close on right now: let it finish,
+                # or its close code would be replaced by our 1001 below.
+                await asyncio.wait(tasks, timeout=10)
         finally:
             for task in tasks:
                 task.cancel()

@@ -14,8 +14,9 @@ FakeUpstream routes (anything else is the echo route):
 - ``/sse?events=N``                ``text/event-stream``: sends ``data: 0``, then waits until
                                    ``fake.release_sse()`` is called, then sends the rest;
                                    ``fake.sse_finished`` tells whether it got to the end.
-- ``/ws``                          WebSocket echo (text and binary); the text ``close:CODE``
-                                   makes it close with that code; offers subprotocol ``chat``.
+- ``/ws``, ``/ws/socket.io/...``     WebSocket echo (text and binary, each kept in
+                                   ``fake.ws_received``); the text ``close:CODE`` makes it
+                                   close with that code; offers subprotocol ``chat``.
 - ``/slow?delay=S``                waits S seconds before answering (default 30).
 - ``/upload``                      reads the body chunk by chunk without keeping it and
                                    answers ``{"bytes": n}``.
@@ -85,6 +86,7 @@ class FakeUpstream:
     seen: list[Seen] = field(default_factory=list)
     sse_finished: bool = False
     ws_closed_with: int | None = None
+    ws_received: list[str | bytes] = field(default_factory=list)
     upload_largest_chunk: int = 0
     _sse_gate: asyncio.Event | None = None
 
@@ -108,7 +110,7 @@ class FakeUpstream:
         path = request.path
         if path == "/upload":
             return await self._upload(request)
-        if path == "/ws":
+        if path == "/ws" or path.startswith("/ws/socket.io"):
             return await self._ws(request)
         body = await request.read()
         self.seen.append(_record(request, body))
@@ -218,6 +220,8 @@ class FakeUpstream:
         ws = web.WebSocketResponse(protocols=("chat",), autoping=True)
         await ws.prepare(request)
         async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                self.ws_received.append(msg.data)
             if msg.type == WSMsgType.TEXT:
                 if msg.data.startswith("close:"):
                     await ws.close(code=int(msg.data[6:]), message=b"bye")

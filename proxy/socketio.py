@@ -1,0 +1,142 @@
+"""Socket.IO token guard: a token a browser presents inside Socket.IO must be its own.
+
+OpenWebUI 0.12.4 authenticates Socket.IO from a token inside the messages — the CONNECT
+packet's ``auth`` and the ``auth`` of ``user-join``, ``join-channels`` and ``join-note``
+events (``socket/main.py``, ``get_verified_user_by_token``) — and, unlike its HTTP API,
+never compares that token's user with the trusted email header. Through a plain relay,
+any signed-in user holding someone else's OpenWebUI token (stolen, or left in the browser
+by the previous user) would act as that someone over Socket.IO.
+
+So on every relayed WebSocket (not only ``/ws/socket.io``: which paths reach the
+Socket.IO app is the upstream's business, and a frame that is not Socket.IO costs one
+character test) the proxy reads each client text frame the way python-socketio decodes
+it, and checks every token found before the frame is passed on: OpenWebUI itself is
+asked ``GET /api/v1/auths/`` with that token and the verified identity's headers. 200
+means the token belongs to this user; "User mismatch" (or any other refusal) means it
+does not, and the socket is closed with 1008. Yes-answers are cached briefly per
+(token, email) digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict
+
+from proxy.auth.forward import DecisionCache
+from proxy.headers import HeaderPolicy, identity_headers
+from proxy.identity import Identity
+from proxy.relay import Upstream
+
+# Socket.IO packet types that carry data a handler reads (CONNECT, EVENT, BINARY_EVENT).
+_CARRIERS = {"0", "2", "5"}
+_CHECK_PATH = "/api/v1/auths/"
+
+
+class Unparsable(ValueError):
+    """python-socketio would refuse this packet too."""
+
+
+def _socketio_payload(packet: str) -> tuple[str, Any] | None:
+    """(type, decoded data) of a Socket.IO packet, parsed as python-socketio does."""
+    if not packet or packet[0] not in _CARRIERS:
+        return None
+    kind, rest = packet[0], packet[1:]
+    dash = rest.find("-")
+    if dash > 0 and rest[:dash].isdigit():  # binary attachment count
+        rest = rest[dash + 1 :]
+    if rest.startswith("/"):  # namespace
+        comma = rest.find(",")
+        rest = "" if comma == -1 else rest[comma + 1 :]
+    if rest and rest[0].isdigit():  # ack id
+        i = 1
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        rest = rest[i:]
+    if not rest:
+        return None
+    try:
+        return kind, json.loads(rest)
+    except ValueError as exc:
+        raise Unparsable(str(exc)) from exc
+
+
+def tokens_in(frame: str) -> list[object]:
+    """Every token value an Engine.IO v4 text frame offers OpenWebUI's Socket.IO handlers.
+
+    Values are returned as found, strings or not: a non-string (e.g. a binary attachment
+    placeholder) is refused by the caller rather than guessed about.
+    """
+    if not frame.startswith("4"):  # Engine.IO MESSAGE; pings and the like carry no data
+        return []
+    try:
+        decoded = _socketio_payload(frame[1:])
+    except Unparsable:
+        return []  # python-socketio drops it as well: nothing reaches a handler
+    if decoded is None:
+        return []
+    kind, data = decoded
+    if kind == "0":
+        holders = [data]
+    elif isinstance(data, list):
+        holders = [arg.get("auth") for arg in data[1:] if isinstance(arg, dict)]
+    else:
+        holders = []
+    return [h["token"] for h in holders if isinstance(h, dict) and "token" in h]
+
+
+def _key(token: str, email: str) -> bytes:
+    return hashlib.sha256(f"{token}\x00{email}".encode()).digest()
+
+
+class TokenGuard:
+    """Asks OpenWebUI whether a token belongs to a verified identity; caches the yeses."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        policy: HeaderPolicy,
+        ttl_s: float = 60,
+        size: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.upstream = upstream
+        self.policy = policy
+        self.cache = DecisionCache(ttl_s, size, clock)
+
+    async def belongs(self, token: object, identity: Identity) -> bool:
+        if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
+            return False
+        key = _key(token, identity.email)
+        if self.cache.get(key) is not None:
+            return True
+        headers: CIMultiDict[str] = CIMultiDict(identity_headers(identity, self.policy))
+        headers["Authorization"] = f"Bearer {token}"
+        headers["Accept"] = "application/json"
+        try:
+            async with self.upstream.session.get(
+                self.upstream.base + _CHECK_PATH,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=self.upstream.connect_timeout_s + self.upstream.response_timeout_s
+                ),
+            ) as response:
+                await response.read()
+                ok = response.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            return False  # cannot tell: the socket is refused, the client retries
+        if ok:
+            self.cache.put(key, identity)
+        return ok
+
+    async def frame_allowed(self, frame: str, identity: Identity) -> bool:
+        for token in tokens_in(frame):
+            if not await self.belongs(token, identity):
+                return False
+        return True

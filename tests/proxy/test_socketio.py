@@ -1,0 +1,88 @@
+"""The Socket.IO token guard: tokens inside Socket.IO frames must belong to the SSO user."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiohttp import WSMsgType
+
+from proxy.socketio import tokens_in
+from tests.proxy.conftest import BOB_COOKIE
+
+PLACEHOLDER = {"_placeholder": True, "num": 0}
+FRAMES = [
+    ("connect auth", '40{"token":"t1"}', ["t1"]),
+    ("connect to a namespace", '40/chat,{"token":"t1"}', ["t1"]),
+    ("namespace with query", '40/chat?x=1,{"token":"t1"}', ["t1"]),
+    ("connect without auth", "40", []),
+    ("connect with empty auth", "40{}", []),
+    ("user-join", '42["user-join",{"auth":{"token":"t2"}}]', ["t2"]),
+    ("join-note with ack id", '4217["join-note",{"auth":{"token":"t3"},"note_id":"n"}]', ["t3"]),
+    ("namespaced event", '42/chat,["join-channels",{"auth":{"token":"t4"}}]', ["t4"]),
+    (
+        "binary event, token as attachment",
+        '451-["user-join",{"auth":{"token":{"_placeholder":true,"num":0}}}]',
+        [PLACEHOLDER],
+    ),
+    ("duplicate keys: the last wins, as in json.loads", '40{"token":"a","token":"b"}', ["b"]),
+    ("ordinary event", '42["usage",{"model":"m"}]', []),
+    ("token outside auth is not read by handlers", '42["x",{"token":"t"}]', []),
+    ("engine.io ping", "2", []),
+    ("engine.io probe", "3probe", []),
+    ("broken json is dropped by python-socketio too", '42["user-join",', []),
+    ("not socket.io at all", "hello", []),
+]
+
+
+@pytest.mark.parametrize(("frame", "tokens"), [r[1:] for r in FRAMES], ids=[r[0] for r in FRAMES])
+def test_tokens_in_frames(frame, tokens) -> None:
+    assert tokens_in(frame) == tokens
+
+
+async def _closed(ws) -> int | None:
+    msg = await ws.receive(timeout=10)
+    assert msg.type == WSMsgType.CLOSE
+    return msg.data
+
+
+async def test_own_token_passes_anothers_closes_the_socket(proxy, fake_upstream) -> None:
+    async with proxy.ws_connect(
+        "/ws/socket.io/?EIO=4&transport=websocket", headers=BOB_COOKIE
+    ) as ws:
+        own = '40{"token":"tok.bob@example.edu"}'
+        await ws.send_str(own)
+        assert (await ws.receive(timeout=10)).data == own
+        stolen = '42["user-join",{"auth":{"token":"tok.alice@example.edu"}}]'
+        await ws.send_str(stolen)
+        assert await _closed(ws) == 1008
+    assert own in fake_upstream.ws_received
+    assert stolen not in fake_upstream.ws_received
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '40{"token":"tok.alice@example.edu"}',
+        '451-["user-join",{"auth":{"token":{"_placeholder":true,"num":0}}}]',
+        '40{"token":"tok.alice@example.edu\\r\\nX: y"}',
+    ],
+    ids=["another user's token at connect", "token as binary attachment", "token with CRLF"],
+)
+async def test_refused_frames_never_reach_upstream(proxy, fake_upstream, frame) -> None:
+    async with proxy.ws_connect("/ws", headers=BOB_COOKIE) as ws:
+        await ws.send_str(frame)
+        assert await _closed(ws) == 1008
+    await asyncio.sleep(0)
+    assert fake_upstream.ws_received == []
+
+
+async def test_checks_are_cached_per_token_and_user(proxy, fake_upstream) -> None:
+    async with proxy.ws_connect("/ws", headers=BOB_COOKIE) as ws:
+        for _ in range(3):
+            await ws.send_str('40{"token":"tok.bob@example.edu"}')
+            assert (await ws.receive(timeout=10)).type == WSMsgType.TEXT
+    checks = [s for s in fake_upstream.seen if s.raw_path == "/api/v1/auths/"]
+    assert len(checks) == 1
+    assert checks[0].values("Authorization") == ["Bearer tok.bob@example.edu"]
+    assert checks[0].values("X-User-Email") == ["bob@example.edu"]
