@@ -113,4 +113,6 @@ def session(
     connector = aiohttp.TCPConnector(
         ssl=ctx, resolver=StaticResolver(address), local_addr=local_addr, force_close=True
     )
+    # Fail within seconds when something is held back (aiohttp's default waits 5 minutes).
+    kwargs.setdefault("timeout", aiohttp.ClientTimeout(total=120, sock_connect=10, sock_read=20))
     return aiohttp.ClientSession(connector=connector, **kwargs)

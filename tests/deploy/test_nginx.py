@@ -293,6 +293,7 @@ async def test_edge_streams_events_unbuffered(
             await ws.send_str("ping-through-nginx")
             assert (await ws.receive(timeout=10)).data == "ping-through-nginx"
     finally:
+        gate.set()  # let the held stream end, or closing the server waits for it
         nginx.stop()
         await server.close()
 
@@ -335,6 +336,8 @@ async def run_chain(base: Path, tls: TestTLS, trusted_proxies: str) -> AsyncIter
         "OWUI_PROXY_ADMIN_LISTEN": f"127.0.0.1:{admin}",
         "OWUI_PROXY_AUTH": "forward",
         "OWUI_PROXY_FORWARD_AUTH_URL": f"http://127.0.0.1:{auth_server.port}/oauth2/auth",
+        # A failed test may leave a request hanging; do not wait 30 s for it at the end.
+        "OWUI_PROXY_SHUTDOWN_GRACE_S": "2",
     }
     if trusted_proxies:
         env["OWUI_PROXY_TRUSTED_PROXIES"] = trusted_proxies
@@ -352,6 +355,7 @@ async def run_chain(base: Path, tls: TestTLS, trusted_proxies: str) -> AsyncIter
         await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
         yield Chain(fake, auth, nginx, proxy, https, tls)
     finally:
+        fake.release_sse()  # a held SSE stream would keep the upstream from closing
         nginx.stop()
         proxy.stop()
         await upstream.close()
