@@ -111,7 +111,11 @@ class PublicHandler:
             if checked is not None:
 
                 async def check(frame: str) -> bool:
-                    return await self.token_guard.frame_allowed(frame, checked)
+                    allowed = await self.token_guard.frame_allowed(frame, checked)
+                    if not allowed:
+                        self.metrics.auth_decisions.labels("socketio_token_refused").inc()
+                        self.log.warning("socketio_token_refused", email=checked.email)
+                    return allowed
 
             try:
                 return await relay_websocket(
