@@ -70,9 +70,6 @@ class Runtime:
             await self.upstream.close()
 
 
-RUNTIME_KEY = web.AppKey("runtime", Runtime)
-
-
 def make_authenticator(
     settings: Settings, session: aiohttp.ClientSession, metrics: Metrics
 ) -> Authenticator:
@@ -169,7 +166,6 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 65536},
     )
-    app[RUNTIME_KEY] = rt
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         if owned:
