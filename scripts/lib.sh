@@ -1,7 +1,7 @@
 # Shared set-up steps for scripts/test and scripts/demo. Sourced, not run.
 
 # Debian packages the tests and the demo use: command -> package.
-DEBIAN_NEEDS=(nginx:nginx chromium:chromium ip:iproute2 wrk:wrk)
+DEBIAN_NEEDS=(nginx:nginx chromium:chromium ip:iproute2 wrk:wrk curl:curl)
 
 ensure_debian_packages() {
   local missing=() pair
