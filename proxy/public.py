@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy import browser, logs
+from proxy import browser, logs, socketio
 from proxy.auth.base import Authenticator, Denied
 from proxy.errors import BadRequest, Forbidden
 from proxy.headers import (
@@ -24,7 +24,7 @@ from proxy.headers import (
 )
 from proxy.identity import Identity
 from proxy.metrics import Metrics
-from proxy.relay import Upstream, read_whole, send, stream_back
+from proxy.relay import Upstream, read_body, read_whole, send, stream_back
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
 from proxy.socketio import TokenGuard
@@ -113,8 +113,7 @@ class PublicHandler:
                 async def check(frame: str) -> bool:
                     allowed = await self.token_guard.frame_allowed(frame, checked)
                     if not allowed:
-                        self.metrics.auth_decisions.labels("socketio_token_refused").inc()
-                        self.log.warning("socketio_token_refused", email=checked.email)
+                        self._socketio_refused(checked)
                     return allowed
 
             try:
@@ -126,6 +125,10 @@ class PublicHandler:
         if identity is not None and browser.is_signout(request.method, request.path):
             return await self._signout(request, headers)
         return await self._relay(request, headers, identity)
+
+    def _socketio_refused(self, identity: Identity) -> None:
+        self.metrics.auth_decisions.labels("socketio_token_refused").inc()
+        self.log.warning("socketio_token_refused", email=identity.email)
 
     def _deny(self, request: web.Request, denied: Denied, websocket: bool) -> web.StreamResponse:
         self.log.info("auth_denied", reason=denied.reason, status=denied.status)
@@ -147,9 +150,12 @@ class PublicHandler:
         headers: CIMultiDict[str],
         method: str | None = None,
         with_body: bool = True,
+        buffered: bytes | None = None,
     ) -> aiohttp.ClientResponse:
         started = time.perf_counter()
-        response = await send(request, headers, self.upstream, method=method, with_body=with_body)
+        response = await send(
+            request, headers, self.upstream, method=method, with_body=with_body, buffered=buffered
+        )
         elapsed = time.perf_counter() - started
         request[UPSTREAM_SECONDS_KEY] = elapsed
         self.metrics.upstream_latency.observe(elapsed)
@@ -158,7 +164,14 @@ class PublicHandler:
     async def _relay(
         self, request: web.Request, headers: CIMultiDict[str], identity: Identity | None
     ) -> web.StreamResponse:
-        response = await self._send(request, headers)
+        buffered = None
+        if identity is not None and socketio.is_polling_post(request.method, request.path):
+            limit = min(socketio.POLLING_BODY_LIMIT, self.upstream.max_body_bytes)
+            buffered = await read_body(request, limit)
+            if not await self.token_guard.polling_payload_allowed(buffered, identity):
+                self._socketio_refused(identity)
+                raise Forbidden("token does not belong to the signed-in user")
+        response = await self._send(request, headers, buffered=buffered)
         length = response.content_length
         if (
             identity is not None

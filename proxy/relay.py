@@ -113,25 +113,32 @@ async def send(
     *,
     method: str | None = None,
     with_body: bool = True,
+    buffered: bytes | None = None,
 ) -> aiohttp.ClientResponse:
     """Send ``request`` upstream with exactly ``headers``; return the response, headers read.
 
-    The caller must ``release()`` the response. Raises ``BodyTooLarge``,
-    ``UpstreamUnavailable`` or ``UpstreamTimeout``.
+    The body streams from the client, unless ``with_body`` is false (none is sent) or
+    ``buffered`` holds it, already read (see :func:`read_body`). The caller must
+    ``release()`` the response. Raises ``BodyTooLarge``, ``UpstreamUnavailable`` or
+    ``UpstreamTimeout``.
     """
     url = upstream.url_for(request.raw_path)
     declared = request.content_length
     if declared is not None and declared > upstream.max_body_bytes:
         raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes")
-    body = _Body(request, upstream.max_body_bytes) if with_body and request.body_exists else None
-    if body is None:
+    body = None
+    if buffered is not None:
+        headers["Content-Length"] = str(len(buffered))
+    elif with_body and request.body_exists:
+        body = _Body(request, upstream.max_body_bytes)
+    else:
         headers.popall("Content-Length", None)
     try:
         response = await upstream.session.request(
             method or request.method,
             url,
             headers=headers,
-            data=body.__aiter__() if body is not None else None,
+            data=buffered if buffered is not None else body.__aiter__() if body else None,
             allow_redirects=False,
             timeout=upstream.timeout(),
         )
@@ -152,6 +159,21 @@ async def send(
         protocol.read_timeout = upstream.idle_timeout_s
         protocol.start_timeout()
     return response
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The client's whole body, for the few requests the proxy must inspect; 413 past limit."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    seen = 0
+    async for chunk in request.content.iter_chunked(CHUNK):
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def read_whole(response: aiohttp.ClientResponse) -> bytes:

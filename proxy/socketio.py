@@ -14,7 +14,8 @@ it, and checks every token found before the frame is passed on: OpenWebUI itself
 asked ``GET /api/v1/auths/`` with that token and the verified identity's headers. 200
 means the token belongs to this user; "User mismatch" (or any other refusal) means it
 does not, and the socket is closed with 1008. Yes-answers are cached briefly per
-(token, email) digest.
+(token, email) digest. Socket.IO over HTTP long-polling (OpenWebUI with
+``ENABLE_WEBSOCKET_SUPPORT=false``) gets the same check on its POST bodies: 403.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from proxy.relay import Upstream
 # Socket.IO packet types that carry data a handler reads (CONNECT, EVENT, BINARY_EVENT).
 _CARRIERS = {"0", "2", "5"}
 _CHECK_PATH = "/api/v1/auths/"
+# Engine.IO v4 long-polling: packets in one payload are separated by this character, and
+# one payload may be at most max_http_buffer_size (1 MB by default) long.
+RECORD_SEPARATOR = "\x1e"
+POLLING_BODY_LIMIT = 1_000_000
 
 
 class Unparsable(ValueError):
@@ -140,3 +145,23 @@ class TokenGuard:
             if not await self.belongs(token, identity):
                 return False
         return True
+
+    async def polling_payload_allowed(self, body: bytes, identity: Identity) -> bool:
+        """The same check for an HTTP long-polling POST (packets separated by ``\x1e``)."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return False  # Engine.IO cannot read it either; refuse rather than guess
+        for frame in text.split(RECORD_SEPARATOR):
+            if not await self.frame_allowed(frame, identity):
+                return False
+        return True
+
+
+def is_polling_post(method: str, path: str) -> bool:
+    """A request that may carry Socket.IO packets over HTTP long-polling.
+
+    Broad on purpose (any decoded path mentioning socket.io): a false positive only costs
+    buffering a small body, a false negative would let a token through unchecked.
+    """
+    return method == "POST" and "socket.io" in path.lower()

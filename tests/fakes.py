@@ -14,7 +14,7 @@ FakeUpstream routes (anything else is the echo route):
 - ``/sse?events=N``                ``text/event-stream``: sends ``data: 0``, then waits until
                                    ``fake.release_sse()`` is called, then sends the rest;
                                    ``fake.sse_finished`` tells whether it got to the end.
-- ``/ws``, ``/ws/socket.io/...``     WebSocket echo (text and binary, each kept in
+- ``/ws``, ``/ws/socket.io/...``     (upgrades) WebSocket echo (text and binary, each kept in
                                    ``fake.ws_received``); the text ``close:CODE`` makes it
                                    close with that code; offers subprotocol ``chat``.
 - ``/slow?delay=S``                waits S seconds before answering (default 30).
@@ -110,7 +110,8 @@ class FakeUpstream:
         path = request.path
         if path == "/upload":
             return await self._upload(request)
-        if path == "/ws" or path.startswith("/ws/socket.io"):
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade and (path == "/ws" or path.startswith("/ws/socket.io")):
             return await self._ws(request)
         body = await request.read()
         self.seen.append(_record(request, body))

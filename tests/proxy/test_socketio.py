@@ -86,3 +86,37 @@ async def test_checks_are_cached_per_token_and_user(proxy, fake_upstream) -> Non
     assert len(checks) == 1
     assert checks[0].values("Authorization") == ["Bearer tok.bob@example.edu"]
     assert checks[0].values("X-User-Email") == ["bob@example.edu"]
+
+
+POLL = "/ws/socket.io/?EIO=4&transport=polling&sid=abc"
+
+
+async def test_polling_payload_own_token_relayed_exactly(proxy, fake_upstream) -> None:
+    payload = b'40{"token":"tok.bob@example.edu"}\x1e42["usage",{"model":"m"}]'
+    response = await proxy.post(POLL, data=payload, headers=BOB_COOKIE)
+    assert response.status == 200
+    relayed = fake_upstream.last()
+    assert relayed.raw_path == POLL
+    assert relayed.body == payload
+    assert relayed.values("Content-Length") == [str(len(payload))]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'40{"token":"tok.alice@example.edu"}',
+        b'42["usage",{}]\x1e42["user-join",{"auth":{"token":"tok.alice@example.edu"}}]',
+        b'40{"token":"tok.bob@example.edu"}\xff',
+    ],
+    ids=["another user's token", "stolen token in the second packet", "not UTF-8"],
+)
+async def test_polling_payload_refused(proxy, fake_upstream, payload) -> None:
+    response = await proxy.post(POLL, data=payload, headers=BOB_COOKIE)
+    assert response.status == 403
+    assert all(seen.raw_path != POLL for seen in fake_upstream.seen)
+
+
+async def test_polling_payload_size_capped(proxy, fake_upstream) -> None:
+    response = await proxy.post(POLL, data=b"4" + b"x" * 1_000_000, headers=BOB_COOKIE)
+    assert response.status == 413
+    assert fake_upstream.seen == []
