@@ -105,6 +105,9 @@ class HeaderPolicy:
             address = ipaddress.ip_address(peer)
         except ValueError:
             return False
+        # A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d; compare the IPv4 inside.
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         return any(address in network for network in self.trusted_proxies)
 
 

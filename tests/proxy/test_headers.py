@@ -187,6 +187,18 @@ ROWS = [
         peer="10.1.2.3",
     ),
     Row(
+        "trusted peer seen through a dual-stack socket",
+        [("X-Forwarded-For", "1.2.3.4")],
+        present=[("X-Forwarded-For", "1.2.3.4, ::ffff:10.1.2.3")],
+        peer="::ffff:10.1.2.3",
+    ),
+    Row(
+        "IPv6 peer outside the trusted networks",
+        [("X-Forwarded-For", "1.2.3.4")],
+        present=[("X-Forwarded-For", "2001:db8::1")],
+        peer="2001:db8::1",
+    ),
+    Row(
         "trusted peer: nonsense proto ignored",
         [("X-Forwarded-Proto", "gopher")],
         present=[("X-Forwarded-Proto", "http"), ("X-Forwarded-For", "10.0.0.1")],
