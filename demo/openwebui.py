@@ -287,6 +287,7 @@ def start(
         openai_base_url=openai_base_url,
         secret_key=secrets.token_urlsafe(32),
     )
+    env["PYTHONUNBUFFERED"] = "1"  # its log (and access log) reaches the file as it happens
     env |= dict(extra_env or {})
     with log_path.open("ab") as log:
         process = subprocess.Popen(

@@ -7,6 +7,7 @@ membership or an admin role.
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import httpx
@@ -87,17 +88,32 @@ def test_spoofed_headers_act_as_the_authenticated_student(
 
 
 def test_no_identity_never_reaches_openwebui(gate: Stack) -> None:
-    """Without an IdP session: 401 for API calls, a login redirect for pages, no user made."""
+    """Without an IdP session: 401 for API calls, a login redirect for pages, and OpenWebUI
+    never sees the request (no user made, nothing in its access log)."""
     email = fresh_email("anonymous")
+    marker = secrets.token_hex(8)
     spoof = {"X-User-Email": email, "X-User-Role": "admin"}
     with httpx.Client(base_url=gate.public_url, timeout=30) as client:
-        response = client.post("/api/v1/auths/signin", headers=spoof, json=SIGNIN)
+        response = client.post(
+            f"/api/v1/auths/signin?probe={marker}-anon", headers=spoof, json=SIGNIN
+        )
         assert response.status_code == 401
         assert "token" not in response.text
-        page = client.get("/", headers={**spoof, "Accept": "text/html"})
+        page = client.get(f"/?probe={marker}-anon", headers={**spoof, "Accept": "text/html"})
         assert page.status_code == 302
         assert page.headers["Location"].startswith(f"{gate.idp_url}/login")
     assert find_user(gate, email) is None
+    # Control: an authenticated request with a marker does show up in OpenWebUI's access log,
+    # so the absence of the anonymous marker means something.
+    with sign_in_through_proxy(gate, fresh_email("logged")) as client:
+        assert client.get(f"/api/config?probe={marker}-ok").status_code == 200
+    assert gate.openwebui is not None
+    log = gate.openwebui.log_path
+    deadline = time.monotonic() + 30
+    while f"{marker}-ok" not in log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, "the control request never reached OpenWebUI's log"
+        time.sleep(0.5)
+    assert f"{marker}-anon" not in log.read_text(errors="replace")
 
 
 def test_a_students_token_is_refused_with_another_identity_or_none(gate: Stack) -> None:
