@@ -14,6 +14,7 @@ silently skipped e2e tier proves nothing either. Logs of every process are kept 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -22,7 +23,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -47,7 +48,7 @@ OPENWEBUI_EXTRA = {
 STAFF_GROUP = "staff"
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
 
 
@@ -59,8 +60,9 @@ def stack() -> Iterator[Stack]:
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     latest = ARTIFACTS_ROOT / "latest"
-    latest.unlink(missing_ok=True)
-    latest.symlink_to(ARTIFACTS.name)
+    with contextlib.suppress(OSError):  # another session may be repointing it right now
+        latest.unlink(missing_ok=True)
+        latest.symlink_to(ARTIFACTS.name)
     config = StackConfig(
         state_dir=state,
         public_port=0,
@@ -84,6 +86,9 @@ def stack() -> Iterator[Stack]:
         response.raise_for_status()
     except (StackError, openwebui.OpenWebUIError, httpx.HTTPError) as exc:
         problem = f"the e2e harness could not start OpenWebUI: {exc}"
+    except BaseException:  # Ctrl-C while starting: leave nothing running
+        the_stack.stop()
+        raise
     if problem is not None:  # failed outside the except block: one clear message, no chain
         the_stack.stop()
         fail(problem)
