@@ -27,6 +27,14 @@ def _cpu(row: dict[str, Any]) -> str:
     return f"{row['cpu_us_per_req']:.0f} ({row['cpu_util']:.0%} CPU)"
 
 
+def _foreign(row: dict[str, Any]) -> str:
+    """CPU used by programs outside the run while the row was measured (and attempts)."""
+    if "foreign_cpu" not in row:
+        return "-"
+    again = f" ({row['attempts']} tries)" if row.get("attempts", 1) > 1 else ""
+    return f"{row['foreign_cpu']:.2f} CPU{again}"
+
+
 def _ok(met: bool) -> str:
     return "**met**" if met else "**missed**"
 
@@ -164,7 +172,11 @@ def markdown(r: dict[str, Any]) -> str:
     out.append(
         f"\nwrk: 1 thread, {plan['warmup']} s warm-up then {plan['duration']} s measured per "
         "row; latencies are wrk's (ms). Every proxy writes an access log line per request "
-        "to a file, strips the client's identity headers and sets `X-User-Email`.\n"
+        "to a file, strips the client's identity headers and sets `X-User-Email`. "
+        "*server CPU µs/req* is the CPU time the server's processes used per request (from "
+        "/proc), the steadiest number here. *other load* is CPU time used by programs "
+        "outside this run during the row (in CPUs); a row disturbed by more than 0.15 CPU "
+        "is measured again and the least disturbed try kept.\n"
     )
     quiet = r.get("quiet") or []
     if quiet:
@@ -201,6 +213,7 @@ def markdown(r: dict[str, Any]) -> str:
                     "errors",
                     "vs Caddy",
                     "server CPU µs/req",
+                    "other load",
                 ],
                 (
                     (
@@ -213,6 +226,7 @@ def markdown(r: dict[str, Any]) -> str:
                         row["errors"],
                         f"{row['rps'] / caddy[row['conns']]:.2f}x" if row["conns"] in caddy else "",
                         _cpu(row),
+                        _foreign(row),
                     )
                     for row in rows
                 ),
@@ -239,6 +253,7 @@ def markdown(r: dict[str, Any]) -> str:
                     "errors",
                     "OpenWebUI CPU µs/req",
                     "proxy CPU µs/req",
+                    "other load",
                 ],
                 (
                     (
@@ -252,6 +267,7 @@ def markdown(r: dict[str, Any]) -> str:
                         f"{row['cpu_us_per_req_proxy']:,.0f}"
                         if "cpu_us_per_req_proxy" in row
                         else "-",
+                        _foreign(row),
                     )
                     for row in rows
                 ),
@@ -381,6 +397,7 @@ def markdown(r: dict[str, Any]) -> str:
                     "requests",
                     "auth calls",
                     "proxy CPU µs/req",
+                    "other load",
                 ],
                 (
                     (
@@ -392,6 +409,7 @@ def markdown(r: dict[str, Any]) -> str:
                         f"{row['requests']:,}",
                         f"{row['auth_calls']:,}",
                         _cpu(row),
+                        _foreign(row),
                     )
                     for row in rows
                 ),
