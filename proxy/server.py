@@ -3,8 +3,10 @@
 One worker (the default) runs everything in this process. With ``workers`` > 1 the parent
 forks that many workers that each bind the public port with ``SO_REUSEPORT`` (the kernel
 spreads connections); only worker 0 also serves the admin and internal listeners, so
-``/metrics`` describes worker 0 (see docs/proxy.md). The parent forwards SIGTERM/SIGINT and
-exits 0 once every worker has drained.
+``/metrics`` describes worker 0 (see docs/proxy.md). The parent forwards SIGTERM/SIGINT to
+every worker and SIGHUP (re-read the internal token file) to worker 0 alone, and exits 0 once
+every worker has drained. A process that serves no internal listener ignores SIGHUP rather
+than die of it (``systemctl reload`` must never stop the proxy).
 
 On SIGTERM a worker stops accepting, lets in-flight requests (streams included) run for
 up to ``shutdown_grace_s``, then closes what is left and exits 0.
@@ -56,6 +58,8 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Replaced by the internal listener's own handler while it runs (proxy/internal.py).
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
 
     runtime = Runtime(settings)
     await runtime.start()
@@ -163,8 +167,15 @@ def run(settings: Settings) -> int:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
 
+    def forward_to_first(signum: int, _frame: object) -> None:
+        # Only worker 0 serves the internal listener and holds its token store.
+        first = workers[0]
+        if first.pid is not None and first.is_alive():
+            os.kill(first.pid, signum)
+
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward_to_first)
     failed: int | None = None
     alive = list(workers)
     while alive:

@@ -40,7 +40,7 @@ def write_tokens(path: Path, *tokens: str, mode: int = 0o600) -> Path:
     return path
 
 
-def proxy_env(upstream: str, tokens: Path) -> dict[str, str]:
+def proxy_env(upstream: str, tokens: Path, workers: str = "1") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OWUI_PROXY_")}
     env.update(
         OWUI_PROXY_UPSTREAM=upstream,
@@ -51,6 +51,7 @@ def proxy_env(upstream: str, tokens: Path) -> dict[str, str]:
         OWUI_PROXY_INTERNAL_LISTEN=f"127.0.0.1:{free_port()}",
         OWUI_PROXY_INTERNAL_TOKENS_FILE=str(tokens),
         OWUI_PROXY_SHUTDOWN_GRACE_S="1",
+        OWUI_PROXY_WORKERS=workers,
     )
     return env
 
@@ -90,12 +91,15 @@ async def start(env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
-@pytest.fixture
-async def running(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[tuple[Proc, Path]]:
+@pytest.fixture(params=["1", "2"], ids=["one-worker", "two-workers"])
+async def running(
+    request: pytest.FixtureRequest, aiohttp_server: Any, tmp_path: Path
+) -> AsyncIterator[tuple[Proc, Path]]:
+    """A proxy process; with two workers, SIGHUP goes to the parent, which passes it on."""
     fake = FakeUpstream()
     server = await aiohttp_server(fake.app())
     tokens = write_tokens(tmp_path / "tokens", TOKEN)
-    env = proxy_env(str(server.make_url("/")).rstrip("/"), tokens)
+    env = proxy_env(str(server.make_url("/")).rstrip("/"), tokens, workers=request.param)
     proc = Proc(await start(env), "http://" + env["OWUI_PROXY_INTERNAL_LISTEN"])
     for _ in range(300):  # start-up takes well under a second; allow a slow machine
         if proc.process.returncode is not None:

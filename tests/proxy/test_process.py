@@ -306,3 +306,19 @@ def test_port_in_use_is_one_clear_line_and_exit_1(upstream_server, auth_server) 
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Unclosed" not in result.stderr
+
+
+async def test_sighup_without_internal_listener_is_ignored(start_proxy, fake_upstream):
+    """`systemctl reload` sends SIGHUP: a proxy with nothing to reload must not die of it."""
+    proxy = start_proxy()
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        proxy.process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.3)
+        headers = {"Cookie": "_oauth2_proxy=alice-session"}
+        async with session.get(proxy.public + "/x", headers=headers) as resp:
+            assert resp.status == 200
+        proxy.process.send_signal(signal.SIGTERM)
+        code, out = await proxy.wait_exit()
+    assert code == 0
+    assert "sighup_ignored" in out
