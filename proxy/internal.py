@@ -14,6 +14,12 @@ Each request passes four gates, in this order, and is relayed only if it passes 
    caller sent is dropped, then the email and name are injected. Groups and role are never
    injected: a service token lets its holder *be* a user, never change what a user is.
 
+Sign-in is where a caller gets a user's OpenWebUI token, so it gets two more checks
+(:class:`SigninGuard`): it is refused while OpenWebUI has no user yet (its first account
+becomes admin: the service must not choose who that is), and an admin's token is never
+handed out (403; the sign-in happened, the token is dropped). A service token therefore
+acts as ordinary users only, whatever the allowlist says.
+
 One ``internal_audit`` line is written per request, whatever the outcome. Errors become
 JSON through ``proxy/respond.py``, here rather than in a middleware, so the audit line
 records the status the caller actually got.
@@ -22,6 +28,7 @@ records the status the caller actually got.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 import uuid
@@ -30,8 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+import aiohttp
 import structlog
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import logs
@@ -47,12 +56,14 @@ from proxy.errors import (
 )
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
 from proxy.identity import Identity, make_identity
-from proxy.relay import Upstream, send, stream_back
+from proxy.relay import Upstream, read_whole, send, stream_back, whole_response
 from proxy.respond import REQUEST_ID_KEY, error_response
 from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
 
 TOKENS_KEY = web.AppKey("internal_tokens", TokenStore)
+SIGNIN = ("POST", "/api/v1/auths/signin")
+CONFIG_PATH = "/api/config"
 PROXY_AUTHENTICATE = {"Proxy-Authenticate": "Bearer"}
 # A refused target is logged as sent (minus the query); bounded so a caller cannot flood the log.
 _MAX_LOGGED_PATH = 256
@@ -107,6 +118,55 @@ class _Audit:
         }
 
 
+class SigninGuard:
+    """Sign-in through the internal listener yields ordinary users' tokens only."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        # Once OpenWebUI has a user it keeps having one; until then, ask every time.
+        self.onboarded = False
+
+    async def before(self, request: web.Request, request_id: str) -> None:
+        """Refuse while OpenWebUI has no user: its first account becomes admin."""
+        if self.onboarded:
+            return
+        probe = request.clone(method="GET", rel_url=URL(CONFIG_PATH))
+        headers: CIMultiDict[str] = CIMultiDict(
+            {"Accept": "application/json", REQUEST_ID_HEADER: request_id}
+        )
+        response = await send(probe, headers, self.upstream, with_body=False)
+        body = await read_whole(response)
+        onboarding = _json_field(body, "onboarding") if response.status == 200 else None
+        if response.status != 200 or onboarding not in (True, False, None):
+            raise UpstreamError(f"GET {CONFIG_PATH} answered {response.status}, not its config")
+        if onboarding is True:
+            raise Forbidden(
+                "OpenWebUI has no users yet and its first account becomes admin: "
+                "sign in as the operator through the public URL first"
+            )
+        self.onboarded = True
+
+    async def after(self, response: aiohttp.ClientResponse) -> web.Response:
+        """The sign-in answer, unless it carries an admin's token."""
+        body = await read_whole(response)
+        if response.status == 200:
+            role = _json_field(body, "role")
+            if not isinstance(role, str):
+                raise UpstreamError("sign-in answer without a role")
+            if role == "admin":
+                raise Forbidden("the internal listener does not act as admin accounts")
+        return whole_response(response, body)
+
+
+def _json_field(body: bytes, name: str) -> object:
+    """``body[name]`` if ``body`` is a JSON object, else None."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get(name) if isinstance(data, dict) else None
+
+
 class InternalHandler:
     """Everything the internal listener needs, resolved once at start."""
 
@@ -120,6 +180,7 @@ class InternalHandler:
         self.email = normalise(settings.email_header)
         self.name = normalise(settings.name_header)
         self.never_injected = {normalise(settings.groups_header), normalise(settings.role_header)}
+        self.signin = SigninGuard(upstream)
         self.log = logs.get()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -179,6 +240,12 @@ class InternalHandler:
         # What was checked is what is sent: the canonical spelling of the matched path.
         # Plain HTTP only (send/stream_back, not relay): no endpoint here is a WebSocket.
         checked = request.clone(rel_url=URL(decision.target, encoded=True))
+        if (request.method, decision.path) == SIGNIN:
+            await self.signin.before(checked, audit.request_id)
+            # The guard reads the answer, and the relay never decompresses: ask for it plain
+            # (OpenWebUI compresses anything over 500 bytes the client says it accepts).
+            headers["Accept-Encoding"] = "identity"
+            return await self.signin.after(await send(checked, headers, self.upstream))
         response = await send(checked, headers, self.upstream)
         return await stream_back(checked, response)
 

@@ -19,12 +19,11 @@ from proxy.errors import BadRequest, Forbidden
 from proxy.headers import (
     HeaderPolicy,
     build_upstream_headers,
-    filter_response_headers,
     stripped_names,
 )
 from proxy.identity import Identity
 from proxy.metrics import Metrics
-from proxy.relay import Upstream, read_body, read_whole, send, stream_back
+from proxy.relay import Upstream, read_body, read_whole, send, stream_back, whole_response
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
 from proxy.socketio import TokenGuard
@@ -186,7 +185,7 @@ class PublicHandler:
                 # its next sign-in (the UI does one on any 401) starts clean as the new user.
                 self.log.info("stale_openwebui_token_dropped")
                 extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
-            return _buffered(response, body, extra)
+            return whole_response(response, body, extra)
         return await stream_back(request, response)
 
     async def _signout(self, request: web.Request, headers: CIMultiDict[str]) -> web.StreamResponse:
@@ -207,12 +206,3 @@ class PublicHandler:
             out.headers.add("Set-Cookie", cookie)
         self.log.info("signed_out", upstream_status=response.status)
         return out
-
-
-def _buffered(
-    response: aiohttp.ClientResponse, body: bytes, extra: CIMultiDict[str]
-) -> web.Response:
-    headers = filter_response_headers(response.headers.items())
-    headers.popall("Content-Length", None)
-    headers.extend(extra)
-    return web.Response(status=response.status, body=body, headers=headers)

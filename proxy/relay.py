@@ -188,6 +188,17 @@ async def read_whole(response: aiohttp.ClientResponse) -> bytes:
         response.release()
 
 
+def whole_response(
+    response: aiohttp.ClientResponse, body: bytes, extra: CIMultiDict[str] | None = None
+) -> web.Response:
+    """The client's answer for an upstream response whose body was read whole (``read_whole``)."""
+    headers = filter_response_headers(response.headers.items())
+    headers.popall("Content-Length", None)
+    if extra:
+        headers.extend(extra)
+    return web.Response(status=response.status, body=body, headers=headers)
+
+
 async def stream_back(
     request: web.Request,
     response: aiohttp.ClientResponse,

@@ -88,6 +88,9 @@ class FakeUpstream:
     ws_closed_with: int | None = None
     ws_received: list[str | bytes] = field(default_factory=list)
     upload_largest_chunk: int = 0
+    # As OpenWebUI: /api/config says whether it has no user yet; sign-in answers with a role.
+    onboarding: bool = False
+    roles: dict[str, str] = field(default_factory=dict)  # email -> role; default "user"
     _sse_gate: asyncio.Event | None = None
 
     def app(self) -> web.Application:
@@ -169,21 +172,23 @@ class FakeUpstream:
                     {"detail": "Your provider has not provided a trusted header"}, status=400
                 )
             token = f"tok.{email}"
-            response = web.json_response({"email": email, "token": token})
+            role = self.roles.get(email, "user")
+            response = web.json_response({"email": email, "role": role, "token": token})
             response.set_cookie("token", token, httponly=True, samesite="Lax")
             return response
         if path == "/api/v1/auths/signout" and request.method == "POST":
             response = web.json_response({"status": True})
             response.del_cookie("token")
             return response
-        return web.json_response(
-            {
-                "method": request.method,
-                "raw_path": request.raw_path,
-                "headers": _record(request).headers,
-                "body": body.decode("latin-1"),
-            }
-        )
+        echo: dict[str, object] = {
+            "method": request.method,
+            "raw_path": request.raw_path,
+            "headers": _record(request).headers,
+            "body": body.decode("latin-1"),
+        }
+        if path == "/api/config":
+            echo["onboarding"] = self.onboarding
+        return web.json_response(echo)
 
     def _mismatch(self, request: web.Request) -> web.Response | None:
         token = _token_of(request)

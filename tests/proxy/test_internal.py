@@ -173,17 +173,80 @@ async def test_signin_as_the_named_user(internal: Internal) -> None:
     response = await internal.client.post(
         "/api/v1/auths/signin",
         json=SIGNIN_BODY,
-        headers={**AUTH, "X-User-Email": "Student@Example.EDU", "X-User-Name": "Ada%20L%C3%B6we"},
+        headers={
+            **AUTH,
+            "X-User-Email": "Student@Example.EDU",
+            "X-User-Name": "Ada%20L%C3%B6we",
+            "Accept-Encoding": "gzip, br",
+        },
     )
     assert response.status == 200
     assert (await response.json())["email"] == STUDENT
-    seen = only(internal.upstream.seen)
+    probe, seen = internal.upstream.seen  # the onboarding probe, then the sign-in itself
+    assert (probe.method, probe.raw_path) == ("GET", "/api/config")
+    assert probe.values("X-User-Email") == []
     assert seen.method == "POST"
     assert seen.raw_path == "/api/v1/auths/signin"
+    # The guard reads the answer, so it is asked for uncompressed.
+    assert seen.values("Accept-Encoding") == ["identity"]
     assert seen.values("X-User-Email") == [STUDENT]
     # Sent as OpenWebUI reads it (percent-encoded), relayed unchanged, not encoded twice.
     assert seen.values("X-User-Name") == ["Ada%20L%C3%B6we"]
     assert json.loads(seen.body) == SIGNIN_BODY
+
+
+# --- sign-in yields ordinary users' tokens only ------------------------------------------
+
+
+async def test_an_admins_token_is_never_handed_out(internal: Internal) -> None:
+    """A service token acts as users, never as an admin: the sign-in answer is withheld."""
+    internal.upstream.roles["boss@example.edu"] = "admin"
+    with capture_logs() as logs:
+        response = await internal.client.post(
+            "/api/v1/auths/signin",
+            json=SIGNIN_BODY,
+            headers={**AUTH, "X-User-Email": "boss@example.edu"},
+        )
+        body = await response.text()
+    assert response.status == 403
+    assert "does not act as admin accounts" in body
+    assert "tok.boss@example.edu" not in body
+    assert "Set-Cookie" not in response.headers
+    (audit,) = [line for line in logs if line["event"] == "internal_audit"]
+    assert (audit["outcome"], audit["status"]) == ("forbidden", 403)
+
+
+async def test_signin_is_refused_while_openwebui_has_no_user(internal: Internal) -> None:
+    """Its first account becomes admin: the service must not choose who that is."""
+    internal.upstream.onboarding = True
+    headers = {**AUTH, "X-User-Email": STUDENT}
+    response = await internal.client.post("/api/v1/auths/signin", json=SIGNIN_BODY, headers=headers)
+    assert response.status == 403
+    assert "no users yet" in (await response.json())["error"]
+    assert [s.raw_path for s in internal.upstream.seen] == ["/api/config"]  # no sign-in sent
+
+    internal.upstream.onboarding = False  # the operator signed in
+    for _ in range(2):
+        response = await internal.client.post(
+            "/api/v1/auths/signin", json=SIGNIN_BODY, headers=headers
+        )
+        assert response.status == 200
+    # Once OpenWebUI has a user it keeps one: the probe is not repeated.
+    assert [s.raw_path for s in internal.upstream.seen] == [
+        "/api/config",
+        "/api/config",
+        "/api/v1/auths/signin",
+        "/api/v1/auths/signin",
+    ]
+
+
+async def test_a_signin_answer_without_a_role_fails_closed(internal: Internal) -> None:
+    internal.upstream.roles[STUDENT] = None  # type: ignore[assignment]
+    response = await internal.client.post(
+        "/api/v1/auths/signin", json=SIGNIN_BODY, headers={**AUTH, "X-User-Email": STUDENT}
+    )
+    assert response.status == 502
+    assert "tok." not in await response.text()
 
 
 SPOOFS = [
