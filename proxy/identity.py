@@ -19,6 +19,7 @@ _FORBIDDEN = ("\r", "\n", "\x00")
 MAX_EMAIL = 254
 MAX_NAME = 256
 MAX_GROUPS = 100
+MAX_GROUP = 256  # characters in one group name
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ def parse_groups(raw: str | Iterable[str] | None) -> tuple[str, ...]:
         if group:
             if "," in group:
                 raise BadIdentity("a group name contains a comma")
+            if len(group) > MAX_GROUP:
+                raise BadIdentity("a group name is too long")
             groups.append(group)
     if len(groups) > MAX_GROUPS:
         raise BadIdentity("too many groups")

@@ -48,6 +48,8 @@ REFUSED = [
     ("email too long", ("a" * 250 + "@x.io", None, None)),
     ("name too long", ("a@x.io", "n" * 257, None)),
     ("too many groups", ("a@x.io", None, [f"g{i}" for i in range(101)])),
+    ("group name too long", ("a@x.io", None, ["g" * 257])),
+    ("group name too long in a comma string", ("a@x.io", None, "staff," + "g" * 257)),
 ]
 
 
