@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from demo.model_server import REPLY
 from demo.stack import Stack
 from tests.e2e.conftest import ARTIFACTS, COURSE, archived_chats, fresh_email, module_of
 
@@ -149,6 +150,16 @@ def test_browser_signs_in_finds_archived_threads_signs_out_and_switches_user(
         expect(message).to_contain_text("Welcome to the end-to-end course!")
         expect(message).not_to_contain_text("**end-to-end**")
         steps.shot("first-message")
+
+        # The student answers in the course thread; the reply streams back over Socket.IO
+        # through the proxy and ends up under the course's first message.
+        page.locator("#chat-input").click()
+        page.keyboard.type("Hi Ralph!")
+        page.keyboard.press("Enter")
+        expect(message).to_contain_text("Hi Ralph!")
+        expect(message).to_contain_text(REPLY.split()[-1])  # the reply's last word arrived
+        expect(message).to_contain_text("Welcome to the end-to-end course!")
+        steps.shot("reply")
 
         # Sign out: OpenWebUI's UI follows the redirect_url the proxy answers with.
         page.get_by_role("button", name="User menu").first.click()
