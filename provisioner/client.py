@@ -26,8 +26,10 @@ import httpx
 import structlog
 
 from provisioner.errors import (
+    AdminAccount,
     ApiError,
     EndpointNotAllowed,
+    Onboarding,
     ServiceTokenRefused,
     Unavailable,
 )
@@ -67,6 +69,16 @@ def make_http_client(settings: Settings) -> httpx.AsyncClient:
         follow_redirects=False,
         trust_env=False,  # an HTTP(S)_PROXY in the environment must not see the service token
     )
+
+
+def _refusal_code(response: httpx.Response) -> str | None:
+    """The proxy's machine-readable reason for a refusal (``code``), if it gave one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _explanation(response: httpx.Response) -> tuple[str, bool]:
@@ -159,6 +171,11 @@ class Transport:
                     raise ServiceTokenRefused()
                 detail, from_openwebui = _explanation(response)
                 if status == 403 and not from_openwebui:
+                    refusal = _refusal_code(response)
+                    if refusal == "admin_account":
+                        raise AdminAccount(email)
+                    if refusal == "onboarding":
+                        raise Onboarding()
                     raise EndpointNotAllowed(method, path, detail)
                 if not is_transient(status):
                     raise ApiError(method, path, status, detail)

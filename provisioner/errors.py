@@ -63,6 +63,17 @@ class PendingUser(Refused):
         )
 
 
+class AdminAccount(Refused):
+    """Permanent: the internal listener never acts as an admin (``code: admin_account``)."""
+
+    def __init__(self, email: str | None) -> None:
+        super().__init__(
+            f"{email or 'this user'} is an OpenWebUI admin, and the proxy's internal listener "
+            "never acts as admin accounts (so a stolen service token cannot become one): "
+            "admins get no course threads. Provision ordinary users only."
+        )
+
+
 class NotTrustedHeaderMode(Refused):
     def __init__(self) -> None:
         super().__init__(

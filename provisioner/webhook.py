@@ -34,7 +34,14 @@ import structlog
 from aiohttp import web
 
 from provisioner.course import Course
-from provisioner.errors import ApiError, BadInput, ConfigError, ProvisionError, Refused
+from provisioner.errors import (
+    AdminAccount,
+    ApiError,
+    BadInput,
+    ConfigError,
+    ProvisionError,
+    Refused,
+)
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
 
@@ -197,6 +204,11 @@ def create_app(
         except TimeoutError:
             log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
             return _answer(503, error="provisioning is taking too long; retry later")
+        except AdminAccount as exc:
+            # Permanent and expected (the operator signing in at the IdP): a 2xx stops the
+            # sender's retries; the answer says nothing was provisioned.
+            log.info("webhook skipped an admin", webhook_id=msg_id, email=signup.email)
+            return _answer(200, email=signup.email, skipped=str(exc))
         except Refused as exc:
             log.error(
                 "webhook refused by OpenWebUI state",

@@ -22,6 +22,8 @@ class ProxyError(Exception):
 
     status = 500
     public = "internal error"
+    # A stable, machine-readable name for refusals a caller must tell apart (JSON "code").
+    code: str | None = None
 
     def __init__(self, reason: str | None = None) -> None:
         # ``reason`` is for the log and the JSON body; it must never contain a secret.
@@ -75,6 +77,15 @@ class Unauthenticated(ProxyError):
 class Forbidden(ProxyError):
     status = 403
     public = "forbidden"
+
+
+class ActAsRefused(Forbidden):
+    """The internal listener will not sign in as this user; ``code`` is ``admin_account``
+    (never an admin's token) or ``onboarding`` (OpenWebUI has no user yet)."""
+
+    def __init__(self, reason: str, code: str) -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class ProxyAuthRequired(ProxyError):

@@ -46,6 +46,7 @@ from yarl import URL
 from proxy import logs
 from proxy.allowlist import Allowed, Allowlist
 from proxy.errors import (
+    ActAsRefused,
     BadIdentity,
     BadRequest,
     BodyTooLarge,
@@ -140,9 +141,10 @@ class SigninGuard:
         if response.status != 200 or onboarding not in (True, False, None):
             raise UpstreamError(f"GET {CONFIG_PATH} answered {response.status}, not its config")
         if onboarding is True:
-            raise Forbidden(
+            raise ActAsRefused(
                 "OpenWebUI has no users yet and its first account becomes admin: "
-                "sign in as the operator through the public URL first"
+                "sign in as the operator through the public URL first",
+                code="onboarding",
             )
         self.onboarded = True
 
@@ -154,7 +156,9 @@ class SigninGuard:
             if not isinstance(role, str):
                 raise UpstreamError("sign-in answer without a role")
             if role == "admin":
-                raise Forbidden("the internal listener does not act as admin accounts")
+                raise ActAsRefused(
+                    "the internal listener does not act as admin accounts", code="admin_account"
+                )
         return whole_response(response, body)
 
 
@@ -201,7 +205,7 @@ class InternalHandler:
         except ProxyError as exc:
             audit.outcome, audit.status, audit.reason = _outcome(exc), exc.status, exc.reason
             extra = PROXY_AUTHENTICATE if isinstance(exc, ProxyAuthRequired) else None
-            return error_response(request, exc.status, exc.reason, extra)
+            return error_response(request, exc.status, exc.reason, extra, code=exc.code)
         except asyncio.CancelledError:
             audit.outcome, audit.status = "cancelled", 499
             raise

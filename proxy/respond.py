@@ -1,4 +1,7 @@
-"""The one place where errors become responses: JSON ``{"error", "request_id"}`` + status."""
+"""The one place where errors become responses: JSON ``{"error", "request_id"}`` + status.
+
+Refusals a caller must tell apart also carry a stable ``code`` (see ``ProxyError.code``).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +24,14 @@ def error_response(
     status: int,
     message: str,
     headers: Mapping[str, str] | None = None,
+    *,
+    code: str | None = None,
 ) -> web.Response:
+    body = {"error": message, "request_id": request_id(request)}
+    if code is not None:
+        body["code"] = code
     return web.json_response(
-        {"error": message, "request_id": request_id(request)},
+        body,
         status=status,
         headers=dict(headers) if headers else None,
     )
@@ -31,4 +39,4 @@ def error_response(
 
 def from_exception(request: web.Request, exc: ProxyError) -> web.Response:
     """``exc.reason`` is safe to show by contract (see ``proxy/errors.py``)."""
-    return error_response(request, exc.status, exc.reason)
+    return error_response(request, exc.status, exc.reason, code=exc.code)

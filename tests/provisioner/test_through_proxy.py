@@ -9,6 +9,7 @@ must come back as the provisioner's clear errors.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,18 @@ from aiohttp.test_utils import TestServer
 
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course
-from provisioner.errors import EndpointNotAllowed, ServiceTokenRefused
+from provisioner.errors import AdminAccount, EndpointNotAllowed, ServiceTokenRefused
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY, build_chat
+from provisioner.webhook import create_app
 from proxy.internal import create_internal_app
 from proxy.relay import Upstream
 from proxy.settings import DEFAULT_INTERNAL_ALLOW
 from proxy.settings import Settings as ProxySettings
 from tests.provisioner.cli_helpers import finish, start
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+from tests.provisioner.test_webhook import KEY, NOW, headers
 
 EMAIL = "ada@example.edu"
 
@@ -83,11 +86,13 @@ async def listener(
         await upstream.close()
 
 
-async def provision(settings: Settings, course: Course, name: str | None = None) -> list[Any]:
+async def provision(
+    settings: Settings, course: Course, name: str | None = None, email: str = EMAIL
+) -> list[Any]:
     token = settings.token_file.read_text(encoding="utf-8").strip()
     async with make_http_client(settings) as http:
         api = OpenWebUI(Transport(settings, token, http))
-        return await Provisioner(api, settings).provision_user(course, EMAIL, name)
+        return await Provisioner(api, settings).provision_user(course, email, name)
 
 
 async def test_provisioning_through_the_real_listener(
@@ -106,6 +111,33 @@ async def test_provisioning_through_the_real_listener(
     ]
     archived_queries = [c.query for c in bare_fake.calls if c.path == "/api/v1/chats/archived"]
     assert archived_queries[0]["query"] == "[demo/intro]"
+
+
+async def test_an_admin_is_refused_as_such_and_gets_nothing(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course
+) -> None:
+    """The listener withholds admins' tokens; the provisioner says so, not 'allowlist'."""
+    settings = await listener()
+    with pytest.raises(AdminAccount, match=r"admin@example\.edu is an OpenWebUI admin"):
+        await provision(settings, course, email="admin@example.edu")
+    assert bare_fake.chats_of("admin@example.edu") == []
+
+
+async def test_webhook_for_an_admin_is_2xx_skipped_so_the_sender_stops_retrying(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course, aiohttp_client: Any
+) -> None:
+    settings = await listener()
+    token = settings.token_file.read_text(encoding="utf-8").strip()
+    async with make_http_client(settings) as http:
+        provisioner = Provisioner(OpenWebUI(Transport(settings, token, http)), settings)
+        client = await aiohttp_client(
+            create_app(course, (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+        )
+        body = json.dumps({"email": "admin@example.edu"}).encode()
+        response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+        assert response.status == 200
+        assert "never acts as admin accounts" in (await response.json())["skipped"]
+    assert bare_fake.chats_of("admin@example.edu") == []
 
 
 async def test_a_refused_service_token(

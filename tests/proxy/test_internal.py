@@ -210,6 +210,7 @@ async def test_an_admins_token_is_never_handed_out(internal: Internal) -> None:
         body = await response.text()
     assert response.status == 403
     assert "does not act as admin accounts" in body
+    assert json.loads(body)["code"] == "admin_account"
     assert "tok.boss@example.edu" not in body
     assert "Set-Cookie" not in response.headers
     (audit,) = [line for line in logs if line["event"] == "internal_audit"]
@@ -222,7 +223,9 @@ async def test_signin_is_refused_while_openwebui_has_no_user(internal: Internal)
     headers = {**AUTH, "X-User-Email": STUDENT}
     response = await internal.client.post("/api/v1/auths/signin", json=SIGNIN_BODY, headers=headers)
     assert response.status == 403
-    assert "no users yet" in (await response.json())["error"]
+    refusal = await response.json()
+    assert "no users yet" in refusal["error"]
+    assert refusal["code"] == "onboarding"
     assert [s.raw_path for s in internal.upstream.seen] == ["/api/config"]  # no sign-in sent
 
     internal.upstream.onboarding = False  # the operator signed in
