@@ -154,13 +154,14 @@ def real_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSite]:
             netns=topo.ns("edge"),
         )  # fmt: skip
         nginx.start((EDGE_PUBLIC, 443))
-        # The operator signs in first, through the internal listener, and so becomes admin.
+        # The operator signs in first and so becomes admin: directly at OpenWebUI from edge,
+        # as an operator bootstraps a fresh install (the internal listener refuses to sign
+        # anyone in while OpenWebUI has no user: its first account becomes admin).
         site = RealSite(topo, tls, token, "")
         status, body = site.curl(
-            "internal", "-X", "POST", "-H", "Content-Type: application/json",
-            "-H", f"Proxy-Authorization: Bearer {token}", "-H", f"X-User-Email: {OPERATOR}",
-            "-d", SIGNIN_BODY.decode(),
-            f"http://{EDGE_INTERNAL_SIDE}:{INTERNAL_PORT}/api/v1/auths/signin",
+            "edge", "-X", "POST", "-H", "Content-Type: application/json",
+            "-H", f"X-User-Email: {OPERATOR}", "-d", SIGNIN_BODY.decode(),
+            f"http://{APP}:{OWUI_PORT}/api/v1/auths/signin",
         )  # fmt: skip
         assert status == 200, body
         operator = json.loads(body)
