@@ -16,6 +16,7 @@ client can serve many users at once without one user's cookie riding on another'
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import http.cookiejar
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -114,6 +115,9 @@ class Transport:
         self._service_auth = f"Bearer {service_token}"
         self._http = http
         self._sleep = sleep
+        # The server's clock (its Date header, whole seconds) at the latest answer: chats'
+        # created_at come from that clock, and the convergence rule reasons about it.
+        self.server_time: float | None = None
 
     def __repr__(self) -> str:
         return f"Transport({self._settings.url!r})"
@@ -164,6 +168,7 @@ class Transport:
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__})"
             else:
+                self._note_server_time(response)
                 status = response.status_code
                 if 200 <= status < 300 or status in accept:
                     return response
@@ -205,6 +210,15 @@ class Transport:
             await self._sleep(delay)
         tries = "once (not retried: not safe to repeat)" if attempts == 1 else f"{attempts} times"
         raise Unavailable(f"{method} {path}: {problem}; tried {tries}")
+
+    def _note_server_time(self, response: httpx.Response) -> None:
+        date = response.headers.get("Date")
+        try:
+            parsed = email.utils.parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            parsed = None
+        if parsed is not None:
+            self.server_time = parsed.timestamp()
 
 
 class UserSession:

@@ -21,6 +21,14 @@ winner archived and nothing to delete; every create, delete and toggle a process
 before its own final round, so the last final round to start sees the settled state.
 Two processes toggling the same thread at once cancel out; both read it still
 unarchived and try again after a random pause, which breaks the tie.
+
+One more rule makes the *reported* chat id final, not only the end state: OpenWebUI's
+``created_at`` has whole-second resolution, so a thread another process creates later in
+the same second, with a smaller id, would outrank (and delete) a winner already reported.
+A winner is therefore reported only from a settled round that began once the server's
+clock (its ``Date`` header) had passed the winner's second by ``settle_s``; any thread
+created after that round began is younger and cannot outrank it, and any created before
+was seen. Modules whose winner is that young are driven again after one shared pause.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -69,6 +78,15 @@ class ModuleResult:
             "status": self.status,
             "archived": self.archived,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A module in its end state as one round saw it, and when (server clock) that round began."""
+
+    result: ModuleResult
+    created_at: int
+    looked_at: float
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -115,33 +133,66 @@ class Provisioner:
         session = await self._api.signin(email, name)
         if session.role == "pending":
             raise PendingUser(email)
-        results = []
-        for module in course.modules:
-            result = await self.ensure_module(session, course, module)
-            if on_result is not None:
-                on_result(result)
-            results.append(result)
-        return results
+        created: set[str] = set()  # chats this call created, across its passes
+        results: dict[str, ModuleResult] = {}
+        reported = 0
+        todo = list(course.modules)
+        for _ in range(self._settings.converge_rounds):
+            pause = 0.0
+            young: list[Module] = []
+            for module in todo:
+                settled = await self.ensure_module(session, course, module, created)
+                left = settled.created_at + self._settings.settle_s - settled.looked_at
+                if left > 0:  # could still be outranked: look again after the pause
+                    young.append(module)
+                    pause = max(pause, left)
+                    continue
+                results[module.id] = settled.result
+                # Reported in course order, each as soon as it and those before it are final.
+                while reported < len(course.modules) and course.modules[reported].id in results:
+                    if on_result is not None:
+                        on_result(results[course.modules[reported].id])
+                    reported += 1
+            if not young:
+                return [results[module.id] for module in course.modules]
+            await self._sleep(pause)
+            todo = young
+        raise NotConverged(
+            f"{email} {course.course.id}: "
+            f"{', '.join(m.id for m in todo)} not final after "
+            f"{self._settings.converge_rounds} passes; run again"
+        )
+
+    def _server_now(self) -> float:
+        """The server's clock as last seen (the local clock until an answer had a Date)."""
+        seen = self._api.transport.server_time
+        return time.time() if seen is None else seen
 
     async def ensure_module(
-        self, session: UserSession, course: Course, module: Module
-    ) -> ModuleResult:
-        """Drive one module to exactly one archived thread (see the module docstring)."""
+        self, session: UserSession, course: Course, module: Module, created: set[str]
+    ) -> Settled:
+        """Drive one module to exactly one archived thread (see the module docstring).
+
+        ``created`` collects the ids of chats this call creates, so a later pass still
+        reports them as ``created``.
+        """
         course_id = course.course.id
-        created: str | None = None
         seen: list[Thread] = []
         for _ in range(self._settings.converge_rounds):
+            looked_at = self._server_now()  # every request of this round comes after it
             seen = await self._find(session, course_id, module.id)
             decision = plan(seen)
             if decision is None:
                 reply = await session.create_chat(build_chat(course, module))
-                created = reply.get("id") if isinstance(reply.get("id"), str) else None
+                new_id = reply.get("id")
+                if isinstance(new_id, str):
+                    created.add(new_id)
                 log.info(
                     "created",
                     email=session.email,
                     course=course_id,
                     module=module.id,
-                    chat_id=created,
+                    chat_id=new_id,
                 )
                 continue
             for extra in decision.keep:
@@ -167,14 +218,15 @@ class Provisioner:
             if not winner.archived:
                 await self._archive(session, winner.id)
                 continue
-            return ModuleResult(
+            result = ModuleResult(
                 email=session.email,
                 course=course_id,
                 module=module.id,
                 chat_id=winner.id,
-                status="created" if winner.id == created else "existing",
+                status="created" if winner.id in created else "existing",
                 archived=True,
             )
+            return Settled(result, created_at=winner.created_at, looked_at=looked_at)
         state = ", ".join(f"{t.id} archived={t.archived}" for t in seen) or "no thread"
         raise NotConverged(
             f"{session.email} {course_id}/{module.id}: not settled after "

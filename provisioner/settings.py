@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         le=50,
         description="Rounds of list/create/delete/archive per module before giving up.",
     )
+    settle_s: float = Field(
+        2,
+        ge=0,
+        le=60,
+        description="A thread is reported only once the server's clock is this far past its "
+        "creation second, so a same-second creation elsewhere cannot outrank it.",
+    )
     archive_attempts: int = Field(
         6,
         ge=1,

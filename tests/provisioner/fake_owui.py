@@ -33,6 +33,7 @@ records every request that arrived.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hmac
 import json
 import re
@@ -254,7 +255,12 @@ class FakeOpenWebUI:
         app.router.add_get("/api/v1/chats/{id}", self._get)
         app.router.add_post("/api/v1/chats/{id}/archive", self._archive)
         app.router.add_delete("/api/v1/chats/{id}", self._delete)
+        app.on_response_prepare.append(self._date)
         return app
+
+    async def _date(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The Date header from the fake's own clock, the one ``created_at`` comes from."""
+        response.headers["Date"] = email.utils.formatdate(self.clock(), usegmt=True)
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:

@@ -20,7 +20,7 @@ from provisioner.errors import (
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY, build_chat
-from tests.provisioner.fake_owui import FakeOpenWebUI
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
 
 EMAIL = "ada@example.edu"
 
@@ -238,6 +238,36 @@ async def test_losing_a_create_race_keeps_the_other_thread(
     for result in results:
         assert result.chat_id.startswith("0000")
         assert result.status == "existing"
+        assert only_archived_thread(fake, result.module).id == result.chat_id
+
+
+async def test_the_reported_thread_is_the_one_that_survives_a_same_second_rival(
+    settings: Settings, fake: FakeOpenWebUI, course: Course
+) -> None:
+    """``created_at`` has whole seconds: a rival created later in the same second, with a
+    smaller id, outranks a winner. The provisioner waits out the second (``settle_s``, on
+    the server's clock) before reporting, so the id it reports is the one that survives."""
+    now = [1_800_000_000.0]
+    fake.clock = lambda: now[0]
+    rivals: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        if not rivals:  # meanwhile, another process made the same threads, same second
+            for chat in list(fake.chats.values()):
+                rival = "0000" + chat.id[4:]
+                fake.add_chat(
+                    fake.users[EMAIL], chat.chat, created_at=chat.created_at, chat_id=rival
+                )
+                rivals.append(rival)
+        now[0] += seconds
+
+    async with make_http_client(settings) as http:
+        api = OpenWebUI(Transport(settings, SERVICE_TOKEN, http))
+        results = await Provisioner(api, settings, sleep=sleep).provision_user(course, EMAIL)
+
+    assert len(rivals) == len(course.modules)
+    for result in results:
+        assert result.chat_id in rivals
         assert only_archived_thread(fake, result.module).id == result.chat_id
 
 
