@@ -18,7 +18,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+
+from demo.processes import spawn_group, stop_group
 
 VERSION = "0.12.4"
 CACHE_ENV = "OWUI_GATE_CACHE"
@@ -238,28 +239,7 @@ class OpenWebUI:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM its process group, then SIGKILL whatever is left after ``timeout``."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        # Workers it forked may outlive the leader; the group is ours to clean.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the starting process dies (Linux), so a killed
-    test session or demo cannot leave an orphaned OpenWebUI holding a port."""
-    if sys.platform == "linux":
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        stop_group(self.process, timeout)
 
 
 def start(
@@ -289,17 +269,12 @@ def start(
     )
     env["PYTHONUNBUFFERED"] = "1"  # its log (and access log) reaches the file as it happens
     env |= dict(extra_env or {})
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            [str(command), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+    process = spawn_group(
+        [str(command), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=data_dir,
+        log_path=log_path,
+    )
     progress(f"starting OpenWebUI on http://127.0.0.1:{port} (log {log_path})")
     return OpenWebUI(
         url=f"http://127.0.0.1:{port}",

@@ -40,6 +40,7 @@ import httpx
 
 from demo import openwebui
 from demo.model_server import MODEL_ID
+from demo.processes import spawn_group, stop_group
 from demo.webhooks import new_secret
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,25 +91,7 @@ class Service:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM the process group, SIGKILL what is left after ``timeout``."""
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def _die_with_parent() -> None:
-    # Same reason as in demo.openwebui: a killed parent must not leave orphans on our ports.
-    if sys.platform == "linux":
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        stop_group(self.process, timeout)
 
 
 def spawn(
@@ -124,17 +107,7 @@ def spawn(
 ) -> Service:
     """Start ``argv`` in its own process group, logging to ``log_path``; wait until ``ready()``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
+    process = spawn_group(argv, env=env, cwd=REPO, log_path=log_path)
     service = Service(name=name, role=role, url=url, log_path=log_path, process=process)
     deadline = time.monotonic() + timeout
     while True:
