@@ -27,6 +27,7 @@ from proxy.relay import Upstream
 from proxy.settings import Settings
 from proxy.tokens import fingerprint
 from tests.fakes import FakeUpstream, Seen
+from tests.proxy.rawhttp import raw_request
 
 TOKEN = "svc-token-0123456789abcdefghijklmnopqrstuvwxyz"
 NEXT = "svc-token-NEXT-ZYXWVUTSRQPONMLKJIHGFEDCBA9876"
@@ -48,24 +49,16 @@ class Internal:
         self, method: str, target: str, headers: list[tuple[str, str]], body: bytes = b""
     ) -> tuple[int, CIMultiDict[str], bytes]:
         """One hand-written HTTP/1.1 request: the target reaches the server byte for byte."""
-        host, port = self.client.server.host, self.client.server.port
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
-        lines += [f"{name}: {value}" for name, value in headers]
-        lines += [f"Content-Length: {len(body)}", "Connection: close"]
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-            await writer.drain()
-            data = await asyncio.wait_for(reader.read(), timeout=30)
-        finally:
-            writer.close()
-        head, _, rest = data.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        parsed: CIMultiDict[str] = CIMultiDict()
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            parsed.add(name.strip(), value.strip())
-        return int(status_line.split()[1]), parsed, rest
+        length = [] if body else [("Content-Length", "0")]
+        response = await raw_request(
+            self.client.server.host,
+            self.client.server.port,
+            target,
+            headers + length,
+            method=method,
+            body=body,
+        )
+        return response.status, response.headers, response.body
 
 
 def write_tokens(path: Path, *tokens: str, mode: int = 0o600) -> Path:
