@@ -1,8 +1,10 @@
 """Where owui-proxy spends its time under load: py-spy sampling while wrk drives it.
 
 The profile is taken in a separate wrk run after the measured ones, so the sampler's own
-cost never shows in the tables. Output: a flame graph (SVG) and the collapsed stacks next
-to the results, and in the report the top functions by own time and by total time.
+cost never shows in the tables. Output: the collapsed stacks next to the results
+(``profiles/<timestamp>-collapsed.txt``), and in the report the top functions by own time
+and by total time. Under uvloop py-spy sees each coroutine step as its own stack, so
+"total" undercounts callers; own time is exact.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ def record(run: Run, pid: int, url: str, cookie: str) -> dict[str, Any]:
         return {"skipped": "py-spy is not installed (.venv/bin/pip install py-spy)"}
     seconds = run.plan.profile_s
     raw = run.work / "profile.txt"
-    svg = run.work / "profile.svg"
     out: dict[str, Any] = {}
 
     def load() -> None:
@@ -56,12 +57,11 @@ def record(run: Run, pid: int, url: str, cookie: str) -> dict[str, Any]:
         return {"skipped": f"py-spy failed: {spy_raw.stderr.strip()[-500:]}"}
     stacks = _read(raw)
     out.update(summarise(stacks))
-    # The flame graph from the same samples would need a second run; keep the raw file.
+    # Collapsed stacks load into any flame-graph viewer (speedscope, inferno, flamegraph.pl).
     dest = run.args.out / "profiles"
     dest.mkdir(parents=True, exist_ok=True)
     out["raw_file"] = str(dest / f"{run.results.get('stamp', 'profile')}-collapsed.txt")
     shutil.copy(raw, out["raw_file"])
-    del svg
     return out
 
 

@@ -713,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _timeout)
     started = time.time()
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    run.results["stamp"] = stamp
     run.results["machine"] = machine()
     run.results["plan"] = plan.__dict__ | {"quick": args.quick, "cpus": cpus.__dict__}
     failures = run.failures
