@@ -35,7 +35,8 @@ from proxy.identity import Identity
 from proxy.relay import Upstream
 
 # Socket.IO packet types that carry data a handler reads (CONNECT, EVENT, BINARY_EVENT).
-_CARRIERS = {"0", "2", "5"}
+_CARRIERS = {0, 2, 5}
+_MESSAGE = 4  # Engine.IO
 _CHECK_PATH = "/api/v1/auths/"
 # Engine.IO v4 long-polling: packets in one payload are separated by this character, and
 # one payload may be at most max_http_buffer_size (1 MB by default) long.
@@ -47,11 +48,40 @@ class Unparsable(ValueError):
     """python-socketio would refuse this packet too."""
 
 
-def _socketio_payload(packet: str) -> tuple[str, Any] | None:
-    """(type, decoded data) of a Socket.IO packet, parsed as python-socketio does."""
-    if not packet or packet[0] not in _CARRIERS:
+def _packet_type(char: str) -> int | None:
+    """A packet type read as python-engineio and python-socketio read it: ``int()`` of one
+    character, which takes any Unicode decimal digit (Arabic-Indic and fullwidth four are 4
+    too)."""
+    try:
+        return int(char)
+    except ValueError:
         return None
-    kind, rest = packet[0], packet[1:]
+
+
+def _engineio_message(frame: str) -> object:
+    """What python-engineio hands Socket.IO for a text frame (None: not a MESSAGE).
+
+    Mirrors ``engineio.packet.Packet.decode``: the body is JSON-decoded unless its first
+    character is numeric, so ``4"2[...]"`` (a JSON *string*) reaches Socket.IO as ``2[...]``.
+    """
+    if not frame or frame[0] == "b" or _packet_type(frame[0]) != _MESSAGE:
+        return None  # base64 binary attachments carry no tokens; other types no data
+    body = frame[1:]
+    if not body or body[0].isnumeric():
+        return body
+    try:
+        decoded: object = json.loads(body)
+    except ValueError:
+        return body
+    return decoded
+
+
+def _socketio_payload(packet: str) -> tuple[int, Any] | None:
+    """(type, decoded data) of a Socket.IO packet, parsed as python-socketio does."""
+    kind = _packet_type(packet[:1])
+    if kind not in _CARRIERS:
+        return None
+    rest = packet[1:]
     dash = rest.find("-")
     if dash > 0 and rest[:dash].isdigit():  # binary attachment count
         rest = rest[dash + 1 :]
@@ -75,18 +105,23 @@ def tokens_in(frame: str) -> list[object]:
     """Every token value an Engine.IO v4 text frame offers OpenWebUI's Socket.IO handlers.
 
     Values are returned as found, strings or not: a non-string (e.g. a binary attachment
-    placeholder) is refused by the caller rather than guessed about.
+    placeholder) is refused by the caller rather than guessed about. So is a MESSAGE whose
+    body decodes to JSON other than a string: no client sends one, and what Socket.IO
+    would make of it is not worth guessing.
     """
-    if not frame.startswith("4"):  # Engine.IO MESSAGE; pings and the like carry no data
+    message = _engineio_message(frame)
+    if message is None:
         return []
+    if not isinstance(message, str):
+        return [message]
     try:
-        decoded = _socketio_payload(frame[1:])
+        decoded = _socketio_payload(message)
     except Unparsable:
         return []  # python-socketio drops it as well: nothing reaches a handler
     if decoded is None:
         return []
     kind, data = decoded
-    if kind == "0":
+    if kind == 0:
         holders = [data]
     elif isinstance(data, list):
         holders = [arg.get("auth") for arg in data[1:] if isinstance(arg, dict)]

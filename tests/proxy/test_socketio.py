@@ -32,6 +32,22 @@ FRAMES = [
     ("engine.io probe", "3probe", []),
     ("broken json is dropped by python-socketio too", '42["user-join",', []),
     ("not socket.io at all", "hello", []),
+    # Packet types are read with int(), which takes any Unicode decimal digit.
+    (
+        "arabic-indic digits as packet types",
+        '\u0664\u06621["user-join",{"auth":{"token":"t5"}}]',
+        ["t5"],
+    ),
+    ("fullwidth digits as packet types", '\uff14\uff10{"token":"t6"}', ["t6"]),
+    # Engine.IO JSON-decodes a body that does not start with a digit: a JSON string holding
+    # a Socket.IO packet reaches Socket.IO as that packet.
+    (
+        "socket.io packet inside a json string",
+        '4"2[\\"user-join\\",{\\"auth\\":{\\"token\\":\\"t7\\"}}]"',
+        ["t7"],
+    ),
+    ("json that is not a string is refused whole", '4{"token":"t8"}', [{"token": "t8"}]),
+    ("base64 binary attachment", "bAAE=", []),
 ]
 
 
@@ -66,8 +82,18 @@ async def test_own_token_passes_anothers_closes_the_socket(proxy, fake_upstream)
         '40{"token":"tok.alice@example.edu"}',
         '451-["user-join",{"auth":{"token":{"_placeholder":true,"num":0}}}]',
         '40{"token":"tok.alice@example.edu\\r\\nX: y"}',
+        '\u0664\u06621["user-join",{"auth":{"token":"tok.alice@example.edu"}}]',
+        '\uff14\uff10{"token":"tok.alice@example.edu"}',
+        '4"0{\\"token\\":\\"tok.alice@example.edu\\"}"',
     ],
-    ids=["another user's token at connect", "token as binary attachment", "token with CRLF"],
+    ids=[
+        "another user's token at connect",
+        "token as binary attachment",
+        "token with CRLF",
+        "arabic-indic packet types",
+        "fullwidth packet types",
+        "packet inside a json string",
+    ],
 )
 async def test_refused_frames_never_reach_upstream(proxy, fake_upstream, frame) -> None:
     async with proxy.ws_connect("/ws", headers=BOB_COOKIE) as ws:
