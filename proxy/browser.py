@@ -24,6 +24,7 @@ CLEAR_TOKEN_COOKIE = "token=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; 
 # Reachable without any valid credential, so never relayed on the strength of an
 # (unchecked) "sk-" prefix: sign-up would let anyone create accounts, even the first admin.
 _NO_API_KEY_PREFIXES = ("/api/v1/auths/", "/oauth/")
+_API_KEY_AUTHORIZATION = re.compile(r"(?i:bearer) sk-[A-Za-z0-9_-]+", re.ASCII)
 
 
 def origin_of(url: str) -> str:
@@ -70,11 +71,13 @@ def api_key_allowed(authorizations: list[str], path: str) -> bool:
     ``path`` is the decoded path; dot segments are resolved the way a server may, so
     ``/x/../api/v1/auths/signup`` counts as a sign-up.
     """
-    if len(authorizations) != 1:
+    # The raw value, whole: OpenWebUI splits it on one space, and a value it cannot parse
+    # makes it fall back to other credentials (CUSTOM_API_KEY_HEADER, x-api-key), which
+    # may carry a stolen session token. No trimming, no Unicode spaces, one form only.
+    if len(authorizations) != 1 or not _API_KEY_AUTHORIZATION.fullmatch(authorizations[0]):
         return False
-    scheme, _, token = authorizations[0].strip().partition(" ")
-    if scheme.lower() != "bearer" or not token.strip().startswith("sk-"):
-        return False
+    if "socket.io" in unquote(path).lower():
+        return False  # Socket.IO reads tokens from its packets, never from Authorization
     # Collapse slashes first: normpath keeps a leading "//", and servers differ on "a//b".
     resolved = posixpath.normpath(re.sub("/+", "/", unquote(path))).lower()
     if path.endswith("/") and not resolved.endswith("/"):

@@ -53,6 +53,18 @@ API_KEY_ROWS = [
     ("auths prefix itself refused", ["Bearer sk-x"], "/api/v1/auths", False),
     ("similar name allowed", ["Bearer sk-x"], "/api/v1/authsx/list", True),
     ("oauth refused", ["Bearer sk-x"], "/oauth/google/login", False),
+    # OpenWebUI splits the value on one space; what it cannot parse makes it fall back to
+    # x-api-key, which may carry a stolen session token: only the one exact form passes.
+    ("nbsp before the scheme", ["\u00a0Bearer sk-abc"], "/api/models", False),
+    ("two spaces", ["Bearer  sk-abc"], "/api/models", False),
+    ("leading space", [" Bearer sk-abc"], "/api/models", False),
+    ("trailing space", ["Bearer sk-abc "], "/api/models", False),
+    ("tab", ["Bearer\tsk-abc"], "/api/models", False),
+    ("extra word", ["Bearer sk-abc x"], "/api/models", False),
+    ("bare prefix", ["Bearer sk-"], "/api/models", False),
+    ("non-ascii key", ["Bearer sk-\u00e9"], "/api/models", False),
+    ("socket.io polling refused", ["Bearer sk-x"], "/ws/socket.io/", False),
+    ("encoded socket.io refused", ["Bearer sk-x"], "/ws/socket%2Eio/", False),
 ]
 
 
