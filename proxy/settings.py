@@ -191,7 +191,8 @@ class Settings(BaseSettings):
         0,
         ge=0,
         description="Cache a 2xx forward-auth decision this many seconds (0 = off). "
-        "Keyed by a hash of the credentials sent; failures are never cached.",
+        "Keyed by a hash of all the auth service is sent (cookie, method, host, URI, client "
+        "address), so an answer never stands in for another request; failures never cached.",
     )
     forward_auth_cache_size: int = Field(
         10_000, ge=1, description="Most entries the forward-auth decision cache holds (LRU)."

@@ -247,7 +247,8 @@ class FakeAuthService:
     returned with 202. Unknown or missing cookie: 401 with ``Location: login_url`` and a
     ``WWW-Authenticate``. ``mode`` ``"error"`` answers 500; ``"slow"`` waits ``delay``
     seconds first; ``"forbidden"`` answers 403; ``"redirect"`` answers 302 to ``login_url``
-    (as Authelia does for browsers).
+    (as Authelia does for browsers). ``deny_uris`` are answered 403 whoever asks, as a
+    path-aware service (Authelia's access-control rules) would.
     """
 
     users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -255,6 +256,7 @@ class FakeAuthService:
     login_url: str = "https://idp.example/login"
     mode: str = "ok"
     delay: float = 30.0
+    deny_uris: set[str] = field(default_factory=set)
     seen: list[Seen] = field(default_factory=list)
 
     PATH = "/oauth2/auth"
@@ -272,7 +274,7 @@ class FakeAuthService:
             await asyncio.sleep(self.delay)
         if self.mode == "redirect":
             return web.Response(status=302, headers={"Location": self.login_url})
-        if self.mode == "forbidden":
+        if self.mode == "forbidden" or request.headers.get("X-Forwarded-Uri") in self.deny_uris:
             return web.Response(status=403, text="forbidden")
         identity = self.users.get(request.cookies.get(self.cookie_name, ""))
         if identity is None:

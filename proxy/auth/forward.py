@@ -6,9 +6,12 @@ The service gets a GET with the client's ``Cookie`` and ``X-Forwarded-*`` /
 configured response headers. 401/403: the client gets that status with the service's
 ``Location``/``WWW-Authenticate``. Anything else, or no answer in time: 503.
 
-With ``forward_auth_cache_s`` > 0, 2xx decisions are cached in a bounded LRU keyed by a
-SHA-256 of the credentials sent (the ``Cookie`` header), for at most that long. Denials and
-failures are never cached, so a signed-out session is refused on its next request.
+With ``forward_auth_cache_s`` > 0, 2xx decisions are cached in a bounded LRU, for at most
+that long, keyed by a SHA-256 of *everything the service is shown*: the credentials (the
+``Cookie`` header) and the request it is asked about (method, host, URI, client address).
+Services such as Authelia decide by path, method and network as well as by session, so a
+key of the cookie alone would let an answer for one request stand in for another. Denials
+and failures are never cached, so a signed-out session is refused on its next request.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
 
+from proxy import logs
 from proxy.auth.base import Denied
 from proxy.errors import AuthServiceUnavailable
 from proxy.headers import HeaderPolicy, forwarded_view
@@ -65,9 +69,13 @@ class DecisionCache:
         return len(self._entries)
 
 
-def credentials_key(cookie: str) -> bytes:
-    """What the cache is keyed by: a digest, so no session cookie sits in memory twice."""
-    return hashlib.sha256(cookie.encode("latin-1", "replace")).digest()
+def decision_key(asked: Mapping[str, str]) -> bytes:
+    """What the cache is keyed by: a digest of every header the auth service is sent (so no
+    session cookie sits in memory twice)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(asked.items()):
+        digest.update(f"{name}\x00{value}\x00".encode("latin-1", "replace"))
+    return digest.digest()
 
 
 class ForwardAuthenticator:
@@ -98,7 +106,12 @@ class ForwardAuthenticator:
         )
 
     async def start(self) -> None:
-        return None
+        if self.public_url is None:
+            logs.get().warning(
+                "public_url_unset",
+                detail="OWUI_PROXY_PUBLIC_URL is unset: the auth service is told the client's "
+                "Host; services that pick rules by domain (Authelia) can then be steered",
+            )
 
     async def close(self) -> None:
         return None
@@ -140,7 +153,8 @@ class ForwardAuthenticator:
 
     async def authenticate(self, request: web.Request) -> Identity | Denied:
         cookie = "; ".join(request.headers.getall("Cookie", []))
-        key = credentials_key(cookie) if self.cache is not None and cookie else None
+        asked = self._outbound(request, cookie)
+        key = decision_key(asked) if self.cache is not None and cookie else None
         if key is not None and self.cache is not None:
             cached = self.cache.get(key)
             self._count("hit" if cached is not None else "miss")
@@ -151,7 +165,7 @@ class ForwardAuthenticator:
         try:
             async with self.session.get(
                 self.url,
-                headers=self._outbound(request, cookie),
+                headers=asked,
                 allow_redirects=False,
                 timeout=self.timeout,
             ) as response:

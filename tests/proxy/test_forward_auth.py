@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
-from proxy.auth.forward import DecisionCache
+from proxy.auth.forward import DecisionCache, ForwardAuthenticator
 from proxy.identity import Identity
+from proxy.settings import Settings
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 
 
@@ -103,6 +106,18 @@ async def test_cache_hits_misses_and_failures_not_cached(make_proxy, fake_auth, 
     assert len(fake_auth.seen) == 6
 
 
+async def test_cached_allow_never_answers_for_another_request(make_proxy, fake_auth) -> None:
+    """Path-aware services (Authelia rules) decide per request: the key is all they see."""
+    proxy = await make_proxy(forward_auth_cache_s=60)
+    fake_auth.deny_uris = {"/api/v1/admin/config"}
+    assert (await proxy.get("/api/v1/chats/list", headers=ALICE_COOKIE)).status == 200
+    assert (await proxy.get("/api/v1/admin/config", headers=ALICE_COOKIE)).status == 403
+    assert (await proxy.post("/api/v1/chats/list", headers=ALICE_COOKIE)).status == 200
+    assert len(fake_auth.seen) == 3  # other path, other method: asked each time
+    assert (await proxy.get("/api/v1/chats/list", headers=ALICE_COOKIE)).status == 200
+    assert len(fake_auth.seen) == 3  # the very same request: served from the cache
+
+
 def test_decision_cache_expires_and_is_bounded() -> None:
     now = [1000.0]
     cache = DecisionCache(ttl_s=10, size=2, clock=lambda: now[0])
@@ -116,3 +131,19 @@ def test_decision_cache_expires_and_is_bounded() -> None:
     now[0] += 10
     assert cache.get(b"a") is None  # expired at exactly ttl
     assert len(cache) == 1
+
+
+@pytest.mark.parametrize(("public_url", "warned"), [(None, True), ("https://chat.example", False)])
+async def test_start_warns_when_the_auth_service_would_see_the_clients_host(
+    public_url, warned
+) -> None:
+    settings = Settings(
+        upstream="http://127.0.0.1:9",
+        auth="forward",
+        forward_auth_url="http://127.0.0.1:9/oauth2/auth",
+        public_url=public_url,
+    )
+    async with aiohttp.ClientSession() as session:
+        with capture_logs() as logs:
+            await ForwardAuthenticator(settings, session).start()
+    assert any(line["event"] == "public_url_unset" for line in logs) is warned
