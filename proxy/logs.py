@@ -14,6 +14,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SECRET_FIELD = re.compile(r"token|cookie|authori[sz]ation|password|secret|api[-_]?key", re.I)
 # What survives of a client-supplied X-Request-ID: safe characters, bounded length.
@@ -56,6 +57,23 @@ def configure(level: str = "info") -> None:
     )
     # aiohttp's own loggers (errors while handling a request) go to stderr at WARNING.
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _NoRequestBytes) for f in server_log.filters):
+        server_log.addFilter(_NoRequestBytes())
+
+
+class _NoRequestBytes(logging.Filter):
+    """aiohttp logs a malformed request's parser error with the offending raw bytes (a
+    ``Cookie`` line, say): keep the error's name, drop its text and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = f"{record.getMessage()}: malformed request ({type(exc).__name__})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
 
 
 def get() -> Any:

@@ -107,8 +107,9 @@ class ProxyProcess:
             await asyncio.to_thread(self.process.wait, 60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        out, _err = self.process.communicate()
-        return self.process.returncode, out
+        out, err = self.process.communicate()
+        # Both streams: structlog writes stdout, aiohttp's own logger stderr.
+        return self.process.returncode, out + err
 
 
 @pytest.fixture
@@ -322,3 +323,22 @@ async def test_sighup_without_internal_listener_is_ignored(start_proxy, fake_ups
         code, out = await proxy.wait_exit()
     assert code == 0
     assert "sighup_ignored" in out
+
+
+async def test_a_malformed_request_is_logged_without_its_bytes(start_proxy, fake_upstream):
+    """aiohttp's parser error would echo the raw header line, session cookie included."""
+    proxy = start_proxy()
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+    host, port = proxy.public.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nCookie: _oauth2_proxy=SECRETSESSION\x01x\r\n\r\n")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    writer.close()
+    assert status_line.split()[1] == b"400"
+    proxy.process.send_signal(signal.SIGTERM)
+    code, out = await proxy.wait_exit()
+    assert code == 0
+    assert "malformed request" in out
+    assert "SECRETSESSION" not in out
