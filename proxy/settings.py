@@ -51,6 +51,8 @@ DEFAULT_INTERNAL_ALLOW: tuple[str, ...] = (
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _ALLOW_RULE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[A-Za-z0-9._~{}/-]*)$")
+_SIGNIN_RULE = "POST /api/v1/auths/signin"
+_ACCOUNT_PREFIXES = ("/api/v1/auths", "/oauth")
 _HMAC_OR_NONE = re.compile(r"^(none|HS\d+)$", re.IGNORECASE)
 _KNOWN_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -325,6 +327,18 @@ class Settings(BaseSettings):
         if bad:
             raise ValueError(
                 f"rule(s) {bad!r} are not 'METHOD /path' with optional {{param}} segments"
+            )
+        # Account endpoints hand out tokens or change who a user is; only the sign-in is
+        # guarded (no admin token, not during onboarding: proxy/internal.py).
+        accounts = [
+            rule
+            for rule in value
+            if rule != _SIGNIN_RULE and rule.split(" ", 1)[1].lower().startswith(_ACCOUNT_PREFIXES)
+        ]
+        if accounts:
+            raise ValueError(
+                f"rule(s) {accounts!r} reach OpenWebUI's account endpoints; of those only "
+                f"'{_SIGNIN_RULE}' may be allowed (it is the one the proxy guards)"
             )
         return value
 

@@ -67,6 +67,14 @@ PROBLEM_ROWS = [
         {"OWUI_PROXY_ADMIN_LISTEN": "127.0.0.1:8000"},
         ["each listener needs its own address"],
     ),
+    (
+        "internal allow reaches account endpoints",
+        {
+            "OWUI_PROXY_INTERNAL_ALLOW": "POST /api/v1/auths/signin,"
+            "POST /api/v1/auths/api_key,GET /oauth/{provider}/login"
+        },
+        ["OWUI_PROXY_INTERNAL_ALLOW", "/api/v1/auths/api_key", "/oauth/{provider}/login"],
+    ),
     ("bad listen", {"OWUI_PROXY_LISTEN": "8000"}, ["OWUI_PROXY_LISTEN"]),
     ("relative unix socket", {"OWUI_PROXY_LISTEN": "unix:proxy.sock"}, ["absolute path"]),
     ("bad header name", {"OWUI_PROXY_EMAIL_HEADER": "X User"}, ["OWUI_PROXY_EMAIL_HEADER"]),
