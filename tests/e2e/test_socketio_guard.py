@@ -1,0 +1,277 @@
+"""The proxy's Socket.IO token guard against the real OpenWebUI, spoken by hand (Engine.IO v4).
+
+Attacker A is signed in at the demo IdP and holds victim V's OpenWebUI token. OpenWebUI's
+Socket.IO server authenticates from tokens inside the packets and never compares them with
+the trusted email header, so a frame carrying V's token that reaches it makes A's socket V's.
+python-engineio and python-socketio read packet types with ``int()`` of one character (any
+Unicode decimal digit counts) and JSON-decode an Engine.IO body that is a JSON *string*; each
+spelling below uses one of those. The tests show:
+
+- directly at OpenWebUI (no proxy), every spelling reaches a handler as V: the attack is real
+  and the frames are well formed;
+- through the proxy, each one with V's token closes the socket with 1008 and nothing that
+  comes back names V;
+- through the proxy, each one with A's *own* token is relayed and answered as A, so the
+  channel works and the guard decodes these spellings rather than refusing odd frames.
+
+The probe of whom a socket is: ``events:chat`` ``join`` of a chat answers ``true`` only when the
+socket's user may read that chat; ``user-join`` acknowledges with the token's user's id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from demo import openwebui
+from demo.stack import Stack
+from tests.e2e.conftest import fresh_email, owui_url, sign_in_through_proxy
+
+pytestmark = pytest.mark.e2e
+
+SOCKET_PATH = "/ws/socket.io/?EIO=4&transport=websocket"
+POLICY_VIOLATION = 1008
+JOIN_ACK, PROBE_ACK = 7, 8
+
+
+def _user_join(token: str, ack: int | None = JOIN_ACK) -> str:
+    """A Socket.IO EVENT body (without its type digit): ``user-join`` with ``token``."""
+    return f"{'' if ack is None else ack}" + json.dumps(["user-join", {"auth": {"token": token}}])
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """One way of writing a token-carrying Engine.IO frame."""
+
+    frame: Callable[[str], str]
+    connect: bool  # it is the Socket.IO CONNECT itself (else it follows a plain CONNECT)
+    acks: bool  # it asks for an acknowledgement (id JOIN_ACK)
+
+
+SPELLINGS: dict[str, Spelling] = {
+    # The plain forms, the guard's baseline job.
+    "ascii-connect": Spelling(lambda t: "40" + json.dumps({"token": t}), True, False),
+    "ascii-user-join": Spelling(lambda t: "42" + _user_join(t), False, True),
+    # (i) Arabic-Indic four and two: int("\u0664") == 4, int("\u0662") == 2.
+    "arabic-indic-user-join": Spelling(lambda t: "\u0664\u0662" + _user_join(t), False, True),
+    # (ii) Fullwidth four and zero: a CONNECT whose auth is the token.
+    "fullwidth-connect": Spelling(lambda t: "\uff14\uff10" + json.dumps({"token": t}), True, False),
+    # (iii) An Engine.IO MESSAGE whose body is a JSON string holding the Socket.IO packet,
+    # with and without an ack id.
+    "json-string-user-join": Spelling(lambda t: "4" + json.dumps("2" + _user_join(t)), False, True),
+    "json-string-user-join-no-ack": Spelling(
+        lambda t: "4" + json.dumps("2" + _user_join(t, None)), False, False
+    ),
+}
+
+
+@dataclass
+class Person:
+    id: str
+    token: str
+    chat_id: str  # a chat of their own, for the events:chat probe
+
+
+class Closed(Exception):
+    """The WebSocket closed; ``code`` is the close code, ``frames`` what came before it."""
+
+    def __init__(self, code: int | None, frames: list[str]) -> None:
+        super().__init__(f"closed with {code} after {frames!r}")
+        self.code = code
+        self.frames = frames
+
+
+class EngineIO:
+    """A hand-driven Engine.IO v4 client on one WebSocket (answers pings itself)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seen: list[str] = []  # every text frame received, in order
+
+    async def receive(self, timeout: float = 20) -> str:
+        """The next text frame other than a ping; :class:`Closed` if the socket closes."""
+        while True:
+            msg = await self.ws.receive(timeout=timeout)
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.seen.append(msg.data)
+                if msg.data == "2":  # Engine.IO ping
+                    await self.ws.send_str("3")
+                    continue
+                return str(msg.data)
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
+                raise Closed(self.ws.close_code, list(self.seen))
+            # binary frames: not used by OpenWebUI's JSON-only serializer; ignore
+
+    async def send(self, frame: str) -> None:
+        await self.ws.send_str(frame)
+
+    async def open(self) -> dict[str, Any]:
+        frame = await self.receive()
+        assert frame.startswith("0{"), frame
+        return dict(json.loads(frame[1:]))
+
+    async def connected(self) -> None:
+        """Wait for the namespace CONNECT answer (``40{"sid": ...}``)."""
+        frame = await self.receive()
+        assert frame.startswith('40{"sid"'), frame
+
+    async def ack(self, ack_id: int) -> list[Any]:
+        """Wait for the acknowledgement ``43<ack_id>[...]`` and return its arguments."""
+        prefix = f"43{ack_id}"
+        while True:
+            frame = await self.receive()
+            if frame.startswith(prefix) and frame[len(prefix) : len(prefix) + 1] == "[":
+                return list(json.loads(frame[len(prefix) :]))
+
+    async def probe(self, chat_id: str) -> bool:
+        """May this socket's user read ``chat_id``? (OpenWebUI's events:chat join answers.)"""
+        body = json.dumps(["events:chat", {"chat_id": chat_id, "data": {"type": "join"}}])
+        await self.send(f"42{PROBE_ACK}{body}")
+        return (await self.ack(PROBE_ACK)) == [True]
+
+
+async def _session(url: str, headers: dict[str, str], script: Callable[[EngineIO], Any]) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url + SOCKET_PATH, headers=headers, autoping=True) as ws,
+    ):
+        eio = EngineIO(ws)
+        await eio.open()
+        return await script(eio)
+
+
+def _run(url: str, headers: dict[str, str], script: Callable[[EngineIO], Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(_session(url, headers, script), timeout=60))
+
+
+def _new_chat(client: httpx.Client, headers: dict[str, str]) -> str:
+    chat = {"title": "socket guard", "models": [], "messages": [],
+            "history": {"messages": {}, "currentId": None}}  # fmt: skip
+    response = client.post("/api/v1/chats/new", json={"chat": chat}, headers=headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def victim(gate: Stack) -> Person:
+    """V: signed in directly at OpenWebUI (their token is what A stole), with one chat."""
+    email = fresh_email("socket-victim")
+    signed_in = openwebui.sign_in(owui_url(gate), email)
+    token = str(signed_in["token"])
+    with httpx.Client(base_url=owui_url(gate), timeout=30) as client:
+        chat_id = _new_chat(client, {"Authorization": f"Bearer {token}", "X-User-Email": email})
+    return Person(id=str(signed_in["id"]), token=token, chat_id=chat_id)
+
+
+@dataclass
+class Attacker(Person):
+    headers: dict[str, str]  # IdP session cookie and our Origin, for the WebSocket upgrade
+
+
+@pytest.fixture(scope="module")
+def attacker(gate: Stack) -> Attacker:
+    """A: signed in at the demo IdP, with their own OpenWebUI token and a chat of their own."""
+    student = sign_in_through_proxy(gate, fresh_email("socket-attacker"))
+    with student as client:
+        me = client.get("/api/v1/auths/", headers=student.auth())
+        assert me.status_code == 200, me.text
+        chat_id = _new_chat(client, student.auth())
+        cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    # The stack sets OWUI_PROXY_PUBLIC_URL, so the proxy wants exactly that Origin.
+    headers = {"Cookie": cookie, "Origin": gate.public_url}
+    return Attacker(id=str(me.json()["id"]), token=student.token, chat_id=chat_id, headers=headers)
+
+
+@pytest.mark.parametrize("name", list(SPELLINGS))
+def test_each_spelling_acts_as_the_token_owner_at_openwebui_directly(
+    gate: Stack, victim: Person, name: str
+) -> None:
+    """The control: without the proxy, V's token in this spelling makes the socket V's."""
+    spelling = SPELLINGS[name]
+
+    async def script(eio: EngineIO) -> None:
+        if not spelling.connect:
+            await eio.send("40")  # an anonymous CONNECT (always_connect): nobody yet
+            await eio.connected()  # (probing now would get it disconnected: no user)
+        await eio.send(spelling.frame(victim.token))
+        if spelling.connect:
+            await eio.connected()
+        if spelling.acks:
+            (joined,) = await eio.ack(JOIN_ACK)
+            assert joined["id"] == victim.id
+        elif not spelling.connect:
+            # Without an ack nothing says when user-join is done, and python-socketio runs
+            # each event in its own task: give it time before probing (a probe on a socket
+            # with no user yet would get it disconnected).
+            await asyncio.sleep(2)
+        assert await eio.probe(victim.chat_id) is True
+
+    _run(owui_url(gate), {}, script)
+
+
+@pytest.mark.parametrize("name", list(SPELLINGS))
+def test_the_victims_token_in_each_spelling_closes_the_socket(
+    gate: Stack, attacker: Attacker, victim: Person, name: str
+) -> None:
+    spelling = SPELLINGS[name]
+
+    async def script(eio: EngineIO) -> Closed:
+        if not spelling.connect:
+            await eio.send("40" + json.dumps({"token": attacker.token}))
+            await eio.connected()
+        before = len(eio.seen)
+        await eio.send(spelling.frame(victim.token))
+        try:
+            # Whatever comes back, until the close; a socket still open after 10 s of
+            # silence, or an answer naming V, is the failure (reported with what came).
+            while not any(victim.id in frame for frame in eio.seen[before:]):
+                await eio.receive(timeout=10)
+        except Closed as closed:
+            return Closed(closed.code, closed.frames[before:])
+        except TimeoutError:  # still open: whose is it now? (for the failure message)
+            mine = await eio.probe(victim.chat_id)
+            return Closed(None, [*eio.seen[before:], f"(V's chat readable on this socket: {mine})"])
+        return Closed(None, eio.seen[before:])
+
+    closed = _run(gate.public_url, attacker.headers, script)
+    assert closed.code == POLICY_VIOLATION, closed
+    assert not any(victim.id in frame for frame in closed.frames), closed.frames
+    assert not any(frame.startswith(f"43{JOIN_ACK}") for frame in closed.frames), closed.frames
+
+
+@pytest.mark.parametrize("name", list(SPELLINGS))
+def test_the_attackers_own_token_in_each_spelling_is_answered_as_the_attacker(
+    gate: Stack, attacker: Attacker, victim: Person, name: str
+) -> None:
+    """The channel works through the proxy, and each spelling is read, not just refused."""
+    spelling = SPELLINGS[name]
+
+    async def script(eio: EngineIO) -> list[Any] | None:
+        if not spelling.connect:
+            await eio.send("40" + json.dumps({"token": attacker.token}))
+            await eio.connected()
+        await eio.send(spelling.frame(attacker.token))
+        if spelling.connect:
+            await eio.connected()
+        joined = await eio.ack(JOIN_ACK) if spelling.acks else None
+        # The socket is A's: A's chat yes, V's chat no.
+        assert await eio.probe(attacker.chat_id) is True
+        assert await eio.probe(victim.chat_id) is False
+        return joined
+
+    joined = _run(gate.public_url, attacker.headers, script)
+    if spelling.acks:
+        assert joined is not None
+        assert joined[0]["id"] == attacker.id
