@@ -16,19 +16,18 @@ BENCH_NAME = "Bench User"
 # Identity headers OpenWebUI is configured with (the defaults of owui-proxy's settings).
 IDENTITY_HEADERS = ("X-User-Email", "X-User-Name", "X-User-Groups", "X-User-Role")
 
-# A small JSON body that echoes the email header the upstream received, so the run can
-# check that each proxy really set it (and dropped the client's spoofed value).
 # Idle upstream connections each proxy may keep: more than the most client connections
 # (256), so no proxy pays for new upstream connections (Caddy's default is 32 per host,
 # which alone cuts its throughput at 256 connections by almost 40 %).
 POOL = 512
 
+# A small JSON body that echoes the email header the upstream received, so the run can
+# check that each proxy really set it (and dropped the client's spoofed value).
 STATIC_BODY = '{"ok":true,"user":"$http_x_user_email"}'
 
 
 def _nginx_common(workdir: Path, name: str) -> str:
-    tmp = workdir / f"{name}-tmp"
-    tmp.mkdir(exist_ok=True)
+    (workdir / f"{name}-tmp").mkdir(exist_ok=True)  # temp paths of _nginx_http_common
     return f"""
 worker_processes 1;
 daemon off;
