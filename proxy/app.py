@@ -27,7 +27,6 @@ from aiohttp.typedefs import Middleware
 from proxy import logs
 from proxy.auth.base import Authenticator
 from proxy.auth.forward import ForwardAuthenticator
-from proxy.auth.jwt import JwtAuthenticator
 from proxy.errors import ProxyError
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
@@ -54,6 +53,9 @@ class Runtime:
         self.upstream = Upstream.open(self.settings)
         # Its own session: the auth service is not OpenWebUI, and no cookie jar is shared.
         self.auth_session = aiohttp.ClientSession(
+            # No pool limit (aiohttp's default is 100): an auth call must never queue here
+            # behind others; the auth service sets its own limits.
+            connector=aiohttp.TCPConnector(limit=0),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=self.settings.auth_timeout_s),
@@ -74,6 +76,9 @@ def make_authenticator(
     settings: Settings, session: aiohttp.ClientSession, metrics: Metrics
 ) -> Authenticator:
     if settings.auth == "jwt":
+        # Imported here: PyJWT and cryptography cost ~9 MiB a process that does not verify JWTs.
+        from proxy.auth.jwt import JwtAuthenticator
+
         jwt_source = JwtAuthenticator(settings, session)
         metrics.watch_jwks(jwt_source)
         return jwt_source
