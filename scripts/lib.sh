@@ -4,8 +4,9 @@
 DEBIAN_NEEDS=(nginx:nginx chromium:chromium ip:iproute2 wrk:wrk curl:curl)
 
 ensure_debian_packages() {
+  # Extra "command:package" pairs may be given as arguments (scripts/bench adds caddy).
   local missing=() pair
-  for pair in "${DEBIAN_NEEDS[@]}"; do
+  for pair in "${DEBIAN_NEEDS[@]}" "$@"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || missing+=("${pair#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
