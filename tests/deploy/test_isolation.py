@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,13 +25,18 @@ import pytest
 
 from tests.deploy.conftest import TestTLS, make_tls, refuse
 from tests.deploy.edge import (
-    REPO,
     SERVER_NAME,
-    Nginx,
-    Proxy,
     nginx_binary,
     proxy_available,
     wait_tcp,
+)
+from tests.deploy.edge_host import (
+    AUTH_PORT,
+    CHILD_ENV,
+    INTERNAL_PORT,
+    PUBLIC_PORT,
+    running_edge,
+    write_service_token,
 )
 from tests.deploy.netns import (
     APP,
@@ -49,8 +53,7 @@ from tests.deploy.standin import header_values, read_records
 pytestmark = [pytest.mark.netns, pytest.mark.nginx]
 
 PY = sys.executable
-APP_PORT, AUTH_PORT, PUBLIC_PORT = 8080, 4180, 8000
-INTERNAL_PORT, ADMIN_PORT = 8001, 9000
+APP_PORT, ADMIN_PORT = 8080, 9000
 PUBLIC_OPEN = {f"{EDGE_PUBLIC}:443", f"{EDGE_PUBLIC}:80"}
 ALICE_COOKIE = "_oauth2_proxy=alice-session"
 
@@ -103,60 +106,28 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         topo.create()
     except NetnsUnavailable as exc:
         refuse(str(exc))
-    nginx: Nginx | None = None
-    proxy: Proxy | None = None
     try:
         tls = make_tls(base / "tls")
-        token = secrets.token_urlsafe(36)
-        tokens = base / "internal-tokens"
-        tokens.write_text(f"# provisioner\n{token}\n", encoding="utf-8")
-        tokens.chmod(0o600)
+        token, tokens = write_service_token(base)
         app_records = base / "app.jsonl"
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO)}
         topo.start(
             "app",
             [PY, "-m", "tests.deploy.standin", "upstream",
              "--listen", f"{APP}:{APP_PORT}", "--record", str(app_records)],
             base / "app.log",
-            env,
-        )  # fmt: skip
-        topo.start(
-            "edge",
-            [PY, "-m", "tests.deploy.standin", "auth",
-             "--listen", f"127.0.0.1:{AUTH_PORT}", "--record", str(base / "auth.jsonl"),
-             "--user", "alice-session=alice@example.edu,Alice,students"],
-            base / "auth.log",
-            env,
+            CHILD_ENV,
         )  # fmt: skip
         wait_tcp(APP, APP_PORT, netns=topo.ns("edge"))
-        wait_tcp("127.0.0.1", AUTH_PORT, netns=topo.ns("edge"))
-        proxy = Proxy(
-            {
-                "OWUI_PROXY_UPSTREAM": f"http://{APP}:{APP_PORT}",
-                "OWUI_PROXY_LISTEN": f"127.0.0.1:{PUBLIC_PORT}",
-                "OWUI_PROXY_ADMIN_LISTEN": f"{EDGE_INTERNAL_SIDE}:{ADMIN_PORT}",
-                "OWUI_PROXY_INTERNAL_LISTEN": f"{EDGE_INTERNAL_SIDE}:{INTERNAL_PORT}",
-                "OWUI_PROXY_INTERNAL_TOKENS_FILE": str(tokens),
-                "OWUI_PROXY_AUTH": "forward",
-                "OWUI_PROXY_FORWARD_AUTH_URL": f"http://127.0.0.1:{AUTH_PORT}/oauth2/auth",
-                "OWUI_PROXY_TRUSTED_PROXIES": "127.0.0.1/32",
-            },
-            base / "proxy.log",
-            netns=topo.ns("edge"),
-        )
-        proxy.start(("127.0.0.1", PUBLIC_PORT))
-        # The production values of the placeholders: all addresses, standard ports.
-        nginx = Nginx(
-            base / "nginx", "443", "80", f"127.0.0.1:{PUBLIC_PORT}", tls.cert, tls.key,
-            netns=topo.ns("edge"),
-        )  # fmt: skip
-        nginx.start((EDGE_PUBLIC, 443))
-        yield Site(topo, tls, token, app_records, base)
+        with running_edge(
+            topo,
+            base,
+            tls,
+            upstream=f"http://{APP}:{APP_PORT}",
+            tokens=tokens,
+            admin_listen=f"{EDGE_INTERNAL_SIDE}:{ADMIN_PORT}",
+        ):
+            yield Site(topo, tls, token, app_records, base)
     finally:
-        if nginx is not None:
-            nginx.stop()
-        if proxy is not None:
-            proxy.stop()
         topo.destroy()
 
 

@@ -23,11 +23,11 @@ import pytest
 
 from demo import openwebui
 from tests.deploy.conftest import TestTLS, make_tls, refuse
-from tests.deploy.edge import REPO, Nginx, Proxy, nginx_binary, proxy_available, wait_tcp
+from tests.deploy.edge import nginx_binary, proxy_available
+from tests.deploy.edge_host import running_edge, write_service_token
 from tests.deploy.netns import (
     APP,
     EDGE_APP_SIDE,
-    EDGE_INTERNAL_SIDE,
     EDGE_PUBLIC,
     Topology,
 )
@@ -36,7 +36,7 @@ from tests.deploy.spoof import spoof_request
 pytestmark = [pytest.mark.e2e, pytest.mark.netns, pytest.mark.nginx]
 
 PY = sys.executable
-OWUI_PORT, AUTH_PORT, PUBLIC_PORT, INTERNAL_PORT = 8080, 4180, 8000, 8001
+OWUI_PORT = 8080
 OPERATOR = "operator@example.edu"
 SIGNIN_BODY = b'{"email": "", "password": ""}'
 
@@ -115,64 +115,33 @@ def real_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSite]:
         topo.create()
     except Exception as exc:
         refuse(str(exc))
-    nginx: Nginx | None = None
-    proxy: Proxy | None = None
     try:
         tls = make_tls(base / "tls")
-        token = secrets.token_urlsafe(36)
-        tokens = base / "internal-tokens"
-        tokens.write_text(f"{token}\n", encoding="utf-8")
-        tokens.chmod(0o600)
+        token, tokens = write_service_token(base)
         _start_openwebui(topo, base)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO)}
-        topo.start(
-            "edge",
-            [PY, "-m", "tests.deploy.standin", "auth",
-             "--listen", f"127.0.0.1:{AUTH_PORT}", "--record", str(base / "auth.jsonl"),
-             "--user", "alice-session=alice@example.edu,Alice,students"],
-            base / "auth.log",
-            env,
-        )  # fmt: skip
-        wait_tcp("127.0.0.1", AUTH_PORT, netns=topo.ns("edge"))
-        proxy = Proxy(
-            {
-                "OWUI_PROXY_UPSTREAM": f"http://{APP}:{OWUI_PORT}",
-                "OWUI_PROXY_LISTEN": f"127.0.0.1:{PUBLIC_PORT}",
-                "OWUI_PROXY_ADMIN_LISTEN": "127.0.0.1:9000",
-                "OWUI_PROXY_INTERNAL_LISTEN": f"{EDGE_INTERNAL_SIDE}:{INTERNAL_PORT}",
-                "OWUI_PROXY_INTERNAL_TOKENS_FILE": str(tokens),
-                "OWUI_PROXY_AUTH": "forward",
-                "OWUI_PROXY_FORWARD_AUTH_URL": f"http://127.0.0.1:{AUTH_PORT}/oauth2/auth",
-                "OWUI_PROXY_TRUSTED_PROXIES": "127.0.0.1/32",
-            },
-            base / "proxy.log",
-            netns=topo.ns("edge"),
-        )
-        proxy.start(("127.0.0.1", PUBLIC_PORT))
-        nginx = Nginx(
-            base / "nginx", "443", "80", f"127.0.0.1:{PUBLIC_PORT}", tls.cert, tls.key,
-            netns=topo.ns("edge"),
-        )  # fmt: skip
-        nginx.start((EDGE_PUBLIC, 443))
-        # The operator signs in first and so becomes admin: directly at OpenWebUI from edge,
-        # as an operator bootstraps a fresh install (the internal listener refuses to sign
-        # anyone in while OpenWebUI has no user: its first account becomes admin).
-        site = RealSite(topo, tls, token, "")
-        status, body = site.curl(
-            "edge", "-X", "POST", "-H", "Content-Type: application/json",
-            "-H", f"X-User-Email: {OPERATOR}", "-d", SIGNIN_BODY.decode(),
-            f"http://{APP}:{OWUI_PORT}/api/v1/auths/signin",
-        )  # fmt: skip
-        assert status == 200, body
-        operator = json.loads(body)
-        assert operator["role"] == "admin"
-        site.operator_token = operator["token"]
-        yield site
+        with running_edge(
+            topo,
+            base,
+            tls,
+            upstream=f"http://{APP}:{OWUI_PORT}",
+            tokens=tokens,
+            admin_listen="127.0.0.1:9000",
+        ):
+            # The operator signs in first and so becomes admin: directly at OpenWebUI from edge,
+            # as an operator bootstraps a fresh install (the internal listener refuses to sign
+            # anyone in while OpenWebUI has no user: its first account becomes admin).
+            site = RealSite(topo, tls, token, "")
+            status, body = site.curl(
+                "edge", "-X", "POST", "-H", "Content-Type: application/json",
+                "-H", f"X-User-Email: {OPERATOR}", "-d", SIGNIN_BODY.decode(),
+                f"http://{APP}:{OWUI_PORT}/api/v1/auths/signin",
+            )  # fmt: skip
+            assert status == 200, body
+            operator = json.loads(body)
+            assert operator["role"] == "admin"
+            site.operator_token = operator["token"]
+            yield site
     finally:
-        if nginx is not None:
-            nginx.stop()
-        if proxy is not None:
-            proxy.stop()
         topo.destroy()
 
 
