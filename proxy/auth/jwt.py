@@ -258,28 +258,27 @@ def algorithms_for_key(key: PublicKey, accepted: list[str]) -> list[str]:
     return [alg for alg in accepted if alg in fitting]
 
 
+# PyJWT rejections to loggable reasons, most specific class first (subclasses before bases).
+_REASONS: tuple[tuple[type[PyJWTError], str], ...] = (
+    (ExpiredSignatureError, "token expired"),
+    (ImmatureSignatureError, "token not yet valid (nbf)"),
+    (InvalidIssuedAtError, "token issued in the future (iat)"),
+    (InvalidIssuerError, "wrong issuer"),
+    (InvalidAudienceError, "wrong audience"),
+    (InvalidAlgorithmError, "alg does not match the signing key"),
+    (InvalidSignatureError, "bad signature"),
+    (InvalidKeyError, "signing key unusable for this token"),
+    (DecodeError, "token is not a well-formed JWT"),
+)
+
+
 def rejection_reason(exc: PyJWTError) -> str:
-    """A short, loggable reason for a PyJWT rejection (most specific class first)."""
-    if isinstance(exc, ExpiredSignatureError):
-        return "token expired"
-    if isinstance(exc, ImmatureSignatureError):
-        return "token not yet valid (nbf)"
-    if isinstance(exc, InvalidIssuedAtError):
-        return "token issued in the future (iat)"
-    if isinstance(exc, InvalidIssuerError):
-        return "wrong issuer"
-    if isinstance(exc, InvalidAudienceError):
-        return "wrong audience"
+    """A short, loggable reason for a PyJWT rejection."""
     if isinstance(exc, MissingRequiredClaimError):
         return f"required claim {exc.claim!r} missing"
-    if isinstance(exc, InvalidAlgorithmError):
-        return "alg does not match the signing key"
-    if isinstance(exc, InvalidSignatureError):
-        return "bad signature"
-    if isinstance(exc, InvalidKeyError):
-        return "signing key unusable for this token"
-    if isinstance(exc, DecodeError):
-        return "token is not a well-formed JWT"
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
     return f"invalid token ({type(exc).__name__})"
 
 

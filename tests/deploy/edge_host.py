@@ -9,13 +9,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.deploy.conftest import TestTLS
+from tests.deploy.conftest import TestTLS, refuse
 from tests.deploy.edge import REPO, Nginx, Proxy, wait_tcp
-from tests.deploy.netns import EDGE_INTERNAL_SIDE, EDGE_PUBLIC, Topology
+from tests.deploy.netns import EDGE_INTERNAL_SIDE, EDGE_PUBLIC, NetnsUnavailable, Topology
 
 PY = sys.executable
 AUTH_PORT, PUBLIC_PORT, INTERNAL_PORT = 4180, 8000, 8001
 CHILD_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(REPO)}
+
+
+def new_topology() -> Topology:
+    """The test hosts, created; a machine that cannot create them refuses the test (a
+    failure under CI=true)."""
+    topo = Topology()
+    try:
+        topo.create()
+    except NetnsUnavailable as exc:
+        refuse(str(exc))
+    return topo
 
 
 def write_service_token(base: Path) -> tuple[str, Path]:

@@ -35,6 +35,7 @@ from tests.deploy.edge_host import (
     CHILD_ENV,
     INTERNAL_PORT,
     PUBLIC_PORT,
+    new_topology,
     running_edge,
     write_service_token,
 )
@@ -44,7 +45,6 @@ from tests.deploy.netns import (
     EDGE_INTERNAL_SIDE,
     EDGE_PUBLIC,
     INTERNAL,
-    NetnsUnavailable,
     Topology,
 )
 from tests.deploy.spoof import IDENTITY, SPOOF_MARKERS, spoof_request
@@ -101,11 +101,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     if not proxy_available():
         refuse("the proxy (python -m proxy) is not in this tree")
     base = tmp_path_factory.mktemp("netns")
-    topo = Topology()
-    try:
-        topo.create()
-    except NetnsUnavailable as exc:
-        refuse(str(exc))
+    topo = new_topology()
     try:
         tls = make_tls(base / "tls")
         token, tokens = write_service_token(base)

@@ -24,7 +24,7 @@ import pytest
 from demo import openwebui
 from tests.deploy.conftest import TestTLS, make_tls, refuse
 from tests.deploy.edge import nginx_binary, proxy_available
-from tests.deploy.edge_host import running_edge, write_service_token
+from tests.deploy.edge_host import new_topology, running_edge, write_service_token
 from tests.deploy.netns import (
     APP,
     EDGE_APP_SIDE,
@@ -110,11 +110,7 @@ def real_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealSite]:
     if nginx_binary() is None or not proxy_available():
         refuse("nginx or the proxy is missing")
     base = tmp_path_factory.mktemp("netns-e2e")
-    topo = Topology()
-    try:
-        topo.create()
-    except Exception as exc:
-        refuse(str(exc))
+    topo = new_topology()
     try:
         tls = make_tls(base / "tls")
         token, tokens = write_service_token(base)
