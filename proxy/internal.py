@@ -37,13 +37,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-import aiohttp
 import structlog
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy import logs
+from proxy import h1, logs
 from proxy.allowlist import Allowed, Allowlist
 from proxy.errors import (
     ActAsRefused,
@@ -148,7 +147,7 @@ class SigninGuard:
             )
         self.onboarded = True
 
-    async def after(self, response: aiohttp.ClientResponse) -> web.Response:
+    async def after(self, response: h1.Response) -> web.Response:
         """The sign-in answer, unless it carries an admin's token."""
         body = await read_whole(response)
         if response.status == 200:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import time
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy import browser, logs, socketio
+from proxy import browser, h1, logs, socketio
 from proxy.auth.base import Authenticator, Denied
 from proxy.errors import BadRequest, Forbidden
 from proxy.headers import (
@@ -150,7 +149,7 @@ class PublicHandler:
         method: str | None = None,
         with_body: bool = True,
         buffered: bytes | None = None,
-    ) -> aiohttp.ClientResponse:
+    ) -> h1.Response:
         started = time.perf_counter()
         response = await send(
             request, headers, self.upstream, method=method, with_body=with_body, buffered=buffered

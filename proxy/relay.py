@@ -1,9 +1,12 @@
-"""Streaming HTTP relay to OpenWebUI over one shared client session.
+"""Streaming HTTP relay to OpenWebUI.
 
 The caller decides the outbound headers (``proxy/headers.py``); this module only moves
 bytes: the raw path and query exactly as received, the request body streamed with a size
 limit, the response streamed back chunk by chunk, nothing decompressed or compressed.
-aiohttp client errors are translated into ``proxy.errors`` here and nowhere else.
+
+Plain HTTP goes through ``proxy/h1.py``'s lean keep-alive client; WebSockets and the few
+side requests (``/health``, the Socket.IO token check) use an aiohttp session. Client
+errors become ``proxy.errors`` in ``h1`` and here, nowhere else.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy import h1
 from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
 from proxy.headers import filter_response_headers
 from proxy.settings import Settings
@@ -32,11 +36,12 @@ _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
-    """OpenWebUI as the relay sees it: one pooled session, its base URL, timeouts, limits.
+    """OpenWebUI as the relay sees it: the HTTP pool, a session for WebSockets, timeouts, limits.
 
     Built once at start (:meth:`open`) inside the running loop, closed at shutdown.
     """
 
+    pool: h1.Pool
     session: aiohttp.ClientSession
     base: str
     connect_timeout_s: float
@@ -60,7 +65,14 @@ class Upstream:
             skip_auto_headers=_NO_AUTO_HEADERS,
             timeout=aiohttp.ClientTimeout(total=None),
         )
+        pool = h1.Pool(
+            settings.upstream,
+            connect_timeout_s=settings.connect_timeout_s,
+            response_timeout_s=settings.response_timeout_s,
+            idle_timeout_s=settings.idle_timeout_s,
+        )
         return cls(
+            pool=pool,
             session=session,
             base=settings.upstream.rstrip("/"),
             connect_timeout_s=settings.connect_timeout_s,
@@ -70,6 +82,7 @@ class Upstream:
         )
 
     async def close(self) -> None:
+        await self.pool.close()
         await self.session.close()
 
     def url_for(self, raw_target: str) -> URL:
@@ -92,19 +105,17 @@ class Upstream:
 
 
 class _Body:
-    """The client's body as an async iterator, refusing more than ``limit`` bytes."""
+    """The client's body as an async iterable, refusing more than ``limit`` bytes."""
 
     def __init__(self, request: web.Request, limit: int) -> None:
         self.request = request
         self.limit = limit
-        self.too_large = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         seen = 0
         async for chunk in self.request.content.iter_chunked(CHUNK):
             seen += len(chunk)
             if seen > self.limit:
-                self.too_large = True
                 raise BodyTooLarge(f"request body exceeds {self.limit} bytes")
             yield chunk
 
@@ -117,51 +128,27 @@ async def send(
     method: str | None = None,
     with_body: bool = True,
     buffered: bytes | None = None,
-) -> aiohttp.ClientResponse:
-    """Send ``request`` upstream with exactly ``headers``; return the response, headers read.
+) -> h1.Response:
+    """Send ``request`` upstream with exactly ``headers``; return the response, head read.
 
     The body streams from the client, unless ``with_body`` is false (none is sent) or
     ``buffered`` holds it, already read (see :func:`read_body`). The caller must
     ``release()`` the response. Raises ``BodyTooLarge``, ``UpstreamUnavailable`` or
     ``UpstreamTimeout``.
     """
-    url = upstream.url_for(request.raw_path)
+    target = request.raw_path
+    if not target.startswith("/"):
+        # absolute-form or '*': would let a client choose another host
+        raise BadRequest("request target must be a path")
     declared = request.content_length
     if declared is not None and declared > upstream.max_body_bytes:
         raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes")
-    body = None
+    body: bytes | _Body | None = None
     if buffered is not None:
-        headers["Content-Length"] = str(len(buffered))
+        body = buffered
     elif with_body and request.body_exists:
         body = _Body(request, upstream.max_body_bytes)
-    else:
-        headers.popall("Content-Length", None)
-    try:
-        response = await upstream.session.request(
-            method or request.method,
-            url,
-            headers=headers,
-            data=buffered if buffered is not None else body.__aiter__() if body else None,
-            allow_redirects=False,
-            timeout=upstream.timeout(),
-        )
-    except BodyTooLarge:
-        raise
-    except (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError, TimeoutError) as exc:
-        if body is not None and body.too_large:
-            raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes") from exc
-        raise UpstreamTimeout(f"upstream did not answer in time ({type(exc).__name__})") from exc
-    except aiohttp.ClientError as exc:
-        if body is not None and body.too_large:
-            raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes") from exc
-        raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
-    protocol = response.connection.protocol if response.connection is not None else None
-    if protocol is not None:
-        # From here on the limit is the silence between body chunks; restart the timer so
-        # the new limit counts from now rather than from the last byte of the headers.
-        protocol.read_timeout = upstream.idle_timeout_s
-        protocol.start_timeout()
-    return response
+    return await upstream.pool.request(method or request.method, target, headers, body)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -179,19 +166,19 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_whole(response: aiohttp.ClientResponse) -> bytes:
+async def read_whole(response: h1.Response) -> bytes:
     """Read a (small) body whole and release the response; failures become proxy errors."""
     try:
         return await response.read()
-    except TimeoutError as exc:
-        raise UpstreamTimeout("upstream body stalled") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(f"upstream body broke off ({type(exc).__name__})") from exc
+    except h1.BodyBrokeOff as exc:
+        if exc.stalled:
+            raise UpstreamTimeout("upstream body stalled") from exc
+        raise UpstreamUnavailable(f"upstream body broke off ({exc})") from exc
     finally:
         response.release()
 
 
-def _small(request: web.Request, response: aiohttp.ClientResponse) -> bool:
+def _small(request: web.Request, response: h1.Response) -> bool:
     length = response.content_length
     return (
         length is not None
@@ -203,7 +190,7 @@ def _small(request: web.Request, response: aiohttp.ClientResponse) -> bool:
 
 
 def whole_response(
-    response: aiohttp.ClientResponse, body: bytes, extra: CIMultiDict[str] | None = None
+    response: h1.Response, body: bytes, extra: CIMultiDict[str] | None = None
 ) -> web.Response:
     """The client's answer for an upstream response whose body was read whole (``read_whole``)."""
     headers = filter_response_headers(response.headers.items())
@@ -215,7 +202,7 @@ def whole_response(
 
 async def stream_back(
     request: web.Request,
-    response: aiohttp.ClientResponse,
+    response: h1.Response,
     *,
     extra_headers: CIMultiDict[str] | None = None,
 ) -> web.StreamResponse:
@@ -237,11 +224,11 @@ async def stream_back(
         out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
         await out.prepare(request)
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.iter_chunks():
                 await out.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except h1.BodyBrokeOff as exc:
             # Headers are gone already: the only honest signal left is a cut connection.
-            raise ConnectionResetError(f"upstream body broke off ({type(exc).__name__})") from exc
+            raise ConnectionResetError(f"upstream body broke off ({exc})") from exc
         await out.write_eof()
         return out
     finally:
