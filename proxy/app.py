@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -32,7 +31,7 @@ from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
 from proxy.relay import Upstream
-from proxy.respond import REQUEST_ID_KEY, from_exception, request_id
+from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
 from proxy.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -90,7 +89,7 @@ def _context(listener: str, metrics: Metrics) -> Middleware:
 
     @web.middleware
     async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = uuid.uuid4().hex
+        rid = new_request_id()
         request[REQUEST_ID_KEY] = rid
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
@@ -117,8 +116,8 @@ def _context(listener: str, metrics: Metrics) -> Middleware:
             metrics.count_request(listener, status)
             identity = request.get(IDENTITY_KEY)
             upstream_s = request.get(UPSTREAM_SECONDS_KEY)
-            log.info(
-                "access",
+            logs.access(
+                request_id=rid,
                 listener=listener,
                 method=request.method,
                 path=request.path,  # no query string: it may carry secrets

@@ -129,7 +129,7 @@ def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
 
 
 def forwarded_view(
-    request_headers: Mapping[str, str],
+    request_headers: Mapping[str, str] | Iterable[tuple[str, str]],
     *,
     peer: str | None,
     scheme: str,
@@ -143,6 +143,8 @@ def forwarded_view(
     """
     peer_text = peer or "unknown"
     if policy.is_trusted(peer):
+        if not isinstance(request_headers, Mapping):
+            request_headers = CIMultiDict(request_headers)
         chain = request_headers.get("X-Forwarded-For", "").strip()
         proto = request_headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         fwd_host = request_headers.get("X-Forwarded-Host", "").split(",")[0].strip()
@@ -203,9 +205,7 @@ def build_upstream_headers(
             continue
         out.add(name, value)
 
-    forwarded = forwarded_view(
-        CIMultiDict(items), peer=peer, scheme=scheme, host=host, policy=policy
-    )
+    forwarded = forwarded_view(items, peer=peer, scheme=scheme, host=host, policy=policy)
     out["Host"] = forwarded.host
     out["X-Forwarded-For"] = forwarded.for_
     out["X-Forwarded-Proto"] = forwarded.proto

@@ -31,7 +31,6 @@ import asyncio
 import json
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +56,7 @@ from proxy.errors import (
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
 from proxy.identity import Identity, make_identity
 from proxy.relay import Upstream, read_whole, send, stream_back, whole_response
-from proxy.respond import REQUEST_ID_KEY, error_response
+from proxy.respond import REQUEST_ID_KEY, error_response, new_request_id
 from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
 
@@ -188,7 +187,7 @@ class InternalHandler:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        rid = uuid.uuid4().hex
+        rid = new_request_id()
         request[REQUEST_ID_KEY] = rid
         structlog.contextvars.bind_contextvars(request_id=rid)
         audit = _Audit(

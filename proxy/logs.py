@@ -7,11 +7,13 @@ might hold one (token, cookie, authorization, password, secret), so a mistake co
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
@@ -41,7 +43,37 @@ def sanitise(value: str | None, limit: int = 64) -> str | None:
     return _UNSAFE.sub("", value)[:limit]
 
 
+class _AccessSink:
+    """Where the access line goes, set by :func:`configure` (nowhere until then)."""
+
+    out: TextIO | None = None
+
+
+_access = _AccessSink()
+
+
+def access(**fields: object) -> None:
+    """One access line, written without structlog's processor chain.
+
+    It is the one line every request writes, so it skips what the chain does per call
+    (context merge, level lookup, a redaction pass, a bound-logger copy): one dict, one
+    ``json.dumps``, one write. The line has the same shape as the others (``event``,
+    ``level``, ``timestamp``). The caller passes fixed field names, none of them
+    secret-like (``tests/proxy/test_logs.py`` checks them against ``redact``'s pattern).
+    """
+    out = _access.out
+    if out is None:
+        return
+    fields["event"] = "access"
+    fields["level"] = "info"
+    now = datetime.datetime.now(datetime.UTC)
+    fields["timestamp"] = now.isoformat().replace("+00:00", "Z")
+    out.write(json.dumps(fields) + "\n")
+    out.flush()
+
+
 def configure(level: str = "info") -> None:
+    _access.out = sys.stdout if _LEVELS[level] <= logging.INFO else None
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -88,11 +88,34 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Label children resolved once: labels() builds and locks on every call.
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._decisions: dict[str, Counter] = {}
+        self._cache: dict[str, Counter] = {}
+
     def watch_jwks(self, source: JwksStatus) -> None:
         self.registry.register(_JwksCollector(source))
 
     def count_request(self, listener: str, status: int) -> None:
-        self.requests.labels(listener, f"{status // 100}xx").inc()
+        key = (listener, status // 100)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.requests.labels(listener, f"{key[1]}xx")
+        child.inc()
+
+    def count_decision(self, outcome: str) -> None:
+        """An identity decision on the public listener (``identity``, ``denied``, ...)."""
+        child = self._decisions.get(outcome)
+        if child is None:
+            child = self._decisions[outcome] = self.auth_decisions.labels(outcome)
+        child.inc()
+
+    def count_cache(self, result: str) -> None:
+        """A forward-auth decision cache lookup (``hit`` or ``miss``)."""
+        child = self._cache.get(result)
+        if child is None:
+            child = self._cache[result] = self.forward_auth_cache.labels(result)
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

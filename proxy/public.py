@@ -66,7 +66,7 @@ class PublicHandler:
             and self.public_origin is not None
             and not browser.origin_allowed(request.headers.get("Origin"), self.public_origin)
         ):
-            self.metrics.auth_decisions.labels("cross_origin_websocket").inc()
+            self.metrics.count_decision("cross_origin_websocket")
             raise Forbidden("cross-origin WebSocket refused")
         stripped = stripped_names(request.headers.items(), self.policy)
         if stripped:
@@ -79,13 +79,13 @@ class PublicHandler:
             and not websocket
             and browser.api_key_allowed(request.headers.getall("Authorization", []), request.path)
         ):
-            self.metrics.auth_decisions.labels("api_key").inc()
+            self.metrics.count_decision("api_key")
         else:
             result = await self.authenticator.authenticate(request)
             if isinstance(result, Denied):
-                self.metrics.auth_decisions.labels("denied").inc()
+                self.metrics.count_decision("denied")
                 return self._deny(request, result, websocket)
-            self.metrics.auth_decisions.labels("identity").inc()
+            self.metrics.count_decision("identity")
             identity = result
             request[IDENTITY_KEY] = identity
 
@@ -125,7 +125,7 @@ class PublicHandler:
         return await self._relay(request, headers, identity)
 
     def _socketio_refused(self, identity: Identity) -> None:
-        self.metrics.auth_decisions.labels("socketio_token_refused").inc()
+        self.metrics.count_decision("socketio_token_refused")
         self.log.warning("socketio_token_refused", email=identity.email)
 
     def _deny(self, request: web.Request, denied: Denied, websocket: bool) -> web.StreamResponse:

@@ -99,6 +99,10 @@ class ForwardAuthenticator:
         self.groups_header = settings.forward_auth_groups_header
         self.policy = HeaderPolicy.from_settings(settings)
         self.public_url = settings.public_url
+        # Our own name, not whatever Host the client typed: auth services (Authelia) pick
+        # their access rules and cookie domain by it.
+        public = urlsplit(settings.public_url) if settings.public_url else None
+        self.public_origin = (public.scheme, public.netloc) if public else None
         self.cache = (
             DecisionCache(settings.forward_auth_cache_s, settings.forward_auth_cache_size, clock)
             if settings.forward_auth_cache_s > 0
@@ -127,12 +131,7 @@ class ForwardAuthenticator:
             host=request.host,
             policy=self.policy,
         )
-        proto, host = fwd.proto, fwd.host
-        if self.public_url is not None:
-            # Our own name, not whatever Host the client typed: auth services (Authelia)
-            # pick their access rules and cookie domain by it.
-            public = urlsplit(self.public_url)
-            proto, host = public.scheme, public.netloc
+        proto, host = self.public_origin or (fwd.proto, fwd.host)
         base = f"{proto}://{host}"
         headers = {
             "X-Forwarded-Method": request.method,
@@ -149,7 +148,7 @@ class ForwardAuthenticator:
 
     def _count(self, what: str) -> None:
         if self.metrics is not None:
-            self.metrics.forward_auth_cache.labels(what).inc()
+            self.metrics.count_cache(what)
 
     async def authenticate(self, request: web.Request) -> Identity | Denied:
         cookie = "; ".join(request.headers.getall("Cookie", []))

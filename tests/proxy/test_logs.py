@@ -1,0 +1,70 @@
+"""The access line: written outside structlog's chain, so its guarantees are checked here."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+
+from proxy import logs
+from tests.proxy.conftest import ALICE_COOKIE
+
+SECRET_LIKE = logs._SECRET_FIELD
+
+
+@pytest.fixture
+def sink(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    out = io.StringIO()
+    monkeypatch.setattr(logs._access, "out", out)
+    return out
+
+
+def lines(sink: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in sink.getvalue().splitlines()]
+
+
+async def test_one_access_line_per_request_with_the_documented_fields(proxy, sink) -> None:
+    response = await proxy.get(
+        "/api/x?token=query-secret", headers={**ALICE_COOKIE, "X-Request-ID": "abc"}
+    )
+    assert response.status == 200
+    (line,) = lines(sink)
+    assert line["event"] == "access"
+    assert line["level"] == "info"
+    assert line["timestamp"].endswith("Z")
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert len(line["request_id"]) == 32
+    assert int(line["request_id"], 16) >= 0
+    assert (line["method"], line["path"], line["status"]) == ("GET", "/api/x", 200)
+    assert line["email"] == "alice@example.edu"
+    assert line["client_request_id"] == "abc"
+    assert "query-secret" not in sink.getvalue()
+    assert "alice-session" not in sink.getvalue()
+
+
+async def test_no_access_field_name_is_one_redaction_would_blank(proxy, sink) -> None:
+    """structlog's ``redact`` does not run on this line: its names must not need it."""
+    await proxy.get("/", headers=ALICE_COOKIE)
+    await proxy.get("/")  # denied: the other branch of the line
+    for line in lines(sink):
+        assert not [name for name in line if SECRET_LIKE.search(name)]
+
+
+def test_the_access_line_follows_the_log_level() -> None:
+    try:
+        logs.configure("warning")
+        assert logs._access.out is None
+        logs.configure("info")
+        assert logs._access.out is not None
+    finally:
+        logs.configure("info")
+
+
+def test_request_ids_are_unique_hex() -> None:
+    from proxy.respond import new_request_id
+
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
