@@ -147,8 +147,14 @@ class Response:
             yield chunk
 
     async def read(self) -> bytes:
-        chunks = [chunk async for chunk in self.iter_chunks()]
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        conn = self._conn
+        first = await conn.next_chunk()
+        if not first:
+            return first
+        chunks = [first]
+        while chunk := await conn.next_chunk():
+            chunks.append(chunk)
+        return first if len(chunks) == 1 else b"".join(chunks)
 
     def release(self) -> None:
         if not self._released:
@@ -165,7 +171,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
-        self.idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0  # loop time it went back to the pool
         # flow control of our writes
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -227,8 +233,6 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
         self.pool.forget(self)
         if exc is None and self.until_close and self.response is not None and not self.complete:
             self.on_message_complete()
@@ -367,9 +371,6 @@ class _Connection(asyncio.Protocol):
 
     def start(self, no_body: bool) -> asyncio.Future[Response]:
         """Prepare for the next response; the future resolves when its head is in."""
-        if self.idle_handle is not None:
-            self.idle_handle.cancel()
-            self.idle_handle = None
         self.parser = httptools.HttpResponseParser(self)
         self.head_waiter = self.loop.create_future()
         self.chunks.clear()
@@ -474,6 +475,7 @@ class Pool:
         self.loop = asyncio.get_running_loop()
         self.idle: list[_Connection] = []
         self.busy: set[_Connection] = set()
+        self.sweeper: asyncio.TimerHandle | None = None
 
     async def request(
         self,
@@ -524,7 +526,8 @@ class Pool:
         try:
             if isinstance(body, _REPLAYABLE):
                 conn.transport.write(head + body if body else head)
-                await conn.drain()  # the response timeout counts from the last byte sent
+                if conn.write_paused:  # the response timeout counts from the last byte sent
+                    await conn.drain()
                 conn.sent = True
             else:
                 conn.transport.write(head)
@@ -569,9 +572,13 @@ class Pool:
             timer.cancel()
 
     async def _acquire(self, *, fresh: bool = False) -> _Connection:
+        cutoff = self.loop.time() - IDLE_EXPIRY_S
         while self.idle and not fresh:
             conn = self.idle.pop()
             if conn.closed:
+                continue
+            if conn.idle_since <= cutoff:
+                conn.close()  # the upstream may be closing it right now
                 continue
             conn.reused = True
             self.busy.add(conn)
@@ -597,8 +604,20 @@ class Pool:
         if len(self.idle) >= MAX_IDLE:
             conn.close()
             return
-        conn.idle_handle = self.loop.call_later(IDLE_EXPIRY_S, conn.close)
+        conn.idle_since = self.loop.time()
         self.idle.append(conn)
+        if self.sweeper is None:
+            self.sweeper = self.loop.call_later(IDLE_EXPIRY_S, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections idle past the expiry; one timer for the pool, not one each."""
+        self.sweeper = None
+        cutoff = self.loop.time() - IDLE_EXPIRY_S
+        expired = [conn for conn in self.idle if conn.idle_since <= cutoff]
+        for conn in expired:
+            conn.close()
+        if self.idle:
+            self.sweeper = self.loop.call_later(IDLE_EXPIRY_S / 2, self._sweep)
 
     def forget(self, conn: _Connection) -> None:
         self.busy.discard(conn)
@@ -606,6 +625,9 @@ class Pool:
             self.idle.remove(conn)
 
     async def close(self) -> None:
+        if self.sweeper is not None:
+            self.sweeper.cancel()
+            self.sweeper = None
         for conn in [*self.idle, *self.busy]:
             conn.close()
         self.idle.clear()

@@ -143,7 +143,7 @@ def forwarded_view(
     """
     peer_text = peer or "unknown"
     if policy.is_trusted(peer):
-        if not isinstance(request_headers, Mapping):
+        if not hasattr(request_headers, "get"):  # not isinstance(Mapping): an ABC check
             request_headers = CIMultiDict(request_headers)
         chain = request_headers.get("X-Forwarded-For", "").strip()
         proto = request_headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
@@ -192,11 +192,7 @@ def build_upstream_headers(
     public host (after the trusted-proxy rule), as OpenWebUI builds some absolute URLs
     from it.
     """
-    items = (
-        list(request_headers.items())
-        if isinstance(request_headers, Mapping)
-        else list(request_headers)
-    )
+    items = list(request_headers.items() if hasattr(request_headers, "items") else request_headers)
     protected = policy.protected
     dropped = HOP_BY_HOP | PROXY_OWNED | _connection_listed(items)
     out: CIMultiDict[str] = CIMultiDict()

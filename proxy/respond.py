@@ -5,6 +5,7 @@ Refusals a caller must tell apart also carry a stable ``code`` (see ``ProxyError
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping
 
@@ -15,9 +16,31 @@ from proxy.errors import ProxyError
 REQUEST_ID_KEY = web.RequestKey("owui_request_id", str)
 
 
+class _Ids:
+    """Request ids: a random per-process prefix and a counter, 32 hex digits in all.
+
+    Unique without a syscall per request (uuid4 reads os.urandom each time). They name a
+    request in logs and answers, they are no secret: predictability costs nothing.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+_ids = _Ids()
+# A forked worker must not repeat its parent's (or a sibling's) ids.
+os.register_at_fork(after_in_child=_ids.reset)
+
+
 def new_request_id() -> str:
-    """32 random hex digits, as uuid4().hex looked, from one ``os.urandom`` call."""
-    return os.urandom(16).hex()
+    return _ids.next()
 
 
 def request_id(request: web.Request) -> str:

@@ -39,12 +39,11 @@ FrameCheck = Callable[[str], Awaitable[bool]]
 
 def is_websocket(request: web.Request) -> bool:
     """A WebSocket upgrade request (RFC 6455 4.1)."""
-    connection = {t.strip().lower() for t in request.headers.get("Connection", "").split(",")}
-    return (
-        request.method == "GET"
-        and "upgrade" in connection
-        and request.headers.get("Upgrade", "").lower() == "websocket"
-    )
+    headers = request.headers
+    if headers.get("Upgrade", "").lower() != "websocket":
+        return False  # most requests: decided without parsing Connection
+    connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    return request.method == "GET" and "upgrade" in connection
 
 
 def _protocols(request: web.Request) -> tuple[str, ...]:

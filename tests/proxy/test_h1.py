@@ -671,3 +671,18 @@ async def test_a_non_idempotent_request_is_never_resent(scripted, method) -> Non
     assert received == [b"charge the card"]  # delivered once, never twice
     assert len(upstream.conns) == 1
     await pool.close()
+
+
+async def test_idle_connections_expire_before_the_upstream_would_close_them(
+    scripted, monkeypatch
+) -> None:
+    monkeypatch.setattr(h1, "IDLE_EXPIRY_S", 0.2)
+    upstream = await scripted(serve_forever(ok()))
+    pool = pool_for(upstream.url)
+    assert await get(pool) == (200, b"hello")
+    assert len(pool.idle) == 1
+    await asyncio.sleep(0.5)  # the sweeper closes it; no timer per connection
+    assert not pool.idle
+    assert await get(pool) == (200, b"hello")
+    assert len(upstream.conns) == 2
+    await pool.close()

@@ -68,3 +68,14 @@ def test_request_ids_are_unique_hex() -> None:
     ids = {new_request_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_a_forked_worker_gets_ids_of_its_own() -> None:
+    import multiprocessing
+
+    from proxy.respond import new_request_id
+
+    parent = new_request_id()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply(new_request_id)
+    assert child[:16] != parent[:16]
