@@ -62,6 +62,9 @@ PROXY_OWNED = frozenset(
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
+_DROPPED = HOP_BY_HOP | PROXY_OWNED
+_MAX_VERDICTS = 4096
+
 
 def normalise(name: str) -> str:
     """Header names compared as servers may read them: case-folded, ``_`` equal to ``-``."""
@@ -89,6 +92,20 @@ class HeaderPolicy:
         )
 
     protected: frozenset[str] = field(init=False)
+    # name -> passes (neither protected nor proxy-owned nor hop-by-hop): clients send the
+    # same few dozen names on every request, so each is judged once. Bounded: cleared
+    # when full, as names are the client's to choose.
+    _verdicts: dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def passes(self, name: str) -> bool:
+        """Whether a client header named ``name`` may reach OpenWebUI (Connection aside)."""
+        verdict = self._verdicts.get(name)
+        if verdict is None:
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            verdict = normalise(name) not in self.protected and name.lower() not in _DROPPED
+            self._verdicts[name] = verdict
+        return verdict
 
     def __post_init__(self) -> None:
         # Normalised names no client may send: the identity headers and Proxy-Authorization.
@@ -123,7 +140,7 @@ class Forwarded:
 def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
     listed: set[str] = set()
     for name, value in headers:
-        if name.lower() == "connection":
+        if len(name) == 10 and name.lower() == "connection":
             listed.update(token.strip().lower() for token in value.split(",") if token.strip())
     return listed
 
@@ -193,11 +210,11 @@ def build_upstream_headers(
     from it.
     """
     items = list(request_headers.items() if hasattr(request_headers, "items") else request_headers)
-    protected = policy.protected
-    dropped = HOP_BY_HOP | PROXY_OWNED | _connection_listed(items)
+    listed = _connection_listed(items)
+    passes = policy.passes
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
-        if normalise(name) in protected or name.lower() in dropped:
+        if not passes(name) or (listed and name.lower() in listed):
             continue
         out.add(name, value)
 
@@ -217,9 +234,10 @@ def build_upstream_headers(
 def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones (and those its Connection lists)."""
     items = list(upstream_headers)
-    dropped = HOP_BY_HOP | _connection_listed(items)
+    listed = _connection_listed(items)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
-        if name.lower() not in dropped:
+        lowered = name.lower()
+        if lowered not in HOP_BY_HOP and not (listed and lowered in listed):
             out.add(name, value)
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from proxy.errors import BadIdentity
@@ -29,13 +29,21 @@ class Identity:
     email: str
     name: str | None = None
     groups: tuple[str, ...] = ()
+    # Header values, computed once: a cached identity serves many requests.
+    _name_value: str | None = field(init=False, repr=False, compare=False)
+    _groups_value: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        name = None if self.name is None else quote(self.name, safe="")
+        object.__setattr__(self, "_name_value", name)
+        object.__setattr__(self, "_groups_value", ",".join(self.groups) or None)
 
     def name_header_value(self) -> str | None:
         """The name percent-encoded: OpenWebUI URL-decodes the trusted name header."""
-        return None if self.name is None else quote(self.name, safe="")
+        return self._name_value
 
     def groups_header_value(self) -> str | None:
-        return ",".join(self.groups) if self.groups else None
+        return self._groups_value
 
 
 def _reject_control(field: str, value: str) -> None:

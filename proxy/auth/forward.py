@@ -72,10 +72,8 @@ class DecisionCache:
 def decision_key(asked: Mapping[str, str]) -> bytes:
     """What the cache is keyed by: a digest of every header the auth service is sent (so no
     session cookie sits in memory twice)."""
-    digest = hashlib.sha256()
-    for name, value in sorted(asked.items()):
-        digest.update(f"{name}\x00{value}\x00".encode("latin-1", "replace"))
-    return digest.digest()
+    text = "".join(f"{name}\x00{value}\x00" for name, value in sorted(asked.items()))
+    return hashlib.sha256(text.encode("latin-1", "replace")).digest()
 
 
 class ForwardAuthenticator:

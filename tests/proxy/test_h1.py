@@ -686,3 +686,36 @@ async def test_idle_connections_expire_before_the_upstream_would_close_them(
     assert await get(pool) == (200, b"hello")
     assert len(upstream.conns) == 2
     await pool.close()
+
+
+async def test_an_https_upstream_is_verified_and_relayed() -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(server_ctx)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(ok(b"over tls"))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_ctx)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    pool = h1.Pool(
+        url, connect_timeout_s=2, response_timeout_s=2, idle_timeout_s=2, ssl_context=trusting
+    )
+    assert await get(pool) == (200, b"over tls")
+    await pool.close()
+    # Without the CA the certificate is refused: no silent downgrade to unverified TLS.
+    untrusting = h1.Pool(url, connect_timeout_s=2, response_timeout_s=2, idle_timeout_s=2)
+    with pytest.raises(UpstreamUnavailable):
+        await get(untrusting)
+    await untrusting.close()
+    server.close()
