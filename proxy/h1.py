@@ -175,20 +175,26 @@ class _Connection(asyncio.Protocol):
         # flow control of our writes
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
-        # the response in flight
+        # the response in flight (set afresh by _expect for each request)
         self.parser: httptools.HttpResponseParser | None = None
         self.head_waiter: asyncio.Future[Response] | None = None
         self.chunk_waiter: asyncio.Future[None] | None = None
         self.chunks: collections.deque[bytes] = collections.deque()
-        self.queued = 0
         self.read_paused = False
-        self.error: BaseException | None = None
         self.response: Response | None = None
+        self._expect(no_body=False)
+
+    def _expect(self, *, no_body: bool) -> None:
+        """Forget the previous response: the state of one exchange, from scratch."""
+        self.chunks.clear()
+        self.queued = 0
+        self.error: BaseException | None = None
+        self.response = None
         self.complete = False
         self.head_bytes = 0  # bytes received while the head is incomplete
         self.head_size = 0  # the header fields' size, as parsed
         self.got_bytes = False
-        self.no_body = False  # HEAD: the head is the whole response
+        self.no_body = no_body  # HEAD: the head is the whole response
         self.until_close = False  # no length, not chunked: the body ends with the connection
         self.sent = False  # request body fully written
         self.keep_alive = False  # the response allows another request on this connection
@@ -371,24 +377,9 @@ class _Connection(asyncio.Protocol):
 
     def start(self, no_body: bool) -> asyncio.Future[Response]:
         """Prepare for the next response; the future resolves when its head is in."""
+        self._expect(no_body=no_body)
         self.parser = httptools.HttpResponseParser(self)
         self.head_waiter = self.loop.create_future()
-        self.chunks.clear()
-        self.queued = 0
-        self.error = None
-        self.response = None
-        self.complete = False
-        self.head_bytes = 0
-        self.head_size = 0
-        self.got_bytes = False
-        self.no_body = no_body
-        self.until_close = False
-        self.sent = False
-        self.keep_alive = False
-        self.poisoned = False
-        self.writer = None
-        self.reason = ""
-        self.header_items = []
         return self.head_waiter
 
     def finish(self) -> None:
