@@ -528,7 +528,9 @@ class Pool:
                 done, _ = await asyncio.wait(
                     (writer, head_waiter), return_when=asyncio.FIRST_COMPLETED
                 )
-                failed = writer.exception() if writer in done else None
+                # A writer cancelled by close() (the upstream sent garbage, say) is not the
+                # error: the head waiter holds the real one, raised by _wait_head below.
+                failed = None if writer not in done or writer.cancelled() else writer.exception()
                 # A write that failed because the upstream answered and closed is no error.
                 if failed is not None and not (
                     isinstance(failed, ConnectionError) and head_waiter.done()

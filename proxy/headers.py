@@ -64,6 +64,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 _DROPPED = HOP_BY_HOP | PROXY_OWNED
 _MAX_VERDICTS = 4096
+_MAX_CACHED_NAME = 64  # longer names are judged every time, never kept
 
 
 def normalise(name: str) -> str:
@@ -101,10 +102,11 @@ class HeaderPolicy:
         """Whether a client header named ``name`` may reach OpenWebUI (Connection aside)."""
         verdict = self._verdicts.get(name)
         if verdict is None:
-            if len(self._verdicts) >= _MAX_VERDICTS:
-                self._verdicts.clear()
             verdict = normalise(name) not in self.protected and name.lower() not in _DROPPED
-            self._verdicts[name] = verdict
+            if len(name) <= _MAX_CACHED_NAME:  # bounded in bytes too, not only in entries
+                if len(self._verdicts) >= _MAX_VERDICTS:
+                    self._verdicts.clear()
+                self._verdicts[name] = verdict
         return verdict
 
     def __post_init__(self) -> None:

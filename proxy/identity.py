@@ -36,7 +36,8 @@ class Identity:
     def __post_init__(self) -> None:
         name = None if self.name is None else quote(self.name, safe="")
         object.__setattr__(self, "_name_value", name)
-        object.__setattr__(self, "_groups_value", ",".join(self.groups) or None)
+        groups = ",".join(self.groups) if self.groups else None
+        object.__setattr__(self, "_groups_value", groups)
 
     def name_header_value(self) -> str | None:
         """The name percent-encoded: OpenWebUI URL-decodes the trusted name header."""

@@ -719,3 +719,22 @@ async def test_an_https_upstream_is_verified_and_relayed() -> None:
         await get(untrusting)
     await untrusting.close()
     server.close()
+
+
+async def test_garbage_during_a_streamed_upload_is_a_502_not_a_cancellation(scripted) -> None:
+    async def script(conn: Conn) -> None:
+        await conn.head()
+        await conn.send(b"NOT HTTP\r\n\r\n")
+        await asyncio.sleep(5)
+
+    upstream = await scripted(script)
+    pool = pool_for(upstream.url)
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield b"x"
+        await asyncio.sleep(5)
+        yield b"y"
+
+    with pytest.raises(UpstreamUnavailable):
+        await pool.request("POST", "/", hdrs(), slow())
+    await pool.close()

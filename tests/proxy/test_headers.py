@@ -290,3 +290,12 @@ def test_response_header_policy(sent: H, present: H, absent: list[str]) -> None:
         assert out.getall(name) == [v for n, v in present if n == name]
     for name in absent:
         assert name not in out
+
+
+def test_long_header_names_are_judged_every_time_and_never_kept() -> None:
+    policy = HeaderPolicy("X-User-Email", "X-User-Name", "X-User-Groups", "X-User-Role")
+    long_spoof = "X-User-Email" + " " * 200
+    assert not policy.passes(long_spoof)  # strip()ped: still the protected name
+    assert policy.passes("X-" + "a" * 300)
+    assert policy.passes("Accept")
+    assert set(policy._verdicts) == {"Accept"}

@@ -79,3 +79,17 @@ def test_a_forked_worker_gets_ids_of_its_own() -> None:
     with multiprocessing.get_context("fork").Pool(1) as pool:
         child = pool.apply(new_request_id)
     assert child[:16] != parent[:16]
+
+
+@pytest.mark.parametrize(("method", "target"), [("OPTIONS", "*"), ("CONNECT", "evil.test:443")])
+async def test_a_target_no_route_matches_is_still_observed(proxy, sink, method, target) -> None:
+    """aiohttp answers these itself; they still get an id, an access line and a count."""
+    from tests.proxy.rawhttp import raw_request
+
+    server = proxy.server
+    response = await raw_request(server.host, server.port, target, [], method=method)
+    assert response.status in (400, 404)
+    (line,) = lines(sink)
+    assert line["method"] == method
+    assert line["status"] == response.status
+    assert response.headers["X-Request-ID"] == line["request_id"]
