@@ -523,38 +523,39 @@ def streaming_cases(run: Run) -> None:
     headers = {"Cookie": COOKIE}
     plan = run.plan
 
-    if "3" in run.args.cases:
-        out = {}
+    def added_latency(
+        what: str, measure: Callable[[str], list[int]], count: int, cpu_key: str
+    ) -> dict[str, Any]:
+        """``measure`` direct then through the proxy; the proxy's latency and CPU on top."""
+        out: dict[str, Any] = {}
         for label, url in (("direct", direct), ("owui-proxy", gate.url)):
-            run.log(f"case 3: SSE {label}")
-            # A short stream first, so connection set-up does not count.
-            clients.run(clients.sse_deltas(url, headers, 10, plan.sse_interval_ms))
+            run.log(f"{what} {label}")
             before = cpu_seconds(gate.proc.tree())
-            deltas = clients.run(
-                clients.sse_deltas(url, headers, plan.sse_events, plan.sse_interval_ms)
-            )
-            out[label] = clients.summary_us(deltas)
+            out[label] = clients.summary_us(measure(url))
             if label == "owui-proxy":
                 used = cpu_seconds(gate.proc.tree()) - before
-                out["proxy_cpu_us_per_event"] = 1e6 * used / plan.sse_events
+                out[cpu_key] = 1e6 * used / count
         out["added_p50_us"] = out["owui-proxy"]["p50_us"] - out["direct"]["p50_us"]
         out["added_p99_us"] = out["owui-proxy"]["p99_us"] - out["direct"]["p99_us"]
-        run.results["case3"] = out
+        return out
 
+    def sse(url: str) -> list[int]:
+        # A short stream first, so connection set-up does not count.
+        clients.run(clients.sse_deltas(url, headers, 10, plan.sse_interval_ms))
+        return clients.run(clients.sse_deltas(url, headers, plan.sse_events, plan.sse_interval_ms))
+
+    if "3" in run.args.cases:
+        run.results["case3"] = added_latency(
+            "case 3: SSE", sse, plan.sse_events, "proxy_cpu_us_per_event"
+        )
     if "4" in run.args.cases:
-        out = {}
-        for label, url in (("direct", direct), ("owui-proxy", gate.url)):
-            run.log(f"case 4: WebSocket echo {label}")
-            before = cpu_seconds(gate.proc.tree())
-            rtts = clients.run(clients.ws_rtts(url, headers, plan.ws_messages))
-            out[label] = clients.summary_us(rtts)
-            if label == "owui-proxy":
-                used = cpu_seconds(gate.proc.tree()) - before
-                # Per round trip: one message relayed each way (plus the warm-up's share).
-                out["proxy_cpu_us_per_rtt"] = 1e6 * used / plan.ws_messages
-        out["added_p50_us"] = out["owui-proxy"]["p50_us"] - out["direct"]["p50_us"]
-        out["added_p99_us"] = out["owui-proxy"]["p99_us"] - out["direct"]["p99_us"]
-        run.results["case4"] = out
+        # Per round trip: one message relayed each way (plus the warm-up's share).
+        run.results["case4"] = added_latency(
+            "case 4: WebSocket echo",
+            lambda url: clients.run(clients.ws_rtts(url, headers, plan.ws_messages)),
+            plan.ws_messages,
+            "proxy_cpu_us_per_rtt",
+        )
 
     run.procs.stop(gate.proc)
     if "5" in run.args.cases:

@@ -87,21 +87,15 @@ class Upstream:
 
     def url_for(self, raw_target: str) -> URL:
         """The upstream URL for a raw request target, byte for byte (no normalisation)."""
-        if not raw_target.startswith("/"):
-            # absolute-form or '*': would let a client choose another host
-            raise BadRequest("request target must be a path")
-        return URL(self.base + raw_target, encoded=True)
+        return URL(self.base + checked_target(raw_target), encoded=True)
 
-    def timeout(self) -> aiohttp.ClientTimeout:
-        # sock_read starts once the request body is written, so it bounds the wait for the
-        # response headers without penalising slow uploads; it is widened to the idle
-        # timeout once the headers are in (see ``send``).
-        return aiohttp.ClientTimeout(
-            total=None,
-            connect=self.connect_timeout_s,
-            sock_connect=self.connect_timeout_s,
-            sock_read=self.response_timeout_s,
-        )
+
+def checked_target(raw_target: str) -> str:
+    """``raw_target`` if it is a path; absolute-form or ``*`` would let a client choose
+    another host."""
+    if not raw_target.startswith("/"):
+        raise BadRequest("request target must be a path")
+    return raw_target
 
 
 class _Body:
@@ -136,10 +130,7 @@ async def send(
     ``release()`` the response. Raises ``BodyTooLarge``, ``UpstreamUnavailable`` or
     ``UpstreamTimeout``.
     """
-    target = request.raw_path
-    if not target.startswith("/"):
-        # absolute-form or '*': would let a client choose another host
-        raise BadRequest("request target must be a path")
+    target = checked_target(request.raw_path)
     declared = request.content_length
     if declared is not None and declared > upstream.max_body_bytes:
         raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes")
