@@ -50,6 +50,22 @@ class Identity:
 def _reject_control(field: str, value: str) -> None:
     if any(ch in value for ch in _FORBIDDEN):
         raise BadIdentity(f"{field} contains CR, LF or NUL")
+    if not _is_text(value):
+        raise BadIdentity(f"{field} is not valid UTF-8 text")
+
+
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is text that UTF-8 can carry exactly.
+
+    aiohttp decodes header bytes that are not UTF-8 as lone surrogates (``surrogateescape``)
+    and JSON may spell one (``"\\ud800"``); neither is a character, and neither can become a
+    header value without guessing (or a ``UnicodeEncodeError``): refused, never repaired.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_email(raw: str | None) -> str:
@@ -57,6 +73,10 @@ def validate_email(raw: str | None) -> str:
     if raw is None or not raw.strip():
         raise BadIdentity("email missing")
     _reject_control("email", raw)
+    # Before any case folding: str.lower() maps some non-ASCII letters onto ASCII ones
+    # (KELVIN SIGN U+212A becomes "k"), which would let "\u212aate@x" sign in as kate@x.
+    if not raw.isascii():
+        raise BadIdentity("email has non-ASCII characters")
     email = raw.strip().lower()
     if len(email) > MAX_EMAIL or not _EMAIL.fullmatch(email):
         raise BadIdentity("email is not a plausible address")

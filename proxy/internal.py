@@ -286,8 +286,12 @@ class InternalHandler:
             raise BadRequest(f"{email_header}: {exc.reason}") from exc
         try:
             # Sent percent-encoded, as OpenWebUI reads it; validated decoded, so an encoded
-            # CR/LF/NUL is refused too. The policy re-encodes it on the way out.
-            name = make_identity(email, unquote(names[0]) if names else None).name
+            # CR/LF/NUL is refused too. Decoded strictly: bytes that are not UTF-8 are refused,
+            # not replaced. The policy re-encodes it on the way out.
+            decoded = unquote(names[0], errors="strict") if names else None
+            name = make_identity(email, decoded).name
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"{name_header}: percent-encoded bytes are not UTF-8") from exc
         except BadIdentity as exc:
             raise BadRequest(f"{name_header}: {exc.reason}") from exc
         # No groups, whatever the caller sent: see the module docstring.

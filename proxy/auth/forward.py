@@ -24,10 +24,11 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDictProxy
 
 from proxy import logs
 from proxy.auth.base import Denied
-from proxy.errors import AuthServiceUnavailable
+from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest
 from proxy.headers import HeaderPolicy, forwarded_view
 from proxy.identity import Identity, make_identity
 from proxy.metrics import Metrics
@@ -71,9 +72,33 @@ class DecisionCache:
 
 def decision_key(asked: Mapping[str, str]) -> bytes:
     """What the cache is keyed by: a digest of every header the auth service is sent (so no
-    session cookie sits in memory twice)."""
-    text = "".join(f"{name}\x00{value}\x00" for name, value in sorted(asked.items()))
-    return hashlib.sha256(text.encode("latin-1", "replace")).digest()
+    session cookie sits in memory twice).
+
+    Injective: each name and value goes in as its exact UTF-8 bytes behind an 8-byte length,
+    so no two different header sets share a key (no separator a value could contain, no
+    character folded into another). Values that UTF-8 cannot carry exactly never get here:
+    :meth:`ForwardAuthenticator._outbound` refuses them first.
+    """
+    digest = hashlib.sha256()
+    for name, value in sorted(asked.items()):
+        for part in (name.encode("utf-8"), value.encode("utf-8")):
+            digest.update(len(part).to_bytes(8, "big"))
+            digest.update(part)
+    return digest.digest()
+
+
+def _exact(value: str) -> bool:
+    """Whether ``value`` goes on the wire as exactly the bytes it came in as.
+
+    aiohttp's server decodes header bytes that are not UTF-8 into lone surrogates, and its
+    client then drops them: the auth service would judge other bytes than the ones that
+    reach OpenWebUI (and a decision cache keyed on either would confuse two requests).
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class ForwardAuthenticator:
@@ -142,6 +167,9 @@ class ForwardAuthenticator:
         }
         if cookie:
             headers["Cookie"] = cookie
+        for name, value in headers.items():
+            if not _exact(value):
+                raise BadRequest(f"{name} holds bytes that are not UTF-8; refused, not guessed")
         return headers
 
     def _count(self, what: str) -> None:
@@ -173,9 +201,9 @@ class ForwardAuthenticator:
             raise AuthServiceUnavailable(f"auth service failed ({type(exc).__name__})") from exc
         if 200 <= status < 300:
             identity = make_identity(
-                headers.get(self.email_header),
-                headers.get(self.name_header),
-                headers.get(self.groups_header),
+                _one(headers, self.email_header),
+                _one(headers, self.name_header),
+                _one(headers, self.groups_header),
             )
             if key is not None and self.cache is not None:
                 self.cache.put(key, identity)
@@ -189,3 +217,11 @@ class ForwardAuthenticator:
                 headers=passed,
             )
         raise AuthServiceUnavailable(f"auth service answered {status}")
+
+
+def _one(headers: CIMultiDictProxy[str], name: str) -> str | None:
+    """The single value of an identity header; two copies are ambiguous, never "first wins"."""
+    values = headers.getall(name, [])
+    if len(values) > 1:
+        raise BadIdentity(f"auth service sent {len(values)} {name} headers")
+    return values[0] if values else None

@@ -50,6 +50,18 @@ REFUSED = [
     ("too many groups", ("a@x.io", None, [f"g{i}" for i in range(101)])),
     ("group name too long", ("a@x.io", None, ["g" * 257])),
     ("group name too long in a comma string", ("a@x.io", None, "staff," + "g" * 257)),
+    # Non-ASCII is refused before any case folding: lower() would turn these into ASCII.
+    ("KELVIN SIGN folds to k", ("\u212aate@example.edu", None, None)),
+    ("dotted capital I folds to i", ("\u0130nfo@example.edu", None, None)),
+    ("fullwidth letters", ("\uff41@example.edu", None, None)),
+    ("non-ASCII domain", ("kate@ex\u00e4mple.edu", None, None)),
+    ("non-breaking space around", ("\u00a0kate@example.edu", None, None)),
+    # Not text: aiohttp's surrogateescape for bytes that are not UTF-8, or JSON's "\ud800".
+    ("raw byte in email", ("kate\udce9@example.edu", None, None)),
+    ("raw byte in name", ("a@x.io", "caf\udce9", None)),
+    ("lone surrogate in name", ("a@x.io", "\ud800", None)),
+    ("lone surrogate in group", ("a@x.io", None, ["staff\udfff"])),
+    ("raw byte in a comma string of groups", ("a@x.io", None, "staff,caf\udcff")),
 ]
 
 

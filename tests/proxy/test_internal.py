@@ -425,6 +425,27 @@ async def test_websocket_upgrade_is_not_relayed_as_one(internal: Internal) -> No
             "X-User-Name:",
             id="name-too-long",
         ),
+        # Written as latin-1 by raw_request: these are the raw bytes on the wire.
+        pytest.param(
+            [("X-User-Email", "\xe2\x84\xaaate@example.edu")],
+            "X-User-Email:",
+            id="kelvin-sign-utf8-bytes-in-email",
+        ),
+        pytest.param(
+            [("X-User-Email", STUDENT), ("X-User-Name", "caf\xe9")],
+            "X-User-Name:",
+            id="raw-byte-not-utf8-in-name",
+        ),
+        pytest.param(
+            [("X-User-Email", STUDENT), ("X-User-Name", "caf%E9")],
+            "X-User-Name:",
+            id="percent-encoded-byte-not-utf8-in-name",
+        ),
+        pytest.param(
+            [("X-User-Email", STUDENT), ("X-User-Name", "%ED%A0%80")],
+            "X-User-Name:",
+            id="percent-encoded-surrogate-in-name",
+        ),
     ],
 )
 async def test_bad_act_as_is_400_naming_the_header(

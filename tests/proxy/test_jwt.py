@@ -442,6 +442,28 @@ REJECTIONS = [
         "jwks",
         id="email-verified-string",
     ),
+    # Valid signatures over identities the proxy refuses: a 401, never a 500 or a folded email.
+    pytest.param(
+        lambda k: k.rsa.mint({"email": "\u212aate@example.edu"}),
+        "non-ASCII",
+        {},
+        "jwks",
+        id="kelvin-sign-email",
+    ),
+    pytest.param(
+        lambda k: k.rsa.mint({"name": "Kate \ud800"}),
+        "not valid UTF-8",
+        {},
+        "jwks",
+        id="lone-surrogate-name",
+    ),
+    pytest.param(
+        lambda k: k.rsa.mint({"groups": ["staff", "\udcff"]}),
+        "not valid UTF-8",
+        {},
+        "jwks",
+        id="lone-surrogate-group",
+    ),
 ]
 
 
