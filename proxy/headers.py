@@ -10,7 +10,10 @@ security argument, step by step:
    spelling instead of guessing which one a server reads.
 2. Drop hop-by-hop headers (RFC 9110 7.6.1) and every header named in ``Connection``.
 3. Drop headers the proxy owns (``Host``, the ``X-Forwarded-*`` family, ``Forwarded``,
-   ``X-Real-IP``, ``X-Request-ID``) and set them deliberately from what the proxy knows.
+   ``X-Real-IP``, ``X-Request-ID``) and set them deliberately from what the proxy knows:
+   with a public URL configured, ``Host`` and ``X-Forwarded-Host``/``-Proto`` are that URL's,
+   whatever the client (or a front proxy) said. Steps 1 to 3 match names as in step 1
+   (``Transfer_Encoding`` and ``X_Forwarded_For`` are what a server may read them as).
 4. Inject the verified identity last, so nothing a client sends (not even
    ``Connection: X-User-Email``) can remove or duplicate it.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
 
@@ -81,15 +85,19 @@ class HeaderPolicy:
     groups_header: str
     role_header: str
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    # (scheme, host[:port]) of OWUI_PROXY_PUBLIC_URL: our own name, never a client's.
+    public: tuple[str, str] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HeaderPolicy:
+        public = urlsplit(settings.public_url) if settings.public_url else None
         return cls(
             email_header=settings.email_header,
             name_header=settings.name_header,
             groups_header=settings.groups_header,
             role_header=settings.role_header,
             trusted_proxies=settings.trusted_proxies,
+            public=(public.scheme, public.netloc) if public else None,
         )
 
     protected: frozenset[str] = field(init=False)
@@ -102,7 +110,8 @@ class HeaderPolicy:
         """Whether a client header named ``name`` may reach OpenWebUI (Connection aside)."""
         verdict = self._verdicts.get(name)
         if verdict is None:
-            verdict = normalise(name) not in self.protected and name.lower() not in _DROPPED
+            normalised = normalise(name)
+            verdict = normalised not in self.protected and normalised not in _DROPPED
             if len(name) <= _MAX_CACHED_NAME:  # bounded in bytes too, not only in entries
                 if len(self._verdicts) >= _MAX_VERDICTS:
                     self._verdicts.clear()
@@ -140,10 +149,11 @@ class Forwarded:
 
 
 def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
+    """Normalised names the ``Connection`` headers list (compare with ``normalise(name)``)."""
     listed: set[str] = set()
     for name, value in headers:
-        if len(name) == 10 and name.lower() == "connection":
-            listed.update(token.strip().lower() for token in value.split(",") if token.strip())
+        if len(name) == 10 and normalise(name) == "connection":
+            listed.update(normalise(token) for token in value.split(",") if token.strip())
     return listed
 
 
@@ -158,7 +168,8 @@ def forwarded_view(
     """X-Forwarded-For/-Proto/-Host for a request from ``peer``.
 
     A client's own values are believed only when ``peer`` is a trusted front proxy; then
-    ``peer`` is appended to the chain it sent. Otherwise the chain starts at ``peer``.
+    ``peer`` is appended to the chain it sent. Otherwise the chain starts at ``peer``. With
+    a public URL configured, proto and host are always that URL's.
     """
     peer_text = peer or "unknown"
     if policy.is_trusted(peer):
@@ -167,12 +178,14 @@ def forwarded_view(
         chain = request_headers.get("X-Forwarded-For", "").strip()
         proto = request_headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         fwd_host = request_headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-        return Forwarded(
-            for_=f"{chain}, {peer_text}" if chain else peer_text,
-            proto=proto if proto in ("http", "https") else scheme,
-            host=fwd_host or host,
-        )
-    return Forwarded(for_=peer_text, proto=scheme, host=host)
+        for_ = f"{chain}, {peer_text}" if chain else peer_text
+        proto = proto if proto in ("http", "https") else scheme
+        host = fwd_host or host
+    else:
+        for_, proto = peer_text, scheme
+    if policy.public is not None:
+        proto, host = policy.public
+    return Forwarded(for_=for_, proto=proto, host=host)
 
 
 def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPolicy) -> list[str]:
@@ -216,7 +229,7 @@ def build_upstream_headers(
     passes = policy.passes
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
-        if not passes(name) or (listed and name.lower() in listed):
+        if not passes(name) or (listed and normalise(name) in listed):
             continue
         out.add(name, value)
 
@@ -239,7 +252,7 @@ def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMu
     listed = _connection_listed(items)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
-        lowered = name.lower()
-        if lowered not in HOP_BY_HOP and not (listed and lowered in listed):
+        normalised = normalise(name)
+        if normalised not in HOP_BY_HOP and not (listed and normalised in listed):
             out.add(name, value)
     return out

@@ -20,7 +20,6 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -122,10 +121,6 @@ class ForwardAuthenticator:
         self.groups_header = settings.forward_auth_groups_header
         self.policy = HeaderPolicy.from_settings(settings)
         self.public_url = settings.public_url
-        # Our own name, not whatever Host the client typed: auth services (Authelia) pick
-        # their access rules and cookie domain by it.
-        public = urlsplit(settings.public_url) if settings.public_url else None
-        self.public_origin = (public.scheme, public.netloc) if public else None
         self.cache = (
             DecisionCache(settings.forward_auth_cache_s, settings.forward_auth_cache_size, clock)
             if settings.forward_auth_cache_s > 0
@@ -154,7 +149,9 @@ class ForwardAuthenticator:
             host=request.host,
             policy=self.policy,
         )
-        proto, host = self.public_origin or (fwd.proto, fwd.host)
+        # With a public URL, our own name (the policy's), not whatever Host the client typed:
+        # auth services (Authelia) pick their access rules and cookie domain by it.
+        proto, host = fwd.proto, fwd.host
         base = f"{proto}://{host}"
         headers = {
             "X-Forwarded-Method": request.method,

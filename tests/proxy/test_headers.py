@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ POLICY = HeaderPolicy(
     role_header="X-User-Role",
     trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
 )
+PUBLIC_POLICY = dataclasses.replace(POLICY, public=("https", "chat.example.edu"))
 ALICE = Identity("alice@example.edu", "Alice Ängström", ("staff", "students"))
 H = list[tuple[str, str]]
 
@@ -35,6 +37,7 @@ class Row:
     peer: str = "192.0.2.7"
     identity: Identity | None = ALICE
     stripped: list[str] = field(default_factory=list)
+    policy: HeaderPolicy = POLICY
 
 
 ROWS = [
@@ -215,6 +218,74 @@ ROWS = [
         present=[("Host", "chat.example.edu")],
     ),
     Row(
+        "underscore spellings of hop-by-hop headers removed",
+        [
+            ("Transfer_Encoding", "chunked"),
+            ("Keep_Alive", "timeout=5"),
+            ("Proxy_Connection", "keep-alive"),
+            ("HTTP2_Settings", "x"),
+            ("connection", "close"),
+        ],
+        absent=["Transfer_Encoding", "Keep_Alive", "Proxy_Connection", "HTTP2_Settings"],
+    ),
+    Row(
+        "underscore spellings of proxy-owned headers removed",
+        [
+            ("X_Forwarded_For", "1.2.3.4"),
+            ("X-Forwarded_Host", "evil.example"),
+            ("x_forwarded_proto", "https"),
+            ("X_Real_IP", "1.2.3.4"),
+            ("X_Request_ID", "client-chosen"),
+            ("X_Forwarded_Prefix", "/evil"),
+        ],
+        present=[
+            ("X-Forwarded-For", "192.0.2.7"),
+            ("X-Forwarded-Host", "chat.example.edu"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Request-ID", "rid-1"),
+        ],
+        absent=[
+            "X_Forwarded_For",
+            "X-Forwarded_Host",
+            "x_forwarded_proto",
+            "X_Real_IP",
+            "X_Request_ID",
+            "X_Forwarded_Prefix",
+        ],
+    ),
+    Row(
+        "Connection listing matches underscore spellings both ways",
+        [("Connection", "X_Secret, X-Other"), ("X-Secret", "1"), ("X_Other", "2"), ("X-K", "3")],
+        present=[("X-K", "3")],
+        absent=["X-Secret", "X_Other"],
+    ),
+    Row(
+        "public URL: Host and X-Forwarded-Host/-Proto are ours, not the client's",
+        [("Host", "evil.example"), ("X-Forwarded-Host", "evil.example")],
+        present=[
+            ("Host", "chat.example.edu"),
+            ("X-Forwarded-Host", "chat.example.edu"),
+            ("X-Forwarded-Proto", "https"),
+        ],
+        policy=PUBLIC_POLICY,
+    ),
+    Row(
+        "public URL wins over a trusted front proxy's host and proto",
+        [
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Host", "other.example"),
+            ("X-Forwarded-Proto", "http"),
+        ],
+        present=[
+            ("Host", "chat.example.edu"),
+            ("X-Forwarded-Host", "chat.example.edu"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-For", "1.2.3.4, 10.1.2.3"),
+        ],
+        peer="10.1.2.3",
+        policy=PUBLIC_POLICY,
+    ),
+    Row(
         "Authorization and Cookie pass to OpenWebUI",
         [("Authorization", "Bearer t"), ("Cookie", "token=t")],
         present=[("Authorization", "Bearer t"), ("Cookie", "token=t")],
@@ -228,9 +299,9 @@ def test_header_policy(row: Row) -> None:
         row.sent,
         peer=row.peer,
         scheme="http",
-        host="chat.example.edu",
+        host="evil.example" if row.policy.public else "chat.example.edu",
         identity=row.identity,
-        policy=POLICY,
+        policy=row.policy,
         request_id="rid-1",
     )
     for name in {n.lower() for n, _ in row.present}:
@@ -263,6 +334,12 @@ RESPONSE_ROWS = [
         ],
         [],
         ["Transfer-Encoding", "Keep-Alive", "Proxy-Authenticate", "Upgrade"],
+    ),
+    (
+        "underscore spellings of hop-by-hop dropped",
+        [("Transfer_Encoding", "chunked"), ("Keep_Alive", "x"), ("X-End", "2")],
+        [("X-End", "2")],
+        ["Transfer_Encoding", "Keep_Alive"],
     ),
     (
         "Connection-listed dropped",
