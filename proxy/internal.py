@@ -20,9 +20,17 @@ becomes admin: the service must not choose who that is), and an admin's token is
 handed out (403; the sign-in happened, the token is dropped). A service token therefore
 acts as ordinary users only, whatever the allowlist says.
 
-One ``internal_audit`` line is written per request, whatever the outcome. Errors become
-JSON through ``proxy/respond.py``, here rather than in a middleware, so the audit line
-records the status the caller actually got.
+Headers that ask a server or framework to act on another method or path than the one the
+allowlist judged (``X-HTTP-Method-Override``, ``X-Original-URL``, ``X-Rewrite-URL``, ...)
+are dropped in any spelling: what was checked is what OpenWebUI executes.
+
+Exactly one ``internal_audit`` line is written per request, whatever the outcome. A single
+middleware runs every request through the gates itself, whatever the router would have
+said, so targets no route matches (``OPTIONS *``, ``CONNECT host:port``) are audited and
+refused like any other; requests aiohttp's parser rejects before any handler runs are
+audited by the listener's access logger (:class:`AuditAccessLogger`, installed by
+``proxy/server.py``). Errors become JSON through ``proxy/respond.py`` inside the middleware,
+so the audit line records the status the caller actually got.
 """
 
 from __future__ import annotations
@@ -31,13 +39,17 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 import structlog
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.typedefs import Middleware
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -61,11 +73,32 @@ from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
 
 TOKENS_KEY = web.AppKey("internal_tokens", TokenStore)
+# Marks an app whose listener must install AuditAccessLogger (read by proxy/server.py).
+AUDIT_KEY = web.AppKey("internal_audit_parser_refusals", bool)
+# Set once the middleware has written a request's audit line; the access logger skips those.
+_AUDITED_KEY = web.RequestKey("owui_internal_audited", bool)
+# Method- and path-override headers (normalised names): dropped, never relayed.
+OVERRIDE_HEADERS = frozenset(
+    {
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "x-forwarded-method",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+    }
+)
 SIGNIN = ("POST", "/api/v1/auths/signin")
 CONFIG_PATH = "/api/config"
 PROXY_AUTHENTICATE = {"Proxy-Authenticate": "Bearer"}
 # A refused target is logged as sent (minus the query); bounded so a caller cannot flood the log.
 _MAX_LOGGED_PATH = 256
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _OUTCOMES: tuple[tuple[type[ProxyError], str], ...] = (
     (ProxyAuthRequired, "proxy_auth_required"),
@@ -186,6 +219,8 @@ class InternalHandler:
         self.log = logs.get()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Every request, routed or not (see :func:`_every_request`)."""
+        request[_AUDITED_KEY] = True
         started = time.perf_counter()
         rid = new_request_id()
         request[REQUEST_ID_KEY] = rid
@@ -229,7 +264,12 @@ class InternalHandler:
 
         identity = self._act_as(request)
         audit.act_as = identity.email if identity is not None else None
-        audit.dropped = [name for name in request.headers if normalise(name) in self.never_injected]
+        audit.dropped = [
+            name
+            for name in request.headers
+            if (normalised := normalise(name)) in self.never_injected
+            or normalised in OVERRIDE_HEADERS
+        ]
         headers = build_upstream_headers(
             request.headers.items(),
             peer=request.remote,
@@ -239,6 +279,8 @@ class InternalHandler:
             policy=self.policy,
             request_id=audit.request_id,
         )
+        for name in [name for name in headers if normalise(name) in OVERRIDE_HEADERS]:
+            headers.popall(name, None)
         # What was checked is what is sent: the canonical spelling of the matched path.
         # Plain HTTP only (send/stream_back, not relay): no endpoint here is a WebSocket.
         checked = request.clone(rel_url=URL(decision.target, encoded=True))
@@ -339,17 +381,62 @@ def create_internal_app(settings: Settings, upstream: Upstream) -> web.Applicati
         raise InternalConfigError(problems)
 
     handler = InternalHandler(settings, upstream, tokens, allowlist)
-    app = web.Application(handler_args={"max_field_size": 65536})
+    app = web.Application(
+        middlewares=[_every_request(handler)], handler_args={"max_field_size": 65536}
+    )
     app[TOKENS_KEY] = tokens
+    app[AUDIT_KEY] = True
     app.cleanup_ctx.append(_reload_on_sighup)
     app.on_response_prepare.append(_add_request_id)
-    app.router.add_route("*", "/{tail:.*}", handler.handle)
+    # Never called (the middleware answers everything); present so every target resolves.
+    app.router.add_route("*", "/{tail:.*}", _unreachable)
     logs.get().info(
         "internal_listener_ready",
         rules=[str(rule) for rule in allowlist.rules],
         service_fps=list(tokens.fingerprints),
     )
     return app
+
+
+def _every_request(internal: InternalHandler) -> Middleware:
+    """Runs every request through ``internal``; the router's ``handler`` is never called."""
+
+    @web.middleware
+    async def gates(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await internal.handle(request)
+
+    return gates
+
+
+async def _unreachable(_request: web.Request) -> web.StreamResponse:  # pragma: no cover
+    raise web.HTTPInternalServerError()
+
+
+class AuditAccessLogger(AbstractAccessLogger):
+    """The internal listener's access logger: audits what never reached the middleware.
+
+    aiohttp answers a request its parser refuses (a malformed head, a bad header) with 400
+    before any handler or middleware runs; its access logger is still called. Requests the
+    middleware audited are skipped, so each request has exactly one audit line.
+    """
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if request.get(_AUDITED_KEY):
+            return
+        audit = _Audit(
+            method=request.method,  # "UNKNOWN" when the request line itself was refused
+            path=request.raw_path.partition("?")[0][:_MAX_LOGGED_PATH],
+            request_id=new_request_id(),
+            peer=request.remote or None,
+            outcome="bad_request",
+            status=response.status,
+            reason="refused by the HTTP parser",
+        )
+        logs.get().info("internal_audit", duration_ms=round(time * 1000, 1), **audit.fields())
+
+    @property
+    def enabled(self) -> bool:
+        return True
 
 
 async def _reload_on_sighup(app: web.Application) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ up to ``shutdown_grace_s``, then closes what is left and exits 0.
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -27,7 +28,8 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.app import Runtime, create_admin_app, create_app
-from proxy.internal import InternalConfigError, create_internal_app
+from proxy.internal import AUDIT_KEY, InternalConfigError, create_internal_app
+from proxy.internal import AuditAccessLogger as AuditLog
 from proxy.settings import Settings
 
 
@@ -45,7 +47,13 @@ def _site(runner: web.AppRunner, listen: str, reuse_port: bool) -> web.BaseSite:
 
 
 async def _start(app: web.Application, listen: str, grace: float, reuse: bool) -> web.AppRunner:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace)
+    audit: dict[str, Any] = {}
+    if app.get(AUDIT_KEY):
+        # The internal listener audits even what aiohttp's parser refuses (proxy/internal.py).
+        audit = {"access_log": logging.getLogger("owui.internal"), "access_log_class": AuditLog}
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=grace, **({"access_log": None} | audit)
+    )
     await runner.setup()
     await _site(runner, listen, reuse).start()
     return runner

@@ -1,0 +1,134 @@
+"""The internal listener audits every request exactly once, including those the router or
+aiohttp's parser would refuse before any handler, and never relays override headers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from proxy import server
+from proxy.internal import create_internal_app
+from proxy.relay import Upstream
+from tests.fakes import FakeUpstream
+from tests.proxy.rawhttp import raw_request
+from tests.proxy.test_internal import STUDENT, TOKEN, audits, make_settings, write_tokens
+from tests.proxy.test_relay import _closed_port
+
+AUTH = ("Proxy-Authorization", f"Bearer {TOKEN}")
+
+
+class Listener:
+    def __init__(self, port: int, fake: FakeUpstream) -> None:
+        self.port = port
+        self.upstream = fake
+
+    async def send(self, raw: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(raw)
+            await writer.drain()
+            return await asyncio.wait_for(reader.read(), timeout=10)
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def listener(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Listener]:
+    """The internal app behind the very runner ``owui-proxy`` uses (``server._start``)."""
+    fake = FakeUpstream()
+    upstream_server = await aiohttp_server(fake.app())
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(tmp_path, str(upstream_server.make_url("/")))
+    upstream = Upstream.open(settings)
+    port = _closed_port()
+    runner = await server._start(
+        create_internal_app(settings, upstream), f"127.0.0.1:{port}", 1.0, False
+    )
+    yield Listener(port, fake)
+    await runner.cleanup()
+    await upstream.close()
+
+
+PARSER_REFUSALS = [
+    pytest.param(b"GET /api/config HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n", id="bad-name"),
+    pytest.param(b"GET /api/\xffconfig HTTP/1.1\r\nHost: x\r\n\r\n", id="raw-byte-in-target"),
+    pytest.param(b"NOT A REQUEST LINE\r\n\r\n", id="garbage-request-line"),
+    pytest.param(
+        b"POST /api/v1/chats/new HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        id="length-and-chunked",
+    ),
+]
+
+
+@pytest.mark.parametrize("raw", PARSER_REFUSALS)
+async def test_a_request_the_parser_refuses_gets_one_audit_line(
+    listener: Listener, raw: bytes
+) -> None:
+    with capture_logs() as logs:
+        answer = await listener.send(raw)
+        await asyncio.sleep(0.05)
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.")
+    assert b" 400 " in status_line
+    [line] = audits(logs)
+    assert (line["outcome"], line["status"]) == ("bad_request", 400)
+    assert line["peer"] == "127.0.0.1"
+    assert listener.upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [("OPTIONS", "*"), ("CONNECT", "openwebui.internal:443"), ("GET", "/no/such/route")],
+)
+async def test_targets_no_route_matches_are_gated_and_audited(
+    listener: Listener, method: str, target: str
+) -> None:
+    with capture_logs() as logs:
+        response = await raw_request(
+            "127.0.0.1", listener.port, target, [AUTH, ("X-User-Email", STUDENT)], method=method
+        )
+    assert response.status in (400, 403)
+    [line] = audits(logs)
+    assert line["status"] == response.status
+    assert line["method"] == method
+    assert listener.upstream.seen == []
+
+
+async def test_without_a_token_even_an_unroutable_target_is_407(listener: Listener) -> None:
+    with capture_logs() as logs:
+        response = await raw_request("127.0.0.1", listener.port, "*", [], method="OPTIONS")
+    assert response.status == 407
+    assert [line["outcome"] for line in audits(logs)] == ["proxy_auth_required"]
+
+
+OVERRIDES = [
+    "X-HTTP-Method-Override",
+    "x_http_method_override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Original-URL",
+    "X_Original_URL",
+    "X-Rewrite-URL",
+    "X-Original-Method",
+    "X-Forwarded-Uri",
+]
+
+
+async def test_method_and_path_override_headers_never_reach_openwebui(listener: Listener) -> None:
+    sent = [(name, "DELETE" if "method" in name.lower() else "/api/v1/users") for name in OVERRIDES]
+    with capture_logs() as logs:
+        response = await raw_request(
+            "127.0.0.1", listener.port, "/api/config", [AUTH, ("X-User-Email", STUDENT), *sent]
+        )
+    assert response.status == 200
+    [seen] = listener.upstream.seen
+    arrived = set(seen.names_normalised())
+    assert not arrived & {name.lower().replace("_", "-") for name in OVERRIDES}
+    [line] = audits(logs)
+    assert sorted(line["dropped_headers"]) == sorted(OVERRIDES)
