@@ -4,7 +4,9 @@
 - the WebSocket ``Origin`` check against that URL (cross-site WebSocket hijacking);
 - which ``Authorization`` is an OpenWebUI API key that may pass without an SSO identity;
 - sign-out and "User mismatch" handling, which make the browser drop OpenWebUI's
-  ``token`` cookie (see docs/proxy.md, "Identity switch").
+  ``token`` cookie (see docs/proxy.md, "Identity switch"), and the cross-site check that
+  keeps another site from signing a user out;
+- the OpenWebUI endpoints that create accounts, which the public listener never relays.
 """
 
 from __future__ import annotations
@@ -25,6 +27,63 @@ CLEAR_TOKEN_COOKIE = "token=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; 
 # (unchecked) "sk-" prefix: sign-up would let anyone create accounts, even the first admin.
 _NO_API_KEY_PREFIXES = ("/api/v1/auths/", "/oauth/")
 _API_KEY_AUTHORIZATION = re.compile(r"(?i:bearer) sk-[A-Za-z0-9_-]+", re.ASCII)
+
+
+# Endpoints that create accounts (OpenWebUI 0.12.4: routers/auths.py, routers/scim.py,
+# main.py's OAuth routes), as canonical paths: exact, or a prefix when ending in "/". Behind
+# the proxy users exist only through the trusted sign-in; any of these would let a
+# signed-in user create an account for someone else's email with credentials they choose.
+_ACCOUNT_CREATION = (
+    ("/api/v1/auths/signup", "password sign-up"),
+    ("/api/v1/auths/add", "adding users"),
+    ("/api/v1/auths/ldap", "LDAP sign-in"),
+    ("/api/v1/auths/oauth/", "OAuth token exchange"),
+    ("/api/v1/scim/", "SCIM provisioning"),
+    ("/oauth/", "OAuth sign-in"),
+)
+# Tool-server OAuth (OpenWebUI's /oauth/clients/...) links a user's tools; it creates no user.
+_NOT_ACCOUNT_CREATION = ("/oauth/clients/",)
+# Sec-Fetch-Site values of a request the user started on our own site (or typed/bookmarked).
+_FIRST_PARTY = frozenset({"same-origin", "none"})
+
+
+def canonical_path(path: str) -> str:
+    """``path`` as the most lenient server could read it: percent-decoded, slashes
+    collapsed, dot segments resolved, lower-cased, without a trailing slash.
+
+    Only for deciding what to *refuse*: it merges spellings a server may tell apart (case,
+    ``a//b``), which is the safe direction for a deny list.
+    """
+    decoded = unquote(path)
+    # Collapse slashes first: normpath keeps a leading "//", and servers differ on "a//b".
+    resolved = posixpath.normpath("/" + re.sub("/+", "/", decoded).lstrip("/")).lower()
+    return resolved.rstrip("/") or "/"
+
+
+def account_creation(path: str) -> str | None:
+    """What an account-creation endpoint does (for the refusal), or None for other paths."""
+    canonical = canonical_path(path) + "/"
+    if any(canonical.startswith(allowed) for allowed in _NOT_ACCOUNT_CREATION):
+        return None
+    for endpoint, what in _ACCOUNT_CREATION:
+        if canonical.startswith(endpoint if endpoint.endswith("/") else endpoint + "/"):
+            return what
+    return None
+
+
+def cross_site(sec_fetch_site: str | None, origin: str | None, own_origin: str) -> bool:
+    """Whether the browser says this request comes from another site than ``own_origin``.
+
+    ``Sec-Fetch-Site`` is set by the browser and cannot be forged by a page; anything but
+    ``same-origin`` or ``none`` (typed, bookmarked) is another site, ``same-site`` included
+    (a sibling subdomain is not us). An ``Origin`` that is present and not ours, ``null``
+    included, is another site too. Neither header (old clients, scripts): not cross-site.
+    """
+    if sec_fetch_site is not None and sec_fetch_site.strip().lower() not in _FIRST_PARTY:
+        return True
+    if origin is None:
+        return False
+    return not origin_allowed(origin, own_origin)
 
 
 def origin_of(url: str) -> str:
@@ -78,14 +137,8 @@ def api_key_allowed(authorizations: list[str], path: str) -> bool:
         return False
     if "socket.io" in unquote(path).lower():
         return False  # Socket.IO reads tokens from its packets, never from Authorization
-    # Collapse slashes first: normpath keeps a leading "//", and servers differ on "a//b".
-    resolved = posixpath.normpath(re.sub("/+", "/", unquote(path))).lower()
-    if path.endswith("/") and not resolved.endswith("/"):
-        resolved += "/"
-    return not any(
-        resolved.startswith(prefix) or resolved == prefix.rstrip("/")
-        for prefix in _NO_API_KEY_PREFIXES
-    )
+    resolved = canonical_path(path) + "/"
+    return not any(resolved.startswith(prefix) for prefix in _NO_API_KEY_PREFIXES)
 
 
 def is_signout(method: str, path: str) -> bool:

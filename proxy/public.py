@@ -60,6 +60,12 @@ class PublicHandler:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if not request.raw_path.startswith("/"):
             raise BadRequest("request target must be a path")
+        creates = browser.account_creation(request.raw_path.partition("?")[0])
+        if creates is not None:
+            # Before authentication: the answer is the same for everyone, and it costs no
+            # auth-service call. Users exist only through the trusted sign-in.
+            self.metrics.count_decision("account_creation_refused")
+            raise Forbidden(f"{creates} is not available behind owui-gate")
         websocket = is_websocket(request)
         if (
             websocket
@@ -120,6 +126,13 @@ class PublicHandler:
                 )
             finally:
                 self.metrics.open_websockets.dec()
+        if browser.canonical_path(request.path) == browser.SIGNOUT_PATH and browser.cross_site(
+            request.headers.get("Sec-Fetch-Site"),
+            request.headers.get("Origin"),
+            self.public_origin or browser.origin_of(f"{request.scheme}://{request.host}"),
+        ):
+            self.metrics.count_decision("cross_site_signout")
+            raise Forbidden("cross-site sign-out refused")
         if identity is not None and browser.is_signout(request.method, request.path):
             return await self._signout(request, headers)
         return await self._relay(request, headers, identity)

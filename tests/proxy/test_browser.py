@@ -200,9 +200,10 @@ async def test_jwt_bearer_without_sso_refused_even_with_api_keys(make_proxy, fak
     for headers in (
         {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IngifQ.sig"},
         {"Cookie": "token=eyJhbGciOiJIUzI1NiJ9.eyJpZCI6IngifQ.sig"},
-        {"Authorization": "Bearer sk-123"},  # to sign-up: never on an unchecked key
+        {"Authorization": "Bearer sk-123"},  # to sign-in: never on an unchecked key
     ):
-        path = "/api/v1/auths/signup" if "sk-" in str(headers) else "/api/models"
+        # (Sign-up itself is refused for everyone before this: test_edge_refusals.py.)
+        path = "/api/v1/auths/signin" if "sk-" in str(headers) else "/api/models"
         assert (await proxy.post(path, headers=headers, json={})).status == 401
     assert fake_upstream.seen == []
 
