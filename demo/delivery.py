@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from demo import webhooks
+from proxy import webhooks
 
 log = structlog.get_logger(__name__)
 

@@ -38,9 +38,9 @@ from demo import session as sessions
 from demo.delivery import DEFAULT_RETRY_DELAYS, WebhookSender
 from demo.redirect import safe_redirect
 from demo.users import SeenUsers, user_created_event
-from demo.webhooks import BadSecret, secret_key
 from proxy.errors import BadIdentity
 from proxy.identity import make_identity
+from proxy.webhooks import BadSecret, secret_key
 
 log = structlog.get_logger(__name__)
 

@@ -41,7 +41,7 @@ import httpx
 from demo import openwebui
 from demo.model_server import MODEL_ID
 from demo.processes import spawn_group, stop_group
-from demo.webhooks import new_secret
+from proxy.webhooks import new_secret
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_COURSE = REPO / "examples" / "welcome.toml"

@@ -37,6 +37,7 @@ from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
 from proxy.relay import Upstream
 from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
 from proxy.settings import Settings
+from proxy.signin_hook import SigninHook
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,9 +51,21 @@ class Runtime:
     upstream: Upstream | None = None
     auth_session: aiohttp.ClientSession | None = None
     authenticator: Authenticator | None = None
+    signin_hook: SigninHook | None = None
     draining: bool = False  # set on SIGTERM: /readyz turns 503 while requests finish
 
     async def start(self) -> None:
+        # First, before anything is opened: its secret file may be unusable (exit 2).
+        hook_session = None
+        if self.settings.signin_hook_url is not None:
+            hook_session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            )
+            try:
+                self.signin_hook = SigninHook(self.settings, hook_session, self.metrics)
+            except BaseException:
+                await hook_session.close()
+                raise
         self.upstream = Upstream.open(self.settings)
         # Its own session: the auth service is not OpenWebUI, and no cookie jar is shared.
         self.auth_session = aiohttp.ClientSession(
@@ -65,8 +78,13 @@ class Runtime:
         )
         self.authenticator = make_authenticator(self.settings, self.auth_session, self.metrics)
         await self.authenticator.start()
+        if self.signin_hook is not None:
+            await self.signin_hook.start()
 
     async def close(self) -> None:
+        if self.signin_hook is not None:
+            await self.signin_hook.close()
+            await self.signin_hook.session.close()
         if self.authenticator is not None:
             await self.authenticator.close()
         if self.auth_session is not None:
@@ -175,7 +193,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             await rt.start()
         assert rt.upstream is not None
         assert rt.authenticator is not None
-        public.handler = PublicHandler(settings, rt.authenticator, rt.upstream, rt.metrics)
+        public.handler = PublicHandler(
+            settings, rt.authenticator, rt.upstream, rt.metrics, rt.signin_hook
+        )
         yield
         if owned:
             await rt.close()

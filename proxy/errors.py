@@ -9,12 +9,21 @@ ProxyError                    status, public message; never carries secrets
 ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
 ├── BadRequest                400  e.g. a request target that is not a path
 ├── Unauthenticated           401  (or a redirect to the login page for browsers)
-├── Forbidden                 403
+├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused)
 ├── ProxyAuthRequired         407  internal listener: missing or wrong service token
 └── BodyTooLarge              413
 """
 
 from __future__ import annotations
+
+
+class ConfigProblems(Exception):
+    """A part of the proxy cannot start; ``problems`` lists every reason, one a line, each
+    naming the setting (the process prints them and exits 2)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class ProxyError(Exception):
@@ -77,6 +86,12 @@ class Unauthenticated(ProxyError):
 class Forbidden(ProxyError):
     status = 403
     public = "forbidden"
+
+
+class AccessDenied(Forbidden):
+    """The identity is verified but the access rules (``proxy/access.py``) refuse it."""
+
+    code = "access_denied"
 
 
 class ActAsRefused(Forbidden):

@@ -54,12 +54,15 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import h1, logs
+from proxy.access import AccessRules
 from proxy.allowlist import Allowed, Allowlist
 from proxy.errors import (
+    AccessDenied,
     ActAsRefused,
     BadIdentity,
     BadRequest,
     BodyTooLarge,
+    ConfigProblems,
     Forbidden,
     ProxyAuthRequired,
     ProxyError,
@@ -102,6 +105,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _OUTCOMES: tuple[tuple[type[ProxyError], str], ...] = (
     (ProxyAuthRequired, "proxy_auth_required"),
+    (AccessDenied, "access_denied"),
     (Forbidden, "forbidden"),
     (BadRequest, "bad_request"),
     (BodyTooLarge, "body_too_large"),
@@ -109,12 +113,8 @@ _OUTCOMES: tuple[tuple[type[ProxyError], str], ...] = (
 )
 
 
-class InternalConfigError(Exception):
+class InternalConfigError(ConfigProblems):
     """The internal listener cannot start; ``problems`` lists every reason, one a line."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass
@@ -216,6 +216,7 @@ class InternalHandler:
         self.name = normalise(settings.name_header)
         self.never_injected = {normalise(settings.groups_header), normalise(settings.role_header)}
         self.signin = SigninGuard(upstream)
+        self.access = AccessRules.internal(settings)
         self.log = logs.get()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -336,8 +337,11 @@ class InternalHandler:
             raise BadRequest(f"{name_header}: percent-encoded bytes are not UTF-8") from exc
         except BadIdentity as exc:
             raise BadRequest(f"{name_header}: {exc.reason}") from exc
-        # No groups, whatever the caller sent: see the module docstring.
-        return Identity(email=email, name=name)
+        identity = Identity(email=email, name=name)  # no groups: see the module docstring
+        refusal = self.access.check(identity)
+        if refusal is not None:
+            raise AccessDenied(refusal.reason)
+        return identity
 
     @staticmethod
     def _values(request: web.Request, normalised: str) -> list[str]:
@@ -393,6 +397,7 @@ def create_internal_app(settings: Settings, upstream: Upstream) -> web.Applicati
     logs.get().info(
         "internal_listener_ready",
         rules=[str(rule) for rule in allowlist.rules],
+        access=handler.access.describe(),
         service_fps=list(tokens.fingerprints),
     )
     return app

@@ -13,8 +13,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import browser, h1, logs, socketio
+from proxy.access import AccessRules, Refusal
 from proxy.auth.base import Authenticator, Denied
-from proxy.errors import BadRequest, Forbidden
+from proxy.errors import AccessDenied, BadRequest, Forbidden
 from proxy.headers import (
     HeaderPolicy,
     build_upstream_headers,
@@ -25,6 +26,7 @@ from proxy.metrics import Metrics
 from proxy.relay import Upstream, read_body, read_whole, send, stream_back, whole_response
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
+from proxy.signin_hook import SigninHook
 from proxy.socketio import TokenGuard
 from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
@@ -43,8 +45,11 @@ class PublicHandler:
         authenticator: Authenticator,
         upstream: Upstream,
         metrics: Metrics,
+        signin_hook: SigninHook | None = None,
     ) -> None:
         self.policy = HeaderPolicy.from_settings(settings)
+        self.access = AccessRules.public(settings)
+        self.signin_hook = signin_hook
         self.authenticator = authenticator
         self.upstream = upstream
         self.metrics = metrics
@@ -91,9 +96,15 @@ class PublicHandler:
             if isinstance(result, Denied):
                 self.metrics.count_decision("denied")
                 return self._deny(request, result, websocket)
-            self.metrics.count_decision("identity")
             identity = result
             request[IDENTITY_KEY] = identity
+            refusal = self.access.check(identity)
+            if refusal is not None:
+                self.metrics.count_decision("access_denied")
+                return self._access_denied(request, identity, refusal, websocket)
+            self.metrics.count_decision("identity")
+            if self.signin_hook is not None:
+                self.signin_hook.seen(identity)
 
         headers = build_upstream_headers(
             request.headers.items(),
@@ -136,6 +147,23 @@ class PublicHandler:
         if identity is not None and browser.is_signout(request.method, request.path):
             return await self._signout(request, headers)
         return await self._relay(request, headers, identity)
+
+    def _access_denied(
+        self, request: web.Request, identity: Identity, refusal: Refusal, websocket: bool
+    ) -> web.StreamResponse:
+        """403: a page saying who is signed in and how to sign out, or JSON for an API."""
+        self.log.info("access_denied", email=identity.email, rule=refusal.rule)
+        if browser.is_browser_navigation(request.method, request.headers.get("Accept"), websocket):
+            page = browser.access_denied_page(
+                identity.email, refusal.reason, self.logout_url or browser.SIGNOUT_PATH
+            )
+            return web.Response(
+                status=403,
+                text=page,
+                content_type="text/html",
+                headers={"Cache-Control": "no-store"},
+            )
+        raise AccessDenied(refusal.reason)
 
     def _socketio_refused(self, identity: Identity) -> None:
         self.metrics.count_decision("socketio_token_refused")

@@ -28,7 +28,8 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.app import Runtime, create_admin_app, create_app
-from proxy.internal import AUDIT_KEY, InternalConfigError, create_internal_app
+from proxy.errors import ConfigProblems
+from proxy.internal import AUDIT_KEY, create_internal_app
 from proxy.internal import AuditAccessLogger as AuditLog
 from proxy.settings import Settings
 
@@ -132,7 +133,7 @@ def _worker(settings: Settings, index: int) -> None:
     logs.configure(settings.log_level)
     try:
         _run_loop(lambda: serve(settings, worker=index, reuse_port=True))
-    except InternalConfigError as exc:
+    except ConfigProblems as exc:
         report_problems(exc.problems)
         raise SystemExit(2) from exc
     except ListenError as exc:
@@ -154,7 +155,7 @@ def run(settings: Settings) -> int:
     if settings.workers == 1:
         try:
             _run_loop(lambda: serve(settings))
-        except InternalConfigError as exc:
+        except ConfigProblems as exc:
             report_problems(exc.problems)
             return 2
         except ListenError as exc:

@@ -53,6 +53,7 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _ALLOW_RULE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[A-Za-z0-9._~{}/-]*)$")
 _SIGNIN_RULE = "POST /api/v1/auths/signin"
 _ACCOUNT_PREFIXES = ("/api/v1/auths", "/oauth")
+_DOMAIN_RULE = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)+$")
 _HMAC_OR_NONE = re.compile(r"^(none|HS\d+)$", re.IGNORECASE)
 _KNOWN_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -268,6 +269,50 @@ class Settings(BaseSettings):
         description="'METHOD /path/{param}' rules the internal listener relays; all else is 403.",
     )
 
+    # --- who may use OpenWebUI at all (checked after authentication) ------------------------
+    allowed_email_domains: StrList = Field(
+        (),
+        description="If set, only emails in these domains pass (comma list; 'school.edu' is "
+        "that domain exactly, '*.school.edu' its subdomains). Others get 403. Both listeners.",
+    )
+    allowed_groups: StrList = Field(
+        (),
+        description="If set, only identities in at least one of these groups pass (comma list, "
+        "exact names). Public listener only: an act-as call names no groups.",
+    )
+
+    # --- first sign-in hook: provision users of any IdP -----------------------------------
+    signin_hook_url: HttpURL | None = Field(
+        None,
+        description="Where to send a signed 'user.seen' event (Standard Webhooks) the first time "
+        "this process sees an identity, e.g. the provisioner's webhook receiver. Off when unset.",
+    )
+    signin_hook_secret_file: Path | None = Field(
+        None,
+        description="File holding the hook's 'whsec_...' signing secret (first non-comment line; "
+        "must not be world-readable). Required with signin_hook_url.",
+    )
+    signin_hook_queue_size: int = Field(
+        10_000, ge=1, description="Events waiting for delivery at most; beyond, new ones drop."
+    )
+    signin_hook_workers: int = Field(4, ge=1, le=64, description="Deliveries under way at once.")
+    signin_hook_max_attempts: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Tries per event (backoff 1 s doubling to 5 min, with jitter); then given up "
+        "and forgotten, so the user's next request queues it again.",
+    )
+    signin_hook_timeout_s: Seconds = Field(
+        60, description="Waiting for the receiver's answer to one delivery."
+    )
+    signin_hook_remember_s: Seconds = Field(
+        12 * 3600, description="How long an identity counts as seen (per process)."
+    )
+    signin_hook_remember_size: int = Field(
+        100_000, ge=1, description="Identities remembered as seen at most (LRU)."
+    )
+
     # --- network trust, limits, timeouts --------------------------------------------------------
     trusted_proxies: Networks = Field(
         (),
@@ -305,6 +350,17 @@ class Settings(BaseSettings):
             _check_header_name(name)
             if name.lower() == "authorization":
                 raise ValueError("Authorization carries OpenWebUI's own token; use another header")
+        return value
+
+    @field_validator("allowed_email_domains")
+    @classmethod
+    def _check_domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [d for d in value if not _DOMAIN_RULE.fullmatch(d)]
+        if bad:
+            raise ValueError(
+                f"{', '.join(map(repr, bad))}: expected a domain (school.edu) or "
+                "'*.' and a domain (*.school.edu), lower-case ASCII"
+            )
         return value
 
     @field_validator("jwt_algorithms")
@@ -370,6 +426,8 @@ class Settings(BaseSettings):
                 )
         if self.login_url is not None and self.public_url is None:
             need("public_url", "with OWUI_PROXY_LOGIN_URL (the rd= target is built from it)")
+        if self.signin_hook_url is not None and self.signin_hook_secret_file is None:
+            need("signin_hook_secret_file", "with OWUI_PROXY_SIGNIN_HOOK_URL")
         if self.internal_listen is not None and self.internal_tokens_file is None:
             need("internal_tokens_file", "with OWUI_PROXY_INTERNAL_LISTEN")
         if self.workers > 1 and self.listen.startswith("unix:"):

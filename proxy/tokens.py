@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import stat
 from pathlib import Path
 
 import structlog
 
+from proxy.secretfile import SecretFileError, read_secret_lines
+
 MIN_TOKEN_CHARS = 32
-# A token file is a handful of lines; anything bigger is not one.
-MAX_FILE_BYTES = 64 * 1024
 
 log = structlog.get_logger(__name__)
 
@@ -36,38 +34,12 @@ def fingerprint(token: str) -> str:
 def load_tokens(path: Path) -> tuple[str, ...]:
     """Read and validate the token file; raise :class:`TokenFileError` listing every problem."""
     try:
-        # O_NONBLOCK: a FIFO put in the file's place must not hang start-up; it is then
-        # refused as not a regular file. fstat the open file, not the path, so the mode
-        # checked is that of the file read.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise TokenFileError(f"{path}: not a regular file")
-            if mode & stat.S_IROTH:
-                raise TokenFileError(
-                    f"{path} is world-readable (mode {stat.S_IMODE(mode):04o}); "
-                    f"run: chmod 600 {path}"
-                )
-            data = _read_up_to(fd, MAX_FILE_BYTES + 1)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise TokenFileError(f"{path}: cannot read ({exc.strerror})") from exc
-    if len(data) > MAX_FILE_BYTES:
-        raise TokenFileError(f"{path}: larger than {MAX_FILE_BYTES} bytes, not a token file")
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError as exc:
-        number = data[: exc.start].count(b"\n") + 1
-        raise TokenFileError(f"{path}:{number}: not ASCII") from exc
-
+        lines = read_secret_lines(path)
+    except SecretFileError as exc:
+        raise TokenFileError(str(exc)) from exc
     tokens: list[str] = []
     problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        token = line.strip()
-        if not token or token.startswith("#"):
-            continue
+    for number, token in lines:
         if len(token) < MIN_TOKEN_CHARS:
             problems.append(
                 f"{path}:{number}: token has {len(token)} characters, "
@@ -85,18 +57,6 @@ def load_tokens(path: Path) -> tuple[str, ...]:
     if not tokens:
         raise TokenFileError(f"{path}: no tokens (every line is blank or a comment)")
     return tuple(tokens)
-
-
-def _read_up_to(fd: int, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = os.read(fd, limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 class TokenStore:

@@ -25,7 +25,7 @@ from aiohttp import web
 from demo import session as sessions
 from demo.idp import COOKIE_NAME, IdpConfig, config_from_args, create_app, parse_listen
 from demo.users import SeenUsers
-from demo.webhooks import new_secret
+from proxy.webhooks import new_secret
 
 PUBLIC = "http://127.0.0.1:8000"
 COOKIE_KEY = b"k" * 32

@@ -13,11 +13,11 @@ from aiohttp import web
 
 from demo.idp import IdpConfig, create_app
 from demo.users import user_created_event
-from demo.webhooks import new_message_id, new_secret, sign
 from provisioner.webhook import Signup, parse_signup, verify
 from proxy.auth.base import Denied
 from proxy.auth.forward import ForwardAuthenticator
 from proxy.settings import Settings
+from proxy.webhooks import new_message_id, new_secret, sign
 
 PUBLIC = "http://127.0.0.1:8000"
 
@@ -86,7 +86,7 @@ async def test_demo_idp_is_a_forward_auth_service_for_the_proxy(
 
 
 def test_signup_event_is_accepted_by_the_provisioner_receiver() -> None:
-    """Signed by demo.webhooks, verified and parsed by provisioner.webhook."""
+    """Signed by proxy.webhooks, verified and parsed by provisioner.webhook."""
     secret = new_secret()
     event = user_created_event("ada@example.edu", "Ada King Lovelace", ("cs101",))
     body = json.dumps(event, separators=(",", ":")).encode()

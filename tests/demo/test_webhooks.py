@@ -1,5 +1,5 @@
 """Standard Webhooks signing, checked against the spec's own example and an independent
-computation written from the spec's text (not from demo/webhooks.py)."""
+computation written from the spec's text (not from proxy/webhooks.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import hmac
 
 import pytest
 
-from demo.webhooks import BadSecret, new_message_id, new_secret, secret_key, sign
+from proxy.webhooks import BadSecret, new_message_id, new_secret, secret_key, sign
 
 # The example used by the reference libraries of the spec (standard-webhooks, sign test).
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 def standard_webhooks_headers(secret: str, msg_id: str, body: bytes) -> dict[str, str]:
-    """Sign like Svix/Clerk do (written here independently of demo/webhooks.py)."""
+    """Sign like Svix/Clerk do (written here independently of proxy/webhooks.py)."""
     key = base64.b64decode(secret.removeprefix("whsec_"))
     timestamp = str(int(time.time()))
     digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()

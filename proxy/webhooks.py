@@ -1,5 +1,7 @@
 """Standard Webhooks signing (https://www.standardwebhooks.com), sender side. Pure functions.
 
+Used by the proxy's first-sign-in hook and by the demo IdP.
+
 The signed content is ``{msg_id}.{timestamp}.{body}``; the signature is
 ``v1,<base64 HMAC-SHA256>`` keyed with the base64-decoded part of a ``whsec_...`` secret.
 The same ``msg_id`` is kept across retries (receivers use it to deduplicate); the timestamp
