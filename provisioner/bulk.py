@@ -47,7 +47,7 @@ async def run_bulk(
     async def one(row: UserRow) -> None:
         async with gate:
             try:
-                await provisioner.provision_user(course, row.email, row.name, on_result=report)
+                await provisioner.provision_user([course], row.email, row.name, on_result=report)
             except ProvisionError as exc:
                 failures.append(Failure(row, str(exc)))
                 emit({"email": row.email, "course": course.course.id, "error": str(exc)})

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 
 from provisioner.bulk import run_bulk_cli
+from provisioner.catalog import load_courses
 from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import load_course
@@ -70,7 +71,7 @@ def _positive(value: str) -> int:
 
 
 async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    course = load_course(args.course)
+    courses = load_courses(args.courses)
     email, name = checked_identity(args.email, args.name)
     settings = load_settings()
     archived: list[bool] = []
@@ -81,8 +82,9 @@ async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.flush()
 
     async with _openwebui(settings) as api:
-        await Provisioner(api, settings).provision_user(course, email, name, on_result=report)
-    return EXIT_OK if len(archived) == len(course.modules) and all(archived) else EXIT_FAILED
+        await Provisioner(api, settings).provision_user(courses, email, name, on_result=report)
+    expected = sum(len(course.modules) for course in courses)
+    return EXIT_OK if len(archived) == expected and all(archived) else EXIT_FAILED
 
 
 async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -128,13 +130,13 @@ async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    course = load_course(args.course)
+    courses = load_courses(args.courses)
     secrets = load_secrets(args.secret_file)
     settings = load_settings()
     host, port = args.listen
     async with _openwebui(settings) as api:
         app = create_app(
-            course, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
+            courses, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -143,7 +145,7 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             log.info(
                 "webhook receiver listening",
                 url=f"http://{host}:{port}/webhooks/signup",
-                course=course.course.id,
+                courses={course.course.id: list(course.course.groups) for course in courses},
             )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -163,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    user = commands.add_parser("user", help="provision one user")
-    user.add_argument("course", type=Path, metavar="COURSE.toml")
+    user = commands.add_parser("user", help="provision one user with every course named")
+    user.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
     user.add_argument("email", metavar="EMAIL")
     user.add_argument("--name", help="display name, used when the account is created")
     user.set_defaults(handler=_cmd_user)
@@ -177,8 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bulk.set_defaults(handler=_cmd_bulk)
 
-    hook = commands.add_parser("webhook", help="receive signup webhooks and provision")
-    hook.add_argument("course", type=Path, metavar="COURSE.toml")
+    hook = commands.add_parser(
+        "webhook", help="receive signup webhooks; provision the courses each user's groups choose"
+    )
+    hook.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
     hook.add_argument("--listen", type=_listen_address, required=True, metavar="HOST:PORT")
     hook.add_argument("--secret-file", type=Path, required=True, metavar="FILE")
     hook.set_defaults(handler=_cmd_webhook)

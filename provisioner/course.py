@@ -27,11 +27,20 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from provisioner.errors import CourseFileError
+from proxy.identity import MAX_GROUP
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 Markdown = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+# What the proxy passes on as a group (proxy.identity.parse_groups): no comma, no control
+# character, at most MAX_GROUP characters, surrounding blanks dropped.
+Group = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_GROUP, pattern=r"^[^,\x00-\x1f\x7f]+$"
+    ),
+]
 
 
 class CourseInfo(BaseModel):
@@ -40,6 +49,8 @@ class CourseInfo(BaseModel):
     id: Slug
     title: Text
     model: ModelId
+    # The identity groups the course is for; empty means every user.
+    groups: tuple[Group, ...] = ()
 
 
 class Module(BaseModel):
@@ -156,6 +167,8 @@ def parse_course(text: str, source: str) -> Course:
         for error in exc.errors():
             loc = tuple(error["loc"])
             message = _FRIENDLY.get(error["type"], error["msg"].removeprefix("Value error, "))
+            if error["type"] == "string_pattern_mismatch" and "groups" in loc:
+                message = "a group name must not hold a comma or a control character"
             if error["type"] == "duplicate_module_id":
                 loc = ("modules", error["ctx"]["index"], "id")
             elif loc == ("modules",) and error["type"] == "missing":

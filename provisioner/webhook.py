@@ -25,7 +25,7 @@ import hmac
 import json
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from provisioner.catalog import courses_for
 from provisioner.course import Course
 from provisioner.errors import (
     AdminAccount,
@@ -44,6 +45,8 @@ from provisioner.errors import (
 )
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
+from proxy.errors import BadIdentity
+from proxy.identity import parse_groups
 
 log = structlog.get_logger("provisioner.webhook")
 
@@ -124,6 +127,7 @@ def verify(
 class Signup:
     email: str
     name: str | None
+    groups: tuple[str, ...] = ()  # only the proxy's user.seen carries groups
 
 
 class Ignored(Exception):
@@ -131,10 +135,12 @@ class Ignored(Exception):
 
 
 def parse_signup(payload: Any) -> Signup:
-    """Clerk's ``user.created`` event or a plain ``{"email", "name"}``; validated."""
+    """The proxy's ``user.seen``, Clerk's ``user.created``, or ``{"email", "name"}``; validated."""
     if not isinstance(payload, dict):
         raise BadInput("the body is not a JSON object")
     if "type" in payload:
+        if payload["type"] == "user.seen":
+            return _seen_user(payload.get("data"))
         if payload["type"] != "user.created":
             raise Ignored(str(payload["type"]))
         return _clerk_user(payload.get("data"))
@@ -142,6 +148,27 @@ def parse_signup(payload: Any) -> Signup:
     if not isinstance(email, str) or (name is not None and not isinstance(name, str)):
         raise BadInput('expected {"email": string, "name": string or null}')
     return Signup(*checked_identity(email, name))
+
+
+def _seen_user(data: Any) -> Signup:
+    """The proxy's first sight of an identity: ``{"email", "name", "groups"}``."""
+    if not isinstance(data, dict):
+        raise BadInput("user.seen without a 'data' object")
+    email, name, groups = data.get("email"), data.get("name"), data.get("groups")
+    if (
+        not isinstance(email, str)
+        or (name is not None and not isinstance(name, str))
+        or (groups is not None and not isinstance(groups, list))
+    ):
+        raise BadInput(
+            'user.seen: expected data {"email": string, "name": string or null, '
+            '"groups": list of strings}'
+        )
+    email, name = checked_identity(email, name)
+    try:
+        return Signup(email, name, parse_groups(groups))
+    except BadIdentity as exc:
+        raise BadInput(f"user.seen: {exc.reason}") from exc
 
 
 def _clerk_user(data: Any) -> Signup:
@@ -171,14 +198,18 @@ def _answer(status: int, **body: Any) -> web.Response:
 
 
 def create_app(
-    course: Course,
+    courses: Sequence[Course],
     secrets: tuple[bytes, ...],
     provisioner: Provisioner,
     *,
     deadline_s: float,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """The receiver: ``POST /webhooks/signup``. Verify, parse, provision, then answer."""
+    """The receiver: ``POST /webhooks/signup``. Verify, parse, choose courses, provision, answer.
+
+    ``courses`` are every course file the receiver serves; each event gets those its
+    groups choose (:func:`provisioner.catalog.courses_for`).
+    """
 
     async def signup(request: web.Request) -> web.Response:
         body = await request.read()
@@ -198,9 +229,27 @@ def create_app(
             # delivery in the sender's failed list where an operator will see it.
             log.warning("webhook payload refused", webhook_id=msg_id, reason=str(exc))
             return _answer(422, error=str(exc))
+        chosen = courses_for(courses, signup.groups)
+        if not chosen:
+            # Permanent for this identity: a 2xx stops the sender's retries. No call to
+            # OpenWebUI is made, so no account is created either.
+            log.info(
+                "webhook: nothing to provision",
+                webhook_id=msg_id,
+                email=signup.email,
+                groups=list(signup.groups),
+            )
+            return _answer(
+                200,
+                email=signup.email,
+                courses=[],
+                modules=[],
+                nothing_to_provision=_no_course_reason(signup.groups),
+            )
+        course_ids = [course.course.id for course in chosen]
         try:
             async with asyncio.timeout(deadline_s):
-                results = await provisioner.provision_user(course, signup.email, signup.name)
+                results = await provisioner.provision_user(chosen, signup.email, signup.name)
         except TimeoutError:
             log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
             return _answer(503, error="provisioning is taking too long; retry later")
@@ -223,9 +272,20 @@ def create_app(
         except ProvisionError as exc:
             log.error("webhook failed", webhook_id=msg_id, email=signup.email, reason=str(exc))
             return _answer(503, error=str(exc))
-        log.info("webhook provisioned", webhook_id=msg_id, email=signup.email)
-        return _answer(200, email=signup.email, modules=[result.as_json() for result in results])
+        log.info("webhook provisioned", webhook_id=msg_id, email=signup.email, courses=course_ids)
+        return _answer(
+            200,
+            email=signup.email,
+            courses=course_ids,
+            modules=[result.as_json() for result in results],
+        )
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/webhooks/signup", signup)
     return app
+
+
+def _no_course_reason(groups: tuple[str, ...]) -> str:
+    if not groups:
+        return "no course is for everyone, and this identity has no groups"
+    return f"no course is for everyone or for any of the groups {', '.join(groups)}"

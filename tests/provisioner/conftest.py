@@ -38,6 +38,20 @@ first_message = "Second module."
 model = "other-model"
 """
 
+
+def course_toml(course_id: str, groups: list[str] | None = None) -> str:
+    """COURSE_TOML with another course id and, if given, the groups it is for."""
+    text = COURSE_TOML.replace('id = "demo"', f'id = "{course_id}"')
+    if groups is not None:
+        listed = ", ".join(f'"{group}"' for group in groups)
+        text = text.replace('model = "tutor"', f'model = "tutor"\ngroups = [{listed}]')
+    return text
+
+
+def course_named(course_id: str, groups: list[str] | None = None) -> Course:
+    return parse_course(course_toml(course_id, groups), f"{course_id}.toml")
+
+
 # Fast retries: the tests check how many tries happen, not how long they take.
 FAST_BACKOFF_S, FAST_BACKOFF_MAX_S = 0.01, 0.05
 

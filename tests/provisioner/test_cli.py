@@ -13,7 +13,7 @@ import pytest
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY
 from tests.provisioner.cli_helpers import Run, finish, run, start
-from tests.provisioner.conftest import COURSE_TOML
+from tests.provisioner.conftest import COURSE_TOML, course_toml
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
 
 EMAIL = "ada@example.edu"
@@ -65,6 +65,23 @@ async def test_user_prints_one_json_line_per_module(
     assert_no_secret(fake, first, again)
 
 
+async def test_user_with_several_course_files_gets_every_one(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+) -> None:
+    """The operator named the courses: each is provisioned, groups or not."""
+    staff = tmp_path / "staff.toml"
+    staff.write_text(course_toml("staff", ["staff"]), encoding="utf-8")
+    result = await run(env, "user", str(course_file), str(staff), EMAIL)
+    assert result.rc == 0, result.err
+    assert [(x["course"], x["module"]) for x in result.lines()] == [
+        ("demo", "intro"),
+        ("demo", "next"),
+        ("staff", "intro"),
+        ("staff", "next"),
+    ]
+    assert len(fake.chats_of(EMAIL)) == 4
+
+
 async def test_five_processes_at_once_leave_exactly_one_archived_thread_per_module(
     env: dict[str, str], fake: FakeOpenWebUI, course_file: Path
 ) -> None:
@@ -114,6 +131,11 @@ async def test_a_process_killed_between_create_and_archive_is_finished_by_the_ne
         ),
         pytest.param(
             ["user", "{missing}", EMAIL], "missing.toml: cannot read", id="missing course"
+        ),
+        pytest.param(
+            ["user", "{course}", "{course}", EMAIL],
+            "course.id: 'demo' is also the id of",
+            id="one course twice",
         ),
         pytest.param(
             ["bulk", "{course}", "{badcsv}"], "users.csv:2: email is not a plausible", id="bad csv"

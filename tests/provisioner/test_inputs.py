@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.catalog import load_courses
 from provisioner.course import load_course, parse_course
 from provisioner.errors import BadInput, ConfigError, CourseFileError
 from provisioner.settings import load_settings, read_service_token
@@ -37,6 +38,14 @@ def test_the_example_course_is_valid() -> None:
     course = load_course(EXAMPLE)
     assert course.course.id == "welcome"
     assert [m.id for m in course.modules] == ["intro", "prompting", "checking"]
+
+
+def test_every_example_course_loads_together() -> None:
+    courses = load_courses(sorted(EXAMPLE.parent.glob("*.toml")))
+    assert {c.course.id: c.course.groups for c in courses} == {
+        "welcome": (),
+        "year-9-science": ("year-9",),
+    }
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ async def provision(
     token = settings.token_file.read_text(encoding="utf-8").strip()
     async with make_http_client(settings) as http:
         api = OpenWebUI(Transport(settings, token, http))
-        return await Provisioner(api, settings).provision_user(course, email, name)
+        return await Provisioner(api, settings).provision_user([course], email, name)
 
 
 async def test_provisioning_through_the_real_listener(
@@ -131,7 +131,7 @@ async def test_webhook_for_an_admin_is_2xx_skipped_so_the_sender_stops_retrying(
     async with make_http_client(settings) as http:
         provisioner = Provisioner(OpenWebUI(Transport(settings, token, http)), settings)
         client = await aiohttp_client(
-            create_app(course, (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+            create_app([course], (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
         )
         body = json.dumps({"email": "admin@example.edu"}).encode()
         response = await client.post("/webhooks/signup", data=body, headers=headers(body))

@@ -18,8 +18,10 @@ import pytest
 from provisioner.course import Course
 from provisioner.errors import ConfigError
 from provisioner.provision import Provisioner
+from provisioner.threads import MARKER_KEY
 from provisioner.webhook import BadSignature, create_app, load_secrets, sign, verify
 from tests.provisioner.cli_helpers import finish, start
+from tests.provisioner.conftest import course_named, course_toml
 from tests.provisioner.fake_owui import FakeOpenWebUI
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -57,7 +59,7 @@ def headers(
 
 @pytest.fixture
 async def client(aiohttp_client: Any, provisioner: Provisioner, course: Course) -> Any:
-    app = create_app(course, (OLD_KEY, KEY), provisioner, deadline_s=5, clock=lambda: NOW)
+    app = create_app([course], (OLD_KEY, KEY), provisioner, deadline_s=5, clock=lambda: NOW)
     return await aiohttp_client(app)
 
 
@@ -107,6 +109,112 @@ async def test_other_clerk_events_are_acknowledged_and_ignored(
     assert response.status == 200
     assert await response.json() == {"ignored": "user.updated"}
     assert fake.chats == {}
+
+
+def user_seen(email: str, name: str | None, groups: list[str]) -> bytes:
+    """The proxy's event for an identity it sees for the first time."""
+    data = {"email": email, "name": name, "groups": groups}
+    return json.dumps(
+        {"type": "user.seen", "timestamp": "2026-01-01T00:00:00Z", "data": data}
+    ).encode()
+
+
+@pytest.fixture
+async def grouped(aiohttp_client: Any, provisioner: Provisioner) -> Any:
+    """A receiver serving three course files: one for everyone, one each for two groups."""
+    courses = [
+        course_named("everyone"),
+        course_named("year-9", ["year-9"]),
+        course_named("staff", ["staff"]),
+    ]
+    return await aiohttp_client(
+        create_app(courses, (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+    )
+
+
+def courses_of(fake: FakeOpenWebUI, email: str) -> list[str]:
+    return sorted({c.chat[MARKER_KEY]["course"] for c in fake.chats_of(email)})
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [
+        pytest.param([], ["everyone"], id="no groups"),
+        pytest.param(["year-9"], ["everyone", "year-9"], id="one group"),
+        pytest.param(["staff", "year-9", "other"], ["everyone", "staff", "year-9"], id="several"),
+    ],
+)
+async def test_user_seen_gets_the_courses_its_groups_choose(
+    grouped: Any, fake: FakeOpenWebUI, groups: list[str], expected: list[str]
+) -> None:
+    body = user_seen("Kate@School.edu", "Kate", groups)
+    response = await grouped.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    assert sorted(answer["courses"]) == expected
+    assert courses_of(fake, "kate@school.edu") == expected
+    assert len(answer["modules"]) == 2 * len(expected)
+    assert all(m["archived"] for m in answer["modules"])
+    assert fake.users["kate@school.edu"].name == "Kate"
+
+
+async def test_user_seen_resent_after_a_restart_creates_nothing_new(
+    grouped: Any, fake: FakeOpenWebUI
+) -> None:
+    body = user_seen("kate@school.edu", None, ["year-9"])
+    for msg_id in ("msg_a", "msg_b"):
+        response = await grouped.post(
+            "/webhooks/signup", data=body, headers=headers(body, msg_id=msg_id)
+        )
+        assert response.status == 200
+    assert len(fake.chats_of("kate@school.edu")) == 4
+
+
+async def test_signup_without_groups_gets_the_courses_for_everyone(
+    grouped: Any, fake: FakeOpenWebUI
+) -> None:
+    body = json.dumps(CLERK).encode()
+    response = await grouped.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200
+    assert (await response.json())["courses"] == ["everyone"]
+    assert courses_of(fake, "grace@example.edu") == ["everyone"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(
+            user_seen("kate@school.edu", None, ["year-10"]),
+            "no course is for everyone or for any of the groups year-10",
+            id="user.seen in no course's group",
+        ),
+        pytest.param(
+            json.dumps({"email": "kate@school.edu"}).encode(),
+            "no course is for everyone, and this identity has no groups",
+            id="signup without groups",
+        ),
+    ],
+)
+async def test_a_user_in_no_course_gets_a_clear_200_and_nothing_happens(
+    aiohttp_client: Any,
+    provisioner: Provisioner,
+    fake: FakeOpenWebUI,
+    body: bytes,
+    reason: str,
+) -> None:
+    courses = [course_named("year-9", ["year-9"]), course_named("staff", ["staff"])]
+    client = await aiohttp_client(
+        create_app(courses, (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+    )
+    response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200
+    assert await response.json() == {
+        "email": "kate@school.edu",
+        "courses": [],
+        "modules": [],
+        "nothing_to_provision": reason,
+    }
+    assert fake.calls == []  # no account is created either
 
 
 def tampered_body(body: bytes) -> tuple[bytes, dict[str, str]]:
@@ -166,6 +274,22 @@ async def test_rotation_old_secret_and_several_signatures(client: Any, fake: Fak
             422,
             id="clerk without primary",
         ),
+        pytest.param(b'{"type": "user.seen"}', 422, id="user.seen without data"),
+        pytest.param(
+            b'{"type": "user.seen", "data": {"email": "a@b.cd", "groups": "staff"}}',
+            422,
+            id="user.seen groups not a list",
+        ),
+        pytest.param(
+            b'{"type": "user.seen", "data": {"email": "a@b.cd", "groups": [1]}}',
+            422,
+            id="user.seen group not a string",
+        ),
+        pytest.param(
+            b'{"type": "user.seen", "data": {"email": "a@b.cd", "groups": ["a,b"]}}',
+            422,
+            id="user.seen group with a comma",
+        ),
     ],
 )
 async def test_bad_payloads_are_refused(
@@ -190,7 +314,7 @@ async def test_deadline_passed_is_non_2xx(
 ) -> None:
     fake.slow("POST", "/api/v1/chats/new", 2)
     client = await aiohttp_client(
-        create_app(course, (KEY,), provisioner, deadline_s=0.3, clock=lambda: NOW)
+        create_app([course], (KEY,), provisioner, deadline_s=0.3, clock=lambda: NOW)
     )
     body = json.dumps({"email": "ada@example.edu"}).encode()
     response = await client.post("/webhooks/signup", data=body, headers=headers(body))
@@ -241,6 +365,8 @@ async def test_webhook_command_serves_until_sigterm(
     secrets = tmp_path / "secrets"
     secrets.write_text(SECRET + "\n", encoding="utf-8")
     secrets.chmod(0o600)
+    staff = tmp_path / "staff.toml"
+    staff.write_text(course_toml("staff", ["staff"]), encoding="utf-8")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -248,13 +374,14 @@ async def test_webhook_command_serves_until_sigterm(
         env,
         "webhook",
         str(course_file),
+        str(staff),
         "--listen",
         f"127.0.0.1:{port}",
         "--secret-file",
         str(secrets),
     )
     try:
-        body = json.dumps({"email": "ada@example.edu", "name": "Ada"}).encode()
+        body = user_seen("ada@example.edu", "Ada", ["staff"])
         async with httpx.AsyncClient() as http:
             for _ in range(200):  # wait for it to listen
                 try:
@@ -270,7 +397,7 @@ async def test_webhook_command_serves_until_sigterm(
             else:
                 pytest.fail("the receiver never listened")
         assert response.status_code == 200
-        assert len(fake.chats_of("ada@example.edu")) == 2
+        assert courses_of(fake, "ada@example.edu") == ["demo", "staff"]
     finally:
         process.send_signal(signal.SIGTERM)
         result = await finish(process, timeout=30)
