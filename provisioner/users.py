@@ -25,7 +25,19 @@ class UserRow:
 
 
 def checked_identity(email: str, name: str | None) -> tuple[str, str | None]:
-    """Validate one act-as identity; raise :class:`BadInput` saying what is wrong."""
+    """Validate one act-as identity; raise :class:`BadInput` saying what is wrong.
+
+    Every provisioner input (webhook payloads, the command line, rosters) comes through
+    here. A non-ASCII address is refused *before* it is lower-cased: some non-ASCII
+    letters lower-case to ASCII ones (KELVIN SIGN U+212A becomes ``k``), so
+    ``\u212aate@x.edu`` would otherwise be provisioned as ``kate@x.edu``, another person.
+    """
+    if not email.isascii():
+        odd = next(char for char in email if not char.isascii())
+        raise BadInput(
+            f"email holds a non-ASCII character (U+{ord(odd):04X}), refused so that no "
+            f"look-alike can fold into another address: {email!a}"
+        )
     try:
         return validate_email(email), validate_name(name)
     except BadIdentity as exc:

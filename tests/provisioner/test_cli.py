@@ -133,6 +133,11 @@ async def test_a_process_killed_between_create_and_archive_is_finished_by_the_ne
             ["user", "{missing}", EMAIL], "missing.toml: cannot read", id="missing course"
         ),
         pytest.param(
+            ["user", "{course}", "\u212aate@example.edu"],
+            "email holds a non-ASCII character (U+212A)",
+            id="non-ASCII email",
+        ),
+        pytest.param(
             ["user", "{course}", "{course}", EMAIL],
             "course.id: 'demo' is also the id of",
             id="one course twice",

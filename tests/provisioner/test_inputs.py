@@ -10,7 +10,7 @@ from provisioner.catalog import load_courses
 from provisioner.course import load_course, parse_course
 from provisioner.errors import BadInput, ConfigError, CourseFileError
 from provisioner.settings import load_settings, read_service_token
-from provisioner.users import parse_users_csv
+from provisioner.users import checked_identity, parse_users_csv
 from tests.provisioner.conftest import EXAMPLE
 
 GOOD = """\
@@ -211,3 +211,35 @@ def test_service_token_file(tmp_path: Path, content: str, mode: int, expected: s
         with pytest.raises(ConfigError, match=expected) as info:
             read_service_token(path)
         assert "t" * 40 not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("Kate@School.EDU", "kate@school.edu", id="ASCII is lower-cased"),
+        pytest.param("\u212aate@school.edu", "U+212A", id="KELVIN SIGN would fold to k"),
+        pytest.param("kat\u0130e@school.edu", "U+0130", id="dotted capital I"),
+        pytest.param("ada@\u017fchool.edu", "U+017F", id="long s would fold to s"),
+        pytest.param("ada@school.edu\u00a0", "U+00A0", id="no-break space would be stripped"),
+        pytest.param("\uff41da@school.edu", "U+FF41", id="fullwidth letter"),
+        pytest.param("ad\u0430@school.edu", "U+0430", id="Cyrillic look-alike"),
+    ],
+)
+def test_non_ascii_emails_are_refused_before_case_folding(raw: str, expected: str) -> None:
+    if "@" in expected:
+        assert checked_identity(raw, None) == (expected, None)
+        return
+    with pytest.raises(BadInput) as info:
+        checked_identity(raw, None)
+    message = str(info.value)
+    assert f"non-ASCII character ({expected})" in message
+    assert ascii(raw) in message  # escaped, so the operator sees the odd character
+
+
+def test_a_roster_row_with_a_non_ascii_email_is_named_by_line() -> None:
+    with pytest.raises(BadInput, match=r"u\.csv:3: email holds a non-ASCII character \(U\+212A\)"):
+        parse_users_csv("email,name\nkate@school.edu,Kate\n\u212aate@school.edu,K\n", "u.csv")
+
+
+def test_names_may_be_non_ascii() -> None:
+    assert checked_identity("zoe@school.edu", "Zoë Ångström") == ("zoe@school.edu", "Zoë Ångström")

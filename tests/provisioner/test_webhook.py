@@ -276,6 +276,27 @@ async def test_rotation_old_secret_and_several_signatures(client: Any, fake: Fak
         ),
         pytest.param(b'{"type": "user.seen"}', 422, id="user.seen without data"),
         pytest.param(
+            user_seen("\u212aate@school.edu", None, []), 422, id="user.seen non-ASCII email"
+        ),
+        pytest.param(
+            json.dumps(
+                CLERK
+                | {
+                    "data": CLERK["data"]
+                    | {
+                        "email_addresses": [
+                            {"id": "idn_2", "email_address": "\u212aate@school.edu"}
+                        ]
+                    }
+                }
+            ).encode(),
+            422,
+            id="clerk non-ASCII email",
+        ),
+        pytest.param(
+            json.dumps({"email": "\u212aate@school.edu"}).encode(), 422, id="plain non-ASCII email"
+        ),
+        pytest.param(
             b'{"type": "user.seen", "data": {"email": "a@b.cd", "groups": "staff"}}',
             422,
             id="user.seen groups not a list",
@@ -298,6 +319,7 @@ async def test_bad_payloads_are_refused(
     response = await client.post("/webhooks/signup", data=payload, headers=headers(payload))
     assert response.status == status
     assert fake.chats == {}
+    assert "kate@school.edu" not in fake.users
 
 
 async def test_refusal_is_non_2xx_so_the_sender_retries(client: Any, fake: FakeOpenWebUI) -> None:
