@@ -11,38 +11,55 @@ differently can be confused.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.course import Course, load_course
 from provisioner.errors import CourseFileError
 
 
-def load_courses(paths: Sequence[Path]) -> tuple[Course, ...]:
-    """Load every course file; raise one :class:`CourseFileError` with every file's problems.
+@dataclass(frozen=True, slots=True)
+class CheckedFile:
+    """One course file as checked: its course, or the problems that keep it from loading."""
+
+    path: Path
+    course: Course | None
+    problems: tuple[str, ...]
+
+
+def check_courses(paths: Sequence[Path]) -> list[CheckedFile]:
+    """Check every course file, each on its own and against the others.
 
     Course ids must differ between files: the id is part of every thread's identity, so two
     files with one id would fight over the same threads.
     """
-    problems: list[str] = []
-    courses: list[Course] = []
+    checked: list[CheckedFile] = []
     first: dict[str, Path] = {}
     for path in paths:
         try:
             course = load_course(path)
         except CourseFileError as exc:
-            problems += exc.problems
+            checked.append(CheckedFile(path, None, tuple(exc.problems)))
             continue
         if course.course.id in first:
-            problems.append(
+            problem = (
                 f"{path}: course.id: '{course.course.id}' is also the id of "
                 f"{first[course.course.id]}; each course file needs its own id"
             )
+            checked.append(CheckedFile(path, None, (problem,)))
             continue
         first[course.course.id] = path
-        courses.append(course)
+        checked.append(CheckedFile(path, course, ()))
+    return checked
+
+
+def load_courses(paths: Sequence[Path]) -> tuple[Course, ...]:
+    """Load every course file; raise one :class:`CourseFileError` with every file's problems."""
+    checked = check_courses(paths)
+    problems = [problem for item in checked for problem in item.problems]
     if problems:
         raise CourseFileError(problems)
-    return tuple(courses)
+    return tuple(item.course for item in checked if item.course is not None)
 
 
 def courses_for(courses: Sequence[Course], groups: Iterable[str]) -> tuple[Course, ...]:

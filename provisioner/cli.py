@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -22,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from provisioner.bulk import run_bulk_cli
-from provisioner.catalog import load_courses
+from provisioner.catalog import check_courses, load_courses
 from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import load_course
@@ -110,16 +111,10 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    settings = load_settings()
-    try:
-        token = read_service_token(settings.token_file)
-    except BadInput as exc:
-        findings = [Finding(False, str(exc))]
+    if args.courses:
+        findings = _course_findings(args.courses)
     else:
-        findings = [Finding(True, f"service token file {settings.token_file} readable")]
-        async with make_http_client(settings) as http:
-            api = OpenWebUI(Transport(settings, token, http))
-            findings += await run_checks(api, settings.url)
+        findings = await _setup_findings()
     for finding in findings:
         out.write(f"{'ok  ' if finding.ok else 'FAIL'} {finding.what}\n")
         if finding.fix:
@@ -127,6 +122,34 @@ async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     problems = sum(not finding.ok for finding in findings)
     out.write("all good\n" if not problems else f"{problems} problem(s)\n")
     return EXIT_OK if not problems else EXIT_FAILED
+
+
+def _course_findings(paths: list[Path]) -> list[Finding]:
+    """Course files checked offline: no settings, no listener, no OpenWebUI needed."""
+    findings: list[Finding] = []
+    for item in check_courses(paths):
+        findings += [Finding(False, problem) for problem in item.problems]
+        if item.course is not None:
+            info = item.course.course
+            who = f"groups {', '.join(info.groups)}" if info.groups else "everyone"
+            count = len(item.course.modules)
+            findings.append(
+                Finding(True, f"{item.path}: course {info.id}, {count} module(s), for {who}")
+            )
+    return findings
+
+
+async def _setup_findings() -> list[Finding]:
+    settings = load_settings()
+    try:
+        token = read_service_token(settings.token_file)
+    except BadInput as exc:
+        return [Finding(False, str(exc))]
+    findings = [Finding(True, f"service token file {settings.token_file} readable")]
+    async with make_http_client(settings) as http:
+        api = OpenWebUI(Transport(settings, token, http))
+        findings += await run_checks(api, settings.url)
+    return findings
 
 
 async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -155,6 +178,14 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         finally:
             await runner.cleanup()
     return EXIT_OK
+
+
+def _version() -> str:
+    """``owui-provision X.Y.Z``: the installed package's version, written once in pyproject.toml."""
+    try:
+        return f"owui-provision {metadata.version('owui-gate')}"
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "owui-provision (version unknown: the owui-gate package is not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,8 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     hook.add_argument("--secret-file", type=Path, required=True, metavar="FILE")
     hook.set_defaults(handler=_cmd_webhook)
 
-    check = commands.add_parser("check", help="verify the set-up and say how to fix it")
+    check = commands.add_parser(
+        "check",
+        help="verify the set-up and say how to fix it; with course files, check them offline",
+    )
+    check.add_argument("courses", type=Path, nargs="*", metavar="COURSE.toml")
     check.set_defaults(handler=_cmd_check)
+
+    version = _version()
+    for command in (parser, user, bulk, hook, check):
+        command.add_argument("--version", action="version", version=version)
     return parser
 
 

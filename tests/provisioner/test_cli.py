@@ -296,6 +296,56 @@ async def test_bulk_killed_midway_then_rerun_has_no_duplicates(
 # --- check ----------------------------------------------------------------------------------
 
 
+async def test_check_course_files_offline_reports_every_problem(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+) -> None:
+    """No settings, no listener: only the files. Every problem of every file, at once."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        COURSE_TOML.replace('id = "demo"', 'id = "Demo"')
+        .replace('id = "next"', 'id = "intro"')
+        .replace('title = "Module 2: Next"', 'titel = "Module 2: Next"'),
+        encoding="utf-8",
+    )
+    table = tmp_path / "table.toml"
+    table.write_text(
+        course_toml("table").replace("[[modules]]", "[modules]", 1).split("[[modules]]")[0],
+        encoding="utf-8",
+    )
+    staff = tmp_path / "staff.toml"
+    staff.write_text(course_toml("staff", ["staff", "year-9"]), encoding="utf-8")
+    offline = {k: v for k, v in env.items() if not k.startswith("OWUI_PROVISION_")}
+
+    result = await run(offline, "check", str(course_file), str(bad), str(table), str(staff))
+
+    assert result.rc == 1, result.err
+    assert result.out.splitlines() == [
+        f"ok   {course_file}: course demo, 2 module(s), for everyone",
+        f"FAIL {bad}:3: course.id: must be lower-case letters, digits and '-' (e.g. 'intro-2')",
+        f"FAIL {bad}:12: modules[2].title: required, not set",
+        f"FAIL {bad}:13: modules[2].id: module id 'intro' is already used by modules[1]",
+        f"FAIL {bad}:14: modules[2].titel: unknown key (a typo?)",
+        f"FAIL {table}:7: modules: written as [modules]: each module is its own [[modules]] "
+        "table (double brackets), one per thread",
+        f"ok   {staff}: course staff, 2 module(s), for groups staff, year-9",
+        "5 problem(s)",
+    ]
+    assert fake.calls == []
+
+    good = await run(offline, "check", str(course_file), str(staff))
+    assert good.rc == 0, good.out + good.err
+    assert good.out.endswith("all good\n")
+
+
+@pytest.mark.parametrize("command", [[], ["user"], ["bulk"], ["webhook"], ["check"]])
+async def test_version_on_every_command(env: dict[str, str], command: list[str]) -> None:
+    from importlib import metadata
+
+    result = await run(env, *command, "--version")
+    assert result.rc == 0, result.err
+    assert result.out == f"owui-provision {metadata.version('owui-gate')}\n"
+
+
 async def test_check_all_good(env: dict[str, str]) -> None:
     result = await run(env, "check")
     assert result.rc == 0, result.out + result.err

@@ -87,10 +87,22 @@ def test_every_example_course_loads_together() -> None:
         pytest.param(
             'title = "One"',
             "title = 1",
-            "c.toml:8: modules[1].title: Input should be a valid string",
+            "c.toml:8: modules[1].title: must be text in quotes",
             id="wrong type",
         ),
         pytest.param("[course]", "[cours]", "c.toml:1: cours: unknown key", id="unknown table"),
+        pytest.param(
+            "[course]",
+            "[[course]]",
+            "c.toml:1: course: written as [[course]]: the course is one [course] table",
+            id="[[course]] instead of [course]",
+        ),
+        pytest.param(
+            'model = "m"',
+            'model = "m"\ngroups = "staff"',
+            'c.toml:5: course.groups: must be a list (e.g. groups = ["year-9", "staff"])',
+            id="groups not a list",
+        ),
         pytest.param('title = "Two"', 'title = "Two', "c.toml: not valid TOML", id="broken TOML"),
     ],
 )
@@ -112,6 +124,50 @@ def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(CourseFileError) as info:
         parse_course(text, "c.toml")
     assert len(info.value.problems) == 2
+
+
+def test_duplicate_ids_are_reported_with_the_other_problems_in_line_order() -> None:
+    """A repeated id is not held back until every other module is valid."""
+    text = GOOD.replace('id = "second"', 'id = "intro"').replace('title = "Two"', 'titel = "Two"')
+    text = text.replace('id = "welcome"', 'id = "W"')
+    with pytest.raises(CourseFileError) as info:
+        parse_course(text, "c.toml")
+    assert info.value.problems == [
+        "c.toml:2: course.id: must be lower-case letters, digits and '-' (e.g. 'intro-2')",
+        "c.toml:14: modules[2].title: required, not set",
+        "c.toml:15: modules[2].id: module id 'intro' is already used by modules[1]",
+        "c.toml:16: modules[2].titel: unknown key (a typo?)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mistake", "expected"),
+    [
+        pytest.param(
+            "[[course.modules]]",
+            "c.toml:6: course.modules: modules belong after [course], not in it: "
+            "each module is its own [[modules]] table",
+            id="modules inside [course]",
+        ),
+        pytest.param(
+            "[modules]",
+            "c.toml:6: modules: written as [modules]: each module is its own [[modules]] table",
+            id="[modules] instead of [[modules]]",
+        ),
+        pytest.param(
+            "[[module]]",
+            "c.toml:6: module: unknown table: each module is its own [[modules]] table",
+            id="[[module]]",
+        ),
+    ],
+)
+def test_modules_written_elsewhere_are_one_plain_sentence(mistake: str, expected: str) -> None:
+    """No "at least one module" on top: the modules exist, only in the wrong place."""
+    before, first_module, _ = GOOD.split("[[modules]]")
+    text = before + mistake + first_module
+    with pytest.raises(CourseFileError) as info:
+        parse_course(text, "c.toml")
+    assert info.value.problems == [expected + " (double brackets), one per thread"]
 
 
 def test_a_missing_course_file_is_named(tmp_path: Path) -> None:
