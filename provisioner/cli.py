@@ -27,7 +27,7 @@ from provisioner.catalog import check_courses, load_courses
 from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import load_course
-from provisioner.errors import BadInput, ProvisionError
+from provisioner.errors import BadInput, ListenFailed, ProvisionError
 from provisioner.provision import ModuleResult, Provisioner, check_config
 from provisioner.settings import Settings, load_settings, read_service_token
 from provisioner.users import checked_identity, load_users_csv
@@ -58,11 +58,27 @@ async def _openwebui(settings: Settings) -> AsyncIterator[OpenWebUI]:
         yield OpenWebUI(Transport(settings, token, http))
 
 
-def _listen_address(value: str) -> tuple[str, int]:
+def _listen_address(value: str) -> str:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:/absolute/path``, as the proxy takes."""
+    if value.startswith("unix:"):
+        if not value[5:].startswith("/"):
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: a unix socket must be an absolute path (e.g. unix:/run/owui/hook.sock)"
+            )
+        return value
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8088)")
-    return host.strip("[]"), int(port)
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8088) or unix:/path"
+        )
+    return value
+
+
+def _site(runner: web.AppRunner, listen: str) -> web.BaseSite:
+    if listen.startswith("unix:"):
+        return web.UnixSite(runner, listen[5:])
+    host, _, port = listen.rpartition(":")
+    return web.TCPSite(runner, host.strip("[]"), int(port))
 
 
 def _positive(value: str) -> int:
@@ -156,7 +172,6 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     courses = load_courses(args.courses)
     secrets = load_secrets(args.secret_file)
     settings = load_settings()
-    host, port = args.listen
     async with _openwebui(settings) as api:
         app = create_app(
             courses, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
@@ -164,10 +179,14 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            try:
+                await _site(runner, args.listen).start()
+            except OSError as exc:
+                raise ListenFailed(args.listen, exc) from exc
             log.info(
                 "webhook receiver listening",
-                url=f"http://{host}:{port}/webhooks/signup",
+                listen=args.listen,
+                path="/webhooks/signup",
                 courses={course.course.id: list(course.course.groups) for course in courses},
             )
             stop = asyncio.Event()
@@ -214,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "webhook", help="receive signup webhooks; provision the courses each user's groups choose"
     )
     hook.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
-    hook.add_argument("--listen", type=_listen_address, required=True, metavar="HOST:PORT")
+    hook.add_argument(
+        "--listen", type=_listen_address, required=True, metavar="HOST:PORT|unix:/PATH"
+    )
     hook.add_argument("--secret-file", type=Path, required=True, metavar="FILE")
     hook.set_defaults(handler=_cmd_webhook)
 

@@ -43,6 +43,7 @@ from provisioner.errors import (
     ProvisionError,
     Refused,
 )
+from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
 from proxy.errors import BadIdentity
@@ -193,10 +194,6 @@ def _clerk_user(data: Any) -> Signup:
     return Signup(*checked_identity(email, name or None))
 
 
-def _answer(status: int, **body: Any) -> web.Response:
-    return web.json_response(body, status=status)
-
-
 def create_app(
     courses: Sequence[Course],
     secrets: tuple[bytes, ...],
@@ -207,9 +204,17 @@ def create_app(
 ) -> web.Application:
     """The receiver: ``POST /webhooks/signup``. Verify, parse, choose courses, provision, answer.
 
+    Also ``GET /healthz`` (the receiver is up) and ``GET /metrics`` (Prometheus).
+
     ``courses`` are every course file the receiver serves; each event gets those its
     groups choose (:func:`provisioner.catalog.courses_for`).
     """
+
+    metrics = WebhookMetrics([course.course.id for course in courses])
+
+    def answer(outcome: str, status: int, **body: Any) -> web.Response:
+        metrics.deliveries.labels(outcome).inc()
+        return web.json_response(body, status=status)
 
     async def signup(request: web.Request) -> web.Response:
         body = await request.read()
@@ -218,17 +223,17 @@ def create_app(
             verify(secrets, request.headers, body, now=clock())
         except BadSignature as exc:
             log.warning("webhook refused", webhook_id=msg_id, reason=str(exc))
-            return _answer(401, error="invalid signature")
+            return answer("bad_signature", 401, error="invalid signature")
         try:
             signup = parse_signup(json.loads(body))
         except Ignored as exc:
             log.info("webhook ignored", webhook_id=msg_id, type=str(exc))
-            return _answer(200, ignored=str(exc))
+            return answer("ignored", 200, ignored=str(exc))
         except (ValueError, BadInput) as exc:
             # json.JSONDecodeError is a ValueError. Permanent, but a non-2xx keeps the
             # delivery in the sender's failed list where an operator will see it.
             log.warning("webhook payload refused", webhook_id=msg_id, reason=str(exc))
-            return _answer(422, error=str(exc))
+            return answer("bad_payload", 422, error=str(exc))
         chosen = courses_for(courses, signup.groups)
         if not chosen:
             # Permanent for this identity: a 2xx stops the sender's retries. No call to
@@ -239,7 +244,8 @@ def create_app(
                 email=signup.email,
                 groups=list(signup.groups),
             )
-            return _answer(
+            return answer(
+                "nothing_to_provision",
                 200,
                 email=signup.email,
                 courses=[],
@@ -248,16 +254,17 @@ def create_app(
             )
         course_ids = [course.course.id for course in chosen]
         try:
-            async with asyncio.timeout(deadline_s):
-                results = await provisioner.provision_user(chosen, signup.email, signup.name)
+            with metrics.seconds.time():
+                async with asyncio.timeout(deadline_s):
+                    results = await provisioner.provision_user(chosen, signup.email, signup.name)
         except TimeoutError:
             log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
-            return _answer(503, error="provisioning is taking too long; retry later")
+            return answer("deadline", 503, error="provisioning is taking too long; retry later")
         except AdminAccount as exc:
             # Permanent and expected (the operator signing in at the IdP): a 2xx stops the
             # sender's retries; the answer says nothing was provisioned.
             log.info("webhook skipped an admin", webhook_id=msg_id, email=signup.email)
-            return _answer(200, email=signup.email, skipped=str(exc))
+            return answer("admin_skipped", 200, email=signup.email, skipped=str(exc))
         except Refused as exc:
             log.error(
                 "webhook refused by OpenWebUI state",
@@ -265,23 +272,38 @@ def create_app(
                 email=signup.email,
                 reason=str(exc),
             )
-            return _answer(503, error=str(exc))
+            return answer("refused", 503, error=str(exc))
         except ApiError as exc:
             log.error("webhook failed", webhook_id=msg_id, email=signup.email, reason=str(exc))
-            return _answer(502, error=str(exc))
+            return answer("openwebui_error", 502, error=str(exc))
         except ProvisionError as exc:
             log.error("webhook failed", webhook_id=msg_id, email=signup.email, reason=str(exc))
-            return _answer(503, error=str(exc))
+            return answer("failed", 503, error=str(exc))
+        for result in results:
+            metrics.modules.labels(result.course, result.status).inc()
         log.info("webhook provisioned", webhook_id=msg_id, email=signup.email, courses=course_ids)
-        return _answer(
+        return answer(
+            "provisioned",
             200,
             email=signup.email,
             courses=course_ids,
             modules=[result.as_json() for result in results],
         )
 
+    async def healthz(request: web.Request) -> web.Response:
+        # Liveness of the receiver itself; `owui-provision check` looks further.
+        return web.json_response({"status": "ok"})
+
+    async def scrape(request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
+
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/webhooks/signup", signup)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", scrape)
     return app
 
 

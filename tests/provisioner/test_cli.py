@@ -154,6 +154,11 @@ async def test_a_process_killed_between_create_and_archive_is_finished_by_the_ne
             "is not HOST:PORT",
             id="bad listen",
         ),
+        pytest.param(
+            ["webhook", "{course}", "--listen", "unix:hook.sock", "--secret-file", "x"],
+            "a unix socket must be an absolute path",
+            id="relative unix socket",
+        ),
     ],
 )
 async def test_bad_input_exits_2_with_a_clear_message(

@@ -381,48 +381,104 @@ def test_secret_file(tmp_path: Path, content: str, expected: int | str) -> None:
             load_secrets(path)
 
 
+@pytest.mark.parametrize("family", ["tcp", "unix"])
 async def test_webhook_command_serves_until_sigterm(
-    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path, family: str
 ) -> None:
     secrets = tmp_path / "secrets"
     secrets.write_text(SECRET + "\n", encoding="utf-8")
     secrets.chmod(0o600)
     staff = tmp_path / "staff.toml"
     staff.write_text(course_toml("staff", ["staff"]), encoding="utf-8")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    if family == "unix":
+        listen, base = f"unix:{tmp_path / 'hook.sock'}", "http://receiver"
+        transport = httpx.AsyncHTTPTransport(uds=str(tmp_path / "hook.sock"))
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        listen, base = f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+        transport = httpx.AsyncHTTPTransport()
     process = await start(
         env,
         "webhook",
         str(course_file),
         str(staff),
         "--listen",
-        f"127.0.0.1:{port}",
+        listen,
         "--secret-file",
         str(secrets),
     )
     try:
         body = user_seen("ada@example.edu", "Ada", ["staff"])
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(transport=transport, base_url=base) as http:
             for _ in range(200):  # wait for it to listen
                 try:
-                    ts = int(time.time())
-                    response = await http.post(
-                        f"http://127.0.0.1:{port}/webhooks/signup",
-                        content=body,
-                        headers=headers(body, ts=ts),
-                    )
+                    health = await http.get("/healthz")
                     break
-                except httpx.ConnectError:
+                except httpx.TransportError:
                     await asyncio.sleep(0.1)
             else:
                 pytest.fail("the receiver never listened")
-        assert response.status_code == 200
-        assert courses_of(fake, "ada@example.edu") == ["demo", "staff"]
+            assert health.status_code == 200
+            response = await http.post(
+                "/webhooks/signup", content=body, headers=headers(body, ts=int(time.time()))
+            )
+            assert response.status_code == 200
+            assert courses_of(fake, "ada@example.edu") == ["demo", "staff"]
+            scraped = (await http.get("/metrics")).text
+        assert 'owui_provision_webhook_deliveries_total{outcome="provisioned"} 1.0' in scraped
     finally:
         process.send_signal(signal.SIGTERM)
         result = await finish(process, timeout=30)
     assert result.rc == 0, result.err
     assert "webhook receiver listening" in result.err
     assert os.fsencode(SECRET) not in result.err.encode()
+
+
+async def test_webhook_command_on_a_taken_port_says_so_in_one_line(
+    env: dict[str, str], course_file: Path, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text(SECRET + "\n", encoding="utf-8")
+    secrets.chmod(0o600)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        listen = f"127.0.0.1:{held.getsockname()[1]}"
+        process = await start(
+            env, "webhook", str(course_file), "--listen", listen, "--secret-file", str(secrets)
+        )
+        result = await finish(process, timeout=30)
+    assert result.rc == 1
+    assert result.err.splitlines() == [
+        f"owui-provision: --listen {listen}: cannot listen (Address already in use): "
+        "another process holds it; stop that one or choose another --listen"
+    ]
+
+
+async def test_healthz_and_metrics(client: Any, fake: FakeOpenWebUI) -> None:
+    """Every delivery counts once, by outcome; modules by course and status; no email."""
+    assert (await client.get("/healthz")).status == 200
+    body = json.dumps({"email": "ada@example.edu"}).encode()
+    for _ in range(2):
+        await client.post("/webhooks/signup", data=body, headers=headers(body))
+    await client.post("/webhooks/signup", data=body, headers=headers(b"other"))
+    bad = b"not json"
+    await client.post("/webhooks/signup", data=bad, headers=headers(bad))
+
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await response.text()
+    for line in (
+        'owui_provision_webhook_deliveries_total{outcome="provisioned"} 2.0',
+        'owui_provision_webhook_deliveries_total{outcome="bad_signature"} 1.0',
+        'owui_provision_webhook_deliveries_total{outcome="bad_payload"} 1.0',
+        'owui_provision_webhook_deliveries_total{outcome="deadline"} 0.0',
+        'owui_provision_webhook_modules_total{course="demo",status="created"} 2.0',
+        'owui_provision_webhook_modules_total{course="demo",status="existing"} 2.0',
+        "owui_provision_webhook_provision_seconds_count 2.0",
+    ):
+        assert line in text.splitlines(), line
+    assert "ada@example.edu" not in text
