@@ -22,15 +22,14 @@ from typing import Any, TextIO
 import structlog
 from aiohttp import web
 
-from provisioner.bulk import run_bulk_cli
+from provisioner.bulk import describe_skipped, run_bulk_cli
 from provisioner.catalog import check_courses, load_courses
 from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
-from provisioner.course import load_course
 from provisioner.errors import BadInput, ListenFailed, ProvisionError
 from provisioner.provision import ModuleResult, Provisioner, check_config
 from provisioner.settings import Settings, load_settings, read_service_token
-from provisioner.users import checked_identity, load_users_csv
+from provisioner.users import Columns, checked_identity, load_roster
 from provisioner.webhook import create_app, load_secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -74,6 +73,14 @@ def _listen_address(value: str) -> str:
     return value
 
 
+def _delimiter(value: str) -> str:
+    if value in ("tab", "\\t"):
+        return "\t"
+    if len(value) != 1 or value in '"\r\n':
+        raise argparse.ArgumentTypeError(f"{value!r} is not one character (or 'tab')")
+    return value
+
+
 def _site(runner: web.AppRunner, listen: str) -> web.BaseSite:
     if listen.startswith("unix:"):
         return web.UnixSite(runner, listen[5:])
@@ -105,8 +112,21 @@ async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    course = load_course(args.course)
-    rows = load_users_csv(args.users)
+    courses = load_courses(args.courses)
+    columns = Columns(
+        email=args.email_column, name=tuple(args.name_column), course=args.course_column
+    )
+    roster = load_roster(
+        args.users,
+        course_ids=[course.course.id for course in courses],
+        columns=columns,
+        delimiter=args.delimiter,
+        skip_invalid=args.skip_invalid,
+    )
+    if roster.ignored_columns:
+        err.write(f"bulk: ignoring column(s) {', '.join(roster.ignored_columns)} of {args.users}\n")
+    if roster.invalid:
+        err.write(describe_skipped(str(args.users), roster.invalid))
     settings = load_settings()
     tty = out.isatty()
     if tty:  # per-chat info lines would tear the progress bar apart; problems still show
@@ -117,12 +137,13 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_config(await api.config())
         return await run_bulk_cli(
             Provisioner(api, settings),
-            course,
-            rows,
+            courses,
+            roster,
             concurrency=args.concurrency or settings.concurrency,
             out=out,
             err=err,
             tty=tty,
+            report=args.report,
         )
 
 
@@ -221,11 +242,43 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--name", help="display name, used when the account is created")
     user.set_defaults(handler=_cmd_user)
 
-    bulk = commands.add_parser("bulk", help="provision every user of an email,name CSV")
-    bulk.add_argument("course", type=Path, metavar="COURSE.toml")
-    bulk.add_argument("users", type=Path, metavar="USERS.csv")
+    bulk = commands.add_parser(
+        "bulk", help="provision every user of a roster (CSV with any delimiter, or JSON Lines)"
+    )
+    bulk.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
+    bulk.add_argument("users", type=Path, metavar="USERS.csv|USERS.jsonl")
     bulk.add_argument(
         "--concurrency", type=_positive, metavar="N", help="users at once (default 4)"
+    )
+    bulk.add_argument("--email-column", default="email", metavar="NAME", help="default: email")
+    bulk.add_argument(
+        "--name-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the display name's column (default: name, if present); repeat it to join "
+        "several, e.g. first and last name",
+    )
+    bulk.add_argument(
+        "--course-column",
+        default="course",
+        metavar="NAME",
+        help="the column naming each user's course ids (default: course); without it, "
+        "every user gets the one course file given",
+    )
+    bulk.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        metavar="CHAR",
+        help="the CSV delimiter (default: sniffed among , ; tab |); 'tab' for a tab",
+    )
+    bulk.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="report bad rows and provision the others (default: stop before anything runs)",
+    )
+    bulk.add_argument(
+        "--report", type=Path, metavar="FILE", help="write per-user results to FILE (CSV)"
     )
     bulk.set_defaults(handler=_cmd_bulk)
 

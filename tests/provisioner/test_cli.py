@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import signal
 import socket
 from pathlib import Path
@@ -148,6 +149,16 @@ async def test_a_process_killed_between_create_and_archive_is_finished_by_the_ne
         pytest.param(
             ["bulk", "{course}", "{csv}", "--concurrency", "0"], "not a whole number", id="bad flag"
         ),
+        pytest.param(
+            ["bulk", "{course}", "{staff}", "{csv}"],
+            "no 'course' column, and 2 course files were given",
+            id="several courses, no course column",
+        ),
+        pytest.param(
+            ["bulk", "{course}", "{csv}", "--delimiter", ";;"],
+            "is not one character",
+            id="bad delimiter",
+        ),
         pytest.param(["frobnicate"], "invalid choice", id="unknown command"),
         pytest.param(
             ["webhook", "{course}", "--listen", "nowhere", "--secret-file", "x"],
@@ -174,12 +185,14 @@ async def test_bad_input_exits_2_with_a_clear_message(
     )
     (tmp_path / "users.csv").write_text("email,name\nnope,N\n", encoding="utf-8")
     (tmp_path / "good.csv").write_text(f"email,name\n{EMAIL},Ada\n", encoding="utf-8")
+    (tmp_path / "staff.toml").write_text(course_toml("staff"), encoding="utf-8")
     paths = {
         "course": str(course_file),
         "bad": str(tmp_path / "bad.toml"),
         "missing": str(tmp_path / "missing.toml"),
         "badcsv": str(tmp_path / "users.csv"),
         "csv": str(tmp_path / "good.csv"),
+        "staff": str(tmp_path / "staff.toml"),
     }
     result = await run(env, *(arg.format(**paths) for arg in args))
     assert result.rc == 2
@@ -296,6 +309,107 @@ async def test_bulk_killed_midway_then_rerun_has_no_duplicates(
     for email in emails:
         assert_one_archived_per_module(fake, email)
     assert len(fake.chats) == 12
+
+
+async def test_bulk_course_column_several_files_skip_invalid_and_report(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+) -> None:
+    staff = tmp_path / "staff.toml"
+    staff.write_text(course_toml("staff", ["staff"]), encoding="utf-8")
+    users = tmp_path / "users.csv"
+    users.write_text(
+        "Mail;Given;Family;Class;Phone\n"
+        "ada@example.edu;Ada;Lovelace;demo staff;1\n"
+        "not-an-email;X;Y;demo;2\n"
+        "bob@example.edu;Bob;;staff;3\n"
+        "cy@example.edu;Cy;;nope;4\n",
+        encoding="utf-8",
+    )
+    report = tmp_path / "report.csv"
+    args = [
+        *("bulk", str(course_file), str(staff), str(users)),
+        *("--email-column", "mail", "--name-column", "given", "--name-column", "family"),
+        *("--course-column", "class", "--skip-invalid", "--report", str(report)),
+    ]
+
+    result = await run(env, *args)
+
+    assert result.rc == 0, result.err
+    assert f"bulk: ignoring column(s) phone of {users}" in result.err
+    assert f"{users}:3: email is not a plausible address" in result.err
+    assert f"{users}:5: unknown course nope" in result.err
+    assert "bulk: 2 of 2 users provisioned, 0 failed, 2 invalid row(s) skipped" in result.err
+    assert sorted({(x["email"], x["course"]) for x in result.lines()}) == [
+        ("ada@example.edu", "demo"),
+        ("ada@example.edu", "staff"),
+        ("bob@example.edu", "staff"),
+    ]
+    assert fake.users["ada@example.edu"].name == "Ada Lovelace"
+    assert len(fake.chats) == 6
+    with report.open(encoding="utf-8", newline="") as handle:
+        table = list(csv.reader(handle))
+    assert table[0] == ["line", "email", "courses", "result", "detail"]
+    assert [row[:4] for row in table[1:]] == [
+        ["2", "ada@example.edu", "demo staff", "provisioned"],
+        ["3", "not-an-email", "", "invalid"],
+        ["4", "bob@example.edu", "staff", "provisioned"],
+        ["5", "cy@example.edu", "", "invalid"],
+    ]
+    assert table[1][4] == "4 created, 0 existing"
+
+
+async def test_bulk_without_skip_invalid_runs_nothing_and_names_every_line(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+) -> None:
+    users = tmp_path / "users.jsonl"
+    users.write_text(
+        '{"email": "ada@example.edu"}\n{"email": "nope"}\n\n{"email": "ADA@example.edu"}\n',
+        encoding="utf-8",
+    )
+    result = await run(env, "bulk", str(course_file), str(users))
+    assert result.rc == 2
+    assert f"{users}:2: email is not a plausible address" in result.err
+    assert f"{users}:4: ada@example.edu is already on line 1" in result.err
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_bulk_stopped_by_a_signal_prints_the_summary(
+    env: dict[str, str],
+    fake: FakeOpenWebUI,
+    course_file: Path,
+    tmp_path: Path,
+    signum: signal.Signals,
+) -> None:
+    """Ctrl-C and SIGTERM end the same way: summary, report, users not finished named."""
+    emails = [f"student{n}@example.edu" for n in range(6)]
+    users = tmp_path / "users.csv"
+    users.write_text("email\n" + "".join(f"{e}\n" for e in emails), encoding="utf-8")
+    report = tmp_path / "report.csv"
+    created = asyncio.Event()
+    fake.on_create = lambda chat: created.set()
+    fake.slow("POST", "/api/v1/chats/new", 0.5)
+    process = await start(
+        env, "bulk", str(course_file), str(users), "--concurrency", "1", "--report", str(report)
+    )
+    await asyncio.wait_for(created.wait(), 60)
+    process.send_signal(signum)
+    result = await finish(process, timeout=60)
+
+    assert result.rc == 128 + signum.value, result.err
+    assert f"bulk: interrupted by {signum.name}: 0 of 6 users provisioned, 0 failed, " in result.err
+    assert "6 not finished" in result.err
+    assert "run the same command again to finish" in result.err
+    assert "Traceback" not in result.err
+    with report.open(encoding="utf-8", newline="") as handle:
+        results = [row[3] for row in list(csv.reader(handle))[1:]]
+    assert results == ["not run"] * 6
+
+    fake.delays.clear()
+    again = await run(env, "bulk", str(course_file), str(users))
+    assert again.rc == 0, again.err
+    for email in emails:
+        assert_one_archived_per_module(fake, email)
 
 
 # --- check ----------------------------------------------------------------------------------

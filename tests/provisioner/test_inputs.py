@@ -1,4 +1,4 @@
-"""Course files, users CSVs and settings: every error names where and what."""
+"""Course files, identities and settings: every error names where and what."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from provisioner.catalog import load_courses
 from provisioner.course import load_course, parse_course
 from provisioner.errors import BadInput, ConfigError, CourseFileError
 from provisioner.settings import load_settings, read_service_token
-from provisioner.users import checked_identity, parse_users_csv
+from provisioner.users import checked_identity
 from tests.provisioner.conftest import EXAMPLE
 
 GOOD = """\
@@ -175,54 +175,6 @@ def test_a_missing_course_file_is_named(tmp_path: Path) -> None:
         load_course(tmp_path / "nope.toml")
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param(
-            "email,name\nada@example.edu,Ada\nnot-an-email,Bob\n",
-            "u.csv:3: email is not a plausible",
-            id="bad email",
-        ),
-        pytest.param(
-            "email,name\nada@example.edu,Ada\nADA@example.edu,Ada\n",
-            "u.csv:3: ada@example.edu is already on line 2",
-            id="duplicate, case-insensitively",
-        ),
-        pytest.param(
-            "mail,name\nada@example.edu,Ada\n",
-            "u.csv:1: the header has no 'email' column",
-            id="no email column",
-        ),
-        pytest.param(
-            "email,name,role\na@b.cd,A,admin\n",
-            "u.csv:1: unknown column(s) role",
-            id="extra column",
-        ),
-        pytest.param(
-            "email,name\nada@example.edu,Ada,extra\n",
-            "u.csv:2: expected 2 columns, found 3",
-            id="ragged row",
-        ),
-        pytest.param("email,name\n", "u.csv: no users", id="header only"),
-        pytest.param("", "u.csv: empty file", id="empty"),
-    ],
-)
-def test_csv_errors_name_the_line(text: str, expected: str) -> None:
-    with pytest.raises(BadInput) as info:
-        parse_users_csv(text, "u.csv")
-    assert expected in str(info.value)
-
-
-def test_csv_rows() -> None:
-    rows = parse_users_csv(
-        '\ufeffEmail, Name\n\nAda@Example.EDU,"Lovelace, Ada"\nbob@example.edu,\n', "u.csv"
-    )
-    assert [(r.line, r.email, r.name) for r in rows] == [
-        (3, "ada@example.edu", "Lovelace, Ada"),
-        (4, "bob@example.edu", None),
-    ]
-
-
 def test_settings_problems_are_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("URL", "TOKEN_FILE"):
         monkeypatch.delenv(f"OWUI_PROVISION_{name}", raising=False)
@@ -290,11 +242,6 @@ def test_non_ascii_emails_are_refused_before_case_folding(raw: str, expected: st
     message = str(info.value)
     assert f"non-ASCII character ({expected})" in message
     assert ascii(raw) in message  # escaped, so the operator sees the odd character
-
-
-def test_a_roster_row_with_a_non_ascii_email_is_named_by_line() -> None:
-    with pytest.raises(BadInput, match=r"u\.csv:3: email holds a non-ASCII character \(U\+212A\)"):
-        parse_users_csv("email,name\nkate@school.edu,Kate\n\u212aate@school.edu,K\n", "u.csv")
 
 
 def test_names_may_be_non_ascii() -> None:
