@@ -15,7 +15,7 @@ from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course, parse_course
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
-from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "welcome.toml"
@@ -68,9 +68,18 @@ def course_file(tmp_path: Path) -> Path:
     return path
 
 
+# How much faster than real time the fake's clock runs (see FastClock).
+CLOCK_SPEED = 100
+
+
 @pytest.fixture
-def fake() -> FakeOpenWebUI:
-    owui = FakeOpenWebUI()
+def clock() -> FastClock:
+    return FastClock(CLOCK_SPEED)
+
+
+@pytest.fixture
+def fake(clock: FastClock) -> FakeOpenWebUI:
+    owui = FakeOpenWebUI(clock=clock)
     owui.add_user("admin@example.edu", role="admin")  # onboarding is over
     return owui
 
@@ -114,9 +123,10 @@ def env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-async def provisioner(settings: Settings) -> AsyncIterator[Provisioner]:
+async def provisioner(settings: Settings, clock: FastClock) -> AsyncIterator[Provisioner]:
     async with make_http_client(settings) as http:
-        yield Provisioner(OpenWebUI(Transport(settings, SERVICE_TOKEN, http)), settings)
+        api = OpenWebUI(Transport(settings, SERVICE_TOKEN, http))
+        yield Provisioner(api, settings, sleep=clock.sleep)
 
 
 PYTHON = sys.executable

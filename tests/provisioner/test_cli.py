@@ -373,7 +373,7 @@ async def test_bulk_without_skip_invalid_runs_nothing_and_names_every_line(
     assert fake.calls == []
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_bulk_stopped_by_a_signal_prints_the_summary(
     env: dict[str, str],
     fake: FakeOpenWebUI,

@@ -20,7 +20,7 @@ from provisioner.errors import (
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY, build_chat
-from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 
 EMAIL = "ada@example.edu"
 
@@ -332,12 +332,12 @@ async def test_refuses_without_trusted_header_mode(
 
 
 async def test_wrong_service_token_is_a_clear_error(
-    settings: Settings, fake: FakeOpenWebUI, course: Course
+    settings: Settings, fake: FakeOpenWebUI, course: Course, clock: FastClock
 ) -> None:
     async with make_http_client(settings) as http:
         api = OpenWebUI(Transport(settings, "x" * 40, http))
         with pytest.raises(ServiceTokenRefused, match="OWUI_PROXY_INTERNAL_TOKENS_FILE"):
-            await Provisioner(api, settings).provision_user([course], EMAIL)
+            await Provisioner(api, settings, sleep=clock.sleep).provision_user([course], EMAIL)
     assert fake.chats == {}
 
 
