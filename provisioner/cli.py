@@ -1,4 +1,6 @@
-"""``owui-provision``: the command line. Exit codes: 0 done, 1 failed, 2 bad input.
+"""``owui-provision``: the command line. Exit codes: 0 done, 1 failed, 2 bad input,
+128 + the signal when ``bulk`` is stopped by SIGINT or SIGTERM (130 for any other
+command stopped by Ctrl-C).
 
 Results go to stdout as JSON lines; messages and logs go to stderr. Neither ever holds a
 token: the service token is only read into the HTTP client, and the users' OpenWebUI

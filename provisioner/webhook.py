@@ -1,4 +1,4 @@
-"""Signup webhooks: Standard Webhooks signatures (as Svix and Clerk send them) and payloads.
+"""Signup webhooks: Standard Webhooks signatures (as Svix, Clerk and the proxy send them).
 
 Verification is written out here rather than taken from a library because it is short
 and every step matters:
@@ -11,8 +11,13 @@ and every step matters:
   replayed later is refused.
 - The signature covers the raw bytes: the body is verified before it is parsed.
 
-The receiver answers 2xx only once the user's threads exist, so a sender that retries on
-anything else never loses a signup; provisioning is idempotent, so retries are harmless.
+Events: the proxy's ``user.seen`` (an identity with its groups, sent the first time a
+proxy process sees it, so again after a restart), Clerk's ``user.created``, or a plain
+``{"email", "name"}``. The groups choose the courses (:mod:`provisioner.catalog`).
+
+The receiver answers 2xx only once the user's threads exist (or when there is nothing to
+provision), so a sender that retries on anything else never loses a signup;
+provisioning is idempotent, so retries and repeated ``user.seen`` events are harmless.
 """
 
 from __future__ import annotations
