@@ -95,6 +95,19 @@ async def run_bulk(
 REPORT_COLUMNS = ("line", "email", "courses", "result", "detail")
 
 
+def _report_writer(path: Path) -> TextIO:
+    try:
+        return path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise BadInput(f"--report {path}: cannot write ({exc.strerror})") from exc
+
+
+def check_report(path: Path) -> None:
+    """Fail before anything runs if the report cannot be written (it is written at the end)."""
+    with _report_writer(path) as handle:
+        csv.writer(handle).writerow(REPORT_COLUMNS)
+
+
 def write_report(
     path: Path,
     roster: Roster,
@@ -118,13 +131,10 @@ def write_report(
     entries += [
         (bad.line, [str(bad.line), bad.email, "", "invalid", bad.reason]) for bad in roster.invalid
     ]
-    try:
-        with path.open("w", encoding="utf-8", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(REPORT_COLUMNS)
-            writer.writerows(cells for _, cells in sorted(entries, key=lambda entry: entry[0]))
-    except OSError as exc:
-        raise BadInput(f"--report {path}: cannot write ({exc.strerror})") from exc
+    with _report_writer(path) as handle:
+        writer = csv.writer(handle)
+        writer.writerow(REPORT_COLUMNS)
+        writer.writerows(cells for _, cells in sorted(entries, key=lambda entry: entry[0]))
 
 
 async def run_bulk_cli(

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import structlog
 from aiohttp import web
 
-from provisioner.bulk import describe_skipped, run_bulk_cli
+from provisioner.bulk import check_report, describe_skipped, run_bulk_cli
 from provisioner.catalog import check_courses, load_courses
 from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
@@ -125,6 +125,8 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         delimiter=args.delimiter,
         skip_invalid=args.skip_invalid,
     )
+    if args.report is not None:
+        check_report(args.report)
     if roster.ignored_columns:
         err.write(f"bulk: ignoring column(s) {', '.join(roster.ignored_columns)} of {args.users}\n")
     if roster.invalid:

@@ -155,6 +155,11 @@ async def test_a_process_killed_between_create_and_archive_is_finished_by_the_ne
             id="several courses, no course column",
         ),
         pytest.param(
+            ["bulk", "{course}", "{csv}", "--report", "/nonexistent/dir/report.csv"],
+            "--report /nonexistent/dir/report.csv: cannot write (No such file or directory)",
+            id="report not writable",
+        ),
+        pytest.param(
             ["bulk", "{course}", "{csv}", "--delimiter", ";;"],
             "is not one character",
             id="bad delimiter",
