@@ -155,6 +155,7 @@ async def test_user_seen_gets_the_courses_its_groups_choose(
     assert courses_of(fake, "kate@school.edu") == expected
     assert len(answer["modules"]) == 2 * len(expected)
     assert all(m["archived"] for m in answer["modules"])
+    assert fake.count("POST", "/api/v1/auths/signin") == 1  # one sign-in for every course
     assert fake.users["kate@school.edu"].name == "Kate"
 
 
