@@ -1,13 +1,19 @@
-"""The bulk roster: CSV with any delimiter or JSON Lines, column mapping, courses, line numbers."""
+"""The bulk roster: CSV with any delimiter or JSON Lines, column mapping, courses, line numbers;
+and the terminal view of a bulk run."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
+from provisioner.bulk import run_bulk_cli
+from provisioner.course import Course
 from provisioner.errors import BadInput
+from provisioner.provision import Provisioner
 from provisioner.users import Columns, Roster, load_roster, parse_roster
+from tests.provisioner.fake_owui import FakeOpenWebUI
 
 ONE = ("demo",)
 TWO = ("demo", "staff")
@@ -224,3 +230,20 @@ def test_load_roster_recognises_json_lines(tmp_path: Path, name: str, content: s
     path.write_text(content, encoding="utf-8")
     roster = load_roster(path, course_ids=ONE)
     assert [r.email for r in roster.rows] == ["ada@example.edu"]
+
+
+async def test_bulk_on_a_terminal_shows_a_bar_and_the_summary(
+    provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
+) -> None:
+    """The terminal path (a progress bar instead of JSON lines), in-process."""
+    roster = parse("email\nada@example.edu\nbob@example.edu\n")
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_bulk_cli(
+        provisioner, [course], roster, concurrency=2, out=out, err=err, tty=True
+    )
+    assert code == 0
+    assert "provisioning" in out.getvalue()
+    assert "2/2" in out.getvalue()
+    assert "{" not in out.getvalue()  # no JSON lines on a terminal
+    assert err.getvalue() == "bulk: 2 of 2 users provisioned, 0 failed\n"
+    assert len(fake.chats) == 4
