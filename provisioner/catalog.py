@@ -42,9 +42,12 @@ def check_courses(paths: Sequence[Path]) -> list[CheckedFile]:
             checked.append(CheckedFile(path, None, tuple(exc.problems)))
             continue
         if course.course.id in first:
+            other = first[course.course.id]
             problem = (
-                f"{path}: course.id: '{course.course.id}' is also the id of "
-                f"{first[course.course.id]}; each course file needs its own id"
+                f"{path}: given twice"
+                if other.resolve() == path.resolve()
+                else f"{path}: course.id: '{course.course.id}' is also the id of {other}; "
+                "each course file needs its own id"
             )
             checked.append(CheckedFile(path, None, (problem,)))
             continue

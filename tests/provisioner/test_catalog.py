@@ -66,3 +66,11 @@ def test_load_courses_reports_every_file_and_refuses_a_shared_id(tmp_path: Path)
     assert problems[1].startswith(f"{tmp_path / 'c.toml'}:3: course.id: must be lower-case")
     ok = load_courses([tmp_path / "a.toml", tmp_path / "d.toml"])
     assert [c.course.id for c in ok] == ["one", "two"]
+
+
+def test_a_file_given_twice_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text(course_toml("one"), encoding="utf-8")
+    with pytest.raises(CourseFileError) as info:
+        load_courses([path, tmp_path / "." / "a.toml"])
+    assert info.value.problems == [f"{tmp_path / '.' / 'a.toml'}: given twice"]

@@ -139,9 +139,9 @@ async def test_a_process_killed_between_create_and_archive_is_finished_by_the_ne
             id="non-ASCII email",
         ),
         pytest.param(
-            ["user", "{course}", "{course}", EMAIL],
+            ["user", "{course}", "{same}", EMAIL],
             "course.id: 'demo' is also the id of",
-            id="one course twice",
+            id="two courses, one id",
         ),
         pytest.param(
             ["bulk", "{course}", "{badcsv}"], "users.csv:2: email is not a plausible", id="bad csv"
@@ -191,6 +191,7 @@ async def test_bad_input_exits_2_with_a_clear_message(
     (tmp_path / "users.csv").write_text("email,name\nnope,N\n", encoding="utf-8")
     (tmp_path / "good.csv").write_text(f"email,name\n{EMAIL},Ada\n", encoding="utf-8")
     (tmp_path / "staff.toml").write_text(course_toml("staff"), encoding="utf-8")
+    (tmp_path / "same.toml").write_text(course_toml("demo"), encoding="utf-8")
     paths = {
         "course": str(course_file),
         "bad": str(tmp_path / "bad.toml"),
@@ -198,6 +199,7 @@ async def test_bad_input_exits_2_with_a_clear_message(
         "badcsv": str(tmp_path / "users.csv"),
         "csv": str(tmp_path / "good.csv"),
         "staff": str(tmp_path / "staff.toml"),
+        "same": str(tmp_path / "same.toml"),
     }
     result = await run(env, *(arg.format(**paths) for arg in args))
     assert result.rc == 2
