@@ -49,7 +49,7 @@ async def _bulk(url: str, token_file: Path, rows: list[UserRow], modules: int, c
         api = OpenWebUI(Transport(settings, read_service_token(token_file), http))
         start = time.perf_counter()
         failures = await run_bulk(
-            Provisioner(api, settings), course, rows, concurrency=conc, emit=results.append
+            Provisioner(api, settings), [course], rows, concurrency=conc, emit=results.append
         )
         seconds = time.perf_counter() - start
     created = sum(1 for r in results if r.get("status") == "created" and r.get("archived"))

@@ -1,4 +1,6 @@
-"""``owui-provision``: the command line. Exit codes: 0 done, 1 failed, 2 bad input.
+"""``owui-provision``: the command line. Exit codes: 0 done, 1 failed, 2 bad input,
+128 + the signal when ``bulk`` is stopped by SIGINT or SIGTERM (130 for any other
+command stopped by Ctrl-C).
 
 Results go to stdout as JSON lines; messages and logs go to stderr. Neither ever holds a
 token: the service token is only read into the HTTP client, and the users' OpenWebUI
@@ -15,20 +17,21 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
 from aiohttp import web
 
-from provisioner.bulk import run_bulk_cli
+from provisioner.bulk import check_report, describe_skipped, run_bulk_cli
+from provisioner.catalog import check_courses, load_courses
 from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
-from provisioner.course import load_course
-from provisioner.errors import BadInput, ProvisionError
+from provisioner.errors import BadInput, ListenFailed, ProvisionError
 from provisioner.provision import ModuleResult, Provisioner, check_config
 from provisioner.settings import Settings, load_settings, read_service_token
-from provisioner.users import checked_identity, load_users_csv
+from provisioner.users import Columns, checked_identity, load_roster
 from provisioner.webhook import create_app, load_secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -56,11 +59,35 @@ async def _openwebui(settings: Settings) -> AsyncIterator[OpenWebUI]:
         yield OpenWebUI(Transport(settings, token, http))
 
 
-def _listen_address(value: str) -> tuple[str, int]:
+def _listen_address(value: str) -> str:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:/absolute/path``, as the proxy takes."""
+    if value.startswith("unix:"):
+        if not value[5:].startswith("/"):
+            raise argparse.ArgumentTypeError(
+                f"{value!r}: a unix socket must be an absolute path (e.g. unix:/run/owui/hook.sock)"
+            )
+        return value
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8088)")
-    return host.strip("[]"), int(port)
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8088) or unix:/path"
+        )
+    return value
+
+
+def _delimiter(value: str) -> str:
+    if value in ("tab", "\\t"):
+        return "\t"
+    if len(value) != 1 or value in '"\r\n':
+        raise argparse.ArgumentTypeError(f"{value!r} is not one character (or 'tab')")
+    return value
+
+
+def _site(runner: web.AppRunner, listen: str) -> web.BaseSite:
+    if listen.startswith("unix:"):
+        return web.UnixSite(runner, listen[5:])
+    host, _, port = listen.rpartition(":")
+    return web.TCPSite(runner, host.strip("[]"), int(port))
 
 
 def _positive(value: str) -> int:
@@ -70,7 +97,7 @@ def _positive(value: str) -> int:
 
 
 async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    course = load_course(args.course)
+    courses = load_courses(args.courses)
     email, name = checked_identity(args.email, args.name)
     settings = load_settings()
     archived: list[bool] = []
@@ -81,13 +108,29 @@ async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.flush()
 
     async with _openwebui(settings) as api:
-        await Provisioner(api, settings).provision_user(course, email, name, on_result=report)
-    return EXIT_OK if len(archived) == len(course.modules) and all(archived) else EXIT_FAILED
+        await Provisioner(api, settings).provision_user(courses, email, name, on_result=report)
+    expected = sum(len(course.modules) for course in courses)
+    return EXIT_OK if len(archived) == expected and all(archived) else EXIT_FAILED
 
 
 async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    course = load_course(args.course)
-    rows = load_users_csv(args.users)
+    courses = load_courses(args.courses)
+    columns = Columns(
+        email=args.email_column, name=tuple(args.name_column), course=args.course_column
+    )
+    roster = load_roster(
+        args.users,
+        course_ids=[course.course.id for course in courses],
+        columns=columns,
+        delimiter=args.delimiter,
+        skip_invalid=args.skip_invalid,
+    )
+    if args.report is not None:
+        check_report(args.report)
+    if roster.ignored_columns:
+        err.write(f"bulk: ignoring column(s) {', '.join(roster.ignored_columns)} of {args.users}\n")
+    if roster.invalid:
+        err.write(describe_skipped(str(args.users), roster.invalid))
     settings = load_settings()
     tty = out.isatty()
     if tty:  # per-chat info lines would tear the progress bar apart; problems still show
@@ -98,26 +141,21 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         check_config(await api.config())
         return await run_bulk_cli(
             Provisioner(api, settings),
-            course,
-            rows,
+            courses,
+            roster,
             concurrency=args.concurrency or settings.concurrency,
             out=out,
             err=err,
             tty=tty,
+            report=args.report,
         )
 
 
 async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    settings = load_settings()
-    try:
-        token = read_service_token(settings.token_file)
-    except BadInput as exc:
-        findings = [Finding(False, str(exc))]
+    if args.courses:
+        findings = _course_findings(args.courses)
     else:
-        findings = [Finding(True, f"service token file {settings.token_file} readable")]
-        async with make_http_client(settings) as http:
-            api = OpenWebUI(Transport(settings, token, http))
-            findings += await run_checks(api, settings.url)
+        findings = await _setup_findings()
     for finding in findings:
         out.write(f"{'ok  ' if finding.ok else 'FAIL'} {finding.what}\n")
         if finding.fix:
@@ -127,23 +165,54 @@ async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK if not problems else EXIT_FAILED
 
 
+def _course_findings(paths: list[Path]) -> list[Finding]:
+    """Course files checked offline: no settings, no listener, no OpenWebUI needed."""
+    findings: list[Finding] = []
+    for item in check_courses(paths):
+        findings += [Finding(False, problem) for problem in item.problems]
+        if item.course is not None:
+            info = item.course.course
+            who = f"groups {', '.join(info.groups)}" if info.groups else "everyone"
+            count = len(item.course.modules)
+            findings.append(
+                Finding(True, f"{item.path}: course {info.id}, {count} module(s), for {who}")
+            )
+    return findings
+
+
+async def _setup_findings() -> list[Finding]:
+    settings = load_settings()
+    try:
+        token = read_service_token(settings.token_file)
+    except BadInput as exc:
+        return [Finding(False, str(exc))]
+    findings = [Finding(True, f"service token file {settings.token_file} readable")]
+    async with make_http_client(settings) as http:
+        api = OpenWebUI(Transport(settings, token, http))
+        findings += await run_checks(api, settings.url)
+    return findings
+
+
 async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    course = load_course(args.course)
+    courses = load_courses(args.courses)
     secrets = load_secrets(args.secret_file)
     settings = load_settings()
-    host, port = args.listen
     async with _openwebui(settings) as api:
         app = create_app(
-            course, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
+            courses, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
         )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            try:
+                await _site(runner, args.listen).start()
+            except OSError as exc:
+                raise ListenFailed(args.listen, exc) from exc
             log.info(
                 "webhook receiver listening",
-                url=f"http://{host}:{port}/webhooks/signup",
-                course=course.course.id,
+                listen=args.listen,
+                path="/webhooks/signup",
+                courses={course.course.id: list(course.course.groups) for course in courses},
             )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -155,6 +224,14 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     return EXIT_OK
 
 
+def _version() -> str:
+    """``owui-provision X.Y.Z``: the installed package's version, written once in pyproject.toml."""
+    try:
+        return f"owui-provision {metadata.version('owui-gate')}"
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "owui-provision (version unknown: the owui-gate package is not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="owui-provision",
@@ -163,28 +240,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    user = commands.add_parser("user", help="provision one user")
-    user.add_argument("course", type=Path, metavar="COURSE.toml")
+    user = commands.add_parser("user", help="provision one user with every course named")
+    user.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
     user.add_argument("email", metavar="EMAIL")
     user.add_argument("--name", help="display name, used when the account is created")
     user.set_defaults(handler=_cmd_user)
 
-    bulk = commands.add_parser("bulk", help="provision every user of an email,name CSV")
-    bulk.add_argument("course", type=Path, metavar="COURSE.toml")
-    bulk.add_argument("users", type=Path, metavar="USERS.csv")
+    bulk = commands.add_parser(
+        "bulk", help="provision every user of a roster (CSV with any delimiter, or JSON Lines)"
+    )
+    bulk.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
+    bulk.add_argument("users", type=Path, metavar="USERS.csv|USERS.jsonl")
     bulk.add_argument(
         "--concurrency", type=_positive, metavar="N", help="users at once (default 4)"
     )
+    bulk.add_argument("--email-column", default="email", metavar="NAME", help="default: email")
+    bulk.add_argument(
+        "--name-column",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the display name's column (default: name, if present); repeat it to join "
+        "several, e.g. first and last name",
+    )
+    bulk.add_argument(
+        "--course-column",
+        default="course",
+        metavar="NAME",
+        help="the column naming each user's course ids (default: course); without it, "
+        "every user gets the one course file given",
+    )
+    bulk.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        metavar="CHAR",
+        help="the CSV delimiter (default: sniffed among , ; tab |); 'tab' for a tab",
+    )
+    bulk.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="report bad rows and provision the others (default: stop before anything runs)",
+    )
+    bulk.add_argument(
+        "--report", type=Path, metavar="FILE", help="write per-user results to FILE (CSV)"
+    )
     bulk.set_defaults(handler=_cmd_bulk)
 
-    hook = commands.add_parser("webhook", help="receive signup webhooks and provision")
-    hook.add_argument("course", type=Path, metavar="COURSE.toml")
-    hook.add_argument("--listen", type=_listen_address, required=True, metavar="HOST:PORT")
+    hook = commands.add_parser(
+        "webhook", help="receive signup webhooks; provision the courses each user's groups choose"
+    )
+    hook.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
+    hook.add_argument(
+        "--listen", type=_listen_address, required=True, metavar="HOST:PORT|unix:/PATH"
+    )
     hook.add_argument("--secret-file", type=Path, required=True, metavar="FILE")
     hook.set_defaults(handler=_cmd_webhook)
 
-    check = commands.add_parser("check", help="verify the set-up and say how to fix it")
+    check = commands.add_parser(
+        "check",
+        help="verify the set-up and say how to fix it; with course files, check them offline",
+    )
+    check.add_argument("courses", type=Path, nargs="*", metavar="COURSE.toml")
     check.set_defaults(handler=_cmd_check)
+
+    version = _version()
+    for command in (parser, user, bulk, hook, check):
+        command.add_argument("--version", action="version", version=version)
     return parser
 
 

@@ -27,11 +27,20 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from provisioner.errors import CourseFileError
+from proxy.identity import MAX_GROUP
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 Markdown = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
+# What the proxy passes on as a group (proxy.identity.parse_groups): no comma, no control
+# character, at most MAX_GROUP characters, surrounding blanks dropped.
+Group = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=MAX_GROUP, pattern=r"^[^,\x00-\x1f\x7f]+$"
+    ),
+]
 
 
 class CourseInfo(BaseModel):
@@ -40,6 +49,8 @@ class CourseInfo(BaseModel):
     id: Slug
     title: Text
     model: ModelId
+    # The identity groups the course is for; empty means every user.
+    groups: tuple[Group, ...] = ()
 
 
 class Module(BaseModel):
@@ -107,12 +118,20 @@ def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
     """The line a pydantic location points at: the key if present, else its table header."""
     if not loc or not isinstance(loc[0], str):
         return None
+    code = _code_lines(text)
+    dotted = ".".join(part for part in loc if isinstance(part, str))
+    for number, line in code:  # a table written under the location's own name
+        match = _TABLE.match(line)
+        if match and match.group(2) == dotted and "." in dotted:
+            return number
     table = loc[0]
+    if len(loc) == 1:
+        return _top_level_line(code, table)
     index = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
     key = next((part for part in loc[1:] if isinstance(part, str)), None)
     occurrence = -1
     header: int | None = None
-    for number, line in _code_lines(text):
+    for number, line in code:
         match = _TABLE.match(line)
         if match:
             if match.group(2) == table:
@@ -128,6 +147,20 @@ def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
     return header
 
 
+def _top_level_line(code: list[tuple[int, str]], name: str) -> int | None:
+    """The first table header named ``name``, or a key ``name = ...`` before any table."""
+    before_tables = True
+    for number, line in code:
+        match = _TABLE.match(line)
+        if match:
+            before_tables = False
+            if match.group(2) == name:
+                return number
+        elif before_tables and (key := _KEY.match(line)) and key.group(1) == name:
+            return number
+    return None
+
+
 def _field_name(loc: tuple[int | str, ...]) -> str:
     name = ""
     for part in loc:
@@ -135,35 +168,137 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return name or "(file)"
 
 
+_MODULES_HINT = "each module is its own [[modules]] table (double brackets), one per thread"
+
+# Pydantic's messages for the mistakes people make in a TOML file, said in TOML's terms.
 _FRIENDLY = {
     "string_pattern_mismatch": "must be lower-case letters, digits and '-' (e.g. 'intro-2')",
     "missing": "required, not set",
     "extra_forbidden": "unknown key (a typo?)",
-    "too_short": "at least one [[modules]] table is required",
+    "too_short": f"at least one module is required: {_MODULES_HINT}",
+    "string_type": 'must be text in quotes (e.g. title = "Week 1")',
+    "string_too_short": "must not be empty",
+    "tuple_type": 'must be a list (e.g. groups = ["year-9", "staff"])',
+    "model_type": "must be a table",
 }
+
+Loc = tuple[int | str, ...]
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "string_pattern_mismatch" and "groups" in error["loc"]:
+        return "a group name must not hold a comma or a control character"
+    if kind == "string_too_long":
+        return f"at most {error['ctx']['max_length']} characters"
+    return _FRIENDLY.get(kind, str(error["msg"]).removeprefix("Value error, "))
+
+
+def _layout_problems(data: dict[str, Any]) -> tuple[list[tuple[Loc, str]], set[Loc]]:
+    """Tables written the wrong way, in plain sentences, and the locations they explain.
+
+    Pydantic would describe ``[modules]`` (one table instead of an array of tables) as
+    "Input should be a valid tuple"; the sentence here says what to write instead. Its
+    errors under an explained location are then dropped, so each mistake is said once.
+    """
+    problems: list[tuple[Loc, str]] = []
+    course, modules = data.get("course"), data.get("modules")
+    if isinstance(course, list):
+        problems.append((("course",), "written as [[course]]: the course is one [course] table"))
+    elif course is not None and not isinstance(course, dict):
+        problems.append((("course",), "must be a [course] table with id, title and model"))
+    if isinstance(modules, dict):
+        problems.append((("modules",), f"written as [modules]: {_MODULES_HINT}"))
+    elif modules is not None and not (
+        isinstance(modules, list) and all(isinstance(item, dict) for item in modules)
+    ):
+        problems.append((("modules",), f"must be tables: {_MODULES_HINT}"))
+    elif modules is None:
+        # Modules written somewhere else are that mistake, not "no modules at all".
+        elsewhere: list[tuple[Loc, str]] = []
+        if isinstance(course, dict) and "modules" in course:
+            elsewhere.append(
+                (
+                    ("course", "modules"),
+                    f"modules belong after [course], not in it: {_MODULES_HINT}",
+                )
+            )
+        elsewhere += [
+            ((key,), f"unknown table: {_MODULES_HINT}")
+            for key in data
+            if key not in ("course", "modules") and key.startswith("mod")
+        ]
+        problems += elsewhere or [(("modules",), _FRIENDLY["too_short"])]
+        if elsewhere:
+            return problems, {("modules",), *(loc for loc, _ in problems)}
+    return problems, {loc for loc, _ in problems}
+
+
+def _duplicate_ids(data: dict[str, Any]) -> list[tuple[Loc, str]]:
+    """Repeated module ids, found in the raw data so they are reported with every other error.
+
+    (Pydantic runs the model's own uniqueness check only once every module is valid.)
+    """
+    modules = data.get("modules")
+    if not isinstance(modules, list):
+        return []
+    first: dict[str, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for index, module in enumerate(modules):
+        module_id = module.get("id") if isinstance(module, dict) else None
+        if not isinstance(module_id, str):
+            continue
+        if module_id in first:
+            problems.append(
+                (
+                    ("modules", index, "id"),
+                    f"module id '{module_id}' is already used by modules[{first[module_id] + 1}]",
+                )
+            )
+        else:
+            first[module_id] = index
+    return problems
+
+
+def _explained(loc: Loc, covered: set[Loc]) -> bool:
+    return any(loc[: len(prefix)] == prefix for prefix in covered)
 
 
 def parse_course(text: str, source: str) -> Course:
-    """Validate a course from TOML text; ``source`` names it in errors."""
+    """Validate a course from TOML text; ``source`` names it in errors.
+
+    Every problem is reported at once, in line order: the layout, pydantic's findings on
+    the rest, and repeated module ids.
+    """
     try:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CourseFileError([f"{source}: not valid TOML: {exc}"]) from exc
+    found, covered = _layout_problems(data)
+    found += _duplicate_ids(data)
     try:
-        return Course.model_validate(data)
+        course = Course.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(error["loc"])
-            message = _FRIENDLY.get(error["type"], error["msg"].removeprefix("Value error, "))
-            if error["type"] == "duplicate_module_id":
-                loc = ("modules", error["ctx"]["index"], "id")
-            elif loc == ("modules",) and error["type"] == "missing":
-                message = _FRIENDLY["too_short"]
-            line = _line_of(text, loc)
-            where = f"{source}:{line}" if line is not None else source
-            problems.append(f"{where}: {_field_name(loc)}: {message}")
-        raise CourseFileError(problems) from exc
+        found += [
+            (tuple(error["loc"]), _message(error))
+            for error in exc.errors()
+            # Repeated ids are already in ``found``, with every other error.
+            if error["type"] != "duplicate_module_id"
+            and not _explained(tuple(error["loc"]), covered)
+        ]
+    else:
+        if not found:
+            return course
+    located = [(_line_of(text, loc), loc, message) for loc, message in found]
+    located.sort(key=lambda item: item[0] or 0)
+    raise CourseFileError(
+        [
+            f"{source}:{line}: {_field_name(loc)}: {message}"
+            if line is not None
+            else f"{source}: {_field_name(loc)}: {message}"
+            for line, loc, message in located
+        ]
+    )
 
 
 def load_course(path: Path) -> Course:

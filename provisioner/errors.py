@@ -14,10 +14,14 @@
     │   └── EndpointNotAllowed      403 without OpenWebUI's ``detail``: not in the allowlist
     ├── ApiError                    a 4xx with OpenWebUI's ``detail`` (or the proxy's ``error``)
     ├── Unavailable                 transient failures outlasted the retry budget
-    └── NotConverged                the end state was not reached within the round budget
+    ├── NotConverged                the end state was not reached within the round budget
+    └── ListenFailed                the webhook receiver cannot open its --listen address
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class ProvisionError(Exception):
@@ -119,3 +123,17 @@ class Unavailable(ProvisionError):
 
 class NotConverged(ProvisionError):
     """The expected end state was not observed within the bounded number of rounds."""
+
+
+class ListenFailed(ProvisionError):
+    """The receiver's address cannot be opened; one line says which and why."""
+
+    def __init__(self, listen: str, exc: OSError) -> None:
+        # asyncio's strerror repeats the address at length; the errno's own text suffices.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        hint = (
+            ": another process holds it; stop that one or choose another --listen"
+            if exc.errno == errno.EADDRINUSE
+            else ""
+        )
+        super().__init__(f"--listen {listen}: cannot listen ({reason}){hint}")

@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,6 +89,10 @@ class Settled:
     looked_at: float
 
 
+def _key(course: Course, module: Module) -> tuple[str, str]:
+    return (course.course.id, module.id)
+
+
 def check_config(config: dict[str, Any]) -> None:
     """Refuse when OpenWebUI's ``/api/config`` shows provisioning would be unsafe."""
     features = config.get("features")
@@ -116,50 +120,51 @@ class Provisioner:
 
     async def provision_user(
         self,
-        course: Course,
+        courses: Sequence[Course],
         email: str,
         name: str | None = None,
         *,
         on_result: Callable[[ModuleResult], None] | None = None,
     ) -> list[ModuleResult]:
-        """Every module of ``course`` for ``email``: one archived thread each.
+        """Every module of every course in ``courses`` for ``email``: one archived thread each.
 
         Refuses before signing in when OpenWebUI is onboarding (the account would become
         admin) or not in trusted-header mode, and before any chat call when the user is
         pending. ``email`` must already be validated and lower-cased. ``on_result`` hears
         about each module as soon as it is settled, so a later failure loses no report.
+        All courses share one sign-in and one settle pause.
         """
         check_config(await self._api.config())
         session = await self._api.signin(email, name)
         if session.role == "pending":
             raise PendingUser(email)
+        pairs = [(course, module) for course in courses for module in course.modules]
         created: set[str] = set()  # chats this call created, across its passes
-        results: dict[str, ModuleResult] = {}
+        results: dict[tuple[str, str], ModuleResult] = {}
         reported = 0
-        todo = list(course.modules)
+        todo = pairs
         for _ in range(self._settings.converge_rounds):
             pause = 0.0
-            young: list[Module] = []
-            for module in todo:
+            young: list[tuple[Course, Module]] = []
+            for course, module in todo:
                 settled = await self.ensure_module(session, course, module, created)
                 left = settled.created_at + self._settings.settle_s - settled.looked_at
                 if left > 0:  # could still be outranked: look again after the pause
-                    young.append(module)
+                    young.append((course, module))
                     pause = max(pause, left)
                     continue
-                results[module.id] = settled.result
+                results[_key(course, module)] = settled.result
                 # Reported in course order, each as soon as it and those before it are final.
-                while reported < len(course.modules) and course.modules[reported].id in results:
+                while reported < len(pairs) and _key(*pairs[reported]) in results:
                     if on_result is not None:
-                        on_result(results[course.modules[reported].id])
+                        on_result(results[_key(*pairs[reported])])
                     reported += 1
             if not young:
-                return [results[module.id] for module in course.modules]
+                return [results[_key(course, module)] for course, module in pairs]
             await self._sleep(pause)
             todo = young
         raise NotConverged(
-            f"{email} {course.course.id}: "
-            f"{', '.join(m.id for m in todo)} not final after "
+            f"{email}: {', '.join(f'{c.course.id}/{m.id}' for c, m in todo)} not final after "
             f"{self._settings.converge_rounds} passes; run again"
         )
 

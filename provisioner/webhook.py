@@ -1,4 +1,4 @@
-"""Signup webhooks: Standard Webhooks signatures (as Svix and Clerk send them) and payloads.
+"""Signup webhooks: Standard Webhooks signatures (as Svix, Clerk and the proxy send them).
 
 Verification is written out here rather than taken from a library because it is short
 and every step matters:
@@ -11,8 +11,13 @@ and every step matters:
   replayed later is refused.
 - The signature covers the raw bytes: the body is verified before it is parsed.
 
-The receiver answers 2xx only once the user's threads exist, so a sender that retries on
-anything else never loses a signup; provisioning is idempotent, so retries are harmless.
+Events: the proxy's ``user.seen`` (an identity with its groups, sent the first time a
+proxy process sees it, so again after a restart), Clerk's ``user.created``, or a plain
+``{"email", "name"}``. The groups choose the courses (:mod:`provisioner.catalog`).
+
+The receiver answers 2xx only once the user's threads exist (or when there is nothing to
+provision), so a sender that retries on anything else never loses a signup;
+provisioning is idempotent, so retries and repeated ``user.seen`` events are harmless.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import hmac
 import json
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from provisioner.catalog import courses_for
 from provisioner.course import Course
 from provisioner.errors import (
     AdminAccount,
@@ -42,8 +48,11 @@ from provisioner.errors import (
     ProvisionError,
     Refused,
 )
+from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
+from proxy.errors import BadIdentity
+from proxy.identity import parse_groups
 
 log = structlog.get_logger("provisioner.webhook")
 
@@ -124,6 +133,7 @@ def verify(
 class Signup:
     email: str
     name: str | None
+    groups: tuple[str, ...] = ()  # only the proxy's user.seen carries groups
 
 
 class Ignored(Exception):
@@ -131,10 +141,12 @@ class Ignored(Exception):
 
 
 def parse_signup(payload: Any) -> Signup:
-    """Clerk's ``user.created`` event or a plain ``{"email", "name"}``; validated."""
+    """The proxy's ``user.seen``, Clerk's ``user.created``, or ``{"email", "name"}``; validated."""
     if not isinstance(payload, dict):
         raise BadInput("the body is not a JSON object")
     if "type" in payload:
+        if payload["type"] == "user.seen":
+            return _seen_user(payload.get("data"))
         if payload["type"] != "user.created":
             raise Ignored(str(payload["type"]))
         return _clerk_user(payload.get("data"))
@@ -142,6 +154,27 @@ def parse_signup(payload: Any) -> Signup:
     if not isinstance(email, str) or (name is not None and not isinstance(name, str)):
         raise BadInput('expected {"email": string, "name": string or null}')
     return Signup(*checked_identity(email, name))
+
+
+def _seen_user(data: Any) -> Signup:
+    """The proxy's first sight of an identity: ``{"email", "name", "groups"}``."""
+    if not isinstance(data, dict):
+        raise BadInput("user.seen without a 'data' object")
+    email, name, groups = data.get("email"), data.get("name"), data.get("groups")
+    if (
+        not isinstance(email, str)
+        or (name is not None and not isinstance(name, str))
+        or (groups is not None and not isinstance(groups, list))
+    ):
+        raise BadInput(
+            'user.seen: expected data {"email": string, "name": string or null, '
+            '"groups": list of strings}'
+        )
+    email, name = checked_identity(email, name)
+    try:
+        return Signup(email, name, parse_groups(groups))
+    except BadIdentity as exc:
+        raise BadInput(f"user.seen: {exc.reason}") from exc
 
 
 def _clerk_user(data: Any) -> Signup:
@@ -166,19 +199,27 @@ def _clerk_user(data: Any) -> Signup:
     return Signup(*checked_identity(email, name or None))
 
 
-def _answer(status: int, **body: Any) -> web.Response:
-    return web.json_response(body, status=status)
-
-
 def create_app(
-    course: Course,
+    courses: Sequence[Course],
     secrets: tuple[bytes, ...],
     provisioner: Provisioner,
     *,
     deadline_s: float,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """The receiver: ``POST /webhooks/signup``. Verify, parse, provision, then answer."""
+    """The receiver: ``POST /webhooks/signup``. Verify, parse, choose courses, provision, answer.
+
+    Also ``GET /healthz`` (the receiver is up) and ``GET /metrics`` (Prometheus).
+
+    ``courses`` are every course file the receiver serves; each event gets those its
+    groups choose (:func:`provisioner.catalog.courses_for`).
+    """
+
+    metrics = WebhookMetrics([course.course.id for course in courses])
+
+    def answer(outcome: str, status: int, **body: Any) -> web.Response:
+        metrics.deliveries.labels(outcome).inc()
+        return web.json_response(body, status=status)
 
     async def signup(request: web.Request) -> web.Response:
         body = await request.read()
@@ -187,28 +228,48 @@ def create_app(
             verify(secrets, request.headers, body, now=clock())
         except BadSignature as exc:
             log.warning("webhook refused", webhook_id=msg_id, reason=str(exc))
-            return _answer(401, error="invalid signature")
+            return answer("bad_signature", 401, error="invalid signature")
         try:
             signup = parse_signup(json.loads(body))
         except Ignored as exc:
             log.info("webhook ignored", webhook_id=msg_id, type=str(exc))
-            return _answer(200, ignored=str(exc))
+            return answer("ignored", 200, ignored=str(exc))
         except (ValueError, BadInput) as exc:
             # json.JSONDecodeError is a ValueError. Permanent, but a non-2xx keeps the
             # delivery in the sender's failed list where an operator will see it.
             log.warning("webhook payload refused", webhook_id=msg_id, reason=str(exc))
-            return _answer(422, error=str(exc))
+            return answer("bad_payload", 422, error=str(exc))
+        chosen = courses_for(courses, signup.groups)
+        if not chosen:
+            # Permanent for this identity: a 2xx stops the sender's retries. No call to
+            # OpenWebUI is made, so no account is created either.
+            log.info(
+                "webhook: nothing to provision",
+                webhook_id=msg_id,
+                email=signup.email,
+                groups=list(signup.groups),
+            )
+            return answer(
+                "nothing_to_provision",
+                200,
+                email=signup.email,
+                courses=[],
+                modules=[],
+                nothing_to_provision=_no_course_reason(signup.groups),
+            )
+        course_ids = [course.course.id for course in chosen]
         try:
-            async with asyncio.timeout(deadline_s):
-                results = await provisioner.provision_user(course, signup.email, signup.name)
+            with metrics.seconds.time():
+                async with asyncio.timeout(deadline_s):
+                    results = await provisioner.provision_user(chosen, signup.email, signup.name)
         except TimeoutError:
             log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
-            return _answer(503, error="provisioning is taking too long; retry later")
+            return answer("deadline", 503, error="provisioning is taking too long; retry later")
         except AdminAccount as exc:
             # Permanent and expected (the operator signing in at the IdP): a 2xx stops the
             # sender's retries; the answer says nothing was provisioned.
             log.info("webhook skipped an admin", webhook_id=msg_id, email=signup.email)
-            return _answer(200, email=signup.email, skipped=str(exc))
+            return answer("admin_skipped", 200, email=signup.email, skipped=str(exc))
         except Refused as exc:
             log.error(
                 "webhook refused by OpenWebUI state",
@@ -216,16 +277,42 @@ def create_app(
                 email=signup.email,
                 reason=str(exc),
             )
-            return _answer(503, error=str(exc))
+            return answer("refused", 503, error=str(exc))
         except ApiError as exc:
             log.error("webhook failed", webhook_id=msg_id, email=signup.email, reason=str(exc))
-            return _answer(502, error=str(exc))
+            return answer("openwebui_error", 502, error=str(exc))
         except ProvisionError as exc:
             log.error("webhook failed", webhook_id=msg_id, email=signup.email, reason=str(exc))
-            return _answer(503, error=str(exc))
-        log.info("webhook provisioned", webhook_id=msg_id, email=signup.email)
-        return _answer(200, email=signup.email, modules=[result.as_json() for result in results])
+            return answer("failed", 503, error=str(exc))
+        for result in results:
+            metrics.modules.labels(result.course, result.status).inc()
+        log.info("webhook provisioned", webhook_id=msg_id, email=signup.email, courses=course_ids)
+        return answer(
+            "provisioned",
+            200,
+            email=signup.email,
+            courses=course_ids,
+            modules=[result.as_json() for result in results],
+        )
+
+    async def healthz(request: web.Request) -> web.Response:
+        # Liveness of the receiver itself; `owui-provision check` looks further.
+        return web.json_response({"status": "ok"})
+
+    async def scrape(request: web.Request) -> web.Response:
+        return web.Response(
+            body=metrics.render(),
+            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+        )
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_post("/webhooks/signup", signup)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", scrape)
     return app
+
+
+def _no_course_reason(groups: tuple[str, ...]) -> str:
+    if not groups:
+        return "no course is for everyone, and this identity has no groups"
+    return f"no course is for everyone or for any of the groups {', '.join(groups)}"

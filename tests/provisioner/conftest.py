@@ -15,7 +15,7 @@ from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course, parse_course
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
-from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "welcome.toml"
@@ -38,6 +38,20 @@ first_message = "Second module."
 model = "other-model"
 """
 
+
+def course_toml(course_id: str, groups: list[str] | None = None) -> str:
+    """COURSE_TOML with another course id and, if given, the groups it is for."""
+    text = COURSE_TOML.replace('id = "demo"', f'id = "{course_id}"')
+    if groups is not None:
+        listed = ", ".join(f'"{group}"' for group in groups)
+        text = text.replace('model = "tutor"', f'model = "tutor"\ngroups = [{listed}]')
+    return text
+
+
+def course_named(course_id: str, groups: list[str] | None = None) -> Course:
+    return parse_course(course_toml(course_id, groups), f"{course_id}.toml")
+
+
 # Fast retries: the tests check how many tries happen, not how long they take.
 FAST_BACKOFF_S, FAST_BACKOFF_MAX_S = 0.01, 0.05
 
@@ -54,9 +68,18 @@ def course_file(tmp_path: Path) -> Path:
     return path
 
 
+# How much faster than real time the fake's clock runs (see FastClock).
+CLOCK_SPEED = 100
+
+
 @pytest.fixture
-def fake() -> FakeOpenWebUI:
-    owui = FakeOpenWebUI()
+def clock() -> FastClock:
+    return FastClock(CLOCK_SPEED)
+
+
+@pytest.fixture
+def fake(clock: FastClock) -> FakeOpenWebUI:
+    owui = FakeOpenWebUI(clock=clock)
     owui.add_user("admin@example.edu", role="admin")  # onboarding is over
     return owui
 
@@ -100,9 +123,10 @@ def env(settings: Settings) -> dict[str, str]:
 
 
 @pytest.fixture
-async def provisioner(settings: Settings) -> AsyncIterator[Provisioner]:
+async def provisioner(settings: Settings, clock: FastClock) -> AsyncIterator[Provisioner]:
     async with make_http_client(settings) as http:
-        yield Provisioner(OpenWebUI(Transport(settings, SERVICE_TOKEN, http)), settings)
+        api = OpenWebUI(Transport(settings, SERVICE_TOKEN, http))
+        yield Provisioner(api, settings, sleep=clock.sleep)
 
 
 PYTHON = sys.executable

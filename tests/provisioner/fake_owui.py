@@ -24,6 +24,10 @@ In front sits a minimal internal listener: ``Proxy-Authorization: Bearer <servic
 or 407, then the default allowlist or 403 (JSON without ``detail``). With
 ``listener=False`` it is left out, for tests that put the real proxy in front.
 
+Its clock (``created_at``, ``updated_at`` and the ``Date`` header) is injectable;
+:class:`FastClock` runs it many times faster than real time, so a provisioner waiting out
+the two-second settle rule on the server's clock waits milliseconds instead.
+
 Test levers: :meth:`FakeOpenWebUI.fail` queues faults (a status, a Retry-After, or a
 dropped connection) for matching requests; :meth:`FakeOpenWebUI.slow` delays them;
 ``on_create`` / ``on_archive`` hooks run inside those endpoints to stage races; ``calls``
@@ -148,6 +152,27 @@ class Call:
     status: int
     act_as: str | None  # the email header as sent
     bearer: bool  # an Authorization: Bearer header was sent
+
+
+class FastClock:
+    """Server time running ``speed`` times faster than real time, from now on.
+
+    The fake stamps chats and ``Date`` headers with it. A provisioner in the test's own
+    process sleeps with :meth:`sleep` (server seconds, slept as real seconds / ``speed``),
+    so its pauses keep their order and their meaning on the server's clock; one in a
+    child process sleeps real seconds, but finds the settle time already past when its
+    next round begins, because a few real milliseconds are seconds here.
+    """
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self._start_real = time.time()
+
+    def __call__(self) -> float:
+        return self._start_real + (time.time() - self._start_real) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds / self.speed)
 
 
 class FakeOpenWebUI:

@@ -1,4 +1,4 @@
-"""Course files, users CSVs and settings: every error names where and what."""
+"""Course files, identities and settings: every error names where and what."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.catalog import load_courses
 from provisioner.course import load_course, parse_course
 from provisioner.errors import BadInput, ConfigError, CourseFileError
 from provisioner.settings import load_settings, read_service_token
-from provisioner.users import parse_users_csv
+from provisioner.users import checked_identity
 from tests.provisioner.conftest import EXAMPLE
 
 GOOD = """\
@@ -37,6 +38,14 @@ def test_the_example_course_is_valid() -> None:
     course = load_course(EXAMPLE)
     assert course.course.id == "welcome"
     assert [m.id for m in course.modules] == ["intro", "prompting", "checking"]
+
+
+def test_every_example_course_loads_together() -> None:
+    courses = load_courses(sorted(EXAMPLE.parent.glob("*.toml")))
+    assert {c.course.id: c.course.groups for c in courses} == {
+        "welcome": (),
+        "year-9-science": ("year-9",),
+    }
 
 
 @pytest.mark.parametrize(
@@ -78,10 +87,22 @@ def test_the_example_course_is_valid() -> None:
         pytest.param(
             'title = "One"',
             "title = 1",
-            "c.toml:8: modules[1].title: Input should be a valid string",
+            "c.toml:8: modules[1].title: must be text in quotes",
             id="wrong type",
         ),
         pytest.param("[course]", "[cours]", "c.toml:1: cours: unknown key", id="unknown table"),
+        pytest.param(
+            "[course]",
+            "[[course]]",
+            "c.toml:1: course: written as [[course]]: the course is one [course] table",
+            id="[[course]] instead of [course]",
+        ),
+        pytest.param(
+            'model = "m"',
+            'model = "m"\ngroups = "staff"',
+            'c.toml:5: course.groups: must be a list (e.g. groups = ["year-9", "staff"])',
+            id="groups not a list",
+        ),
         pytest.param('title = "Two"', 'title = "Two', "c.toml: not valid TOML", id="broken TOML"),
     ],
 )
@@ -105,57 +126,53 @@ def test_every_problem_is_reported_at_once() -> None:
     assert len(info.value.problems) == 2
 
 
-def test_a_missing_course_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(CourseFileError, match=r"nope\.toml: cannot read"):
-        load_course(tmp_path / "nope.toml")
+def test_duplicate_ids_are_reported_with_the_other_problems_in_line_order() -> None:
+    """A repeated id is not held back until every other module is valid."""
+    text = GOOD.replace('id = "second"', 'id = "intro"').replace('title = "Two"', 'titel = "Two"')
+    text = text.replace('id = "welcome"', 'id = "W"')
+    with pytest.raises(CourseFileError) as info:
+        parse_course(text, "c.toml")
+    assert info.value.problems == [
+        "c.toml:2: course.id: must be lower-case letters, digits and '-' (e.g. 'intro-2')",
+        "c.toml:14: modules[2].title: required, not set",
+        "c.toml:15: modules[2].id: module id 'intro' is already used by modules[1]",
+        "c.toml:16: modules[2].titel: unknown key (a typo?)",
+    ]
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("mistake", "expected"),
     [
         pytest.param(
-            "email,name\nada@example.edu,Ada\nnot-an-email,Bob\n",
-            "u.csv:3: email is not a plausible",
-            id="bad email",
+            "[[course.modules]]",
+            "c.toml:6: course.modules: modules belong after [course], not in it: "
+            "each module is its own [[modules]] table",
+            id="modules inside [course]",
         ),
         pytest.param(
-            "email,name\nada@example.edu,Ada\nADA@example.edu,Ada\n",
-            "u.csv:3: ada@example.edu is already on line 2",
-            id="duplicate, case-insensitively",
+            "[modules]",
+            "c.toml:6: modules: written as [modules]: each module is its own [[modules]] table",
+            id="[modules] instead of [[modules]]",
         ),
         pytest.param(
-            "mail,name\nada@example.edu,Ada\n",
-            "u.csv:1: the header has no 'email' column",
-            id="no email column",
+            "[[module]]",
+            "c.toml:6: module: unknown table: each module is its own [[modules]] table",
+            id="[[module]]",
         ),
-        pytest.param(
-            "email,name,role\na@b.cd,A,admin\n",
-            "u.csv:1: unknown column(s) role",
-            id="extra column",
-        ),
-        pytest.param(
-            "email,name\nada@example.edu,Ada,extra\n",
-            "u.csv:2: expected 2 columns, found 3",
-            id="ragged row",
-        ),
-        pytest.param("email,name\n", "u.csv: no users", id="header only"),
-        pytest.param("", "u.csv: empty file", id="empty"),
     ],
 )
-def test_csv_errors_name_the_line(text: str, expected: str) -> None:
-    with pytest.raises(BadInput) as info:
-        parse_users_csv(text, "u.csv")
-    assert expected in str(info.value)
+def test_modules_written_elsewhere_are_one_plain_sentence(mistake: str, expected: str) -> None:
+    """No "at least one module" on top: the modules exist, only in the wrong place."""
+    before, first_module, _ = GOOD.split("[[modules]]")
+    text = before + mistake + first_module
+    with pytest.raises(CourseFileError) as info:
+        parse_course(text, "c.toml")
+    assert info.value.problems == [expected + " (double brackets), one per thread"]
 
 
-def test_csv_rows() -> None:
-    rows = parse_users_csv(
-        '\ufeffEmail, Name\n\nAda@Example.EDU,"Lovelace, Ada"\nbob@example.edu,\n', "u.csv"
-    )
-    assert [(r.line, r.email, r.name) for r in rows] == [
-        (3, "ada@example.edu", "Lovelace, Ada"),
-        (4, "bob@example.edu", None),
-    ]
+def test_a_missing_course_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(CourseFileError, match=r"nope\.toml: cannot read"):
+        load_course(tmp_path / "nope.toml")
 
 
 def test_settings_problems_are_reported_together(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,3 +219,30 @@ def test_service_token_file(tmp_path: Path, content: str, mode: int, expected: s
         with pytest.raises(ConfigError, match=expected) as info:
             read_service_token(path)
         assert "t" * 40 not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("Kate@School.EDU", "kate@school.edu", id="ASCII is lower-cased"),
+        pytest.param("\u212aate@school.edu", "U+212A", id="KELVIN SIGN would fold to k"),
+        pytest.param("kat\u0130e@school.edu", "U+0130", id="dotted capital I"),
+        pytest.param("ada@\u017fchool.edu", "U+017F", id="long s would fold to s"),
+        pytest.param("ada@school.edu\u00a0", "U+00A0", id="no-break space would be stripped"),
+        pytest.param("\uff41da@school.edu", "U+FF41", id="fullwidth letter"),
+        pytest.param("ad\u0430@school.edu", "U+0430", id="Cyrillic look-alike"),
+    ],
+)
+def test_non_ascii_emails_are_refused_before_case_folding(raw: str, expected: str) -> None:
+    if "@" in expected:
+        assert checked_identity(raw, None) == (expected, None)
+        return
+    with pytest.raises(BadInput) as info:
+        checked_identity(raw, None)
+    message = str(info.value)
+    assert f"non-ASCII character ({expected})" in message
+    assert ascii(raw) in message  # escaped, so the operator sees the odd character
+
+
+def test_names_may_be_non_ascii() -> None:
+    assert checked_identity("zoe@school.edu", "Zoë Ångström") == ("zoe@school.edu", "Zoë Ångström")

@@ -20,7 +20,7 @@ from provisioner.errors import (
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY, build_chat
-from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 
 EMAIL = "ada@example.edu"
 
@@ -40,7 +40,7 @@ async def test_creates_one_archived_thread_per_module(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
     """Each module becomes one archived chat shaped like OPENWEBUI.md's example."""
-    results = await provisioner.provision_user(course, EMAIL, "Ada Lovelace")
+    results = await provisioner.provision_user([course], EMAIL, "Ada Lovelace")
 
     assert [(r.module, r.status, r.archived) for r in results] == [
         ("intro", "created", True),
@@ -70,7 +70,7 @@ async def test_every_call_names_the_user_and_chat_calls_carry_their_token(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
     """/api/config names nobody; sign-in names the user; chat calls add the user's token."""
-    await provisioner.provision_user(course, "Ada@Example.edu".lower())
+    await provisioner.provision_user([course], "Ada@Example.edu".lower())
     assert fake.calls[0].path == "/api/config"
     assert fake.calls[0].act_as is None
     assert fake.calls[1].path == "/api/v1/auths/signin"
@@ -83,9 +83,9 @@ async def test_every_call_names_the_user_and_chat_calls_carry_their_token(
 async def test_rerun_reports_existing_and_creates_nothing(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
-    first = await provisioner.provision_user(course, EMAIL)
+    first = await provisioner.provision_user([course], EMAIL)
     creates = fake.count("POST", "/api/v1/chats/new")
-    second = await provisioner.provision_user(course, EMAIL)
+    second = await provisioner.provision_user([course], EMAIL)
 
     assert [r.chat_id for r in second] == [r.chat_id for r in first]
     assert {r.status for r in second} == {"existing"}
@@ -101,7 +101,7 @@ async def test_crash_between_create_and_archive_converges(
     user = fake.add_user(EMAIL)
     left = fake.add_chat(user, build_chat(course, course.modules[0]), archived=False)
 
-    results = await provisioner.provision_user(course, EMAIL)
+    results = await provisioner.provision_user([course], EMAIL)
 
     assert (results[0].chat_id, results[0].status) == (left.id, "existing")
     assert only_archived_thread(fake, "intro").id == left.id
@@ -127,7 +127,7 @@ async def test_duplicates_are_deleted_keeping_the_oldest_then_smallest_id(
             chat_id=chat_id,
         )
 
-    results = await provisioner.provision_user(course, EMAIL)
+    results = await provisioner.provision_user([course], EMAIL)
 
     assert (results[0].chat_id, results[0].status) == ("a-tie", "existing")
     assert only_archived_thread(fake, "intro").id == "a-tie"
@@ -143,7 +143,7 @@ async def test_a_duplicate_holding_user_messages_is_never_deleted(
     worked["history"]["messages"]["u1"] = {"id": "u1", "role": "user", "content": "my notes"}
     fake.add_chat(user, worked, created_at=200, chat_id="users-own")
 
-    await provisioner.provision_user(course, EMAIL)
+    await provisioner.provision_user([course], EMAIL)
 
     assert sorted(c.id for c in threads(fake, "intro")) == ["users-own", "winner"]
 
@@ -158,7 +158,7 @@ async def test_clones_and_lookalikes_are_not_threads_and_are_left_alone(
     fake.add_chat(user, clone, archived=True, created_at=1, chat_id="clone")
     fake.add_chat(user, {"title": "my own [demo/intro]"}, created_at=1, chat_id="lookalike")
 
-    results = await provisioner.provision_user(course, EMAIL)
+    results = await provisioner.provision_user([course], EMAIL)
 
     assert results[0].status == "created"
     assert {"clone", "lookalike"} <= set(fake.chats)
@@ -176,7 +176,7 @@ async def test_thread_found_on_a_later_archived_page(
         fake.add_chat(user, clone, archived=True, created_at=n, chat_id=f"clone-{n:03}")
     real = fake.add_chat(user, build_chat(course, intro), archived=True, created_at=1000)
 
-    results = await provisioner.provision_user(course, EMAIL)
+    results = await provisioner.provision_user([course], EMAIL)
 
     assert (results[0].chat_id, results[0].status) == (real.id, "existing")
     pages = [c.query.get("page") for c in fake.calls if c.path == "/api/v1/chats/archived"]
@@ -192,7 +192,7 @@ async def test_pinned_or_foldered_unarchived_thread_is_found(
     foldered = fake.add_chat(user, build_chat(course, course.modules[1]))
     foldered.folder_id = "folder-1"
 
-    results = await provisioner.provision_user(course, EMAIL)
+    results = await provisioner.provision_user([course], EMAIL)
 
     assert [r.chat_id for r in results] == [pinned.id, foldered.id]
     assert all(c.archived for c in fake.chats_of(EMAIL))
@@ -210,7 +210,7 @@ async def test_double_toggle_race_still_ends_archived(
             chat.archived = not chat.archived
 
     fake.on_archive = concurrent_toggle
-    results = await provisioner.provision_user(course, EMAIL)
+    results = await provisioner.provision_user([course], EMAIL)
 
     assert all(r.archived for r in results)
     for module in ("intro", "next"):
@@ -233,7 +233,7 @@ async def test_losing_a_create_race_keeps_the_other_thread(
             )
 
     fake.on_create = twin
-    results = await provisioner.provision_user(course, EMAIL)
+    results = await provisioner.provision_user([course], EMAIL)
 
     for result in results:
         assert result.chat_id.startswith("0000")
@@ -263,7 +263,7 @@ async def test_the_reported_thread_is_the_one_that_survives_a_same_second_rival(
 
     async with make_http_client(settings) as http:
         api = OpenWebUI(Transport(settings, SERVICE_TOKEN, http))
-        results = await Provisioner(api, settings, sleep=sleep).provision_user(course, EMAIL)
+        results = await Provisioner(api, settings, sleep=sleep).provision_user([course], EMAIL)
 
     assert len(rivals) == len(course.modules)
     for result in results:
@@ -274,7 +274,7 @@ async def test_the_reported_thread_is_the_one_that_survives_a_same_second_rival(
 async def test_concurrent_coroutines_for_one_user(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
-    runs = await asyncio.gather(*(provisioner.provision_user(course, EMAIL) for _ in range(5)))
+    runs = await asyncio.gather(*(provisioner.provision_user([course], EMAIL) for _ in range(5)))
 
     assert all(r.archived for results in runs for r in results)
     for module in ("intro", "next"):
@@ -286,7 +286,7 @@ async def test_archive_toggle_is_never_retried_blindly(
 ) -> None:
     """A 503 on the toggle is not retried by the transport: the state is re-read first."""
     fake.fail("POST", r"/api/v1/chats/[^/]+/archive", 503)
-    await provisioner.provision_user(course, EMAIL)
+    await provisioner.provision_user([course], EMAIL)
 
     only_archived_thread(fake, "intro")
     statuses = [c.status for c in fake.calls if c.path.endswith("/archive")]
@@ -301,7 +301,7 @@ async def test_refuses_while_onboarding_and_creates_no_account(
 ) -> None:
     fake.users.clear()
     with pytest.raises(Onboarding, match="first account created becomes admin"):
-        await provisioner.provision_user(course, EMAIL)
+        await provisioner.provision_user([course], EMAIL)
     assert fake.users == {}
     assert fake.chats == {}
     assert fake.count("POST", "/api/v1/auths/signin") == 0
@@ -312,7 +312,7 @@ async def test_refuses_a_pending_user(
 ) -> None:
     fake.default_role = "pending"
     with pytest.raises(PendingUser, match="DEFAULT_USER_ROLE=user"):
-        await provisioner.provision_user(course, EMAIL)
+        await provisioner.provision_user([course], EMAIL)
     assert fake.chats == {}
     assert fake.count("POST", "/api/v1/chats/new") == 0
 
@@ -322,7 +322,7 @@ async def test_refuses_without_trusted_header_mode(
 ) -> None:
     fake.trusted_header = False
     with pytest.raises(NotTrustedHeaderMode, match="WEBUI_AUTH_TRUSTED_EMAIL_HEADER"):
-        await provisioner.provision_user(course, EMAIL)
+        await provisioner.provision_user([course], EMAIL)
     assert fake.chats == {}
     assert EMAIL not in fake.users
     assert fake.count("POST", "/api/v1/auths/signin") == 0
@@ -332,12 +332,12 @@ async def test_refuses_without_trusted_header_mode(
 
 
 async def test_wrong_service_token_is_a_clear_error(
-    settings: Settings, fake: FakeOpenWebUI, course: Course
+    settings: Settings, fake: FakeOpenWebUI, course: Course, clock: FastClock
 ) -> None:
     async with make_http_client(settings) as http:
         api = OpenWebUI(Transport(settings, "x" * 40, http))
         with pytest.raises(ServiceTokenRefused, match="OWUI_PROXY_INTERNAL_TOKENS_FILE"):
-            await Provisioner(api, settings).provision_user(course, EMAIL)
+            await Provisioner(api, settings, sleep=clock.sleep).provision_user([course], EMAIL)
     assert fake.chats == {}
 
 
@@ -351,7 +351,7 @@ async def test_endpoint_outside_the_allowlist_is_a_clear_error(
     with pytest.raises(
         EndpointNotAllowed, match=r"DELETE /api/v1/chats/b.*OWUI_PROXY_INTERNAL_ALLOW"
     ):
-        await provisioner.provision_user(course, EMAIL)
+        await provisioner.provision_user([course], EMAIL)
     assert set(fake.chats) == {"a", "b"}
 
 
@@ -360,7 +360,7 @@ async def test_a_4xx_is_reported_at_once_with_openwebui_detail(
 ) -> None:
     fake.fail("POST", "/api/v1/chats/new", 400, body={"detail": "Chat title is too long"})
     with pytest.raises(ApiError, match=r"400 to POST /api/v1/chats/new: Chat title is too long"):
-        await provisioner.provision_user(course, EMAIL)
+        await provisioner.provision_user([course], EMAIL)
     assert fake.count("POST", "/api/v1/chats/new") == 1
 
 
@@ -374,12 +374,12 @@ async def test_missing_delete_permission_is_reported(
     with pytest.raises(
         ApiError, match=r"401 to DELETE /api/v1/chats/b: You do not have permission"
     ):
-        await provisioner.provision_user(course, EMAIL)
+        await provisioner.provision_user([course], EMAIL)
     assert set(fake.chats) == {"a", "b"}
 
 
 async def test_name_travels_percent_encoded(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
-    await provisioner.provision_user(course, EMAIL, "Zoë Ångström")
+    await provisioner.provision_user([course], EMAIL, "Zoë Ångström")
     assert fake.users[EMAIL].name == "Zoë Ångström"

@@ -29,7 +29,8 @@ from proxy.relay import Upstream
 from proxy.settings import DEFAULT_INTERNAL_ALLOW
 from proxy.settings import Settings as ProxySettings
 from tests.provisioner.cli_helpers import finish, start
-from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI
+from tests.provisioner.conftest import CLOCK_SPEED
+from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 from tests.provisioner.test_webhook import KEY, NOW, headers
 
 EMAIL = "ada@example.edu"
@@ -38,8 +39,8 @@ MakeListener = Callable[..., Any]
 
 
 @pytest.fixture
-def bare_fake() -> FakeOpenWebUI:
-    owui = FakeOpenWebUI(listener=False)
+def bare_fake(clock: FastClock) -> FakeOpenWebUI:
+    owui = FakeOpenWebUI(listener=False, clock=clock)
     owui.add_user("admin@example.edu", role="admin")
     return owui
 
@@ -92,7 +93,8 @@ async def provision(
     token = settings.token_file.read_text(encoding="utf-8").strip()
     async with make_http_client(settings) as http:
         api = OpenWebUI(Transport(settings, token, http))
-        return await Provisioner(api, settings).provision_user(course, email, name)
+        sleep = FastClock(CLOCK_SPEED).sleep  # the fake's clock runs at this speed too
+        return await Provisioner(api, settings, sleep=sleep).provision_user([course], email, name)
 
 
 async def test_provisioning_through_the_real_listener(
@@ -129,9 +131,10 @@ async def test_webhook_for_an_admin_is_2xx_skipped_so_the_sender_stops_retrying(
     settings = await listener()
     token = settings.token_file.read_text(encoding="utf-8").strip()
     async with make_http_client(settings) as http:
-        provisioner = Provisioner(OpenWebUI(Transport(settings, token, http)), settings)
+        api = OpenWebUI(Transport(settings, token, http))
+        provisioner = Provisioner(api, settings, sleep=FastClock(CLOCK_SPEED).sleep)
         client = await aiohttp_client(
-            create_app(course, (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+            create_app([course], (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
         )
         body = json.dumps({"email": "admin@example.edu"}).encode()
         response = await client.post("/webhooks/signup", data=body, headers=headers(body))

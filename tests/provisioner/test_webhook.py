@@ -18,8 +18,10 @@ import pytest
 from provisioner.course import Course
 from provisioner.errors import ConfigError
 from provisioner.provision import Provisioner
+from provisioner.threads import MARKER_KEY
 from provisioner.webhook import BadSignature, create_app, load_secrets, sign, verify
 from tests.provisioner.cli_helpers import finish, start
+from tests.provisioner.conftest import course_named, course_toml
 from tests.provisioner.fake_owui import FakeOpenWebUI
 
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -57,7 +59,7 @@ def headers(
 
 @pytest.fixture
 async def client(aiohttp_client: Any, provisioner: Provisioner, course: Course) -> Any:
-    app = create_app(course, (OLD_KEY, KEY), provisioner, deadline_s=5, clock=lambda: NOW)
+    app = create_app([course], (OLD_KEY, KEY), provisioner, deadline_s=5, clock=lambda: NOW)
     return await aiohttp_client(app)
 
 
@@ -107,6 +109,113 @@ async def test_other_clerk_events_are_acknowledged_and_ignored(
     assert response.status == 200
     assert await response.json() == {"ignored": "user.updated"}
     assert fake.chats == {}
+
+
+def user_seen(email: str, name: str | None, groups: list[str]) -> bytes:
+    """The proxy's event for an identity it sees for the first time."""
+    data = {"email": email, "name": name, "groups": groups}
+    return json.dumps(
+        {"type": "user.seen", "timestamp": "2026-01-01T00:00:00Z", "data": data}
+    ).encode()
+
+
+@pytest.fixture
+async def grouped(aiohttp_client: Any, provisioner: Provisioner) -> Any:
+    """A receiver serving three course files: one for everyone, one each for two groups."""
+    courses = [
+        course_named("everyone"),
+        course_named("year-9", ["year-9"]),
+        course_named("staff", ["staff"]),
+    ]
+    return await aiohttp_client(
+        create_app(courses, (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+    )
+
+
+def courses_of(fake: FakeOpenWebUI, email: str) -> list[str]:
+    return sorted({c.chat[MARKER_KEY]["course"] for c in fake.chats_of(email)})
+
+
+@pytest.mark.parametrize(
+    ("groups", "expected"),
+    [
+        pytest.param([], ["everyone"], id="no groups"),
+        pytest.param(["year-9"], ["everyone", "year-9"], id="one group"),
+        pytest.param(["staff", "year-9", "other"], ["everyone", "staff", "year-9"], id="several"),
+    ],
+)
+async def test_user_seen_gets_the_courses_its_groups_choose(
+    grouped: Any, fake: FakeOpenWebUI, groups: list[str], expected: list[str]
+) -> None:
+    body = user_seen("Kate@School.edu", "Kate", groups)
+    response = await grouped.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200, await response.text()
+    answer = await response.json()
+    assert sorted(answer["courses"]) == expected
+    assert courses_of(fake, "kate@school.edu") == expected
+    assert len(answer["modules"]) == 2 * len(expected)
+    assert all(m["archived"] for m in answer["modules"])
+    assert fake.count("POST", "/api/v1/auths/signin") == 1  # one sign-in for every course
+    assert fake.users["kate@school.edu"].name == "Kate"
+
+
+async def test_user_seen_resent_after_a_restart_creates_nothing_new(
+    grouped: Any, fake: FakeOpenWebUI
+) -> None:
+    body = user_seen("kate@school.edu", None, ["year-9"])
+    for msg_id in ("msg_a", "msg_b"):
+        response = await grouped.post(
+            "/webhooks/signup", data=body, headers=headers(body, msg_id=msg_id)
+        )
+        assert response.status == 200
+    assert len(fake.chats_of("kate@school.edu")) == 4
+
+
+async def test_signup_without_groups_gets_the_courses_for_everyone(
+    grouped: Any, fake: FakeOpenWebUI
+) -> None:
+    body = json.dumps(CLERK).encode()
+    response = await grouped.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200
+    assert (await response.json())["courses"] == ["everyone"]
+    assert courses_of(fake, "grace@example.edu") == ["everyone"]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        pytest.param(
+            user_seen("kate@school.edu", None, ["year-10"]),
+            "no course is for everyone or for any of the groups year-10",
+            id="user.seen in no course's group",
+        ),
+        pytest.param(
+            json.dumps({"email": "kate@school.edu"}).encode(),
+            "no course is for everyone, and this identity has no groups",
+            id="signup without groups",
+        ),
+    ],
+)
+async def test_a_user_in_no_course_gets_a_clear_200_and_nothing_happens(
+    aiohttp_client: Any,
+    provisioner: Provisioner,
+    fake: FakeOpenWebUI,
+    body: bytes,
+    reason: str,
+) -> None:
+    courses = [course_named("year-9", ["year-9"]), course_named("staff", ["staff"])]
+    client = await aiohttp_client(
+        create_app(courses, (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+    )
+    response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+    assert response.status == 200
+    assert await response.json() == {
+        "email": "kate@school.edu",
+        "courses": [],
+        "modules": [],
+        "nothing_to_provision": reason,
+    }
+    assert fake.calls == []  # no account is created either
 
 
 def tampered_body(body: bytes) -> tuple[bytes, dict[str, str]]:
@@ -166,6 +275,43 @@ async def test_rotation_old_secret_and_several_signatures(client: Any, fake: Fak
             422,
             id="clerk without primary",
         ),
+        pytest.param(b'{"type": "user.seen"}', 422, id="user.seen without data"),
+        pytest.param(
+            user_seen("\u212aate@school.edu", None, []), 422, id="user.seen non-ASCII email"
+        ),
+        pytest.param(
+            json.dumps(
+                CLERK
+                | {
+                    "data": CLERK["data"]
+                    | {
+                        "email_addresses": [
+                            {"id": "idn_2", "email_address": "\u212aate@school.edu"}
+                        ]
+                    }
+                }
+            ).encode(),
+            422,
+            id="clerk non-ASCII email",
+        ),
+        pytest.param(
+            json.dumps({"email": "\u212aate@school.edu"}).encode(), 422, id="plain non-ASCII email"
+        ),
+        pytest.param(
+            b'{"type": "user.seen", "data": {"email": "a@b.cd", "groups": "staff"}}',
+            422,
+            id="user.seen groups not a list",
+        ),
+        pytest.param(
+            b'{"type": "user.seen", "data": {"email": "a@b.cd", "groups": [1]}}',
+            422,
+            id="user.seen group not a string",
+        ),
+        pytest.param(
+            b'{"type": "user.seen", "data": {"email": "a@b.cd", "groups": ["a,b"]}}',
+            422,
+            id="user.seen group with a comma",
+        ),
     ],
 )
 async def test_bad_payloads_are_refused(
@@ -174,6 +320,7 @@ async def test_bad_payloads_are_refused(
     response = await client.post("/webhooks/signup", data=payload, headers=headers(payload))
     assert response.status == status
     assert fake.chats == {}
+    assert "kate@school.edu" not in fake.users
 
 
 async def test_refusal_is_non_2xx_so_the_sender_retries(client: Any, fake: FakeOpenWebUI) -> None:
@@ -190,7 +337,7 @@ async def test_deadline_passed_is_non_2xx(
 ) -> None:
     fake.slow("POST", "/api/v1/chats/new", 2)
     client = await aiohttp_client(
-        create_app(course, (KEY,), provisioner, deadline_s=0.3, clock=lambda: NOW)
+        create_app([course], (KEY,), provisioner, deadline_s=0.3, clock=lambda: NOW)
     )
     body = json.dumps({"email": "ada@example.edu"}).encode()
     response = await client.post("/webhooks/signup", data=body, headers=headers(body))
@@ -235,45 +382,104 @@ def test_secret_file(tmp_path: Path, content: str, expected: int | str) -> None:
             load_secrets(path)
 
 
+@pytest.mark.parametrize("family", ["tcp", "unix"])
 async def test_webhook_command_serves_until_sigterm(
-    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path, family: str
 ) -> None:
     secrets = tmp_path / "secrets"
     secrets.write_text(SECRET + "\n", encoding="utf-8")
     secrets.chmod(0o600)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    staff = tmp_path / "staff.toml"
+    staff.write_text(course_toml("staff", ["staff"]), encoding="utf-8")
+    if family == "unix":
+        listen, base = f"unix:{tmp_path / 'hook.sock'}", "http://receiver"
+        transport = httpx.AsyncHTTPTransport(uds=str(tmp_path / "hook.sock"))
+    else:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        listen, base = f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"
+        transport = httpx.AsyncHTTPTransport()
     process = await start(
         env,
         "webhook",
         str(course_file),
+        str(staff),
         "--listen",
-        f"127.0.0.1:{port}",
+        listen,
         "--secret-file",
         str(secrets),
     )
     try:
-        body = json.dumps({"email": "ada@example.edu", "name": "Ada"}).encode()
-        async with httpx.AsyncClient() as http:
+        body = user_seen("ada@example.edu", "Ada", ["staff"])
+        async with httpx.AsyncClient(transport=transport, base_url=base) as http:
             for _ in range(200):  # wait for it to listen
                 try:
-                    ts = int(time.time())
-                    response = await http.post(
-                        f"http://127.0.0.1:{port}/webhooks/signup",
-                        content=body,
-                        headers=headers(body, ts=ts),
-                    )
+                    health = await http.get("/healthz")
                     break
-                except httpx.ConnectError:
+                except httpx.TransportError:
                     await asyncio.sleep(0.1)
             else:
                 pytest.fail("the receiver never listened")
-        assert response.status_code == 200
-        assert len(fake.chats_of("ada@example.edu")) == 2
+            assert health.status_code == 200
+            response = await http.post(
+                "/webhooks/signup", content=body, headers=headers(body, ts=int(time.time()))
+            )
+            assert response.status_code == 200
+            assert courses_of(fake, "ada@example.edu") == ["demo", "staff"]
+            scraped = (await http.get("/metrics")).text
+        assert 'owui_provision_webhook_deliveries_total{outcome="provisioned"} 1.0' in scraped
     finally:
         process.send_signal(signal.SIGTERM)
         result = await finish(process, timeout=30)
     assert result.rc == 0, result.err
     assert "webhook receiver listening" in result.err
     assert os.fsencode(SECRET) not in result.err.encode()
+
+
+async def test_webhook_command_on_a_taken_port_says_so_in_one_line(
+    env: dict[str, str], course_file: Path, tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text(SECRET + "\n", encoding="utf-8")
+    secrets.chmod(0o600)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        listen = f"127.0.0.1:{held.getsockname()[1]}"
+        process = await start(
+            env, "webhook", str(course_file), "--listen", listen, "--secret-file", str(secrets)
+        )
+        result = await finish(process, timeout=30)
+    assert result.rc == 1
+    assert result.err.splitlines() == [
+        f"owui-provision: --listen {listen}: cannot listen (Address already in use): "
+        "another process holds it; stop that one or choose another --listen"
+    ]
+
+
+async def test_healthz_and_metrics(client: Any, fake: FakeOpenWebUI) -> None:
+    """Every delivery counts once, by outcome; modules by course and status; no email."""
+    assert (await client.get("/healthz")).status == 200
+    body = json.dumps({"email": "ada@example.edu"}).encode()
+    for _ in range(2):
+        await client.post("/webhooks/signup", data=body, headers=headers(body))
+    await client.post("/webhooks/signup", data=body, headers=headers(b"other"))
+    bad = b"not json"
+    await client.post("/webhooks/signup", data=bad, headers=headers(bad))
+
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = await response.text()
+    for line in (
+        'owui_provision_webhook_deliveries_total{outcome="provisioned"} 2.0',
+        'owui_provision_webhook_deliveries_total{outcome="bad_signature"} 1.0',
+        'owui_provision_webhook_deliveries_total{outcome="bad_payload"} 1.0',
+        'owui_provision_webhook_deliveries_total{outcome="deadline"} 0.0',
+        'owui_provision_webhook_modules_total{course="demo",status="created"} 2.0',
+        'owui_provision_webhook_modules_total{course="demo",status="existing"} 2.0',
+        "owui_provision_webhook_provision_seconds_count 2.0",
+    ):
+        assert line in text.splitlines(), line
+    assert "ada@example.edu" not in text
