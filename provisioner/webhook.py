@@ -23,14 +23,9 @@ provisioning is idempotent, so retries and repeated ``user.seen`` events are har
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import json
-import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,82 +46,41 @@ from provisioner.errors import (
 from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
+from proxy import webhooks
 from proxy.errors import BadIdentity
 from proxy.identity import parse_groups
+from proxy.secretfile import SecretFileError, read_secret_lines
+from proxy.webhooks import BadSignature, verify
 
 log = structlog.get_logger("provisioner.webhook")
 
-TOLERANCE_S = 5 * 60
 MAX_BODY_BYTES = 256 * 1024
 
 
-class BadSignature(Exception):
-    """The delivery is not authentic or not fresh; ``str()`` says which check failed."""
+# A Svix/Clerk secret may carry 16 bytes of key; ours (proxy.webhooks.new_secret) carry 32.
+MIN_KEY_BYTES = 16
 
 
 def load_secrets(path: Path) -> tuple[bytes, ...]:
     """The ``whsec_...`` secrets in ``path``, one a line (blank and ``#`` lines skipped)."""
     try:
-        mode = path.stat().st_mode
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--secret-file {path}: cannot read ({exc.strerror})") from exc
-    if mode & stat.S_IROTH:
-        raise ConfigError(f"--secret-file {path}: is world-readable; run chmod o-r on it")
-    secrets: list[bytes] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        value = line.strip()
-        if not value or value.startswith("#"):
-            continue
-        if not value.startswith("whsec_"):
-            raise ConfigError(f"--secret-file {path}:{number}: a secret starts with 'whsec_'")
+        lines = read_secret_lines(path)
+    except SecretFileError as exc:
+        raise ConfigError(f"--secret-file {exc}") from exc
+    keys: list[bytes] = []
+    for number, value in lines:
         try:
-            key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
-        except binascii.Error as exc:
-            raise ConfigError(f"--secret-file {path}:{number}: not base64 after 'whsec_'") from exc
-        if len(key) < 16:
-            raise ConfigError(f"--secret-file {path}:{number}: shorter than 16 bytes once decoded")
-        secrets.append(key)
-    if not secrets:
+            keys.append(webhooks.secret_key(value, MIN_KEY_BYTES))
+        except webhooks.BadSecret as exc:
+            raise ConfigError(f"--secret-file {path}:{number}: {exc}") from exc
+    if not keys:
         raise ConfigError(f"--secret-file {path}: holds no whsec_ secret")
-    return tuple(secrets)
+    return tuple(keys)
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """One ``v1,<base64>`` signature (what a sender computes; tests use it too)."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key, signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
-
-
-def verify(
-    secrets: tuple[bytes, ...], headers: Mapping[str, str], body: bytes, *, now: float | None = None
-) -> None:
-    """Raise :class:`BadSignature` unless some signature matches some secret, in time."""
-    msg_id = headers.get("webhook-id", "")
-    raw_timestamp = headers.get("webhook-timestamp", "")
-    signatures = headers.get("webhook-signature", "")
-    if not msg_id or not raw_timestamp or not signatures:
-        raise BadSignature("missing webhook-id, webhook-timestamp or webhook-signature")
-    if not raw_timestamp.isdigit():
-        raise BadSignature("webhook-timestamp is not a number")
-    timestamp = int(raw_timestamp)
-    now = time.time() if now is None else now
-    if abs(now - timestamp) > TOLERANCE_S:
-        raise BadSignature("webhook-timestamp is more than five minutes away from now")
-    offered = [
-        item.partition(",")[2].encode()
-        for item in signatures.split()
-        if item.partition(",")[0] == "v1"
-    ]
-    matched = False
-    for key in secrets:
-        expected = sign(key, msg_id, timestamp, body).partition(",")[2].encode()
-        for candidate in offered:
-            # Every pair is compared, so the time taken says nothing about which matched.
-            matched |= hmac.compare_digest(expected, candidate)
-    if not matched:
-        raise BadSignature("no signature matches")
+    return webhooks.signature(key, msg_id, timestamp, body)
 
 
 @dataclass(frozen=True, slots=True)

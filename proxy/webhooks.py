@@ -1,6 +1,7 @@
-"""Standard Webhooks signing (https://www.standardwebhooks.com), sender side. Pure functions.
+"""Standard Webhooks (https://www.standardwebhooks.com): signing and verifying. Pure functions.
 
-Used by the proxy's first-sign-in hook and by the demo IdP.
+The one implementation for every side: the proxy's first-sign-in hook and the demo IdP sign,
+the provisioner's webhook receiver verifies.
 
 The signed content is ``{msg_id}.{timestamp}.{body}``; the signature is
 ``v1,<base64 HMAC-SHA256>`` keyed with the base64-decoded part of a ``whsec_...`` secret.
@@ -15,6 +16,8 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Mapping
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's marker for a secret, not a secret
 MIN_KEY_BYTES = 24  # the spec: at least 24 bytes (192 bits) of key
@@ -24,7 +27,7 @@ class BadSecret(ValueError):
     """The webhook secret is not ``whsec_`` + base64 of at least 24 bytes."""
 
 
-def secret_key(secret: str) -> bytes:
+def secret_key(secret: str, min_bytes: int = MIN_KEY_BYTES) -> bytes:
     """The HMAC key inside a ``whsec_...`` secret."""
     secret = secret.strip()
     if not secret.startswith(SECRET_PREFIX):
@@ -33,8 +36,8 @@ def secret_key(secret: str) -> bytes:
         key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
     except binascii.Error as exc:
         raise BadSecret("the part after whsec_ is not base64") from exc
-    if len(key) < MIN_KEY_BYTES:
-        raise BadSecret(f"the key must be at least {MIN_KEY_BYTES} bytes")
+    if len(key) < min_bytes:
+        raise BadSecret(f"the key is shorter than {min_bytes} bytes once decoded")
     return key
 
 
@@ -62,3 +65,44 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature(secret_key(secret), msg_id, timestamp, body),
     }
+
+
+# A receiver accepts a delivery signed at most this far from its own clock, either way.
+TOLERANCE_S = 5 * 60
+
+
+class BadSignature(Exception):
+    """The delivery is not authentic or not fresh; ``str()`` says which check failed."""
+
+
+def verify(
+    keys: tuple[bytes, ...], headers: Mapping[str, str], body: bytes, *, now: float | None = None
+) -> None:
+    """Raise :class:`BadSignature` unless some ``v1`` signature matches some key, in time."""
+    msg_id = headers.get("webhook-id", "")
+    raw_timestamp = headers.get("webhook-timestamp", "")
+    signatures = headers.get("webhook-signature", "")
+    if not msg_id or not raw_timestamp or not signatures:
+        raise BadSignature("missing webhook-id, webhook-timestamp or webhook-signature")
+    # ASCII digits only: str.isdigit() also takes other scripts' digits, which int() reads.
+    if not (raw_timestamp.isascii() and raw_timestamp.isdigit()):
+        raise BadSignature("webhook-timestamp is not a number")
+    if "." in msg_id:
+        raise BadSignature("webhook-id must not contain '.'")  # it delimits the signed content
+    timestamp = int(raw_timestamp)
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > TOLERANCE_S:
+        raise BadSignature("webhook-timestamp is more than five minutes away from now")
+    offered = [
+        item.partition(",")[2].encode()
+        for item in signatures.split()
+        if item.partition(",")[0] == "v1"
+    ]
+    matched = False
+    for key in keys:
+        expected = signature(key, msg_id, timestamp, body).partition(",")[2].encode()
+        for candidate in offered:
+            # Every pair is compared, so the time taken says nothing about which matched.
+            matched |= hmac.compare_digest(expected, candidate)
+    if not matched:
+        raise BadSignature("no signature matches")
