@@ -74,6 +74,9 @@ def signing_key(kid: str) -> dict[str, Any]:
     """A fresh RSA private key as a JWK, for the provider to sign ID tokens with."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(key))
+    # PyJWT marks a private JWK key_ops ["sign"]; the provider then finds no key to verify
+    # its own ID tokens with (id_token_hint at logout), so the marker goes.
+    jwk.pop("key_ops", None)
     jwk.update(kid=kid, use="sig", alg="RS256")
     return jwk
 

@@ -55,6 +55,11 @@ const provider = new Provider(config.issuer, {
   },
 });
 
+// Why a request failed, in the provider's log (its error pages hide the cause).
+for (const event of ['end_session.error', 'authorization.error', 'grant.error', 'server_error']) {
+  provider.on(event, (ctx, error) => console.error(event, error.message, error.cause ?? ''));
+}
+
 createServer(provider.callback()).listen(config.port, '127.0.0.1', () => {
   console.log(`oidc-provider listening on ${config.issuer}`);
 });
