@@ -16,7 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -32,6 +32,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from proxy.browser import origin_of
 
 ENV_PREFIX = "OWUI_PROXY_"
 
@@ -54,6 +56,7 @@ _ALLOW_RULE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[A-Za-z0-
 _SIGNIN_RULE = "POST /api/v1/auths/signin"
 _ACCOUNT_PREFIXES = ("/api/v1/auths", "/oauth")
 _DOMAIN_RULE = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)+$")
+_PATH_PREFIX = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)+$")
 _HMAC_OR_NONE = re.compile(r"^(none|HS\d+)$", re.IGNORECASE)
 _KNOWN_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -109,6 +112,41 @@ def _check_origin_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _check_path_prefix(value: str) -> str:
+    if not _PATH_PREFIX.fullmatch(value) or "/./" in value or "/../" in value:
+        raise ValueError(
+            f"{value!r} is not a path prefix like /oauth2/ (starts and ends with '/', "
+            "letters, digits and ._~- only, not '/' alone)"
+        )
+    return value
+
+
+def login_loop(login_url: str, public_url: str, auth_path_prefix: str) -> str | None:
+    """Why ``login_url`` would send browsers round in circles, or None when it cannot.
+
+    A login URL on the public host is served by whatever the front proxy routes there:
+    anything but the auth prefix reaches this proxy, which answers an unauthenticated
+    browser with the login redirect again, forever. Plain http on port 80 counts as the
+    public host too: the shipped nginx sends it on to https under the same name.
+    """
+    login, public = urlsplit(login_url), urlsplit(public_url)
+    same_origin = origin_of(login_url) == origin_of(public_url)
+    redirected = login.scheme == "http" and login.port in (None, 80) and public.scheme == "https"
+    same_host = (login.hostname or "").lower() == (public.hostname or "").lower()
+    if not (same_host and (same_origin or redirected)):
+        return None
+    segments = unquote(login.path).split("/")
+    if login.path.startswith(auth_path_prefix) and not {".", ".."} & set(segments):
+        return None
+    return (
+        f"{login_url} is on the public host {public.hostname} but not under "
+        f"OWUI_PROXY_AUTH_PATH_PREFIX ({auth_path_prefix}), so it reaches this proxy and the "
+        "login redirects forever; use the auth service's login under that prefix (e.g. "
+        f"{origin_of(public_url)}{auth_path_prefix}start) and route the prefix to the auth "
+        "service in nginx (deploy/nginx), or set the prefix your nginx routes there"
+    )
+
+
 def _check_network(value: str) -> IPNetwork:
     try:
         return ipaddress.ip_network(value, strict=False)
@@ -127,6 +165,7 @@ Networks = Annotated[
     BeforeValidator(_split_list),
 ]
 Seconds = Annotated[float, Field(gt=0)]
+AuthPathPrefix = Annotated[str, AfterValidator(_check_path_prefix)]
 
 
 class Settings(BaseSettings):
@@ -243,7 +282,14 @@ class Settings(BaseSettings):
     login_url: HttpURL | None = Field(
         None,
         description="Where an unauthenticated browser navigation is sent "
-        "(302, with rd=<original URL>). Needs public_url.",
+        "(302, with rd=<original URL>). Needs public_url. On the public host itself it must "
+        "lie under auth_path_prefix, or it would reach this proxy and loop.",
+    )
+    auth_path_prefix: AuthPathPrefix = Field(
+        "/oauth2/",
+        description="The path prefix of the public host that the front proxy (nginx) routes to "
+        "the auth service instead of this proxy (oauth2-proxy's /oauth2/); must match "
+        "deploy/nginx. A login_url on the public host must lie under it.",
     )
     logout_url: HttpURL | None = Field(
         None,
@@ -428,6 +474,10 @@ class Settings(BaseSettings):
             need("public_url", "with OWUI_PROXY_LOGIN_URL (the rd= target is built from it)")
         if self.signin_hook_url is not None and self.signin_hook_secret_file is None:
             need("signin_hook_secret_file", "with OWUI_PROXY_SIGNIN_HOOK_URL")
+        if self.login_url is not None and self.public_url is not None:
+            loop = login_loop(self.login_url, self.public_url, self.auth_path_prefix)
+            if loop is not None:
+                problems.append(f"{ENV_PREFIX}LOGIN_URL: {loop}")
         if self.internal_listen is not None and self.internal_tokens_file is None:
             need("internal_tokens_file", "with OWUI_PROXY_INTERNAL_LISTEN")
         if self.workers > 1 and self.listen.startswith("unix:"):

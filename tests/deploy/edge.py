@@ -30,6 +30,7 @@ PLACEHOLDERS = frozenset(
         "OWUI_GATE_TLS_CERT",
         "OWUI_GATE_TLS_KEY",
         "OWUI_GATE_PROXY",
+        "OWUI_GATE_AUTH",
     }
 )
 SERVER_NAME = "owui.test"
@@ -111,6 +112,8 @@ class Nginx:
     key: Path
     netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
+    # The auth service behind /oauth2/; nginx needs an address even when nothing listens.
+    auth: str = "127.0.0.1:4180"
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,6 +133,7 @@ class Nginx:
                     "OWUI_GATE_TLS_CERT": str(self.cert),
                     "OWUI_GATE_TLS_KEY": str(self.key),
                     "OWUI_GATE_PROXY": self.proxy,
+                    "OWUI_GATE_AUTH": self.auth,
                 }
             ),
             encoding="utf-8",

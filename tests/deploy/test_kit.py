@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.settings import Settings, load_settings
+from proxy.settings import Settings, load_settings, login_loop
 from tests.deploy.edge import REPO, SITE_CONF
 
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -139,3 +139,15 @@ def test_the_pieces_agree() -> None:
     assert limit is not None
     default = Settings.model_fields["max_body_bytes"].default
     assert int(limit.group(1)) * 1024 * 1024 == default == int(proxy["OWUI_PROXY_MAX_BODY_BYTES"])
+
+
+def test_nginx_routes_the_proxys_auth_prefix() -> None:
+    """The prefix nginx sends to the auth service is the one the proxy's login check assumes
+    (OWUI_PROXY_AUTH_PATH_PREFIX), and the example login URL is accepted under it."""
+    nginx = SITE_CONF.read_text(encoding="utf-8")
+    routed = re.findall(r"location \^~ (\S+) \{\s*proxy_pass http://owui_gate_auth;", nginx)
+    assert routed == [Settings.model_fields["auth_path_prefix"].default]
+    proxy = env_file(ENV / "owui-proxy.env")
+    assert (
+        login_loop(proxy["OWUI_PROXY_LOGIN_URL"], proxy["OWUI_PROXY_PUBLIC_URL"], routed[0]) is None
+    )

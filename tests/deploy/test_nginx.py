@@ -65,8 +65,13 @@ def test_no_route_to_admin_or_internal_listeners() -> None:
     text = SITE_CONF.read_text(encoding="utf-8")
     code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     targets = set(re.findall(r"proxy_pass\s+([^;]+);", code))
-    assert targets == {"http://owui_gate_proxy"}
-    assert re.findall(r"^\s*server\s+(\S+);", code, re.M) == ["${OWUI_GATE_PROXY}"]
+    assert targets == {"http://owui_gate_proxy", "http://owui_gate_auth"}
+    servers = re.findall(r"^\s*server\s+(\S+);", code, re.M)
+    assert servers == ["${OWUI_GATE_PROXY}", "${OWUI_GATE_AUTH}"]
+    # The auth service gets exactly one location: its prefix.
+    assert re.findall(r"location\s+(.+?)\s*\{\s*proxy_pass http://owui_gate_auth;", code) == [
+        "^~ /oauth2/"
+    ]
     assert "underscores_in_headers off;" in code
     assert "client_max_body_size 100m;" in code  # = the proxy's default 100 MiB
 
@@ -103,6 +108,111 @@ async def edge_only(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterat
     finally:
         nginx.stop()
         await server.close()
+
+
+# --- the auth prefix: /oauth2/ goes to the auth service, everything else to the proxy -------
+
+
+@dataclass
+class Routed:
+    proxy: FakeUpstream
+    auth: FakeUpstream
+    https: int
+    tls: TestTLS
+
+    async def get(self, target: str, *extra: str) -> int:
+        response = await raw_https(
+            self.https,
+            [f"GET {target} HTTP/1.1", f"Host: {SERVER_NAME}", *extra, "Connection: close"],
+            ctx=self.tls.client_context(),
+        )
+        return response.status
+
+
+@pytest.fixture
+async def routed(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterator[Routed]:
+    """nginx in front of two recording upstreams: one as the proxy, one as the auth service."""
+    proxy, auth = FakeUpstream(), FakeUpstream()
+    proxy_server = TestServer(proxy.app(), host="127.0.0.1", port=free_port())
+    auth_server = TestServer(auth.app(), host="127.0.0.1", port=free_port())
+    await proxy_server.start_server()
+    await auth_server.start_server()
+    https = free_port()
+    nginx = Nginx(
+        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{proxy_server.port}", tls.cert, tls.key,
+        auth=f"127.0.0.1:{auth_server.port}",
+    )  # fmt: skip
+    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+    try:
+        yield Routed(proxy, auth, https, tls)
+    finally:
+        nginx.stop()
+        await proxy_server.close()
+        await auth_server.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "to_auth"),
+    [
+        pytest.param("/oauth2/start?rd=https%3A%2F%2Fowui.test%2Fc%2F1", True, id="login-start"),
+        pytest.param("/oauth2/callback?code=abc&state=xyz", True, id="oidc-callback"),
+        pytest.param("/oauth2/sign_out", True, id="sign-out"),
+        pytest.param("/oauth2/auth", True, id="auth-endpoint"),
+        pytest.param("/%6Fauth2/start", True, id="encoded-letter-is-the-same-path"),
+        pytest.param("/", False, id="root"),
+        pytest.param("/oauth2x/start", False, id="look-alike"),
+        pytest.param("/api/oauth2/start", False, id="prefix-not-at-start"),
+        pytest.param("/oauth/google/login", False, id="openwebui-own-oauth"),
+        pytest.param("/ws/socket.io/?EIO=4&transport=polling", False, id="socketio"),
+    ],
+)
+async def test_auth_prefix_reaches_the_auth_service_only(
+    routed: Routed, target: str, to_auth: bool
+) -> None:
+    """/oauth2/... goes to the auth service, never the proxy; no other path goes there."""
+    assert await routed.get(target) == 200
+    reached, missed = (routed.auth, routed.proxy) if to_auth else (routed.proxy, routed.auth)
+    assert [s.raw_path for s in reached.seen] == [target]
+    assert missed.seen == []
+
+
+async def test_bare_prefix_is_redirected_into_it(routed: Routed) -> None:
+    """Exactly /oauth2 gets nginx's own 301 to /oauth2/ (a prefix location's rule): no loop,
+    neither service sees it."""
+    assert await routed.get("/oauth2") == 301
+    assert routed.auth.seen == routed.proxy.seen == []
+
+
+async def test_auth_service_sees_nginx_view_not_the_client_forgeries(routed: Routed) -> None:
+    """The auth service builds its redirect URLs from these: nginx's values, once each."""
+    status = await routed.get(
+        "/oauth2/start",
+        "X-Forwarded-Host: evil.example",
+        "X-Forwarded-Proto: http",
+        "X-Forwarded-Port: 1",
+        "X-Forwarded-For: 6.6.6.6",
+        "X-Forwarded-Uri: /evil",
+        "X-Original-URL: https://evil.example/",
+        "X-Auth-Request-Redirect: https://evil.example/",
+        "X-User-Email: evil@attacker.example",
+        "Proxy-Authorization: Bearer stolen",
+        "Cookie: _oauth2_proxy=session",
+    )
+    assert status == 200
+    seen = routed.auth.last()
+    assert seen.values("Host") == [SERVER_NAME]
+    assert seen.values("X-Forwarded-Host") == [SERVER_NAME]
+    assert seen.values("X-Forwarded-Proto") == ["https"]
+    assert seen.values("X-Forwarded-Port") == [str(routed.https)]
+    assert seen.values("X-Forwarded-For") == ["127.0.0.1"]
+    assert seen.values("Cookie") == ["_oauth2_proxy=session"]  # its own session cookie
+    names = seen.names_normalised()
+    for gone in (
+        "x-forwarded-uri", "x-original-url", "x-auth-request-redirect", "x-user-email",
+        "proxy-authorization", "forwarded", "x-real-ip",
+    ):  # fmt: skip
+        assert gone not in names, seen.headers
 
 
 async def test_edge_strips_identity_and_forged_forwarding(edge_only: EdgeOnly) -> None:
