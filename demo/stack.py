@@ -7,10 +7,12 @@
    OpenAI connection; then creates the operator's admin account directly, first, so that no
    user who signs in later becomes admin;
 3. the proxy (``owui-proxy``): the only ingress, forward-auth to the demo IdP, with an internal
-   act-as listener whose service token is generated here;
-4. the provisioner's webhook receiver (``owui-provision webhook``) with the example course;
-5. the demo identity provider (``owui-demo-idp``): login page, forward-auth endpoint, logout,
-   and a signed signup webhook to the receiver on each first login.
+   act-as listener whose service token is generated here, and its first-sign-in hook: the
+   first time it sees a user, a signed ``user.seen`` event goes to the receiver;
+4. the provisioner's webhook receiver (``owui-provision webhook``) with the example courses
+   (one for everyone, one for the ``year-9`` group);
+5. the demo identity provider (``owui-demo-idp``): login page, forward-auth endpoint, logout.
+   Like the IdPs schools have, it sends no signup webhook: provisioning starts at the proxy.
 
 It prints the URL to open and what each process is; Ctrl-C or SIGTERM stops everything in
 reverse order. ``--check`` starts everything, verifies it end to end, stops and exits 0 (used
@@ -45,6 +47,8 @@ from proxy.webhooks import new_secret
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_COURSE = REPO / "examples" / "welcome.toml"
+GROUP_COURSE = REPO / "examples" / "year-9.toml"
+CHECK_GROUP = "year-9"
 
 
 class StackError(RuntimeError):
@@ -168,6 +172,11 @@ class StackConfig:
     operator_email: str = "operator@example.com"
     operator_name: str = "Operator"
     course: Path = DEFAULT_COURSE
+    # More course files for the receiver (each may be for some groups only).
+    extra_courses: tuple[Path, ...] = ()
+    # True: the proxy's first-sign-in hook triggers provisioning (any IdP works so); False:
+    # the demo IdP sends a Clerk-style signup webhook on first login instead.
+    signin_hook: bool = True
     token_delay: float = 0.05
     host: str = "127.0.0.1"
     # Extra OpenWebUI settings (the e2e tests turn on the role and groups headers, so that a
@@ -205,6 +214,10 @@ class Stack:
         self.stop()
 
     @property
+    def courses(self) -> tuple[Path, ...]:
+        return (self.config.course, *self.config.extra_courses)
+
+    @property
     def logs(self) -> Path:
         return self.config.state_dir / "logs"
 
@@ -221,8 +234,9 @@ class Stack:
     def prepare(self) -> None:
         """Pick the ports and write the secrets every later step refers to."""
         cfg = self.config
-        if not cfg.course.is_file():
-            raise StackError(f"course file {cfg.course} does not exist")
+        for course in self.courses:
+            if not course.is_file():
+                raise StackError(f"course file {course} does not exist")
         host = cfg.host
         secrets_dir = cfg.state_dir / "secrets"
         self.service_token_file = write_secret(
@@ -291,6 +305,7 @@ class Stack:
                 "OWUI_PROXY_INTERNAL_LISTEN": self.internal_url.removeprefix("http://"),
                 "OWUI_PROXY_INTERNAL_TOKENS_FILE": str(self.service_token_file),
             }
+            | self.signin_hook_env()
         )
         self.services["proxy"] = spawn(
             "proxy",
@@ -303,14 +318,23 @@ class Stack:
             ready=http_ready(f"{self.admin_url}/readyz", want=200),
         )
 
+    def signin_hook_env(self) -> dict[str, str]:
+        """The proxy's first-sign-in hook, pointed at the receiver (when the config wants it)."""
+        if not self.config.signin_hook:
+            return {}
+        return {
+            "OWUI_PROXY_SIGNIN_HOOK_URL": self.webhook_url,
+            "OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE": str(self.webhook_secret_file),
+        }
+
     def start_webhook(self) -> None:
         """The provisioner's webhook receiver, acting through the internal listener."""
         listen = self.webhook_url.removeprefix("http://").split("/", 1)[0]
         self.services["webhook"] = spawn(
             "provisioner webhook",
-            "owui-provision webhook: signed signup event -> course threads, through the "
+            "owui-provision webhook: signed user.seen event -> course threads, through the "
             "internal listener (production: the same, private network)",
-            [str(console_script("owui-provision")), "webhook", str(self.config.course),
+            [str(console_script("owui-provision")), "webhook", *map(str, self.courses),
              "--listen", listen, "--secret-file", str(self.webhook_secret_file)],
             env=child_environment(self.provision_env()),
             url=self.webhook_url,
@@ -322,8 +346,8 @@ class Stack:
         """The demo identity provider."""
         self.services["idp"] = spawn(
             "demo IdP",
-            "owui-demo-idp: login page, forward-auth, logout, signup webhooks "
-            "(production: oauth2-proxy, Authelia, authentik, Clerk, ...)",
+            "owui-demo-idp: login page, forward-auth, logout "
+            "(production: oauth2-proxy, Authelia, authentik, ...)",
             self.idp_command(),
             env=child_environment({}),
             url=f"{self.idp_url}/login",
@@ -333,15 +357,17 @@ class Stack:
 
     def idp_command(self) -> list[str]:
         """The demo IdP's command line."""
-        return [
+        command = [
             str(console_script("owui-demo-idp")),
             "--listen", self.idp_url.removeprefix("http://"),
             "--public-url", self.public_url,
-            "--webhook-url", self.webhook_url,
-            "--webhook-secret-file", str(self.webhook_secret_file),
             # Who signed in before: with a reused --state-dir, returning users are not new.
             "--state-file", str(self.config.state_dir / "idp-users.json"),
         ]  # fmt: skip
+        if not self.config.signin_hook:
+            command += ["--webhook-url", self.webhook_url]
+            command += ["--webhook-secret-file", str(self.webhook_secret_file)]
+        return command
 
     def provision_env(self) -> dict[str, str]:
         """Environment for ``owui-provision`` to act through this stack's internal listener."""
@@ -389,8 +415,10 @@ def check(stack: Stack, timeout: float = 90.0) -> None:
     """End-to-end smoke test of a running stack; raises :class:`StackError` on a problem.
 
     ``owui-provision check`` passes; an anonymous API call through the proxy is refused; a new
-    user signing in at the demo IdP finds one archived thread per course module, reading them
-    through the proxy's public listener like the browser would.
+    user (in the ``year-9`` group) signing in at the demo IdP and then reaching OpenWebUI
+    through the proxy finds one archived thread per module of every course for them,
+    reading them through the proxy's public listener like the browser would. Nothing but the
+    proxy's first-sign-in hook tells the provisioner about that user.
     """
     result = subprocess.run(
         [str(console_script("owui-provision")), "check"],
@@ -407,12 +435,22 @@ def check(stack: Stack, timeout: float = 90.0) -> None:
         raise StackError(
             f"an anonymous request through the proxy got {response.status_code}, expected 401"
         )
-    modules = len(tomllib.loads(stack.config.course.read_text(encoding="utf-8"))["modules"])
+    modules = 0
+    for course in stack.courses:
+        data = tomllib.loads(course.read_text(encoding="utf-8"))
+        groups = data["course"].get("groups", [])
+        if not groups or CHECK_GROUP in groups:
+            modules += len(data["modules"])
     email = f"demo-check-{secrets.token_hex(4)}@example.com"
     with httpx.Client(timeout=30.0) as client:
         login = client.post(
             f"{stack.idp_url}/login",
-            data={"email": email, "name": "Demo Check", "rd": f"{stack.public_url}/"},
+            data={
+                "email": email,
+                "name": "Demo Check",
+                "groups": CHECK_GROUP,
+                "rd": f"{stack.public_url}/",
+            },
         )
         if login.status_code not in (302, 303):
             raise StackError(f"demo IdP login answered {login.status_code}")
@@ -427,12 +465,14 @@ def check(stack: Stack, timeout: float = 90.0) -> None:
         while time.monotonic() < deadline:
             listed = client.get(f"{stack.public_url}/api/v1/chats/archived", headers=auth)
             found = len(listed.json()) if listed.status_code == 200 else 0
-            if found >= modules:
+            if found == modules:
                 return
+            if found > modules:
+                break
             time.sleep(1)
     raise StackError(
-        f"{email} signed in, but after {timeout:.0f} s has {found} of {modules} course threads; "
-        f"see {stack.logs}/webhook.log and idp.log"
+        f"{email} signed in, but has {found} course threads where {modules} were expected; "
+        f"see {stack.logs}/webhook.log and proxy.log"
     )
 
 
@@ -466,7 +506,16 @@ def _run(argv: Sequence[str] | None) -> tuple[int, Path, bool]:
         default=8000,
         help="proxy port, 0 for any (default %(default)s)",
     )
-    parser.add_argument("--course", type=Path, default=DEFAULT_COURSE, help="course TOML")
+    parser.add_argument(
+        "--course", type=Path, default=DEFAULT_COURSE, help="the course for everyone (TOML)"
+    )
+    parser.add_argument(
+        "--extra-course",
+        type=Path,
+        action="append",
+        default=[GROUP_COURSE],
+        help="more course files, e.g. for some groups only (repeatable; default %(default)s)",
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -479,7 +528,14 @@ def _run(argv: Sequence[str] | None) -> tuple[int, Path, bool]:
     args = parser.parse_args(argv)
     temporary = args.state_dir is None
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="owui-gate-demo-"))
-    stack = Stack(StackConfig(state_dir=state_dir, public_port=args.port, course=args.course))
+    stack = Stack(
+        StackConfig(
+            state_dir=state_dir,
+            public_port=args.port,
+            course=args.course,
+            extra_courses=tuple(args.extra_course),
+        )
+    )
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
     try:
@@ -510,8 +566,9 @@ def _banner(stack: Stack) -> str:
     return (
         f"\nowui-gate demo is running.  Open {stack.public_url}\n\n"
         f"{stack.describe()}\n\n"
-        "Sign in on the demo IdP's page with any new email: its signup webhook makes the\n"
-        "provisioner create the course threads (user menu > Settings > Archived Chats).\n"
+        "Sign in on the demo IdP's page with any new email (add the group year-9 for the\n"
+        "second course): the proxy sees you for the first time and its sign-in hook makes the\n"
+        "provisioner create your course threads (user menu > Settings > Archived Chats).\n"
         f"The operator (admin) is {stack.config.operator_email}: sign in as that to be admin.\n"
         "Provision someone by hand:\n"
         f"  OWUI_PROVISION_URL={stack.internal_url} "

@@ -38,6 +38,9 @@ ARTIFACTS_ROOT = REPO / "artifacts" / "e2e"
 ARTIFACTS = ARTIFACTS_ROOT / f"session-{os.getpid()}"
 COURSE_FILE = Path(__file__).with_name("course.toml")
 COURSE: dict[str, Any] = tomllib.loads(COURSE_FILE.read_text(encoding="utf-8"))
+# Served by the receiver next to COURSE: only users in its group get it (first-sign-in tests).
+GROUP_COURSE_FILE = Path(__file__).with_name("course-year9.toml")
+GROUP_COURSE: dict[str, Any] = tomllib.loads(GROUP_COURSE_FILE.read_text(encoding="utf-8"))
 OPERATOR_EMAIL = "operator@example.com"
 # OpenWebUI honours these only when configured; the e2e OpenWebUI is, so that a groups or role
 # header leaking through the proxy would be an observable escalation, not a silently ignored one.
@@ -67,6 +70,7 @@ def stack() -> Iterator[Stack]:
         state_dir=state,
         public_port=0,
         course=COURSE_FILE,
+        extra_courses=(GROUP_COURSE_FILE,),
         operator_email=OPERATOR_EMAIL,
         token_delay=0.1,
         openwebui_env=OPENWEBUI_EXTRA,
