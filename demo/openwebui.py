@@ -7,7 +7,7 @@ under a file lock, so two installers started at once (two test sessions, the dem
 tests) neither clash nor install twice; everyone else reuses it.
 
 Each start gets a fresh ``DATA_DIR``, a free loopback port, the offline settings from
-``OPENWEBUI.md`` and trusted-header mode, and logs to a file kept for post-mortems. The
+``docs/openwebui.md`` and trusted-header mode, and logs to a file kept for post-mortems. The
 process runs in its own process group so that stopping it also stops whatever it spawned.
 """
 

@@ -47,7 +47,7 @@ def build_chat(
 ) -> dict[str, Any]:
     """The ``chat`` object for ``POST /api/v1/chats/new``: one assistant message at the root.
 
-    The shape is the one that renders in OpenWebUI 0.12.4 (see ``OPENWEBUI.md``):
+    The shape is the one that renders in OpenWebUI 0.12.4 (see ``docs/openwebui.md``):
     ``history`` and ``messages`` hold the same message, and ``history.currentId`` points at
     it (a null ``currentId`` shows an empty chat).
     """

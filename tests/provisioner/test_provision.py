@@ -39,7 +39,7 @@ def only_archived_thread(fake: FakeOpenWebUI, module: str) -> Any:
 async def test_creates_one_archived_thread_per_module(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
-    """Each module becomes one archived chat shaped like OPENWEBUI.md's example."""
+    """Each module becomes one archived chat shaped like docs/openwebui.md's example."""
     results = await provisioner.provision_user([course], EMAIL, "Ada Lovelace")
 
     assert [(r.module, r.status, r.archived) for r in results] == [
