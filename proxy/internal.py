@@ -369,7 +369,6 @@ def create_internal_app(settings: Settings, upstream: Upstream) -> web.Applicati
     """
     problems: list[str] = []
     tokens: TokenStore | None = None
-    allowlist: Allowlist | None = None
     if settings.internal_tokens_file is None:
         problems.append("OWUI_PROXY_INTERNAL_TOKENS_FILE: required for the internal listener")
     else:
@@ -377,12 +376,9 @@ def create_internal_app(settings: Settings, upstream: Upstream) -> web.Applicati
             tokens = TokenStore(settings.internal_tokens_file)
         except TokenFileError as exc:
             problems.extend(f"OWUI_PROXY_INTERNAL_TOKENS_FILE: {p}" for p in str(exc).splitlines())
-    try:
-        allowlist = Allowlist(settings.internal_allow)
-    except ValueError as exc:
-        problems.append(f"OWUI_PROXY_INTERNAL_ALLOW: {exc}")
-    if problems or tokens is None or allowlist is None:
+    if problems or tokens is None:
         raise InternalConfigError(problems)
+    allowlist = settings.internal_allowlist  # parsed and checked when the settings loaded
 
     handler = InternalHandler(settings, upstream, tokens, allowlist)
     app = web.Application(

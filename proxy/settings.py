@@ -14,6 +14,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -33,7 +34,10 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from proxy.allowlist import Allowlist
 from proxy.browser import origin_of
+from proxy.tokens import TokenFileError, load_tokens
+from proxy.webhooks import BadSecret, read_secret_file
 
 ENV_PREFIX = "OWUI_PROXY_"
 
@@ -398,6 +402,27 @@ class Settings(BaseSettings):
                 raise ValueError("Authorization carries OpenWebUI's own token; use another header")
         return value
 
+    @field_validator("internal_tokens_file")
+    @classmethod
+    def _check_tokens_file(cls, value: Path | None) -> Path | None:
+        """Read at load, so its problems are listed with every other setting's."""
+        if value is not None:
+            try:
+                load_tokens(value)
+            except TokenFileError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("signin_hook_secret_file")
+    @classmethod
+    def _check_hook_secret(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                read_secret_file(value)
+            except BadSecret as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
     @field_validator("allowed_email_domains")
     @classmethod
     def _check_domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -430,6 +455,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"rule(s) {bad!r} are not 'METHOD /path' with optional {{param}} segments"
             )
+        Allowlist(value)  # every rule parses, here at load rather than at listener start
         # Account endpoints hand out tokens or change who a user is; only the sign-in is
         # guarded (no admin token, not during onboarding: proxy/internal.py).
         accounts = [
@@ -510,6 +536,11 @@ class Settings(BaseSettings):
         # The environment wins over the TOML file, which arrives as init keyword arguments.
         return (env_settings, init_settings)
 
+    @cached_property
+    def internal_allowlist(self) -> Allowlist:
+        """``internal_allow`` parsed (it was checked to parse when the settings loaded)."""
+        return Allowlist(self.internal_allow)
+
     def redacted(self) -> dict[str, Any]:
         """The settings as logged at start: paths are shown, never the secrets inside them."""
         return self.model_dump(mode="json")
@@ -533,7 +564,7 @@ def _describe(error: Mapping[str, Any], from_file: Path | None, file_keys: set[s
     elif error.get("type") == "extra_forbidden":
         where = f"{field} in {from_file}" if from_file else field
         message = "unknown setting"
-    return f"{where}: {message}"
+    return "\n".join(f"{where}: {line}" for line in message.splitlines())
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

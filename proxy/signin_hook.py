@@ -33,7 +33,6 @@ from proxy import logs, webhooks
 from proxy.errors import ConfigProblems
 from proxy.identity import Identity
 from proxy.metrics import Metrics
-from proxy.secretfile import SecretFileError, read_secret_lines
 from proxy.settings import Settings
 
 EVENT_TYPE = "user.seen"
@@ -52,19 +51,9 @@ class HookConfigError(ConfigProblems):
 def load_secret(path: Path) -> str:
     """The first ``whsec_`` secret in ``path`` (checked, so a typo fails at start)."""
     try:
-        lines = read_secret_lines(path)
-    except SecretFileError as exc:
-        raise HookConfigError(f"OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE: {exc}") from exc
-    if not lines:
-        raise HookConfigError(f"OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE: {path} holds no secret")
-    number, secret = lines[0]
-    try:
-        webhooks.secret_key(secret)
+        return webhooks.read_secret_file(path)
     except webhooks.BadSecret as exc:
-        raise HookConfigError(
-            f"OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE: {path}:{number}: {exc}"
-        ) from exc
-    return secret
+        raise HookConfigError(f"OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE: {exc}") from exc
 
 
 def event_for(identity: Identity, now: datetime) -> dict[str, Any]:

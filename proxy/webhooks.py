@@ -18,6 +18,9 @@ import hmac
 import secrets
 import time
 from collections.abc import Mapping
+from pathlib import Path
+
+from proxy.secretfile import SecretFileError, read_secret_lines
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's marker for a secret, not a secret
 MIN_KEY_BYTES = 24  # the spec: at least 24 bytes (192 bits) of key
@@ -39,6 +42,23 @@ def secret_key(secret: str, min_bytes: int = MIN_KEY_BYTES) -> bytes:
     if len(key) < min_bytes:
         raise BadSecret(f"the key is shorter than {min_bytes} bytes once decoded")
     return key
+
+
+def read_secret_file(path: Path) -> str:
+    """The first ``whsec_`` secret in ``path`` (checked); raises :class:`BadSecret` naming
+    the file and line, never the secret."""
+    try:
+        lines = read_secret_lines(path)
+    except SecretFileError as exc:
+        raise BadSecret(str(exc)) from exc
+    if not lines:
+        raise BadSecret(f"{path} holds no secret")
+    number, secret = lines[0]
+    try:
+        secret_key(secret)
+    except BadSecret as exc:
+        raise BadSecret(f"{path}:{number}: {exc}") from exc
+    return secret
 
 
 def new_secret() -> str:

@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
-from proxy.internal import InternalConfigError, create_internal_app, reload_tokens
+from proxy.internal import create_internal_app, reload_tokens
 from proxy.relay import Upstream
-from proxy.settings import Settings
+from proxy.settings import Settings, SettingsError, load_settings
 from proxy.tokens import fingerprint
 from tests.fakes import FakeUpstream, Seen
 from tests.proxy.rawhttp import raw_request
@@ -59,6 +59,23 @@ class Internal:
             body=body,
         )
         return response.status, response.headers, response.body
+
+
+def load_settings_from(tmp_path: Path, **extra: str) -> Settings:
+    """The settings as the process loads them (environment), so every problem is listed."""
+    values = {
+        "upstream": "http://127.0.0.1:9",
+        "auth": "forward",
+        "forward_auth_url": "http://127.0.0.1:9/oauth2/auth",
+        "internal_listen": "127.0.0.1:8001",
+        "internal_tokens_file": str(tmp_path / "tokens"),
+        **extra,
+    }
+    env = {f"OWUI_PROXY_{key.upper()}": value for key, value in values.items()}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        return load_settings()
 
 
 def write_tokens(path: Path, *tokens: str, mode: int = 0o600) -> Path:
@@ -670,27 +687,27 @@ async def test_sighup_reloads_the_tokens(internal: Internal) -> None:
 
 def test_world_readable_token_file_stops_start_up(tmp_path: Path) -> None:
     write_tokens(tmp_path / "tokens", TOKEN, mode=0o644)
-    with pytest.raises(InternalConfigError) as info:
-        create_internal_app(make_settings(tmp_path), Upstream.__new__(Upstream))
+    with pytest.raises(SettingsError) as info:
+        load_settings_from(tmp_path)
     assert "world-readable" in str(info.value)
     assert f"chmod 600 {tmp_path / 'tokens'}" in str(info.value)
 
 
 def test_short_token_line_stops_start_up_naming_the_line(tmp_path: Path) -> None:
     write_tokens(tmp_path / "tokens", TOKEN, "too-short-secret")
-    with pytest.raises(InternalConfigError) as info:
-        create_internal_app(make_settings(tmp_path), Upstream.__new__(Upstream))
+    with pytest.raises(SettingsError) as info:
+        load_settings_from(tmp_path)
     assert f"{tmp_path / 'tokens'}:3:" in str(info.value)
     assert "too-short-secret" not in str(info.value)
 
 
 def test_every_start_up_problem_is_reported_together(tmp_path: Path) -> None:
-    """A bad token file and a bad allowlist rule: both listed, each naming its setting."""
+    """A bad token file and a bad allowlist rule: both listed, each naming its setting,
+    when the settings load (before any listener is built)."""
     write_tokens(tmp_path / "tokens", "short")
-    # The settings model admits this rule; the allowlist refuses its dot segment.
-    settings = make_settings(tmp_path, internal_allow=("GET /api/../config",))
-    with pytest.raises(InternalConfigError) as info:
-        create_internal_app(settings, Upstream.__new__(Upstream))
+    # The rule's shape passes the first check; the allowlist parser refuses its dot segment.
+    with pytest.raises(SettingsError) as info:
+        load_settings_from(tmp_path, internal_allow="GET /api/../config")
     problems = info.value.problems
     assert any(p.startswith("OWUI_PROXY_INTERNAL_TOKENS_FILE:") for p in problems)
     assert any(p.startswith("OWUI_PROXY_INTERNAL_ALLOW:") and "'..'" in p for p in problems)

@@ -19,8 +19,8 @@ from provisioner.webhook import BadSignature, verify
 from proxy.app import Runtime, create_admin_app, create_app
 from proxy.identity import Identity
 from proxy.metrics import Metrics
-from proxy.settings import Settings
-from proxy.signin_hook import HookConfigError, SeenMemory, SigninHook, backoff
+from proxy.settings import Settings, SettingsError, load_settings
+from proxy.signin_hook import SeenMemory, SigninHook, backoff
 from proxy.webhooks import new_secret, secret_key
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 from tests.proxy.test_jwt import eventually
@@ -266,21 +266,24 @@ def test_backoff_doubles_with_jitter_up_to_five_minutes(attempt: int) -> None:
         ("not-a-secret\n", 0o600, "starts with 'whsec_'"),
     ],
 )
-async def test_an_unusable_secret_file_stops_the_start(
+def test_an_unusable_secret_file_stops_the_start(
     tmp_path: Path, content: str, mode: int, problem: str
 ) -> None:
     path = tmp_path / "secret"
     path.write_text(content, encoding="ascii")
     path.chmod(mode)
-    settings = Settings(
-        upstream="http://127.0.0.1:9",
-        auth="forward",
-        forward_auth_url="http://127.0.0.1:9/auth",
-        signin_hook_url="http://127.0.0.1:9/hook",
-        signin_hook_secret_file=path,
-    )
-    with pytest.raises(HookConfigError) as info:
-        await Runtime(settings).start()
+    env = {
+        "OWUI_PROXY_UPSTREAM": "http://127.0.0.1:9",
+        "OWUI_PROXY_AUTH": "forward",
+        "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:9/auth",
+        "OWUI_PROXY_SIGNIN_HOOK_URL": "http://127.0.0.1:9/hook",
+        "OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE": str(path),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        with pytest.raises(SettingsError) as info:
+            load_settings()
     assert problem in str(info.value)
     assert "OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE" in str(info.value)
 
