@@ -38,8 +38,7 @@ from demo import session as sessions
 from demo.delivery import DEFAULT_RETRY_DELAYS, WebhookSender
 from demo.redirect import safe_redirect
 from demo.users import SeenUsers, user_created_event
-from proxy.errors import BadIdentity
-from proxy.identity import make_identity
+from proxy.identity import InvalidIdentity, make_identity
 from proxy.webhooks import BadSecret, secret_key
 
 log = structlog.get_logger(__name__)
@@ -153,7 +152,7 @@ class Handlers:
         email, name = _field(form, "email"), _field(form, "name")
         try:
             identity = make_identity(email, name, _field(form, "groups"))
-        except BadIdentity as exc:
+        except InvalidIdentity as exc:
             return _page("Sign in", _login_form(rd, exc.reason, email, name), 400)
         value = sessions.encode(
             self._config.cookie_key,

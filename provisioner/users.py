@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.errors import BadInput
-from proxy.errors import BadIdentity
-from proxy.identity import validate_email, validate_name
+from proxy.identity import InvalidIdentity, validate_email, validate_name
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 SNIFFED_DELIMITERS = ",;\t|"
@@ -83,7 +82,7 @@ def checked_identity(email: str, name: str | None) -> tuple[str, str | None]:
         )
     try:
         return validate_email(email), validate_name(name)
-    except BadIdentity as exc:
+    except InvalidIdentity as exc:
         raise BadInput(f"{exc.reason}: {email!r}") from exc
 
 

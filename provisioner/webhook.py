@@ -47,8 +47,7 @@ from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
 from proxy import webhooks
-from proxy.errors import BadIdentity
-from proxy.identity import parse_groups
+from proxy.identity import InvalidIdentity, parse_groups
 from proxy.secretfile import SecretFileError, read_secret_lines
 from proxy.webhooks import BadSignature, verify
 
@@ -127,7 +126,7 @@ def _seen_user(data: Any) -> Signup:
     email, name = checked_identity(email, name)
     try:
         return Signup(email, name, parse_groups(groups))
-    except BadIdentity as exc:
+    except InvalidIdentity as exc:
         raise BadInput(f"user.seen: {exc.reason}") from exc
 
 

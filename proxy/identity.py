@@ -11,7 +11,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from proxy.errors import BadIdentity
+
+class InvalidIdentity(ValueError):
+    """An identity value refused by validation; ``reason`` says why (safe to show, never the
+    value). Neutral on purpose: each caller maps it to what it means on its path (the
+    auth service erred: 502; a token's claims: 401; an internal caller's header: 400)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
 
 # Deliberately plain: one @, a dot in the domain, no spaces, quotes, angle brackets or commas.
 _EMAIL = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+$")
@@ -49,9 +58,9 @@ class Identity:
 
 def _reject_control(field: str, value: str) -> None:
     if any(ch in value for ch in _FORBIDDEN):
-        raise BadIdentity(f"{field} contains CR, LF or NUL")
+        raise InvalidIdentity(f"{field} contains CR, LF or NUL")
     if not _is_text(value):
-        raise BadIdentity(f"{field} is not valid UTF-8 text")
+        raise InvalidIdentity(f"{field} is not valid UTF-8 text")
 
 
 def _is_text(value: str) -> bool:
@@ -69,17 +78,17 @@ def _is_text(value: str) -> bool:
 
 
 def validate_email(raw: str | None) -> str:
-    """Return the email lower-cased, or raise :class:`BadIdentity`."""
+    """Return the email lower-cased, or raise :class:`InvalidIdentity`."""
     if raw is None or not raw.strip():
-        raise BadIdentity("email missing")
+        raise InvalidIdentity("email missing")
     _reject_control("email", raw)
     # Before any case folding: str.lower() maps some non-ASCII letters onto ASCII ones
     # (KELVIN SIGN U+212A becomes "k"), which would let "\u212aate@x" sign in as kate@x.
     if not raw.isascii():
-        raise BadIdentity("email has non-ASCII characters")
+        raise InvalidIdentity("email has non-ASCII characters")
     email = raw.strip().lower()
     if len(email) > MAX_EMAIL or not _EMAIL.fullmatch(email):
-        raise BadIdentity("email is not a plausible address")
+        raise InvalidIdentity("email is not a plausible address")
     return email
 
 
@@ -89,7 +98,7 @@ def validate_name(raw: str | None) -> str | None:
     _reject_control("name", raw)
     name = raw.strip()
     if len(name) > MAX_NAME:
-        raise BadIdentity("name too long")
+        raise InvalidIdentity("name too long")
     return name
 
 
@@ -101,17 +110,17 @@ def parse_groups(raw: str | Iterable[str] | None) -> tuple[str, ...]:
     groups: list[str] = []
     for item in items:
         if not isinstance(item, str):
-            raise BadIdentity("groups must be strings")
+            raise InvalidIdentity("groups must be strings")
         _reject_control("groups", item)
         group = item.strip()
         if group:
             if "," in group:
-                raise BadIdentity("a group name contains a comma")
+                raise InvalidIdentity("a group name contains a comma")
             if len(group) > MAX_GROUP:
-                raise BadIdentity("a group name is too long")
+                raise InvalidIdentity("a group name is too long")
             groups.append(group)
     if len(groups) > MAX_GROUPS:
-        raise BadIdentity("too many groups")
+        raise InvalidIdentity("too many groups")
     return tuple(groups)
 
 

@@ -59,7 +59,6 @@ from proxy.allowlist import Allowed, Allowlist
 from proxy.errors import (
     AccessDenied,
     ActAsRefused,
-    BadIdentity,
     BadRequest,
     BodyTooLarge,
     ConfigProblems,
@@ -69,7 +68,7 @@ from proxy.errors import (
     UpstreamError,
 )
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
-from proxy.identity import Identity, make_identity
+from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.relay import Upstream, read_whole, send, stream_back, whole_response
 from proxy.respond import REQUEST_ID_KEY, error_response, new_request_id
 from proxy.settings import Settings
@@ -325,7 +324,7 @@ class InternalHandler:
             return None
         try:
             email = make_identity(emails[0]).email
-        except BadIdentity as exc:
+        except InvalidIdentity as exc:
             raise BadRequest(f"{email_header}: {exc.reason}") from exc
         try:
             # Sent percent-encoded, as OpenWebUI reads it; validated decoded, so an encoded
@@ -335,7 +334,7 @@ class InternalHandler:
             name = make_identity(email, decoded).name
         except UnicodeDecodeError as exc:
             raise BadRequest(f"{name_header}: percent-encoded bytes are not UTF-8") from exc
-        except BadIdentity as exc:
+        except InvalidIdentity as exc:
             raise BadRequest(f"{name_header}: {exc.reason}") from exc
         identity = Identity(email=email, name=name)  # no groups: see the module docstring
         refusal = self.access.check(identity)

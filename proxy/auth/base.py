@@ -26,9 +26,9 @@ class Authenticator(Protocol):
     """Decides who a public request comes from.
 
     ``authenticate`` returns an :class:`Identity` (validated via ``proxy.identity``) or a
-    :class:`Denied`; it raises ``AuthServiceUnavailable`` when it cannot decide and
-    ``BadIdentity`` when the source gave an unusable value. It never reads identity from
-    the client's own identity headers.
+    :class:`Denied`; it raises ``AuthServiceUnavailable`` when it cannot decide. An unusable
+    identity value is ``BadIdentity`` (502) from an auth service, a 401 ``Denied`` from a
+    token. It never reads identity from the client's own identity headers.
     """
 
     async def start(self) -> None:

@@ -29,7 +29,7 @@ from proxy import logs
 from proxy.auth.base import Denied
 from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest
 from proxy.headers import HeaderPolicy, forwarded_view
-from proxy.identity import Identity, make_identity
+from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 
@@ -197,11 +197,14 @@ class ForwardAuthenticator:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise AuthServiceUnavailable(f"auth service failed ({type(exc).__name__})") from exc
         if 200 <= status < 300:
-            identity = make_identity(
-                _one(headers, self.email_header),
-                _one(headers, self.name_header),
-                _one(headers, self.groups_header),
-            )
+            try:
+                identity = make_identity(
+                    _one(headers, self.email_header),
+                    _one(headers, self.name_header),
+                    _one(headers, self.groups_header),
+                )
+            except InvalidIdentity as exc:
+                raise BadIdentity(exc.reason) from exc
             if key is not None and self.cache is not None:
                 self.cache.put(key, identity)
             return identity

@@ -43,8 +43,8 @@ from jwt.exceptions import (
 
 from proxy.auth.base import Denied
 from proxy.auth.jwks import JwksCache, JwksError, PublicKey, load_pem_key
-from proxy.errors import AuthServiceUnavailable, BadIdentity
-from proxy.identity import Identity, make_identity
+from proxy.errors import AuthServiceUnavailable
+from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -181,7 +181,7 @@ class JwtAuthenticator:
                 groups_claim=self._groups_claim,
                 require_email_verified=self._require_email_verified,
             )
-        except BadIdentity as exc:
+        except InvalidIdentity as exc:
             return _deny(f"valid token, unusable identity: {exc.reason}")
 
     def _token(self, request: web.Request) -> str | Denied:
@@ -290,20 +290,20 @@ def identity_from_claims(
     groups_claim: str,
     require_email_verified: bool,
 ) -> Identity:
-    """Verified claims to an :class:`Identity`; raises :class:`BadIdentity` when unusable.
+    """Verified claims to an :class:`Identity`; raises :class:`InvalidIdentity` when unusable.
 
     A claim that is present but of the wrong type is refused rather than ignored: it means
     the IdP is configured differently from what the proxy was told.
     """
     email = claims.get(email_claim)
     if email is not None and not isinstance(email, str):
-        raise BadIdentity(f"claim {email_claim!r} is not a string")
+        raise InvalidIdentity(f"claim {email_claim!r} is not a string")
     if require_email_verified and claims.get("email_verified") is not True:
-        raise BadIdentity("email_verified is not true")
+        raise InvalidIdentity("email_verified is not true")
     name = claims.get(name_claim)
     if name is not None and not isinstance(name, str):
-        raise BadIdentity(f"claim {name_claim!r} is not a string")
+        raise InvalidIdentity(f"claim {name_claim!r} is not a string")
     groups = claims.get(groups_claim)
     if groups is not None and not isinstance(groups, str | list):
-        raise BadIdentity(f"claim {groups_claim!r} is neither a list nor a comma string")
+        raise InvalidIdentity(f"claim {groups_claim!r} is neither a list nor a comma string")
     return make_identity(email, name, groups)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.errors import BadIdentity
-from proxy.identity import Identity, make_identity
+from proxy.identity import Identity, InvalidIdentity, make_identity
 
 ACCEPTED = [
     ("lower-cased", ("Alice@Example.EDU", None, None), Identity("alice@example.edu")),
@@ -67,7 +66,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("raw", [r[1] for r in REFUSED], ids=[r[0] for r in REFUSED])
 def test_refused(raw) -> None:
-    with pytest.raises(BadIdentity):
+    with pytest.raises(InvalidIdentity):
         make_identity(*raw)
 
 
