@@ -86,15 +86,15 @@ class WebhookSender:
 
     async def _attempt(self, msg_id: str, body: bytes) -> str | None:
         """One signed POST; ``None`` on success, else what went wrong."""
-        headers = webhooks.sign(self._secret, msg_id, int(self._clock()), body)
-        headers["Content-Type"] = "application/json"
-        try:
-            async with self._session.post(
-                self._url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
-            ) as response:
-                await response.read()
-                if 200 <= response.status < 300:
-                    return None
-                return f"HTTP {response.status}"
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return type(exc).__name__
+        status = await webhooks.post_signed(
+            self._session,
+            self._url,
+            self._secret,
+            msg_id,
+            body,
+            timestamp=int(self._clock()),
+            timeout=self._timeout,
+        )
+        if isinstance(status, str):
+            return status
+        return None if 200 <= status < 300 else f"HTTP {status}"

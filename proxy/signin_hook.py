@@ -196,16 +196,17 @@ class SigninHook:
 
     async def _attempt(self, msg_id: str, body: bytes) -> tuple[bool, str] | None:
         """None when delivered; else (worth retrying, why not)."""
-        headers = webhooks.sign(self.secret, msg_id, int(time.time()), body)
-        headers["Content-Type"] = "application/json"
-        try:
-            async with self.session.post(
-                self.url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
-            ) as response:
-                await response.read()
-                status = response.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            return True, type(exc).__name__
+        status = await webhooks.post_signed(
+            self.session,
+            self.url,
+            self.secret,
+            msg_id,
+            body,
+            timestamp=int(time.time()),
+            timeout=self.timeout,
+        )
+        if isinstance(status, str):
+            return True, status  # no answer: refused, reset, timed out
         if 200 <= status < 300:
             return None
         return status >= 500 or status in _RETRY_STATUSES, f"receiver answered {status}"

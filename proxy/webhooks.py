@@ -20,6 +20,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+import aiohttp
+
 from proxy.secretfile import SecretFileError, read_secret_lines
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's marker for a secret, not a secret
@@ -85,6 +87,30 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature(secret_key(secret), msg_id, timestamp, body),
     }
+
+
+async def post_signed(
+    session: aiohttp.ClientSession,
+    url: str,
+    secret: str,
+    msg_id: str,
+    body: bytes,
+    *,
+    timestamp: int,
+    timeout: aiohttp.ClientTimeout,
+) -> int | str:
+    """One signed delivery attempt: the receiver's status, or the name of the failure
+    (``TimeoutError``, ``ClientConnectorError``, ...) when there was no answer."""
+    headers = sign(secret, msg_id, timestamp, body)
+    headers["Content-Type"] = "application/json"
+    try:
+        async with session.post(
+            url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+        ) as response:
+            await response.read()
+            return response.status
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return type(exc).__name__
 
 
 # A receiver accepts a delivery signed at most this far from its own clock, either way.
