@@ -61,6 +61,7 @@ class PublicHandler:
         self.log = logs.get()
         self.websockets = OpenLinks()
         self.token_guard = TokenGuard(upstream, self.policy)
+        self.log.info("public_listener_access", rules=self.access.describe())
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         if not request.raw_path.startswith("/"):
