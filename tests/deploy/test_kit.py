@@ -227,3 +227,14 @@ def test_compose_names_only_defined_things_and_pinned_images() -> None:
         if "build" in body:
             assert body["build"]["dockerfile"] == "deploy/container/Containerfile"
             assert (REPO / body["build"]["dockerfile"]).is_file()
+
+
+def test_scaleout_nginx_hashes_on_the_header_the_proxy_injects() -> None:
+    """deploy/nginx/owui-gate-scaleout.conf keeps a user on one OpenWebUI process by hashing
+    the proxy's email header (nginx spells X-User-Email as $http_x_user_email)."""
+    conf = (REPO / "deploy" / "nginx" / "owui-gate-scaleout.conf").read_text(encoding="utf-8")
+    header = Settings.model_fields["email_header"].default
+    variable = "$http_" + header.lower().replace("-", "_")
+    assert re.search(rf"^\s*hash {re.escape(variable)} consistent;", conf, re.M)
+    # Failover to the next process happens only for connection errors and timeouts.
+    assert re.search(r"^\s*proxy_next_upstream error timeout;", conf, re.M)
