@@ -11,8 +11,9 @@ PostgreSQL (Debian's ``postgresql``) runs as a private cluster in a temporary fo
 port, started as the ``postgres`` user when the tests run as root (``initdb`` refuses root);
 Redis (Debian's ``redis-server``) on its own port without persistence. Both OpenWebUI
 processes share the database, Redis and ``WEBUI_SECRET_KEY``; each has its own ``DATA_DIR``,
-so whatever they agree on went through PostgreSQL or Redis. The second process starts after
-the first is healthy: both would otherwise run the database migrations at once.
+so whatever they agree on went through PostgreSQL or Redis. The second process starts once
+the first's database migrations are committed: two processes migrating an empty database at
+once would collide.
 
 What each piece costs (seconds to start, resident memory) is collected in :attr:`ScaleOut.cost`.
 """
@@ -29,12 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from demo import openwebui
 from demo.processes import spawn_group, stop_group
@@ -111,7 +109,11 @@ class Process:
 
 
 def _wait(
-    check: Any, what: str, process: subprocess.Popen[bytes], log: Path, timeout: float
+    check: Callable[[], bool],
+    what: str,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float,
 ) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -145,7 +147,6 @@ class ScaleOut:
     cost: dict[str, dict[str, float]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
-    operator_token: str = field(default="", repr=False)
     service_token_file: Path = field(default_factory=Path)
     owui: dict[str, openwebui.OpenWebUI] = field(default_factory=dict)
     pg_dir: Path = field(default_factory=Path)
@@ -240,7 +241,7 @@ class ScaleOut:
         argv = [redis_bin(), "--port", str(self.ports["redis"]), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.state)]  # fmt: skip
         process = spawn_group(argv, env=dict(os.environ), cwd=self.state, log_path=log)
-        _wait(http_like_tcp(self.ports["redis"]), "redis-server", process, log, 30)
+        _wait(tcp_ready(self.ports["redis"]), "redis-server", process, log, 30)
         self._started("redis", process, log, began)
 
     # --- OpenWebUI and its model ---------------------------------------------------------
@@ -287,8 +288,8 @@ class ScaleOut:
         _wait(migrated, "OpenWebUI's migrations", instance.process, instance.log_path, 240)
 
     def create_operator(self) -> None:
-        admin = openwebui.create_operator_admin(self.url("owui_a"), OPERATOR_EMAIL)
-        self.operator_token = str(admin["token"])
+        """The first account becomes admin: the operator's, before any test user signs in."""
+        openwebui.create_operator_admin(self.url("owui_a"), OPERATOR_EMAIL)
 
     # --- nginx, IdP, proxies -------------------------------------------------------------
 
@@ -342,7 +343,7 @@ http {{
         log = self.logs / "nginx.log"
         process = spawn_group([binary, "-p", str(prefix), "-c", str(conf)],
                               env=dict(os.environ), cwd=prefix, log_path=log)  # fmt: skip
-        _wait(http_like_tcp(self.ports["nginx"]), "nginx", process, log, 20)
+        _wait(tcp_ready(self.ports["nginx"]), "nginx", process, log, 20)
         self._started("nginx", process, log, began)
 
     def start_idp(self) -> None:
@@ -398,7 +399,12 @@ http {{
     # --- bookkeeping ---------------------------------------------------------------------
 
     def _spawn(
-        self, name: str, argv: list[str], *, ready: Any, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        ready: Callable[[], bool],
+        env: dict[str, str] | None = None,
     ) -> Process:
         began = time.monotonic()
         child_env = {k: v for k, v in os.environ.items() if not k.startswith("OWUI_")}
@@ -433,14 +439,14 @@ http {{
         if self.pg_dir != Path():
             shutil.rmtree(self.pg_dir, ignore_errors=True)
 
-    def upstream_of(self, path_prefix: str, since: int = 0) -> list[str]:
-        """OpenWebUI addresses nginx sent requests for ``path_prefix`` to (log lines after
+    def upstream_of(self, path: str, since: int = 0) -> list[str]:
+        """OpenWebUI addresses nginx sent requests for exactly ``path`` to (log lines after
         byte offset ``since``), in order."""
         found = []
         with self.nginx_log.open(encoding="utf-8") as log:
             log.seek(since)
             for line in log:
-                if f" {path_prefix}" in line and "upstream=" in line:
+                if f' {path}" ' in line and "upstream=" in line:
                     # "upstream=A:1, B:2 0.004": every address tried, then the request time.
                     found.append(line.rsplit("upstream=", 1)[1].rstrip().rsplit(" ", 1)[0])
         return found
@@ -449,7 +455,7 @@ http {{
         return self.nginx_log.stat().st_size if self.nginx_log.exists() else 0
 
 
-def http_like_tcp(port: int) -> Any:
+def tcp_ready(port: int) -> Callable[[], bool]:
     """A readiness probe: something accepts TCP connections on 127.0.0.1:``port``."""
 
     def probe() -> bool:
@@ -471,13 +477,3 @@ def scaleout(state: Path) -> Iterator[ScaleOut]:
         yield topology
     finally:
         topology.stop()
-
-
-def operator_client(topology: ScaleOut, name: str) -> httpx.Client:
-    """The operator (admin) talking to one OpenWebUI process directly."""
-    return httpx.Client(
-        base_url=topology.url(name),
-        headers={"Authorization": f"Bearer {topology.operator_token}",
-                 "X-User-Email": OPERATOR_EMAIL},
-        timeout=30,
-    )  # fmt: skip
