@@ -38,6 +38,7 @@ from demo import session as sessions
 from demo.delivery import DEFAULT_RETRY_DELAYS, WebhookSender
 from demo.redirect import safe_redirect
 from demo.users import SeenUsers, user_created_event
+from proxy import version
 from proxy.identity import InvalidIdentity, make_identity
 from proxy.webhooks import BadSecret, secret_key
 
@@ -284,6 +285,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> IdpConfig:
         default=env("OWUI_DEMO_IDP_STATE_FILE"),
         help="JSON file remembering who signed in before; default: in memory only.",
     )
+    parser.add_argument("--version", action="version", version=f"owui-demo-idp {version()}")
     args = parser.parse_args(argv)
     try:
         host, port = parse_listen(args.listen)

@@ -17,7 +17,6 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -33,6 +32,7 @@ from provisioner.provision import ModuleResult, Provisioner, check_config
 from provisioner.settings import Settings, load_settings, read_service_token
 from provisioner.users import Columns, checked_identity, load_roster
 from provisioner.webhook import create_app, load_secrets
+from proxy import version
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -224,14 +224,6 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     return EXIT_OK
 
 
-def _version() -> str:
-    """``owui-provision X.Y.Z``: the installed package's version, written once in pyproject.toml."""
-    try:
-        return f"owui-provision {metadata.version('owui-gate')}"
-    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-        return "owui-provision (version unknown: the owui-gate package is not installed)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="owui-provision",
@@ -303,9 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("courses", type=Path, nargs="*", metavar="COURSE.toml")
     check.set_defaults(handler=_cmd_check)
 
-    version = _version()
+    shown = f"owui-provision {version()}"
     for command in (parser, user, bulk, hook, check):
-        command.add_argument("--version", action="version", version=version)
+        command.add_argument("--version", action="version", version=shown)
     return parser
 
 

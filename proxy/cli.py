@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from proxy import logs, server
+from proxy import logs, server, version
 from proxy.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 
 
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="print every setting as a Markdown table and exit",
     )
+    parser.add_argument("--version", action="version", version=f"owui-proxy {version()}")
     args = parser.parse_args(argv)
     if args.print_config_reference:
         print(config_reference())

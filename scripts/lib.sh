@@ -65,3 +65,18 @@ ensure_oidc_chain() {
   (cd "$dest" && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
   touch "$dest/.owui-gate-installed"
 }
+
+ensure_scaleout_services() {
+  # The scale-out tier (tests/e2e/test_scaleout.py) runs private PostgreSQL and Redis servers
+  # from Debian's packages. Installing them may start system instances; the tests use their
+  # own ports and data folders and need none of them.
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then
+    echo "== installing Debian packages: postgresql redis-server"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql redis-server >/dev/null
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+      $sudo systemctl disable --now postgresql redis-server >/dev/null 2>&1 || true
+    fi
+  fi
+}

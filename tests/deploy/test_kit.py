@@ -7,8 +7,10 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from proxy.settings import Settings, load_settings, login_loop
 from tests.deploy.edge import REPO, SITE_CONF
@@ -151,3 +153,88 @@ def test_nginx_routes_the_proxys_auth_prefix() -> None:
     assert (
         login_loop(proxy["OWUI_PROXY_LOGIN_URL"], proxy["OWUI_PROXY_PUBLIC_URL"], routed[0]) is None
     )
+
+
+# --- deploy/compose/compose.yaml ---------------------------------------------------------------
+
+COMPOSE = REPO / "deploy" / "compose" / "compose.yaml"
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def members(spec: dict[str, Any]) -> dict[str, set[str]]:
+    """Network name -> the services attached to it."""
+    found: dict[str, set[str]] = {name: set() for name in spec["networks"]}
+    for service, body in spec["services"].items():
+        for network in body.get("networks", ["default"]):
+            found.setdefault(network, set()).add(service)
+    return found
+
+
+def test_compose_openwebui_is_reachable_from_the_proxy_alone() -> None:
+    """OpenWebUI publishes nothing, sits only on internal networks (never the default bridge
+    or one the Docker host routes into), and the one network it shares with the proxy has no
+    third member; its other network holds only the egress proxy."""
+    spec = compose()
+    owui = spec["services"]["open-webui"]
+    assert "ports" not in owui
+    assert "network_mode" not in owui
+    assert "networks" in owui  # without it, compose attaches the default network
+    attached = members(spec)
+    for network in owui["networks"]:
+        assert network != "default"
+        assert spec["networks"][network].get("internal") is True, network
+    with_proxy = [n for n in owui["networks"] if "owui-proxy" in attached[n]]
+    assert len(with_proxy) == 1
+    assert attached[with_proxy[0]] == {"owui-proxy", "open-webui"}
+    for network in owui["networks"]:
+        if network != with_proxy[0]:
+            assert attached[network] == {"open-webui", "egress"}, network
+            assert "ports" not in spec["services"]["egress"]
+    # The proxy reaches it at its address on that network, and it trusts that address only.
+    app = with_proxy[0]
+    owui_ip = owui["networks"][app]["ipv4_address"]
+    proxy = spec["services"]["owui-proxy"]
+    assert proxy["environment"]["OWUI_PROXY_UPSTREAM"].startswith(f"http://{owui_ip}:")
+    proxy_ip = proxy["networks"][app]["ipv4_address"]
+    assert owui["environment"]["FORWARDED_ALLOW_IPS"] == proxy_ip
+
+
+def test_compose_only_nginx_publishes_ports_and_no_service_shares_the_host_network() -> None:
+    spec = compose()
+    published = {name for name, body in spec["services"].items() if "ports" in body}
+    assert published == {"nginx"}
+    assert all("network_mode" not in body for body in spec["services"].values())
+    # The act-as listener's network: the proxy and the provisioner only, internal.
+    attached = members(spec)
+    assert attached["internal"] == {"owui-proxy", "owui-provision"}
+    assert spec["networks"]["internal"]["internal"] is True
+
+
+def test_compose_names_only_defined_things_and_pinned_images() -> None:
+    spec = compose()
+    for name, body in spec["services"].items():
+        for network in body.get("networks", []):
+            assert network in spec["networks"], (name, network)
+        for secret in body.get("secrets", []):
+            assert secret in spec["secrets"], (name, secret)
+        image = body.get("image", "")
+        assert ":" in image, (name, image)
+        assert not image.endswith(":latest"), (name, image)
+        if "build" in body:
+            assert body["build"]["dockerfile"] == "deploy/container/Containerfile"
+            assert (REPO / body["build"]["dockerfile"]).is_file()
+
+
+def test_scaleout_nginx_hashes_on_the_header_the_proxy_injects() -> None:
+    """deploy/nginx/owui-gate-scaleout.conf keeps a user on one OpenWebUI process by hashing
+    the proxy's email header (nginx spells X-User-Email as $http_x_user_email)."""
+    conf = (REPO / "deploy" / "nginx" / "owui-gate-scaleout.conf").read_text(encoding="utf-8")
+    header = Settings.model_fields["email_header"].default
+    variable = "$http_" + header.lower().replace("-", "_")
+    assert re.search(rf"^\s*hash {re.escape(variable)} consistent;", conf, re.M)
+    # Failover to the next process happens only for connection errors and timeouts.
+    assert re.search(r"^\s*proxy_next_upstream error timeout;", conf, re.M)
