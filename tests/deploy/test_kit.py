@@ -101,13 +101,21 @@ def test_unit_passes_systemd_analyze(unit: str, tmp_path: Path) -> None:
     assert float(match.group(1)) <= MAX_EXPOSURE, security.stdout
 
 
-def test_proxy_env_example_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """deploy/env/owui-proxy.env loads as the proxy's settings, without a problem."""
+def test_proxy_env_example_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """deploy/env/owui-proxy.env loads as the proxy's settings, without a problem.
+
+    The settings read the files they name at load; files the example names under /etc are
+    stood in for by valid ones here (their contents are the operator's)."""
     for key in list(os.environ):
         if key.startswith("OWUI_PROXY_"):
             monkeypatch.delenv(key)
     for key, value in env_file(ENV / "owui-proxy.env").items():
         monkeypatch.setenv(key, value)
+    tokens = tmp_path / "internal-tokens"
+    tokens.write_text("x" * 48 + "\n", encoding="ascii")
+    tokens.chmod(0o600)
+    assert os.environ["OWUI_PROXY_INTERNAL_TOKENS_FILE"].startswith("/etc/owui-gate/")
+    monkeypatch.setenv("OWUI_PROXY_INTERNAL_TOKENS_FILE", str(tokens))
     settings = load_settings()
     assert settings.auth == "forward"
     assert settings.internal_listen is not None
