@@ -48,6 +48,8 @@ class Upstream:
     response_timeout_s: float
     idle_timeout_s: float
     max_body_bytes: int
+    body_timeout_s: float
+    websocket_max_message_bytes: int
 
     @classmethod
     def open(cls, settings: Settings) -> Upstream:
@@ -79,6 +81,8 @@ class Upstream:
             response_timeout_s=settings.response_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
             max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.body_timeout_s,
+            websocket_max_message_bytes=settings.websocket_max_message_bytes,
         )
 
     async def close(self) -> None:
