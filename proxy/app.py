@@ -34,7 +34,7 @@ from proxy.errors import ProxyError
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
-from proxy.relay import Upstream
+from proxy.relay import Upstream, no_early_continue
 from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
 from proxy.settings import Settings
 
@@ -187,7 +187,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(_add_request_id)
-    app.router.add_route("*", "/{tail:.*}", public.handle)
+    # No early 100 Continue: the relay sends it once the caller is authenticated.
+    app.router.add_route("*", "/{tail:.*}", public.handle, expect_handler=no_early_continue)
     return app
 
 

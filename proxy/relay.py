@@ -33,6 +33,8 @@ SMALL_BODY = 64 * 1024
 # aiohttp adds these when missing; we send exactly the header set the caller built.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
+_CONTINUE_SENT = web.RequestKey("owui_continue_sent", bool)
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
@@ -102,6 +104,33 @@ def checked_target(raw_target: str) -> str:
     return raw_target
 
 
+async def no_early_continue(request: web.Request) -> None:
+    """The routes' ``expect_handler``: no ``100 Continue`` before the caller is known.
+
+    aiohttp's default answers ``Expect: 100-continue`` as soon as the head arrives, which
+    invites an unauthenticated client to send its body. Here nothing is sent (the body is
+    asked for by :func:`continue_if_expected`, after authentication); an expectation other
+    than ``100-continue`` gets 417, as from aiohttp's default.
+    """
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers['Expect']}")
+
+
+async def continue_if_expected(request: web.Request) -> None:
+    """Send ``100 Continue`` if the client waits for one; call right before reading the body.
+
+    :func:`send` and :func:`read_body` call it, and they run only once the caller is
+    authenticated (public listener) or its service token checked (internal listener).
+    """
+    if (
+        request.version >= (1, 1)
+        and not request.get(_CONTINUE_SENT)
+        and request.headers.get("Expect", "").lower() == "100-continue"
+    ):
+        request[_CONTINUE_SENT] = True
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
 class _Body:
     """The client's body as an async iterable, refusing more than ``limit`` bytes."""
 
@@ -142,6 +171,7 @@ async def send(
     if buffered is not None:
         body = buffered
     elif with_body and request.body_exists:
+        await continue_if_expected(request)
         body = _Body(request, upstream.max_body_bytes)
     return await upstream.pool.request(method or request.method, target, headers, body)
 
@@ -151,6 +181,7 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body exceeds {limit} bytes")
+    await continue_if_expected(request)
     chunks: list[bytes] = []
     seen = 0
     async for chunk in request.content.iter_chunked(CHUNK):
