@@ -9,7 +9,12 @@ every worker has drained. A process that serves no internal listener ignores SIG
 than die of it (``systemctl reload`` must never stop the proxy).
 
 On SIGTERM a worker stops accepting, lets in-flight requests (streams included) run for
-up to ``shutdown_grace_s``, then closes what is left and exits 0.
+up to ``shutdown_grace_s``, then cuts what is left and exits 0: the drain ends within the
+grace (aiohttp alone would wait it out twice, before and after cancelling handlers).
+
+Handlers are cancelled when their client's connection drops (``handler_cancellation``):
+a stream whose client left stops at once, closing its upstream connection, instead of at
+its next chunk; the cancellation is what counts and logs the request as 499.
 """
 
 from __future__ import annotations
@@ -44,11 +49,39 @@ def _site(runner: web.AppRunner, listen: str, reuse_port: bool) -> web.BaseSite:
     )
 
 
+# aiohttp's own drain timeout, longer than the grace: _drain's cut at the grace is what
+# ends the drain, so aiohttp never starts its second wait.
+_AIOHTTP_SHUTDOWN_SLACK_S = 5.0
+
+
 async def _start(app: web.Application, listen: str, grace: float, reuse: bool) -> web.AppRunner:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=grace)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=grace + _AIOHTTP_SHUTDOWN_SLACK_S,
+        handler_cancellation=True,
+    )
     await runner.setup()
     await _site(runner, listen, reuse).start()
     return runner
+
+
+async def _drain(runners: list[web.AppRunner], grace: float) -> None:
+    """Stop accepting on every runner, let in-flight requests run, cut them at ``grace``."""
+
+    def cut() -> None:
+        for runner in runners:
+            if runner.server is not None:
+                for connection in runner.server.connections:
+                    # Closing the transport cancels the handler (handler_cancellation).
+                    connection.force_close()
+
+    deadline = asyncio.get_running_loop().call_later(grace, cut)
+    try:
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+    finally:
+        deadline.cancel()
 
 
 async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
@@ -77,7 +110,7 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     except BaseException:
         await runtime.close()
         raise
-    runners: list[web.AppRunner] = []
+    runners: list[web.AppRunner] = []  # public first, then admin, then internal
     try:
         for app, listen, reuse in apps:
             try:
@@ -89,7 +122,8 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
             await runner.cleanup()
         await runtime.close()
         raise
-    public, *others = runners
+    admin = runners[1] if worker == 0 else None
+    serving = [runner for runner in runners if runner is not admin]
     log.info(
         "listening",
         listen=settings.listen,
@@ -100,11 +134,11 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     await stop.wait()
     log.info("draining", grace_s=grace)
     runtime.draining = True
-    # The public runner first: it stops accepting at once and waits for in-flight
-    # requests; the admin listener keeps answering meanwhile.
-    await public.cleanup()
-    for runner in others:
-        await runner.cleanup()
+    # The public and internal runners together, within one grace; the admin listener
+    # keeps answering (/readyz: 503) meanwhile and stops last.
+    await _drain(serving, grace)
+    if admin is not None:
+        await admin.cleanup()
     await runtime.close()
     log.info("stopped")
 

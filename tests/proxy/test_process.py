@@ -342,3 +342,62 @@ async def test_a_malformed_request_is_logged_without_its_bytes(start_proxy, fake
     assert code == 0
     assert "malformed request" in out
     assert "SECRETSESSION" not in out
+
+
+async def test_sigterm_drain_ends_within_the_grace(start_proxy, fake_upstream) -> None:
+    """A stream and a slow request still running at the grace are cut then, not at 2 x grace."""
+    grace = 3.0
+    proxy = start_proxy(shutdown_grace_s=str(grace))
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        stream = await session.get(proxy.public + "/sse?events=3", headers=ALICE_COOKIE)
+        assert await stream.content.readuntil(b"\n\n") == b"data: 0\n\n"
+        slow = asyncio.ensure_future(
+            session.get(proxy.public + "/slow?delay=60", headers=ALICE_COOKIE)
+        )
+        for _ in range(200):
+            if any(seen.raw_path.startswith("/slow") for seen in fake_upstream.seen):
+                break
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        proxy.process.send_signal(signal.SIGTERM)
+        code, out = await proxy.wait_exit()
+        elapsed = time.monotonic() - started
+        with pytest.raises(aiohttp.ClientError):
+            await stream.content.read()  # cut, not completed
+        with pytest.raises(aiohttp.ClientError):
+            await slow
+        stream.release()
+    assert code == 0, out
+    assert grace - 0.5 < elapsed < grace + 1.5, f"drain took {elapsed:.1f} s (grace {grace} s)"
+
+
+def _unit_seconds(text: str) -> float:
+    """``40s``, ``1min 30s``, ``90`` (systemd and compose durations, the forms used here)."""
+    import re
+
+    units = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60}
+    return sum(
+        float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)\s*(min|sec|s|m|)\b", text)
+    )
+
+
+def test_service_managers_wait_longer_than_the_default_grace() -> None:
+    """systemd's TimeoutStopSec and compose's stop_grace_period leave the drain its grace
+    plus a margin, and not so much more that a hung stop goes unnoticed."""
+    import re
+
+    from proxy.settings import Settings
+
+    grace = Settings.model_fields["shutdown_grace_s"].default
+    root = Path(__file__).parents[2]
+    unit = (root / "deploy/systemd/owui-proxy.service").read_text(encoding="utf-8")
+    compose = (root / "deploy/compose/compose.yaml").read_text(encoding="utf-8")
+    stop_sec = re.search(r"^TimeoutStopSec=(.+)$", unit, re.M)
+    assert stop_sec is not None
+    proxy_service = compose.split("\n  owui-proxy:\n", 1)[1].split("\n\n", 1)[0]
+    stop_grace = re.search(r"^\s+stop_grace_period:\s*(\S+)", proxy_service, re.M)
+    assert stop_grace is not None, "compose: owui-proxy has no stop_grace_period"
+    for where, value in (("systemd", stop_sec[1]), ("compose", stop_grace[1])):
+        seconds = _unit_seconds(value)
+        assert grace + 5 <= seconds <= grace + 30, f"{where}: {value} for a {grace} s grace"
