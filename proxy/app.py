@@ -32,9 +32,9 @@ from proxy.auth.base import Authenticator
 from proxy.auth.forward import ForwardAuthenticator
 from proxy.errors import ProxyError
 from proxy.headers import REQUEST_ID_HEADER
-from proxy.metrics import Metrics
+from proxy.metrics import CLIENT_CLOSED_STATUS, Metrics
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
-from proxy.relay import Upstream, no_early_continue
+from proxy.relay import Upstream, UpstreamBrokeOff, no_early_continue
 from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
 from proxy.settings import Settings
 
@@ -112,11 +112,22 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
             status = exc.status
             raise
         except asyncio.CancelledError:
-            status = 499  # the client went away
+            status = CLIENT_CLOSED_STATUS  # the client's connection dropped mid-request
             raise
-        except ConnectionError:
-            status = 502  # the upstream broke off mid-body; the client connection is cut
-            raise
+        except ConnectionError as exc:
+            # The response was under way: either the upstream broke off mid-body, or the
+            # client went away and a write to it failed. Either way the connection is cut
+            # here; re-raising would have aiohttp log a traceback for an everyday event.
+            if isinstance(exc, UpstreamBrokeOff):
+                status = 502
+                log.warning("upstream_broke_off", status=status, reason=str(exc))
+            else:
+                status = CLIENT_CLOSED_STATUS
+            _cut(request)
+            response = None
+            # aiohttp's attempt to send this fails on the closed transport, which it takes
+            # as the client gone, quietly.
+            return web.Response(status=status)
         except Exception:
             log.exception("unhandled_error")
             raise
@@ -140,6 +151,13 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
             structlog.contextvars.clear_contextvars()
 
     return observed
+
+
+def _cut(request: web.Request) -> None:
+    """Close the client connection (already closed if the client left)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:

@@ -131,6 +131,13 @@ async def continue_if_expected(request: web.Request) -> None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
+class UpstreamBrokeOff(ConnectionResetError):
+    """The upstream's body broke off after the status went to the client: the only honest
+    signal left is a cut connection (a ``ConnectionResetError``, so callers that cut on
+    any connection error need no special case); ``proxy/app.py`` counts it as 502, apart
+    from a client that went away."""
+
+
 class _Body:
     """The client's body as an async iterable, refusing more than ``limit`` bytes."""
 
@@ -253,8 +260,7 @@ async def stream_back(
             async for chunk in response.iter_chunks():
                 await out.write(chunk)
         except h1.BodyBrokeOff as exc:
-            # Headers are gone already: the only honest signal left is a cut connection.
-            raise ConnectionResetError(f"upstream body broke off ({exc})") from exc
+            raise UpstreamBrokeOff(f"upstream body broke off ({exc})") from exc
         await out.write_eof()
         return out
     finally:

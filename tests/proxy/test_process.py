@@ -342,6 +342,10 @@ async def test_a_malformed_request_is_logged_without_its_bytes(start_proxy, fake
     assert code == 0
     assert "malformed request" in out
     assert "SECRETSESSION" not in out
+    # aiohttp's own logger goes through the JSON renderer too.
+    (line,) = [json.loads(line) for line in out.splitlines() if "malformed request" in line]
+    assert line["logger"] == "aiohttp.server"
+    assert line["level"] == "error"
 
 
 async def test_sigterm_drain_ends_within_the_grace(start_proxy, fake_upstream) -> None:
@@ -401,3 +405,79 @@ def test_service_managers_wait_longer_than_the_default_grace() -> None:
     for where, value in (("systemd", stop_sec[1]), ("compose", stop_grace[1])):
         seconds = _unit_seconds(value)
         assert grace + 5 <= seconds <= grace + 30, f"{where}: {value} for a {grace} s grace"
+
+
+async def _abort_mid_upload(host: str, port: int) -> None:
+    _reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"POST /upload HTTP/1.1\r\nHost: proxy\r\nCookie: _oauth2_proxy=alice-session\r\n"
+        b"Content-Length: 104857600\r\n\r\n" + b"u" * 262144
+    )
+    await writer.drain()
+    await asyncio.sleep(0.05)  # the relay is streaming the body upstream by now
+    writer.transport.abort()
+
+
+async def _abort_mid_download(host: str, port: int) -> None:
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(
+        b"GET /download?bytes=104857600 HTTP/1.1\r\nHost: proxy\r\n"
+        b"Cookie: _oauth2_proxy=alice-session\r\n\r\n"
+    )
+    await writer.drain()
+    await reader.readexactly(200_000)  # headers and the first chunks
+    writer.transport.abort()
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """A sample's value from Prometheus text (0 if absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{wanted}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_client_disconnects_are_499_and_every_log_line_is_json(
+    start_proxy, fake_upstream
+) -> None:
+    """Clients that leave mid-upload or mid-download: counted apart from 5xx, logged as 499,
+    no traceback, and every line the process writes is one JSON object."""
+    proxy = start_proxy()
+    host, port = proxy.public.removeprefix("http://").rsplit(":", 1)
+    aborts = 40
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        for _ in range(aborts):
+            await _abort_mid_upload(host, int(port))
+            await _abort_mid_download(host, int(port))
+        async with session.get(proxy.public + "/x", headers=ALICE_COOKIE) as ok:
+            assert ok.status == 200
+        for _ in range(100):  # the last aborts are noticed asynchronously
+            async with session.get(proxy.admin + "/metrics") as response:
+                metrics = await response.text()
+            if (
+                _metric(
+                    metrics,
+                    "owui_proxy_requests_total",
+                    listener="public",
+                    status_class="client_closed",
+                )
+                >= 2 * aborts
+            ):
+                break
+            await asyncio.sleep(0.1)
+        proxy.process.send_signal(signal.SIGTERM)
+        code, out = await proxy.wait_exit()
+    assert code == 0
+    counted = {
+        cls: _metric(metrics, "owui_proxy_requests_total", listener="public", status_class=cls)
+        for cls in ("2xx", "4xx", "5xx", "client_closed")
+    }
+    assert counted == {"2xx": 1, "4xx": 0, "5xx": 0, "client_closed": 2 * aborts}, counted
+    lines = [line for line in out.splitlines() if line.strip()]
+    for line in lines:
+        json.loads(line)  # every line, stdout and stderr alike
+    access = [json.loads(line) for line in lines if '"access"' in line]
+    assert sorted(a["status"] for a in access) == [200] + [499] * (2 * aborts)
+    assert "Traceback" not in out
