@@ -481,3 +481,45 @@ async def test_client_disconnects_are_499_and_every_log_line_is_json(
     access = [json.loads(line) for line in lines if '"access"' in line]
     assert sorted(a["status"] for a in access) == [200] + [499] * (2 * aborts)
     assert "Traceback" not in out
+
+
+async def test_client_leaving_a_silent_stream_closes_the_upstream_at_once(
+    start_proxy, fake_upstream
+) -> None:
+    """The client leaves while the upstream is 20 s into a silence: the upstream's connection
+    is closed within a second, not at the next chunk or the idle timeout."""
+    upstream_closed = asyncio.Event()
+
+    async def silent_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n9\r\ndata: 0\n\n\r\n"
+        )
+        await writer.drain()
+        try:
+            await asyncio.wait_for(reader.read(), timeout=20)  # b"" once the proxy closes
+            upstream_closed.set()
+        except TimeoutError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent_stream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proxy = start_proxy(upstream=f"http://127.0.0.1:{port}")
+    try:
+        async with aiohttp.ClientSession() as session:
+            await proxy.wait_ready(session)
+            host, public = proxy.public.removeprefix("http://").rsplit(":", 1)
+            reader, writer = await asyncio.open_connection(host, int(public))
+            writer.write(
+                b"GET /events HTTP/1.1\r\nHost: proxy\r\nCookie: _oauth2_proxy=alice-session\r\n\r\n"
+            )
+            await writer.drain()
+            assert b"data: 0" in await asyncio.wait_for(reader.readuntil(b"data: 0"), 10)
+            left = time.monotonic()
+            writer.close()
+            await asyncio.wait_for(upstream_closed.wait(), timeout=15)
+            assert time.monotonic() - left < 1.5
+    finally:
+        server.close()
