@@ -6,7 +6,10 @@ spreads connections); only worker 0 also serves the admin and internal listeners
 ``/metrics`` describes worker 0 (see docs/proxy.md). The parent forwards SIGTERM/SIGINT to
 every worker and SIGHUP (re-read the internal token file) to worker 0 alone, and exits 0 once
 every worker has drained. A process that serves no internal listener ignores SIGHUP rather
-than die of it (``systemctl reload`` must never stop the proxy).
+than die of it (``systemctl reload`` must never stop the proxy). A worker whose parent is
+gone (killed with SIGKILL, say) drains and exits as on SIGTERM: on Linux the kernel tells
+it (``PR_SET_PDEATHSIG``), elsewhere it notices within a second (``getppid`` changes);
+otherwise orphans would keep serving the port with no one to stop them.
 
 On SIGTERM a worker stops accepting, lets in-flight requests (streams included) run for
 up to ``shutdown_grace_s``, then cuts what is left and exits 0: the drain ends within the
@@ -20,6 +23,7 @@ its next chunk; the cancellation is what counts and logs the request as 499.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -84,13 +88,40 @@ async def _drain(runners: list[web.AppRunner], grace: float) -> None:
         deadline.cancel()
 
 
-async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
-    """Run one worker until SIGTERM/SIGINT, then drain and return."""
+# How often a worker checks that its parent is still there (the portable fallback).
+_PARENT_CHECK_S = 1.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _signal_when_parent_dies() -> None:
+    """Linux: ask the kernel for SIGTERM when the parent process dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once the parent is gone (an orphan is re-parented: getppid changes)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            logs.get().warning("parent_gone", parent=parent)
+            stop.set()
+            return
+        await asyncio.sleep(_PARENT_CHECK_S)
+
+
+async def serve(
+    settings: Settings, *, worker: int = 0, reuse_port: bool = False, parent: int | None = None
+) -> None:
+    """Run one worker until SIGTERM/SIGINT (or, with ``parent``, that process's end), then
+    drain and return."""
     log = logs.get().bind(worker=worker, pid=os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Kept referenced here: the loop holds only weak references to tasks.
+    watch = asyncio.create_task(_watch_parent(parent, stop)) if parent is not None else None
     # Replaced by the internal listener's own handler while it runs (proxy/internal.py).
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
 
@@ -132,6 +163,8 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     )
 
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     log.info("draining", grace_s=grace)
     runtime.draining = True
     # The public and internal runners together, within one grace; the admin listener
@@ -154,10 +187,11 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-def _worker(settings: Settings, index: int) -> None:
+def _worker(settings: Settings, index: int, parent: int) -> None:
+    _signal_when_parent_dies()
     logs.configure(settings.log_level)
     try:
-        _run_loop(lambda: serve(settings, worker=index, reuse_port=True))
+        _run_loop(lambda: serve(settings, worker=index, reuse_port=True, parent=parent))
     except InternalConfigError as exc:
         report_problems(exc.problems)
         raise SystemExit(2) from exc
@@ -190,7 +224,7 @@ def run(settings: Settings) -> int:
 
     context = multiprocessing.get_context("fork")  # no loop exists yet in the parent
     workers = [
-        context.Process(target=_worker, args=(settings, i), name=f"owui-proxy-{i}")
+        context.Process(target=_worker, args=(settings, i, os.getpid()), name=f"owui-proxy-{i}")
         for i in range(settings.workers)
     ]
     for process in workers:

@@ -513,7 +513,8 @@ async def test_client_leaving_a_silent_stream_closes_the_upstream_at_once(
             host, public = proxy.public.removeprefix("http://").rsplit(":", 1)
             reader, writer = await asyncio.open_connection(host, int(public))
             writer.write(
-                b"GET /events HTTP/1.1\r\nHost: proxy\r\nCookie: _oauth2_proxy=alice-session\r\n\r\n"
+                b"GET /events HTTP/1.1\r\nHost: proxy\r\n"
+                b"Cookie: _oauth2_proxy=alice-session\r\n\r\n"
             )
             await writer.drain()
             assert b"data: 0" in await asyncio.wait_for(reader.readuntil(b"data: 0"), 10)
@@ -523,3 +524,42 @@ async def test_client_leaving_a_silent_stream_closes_the_upstream_at_once(
             assert time.monotonic() - left < 1.5
     finally:
         server.close()
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    """Exited (a zombie counts: it serves nothing and waits only for its reaper)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+async def test_workers_exit_when_the_parent_is_killed(start_proxy, fake_upstream) -> None:
+    proxy = start_proxy(workers="2")
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        async with session.get(proxy.public + "/x", headers=ALICE_COOKIE) as response:
+            assert response.status == 200
+        workers = _children(proxy.process.pid)
+        assert len(workers) == 2
+        proxy.process.kill()  # SIGKILL: the parent cannot pass anything on
+        proxy.process.wait()
+        try:
+            for _ in range(100):
+                if all(_gone(pid) for pid in workers):
+                    break
+                await asyncio.sleep(0.1)
+            assert all(_gone(pid) for pid in workers), "workers still running without a parent"
+            with pytest.raises(aiohttp.ClientConnectionError):
+                async with session.get(proxy.public + "/x", headers=ALICE_COOKIE):
+                    pass
+        finally:
+            for pid in workers:  # a failed run must not leave orphans behind
+                if not _gone(pid):
+                    os.kill(pid, signal.SIGKILL)
