@@ -11,6 +11,7 @@ errors become ``proxy.errors`` in ``h1`` and here, nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,7 +21,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import h1
-from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import (
+    BadRequest,
+    BodyStalled,
+    BodyTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from proxy.headers import filter_response_headers
 from proxy.settings import Settings
 from proxy.websocket import is_websocket, relay_websocket
@@ -138,20 +145,23 @@ class UpstreamBrokeOff(ConnectionResetError):
     from a client that went away."""
 
 
-class _Body:
-    """The client's body as an async iterable, refusing more than ``limit`` bytes."""
-
-    def __init__(self, request: web.Request, limit: int) -> None:
-        self.request = request
-        self.limit = limit
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self.request.content.iter_chunked(CHUNK):
-            seen += len(chunk)
-            if seen > self.limit:
-                raise BodyTooLarge(f"request body exceeds {self.limit} bytes")
-            yield chunk
+async def _client_chunks(request: web.Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
+    """The client's body chunk by chunk: 413 past ``limit`` bytes, 408 after ``timeout``
+    seconds without a byte (a stalled body would otherwise hold the connection forever)."""
+    content = request.content
+    seen = 0
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.read(CHUNK)
+        except TimeoutError as exc:
+            raise BodyStalled(f"no request body bytes for {timeout:g} s") from exc
+        if not chunk:
+            return
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        yield chunk
 
 
 async def send(
@@ -174,29 +184,23 @@ async def send(
     declared = request.content_length
     if declared is not None and declared > upstream.max_body_bytes:
         raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes")
-    body: bytes | _Body | None = None
+    body: bytes | AsyncIterator[bytes] | None = None
     if buffered is not None:
         body = buffered
     elif with_body and request.body_exists:
         await continue_if_expected(request)
-        body = _Body(request, upstream.max_body_bytes)
+        body = _client_chunks(request, upstream.max_body_bytes, upstream.body_timeout_s)
     return await upstream.pool.request(method or request.method, target, headers, body)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The client's whole body, for the few requests the proxy must inspect; 413 past limit."""
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The client's whole body, for the few requests the proxy must inspect; 413 past
+    ``limit``, 408 after ``timeout`` seconds without a byte."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body exceeds {limit} bytes")
     await continue_if_expected(request)
-    chunks: list[bytes] = []
-    seen = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in _client_chunks(request, limit, timeout)])
 
 
 async def read_whole(response: h1.Response) -> bytes:

@@ -36,6 +36,7 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.app import Runtime, create_admin_app, create_app
+from proxy.connections import GuardedRunner
 from proxy.internal import InternalConfigError, create_internal_app
 from proxy.settings import Settings
 
@@ -58,12 +59,16 @@ def _site(runner: web.AppRunner, listen: str, reuse_port: bool) -> web.BaseSite:
 _AIOHTTP_SHUTDOWN_SLACK_S = 5.0
 
 
-async def _start(app: web.Application, listen: str, grace: float, reuse: bool) -> web.AppRunner:
-    runner = web.AppRunner(
+async def _start(
+    app: web.Application, listen: str, settings: Settings, reuse: bool
+) -> web.AppRunner:
+    runner = GuardedRunner(
         app,
+        header_timeout_s=settings.header_timeout_s,
+        keepalive_timeout=settings.keepalive_timeout_s,
         handle_signals=False,
         access_log=None,
-        shutdown_timeout=grace + _AIOHTTP_SHUTDOWN_SLACK_S,
+        shutdown_timeout=settings.shutdown_grace_s + _AIOHTTP_SHUTDOWN_SLACK_S,
         handler_cancellation=True,
     )
     await runner.setup()
@@ -145,7 +150,7 @@ async def serve(
     try:
         for app, listen, reuse in apps:
             try:
-                runners.append(await _start(app, listen, grace, reuse))
+                runners.append(await _start(app, listen, settings, reuse))
             except OSError as exc:
                 raise ListenError(f"cannot listen on {listen} ({exc.strerror or exc})") from exc
     except BaseException:

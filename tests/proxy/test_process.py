@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import aiohttp
 import pytest
@@ -79,7 +81,11 @@ def test_internal_listener_problem_stops_the_start(tmp_path, upstream_server, au
 
 
 class ProxyProcess:
-    """``owui-proxy`` started in the background; its stdout (JSON lines) kept for checks."""
+    """``owui-proxy`` started in the background; its stdout (JSON lines) kept for checks.
+
+    Both pipes are read as the process writes: a full pipe (64 KiB) would block the proxy's
+    event loop on its next log line, and a test with many requests would hang on that.
+    """
 
     def __init__(self, env: dict[str, str], public: int, admin: int) -> None:
         self.public = f"http://127.0.0.1:{public}"
@@ -87,11 +93,27 @@ class ProxyProcess:
         self.process = subprocess.Popen(
             [OWUI_PROXY], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        self._out: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._collect, args=(pipe,), daemon=True)
+            for pipe in (self.process.stdout, self.process.stderr)
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _collect(self, pipe: IO[str] | None) -> None:
+        assert pipe is not None
+        for line in pipe:
+            self._out.append(line)
+
+    def output(self) -> str:
+        """Everything written so far, stdout and stderr lines interleaved as they came."""
+        return "".join(self._out)
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.process.communicate()
+            assert self.process.poll() is None, self.output()
             try:
                 async with session.get(self.admin + "/healthz") as response:
                     if response.status == 200:
@@ -107,9 +129,11 @@ class ProxyProcess:
             await asyncio.to_thread(self.process.wait, 60)
         except subprocess.TimeoutExpired:
             self.process.kill()
-        out, err = self.process.communicate()
+            self.process.wait()
+        for reader in self._readers:
+            await asyncio.to_thread(reader.join, 10)
         # Both streams: structlog writes stdout, aiohttp's own logger stderr.
-        return self.process.returncode, out + err
+        return self.process.returncode, self.output()
 
 
 @pytest.fixture
@@ -135,7 +159,7 @@ def start_proxy(upstream_server, auth_server):
     for proc in started:
         if proc.process.poll() is None:
             proc.process.kill()
-            proc.process.communicate()
+            proc.process.wait()
 
 
 async def test_sigterm_drains_an_in_flight_request_then_exits_0(start_proxy, fake_upstream):
@@ -563,3 +587,80 @@ async def test_workers_exit_when_the_parent_is_killed(start_proxy, fake_upstream
             for pid in workers:  # a failed run must not leave orphans behind
                 if not _gone(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+Held = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _hold(host: str, port: int, payload: bytes) -> Held:
+    """A connection that sent ``payload`` and then nothing; keep the writer referenced (a
+    collected ``StreamWriter`` closes its socket)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    if payload:
+        writer.write(payload)
+        await writer.drain()
+    return reader, writer
+
+
+async def _closed_within(held: Held, limit: float) -> bytes:
+    """Everything the proxy sent before closing; fails if it is still open after ``limit``."""
+    reader, writer = held
+    try:
+        return await asyncio.wait_for(reader.read(), timeout=limit)
+    finally:
+        writer.close()
+
+
+async def test_slow_clients_are_closed_in_time_while_others_are_served(
+    tmp_path, start_proxy, fake_upstream
+) -> None:
+    """Slowloris on both listeners: sockets that send nothing, half a head, or a stalled
+    body are closed by the head and body timeouts; normal requests go on meanwhile."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("slow-token-0123456789abcdefghijklmnopqrstuvwxyz\n", encoding="ascii")
+    tokens.chmod(0o600)
+    internal_port = _closed_port()
+    proxy = start_proxy(
+        header_timeout_s="1",
+        keepalive_timeout_s="2",
+        body_timeout_s="1",
+        internal_listen=f"127.0.0.1:{internal_port}",
+        internal_tokens_file=str(tokens),
+    )
+    host, port = proxy.public.removeprefix("http://").rsplit(":", 1)
+    partial = b"GET /x HTTP/1.1\r\nHost: proxy\r\nCookie: _oauth2_proxy=alice-session\r\n"
+    stalled = (
+        b"POST /upload HTTP/1.1\r\nHost: proxy\r\nCookie: _oauth2_proxy=alice-session\r\n"
+        b"Content-Length: 1000000\r\n\r\n" + b"b" * 1000
+    )
+    async with aiohttp.ClientSession() as session:
+        await proxy.wait_ready(session)
+        started = time.monotonic()
+        heads = [
+            *[_hold(host, int(port), b"") for _ in range(100)],
+            *[_hold(host, int(port), partial) for _ in range(100)],
+            *[_hold("127.0.0.1", internal_port, b"") for _ in range(20)],
+            *[_hold("127.0.0.1", internal_port, partial) for _ in range(20)],
+        ]
+        head_held = await asyncio.gather(*heads)
+        body_held = await asyncio.gather(*[_hold(host, int(port), stalled) for _ in range(100)])
+
+        served = 0
+        while time.monotonic() - started < 3:  # the proxy keeps serving meanwhile
+            async with session.get(proxy.public + "/x", headers=ALICE_COOKIE) as response:
+                assert response.status == 200
+                served += 1
+            await asyncio.sleep(0.05)
+        assert served > 10
+
+        # Head timeout 1 s: nothing sent back, closed (3 s spent above; a little more).
+        answers = await asyncio.gather(*[_closed_within(h, 3) for h in head_held])
+        assert set(answers) == {b""}
+        # Body timeout 1 s: 408, then closed once aiohttp's 10 s of lingering for the
+        # unread body end (the client sends nothing more).
+        answers = await asyncio.gather(*[_closed_within(h, 15) for h in body_held])
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), {a[:20] for a in answers}
+        assert time.monotonic() - started < 16
+        proxy.process.send_signal(signal.SIGTERM)
+        code, _out = await proxy.wait_exit()
+    assert code == 0
