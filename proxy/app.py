@@ -40,6 +40,10 @@ from proxy.settings import Settings
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# How long an idle connection to the forward-auth service is kept for reuse (aiohttp's
+# default, made explicit: the fd count after a burst depends on it).
+AUTH_KEEPALIVE_S = 15.0
+
 
 @dataclass
 class Runtime:
@@ -57,8 +61,10 @@ class Runtime:
         # Its own session: the auth service is not OpenWebUI, and no cookie jar is shared.
         self.auth_session = aiohttp.ClientSession(
             # No pool limit (aiohttp's default is 100): an auth call must never queue here
-            # behind others; the auth service sets its own limits.
-            connector=aiohttp.TCPConnector(limit=0),
+            # behind others; the auth service sets its own limits. Idle connections stay
+            # AUTH_KEEPALIVE_S: a burst of N concurrent sign-ins leaves N sockets open that
+            # long (not a leak; docs/proxy.md, "Limits").
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=AUTH_KEEPALIVE_S),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=self.settings.auth_timeout_s),
