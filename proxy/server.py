@@ -115,6 +115,33 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(_PARENT_CHECK_S)
 
 
+# How often freed heap memory is handed back to the kernel (see _return_freed_memory).
+_TRIM_INTERVAL_S = 10.0
+
+
+def _malloc_trim() -> Callable[[], None] | None:
+    """glibc's ``malloc_trim(0)``, or None where there is none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:
+        return None
+    return lambda: trim(0)
+
+
+async def _return_freed_memory(trim: Callable[[], None]) -> None:
+    """Every few seconds, give the kernel back the heap pages glibc keeps after a burst.
+
+    A burst of aborted transfers allocates many short-lived 64-256 KiB buffers (socket
+    reads, queued body chunks); once freed, glibc keeps them in its fragmented heap: RSS
+    stayed tens of MiB up after 2,000 aborts while the live Python objects were ~2 MiB
+    (tracemalloc). ``malloc_trim`` releases the free pages (a heap walk, cheap at this
+    size). ``MALLOC_ARENA_MAX`` does not help: the event loop is one thread.
+    """
+    while True:
+        await asyncio.sleep(_TRIM_INTERVAL_S)
+        trim()
+
+
 async def serve(
     settings: Settings, *, worker: int = 0, reuse_port: bool = False, parent: int | None = None
 ) -> None:
@@ -127,6 +154,8 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     # Kept referenced here: the loop holds only weak references to tasks.
     watch = asyncio.create_task(_watch_parent(parent, stop)) if parent is not None else None
+    trim = _malloc_trim()
+    trimmer = asyncio.create_task(_return_freed_memory(trim)) if trim is not None else None
     # Replaced by the internal listener's own handler while it runs (proxy/internal.py).
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
 
@@ -168,8 +197,9 @@ async def serve(
     )
 
     await stop.wait()
-    if watch is not None:
-        watch.cancel()
+    for task in (watch, trimmer):
+        if task is not None:
+            task.cancel()
     log.info("draining", grace_s=grace)
     runtime.draining = True
     # The public and internal runners together, within one grace; the admin listener
