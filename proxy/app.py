@@ -32,14 +32,18 @@ from proxy.auth.base import Authenticator
 from proxy.auth.forward import ForwardAuthenticator
 from proxy.errors import ProxyError
 from proxy.headers import REQUEST_ID_HEADER
-from proxy.metrics import Metrics
+from proxy.metrics import CLIENT_CLOSED_STATUS, Metrics
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
-from proxy.relay import Upstream
+from proxy.relay import Upstream, UpstreamBrokeOff, no_early_continue
 from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# How long an idle connection to the forward-auth service is kept for reuse (aiohttp's
+# default, made explicit: the fd count after a burst depends on it).
+AUTH_KEEPALIVE_S = 15.0
 
 
 @dataclass
@@ -70,8 +74,10 @@ class Runtime:
         # Its own session: the auth service is not OpenWebUI, and no cookie jar is shared.
         self.auth_session = aiohttp.ClientSession(
             # No pool limit (aiohttp's default is 100): an auth call must never queue here
-            # behind others; the auth service sets its own limits.
-            connector=aiohttp.TCPConnector(limit=0),
+            # behind others; the auth service sets its own limits. Idle connections stay
+            # AUTH_KEEPALIVE_S: a burst of N concurrent sign-ins leaves N sockets open that
+            # long (not a leak; docs/proxy.md, "Limits").
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=AUTH_KEEPALIVE_S),
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
             timeout=aiohttp.ClientTimeout(total=self.settings.auth_timeout_s),
@@ -130,11 +136,22 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
             status = exc.status
             raise
         except asyncio.CancelledError:
-            status = 499  # the client went away
+            status = CLIENT_CLOSED_STATUS  # the client's connection dropped mid-request
             raise
-        except ConnectionError:
-            status = 502  # the upstream broke off mid-body; the client connection is cut
-            raise
+        except ConnectionError as exc:
+            # The response was under way: either the upstream broke off mid-body, or the
+            # client went away and a write to it failed. Either way the connection is cut
+            # here; re-raising would have aiohttp log a traceback for an everyday event.
+            if isinstance(exc, UpstreamBrokeOff):
+                status = 502
+                log.warning("upstream_broke_off", status=status, reason=str(exc))
+            else:
+                status = CLIENT_CLOSED_STATUS
+            _cut(request)
+            response = None
+            # aiohttp's attempt to send this fails on the closed transport, which it takes
+            # as the client gone, quietly.
+            return web.Response(status=status)
         except Exception:
             log.exception("unhandled_error")
             raise
@@ -158,6 +175,13 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
             structlog.contextvars.clear_contextvars()
 
     return observed
+
+
+def _cut(request: web.Request) -> None:
+    """Close the client connection (already closed if the client left)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -207,7 +231,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(_add_request_id)
-    app.router.add_route("*", "/{tail:.*}", public.handle)
+    # No early 100 Continue: the relay sends it once the caller is authenticated.
+    app.router.add_route("*", "/{tail:.*}", public.handle, expect_handler=no_early_continue)
     return app
 
 

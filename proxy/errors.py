@@ -11,6 +11,7 @@ ProxyError                    status, public message; never carries secrets
 ├── Unauthenticated           401  (or a redirect to the login page for browsers)
 ├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused)
 ├── ProxyAuthRequired         407  internal listener: missing or wrong service token
+├── BodyStalled               408  the client's request body stopped arriving
 └── BodyTooLarge              413
 """
 
@@ -106,6 +107,11 @@ class ActAsRefused(Forbidden):
 class ProxyAuthRequired(ProxyError):
     status = 407
     public = "proxy authentication required"
+
+
+class BodyStalled(ProxyError):
+    status = 408
+    public = "request body timed out"
 
 
 class BodyTooLarge(ProxyError):

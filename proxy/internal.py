@@ -69,7 +69,15 @@ from proxy.errors import (
 )
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
 from proxy.identity import Identity, InvalidIdentity, make_identity
-from proxy.relay import Upstream, read_whole, send, stream_back, whole_response
+from proxy.relay import (
+    Upstream,
+    UpstreamBrokeOff,
+    no_early_continue,
+    read_whole,
+    send,
+    stream_back,
+    whole_response,
+)
 from proxy.respond import REQUEST_ID_KEY, error_response, new_request_id
 from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
@@ -242,10 +250,13 @@ class InternalHandler:
         except asyncio.CancelledError:
             audit.outcome, audit.status = "cancelled", 499
             raise
-        except ConnectionResetError:
+        except UpstreamBrokeOff:
             # The upstream body broke off after its status was relayed (relay.stream_back):
             # the caller saw a cut connection, not a status we could name.
             audit.outcome, audit.status = "broken", None
+            raise
+        except ConnectionError:
+            audit.outcome, audit.status = "cancelled", 499  # the caller went away
             raise
         finally:
             self.log.info(
@@ -388,7 +399,8 @@ def create_internal_app(settings: Settings, upstream: Upstream) -> web.Applicati
     app.cleanup_ctx.append(_reload_on_sighup)
     app.on_response_prepare.append(_add_request_id)
     # Never called (the middleware answers everything); present so every target resolves.
-    app.router.add_route("*", "/{tail:.*}", _unreachable)
+    # No early 100 Continue: the service token is checked before the caller may send a body.
+    app.router.add_route("*", "/{tail:.*}", _unreachable, expect_handler=no_early_continue)
     logs.get().info(
         "internal_listener_ready",
         rules=[str(rule) for rule in allowlist.rules],

@@ -1,4 +1,8 @@
-"""structlog set-up: JSON lines on stdout, with a last-line-of-defence redaction.
+"""structlog set-up: JSON lines, with a last-line-of-defence redaction.
+
+Every line the process logs is one JSON object: structlog's on stdout, and the standard
+library's (aiohttp's and asyncio's own errors) on stderr through the same renderer, a
+traceback rendered into the ``exception`` field rather than spread over 30 lines.
 
 Code never logs secrets on purpose; ``redact`` still blanks any field whose name says it
 might hold one (token, cookie, authorization, password, secret), so a mistake costs a
@@ -87,8 +91,28 @@ def configure(level: str = "info") -> None:
         logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
-    # aiohttp's own loggers (errors while handling a request) go to stderr at WARNING.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # The standard library's loggers (aiohttp's errors while handling a request, asyncio's)
+    # go to stderr at WARNING, as JSON lines of the same shape.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                redact,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _NoRequestBytes) for f in server_log.filters):
         server_log.addFilter(_NoRequestBytes())

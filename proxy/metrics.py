@@ -44,6 +44,10 @@ class _JwksCollector(Collector):
         yield from (fetches, failures, keys, last)
 
 
+# nginx's code for a request whose client closed the connection first.
+CLIENT_CLOSED_STATUS = 499
+CLIENT_CLOSED = "client_closed"
+
 # Upstream latency is time to response headers: streams would swamp a total-time histogram.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -55,7 +59,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "owui_proxy_requests",
-            "Requests answered, by listener and status class (2xx, 4xx, ...).",
+            "Requests answered, by listener and status class (2xx, 4xx, ...; client_closed: "
+            "the client left before the response was complete).",
             ("listener", "status_class"),
             registry=self.registry,
         )
@@ -97,10 +102,13 @@ class Metrics:
         self.registry.register(_JwksCollector(source))
 
     def count_request(self, listener: str, status: int) -> None:
-        key = (listener, status // 100)
+        """One answered request; 499 (the client went away) is ``client_closed``, apart from
+        4xx, so neither client nor server error rates count a user closing a tab."""
+        key = (listener, status)
         child = self._requests.get(key)
         if child is None:
-            child = self._requests[key] = self.requests.labels(listener, f"{key[1]}xx")
+            label = CLIENT_CLOSED if status == CLIENT_CLOSED_STATUS else f"{status // 100}xx"
+            child = self._requests[key] = self.requests.labels(listener, label)
         child.inc()
 
     def count_decision(self, outcome: str) -> None:

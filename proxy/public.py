@@ -207,7 +207,7 @@ class PublicHandler:
         buffered = None
         if identity is not None and socketio.is_polling_post(request.method, request.path):
             limit = min(socketio.POLLING_BODY_LIMIT, self.upstream.max_body_bytes)
-            buffered = await read_body(request, limit)
+            buffered = await read_body(request, limit, self.upstream.body_timeout_s)
             if not await self.token_guard.polling_payload_allowed(buffered, identity):
                 self._socketio_refused(identity)
                 raise Forbidden("token does not belong to the signed-in user")

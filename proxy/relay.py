@@ -11,6 +11,7 @@ errors become ``proxy.errors`` in ``h1`` and here, nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -20,7 +21,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import h1
-from proxy.errors import BadRequest, BodyTooLarge, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import (
+    BadRequest,
+    BodyStalled,
+    BodyTooLarge,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from proxy.headers import filter_response_headers
 from proxy.settings import Settings
 from proxy.websocket import is_websocket, relay_websocket
@@ -32,6 +39,8 @@ SMALL_BODY = 64 * 1024
 
 # aiohttp adds these when missing; we send exactly the header set the caller built.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+_CONTINUE_SENT = web.RequestKey("owui_continue_sent", bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,8 @@ class Upstream:
     response_timeout_s: float
     idle_timeout_s: float
     max_body_bytes: int
+    body_timeout_s: float
+    websocket_max_message_bytes: int
 
     @classmethod
     def open(cls, settings: Settings) -> Upstream:
@@ -79,6 +90,8 @@ class Upstream:
             response_timeout_s=settings.response_timeout_s,
             idle_timeout_s=settings.idle_timeout_s,
             max_body_bytes=settings.max_body_bytes,
+            body_timeout_s=settings.body_timeout_s,
+            websocket_max_message_bytes=settings.websocket_max_message_bytes,
         )
 
     async def close(self) -> None:
@@ -98,20 +111,57 @@ def checked_target(raw_target: str) -> str:
     return raw_target
 
 
-class _Body:
-    """The client's body as an async iterable, refusing more than ``limit`` bytes."""
+async def no_early_continue(request: web.Request) -> None:
+    """The routes' ``expect_handler``: no ``100 Continue`` before the caller is known.
 
-    def __init__(self, request: web.Request, limit: int) -> None:
-        self.request = request
-        self.limit = limit
+    aiohttp's default answers ``Expect: 100-continue`` as soon as the head arrives, which
+    invites an unauthenticated client to send its body. Here nothing is sent (the body is
+    asked for by :func:`continue_if_expected`, after authentication); an expectation other
+    than ``100-continue`` gets 417, as from aiohttp's default.
+    """
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {request.headers['Expect']}")
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self.request.content.iter_chunked(CHUNK):
-            seen += len(chunk)
-            if seen > self.limit:
-                raise BodyTooLarge(f"request body exceeds {self.limit} bytes")
-            yield chunk
+
+async def continue_if_expected(request: web.Request) -> None:
+    """Send ``100 Continue`` if the client waits for one; call right before reading the body.
+
+    :func:`send` and :func:`read_body` call it, and they run only once the caller is
+    authenticated (public listener) or its service token checked (internal listener).
+    """
+    if (
+        request.version >= (1, 1)
+        and not request.get(_CONTINUE_SENT)
+        and request.headers.get("Expect", "").lower() == "100-continue"
+    ):
+        request[_CONTINUE_SENT] = True
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+class UpstreamBrokeOff(ConnectionResetError):
+    """The upstream's body broke off after the status went to the client: the only honest
+    signal left is a cut connection (a ``ConnectionResetError``, so callers that cut on
+    any connection error need no special case); ``proxy/app.py`` counts it as 502, apart
+    from a client that went away."""
+
+
+async def _client_chunks(request: web.Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
+    """The client's body chunk by chunk: 413 past ``limit`` bytes, 408 after ``timeout``
+    seconds without a byte (a stalled body would otherwise hold the connection forever)."""
+    content = request.content
+    seen = 0
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.read(CHUNK)
+        except TimeoutError as exc:
+            raise BodyStalled(f"no request body bytes for {timeout:g} s") from exc
+        if not chunk:
+            return
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge(f"request body exceeds {limit} bytes")
+        yield chunk
 
 
 async def send(
@@ -134,27 +184,23 @@ async def send(
     declared = request.content_length
     if declared is not None and declared > upstream.max_body_bytes:
         raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes")
-    body: bytes | _Body | None = None
+    body: bytes | AsyncIterator[bytes] | None = None
     if buffered is not None:
         body = buffered
     elif with_body and request.body_exists:
-        body = _Body(request, upstream.max_body_bytes)
+        await continue_if_expected(request)
+        body = _client_chunks(request, upstream.max_body_bytes, upstream.body_timeout_s)
     return await upstream.pool.request(method or request.method, target, headers, body)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The client's whole body, for the few requests the proxy must inspect; 413 past limit."""
+async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The client's whole body, for the few requests the proxy must inspect; 413 past
+    ``limit``, 408 after ``timeout`` seconds without a byte."""
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    seen = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
-        seen += len(chunk)
-        if seen > limit:
-            raise BodyTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    await continue_if_expected(request)
+    return b"".join([chunk async for chunk in _client_chunks(request, limit, timeout)])
 
 
 async def read_whole(response: h1.Response) -> bytes:
@@ -218,8 +264,7 @@ async def stream_back(
             async for chunk in response.iter_chunks():
                 await out.write(chunk)
         except h1.BodyBrokeOff as exc:
-            # Headers are gone already: the only honest signal left is a cut connection.
-            raise ConnectionResetError(f"upstream body broke off ({exc})") from exc
+            raise UpstreamBrokeOff(f"upstream body broke off ({exc})") from exc
         await out.write_eof()
         return out
     finally:

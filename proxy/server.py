@@ -6,15 +6,24 @@ spreads connections); only worker 0 also serves the admin and internal listeners
 ``/metrics`` describes worker 0 (see docs/proxy.md). The parent forwards SIGTERM/SIGINT to
 every worker and SIGHUP (re-read the internal token file) to worker 0 alone, and exits 0 once
 every worker has drained. A process that serves no internal listener ignores SIGHUP rather
-than die of it (``systemctl reload`` must never stop the proxy).
+than die of it (``systemctl reload`` must never stop the proxy). A worker whose parent is
+gone (killed with SIGKILL, say) drains and exits as on SIGTERM: on Linux the kernel tells
+it (``PR_SET_PDEATHSIG``), elsewhere it notices within a second (``getppid`` changes);
+otherwise orphans would keep serving the port with no one to stop them.
 
 On SIGTERM a worker stops accepting, lets in-flight requests (streams included) run for
-up to ``shutdown_grace_s``, then closes what is left and exits 0.
+up to ``shutdown_grace_s``, then cuts what is left and exits 0: the drain ends within the
+grace (aiohttp alone would wait it out twice, before and after cancelling handlers).
+
+Handlers are cancelled when their client's connection drops (``handler_cancellation``):
+a stream whose client left stops at once, closing its upstream connection, instead of at
+its next chunk; the cancellation is what counts and logs the request as 499.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -28,6 +37,7 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.app import Runtime, create_admin_app, create_app
+from proxy.connections import GuardedRunner
 from proxy.errors import ConfigProblems
 from proxy.internal import AUDIT_KEY, create_internal_app
 from proxy.internal import AuditAccessLogger as AuditLog
@@ -47,26 +57,112 @@ def _site(runner: web.AppRunner, listen: str, reuse_port: bool) -> web.BaseSite:
     )
 
 
-async def _start(app: web.Application, listen: str, grace: float, reuse: bool) -> web.AppRunner:
-    audit: dict[str, Any] = {}
+# aiohttp's own drain timeout, longer than the grace: _drain's cut at the grace is what
+# ends the drain, so aiohttp never starts its second wait.
+_AIOHTTP_SHUTDOWN_SLACK_S = 5.0
+
+
+async def _start(
+    app: web.Application, listen: str, settings: Settings, reuse: bool
+) -> web.AppRunner:
+    audit: dict[str, Any] = {"access_log": None}
     if app.get(AUDIT_KEY):
         # The internal listener audits even what aiohttp's parser refuses (proxy/internal.py).
         audit = {"access_log": logging.getLogger("owui.internal"), "access_log_class": AuditLog}
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=grace, **({"access_log": None} | audit)
+    runner = GuardedRunner(
+        app,
+        header_timeout_s=settings.header_timeout_s,
+        keepalive_timeout=settings.keepalive_timeout_s,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_grace_s + _AIOHTTP_SHUTDOWN_SLACK_S,
+        handler_cancellation=True,
+        **audit,
     )
     await runner.setup()
     await _site(runner, listen, reuse).start()
     return runner
 
 
-async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False) -> None:
-    """Run one worker until SIGTERM/SIGINT, then drain and return."""
+async def _drain(runners: list[web.AppRunner], grace: float) -> None:
+    """Stop accepting on every runner, let in-flight requests run, cut them at ``grace``."""
+
+    def cut() -> None:
+        for runner in runners:
+            if runner.server is not None:
+                for connection in runner.server.connections:
+                    # Closing the transport cancels the handler (handler_cancellation).
+                    connection.force_close()
+
+    deadline = asyncio.get_running_loop().call_later(grace, cut)
+    try:
+        await asyncio.gather(*(runner.cleanup() for runner in runners))
+    finally:
+        deadline.cancel()
+
+
+# How often a worker checks that its parent is still there (the portable fallback).
+_PARENT_CHECK_S = 1.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _signal_when_parent_dies() -> None:
+    """Linux: ask the kernel for SIGTERM when the parent process dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once the parent is gone (an orphan is re-parented: getppid changes)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            logs.get().warning("parent_gone", parent=parent)
+            stop.set()
+            return
+        await asyncio.sleep(_PARENT_CHECK_S)
+
+
+# How often freed heap memory is handed back to the kernel (see _return_freed_memory).
+_TRIM_INTERVAL_S = 10.0
+
+
+def _malloc_trim() -> Callable[[], None] | None:
+    """glibc's ``malloc_trim(0)``, or None where there is none (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except AttributeError:
+        return None
+    return lambda: trim(0)
+
+
+async def _return_freed_memory(trim: Callable[[], None]) -> None:
+    """Every few seconds, give the kernel back the heap pages glibc keeps after a burst.
+
+    A burst of aborted transfers allocates many short-lived 64-256 KiB buffers (socket
+    reads, queued body chunks); once freed, glibc keeps them in its fragmented heap: RSS
+    stayed tens of MiB up after 2,000 aborts while the live Python objects were ~2 MiB
+    (tracemalloc). ``malloc_trim`` releases the free pages (a heap walk, cheap at this
+    size). ``MALLOC_ARENA_MAX`` does not help: the event loop is one thread.
+    """
+    while True:
+        await asyncio.sleep(_TRIM_INTERVAL_S)
+        trim()
+
+
+async def serve(
+    settings: Settings, *, worker: int = 0, reuse_port: bool = False, parent: int | None = None
+) -> None:
+    """Run one worker until SIGTERM/SIGINT (or, with ``parent``, that process's end), then
+    drain and return."""
     log = logs.get().bind(worker=worker, pid=os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # Kept referenced here: the loop holds only weak references to tasks.
+    watch = asyncio.create_task(_watch_parent(parent, stop)) if parent is not None else None
+    trim = _malloc_trim()
+    trimmer = asyncio.create_task(_return_freed_memory(trim)) if trim is not None else None
     # Replaced by the internal listener's own handler while it runs (proxy/internal.py).
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
 
@@ -86,11 +182,11 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     except BaseException:
         await runtime.close()
         raise
-    runners: list[web.AppRunner] = []
+    runners: list[web.AppRunner] = []  # public first, then admin, then internal
     try:
         for app, listen, reuse in apps:
             try:
-                runners.append(await _start(app, listen, grace, reuse))
+                runners.append(await _start(app, listen, settings, reuse))
             except OSError as exc:
                 raise ListenError(f"cannot listen on {listen} ({exc.strerror or exc})") from exc
     except BaseException:
@@ -98,7 +194,8 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
             await runner.cleanup()
         await runtime.close()
         raise
-    public, *others = runners
+    admin = runners[1] if worker == 0 else None
+    serving = [runner for runner in runners if runner is not admin]
     log.info(
         "listening",
         listen=settings.listen,
@@ -107,13 +204,16 @@ async def serve(settings: Settings, *, worker: int = 0, reuse_port: bool = False
     )
 
     await stop.wait()
+    for task in (watch, trimmer):
+        if task is not None:
+            task.cancel()
     log.info("draining", grace_s=grace)
     runtime.draining = True
-    # The public runner first: it stops accepting at once and waits for in-flight
-    # requests; the admin listener keeps answering meanwhile.
-    await public.cleanup()
-    for runner in others:
-        await runner.cleanup()
+    # The public and internal runners together, within one grace; the admin listener
+    # keeps answering (/readyz: 503) meanwhile and stops last.
+    await _drain(serving, grace)
+    if admin is not None:
+        await admin.cleanup()
     await runtime.close()
     log.info("stopped")
 
@@ -129,10 +229,11 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-def _worker(settings: Settings, index: int) -> None:
+def _worker(settings: Settings, index: int, parent: int) -> None:
+    _signal_when_parent_dies()
     logs.configure(settings.log_level)
     try:
-        _run_loop(lambda: serve(settings, worker=index, reuse_port=True))
+        _run_loop(lambda: serve(settings, worker=index, reuse_port=True, parent=parent))
     except ConfigProblems as exc:
         report_problems(exc.problems)
         raise SystemExit(2) from exc
@@ -165,7 +266,7 @@ def run(settings: Settings) -> int:
 
     context = multiprocessing.get_context("fork")  # no loop exists yet in the parent
     workers = [
-        context.Process(target=_worker, args=(settings, i), name=f"owui-proxy-{i}")
+        context.Process(target=_worker, args=(settings, i, os.getpid()), name=f"owui-proxy-{i}")
         for i in range(settings.workers)
     ]
     for process in workers:

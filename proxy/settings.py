@@ -382,7 +382,27 @@ class Settings(BaseSettings):
         description="Largest request body relayed (bytes); larger gets 413.",
     )
     shutdown_grace_s: float = Field(
-        30, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+        30,
+        ge=0,
+        description="On SIGTERM, how long in-flight requests may finish; the process exits "
+        "within it (the systemd unit and compose file allow a little more).",
+    )
+    header_timeout_s: Seconds = Field(
+        10,
+        description="A client must send a whole request head within this: from connection "
+        "open, or from the first byte of the next request on a kept-alive connection.",
+    )
+    keepalive_timeout_s: Seconds = Field(
+        75, description="An idle kept-alive client connection is closed after this."
+    )
+    body_timeout_s: Seconds = Field(
+        60, description="Most silence between two request body chunks from a client (408)."
+    )
+    websocket_max_message_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest WebSocket message relayed, either way; larger closes both "
+        "sides with 1009 (message too big).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."

@@ -2,7 +2,10 @@
 
 Frames are relayed as they come, both ways: text, binary, ping, pong, and close with its
 code. Either side closing closes the other. Silence on both sides for longer than the idle
-timeout closes both with 1001 (going away).
+timeout closes both with 1001 (going away). A message larger than
+``websocket_max_message_bytes``, either way, closes both with 1009 (message too big):
+aiohttp refuses it once its frame header announces the size, before buffering it (its limit
+refuses a message *of* ``max_msg_size`` bytes, hence the ``+ 1``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict
 
 from proxy.errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
@@ -76,6 +79,9 @@ class _Link:
         self.idle_s = idle_s
         self.last = time.monotonic()
         self.closing = False
+        # The code both sides get; kept so a close cut short (the handler cancelled as the
+        # client's connection drops) is finished below with the same code, not 1001.
+        self.code = 1001
 
     async def pump(self, src: AnyWS, dst: AnyWS) -> None:
         while True:
@@ -104,6 +110,11 @@ class _Link:
                 reason = msg.extra.encode() if isinstance(msg.extra, str) else b""
                 await self.close(_close_code(msg.data), reason, first=dst)
                 return
+            elif msg.type == WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
+                # A protocol breach aiohttp caught (1009 for an oversize message, 1002, 1007):
+                # it already closed ``src`` with that code; the other side learns the same.
+                await self.close(_close_code(msg.data.code), b"", first=dst)
+                return
             else:  # CLOSING, CLOSED, ERROR: the peer went away without a close frame
                 await self.close(1011 if src is self.upstream else 1001, b"", first=dst)
                 return
@@ -117,6 +128,7 @@ class _Link:
         if self.closing:
             return
         self.closing = True
+        self.code = code
         order = [first] if first is not None else []
         order += [ws for ws in (self.upstream, self.client) if ws is not first]
         for ws in order:
@@ -163,7 +175,7 @@ async def relay_websocket(
                 protocols=_protocols(request),
                 autoclose=False,
                 autoping=False,
-                max_msg_size=0,
+                max_msg_size=upstream.websocket_max_message_bytes + 1,
                 compress=0,
             )
     except aiohttp.WSServerHandshakeError as exc:
@@ -177,7 +189,7 @@ async def relay_websocket(
         protocols=(up.protocol,) if up.protocol else (),
         autoclose=False,
         autoping=False,
-        max_msg_size=0,
+        max_msg_size=upstream.websocket_max_message_bytes + 1,
         compress=False,
     )
     link = _Link(client, up, upstream.idle_timeout_s, check)
@@ -203,7 +215,7 @@ async def relay_websocket(
         if open_links is not None:
             open_links.links.discard(link)
         if not up.closed:
-            await up.close(code=1001)
+            await up.close(code=link.code)
         if not client.closed:
-            await client.close(code=1001)
+            await client.close(code=link.code)
     return client

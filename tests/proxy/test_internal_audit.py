@@ -47,7 +47,7 @@ async def listener(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Listene
     upstream = Upstream.open(settings)
     port = _closed_port()
     runner = await server._start(
-        create_internal_app(settings, upstream), f"127.0.0.1:{port}", 1.0, False
+        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
     )
     yield Listener(port, fake)
     await runner.cleanup()
@@ -132,3 +132,21 @@ async def test_method_and_path_override_headers_never_reach_openwebui(listener: 
     assert not arrived & {name.lower().replace("_", "-") for name in OVERRIDES}
     [line] = audits(logs)
     assert sorted(line["dropped_headers"]) == sorted(OVERRIDES)
+
+
+async def test_no_100_continue_before_the_service_token_is_checked(listener: Listener) -> None:
+    """A caller without a token is never invited to send its body."""
+    head = (
+        b"POST /api/v1/chats/new HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+    try:
+        writer.write(head)  # and no body: we wait for the answer a 100 would come before
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    finally:
+        writer.close()
+    assert b"100 Continue" not in answer
+    assert answer.split(b"\r\n", 1)[0].endswith(b"407 Proxy Authentication Required")
+    assert listener.upstream.seen == []

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 
 from proxy import logs
@@ -93,3 +95,16 @@ async def test_a_target_no_route_matches_is_still_observed(proxy, sink, method, 
     assert line["method"] == method
     assert line["status"] == response.status
     assert response.headers["X-Request-ID"] == line["request_id"]
+
+
+async def test_upstream_breaking_mid_body_is_logged_502_not_client_closed(proxy, sink) -> None:
+    """Both cut the client connection; only the upstream's break is a 502."""
+    response = await proxy.get("/broken", headers=ALICE_COOKIE)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await response.read()
+    for _ in range(100):
+        if lines(sink):
+            break
+        await asyncio.sleep(0.02)
+    (line,) = lines(sink)
+    assert (line["path"], line["status"]) == ("/broken", 502)

@@ -1,0 +1,136 @@
+"""Client connection timeouts aiohttp's server lacks: the request head must arrive in time.
+
+aiohttp closes a connection that waits for a request longer than ``keepalive_timeout``
+(from connection open, and from the end of each response), and nothing else: a client
+trickling a head one byte a minute, or opening sockets and sending nothing, holds them for
+that long. Three timeouts bound every client connection (the body one is the relay's):
+
+- **head** (``header_timeout_s``): from connection open, and from the first byte of each
+  following request, until its whole head has arrived (Go's ``ReadHeaderTimeout``,
+  nginx's ``client_header_timeout``). Expiry closes the connection without an answer.
+- **keep-alive idle** (``keepalive_timeout_s``): from the end of a response until the next
+  request's head; aiohttp's own ``keepalive_timeout``.
+- **body** (``body_timeout_s``): the most silence between two body chunks while the relay
+  reads them (``proxy/relay.py``), answered 408.
+
+aiohttp has no hook for its protocol class, so :class:`GuardedRunner` builds the server
+aiohttp would build and hands it a protocol subclass; the only aiohttp internals touched
+are the server's handler arguments and loop (``_kwargs``, ``_loop``).
+``tests/proxy/test_connections.py`` pins the behaviour, so an aiohttp upgrade that moves
+them fails there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+
+
+class _GuardedHandler(web.RequestHandler):
+    """aiohttp's protocol, closing a connection whose request head is late."""
+
+    def __init__(
+        self,
+        manager: web.Server,
+        *,
+        loop: asyncio.AbstractEventLoop,
+        header_timeout_s: float,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manager, loop=loop, **kwargs)
+        self._guard_loop = loop
+        self._header_timeout_s = header_timeout_s
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._busy = False  # a request is being handled; its body is the relay's concern
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if data and not self._busy and self._head_timer is None:
+            self._arm()  # the first byte of the next request on a kept-alive connection
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def head_arrived(self) -> None:
+        self._busy = True
+        self._disarm()
+
+    def response_done(self) -> None:
+        self._busy = False
+
+    def _arm(self) -> None:
+        self._head_timer = self._guard_loop.call_later(self._header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _expired(self) -> None:
+        self._head_timer = None
+        if not self._busy:
+            self.force_close()
+
+
+class _GuardedServer(web.Server):
+    """The server aiohttp built, making :class:`_GuardedHandler` protocols."""
+
+    def __init__(self, inner: web.Server, header_timeout_s: float) -> None:
+        super().__init__(
+            self._handle,
+            request_factory=self._make,
+            handler_cancellation=inner.handler_cancellation,
+            loop=inner._loop,
+            **inner._kwargs,
+        )
+        self._inner_handler = inner.request_handler
+        self._inner_factory = inner.request_factory
+        self._header_timeout_s = header_timeout_s
+
+    def __call__(self) -> web.RequestHandler:
+        return _GuardedHandler(
+            self, loop=self._loop, header_timeout_s=self._header_timeout_s, **self._kwargs
+        )
+
+    def _make(
+        self,
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        # Called as a request's handling begins: its head is complete.
+        if isinstance(protocol, _GuardedHandler):
+            protocol.head_arrived()
+        return self._inner_factory(message, payload, protocol, writer, task)
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await self._inner_handler(request)
+        finally:
+            protocol = request.protocol
+            if isinstance(protocol, _GuardedHandler):
+                protocol.response_done()
+
+
+class GuardedRunner(web.AppRunner):
+    """``web.AppRunner`` whose connections get the head timeout (``header_timeout_s``);
+    pass ``keepalive_timeout`` as for aiohttp."""
+
+    def __init__(self, app: web.Application, *, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout_s = header_timeout_s
+
+    async def _make_server(self) -> web.Server:
+        return _GuardedServer(await super()._make_server(), self._header_timeout_s)
