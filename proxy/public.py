@@ -68,6 +68,19 @@ class PublicHandler:
         ):
             self.metrics.count_decision("cross_origin_websocket")
             raise Forbidden("cross-origin WebSocket refused")
+        if (
+            not websocket
+            and self.public_origin is not None
+            and socketio.is_socketio_path(request.path)
+            and not socketio.polling_origin_allowed(
+                request.method,
+                request.headers.getall("Origin", []),
+                request.rel_url.raw_query_string,
+                self.public_origin,
+            )
+        ):
+            self.metrics.count_decision("cross_origin_socketio_polling")
+            raise Forbidden("cross-origin Socket.IO long-polling refused")
         stripped = stripped_names(request.headers.items(), self.policy)
         if stripped:
             # Names only: the values are exactly what an attacker wants to see echoed.
