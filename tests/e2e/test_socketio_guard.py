@@ -38,10 +38,12 @@ from urllib.parse import quote, quote_plus
 import aiohttp
 import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 
 from demo import openwebui
 from demo.stack import Stack
 from tests.e2e.conftest import fresh_email, owui_url, sign_in_through_proxy
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS
 
 pytestmark = pytest.mark.e2e
 
@@ -465,3 +467,47 @@ def test_long_polling_gets_the_origin_check(
     assert client.post(write, content=own).status_code == 403  # a write without Origin
     assert session.post(own).text == "OK"  # the control: our Origin
     session.until(lambda p: p.startswith('40{"sid"'))
+
+
+@pytest.mark.browser
+def test_the_web_ui_runs_socketio_over_long_polling_through_the_proxy(polling_gate: Stack) -> None:
+    """OpenWebUI's own client in Chromium: its same-origin reads carry no ``Origin`` and its
+    writes do, so the long-polling ``Origin`` check passes it; its CONNECT and ``user-join``
+    carry the user's own token, so the guard passes them."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium", pytrace=False)
+    polls: list[Any] = []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = chromium.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.on("response", lambda r: polls.append(r) if "/ws/socket.io/" in r.url else None)
+            page.goto(polling_gate.public_url + "/")  # the proxy sends it to the IdP
+            page.fill("#email", fresh_email("poll-browser"))
+            page.fill("#name", "Poll Browser")
+            page.get_by_role("button", name="Sign in").click()
+            # The IdP sends it back to the stack's own URL; its cookie is good for ours too.
+            page.wait_for_url(lambda url: not url.startswith(polling_gate.idp_url))
+            page.goto(polling_gate.public_url + "/")
+            page.locator("#chat-input").wait_for()
+            deadline = time.monotonic() + 60
+            while not any(
+                r.request.method == "POST" and "user-join" in (r.request.post_data or "")
+                for r in polls
+            ):
+                assert time.monotonic() < deadline, [(r.request.method, r.status) for r in polls]
+                page.wait_for_timeout(500)
+            seen = [
+                (r.request.method, r.status, r.request.all_headers().get("origin"), r.url)
+                for r in polls
+            ]
+        finally:
+            chromium.close()
+    assert all(status == 200 for _, status, _, _ in seen), seen
+    reads = [origin for method, _, origin, _ in seen if method == "GET"]
+    writes = [origin for method, _, origin, _ in seen if method == "POST"]
+    assert reads, seen
+    assert writes, seen
+    assert all(origin is None for origin in reads), seen
+    assert all(origin == polling_gate.public_url for origin in writes), seen
