@@ -118,11 +118,12 @@ class PublicHandler:
         if websocket:
             self.metrics.open_websockets.inc()
             checked = identity  # narrowed for the closure
+            on_socketio_path = socketio.is_socketio_path(request.path)
             check = None
             if checked is not None:
 
                 async def check(frame: str) -> bool:
-                    allowed = await self.token_guard.frame_allowed(frame, checked)
+                    allowed = await self.token_guard.frame_allowed(frame, checked, on_socketio_path)
                     if not allowed:
                         self._socketio_refused(checked)
                     return allowed

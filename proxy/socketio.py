@@ -7,11 +7,11 @@ never compares that token's user with the trusted email header. Through a plain 
 any signed-in user holding someone else's OpenWebUI token (stolen, or left in the browser
 by the previous user) would act as that someone over Socket.IO.
 
-So every client message is decoded *by the server's own decoders* (python-engineio's
-``Payload`` and ``Packet``, python-socketio's ``Packet``, the versions OpenWebUI pins):
-a hand-written mirror differs from them somewhere, and every difference was a bypass
-(Unicode digits as packet types, JSON-string bodies, JSONP ``d=`` bodies). Every token
-a handler could read is then checked before the message goes on: OpenWebUI itself is
+So every client message to a Socket.IO path is decoded *by the server's own decoders*
+(python-engineio's ``Payload`` and ``Packet``, python-socketio's ``Packet``, the versions
+OpenWebUI pins): a hand-written mirror differs from them somewhere, and every difference
+was a bypass (Unicode digits as packet types, JSON-string bodies, JSONP ``d=`` bodies).
+Every token a handler could read is then checked before the message goes on: OpenWebUI is
 asked ``GET /api/v1/auths/`` with that token and the verified identity's headers; 200
 means the token belongs to this user. Anything else — another user's token, a message
 the decoders reject, a token that is not a plain printable-ASCII string, an ``auth``
@@ -26,7 +26,8 @@ never a string the guard has seen, so a token slot filled by one is refused). A 
 Engine.IO message (WebSocket binary frame, base64 ``b`` packet) passes unread: the
 server uses it only as such an attachment, and decoding one as a packet always fails.
 Text messages are always decoded as packets, even where the server would take them as
-an attachment: that only ever refuses more.
+an attachment: that only ever refuses more. WebSockets on other paths get their frames'
+Socket.IO tokens checked too, but pass what is not Socket.IO (see ``frame_allowed``).
 """
 
 from __future__ import annotations
@@ -213,11 +214,15 @@ class TokenGuard:
                 return False
         return True
 
-    async def frame_allowed(self, frame: str, identity: Identity) -> bool:
+    async def frame_allowed(self, frame: str, identity: Identity, socketio_path: bool) -> bool:
+        """A client text frame; off a Socket.IO path (:func:`is_socketio_path`) only the
+        tokens it would carry as Socket.IO are checked, and anything else passes: OpenWebUI
+        has other WebSockets (terminals, realtime audio) whose frames are not Socket.IO,
+        and python-engineio serves no path but ``/ws/socket.io/...``."""
         try:
             tokens = frame_tokens(frame)
         except Refused:
-            return False
+            return not socketio_path
         return await self._all_belong(tokens, identity)
 
     async def polling_payload_allowed(self, body: bytes, identity: Identity) -> bool:
@@ -231,8 +236,9 @@ class TokenGuard:
 def is_socketio_path(path: str) -> bool:
     """A (decoded) path that may reach OpenWebUI's Socket.IO app.
 
-    Broad on purpose (any path mentioning socket.io): a false positive only costs checking
-    a small body, a false negative would let a token through unchecked.
+    python-engineio's ASGI app serves only paths starting with its path (``/ws/socket.io/``
+    in OpenWebUI). Broader on purpose (socket.io anywhere, any case): a false positive only
+    makes the guard stricter, a false negative would let a token through unchecked.
     """
     return "socket.io" in path.lower()
 

@@ -181,10 +181,11 @@ async def _closed(ws) -> int | None:
     return msg.data
 
 
+SOCKET = "/ws/socket.io/?EIO=4&transport=websocket"
+
+
 async def test_own_token_passes_anothers_closes_the_socket(proxy, fake_upstream) -> None:
-    async with proxy.ws_connect(
-        "/ws/socket.io/?EIO=4&transport=websocket", headers=BOB_COOKIE
-    ) as ws:
+    async with proxy.ws_connect(SOCKET, headers=BOB_COOKIE) as ws:
         own = '40{"token":"%s"}' % OWN  # noqa: UP031
         await ws.send_str(own)
         assert (await ws.receive(timeout=10)).data == own
@@ -217,15 +218,27 @@ async def test_own_token_passes_anothers_closes_the_socket(proxy, fake_upstream)
     ],
 )
 async def test_refused_frames_never_reach_upstream(proxy, fake_upstream, frame) -> None:
-    async with proxy.ws_connect("/ws", headers=BOB_COOKIE) as ws:
+    async with proxy.ws_connect(SOCKET, headers=BOB_COOKIE) as ws:
         await ws.send_str(frame)
         assert await _closed(ws) == 1008
     await asyncio.sleep(0)
     assert fake_upstream.ws_received == []
 
 
-async def test_checks_are_cached_per_token_and_user(proxy, fake_upstream) -> None:
+async def test_other_websockets_pass_what_is_not_socketio(proxy, fake_upstream) -> None:
+    """OpenWebUI's terminal and realtime-audio WebSockets are not Socket.IO: their frames
+    pass, but a Socket.IO packet with another user's token is still refused there."""
     async with proxy.ws_connect("/ws", headers=BOB_COOKIE) as ws:
+        for frame in ('{"type":"input","data":"ls"}', "4", '42["user-join",'):
+            await ws.send_str(frame)
+            assert (await ws.receive(timeout=10)).data == frame
+        await ws.send_str(CONNECT_STOLEN)
+        assert await _closed(ws) == 1008
+    assert CONNECT_STOLEN not in fake_upstream.ws_received
+
+
+async def test_checks_are_cached_per_token_and_user(proxy, fake_upstream) -> None:
+    async with proxy.ws_connect(SOCKET, headers=BOB_COOKIE) as ws:
         for _ in range(3):
             await ws.send_str('40{"token":"%s"}' % OWN)  # noqa: UP031
             assert (await ws.receive(timeout=10)).type == WSMsgType.TEXT
