@@ -64,7 +64,7 @@ _BINARY = (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK)
 
 
 class Refused(ValueError):
-    """A message the guard will not pass (the reason is for tests and logs, never a token)."""
+    """A message the guard will not pass (the message names why, never a token)."""
 
 
 class _Attachment:
