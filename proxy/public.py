@@ -80,6 +80,19 @@ class PublicHandler:
         ):
             self.metrics.count_decision("cross_origin_websocket")
             raise Forbidden("cross-origin WebSocket refused")
+        if (
+            not websocket
+            and self.public_origin is not None
+            and socketio.is_socketio_path(request.path)
+            and not socketio.polling_origin_allowed(
+                request.method,
+                request.headers.getall("Origin", []),
+                request.rel_url.raw_query_string,
+                self.public_origin,
+            )
+        ):
+            self.metrics.count_decision("cross_origin_socketio_polling")
+            raise Forbidden("cross-origin Socket.IO long-polling refused")
         stripped = stripped_names(request.headers.items(), self.policy)
         if stripped:
             # Names only: the values are exactly what an attacker wants to see echoed.
@@ -123,11 +136,12 @@ class PublicHandler:
         if websocket:
             self.metrics.open_websockets.inc()
             checked = identity  # narrowed for the closure
+            on_socketio_path = socketio.is_socketio_path(request.path)
             check = None
             if checked is not None:
 
                 async def check(frame: str) -> bool:
-                    allowed = await self.token_guard.frame_allowed(frame, checked)
+                    allowed = await self.token_guard.frame_allowed(frame, checked, on_socketio_path)
                     if not allowed:
                         self._socketio_refused(checked)
                     return allowed

@@ -7,131 +7,166 @@ never compares that token's user with the trusted email header. Through a plain 
 any signed-in user holding someone else's OpenWebUI token (stolen, or left in the browser
 by the previous user) would act as that someone over Socket.IO.
 
-So on every relayed WebSocket (not only ``/ws/socket.io``: which paths reach the
-Socket.IO app is the upstream's business, and a frame that is not Socket.IO costs one
-character test) the proxy reads each client text frame the way python-socketio decodes
-it, and checks every token found before the frame is passed on: OpenWebUI itself is
-asked ``GET /api/v1/auths/`` with that token and the verified identity's headers. 200
-means the token belongs to this user; "User mismatch" (or any other refusal) means it
-does not, and the socket is closed with 1008. Yes-answers are cached briefly per
-(token, email) digest. Socket.IO over HTTP long-polling (OpenWebUI with
-``ENABLE_WEBSOCKET_SUPPORT=false``) gets the same check on its POST bodies: 403.
+So every client message to a Socket.IO path is decoded *by the server's own decoders*
+(python-engineio's ``Payload`` and ``Packet``, python-socketio's ``Packet``, the versions
+OpenWebUI pins): a hand-written mirror differs from them somewhere, and every difference
+was a bypass (Unicode digits as packet types, JSON-string bodies, JSONP ``d=`` bodies).
+Every token a handler could read is then checked before the message goes on: OpenWebUI is
+asked ``GET /api/v1/auths/`` with that token and the verified identity's headers; 200
+means the token belongs to this user. Anything else — another user's token, a message
+the decoders reject, a token that is not a plain printable-ASCII string, an ``auth``
+that is not an object — is refused: the WebSocket is closed with 1008, a long-polling
+POST gets 403. Yes-answers are cached briefly per (token, email).
+
+What is read, and why that is enough (docs/proxy.md, "Socket.IO tokens", has the
+details): the CONNECT packet's data (``auth``) on any namespace, and the ``auth`` of
+every argument of every event and acknowledgement on any namespace, binary ones
+included, with their attachment placeholders resolved to markers (an attachment is
+never a string the guard has seen, so a token slot filled by one is refused). A binary
+Engine.IO message (WebSocket binary frame, base64 ``b`` packet) passes unread: the
+server uses it only as such an attachment, and decoding one as a packet always fails.
+Text messages are always decoded as packets, even where the server would take them as
+an attachment: that only ever refuses more. WebSockets on other paths get their frames'
+Socket.IO tokens checked too, but pass what is not Socket.IO (see ``frame_allowed``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
+from engineio import packet as eio_packet  # type: ignore[import-untyped]
+from engineio import payload as eio_payload
 from multidict import CIMultiDict
+from socketio import packet as sio_packet  # type: ignore[import-untyped]
 
+from proxy import browser
 from proxy.auth.forward import DecisionCache
 from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity
 from proxy.relay import Upstream
 
-# Socket.IO packet types that carry data a handler reads (CONNECT, EVENT, BINARY_EVENT).
-_CARRIERS = {0, 2, 5}
-_MESSAGE = 4  # Engine.IO
 _CHECK_PATH = "/api/v1/auths/"
-# Engine.IO v4 long-polling: packets in one payload are separated by this character, and
-# one payload may be at most max_http_buffer_size (1 MB by default) long.
-RECORD_SEPARATOR = "\x1e"
-POLLING_BODY_LIMIT = 1_000_000
+# OpenWebUI 0.12.4 raises python-engineio's payload limit (max_http_buffer_size) to 16 MiB
+# for large notes; a polling body may be that long, and is buffered whole to be checked.
+POLLING_BODY_LIMIT = 16 * 1024 * 1024
+# What an OpenWebUI token is made of (a JWT: base64url and dots). Anything else cannot be
+# a token OpenWebUI issued, and would only be sent on to it inside a header.
+_TOKEN = re.compile(r"[!-~]{1,8192}")
+_EVENTS = (sio_packet.EVENT, sio_packet.BINARY_EVENT)
+_ACKS = (sio_packet.ACK, sio_packet.BINARY_ACK)
+_BINARY = (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK)
 
 
-class Unparsable(ValueError):
-    """python-socketio would refuse this packet too."""
+class Refused(ValueError):
+    """A message the guard will not pass (the message names why, never a token)."""
 
 
-def _packet_type(char: str) -> int | None:
-    """A packet type read as python-engineio and python-socketio read it: ``int()`` of one
-    character, which takes any Unicode decimal digit (Arabic-Indic and fullwidth four are 4
-    too)."""
-    try:
-        return int(char)
-    except ValueError:
-        return None
+class _Attachment:
+    """Stands for a binary attachment where a placeholder was: never a valid token."""
 
 
-def _engineio_message(frame: str) -> object:
-    """What python-engineio hands Socket.IO for a text frame (None: not a MESSAGE).
-
-    Mirrors ``engineio.packet.Packet.decode``: the body is JSON-decoded unless its first
-    character is numeric, so ``4"2[...]"`` (a JSON *string*) reaches Socket.IO as ``2[...]``.
-    """
-    if not frame or frame[0] == "b" or _packet_type(frame[0]) != _MESSAGE:
-        return None  # base64 binary attachments carry no tokens; other types no data
-    body = frame[1:]
-    if not body or body[0].isnumeric():
-        return body
-    try:
-        decoded: object = json.loads(body)
-    except ValueError:
-        return body
-    return decoded
+_ATTACHMENT = _Attachment()
 
 
-def _socketio_payload(packet: str) -> tuple[int, Any] | None:
-    """(type, decoded data) of a Socket.IO packet, parsed as python-socketio does."""
-    kind = _packet_type(packet[:1])
-    if kind not in _CARRIERS:
-        return None
-    rest = packet[1:]
-    dash = rest.find("-")
-    if dash > 0 and rest[:dash].isdigit():  # binary attachment count
-        rest = rest[dash + 1 :]
-    if rest.startswith("/"):  # namespace
-        comma = rest.find(",")
-        rest = "" if comma == -1 else rest[comma + 1 :]
-    if rest and rest[0].isdigit():  # ack id
-        i = 1
-        while i < len(rest) and rest[i].isdigit():
-            i += 1
-        rest = rest[i:]
-    if not rest:
-        return None
-    try:
-        return kind, json.loads(rest)
-    except ValueError as exc:
-        raise Unparsable(str(exc)) from exc
+class _Attachments:
+    """``count`` attachments, indexed with exactly a list's rules, without building the list
+    (the count is up to ten digits long)."""
+
+    def __init__(self, count: int) -> None:
+        self.slots = range(count)
+
+    def __getitem__(self, index: Any) -> _Attachment:
+        self.slots[index]  # IndexError / TypeError exactly where a list would raise
+        return _ATTACHMENT
 
 
-def tokens_in(frame: str) -> list[object]:
-    """Every token value an Engine.IO v4 text frame offers OpenWebUI's Socket.IO handlers.
-
-    Values are returned as found, strings or not: a non-string (e.g. a binary attachment
-    placeholder) is refused by the caller rather than guessed about. So is a MESSAGE whose
-    body decodes to JSON other than a string: no client sends one, and what Socket.IO
-    would make of it is not worth guessing.
-    """
-    message = _engineio_message(frame)
-    if message is None:
+def _token_of(holder: dict[str, Any]) -> list[str]:
+    """The token OpenWebUI reads from an ``auth`` object (``'token' in auth``), if any."""
+    if "token" not in holder:
         return []
-    if not isinstance(message, str):
-        return [message]
+    token = holder["token"]
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise Refused("a token that is not a printable ASCII string")
+    return [token]
+
+
+def _socketio_tokens(text: str) -> list[str]:
+    """Every token in one Socket.IO packet, decoded by python-socketio's ``Packet``."""
     try:
-        decoded = _socketio_payload(message)
-    except Unparsable:
-        return []  # python-socketio drops it as well: nothing reaches a handler
-    if decoded is None:
+        packet = sio_packet.Packet(encoded_packet=text)
+        data = packet.data
+        if packet.packet_type in _BINARY:
+            data = sio_packet.Packet.reconstruct_binary(data, _Attachments(packet.attachment_count))
+    except Exception as exc:  # any failure: the server cannot use it, so nor do we
+        raise Refused(f"not a Socket.IO packet ({type(exc).__name__})") from exc
+    kind = packet.packet_type
+    if kind == sio_packet.DISCONNECT:
         return []
-    kind, data = decoded
-    if kind == 0:
-        holders = [data]
-    elif isinstance(data, list):
-        holders = [arg.get("auth") for arg in data[1:] if isinstance(arg, dict)]
-    else:
-        holders = []
-    return [h["token"] for h in holders if isinstance(h, dict) and "token" in h]
+    if kind == sio_packet.CONNECT:
+        if data is None:
+            return []
+        if not isinstance(data, dict):
+            raise Refused("CONNECT data that is not an object")
+        return _token_of(data)
+    if kind not in _EVENTS + _ACKS:
+        raise Refused("a packet type clients do not send")  # CONNECT_ERROR, unknown
+    if not isinstance(data, list) or (kind in _EVENTS and not data):
+        raise Refused("event or acknowledgement data that is not a list")
+    tokens: list[str] = []
+    for argument in data[1:] if kind in _EVENTS else data:
+        if isinstance(argument, dict) and "auth" in argument:
+            auth = argument["auth"]
+            if auth is None:
+                continue  # OpenWebUI: "if not auth: return"
+            if not isinstance(auth, dict):
+                raise Refused("an auth that is not an object")
+            tokens += _token_of(auth)
+    return tokens
+
+
+def _message_tokens(packet: Any) -> list[str]:
+    """Every token in one decoded Engine.IO packet."""
+    kind = packet.packet_type
+    if kind not in range(len(eio_packet.packet_names)):
+        raise Refused("unknown Engine.IO packet type")
+    if kind != eio_packet.MESSAGE or packet.binary:
+        return []
+    if not isinstance(packet.data, str):
+        # python-engineio JSON-decoded the body into something python-socketio cannot read
+        raise Refused("an Engine.IO message that is JSON but not a string")
+    return _socketio_tokens(packet.data)
+
+
+def frame_tokens(frame: str) -> list[str]:
+    """Every token in one WebSocket text frame; :class:`Refused` if the guard won't pass it."""
+    try:
+        packet = eio_packet.Packet(encoded_packet=frame)
+    except Exception as exc:
+        raise Refused(f"not an Engine.IO packet ({type(exc).__name__})") from exc
+    return _message_tokens(packet)
+
+
+def polling_tokens(body: bytes) -> list[str]:
+    """Every token in one long-polling POST body (several packets, maybe a JSONP ``d=``)."""
+    try:
+        packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
+    except Exception as exc:
+        raise Refused(f"not an Engine.IO payload ({type(exc).__name__})") from exc
+    return [token for packet in packets for token in _message_tokens(packet)]
 
 
 def _key(token: str, email: str) -> bytes:
-    return hashlib.sha256(f"{token}\x00{email}".encode()).digest()
+    """The cache key of (token, email): injective, so no two pairs can share a yes."""
+    raw = token.encode("ascii")  # _TOKEN admits only ASCII
+    return hashlib.sha256(
+        len(raw).to_bytes(8, "big") + raw + email.encode("utf-8", "surrogatepass")
+    ).digest()
 
 
 class TokenGuard:
@@ -149,9 +184,7 @@ class TokenGuard:
         self.policy = policy
         self.cache = DecisionCache(ttl_s, size, clock)
 
-    async def belongs(self, token: object, identity: Identity) -> bool:
-        if not isinstance(token, str) or not token or any(c in token for c in "\r\n\x00"):
-            return False
+    async def belongs(self, token: str, identity: Identity) -> bool:
         key = _key(token, identity.email)
         if self.cache.get(key) is not None:
             return True
@@ -175,28 +208,60 @@ class TokenGuard:
             self.cache.put(key, identity)
         return ok
 
-    async def frame_allowed(self, frame: str, identity: Identity) -> bool:
-        for token in tokens_in(frame):
+    async def _all_belong(self, tokens: list[str], identity: Identity) -> bool:
+        for token in dict.fromkeys(tokens):
             if not await self.belongs(token, identity):
                 return False
         return True
 
-    async def polling_payload_allowed(self, body: bytes, identity: Identity) -> bool:
-        """The same check for an HTTP long-polling POST (packets separated by ``\x1e``)."""
+    async def frame_allowed(self, frame: str, identity: Identity, socketio_path: bool) -> bool:
+        """A client text frame; off a Socket.IO path (:func:`is_socketio_path`) only the
+        tokens it would carry as Socket.IO are checked, and anything else passes: OpenWebUI
+        has other WebSockets (terminals, realtime audio) whose frames are not Socket.IO,
+        and python-engineio serves no path but ``/ws/socket.io/...``."""
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return False  # Engine.IO cannot read it either; refuse rather than guess
-        for frame in text.split(RECORD_SEPARATOR):
-            if not await self.frame_allowed(frame, identity):
-                return False
-        return True
+            tokens = frame_tokens(frame)
+        except Refused:
+            return not socketio_path
+        return await self._all_belong(tokens, identity)
+
+    async def polling_payload_allowed(self, body: bytes, identity: Identity) -> bool:
+        try:
+            tokens = polling_tokens(body)
+        except Refused:
+            return False
+        return await self._all_belong(tokens, identity)
+
+
+def is_socketio_path(path: str) -> bool:
+    """A (decoded) path that may reach OpenWebUI's Socket.IO app.
+
+    python-engineio's ASGI app serves only paths starting with its path (``/ws/socket.io/``
+    in OpenWebUI). Broader on purpose (socket.io anywhere, any case): a false positive only
+    makes the guard stricter, a false negative would let a token through unchecked.
+    """
+    return "socket.io" in path.lower()
 
 
 def is_polling_post(method: str, path: str) -> bool:
-    """A request that may carry Socket.IO packets over HTTP long-polling.
+    """A request that may carry Socket.IO packets over HTTP long-polling."""
+    return method == "POST" and is_socketio_path(path)
 
-    Broad on purpose (any decoded path mentioning socket.io): a false positive only costs
-    buffering a small body, a false negative would let a token through unchecked.
+
+def polling_origin_allowed(
+    method: str, origins: list[str], raw_query: str, public_origin: str
+) -> bool:
+    """The WebSocket ``Origin`` check, for Socket.IO over HTTP long-polling.
+
+    A cross-origin browser request always carries ``Origin``, so one that does must be
+    ours, exactly. Browsers leave it out on same-origin ``GET``s (the polling client's
+    reads), so a ``GET``/``HEAD`` without one passes — unless it asks for JSONP (a ``j``
+    parameter, read as python-engineio reads it): that answer is a script any page may
+    include cross-site, and no Socket.IO client in use asks for it. Everything else (the
+    POSTs that carry packets) must carry our ``Origin``.
     """
-    return method == "POST" and "socket.io" in path.lower()
+    if len(origins) > 1:
+        return False
+    if origins:
+        return browser.origin_allowed(origins[0], public_origin)
+    return method in ("GET", "HEAD") and "j" not in parse_qs(raw_query)

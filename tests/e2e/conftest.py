@@ -299,3 +299,37 @@ def sign_in_through_proxy(the_stack: Stack, email: str, name: str | None = None)
     # The sign-in also set OpenWebUI's token cookie; tests send the token explicitly instead.
     client.cookies.delete("token")
     return Browserless(email=email.lower(), client=client, token=str(body["token"]))
+
+
+@pytest.fixture(scope="module")
+def polling_gate(gate: Stack) -> Iterator[Stack]:
+    """A second OpenWebUI with ``ENABLE_WEBSOCKET_SUPPORT=false`` (Socket.IO over HTTP
+    long-polling only) and its own proxy, sharing ``gate``'s IdP and model server.
+
+    Module-scoped: a module that needs it pays for one more OpenWebUI start (30-60 s).
+    """
+    config = StackConfig(
+        state_dir=ARTIFACTS / "polling-stack",
+        public_port=0,
+        course=COURSE_FILE,
+        operator_email=OPERATOR_EMAIL,
+        openwebui_env={**OPENWEBUI_EXTRA, "ENABLE_WEBSOCKET_SUPPORT": "false"},
+    )
+    shutil.rmtree(config.state_dir, ignore_errors=True)
+    second = Stack(config)
+    problem = None
+    try:
+        second.prepare()
+        second.model_url, second.idp_url = gate.model_url, gate.idp_url
+        second.start_openwebui()
+        second.start_proxy()
+    except (StackError, openwebui.OpenWebUIError, httpx.HTTPError) as exc:
+        problem = f"the e2e harness could not start the long-polling OpenWebUI: {exc}"
+    except BaseException:
+        second.stop()
+        raise
+    if problem is not None:
+        second.stop()
+        fail(problem)
+    yield second
+    second.stop()

@@ -16,23 +16,34 @@ spelling below uses one of those. The tests show:
 
 The probe of whom a socket is: ``events:chat`` ``join`` of a chat answers ``true`` only when the
 socket's user may read that chat; ``user-join`` acknowledges with the token's user's id.
+
+The same over HTTP long-polling, against a second OpenWebUI with
+``ENABLE_WEBSOCKET_SUPPORT=false`` (fixture ``polling_gate``): python-engineio reads a POST body
+starting with ``d=`` as JSONP and URL-decodes it before splitting packets. Directly at
+OpenWebUI such a body with V's token makes the session V's; through the proxy every spelling
+with V's token is a 403 and the session stays A's, and A's own token in the same spellings is
+answered as A. Long-polling also gets the ``Origin`` check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 
 from demo import openwebui
 from demo.stack import Stack
 from tests.e2e.conftest import fresh_email, owui_url, sign_in_through_proxy
+from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS
 
 pytestmark = pytest.mark.e2e
 
@@ -275,3 +286,228 @@ def test_the_attackers_own_token_in_each_spelling_is_answered_as_the_attacker(
     if spelling.acks:
         assert joined is not None
         assert joined[0]["id"] == attacker.id
+
+
+# --- HTTP long-polling: OpenWebUI with ENABLE_WEBSOCKET_SUPPORT=false ---------------------------
+
+POLLING_PATH = "/ws/socket.io/?EIO=4&transport=polling"
+
+
+class Polling:
+    """A hand-driven Engine.IO v4 long-polling session (answers pings itself).
+
+    Reads (GET) carry no ``Origin``, as a browser's same-origin reads; writes (POST) carry
+    ``origin`` when given, as a browser's do.
+    """
+
+    def __init__(self, client: httpx.Client, origin: str | None = None) -> None:
+        self.client = client
+        self.origin = origin
+        self.sid = ""
+        self.seen: list[str] = []  # every packet received, in order
+
+    def open(self) -> None:
+        response = self.client.get(POLLING_PATH)
+        assert response.status_code == 200, response.text
+        assert response.text.startswith("0{"), response.text
+        self.sid = json.loads(response.text[1:])["sid"]
+
+    def post(self, body: str) -> httpx.Response:
+        headers = {"Content-Type": "text/plain;charset=UTF-8"}
+        if self.origin is not None:
+            headers["Origin"] = self.origin
+        return self.client.post(f"{POLLING_PATH}&sid={self.sid}", content=body, headers=headers)
+
+    def until(self, wanted: Callable[[str], bool], timeout: float = 20) -> str:
+        """Read until a packet ``wanted`` accepts arrives; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.client.get(f"{POLLING_PATH}&sid={self.sid}", timeout=60)
+            assert response.status_code == 200, (response.text, self.seen)
+            for packet in response.text.split("\x1e"):
+                self.seen.append(packet)
+                if packet == "2":  # Engine.IO ping
+                    assert self.post("3").status_code == 200
+                elif wanted(packet):
+                    return packet
+                assert packet not in ("1", "41"), f"closed: {self.seen}"
+        raise AssertionError(f"nothing wanted within {timeout} s: {self.seen}")
+
+    def join(self, token: str) -> dict[str, Any]:
+        """An anonymous CONNECT, then ``user-join`` with ``token``; its acknowledgement."""
+        assert self.post("40").status_code == 200
+        self.until(lambda p: p.startswith('40{"sid"'))
+        assert self.post("42" + _user_join(token)).text == "OK"
+        (joined,) = self.ack(JOIN_ACK)
+        return dict(joined)
+
+    def ack(self, ack_id: int) -> list[Any]:
+        prefix = f"43{ack_id}["
+        packet = self.until(lambda p: p.startswith(prefix))
+        return list(json.loads(packet[len(prefix) - 1 :]))
+
+    def probe(self, chat_id: str) -> bool:
+        """May this session's user read ``chat_id``? (OpenWebUI's events:chat join answers.)"""
+        body = json.dumps(["events:chat", {"chat_id": chat_id, "data": {"type": "join"}}])
+        assert self.post(f"42{PROBE_ACK}{body}").status_code == 200
+        return self.ack(PROBE_ACK) == [True]
+
+
+def _jsonp(payload: str, plus: bool = False) -> str:
+    """A JSONP body as python-engineio reads it: ``d=`` and the URL-encoded payload."""
+    return "d=" + (quote_plus(payload) if plus else quote(payload))
+
+
+# Each a POST body that hands ``token`` to OpenWebUI, as CONNECT or in user-join.
+POLLING_SPELLINGS: dict[str, Callable[[str], str]] = {
+    "plain-user-join": lambda t: "42" + _user_join(t),
+    "jsonp-connect": lambda t: _jsonp("40" + json.dumps({"token": t})),
+    "jsonp-user-join": lambda t: _jsonp("42" + _user_join(t)),
+    "jsonp-plus-user-join": lambda t: _jsonp("42" + _user_join(t), plus=True),
+    "jsonp-second-packet": lambda t: _jsonp('42["no-handler",{}]\x1e42' + _user_join(t)),
+}
+
+
+@pytest.fixture(scope="module")
+def polling_victim(polling_gate: Stack) -> Person:
+    """V on the long-polling OpenWebUI, signed in directly, with a chat of their own."""
+    email = fresh_email("poll-victim")
+    signed_in = openwebui.sign_in(owui_url(polling_gate), email)
+    token = str(signed_in["token"])
+    with httpx.Client(base_url=owui_url(polling_gate), timeout=30) as client:
+        chat_id = _new_chat(client, {"Authorization": f"Bearer {token}", "X-User-Email": email})
+    return Person(id=str(signed_in["id"]), token=token, chat_id=chat_id)
+
+
+@pytest.fixture(scope="module")
+def polling_attacker(polling_gate: Stack) -> Iterator[tuple[Person, httpx.Client]]:
+    """A on the long-polling OpenWebUI, signed in at the IdP, talking through its proxy."""
+    student = sign_in_through_proxy(polling_gate, fresh_email("poll-attacker"))
+    with student as client:
+        me = client.get("/api/v1/auths/", headers=student.auth())
+        assert me.status_code == 200, me.text
+        chat_id = _new_chat(client, student.auth())
+        yield Person(id=str(me.json()["id"]), token=student.token, chat_id=chat_id), client
+
+
+def test_jsonp_body_acts_as_the_token_owner_at_openwebui_directly(
+    polling_gate: Stack, polling_victim: Person
+) -> None:
+    """The control: without the proxy, V's token in a ``d=`` body makes the session V's."""
+    with httpx.Client(base_url=owui_url(polling_gate), timeout=30) as client:
+        session = Polling(client)
+        session.open()
+        assert session.post("40").status_code == 200  # an anonymous CONNECT: nobody yet
+        session.until(lambda p: p.startswith('40{"sid"'))
+        body = POLLING_SPELLINGS["jsonp-user-join"](polling_victim.token)
+        assert session.post(body).text == "OK"
+        (joined,) = session.ack(JOIN_ACK)
+        assert joined["id"] == polling_victim.id
+        assert session.probe(polling_victim.chat_id) is True
+
+
+@pytest.mark.parametrize("name", list(POLLING_SPELLINGS))
+def test_the_victims_token_in_a_polling_body_is_refused(
+    polling_gate: Stack,
+    polling_attacker: tuple[Person, httpx.Client],
+    polling_victim: Person,
+    name: str,
+) -> None:
+    attacker, client = polling_attacker
+    session = Polling(client, origin=polling_gate.public_url)
+    session.open()
+    assert session.join(attacker.token)["id"] == attacker.id
+    refused = session.post(POLLING_SPELLINGS[name](polling_victim.token))
+    assert refused.status_code == 403, refused.text
+    # The session is still A's: A's chat yes, V's chat no, and nothing named V.
+    assert session.probe(attacker.chat_id) is True
+    assert session.probe(polling_victim.chat_id) is False
+    assert not any(polling_victim.id in packet for packet in session.seen), session.seen
+
+
+@pytest.mark.parametrize("name", list(POLLING_SPELLINGS))
+def test_the_attackers_own_token_in_a_polling_body_is_answered_as_the_attacker(
+    polling_gate: Stack,
+    polling_attacker: tuple[Person, httpx.Client],
+    polling_victim: Person,
+    name: str,
+) -> None:
+    attacker, client = polling_attacker
+    session = Polling(client, origin=polling_gate.public_url)
+    session.open()
+    if name == "jsonp-connect":
+        assert session.post(POLLING_SPELLINGS[name](attacker.token)).text == "OK"
+        session.until(lambda p: p.startswith('40{"sid"'))  # the real Socket.IO answer
+        # OpenWebUI answers CONNECT before its connect handler has read the token
+        # (always_connect), and a probe on a session without a user disconnects it.
+        time.sleep(1)
+    else:
+        assert session.post("40").status_code == 200
+        session.until(lambda p: p.startswith('40{"sid"'))
+        assert session.post(POLLING_SPELLINGS[name](attacker.token)).text == "OK"
+        (joined,) = session.ack(JOIN_ACK)
+        assert joined["id"] == attacker.id
+    assert session.probe(attacker.chat_id) is True
+    assert session.probe(polling_victim.chat_id) is False
+
+
+def test_long_polling_gets_the_origin_check(
+    polling_gate: Stack, polling_attacker: tuple[Person, httpx.Client]
+) -> None:
+    """Another site's page may neither read nor write a session, nor load one as a script."""
+    attacker, client = polling_attacker
+    evil = {"Origin": "http://evil.example"}
+    assert client.get(POLLING_PATH, headers=evil).status_code == 403
+    assert client.get(POLLING_PATH + "&j=0").status_code == 403  # JSONP: a <script> source
+    session = Polling(client, origin=polling_gate.public_url)
+    session.open()  # same-origin reads carry no Origin: they pass
+    own = "40" + json.dumps({"token": attacker.token})
+    write = f"{POLLING_PATH}&sid={session.sid}"
+    assert client.post(write, content=own, headers=evil).status_code == 403
+    assert client.post(write, content=own).status_code == 403  # a write without Origin
+    assert session.post(own).text == "OK"  # the control: our Origin
+    session.until(lambda p: p.startswith('40{"sid"'))
+
+
+@pytest.mark.browser
+def test_the_web_ui_runs_socketio_over_long_polling_through_the_proxy(polling_gate: Stack) -> None:
+    """OpenWebUI's own client in Chromium: its same-origin reads carry no ``Origin`` and its
+    writes do, so the long-polling ``Origin`` check passes it; its CONNECT and ``user-join``
+    carry the user's own token, so the guard passes them."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium", pytrace=False)
+    polls: list[Any] = []
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = chromium.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            page.on("response", lambda r: polls.append(r) if "/ws/socket.io/" in r.url else None)
+            page.goto(polling_gate.public_url + "/")  # the proxy sends it to the IdP
+            page.fill("#email", fresh_email("poll-browser"))
+            page.fill("#name", "Poll Browser")
+            page.get_by_role("button", name="Sign in").click()
+            # The IdP sends it back to the stack's own URL; its cookie is good for ours too.
+            page.wait_for_url(lambda url: not url.startswith(polling_gate.idp_url))
+            page.goto(polling_gate.public_url + "/")
+            page.locator("#chat-input").wait_for()
+            deadline = time.monotonic() + 60
+            while not any(
+                r.request.method == "POST" and "user-join" in (r.request.post_data or "")
+                for r in polls
+            ):
+                assert time.monotonic() < deadline, [(r.request.method, r.status) for r in polls]
+                page.wait_for_timeout(500)
+            seen = [
+                (r.request.method, r.status, r.request.all_headers().get("origin"), r.url)
+                for r in polls
+            ]
+        finally:
+            chromium.close()
+    assert all(status == 200 for _, status, _, _ in seen), seen
+    reads = [origin for method, _, origin, _ in seen if method == "GET"]
+    writes = [origin for method, _, origin, _ in seen if method == "POST"]
+    assert reads, seen
+    assert writes, seen
+    assert all(origin is None for origin in reads), seen
+    assert all(origin == polling_gate.public_url for origin in writes), seen

@@ -736,8 +736,10 @@ async def test_memory_returns_after_2000_aborted_transfers(start_proxy, fake_ups
         for _ in range(4):
             await asyncio.sleep(_TRIM_INTERVAL_S + 1)
             grown = min(grown, _rss_mib(pid) - baseline)
-            if grown < 8:
+            if grown < 16:
                 break
         proxy.process.send_signal(signal.SIGTERM)
         await proxy.wait_exit()
-    assert grown < 8, f"RSS {grown:.1f} MiB above the baseline after the aborts"
+    # Without the trimmer this run stays 23+ MiB up (63 MiB in the fault run that found it);
+    # with it, 1-12 MiB depending on the machine's load.
+    assert grown < 16, f"RSS {grown:.1f} MiB above the baseline after the aborts"
