@@ -30,7 +30,7 @@ from aiohttp.typedefs import Middleware
 from proxy import logs
 from proxy.auth.base import Authenticator
 from proxy.auth.forward import ForwardAuthenticator
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, UpstreamError
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import CLIENT_CLOSED_STATUS, Metrics
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
@@ -129,6 +129,8 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
                 response = await handler(request)
             except ProxyError as exc:
                 log.warning("request_failed", status=exc.status, reason=exc.reason)
+                if isinstance(exc, UpstreamError):
+                    metrics.count_upstream_error(listener, exc)
                 response = from_exception(request, exc)
             status = response.status
             return response
@@ -145,6 +147,7 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
             if isinstance(exc, UpstreamBrokeOff):
                 status = 502
                 log.warning("upstream_broke_off", status=status, reason=str(exc))
+                metrics.upstream_errors.labels(listener, "broke_off").inc()
             else:
                 status = CLIENT_CLOSED_STATUS
             _cut(request)
@@ -165,7 +168,7 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
                 method=request.method,
                 path=request.path,  # no query string: it may carry secrets
                 status=status,
-                bytes=response.body_length if response is not None else 0,
+                bytes=body_bytes(response),
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
                 email=identity.email if identity is not None else None,
@@ -175,6 +178,22 @@ def _observed(listener: str, metrics: Metrics) -> Middleware:
             structlog.contextvars.clear_contextvars()
 
     return observed
+
+
+def body_bytes(response: web.StreamResponse | None) -> int:
+    """The body bytes this response sends the client.
+
+    A streamed response has been sent by now, so aiohttp counts what went out. A response the
+    handler only built (errors, refusals, small relayed bodies) is sent after this middleware
+    returns: its whole body will be.
+    """
+    if response is None:
+        return 0
+    if response.prepared:
+        return response.body_length
+    if isinstance(response, web.Response) and isinstance(response.body, bytes | bytearray):
+        return len(response.body)
+    return 0
 
 
 def _cut(request: web.Request) -> None:

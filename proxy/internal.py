@@ -69,6 +69,7 @@ from proxy.errors import (
 )
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
 from proxy.identity import Identity, InvalidIdentity, make_identity
+from proxy.metrics import Metrics
 from proxy.relay import (
     Upstream,
     UpstreamBrokeOff,
@@ -213,8 +214,14 @@ class InternalHandler:
     """Everything the internal listener needs, resolved once at start."""
 
     def __init__(
-        self, settings: Settings, upstream: Upstream, tokens: TokenStore, allowlist: Allowlist
+        self,
+        settings: Settings,
+        upstream: Upstream,
+        tokens: TokenStore,
+        allowlist: Allowlist,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.policy = HeaderPolicy.from_settings(settings)
         self.upstream = upstream
         self.tokens = tokens
@@ -264,6 +271,7 @@ class InternalHandler:
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 **audit.fields(),
             )
+            self._observe(audit)
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _handle(self, request: web.Request, audit: _Audit) -> web.StreamResponse:
@@ -303,6 +311,14 @@ class InternalHandler:
             return await self.signin.after(await send(checked, headers, self.upstream))
         response = await send(checked, headers, self.upstream)
         return await stream_back(checked, response)
+
+    def _observe(self, audit: _Audit) -> None:
+        """The call in the metrics: the same request counter as the public listener, plus
+        outcome and allowlist rule."""
+        if self.metrics is None:
+            return
+        self.metrics.count_request("internal", audit.status or 502)
+        self.metrics.internal_calls.labels(audit.outcome, audit.rule or "none").inc()
 
     def _authenticate(self, request: web.Request) -> str:
         """The accepted token's fingerprint, or :class:`ProxyAuthRequired`."""
@@ -371,7 +387,9 @@ def reload_tokens(app: web.Application) -> bool:
     return app[TOKENS_KEY].reload()
 
 
-def create_internal_app(settings: Settings, upstream: Upstream) -> web.Application:
+def create_internal_app(
+    settings: Settings, upstream: Upstream, metrics: Metrics | None = None
+) -> web.Application:
     """The internal listener's app. Raises :class:`InternalConfigError` listing every problem.
 
     While it runs, SIGHUP re-reads the token file (the handler is registered on start-up
@@ -390,7 +408,7 @@ def create_internal_app(settings: Settings, upstream: Upstream) -> web.Applicati
         raise InternalConfigError(problems)
     allowlist = settings.internal_allowlist  # parsed and checked when the settings loaded
 
-    handler = InternalHandler(settings, upstream, tokens, allowlist)
+    handler = InternalHandler(settings, upstream, tokens, allowlist, metrics)
     app = web.Application(
         middlewares=[_every_request(handler)], handler_args={"max_field_size": 65536}
     )

@@ -1,13 +1,26 @@
-"""Prometheus metrics in the proxy's own registry, served on the admin listener only."""
+"""Prometheus metrics in the proxy's own registry, served on the admin listener only.
+
+With several workers (``OWUI_PROXY_WORKERS``), every worker's counters, histograms and
+gauges live in prometheus-client's multiprocess files (``proxy/server.py`` turns the mode on
+before forking, in a fresh folder per run); the admin listener, on worker 0, renders the sum
+over all workers. Collectors read at scrape time (the JWKS status) are worker 0's: every
+worker fetches the same key set.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+
+from proxy import version
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class JwksStatus(Protocol):
@@ -44,6 +57,14 @@ class _JwksCollector(Collector):
         yield from (fetches, failures, keys, last)
 
 
+# Upstream failures by kind (proxy/errors.py's class names; metrics does not import them).
+_UPSTREAM_KINDS = {
+    "UpstreamUnavailable": "unavailable",
+    "UpstreamTimeout": "timeout",
+    "UpstreamRefused": "refused",
+    "UpstreamError": "unavailable",
+}
+
 # nginx's code for a request whose client closed the connection first.
 CLIENT_CLOSED_STATUS = 499
 CLIENT_CLOSED = "client_closed"
@@ -74,6 +95,41 @@ class Metrics:
             "owui_proxy_open_websockets",
             "WebSockets currently relayed.",
             registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        build = Gauge(
+            "owui_proxy_build_info",
+            "Always 1; the running version in the label.",
+            ("version",),
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        build.labels(version()).set(1)
+        self.auth_service_latency = Histogram(
+            "owui_proxy_auth_service_seconds",
+            "Time the forward-auth service took to answer.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.auth_service_errors = Counter(
+            "owui_proxy_auth_service_errors",
+            "Forward-auth calls that gave no decision, by kind (timeout, unreachable, status).",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "owui_proxy_upstream_errors",
+            "Requests OpenWebUI failed, by kind (unavailable: no connection or broke before "
+            "headers; timeout; refused: a WebSocket upgrade refused; broke_off: mid-body).",
+            ("listener", "kind"),
+            registry=self.registry,
+        )
+        self.internal_calls = Counter(
+            "owui_proxy_internal_calls",
+            "Internal listener calls, by audit outcome and the allowlist rule that matched "
+            "(none: refused before one did).",
+            ("outcome", "rule"),
+            registry=self.registry,
         )
         self.auth_decisions = Counter(
             "owui_proxy_auth_decisions",
@@ -97,9 +153,12 @@ class Metrics:
         self._requests: dict[tuple[str, int], Counter] = {}
         self._decisions: dict[str, Counter] = {}
         self._cache: dict[str, Counter] = {}
+        self._scrape_time: list[Collector] = []
 
     def watch_jwks(self, source: JwksStatus) -> None:
-        self.registry.register(_JwksCollector(source))
+        collector = _JwksCollector(source)
+        self._scrape_time.append(collector)
+        self.registry.register(collector)
 
     def count_request(self, listener: str, status: int) -> None:
         """One answered request; 499 (the client went away) is ``client_closed``, apart from
@@ -125,5 +184,19 @@ class Metrics:
             child = self._cache[result] = self.forward_auth_cache.labels(result)
         child.inc()
 
+    def count_upstream_error(self, listener: str, exc: Exception) -> None:
+        """An upstream failure that became the request's answer, by kind."""
+        kind = _UPSTREAM_KINDS.get(type(exc).__name__, "other")
+        self.upstream_errors.labels(listener, kind).inc()
+
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The exposition text: this process's registry, or with several workers the sum
+        over every worker (plus this process's scrape-time collectors)."""
+        folder = os.environ.get(MULTIPROC_ENV)
+        if not folder:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, folder)  # type: ignore[no-untyped-call]
+        for collector in self._scrape_time:
+            merged.register(collector)
+        return generate_latest(merged)

@@ -2,8 +2,9 @@
 
 One worker (the default) runs everything in this process. With ``workers`` > 1 the parent
 forks that many workers that each bind the public port with ``SO_REUSEPORT`` (the kernel
-spreads connections); only worker 0 also serves the admin and internal listeners, so
-``/metrics`` describes worker 0 (see docs/proxy.md). The parent forwards SIGTERM/SIGINT to
+spreads connections); only worker 0 also serves the admin and internal listeners; its
+``/metrics`` sums every worker's (prometheus-client's multiprocess mode, see
+``proxy/metrics.py``). The parent forwards SIGTERM/SIGINT to
 every worker and SIGHUP (re-read the internal token file) to worker 0 alone, and exits 0 once
 every worker has drained. A process that serves no internal listener ignores SIGHUP rather
 than die of it (``systemctl reload`` must never stop the proxy). A worker whose parent is
@@ -23,17 +24,21 @@ its next chunk; the cancellation is what counts and logs the request as 499.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from proxy import logs
 from proxy.app import Runtime, create_admin_app, create_app
@@ -41,6 +46,7 @@ from proxy.connections import GuardedRunner
 from proxy.errors import ConfigProblems
 from proxy.internal import AUDIT_KEY, create_internal_app
 from proxy.internal import AuditAccessLogger as AuditLog
+from proxy.metrics import MULTIPROC_ENV
 from proxy.settings import Settings
 
 
@@ -177,7 +183,7 @@ async def serve(
             apps.append((create_admin_app(settings, runtime), settings.admin_listen, False))
             if settings.internal_listen is not None:
                 assert runtime.upstream is not None
-                internal = create_internal_app(settings, runtime.upstream)
+                internal = create_internal_app(settings, runtime.upstream, runtime.metrics)
                 apps.append((internal, settings.internal_listen, False))
     except BaseException:
         await runtime.close()
@@ -264,6 +270,38 @@ def run(settings: Settings) -> int:
             return 1
         return 0
 
+    with _shared_metrics():
+        return _run_workers(settings)
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[None]:
+    """prometheus-client's multiprocess mode in a fresh folder, for the workers' lifetime.
+
+    Each worker writes its metrics to files there and worker 0's ``/metrics`` sums them
+    (``proxy/metrics.py``). A folder of our own per run: files of an earlier run's workers
+    would be summed in. The value class is chosen again here, since prometheus-client picks
+    it when first imported, before this process knew it would fork workers.
+    """
+    from prometheus_client import values
+
+    folder = tempfile.mkdtemp(prefix="owui-proxy-metrics-")
+    previous = os.environ.get(MULTIPROC_ENV)
+    os.environ[MULTIPROC_ENV] = folder
+    values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if previous is None:
+            os.environ.pop(MULTIPROC_ENV, None)
+        else:
+            os.environ[MULTIPROC_ENV] = previous
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def _run_workers(settings: Settings) -> int:
+    log = logs.get()
     context = multiprocessing.get_context("fork")  # no loop exists yet in the parent
     workers = [
         context.Process(target=_worker, args=(settings, i, os.getpid()), name=f"owui-proxy-{i}")
@@ -293,6 +331,9 @@ def run(settings: Settings) -> int:
         for process in [p for p in alive if not p.is_alive()]:
             alive.remove(process)
             process.join()
+            if process.pid is not None:
+                # Its live gauges (open WebSockets) no longer count; its counters do.
+                multiprocess.mark_process_dead(process.pid)  # type: ignore[no-untyped-call]
             if process.exitcode != 0 and failed is None:
                 # One worker down means a broken deployment: stop the others too.
                 failed = process.exitcode

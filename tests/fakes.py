@@ -258,6 +258,7 @@ class FakeAuthService:
     delay: float = 30.0
     deny_uris: set[str] = field(default_factory=set)
     seen: list[Seen] = field(default_factory=list)
+    probes: int = 0
 
     PATH = "/oauth2/auth"
 
@@ -267,7 +268,11 @@ class FakeAuthService:
         return app
 
     async def _handle(self, request: web.Request) -> web.Response:
-        self.seen.append(_record(request, await request.read()))
+        probe = "X-Owui-Proxy-Probe" in request.headers  # readiness: not a user's request
+        if probe:
+            self.probes += 1
+        else:
+            self.seen.append(_record(request, await request.read()))
         if self.mode == "error":
             return web.json_response({"error": "boom"}, status=500)
         if self.mode == "slow":

@@ -16,6 +16,8 @@ and failures are never cached, so a signed-out session is refused on its next re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import time
 from collections import OrderedDict
@@ -33,6 +35,10 @@ from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
 from proxy.settings import Settings
 
+# How often /readyz's view of the auth service is refreshed (a GET naming nobody).
+PROBE_INTERVAL_S = 10.0
+# Marks the probe, so an auth service's logs (and our test fakes) can tell it from users.
+PROBE_HEADER = "X-Owui-Proxy-Probe"
 # Headers of a denial worth passing to the client: where to log in, and how.
 _PASS_ON = ("Location", "WWW-Authenticate")
 
@@ -126,6 +132,8 @@ class ForwardAuthenticator:
             if settings.forward_auth_cache_s > 0
             else None
         )
+        self._problem: str | None = None
+        self._prober: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.public_url is None:
@@ -134,12 +142,43 @@ class ForwardAuthenticator:
                 detail="OWUI_PROXY_PUBLIC_URL is unset: the auth service is told the client's "
                 "Host; services that pick rules by domain (Authelia) can then be steered",
             )
+        await self.probe()
+        self._prober = asyncio.create_task(self._probe_forever(), name="forward-auth-probe")
 
     async def close(self) -> None:
-        return None
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
 
     def problem(self) -> str | None:
-        return None
+        """What the last probe found wrong with the auth service (None: it answers)."""
+        return self._problem
+
+    async def probe(self) -> None:
+        """Ask the auth service about nobody: any answer below 500 means it is up.
+
+        A cheap readiness signal for ``/readyz``: without it, a proxy whose auth service is
+        down stays "ready" while every request gets 503.
+        """
+        try:
+            async with self.session.get(
+                self.url,
+                headers={"Accept": "application/json", PROBE_HEADER: "readiness"},
+                allow_redirects=False,
+                timeout=self.timeout,
+            ) as response:
+                await response.read()
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            self._problem = f"auth service unreachable ({type(exc).__name__})"
+            return
+        self._problem = None if status < 500 else f"auth service answered {status}"
+
+    async def _probe_forever(self) -> None:
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            await self.probe()
 
     def _outbound(self, request: web.Request, cookie: str) -> dict[str, str]:
         fwd = forwarded_view(
@@ -184,6 +223,7 @@ class ForwardAuthenticator:
                 return cached
         if self.metrics is not None:
             self.metrics.forward_auth_calls.inc()
+        started = time.perf_counter()
         try:
             async with self.session.get(
                 self.url,
@@ -195,7 +235,10 @@ class ForwardAuthenticator:
                 headers = response.headers
                 await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
+            self._count_error("timeout" if isinstance(exc, TimeoutError) else "unreachable")
             raise AuthServiceUnavailable(f"auth service failed ({type(exc).__name__})") from exc
+        if self.metrics is not None:
+            self.metrics.auth_service_latency.observe(time.perf_counter() - started)
         if 200 <= status < 300:
             try:
                 identity = make_identity(
@@ -216,7 +259,12 @@ class ForwardAuthenticator:
                 reason=f"auth service answered {status}",
                 headers=passed,
             )
+        self._count_error("status")
         raise AuthServiceUnavailable(f"auth service answered {status}")
+
+    def _count_error(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.auth_service_errors.labels(kind).inc()
 
 
 def _one(headers: CIMultiDictProxy[str], name: str) -> str | None:
