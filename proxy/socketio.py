@@ -33,6 +33,7 @@ Socket.IO tokens checked too, but pass what is not Socket.IO (see ``frame_allowe
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -215,14 +216,22 @@ class TokenGuard:
         return True
 
     async def frame_allowed(self, frame: str, identity: Identity, socketio_path: bool) -> bool:
-        """A client text frame; off a Socket.IO path (:func:`is_socketio_path`) only the
-        tokens it would carry as Socket.IO are checked, and anything else passes: OpenWebUI
-        has other WebSockets (terminals, realtime audio) whose frames are not Socket.IO,
-        and python-engineio serves no path but ``/ws/socket.io/...``."""
+        """A client text frame; off a Socket.IO path (:func:`is_socketio_path`) the tokens it
+        would carry as Socket.IO, or as a first-message ``auth`` (:func:`message_tokens`),
+        are checked, and anything else passes: OpenWebUI has other WebSockets (terminals,
+        realtime audio) whose frames are not Socket.IO, and python-engineio serves no path
+        but ``/ws/socket.io/...``."""
         try:
             tokens = frame_tokens(frame)
         except Refused:
-            return not socketio_path
+            if socketio_path:
+                return False
+            tokens = []
+        if not socketio_path:
+            try:
+                tokens = [*tokens, *message_tokens(frame)]
+            except Refused:
+                return False
         return await self._all_belong(tokens, identity)
 
     async def polling_payload_allowed(self, body: bytes, identity: Identity) -> bool:
@@ -231,6 +240,31 @@ class TokenGuard:
         except Refused:
             return False
         return await self._all_belong(tokens, identity)
+
+
+def message_tokens(frame: str) -> list[str]:
+    """Tokens a plain-JSON WebSocket would read from ``frame``.
+
+    OpenWebUI 0.12.4's terminal and realtime-audio WebSockets authenticate from a first
+    message ``{"type": "auth", "token": "<jwt>"}`` (``routers/terminals.py``,
+    ``routers/audio/realtime.py``), and like Socket.IO never compare that token's user with
+    the trusted header. Any JSON object with a ``token`` key counts, whatever its ``type``:
+    a stricter reading than the servers' can only refuse more. Frames that are not a JSON
+    object carry no such token (terminal keystrokes, audio events of other shapes).
+    """
+    text = frame.lstrip()
+    if not text.startswith("{"):
+        return []
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return []  # neither server's JSON decoder (stdlib, orjson) reads more than stdlib's
+    if not isinstance(message, dict) or "token" not in message:
+        return []
+    token = message["token"]
+    if not isinstance(token, str):
+        raise Refused("a message's token is not a string")
+    return [token]
 
 
 def is_socketio_path(path: str) -> bool:

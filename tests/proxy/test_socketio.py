@@ -237,6 +237,34 @@ async def test_other_websockets_pass_what_is_not_socketio(proxy, fake_upstream) 
     assert CONNECT_STOLEN not in fake_upstream.ws_received
 
 
+FIRST_MESSAGE_STOLEN = [
+    '{"type":"auth","token":"%s"}' % STOLEN,  # noqa: UP031 - terminals, realtime audio
+    ' {"token":"%s","type":"auth","chat_id":"c"}' % STOLEN,  # noqa: UP031
+    '{"type":"anything","token":"%s"}' % STOLEN,  # noqa: UP031 - stricter than the servers
+    '{"type":"auth","token":["%s"]}' % STOLEN,  # noqa: UP031 - not a string: refused
+]
+
+
+@pytest.mark.parametrize("frame", FIRST_MESSAGE_STOLEN)
+async def test_first_message_auth_on_other_websockets_must_be_the_users_token(
+    proxy, fake_upstream, frame: str
+) -> None:
+    """OpenWebUI's terminal and realtime-audio WebSockets read a token from a first JSON
+    message and never compare it with the trusted header: another user's is refused."""
+    # (The fake upgrades /ws only; to the guard any path off Socket.IO is the same.)
+    async with proxy.ws_connect("/ws", headers=BOB_COOKIE) as ws:
+        await ws.send_str(frame)
+        assert await _closed(ws) == 1008
+    assert frame not in fake_upstream.ws_received
+
+
+async def test_first_message_auth_with_the_users_own_token_passes(proxy, fake_upstream) -> None:
+    frame = '{"type":"auth","token":"%s"}' % OWN  # noqa: UP031
+    async with proxy.ws_connect("/ws", headers=BOB_COOKIE) as ws:
+        await ws.send_str(frame)
+        assert (await ws.receive(timeout=10)).data == frame
+
+
 async def test_checks_are_cached_per_token_and_user(proxy, fake_upstream) -> None:
     async with proxy.ws_connect(SOCKET, headers=BOB_COOKIE) as ws:
         for _ in range(3):
