@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +32,11 @@ MARKER_KEY = "owui_gate"
 def tag(course_id: str, module_id: str) -> str:
     """The title tag: ``[welcome/intro]``."""
     return f"[{course_id}/{module_id}]"
+
+
+def tag_prefix(course_id: str) -> str:
+    """What every tag of a course begins with (``[welcome/``): one archived query a course."""
+    return f"[{course_id}/"
 
 
 def thread_title(course: Course, module: Module) -> str:
@@ -117,6 +122,32 @@ def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | 
         archived=chat.get("archived") is True,
         pristine=_pristine(body),
     )
+
+
+Key = tuple[str, str]  # (course id, module id)
+
+
+def threads_by_module(
+    chats: Iterable[dict[str, Any]], wanted: Collection[Key]
+) -> dict[Key, list[Thread]]:
+    """The confirmed threads among whole chats (``ChatResponse``), grouped by (course, module).
+
+    Only the chat JSON marker counts here, not the title: these chats were read whole.
+    """
+    found: dict[Key, list[Thread]] = {key: [] for key in wanted}
+    for chat in chats:
+        body = chat.get("chat")
+        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
+        if not isinstance(mark, dict):
+            continue
+        course_id, module_id = mark.get("course"), mark.get("module")
+        if not isinstance(course_id, str) or not isinstance(module_id, str):
+            continue
+        if (course_id, module_id) in found:
+            thread = as_thread(chat, course_id, module_id)
+            if thread is not None:
+                found[(course_id, module_id)].append(thread)
+    return found
 
 
 def _pristine(body: dict[str, Any]) -> bool:

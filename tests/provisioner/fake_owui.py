@@ -16,7 +16,8 @@ Faithful to 0.12.4's source (``routers/auths.py``, ``routers/chats.py``, ``model
   ``user_id``), ``GET /api/v1/chats/list`` (non-archived; folders and pinned only when
   asked; ``page`` = 60 a page), ``GET /api/v1/chats/archived`` (always paged by 60;
   ``query`` is a case-insensitive SQL LIKE ``%query%`` on the title; ``order_by`` +
-  ``direction``), ``GET /api/v1/chats/{id}`` (401 when not the caller's),
+  ``direction``), ``GET /api/v1/chats/all`` (every chat whole, archived too, JSON Lines,
+  batches of 100 each a query of its own), ``GET /api/v1/chats/{id}`` (401 when not the caller's),
   ``POST /api/v1/chats/{id}/archive`` (a **toggle**; 401 when not the caller's),
   ``DELETE /api/v1/chats/{id}`` (404 when not the caller's; 401 without chat.delete).
 
@@ -30,8 +31,9 @@ the two-second settle rule on the server's clock waits milliseconds instead.
 
 Test levers: :meth:`FakeOpenWebUI.fail` queues faults (a status, a Retry-After, or a
 dropped connection) for matching requests; :meth:`FakeOpenWebUI.slow` delays them;
-``on_create`` / ``on_archive`` hooks run inside those endpoints to stage races; ``calls``
-records every request that arrived.
+``on_create`` / ``on_archive`` hooks run inside those endpoints to stage races
+(``on_call`` as each request arrives); ``calls``
+records every request that arrived, ``peak_in_flight`` the most handled at once.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ INVALID_CRED = (
     "The email or password provided is incorrect. Please check for typos and try logging in again."
 )
 PAGE = 60
+EXPORT_BATCH = 100  # CHAT_EXPORT_BATCH_SIZE
 
 ALLOW = [
     ("GET", r"/api/config"),
@@ -72,6 +75,7 @@ ALLOW = [
     ("POST", r"/api/v1/chats/new"),
     ("GET", r"/api/v1/chats/archived"),
     ("GET", r"/api/v1/chats/list"),
+    ("GET", r"/api/v1/chats/all"),
     ("GET", r"/api/v1/chats/[A-Za-z0-9_-]+"),
     ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+/archive"),
     ("DELETE", r"/api/v1/chats/[A-Za-z0-9_-]+"),
@@ -199,6 +203,9 @@ class FakeOpenWebUI:
         self.chats: dict[str, Chat] = {}
         self.faults: list[Fault] = []
         self.calls: list[Call] = []
+        self.in_flight = 0  # requests being handled right now, and the most at once
+        self.peak_in_flight = 0
+        self.on_call: Callable[[Call], None] | None = None
         self.on_create: Callable[[Chat], None] | None = None
         self.on_archive: Callable[[Chat], None] | None = None
         self.allow = list(ALLOW)
@@ -277,6 +284,7 @@ class FakeOpenWebUI:
         app.router.add_post("/api/v1/chats/new", self._new)
         app.router.add_get("/api/v1/chats/list", self._list)
         app.router.add_get("/api/v1/chats/archived", self._archived)
+        app.router.add_get("/api/v1/chats/all", self._all)
         app.router.add_get("/api/v1/chats/{id}", self._get)
         app.router.add_post("/api/v1/chats/{id}/archive", self._archive)
         app.router.add_delete("/api/v1/chats/{id}", self._delete)
@@ -298,7 +306,14 @@ class FakeOpenWebUI:
             request.headers.get("Authorization", "").startswith("Bearer "),
         )
         self.calls.append(call)
-        response: web.StreamResponse = await handler(request)
+        if self.on_call is not None:
+            self.on_call(call)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            response: web.StreamResponse = await handler(request)
+        finally:
+            self.in_flight -= 1
         call.status = response.status
         return response
 
@@ -509,6 +524,28 @@ class FakeOpenWebUI:
             chats.sort(key=lambda c: c.updated_at, reverse=True)
         chats = chats[(page - 1) * PAGE : page * PAGE]
         return web.json_response([c.title_id(with_last_read=False) for c in chats])
+
+    async def _all(self, request: web.Request) -> web.Response:
+        """Every chat of the user, archived too, whole, as JSON Lines in batches of 100.
+
+        Like 0.12.4, each batch is its own query (ordered by ``updated_at`` desc, skipping
+        what earlier batches returned), with a pause between batches, so a chat updated
+        meanwhile can move from one batch to another: only a short answer is a snapshot.
+        """
+        user = self._verified(request)
+        lines: list[bytes] = []
+        skip = 0
+        while True:
+            chats = [c for c in self.chats.values() if c.user_id == user.id]
+            chats.sort(key=lambda c: c.id)
+            chats.sort(key=lambda c: c.updated_at, reverse=True)
+            batch = chats[skip : skip + EXPORT_BATCH]
+            lines += [json.dumps(chat.response()).encode() + b"\n" for chat in batch]
+            if len(batch) < EXPORT_BATCH:
+                break
+            skip += EXPORT_BATCH
+            await asyncio.sleep(0)  # other requests may land between two batches
+        return web.Response(body=b"".join(lines), content_type="application/x-ndjson")
 
     def _own(self, request: web.Request, user: User) -> Chat | None:
         chat = self.chats.get(request.match_info["id"])
