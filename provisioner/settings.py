@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         10,
         ge=2,
         le=50,
-        description="Rounds of list/create/delete/archive per module before giving up.",
+        description="Rounds of look/create/delete/archive per user before giving up.",
     )
     settle_s: float = Field(
         2,
