@@ -307,6 +307,10 @@ class UserSession:
         )
         return _dict(response)
 
+    async def update_chat(self, chat_id: str, chat: dict[str, Any]) -> None:
+        """Merge ``chat`` into the stored chat (OpenWebUI merges key by key, message by message)."""
+        await self._call("POST", f"/api/v1/chats/{chat_id}", json={"chat": chat})
+
     async def toggle_archive(self, chat_id: str) -> dict[str, Any] | None:
         """Flip ``archived``; the chat as it is afterwards, or ``None`` when it is gone.
 

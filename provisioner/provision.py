@@ -61,10 +61,12 @@ from provisioner.threads import (
     Thread,
     as_thread,
     build_chat,
+    left_behind,
     plan,
     tag_prefix,
     threads_by_module,
     title_matches,
+    update_for,
 )
 
 log = structlog.get_logger("provisioner")
@@ -115,8 +117,11 @@ class Provisioner:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        update_unreplied: bool = False,
     ) -> None:
         self._api = api
+        # Bring threads the user has not replied to up to date with the course's messages.
+        self._update_unreplied = update_unreplied
         self._settings = settings
         self._sleep = sleep
         self._rand = rand
@@ -125,6 +130,13 @@ class Provisioner:
         # the config is read until it has passed once, so a run asks once, not per user.
         self._config_ok = False
         self._config_lock = asyncio.Lock()
+
+    async def preflight(self) -> None:
+        """Refuse when OpenWebUI's config makes provisioning unsafe; read once it has passed."""
+        async with self._config_lock:  # users starting together wait for one read
+            if not self._config_ok:
+                check_config(await self._api.config())
+                self._config_ok = True
 
     async def provision_user(
         self,
@@ -144,10 +156,7 @@ class Provisioner:
         ``slot``, held by the caller, is released while this user waits out the settle
         pause, so waiting users do not keep others from making calls.
         """
-        async with self._config_lock:  # users starting together wait for one read
-            if not self._config_ok:
-                check_config(await self._api.config())
-                self._config_ok = True
+        await self.preflight()
         session = await self._api.signin(email, name)
         if session.role == "pending":
             raise PendingUser(email)
@@ -157,7 +166,7 @@ class Provisioner:
         reported = 0
         seen: dict[Key, list[Thread]] = {}
         look_from: float | None = None  # server time the next look must not start before
-        for _ in range(self._settings.converge_rounds):
+        for round_number in range(self._settings.converge_rounds):
             # Every request of this round comes after ``looked_at``. The server's clock is
             # known from its last answer; a pause adds what was slept, since the last
             # answer may have come before it.
@@ -166,7 +175,7 @@ class Provisioner:
                 await self._pause(look_from - looked_at, slot)
                 looked_at = max(look_from, self._server_now())
             todo = [(c, m) for c, m in pairs if _key(c, m) not in results]
-            seen = await self._find(session, todo)
+            seen = await self._find(session, todo, report_left=round_number == 0)
             look_from = None
             for course, module in todo:
                 key = _key(course, module)
@@ -266,7 +275,20 @@ class Provisioner:
         if not winner.archived:
             await self._archive(session, winner.id, None)
             return None
-        return None if decision.delete else winner
+        if decision.delete:
+            return None
+        update = update_for(winner, course, module) if self._update_unreplied else None
+        if update is not None:
+            await session.update_chat(winner.id, update)
+            log.info(
+                "updated the first message",
+                email=session.email,
+                course=course_id,
+                module=module.id,
+                chat_id=winner.id,
+            )
+            return None
+        return winner
 
     async def _archive(
         self, session: UserSession, chat_id: str, chat: dict[str, Any] | None
@@ -295,7 +317,7 @@ class Provisioner:
         # Out of attempts: the next round reads the state again and decides.
 
     async def _find(
-        self, session: UserSession, pairs: Sequence[tuple[Course, Module]]
+        self, session: UserSession, pairs: Sequence[tuple[Course, Module]], *, report_left: bool
     ) -> dict[Key, list[Thread]]:
         """Every thread of these modules the user has, archived or not, confirmed by marker.
 
@@ -306,6 +328,16 @@ class Provisioner:
         wanted = [_key(course, module) for course, module in pairs]
         chats = await session.list_all()
         if len(chats) < EXPORT_BATCH_SIZE:
+            for (course_id, module_id), chat_id in (
+                left_behind(chats, wanted) if report_left else []
+            ):
+                log.warning(
+                    "left alone: a thread of a module the course no longer has",
+                    email=session.email,
+                    course=course_id,
+                    module=module_id,
+                    chat_id=chat_id,
+                )
             return threads_by_module(chats, wanted)
         return await self._find_by_title(session, wanted)
 

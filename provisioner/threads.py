@@ -95,6 +95,8 @@ class Thread:
     created_at: int
     archived: bool
     pristine: bool
+    # The only message while the thread is pristine (what ``--update-unreplied`` may rewrite).
+    opening: dict[str, Any] | None = None
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -121,6 +123,7 @@ def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | 
         created_at=created_at,
         archived=chat.get("archived") is True,
         pristine=_pristine(body),
+        opening=_only_message(body) if _pristine(body) else None,
     )
 
 
@@ -148,6 +151,48 @@ def threads_by_module(
             if thread is not None:
                 found[(course_id, module_id)].append(thread)
     return found
+
+
+def left_behind(chats: Iterable[dict[str, Any]], wanted: Collection[Key]) -> list[tuple[Key, str]]:
+    """Threads of the wanted courses whose module the course no longer has: (key, chat id).
+
+    They are left alone (they may hold the user's work) and only reported.
+    """
+    courses = {course_id for course_id, _ in wanted}
+    found = []
+    for chat in chats:
+        body = chat.get("chat")
+        if not isinstance(body, dict) or "originalChatId" in body:
+            continue
+        mark = body.get(MARKER_KEY)
+        if not isinstance(mark, dict):
+            continue
+        key = (mark.get("course"), mark.get("module"))
+        if key[0] in courses and key not in wanted and isinstance(chat.get("id"), str):
+            found.append(((str(key[0]), str(key[1])), str(chat["id"])))
+    return found
+
+
+def _only_message(body: dict[str, Any]) -> dict[str, Any] | None:
+    (only,) = body["history"]["messages"].values()
+    return dict(only)
+
+
+def update_for(thread: Thread, course: Course, module: Module) -> dict[str, Any] | None:
+    """The ``chat`` for ``POST /api/v1/chats/{id}`` that brings a pristine thread's message up
+    to date with the course file, or ``None`` when there is nothing to change (or the user
+    has replied: then the thread is theirs and is never changed).
+
+    OpenWebUI merges an update into the stored chat key by key and message by message, and
+    keeps the stored ``currentId`` when the update names none; so a reply landing between
+    our look and this update is kept, and still shown.
+    """
+    if thread.opening is None or thread.opening.get("content") == module.first_message:
+        return None
+    model = course.model_for(module)
+    message = {**thread.opening, "content": module.first_message, "model": model}
+    message["modelName"] = model
+    return {"history": {"messages": {message["id"]: message}}, "messages": [message]}
 
 
 def _pristine(body: dict[str, Any]) -> bool:

@@ -48,6 +48,7 @@ DEFAULT_INTERNAL_ALLOW: tuple[str, ...] = (
     "GET /api/v1/chats/list",
     "GET /api/v1/chats/all",
     "GET /api/v1/chats/{id}",
+    "POST /api/v1/chats/{id}",
     "POST /api/v1/chats/{id}/archive",
     "DELETE /api/v1/chats/{id}",
 )

@@ -18,6 +18,7 @@ Faithful to 0.12.4's source (``routers/auths.py``, ``routers/chats.py``, ``model
   ``query`` is a case-insensitive SQL LIKE ``%query%`` on the title; ``order_by`` +
   ``direction``), ``GET /api/v1/chats/all`` (every chat whole, archived too, JSON Lines,
   batches of 100 each a query of its own), ``GET /api/v1/chats/{id}`` (401 when not the caller's),
+  ``POST /api/v1/chats/{id}`` (merges the update: keys, history messages by id),
   ``POST /api/v1/chats/{id}/archive`` (a **toggle**; 401 when not the caller's),
   ``DELETE /api/v1/chats/{id}`` (404 when not the caller's; 401 without chat.delete).
 
@@ -77,6 +78,7 @@ ALLOW = [
     ("GET", r"/api/v1/chats/list"),
     ("GET", r"/api/v1/chats/all"),
     ("GET", r"/api/v1/chats/[A-Za-z0-9_-]+"),
+    ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+"),
     ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+/archive"),
     ("DELETE", r"/api/v1/chats/[A-Za-z0-9_-]+"),
 ]
@@ -286,6 +288,7 @@ class FakeOpenWebUI:
         app.router.add_get("/api/v1/chats/archived", self._archived)
         app.router.add_get("/api/v1/chats/all", self._all)
         app.router.add_get("/api/v1/chats/{id}", self._get)
+        app.router.add_post("/api/v1/chats/{id}", self._update)
         app.router.add_post("/api/v1/chats/{id}/archive", self._archive)
         app.router.add_delete("/api/v1/chats/{id}", self._delete)
         app.on_response_prepare.append(self._date)
@@ -559,6 +562,33 @@ class FakeOpenWebUI:
         body = chat.response()
         body["chat"]["share_mode"] = "continue"
         return web.json_response(body)
+
+    async def _update(self, request: web.Request) -> web.Response:
+        """``update_chat_by_id``: top-level keys replace, history messages merge by id, and
+        the stored ``currentId`` stays unless the update names one that exists."""
+        user = self._verified(request)
+        chat = self._own(request, user)
+        form = await _json(request)
+        if chat is None:
+            raise _detail(401, ACCESS_PROHIBITED)
+        incoming = form["chat"]
+        for message in (incoming.get("history") or {}).get("messages", {}).values():
+            message["user_id"] = user.id  # set_message_authors
+        updated = {**chat.chat, **incoming}
+        if "history" in incoming:
+            stored = chat.chat.get("history") or {}
+            merged = {**stored.get("messages", {}), **incoming["history"].get("messages", {})}
+            current = incoming["history"].get("currentId")
+            updated["history"] = {
+                **stored,
+                **incoming["history"],
+                "messages": merged,
+                "currentId": current if current in merged else stored.get("currentId"),
+            }
+        chat.chat = updated
+        chat.title = updated.get("title", "New Chat")
+        chat.updated_at = int(self.clock())
+        return web.json_response(chat.response())
 
     async def _archive(self, request: web.Request) -> web.Response:
         user = self._verified(request)
