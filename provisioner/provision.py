@@ -63,7 +63,7 @@ from provisioner.threads import (
     build_chat,
     left_behind,
     plan,
-    tag_prefix,
+    tag_prefixes,
     threads_by_module,
     title_matches,
     update_for,
@@ -244,7 +244,9 @@ class Provisioner:
         course_id = course.course.id
         decision = plan(found)
         if decision is None:
-            chat = await session.create_chat(build_chat(course, module))
+            chat = await session.create_chat(
+                build_chat(course, module, title_tag=self._settings.title_tag)
+            )
             new_id, created_at = chat.get("id"), chat.get("created_at")
             log.info(
                 "created", email=session.email, course=course_id, module=module.id, chat_id=new_id
@@ -352,7 +354,8 @@ class Provisioner:
         """
         chats = await session.list_chats()
         for course_id in dict.fromkeys(course_id for course_id, _ in wanted):
-            chats += await session.list_archived(tag_prefix(course_id))
+            for prefix in tag_prefixes(course_id):
+                chats += await session.list_archived(prefix)
         found: dict[Key, list[Thread]] = {key: [] for key in wanted}
         candidates = sorted(
             {

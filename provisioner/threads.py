@@ -22,25 +22,50 @@ import time
 import uuid
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from provisioner.course import Course, Module
 
 MARKER_KEY = "owui_gate"
 
 
-def tag(course_id: str, module_id: str) -> str:
-    """The title tag: ``[welcome/intro]``."""
+TitleTag = Literal["hidden", "visible"]
+
+# The hidden tag writes each id character as three base-4 digits, each digit an invisible
+# format character (zero width space, non-joiner, joiner, word joiner); the ids' alphabet
+# has 37 characters, fewer than 4**3. INVISIBLE SEPARATOR frames the tag and INVISIBLE PLUS
+# stands between course and module, so ``demo``/``intro`` matches neither ``demo-2`` nor
+# ``intro-2``. Browsers draw none of them; SQL LIKE matches them like any other character.
+_DIGITS = "\u200b\u200c\u200d\u2060"
+_FRAME, _BETWEEN = "\u2063", "\u2064"
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+def _hidden(text: str) -> str:
+    out = []
+    for char in text:
+        index = _ID_ALPHABET.index(char)
+        out.append(_DIGITS[index // 16] + _DIGITS[index // 4 % 4] + _DIGITS[index % 4])
+    return "".join(out)
+
+
+def tag(course_id: str, module_id: str, form: TitleTag = "visible") -> str:
+    """The title tag: ``[welcome/intro]``, or the same written in invisible characters."""
+    if form == "hidden":
+        return f"{_FRAME}{_hidden(course_id)}{_BETWEEN}{_hidden(module_id)}{_FRAME}"
     return f"[{course_id}/{module_id}]"
 
 
-def tag_prefix(course_id: str) -> str:
-    """What every tag of a course begins with (``[welcome/``): one archived query a course."""
-    return f"[{course_id}/"
+def tag_prefixes(course_id: str) -> tuple[str, str]:
+    """What every tag of a course begins with, in both forms (one archived query each).
+
+    Both, whatever the setting: threads made before it changed keep the tag they got.
+    """
+    return (f"[{course_id}/", f"{_FRAME}{_hidden(course_id)}{_BETWEEN}")
 
 
-def thread_title(course: Course, module: Module) -> str:
-    return f"{module.title} {tag(course.course.id, module.id)}"
+def thread_title(course: Course, module: Module, form: TitleTag = "hidden") -> str:
+    return f"{module.title} {tag(course.course.id, module.id, form)}"
 
 
 def marker(course_id: str, module_id: str) -> dict[str, str]:
@@ -48,7 +73,12 @@ def marker(course_id: str, module_id: str) -> dict[str, str]:
 
 
 def build_chat(
-    course: Course, module: Module, *, now: float | None = None, message_id: str | None = None
+    course: Course,
+    module: Module,
+    *,
+    title_tag: TitleTag = "hidden",
+    now: float | None = None,
+    message_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``chat`` object for ``POST /api/v1/chats/new``: one assistant message at the root.
 
@@ -72,7 +102,7 @@ def build_chat(
         "timestamp": int(now),
     }
     return {
-        "title": thread_title(course, module),
+        "title": thread_title(course, module, title_tag),
         "models": [model],
         "params": {},
         "history": {"currentId": message_id, "messages": {message_id: message}},
@@ -84,7 +114,10 @@ def build_chat(
 
 
 def title_matches(title: object, course_id: str, module_id: str) -> bool:
-    return isinstance(title, str) and tag(course_id, module_id) in title
+    """Whether ``title`` carries the module's tag, in either form."""
+    return isinstance(title, str) and any(
+        tag(course_id, module_id, form) in title for form in ("visible", "hidden")
+    )
 
 
 @dataclass(frozen=True, slots=True)

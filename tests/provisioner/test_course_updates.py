@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
-from provisioner.threads import MARKER_KEY
+from provisioner.threads import MARKER_KEY, build_chat
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 
 EMAIL = "ada@example.edu"
@@ -116,3 +117,25 @@ async def test_a_thread_the_user_has_continued_is_never_changed(
     assert history["messages"][root]["content"] == "Hello **student**!"
     assert history["currentId"] == "u1"
     assert fake.count("POST", r"/api/v1/chats/[^/]+") == before
+
+
+@pytest.mark.parametrize("own_chats", [0, 120], ids=["one look", "title lists (100+ chats)"])
+async def test_threads_titled_the_old_way_are_recognised_after_upgrading(
+    provisioner: Provisioner, fake: FakeOpenWebUI, course: Course, own_chats: int
+) -> None:
+    """Threads made with the visible tag, archived or not: no duplicate, none retitled."""
+    user = fake.add_user(EMAIL)
+    for n in range(own_chats):
+        fake.add_chat(user, {"title": f"homework {n}"}, archived=n % 2 == 0, created_at=n)
+    old = [
+        fake.add_chat(user, build_chat(course, module, title_tag="visible"), archived=archived)
+        for module, archived in zip(course.modules, (True, False), strict=True)
+    ]
+
+    results = await provisioner.provision_user([course], EMAIL)
+
+    assert [(r.chat_id, r.status) for r in results] == [(c.id, "existing") for c in old]
+    assert fake.count("POST", "/api/v1/chats/new") == 0
+    assert [c.title for c in old] == [f"{m.title} [demo/{m.id}]" for m in course.modules]
+    assert all(c.archived for c in old)
+    assert len(fake.chats_of(EMAIL)) == own_chats + 2

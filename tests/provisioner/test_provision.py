@@ -19,7 +19,7 @@ from provisioner.errors import (
 )
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
-from provisioner.threads import MARKER_KEY, build_chat
+from provisioner.threads import MARKER_KEY, build_chat, tag
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 
 EMAIL = "ada@example.edu"
@@ -50,7 +50,7 @@ async def test_creates_one_archived_thread_per_module(
     for result, module in zip(results, course.modules, strict=True):
         chat = only_archived_thread(fake, module.id)
         assert chat.id == result.chat_id
-        assert chat.title == f"{module.title} [demo/{module.id}]"
+        assert chat.title == f"{module.title} {tag('demo', module.id, 'hidden')}"
         body = chat.chat
         model = module.model or "tutor"
         assert body["models"] == [model]
