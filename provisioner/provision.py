@@ -297,11 +297,17 @@ class Provisioner:
     ) -> None:
         """Toggle until the chat reads archived (or is gone); every toggle's answer is read.
 
-        The state before the first toggle is the one this round saw (``chat`` when the
-        caller holds the chat itself). Two processes toggling at once cancel out; each then
-        sees the chat still unarchived, waits a random, growing pause and reads it again,
-        so the next toggles are unlikely to coincide.
+        ``chat`` is the create's answer for a chat this process has just made (nobody has
+        toggled it yet, most likely); any other chat is read right before the first toggle,
+        since other processes may be archiving the same winner from an older look. Two
+        processes toggling at once cancel out; each then sees the chat still unarchived,
+        waits a random, growing pause and reads it again, so the next toggles are unlikely
+        to coincide.
         """
+        if chat is None:
+            chat = await session.get_chat(chat_id)
+            if chat is None:  # deleted since the look: the next look decides
+                return
         for attempt in range(self._settings.archive_attempts):
             if chat is not None and chat.get("archived") is True:
                 return
