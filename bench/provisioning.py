@@ -197,10 +197,14 @@ async def end_state(url: str, token: str, course: Course, users: Sequence[UserRo
                 if signin.status_code == 200:
                     break
                 await asyncio.sleep(0.5)
-            signin.raise_for_status()
+            if signin.status_code != 200:
+                wrong.append(f"{row.email}: sign-in {signin.status_code} {signin.text[:200]}")
+                return
             auth = {**act_as, "Authorization": f"Bearer {signin.json()['token']}"}
             answer = await client.get("/api/v1/chats/all", headers=auth)
-            answer.raise_for_status()
+            if answer.status_code != 200:
+                wrong.append(f"{row.email}: chats/all {answer.status_code} {answer.text[:200]}")
+                return
             chats = [json.loads(line) for line in answer.text.splitlines() if line.strip()]
             found = sorted(
                 (chat["chat"].get(MARKER_KEY, {}).get("module"), chat["archived"]) for chat in chats
