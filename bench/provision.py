@@ -120,8 +120,9 @@ def compare(
             f"{plan.prov_users} users x {plan.prov_modules} modules per path, "
             f"{plan.prov_concurrency} users at once, in {rounds} alternating round(s), with "
             "the provisioner's Python API (`Provisioner` + `run_bulk`, as `owui-provision "
-            "bulk`); each user: config check, sign-in (creates the account), and per module "
-            "list archived + list active, create, list again, archive, list again. "
+            "bulk`); each user: sign-in (creates the account), one look (`GET /chats/all`), "
+            "create + archive per module, one look after the settle pause; the config "
+            "once a run. "
             "OpenWebUI and owui-proxy on the server CPU, the provisioner on the load CPU."
         ),
     }

@@ -59,7 +59,11 @@ async def run_bulk(
     advance: Callable[[], None] = lambda: None,
     on_user: Callable[[Outcome], None] = lambda _: None,
 ) -> list[Failure]:
-    """Provision every row, ``concurrency`` users at once; return the failures."""
+    """Provision every row, ``concurrency`` users at once; return the failures.
+
+    ``concurrency`` bounds the users making calls: a user waiting out the settle pause
+    (see provision.py) gives its place to the next one meanwhile.
+    """
     gate = asyncio.Semaphore(concurrency)
     failures: list[Failure] = []
 
@@ -71,7 +75,7 @@ async def run_bulk(
             chosen = courses_of(row, courses)
             try:
                 results = await provisioner.provision_user(
-                    chosen, row.email, row.name, on_result=report
+                    chosen, row.email, row.name, on_result=report, slot=gate
                 )
             except ProvisionError as exc:
                 failures.append(Failure(row, str(exc)))

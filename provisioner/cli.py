@@ -28,7 +28,7 @@ from provisioner.catalog import check_courses, load_courses
 from provisioner.check import Finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.errors import BadInput, ListenFailed, ProvisionError
-from provisioner.provision import ModuleResult, Provisioner, check_config
+from provisioner.provision import ModuleResult, Provisioner
 from provisioner.settings import Settings, load_settings, read_service_token
 from provisioner.users import Columns, checked_identity, load_roster
 from provisioner.webhook import create_app, load_secrets
@@ -108,7 +108,8 @@ async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.flush()
 
     async with _openwebui(settings) as api:
-        await Provisioner(api, settings).provision_user(courses, email, name, on_result=report)
+        provisioner = Provisioner(api, settings, update_unreplied=args.update_unreplied)
+        await provisioner.provision_user(courses, email, name, on_result=report)
     expected = sum(len(course.modules) for course in courses)
     return EXIT_OK if len(archived) == expected and all(archived) else EXIT_FAILED
 
@@ -138,9 +139,10 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async with _openwebui(settings) as api:
         # Refusals that hold for everyone (onboarding, header mode, token) stop the run
         # before the first user, instead of failing each one the same way.
-        check_config(await api.config())
+        provisioner = Provisioner(api, settings, update_unreplied=args.update_unreplied)
+        await provisioner.preflight()
         return await run_bulk_cli(
-            Provisioner(api, settings),
+            provisioner,
             courses,
             roster,
             concurrency=args.concurrency or settings.concurrency,
@@ -224,6 +226,12 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     return EXIT_OK
 
 
+UPDATE_HELP = (
+    "give threads the user has not replied to the course file's current first_message "
+    "(threads the user has continued are never changed)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="owui-provision",
@@ -236,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("courses", type=Path, nargs="+", metavar="COURSE.toml")
     user.add_argument("email", metavar="EMAIL")
     user.add_argument("--name", help="display name, used when the account is created")
+    user.add_argument("--update-unreplied", action="store_true", help=UPDATE_HELP)
     user.set_defaults(handler=_cmd_user)
 
     bulk = commands.add_parser(
@@ -276,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument(
         "--report", type=Path, metavar="FILE", help="write per-user results to FILE (CSV)"
     )
+    bulk.add_argument("--update-unreplied", action="store_true", help=UPDATE_HELP)
     bulk.set_defaults(handler=_cmd_bulk)
 
     hook = commands.add_parser(

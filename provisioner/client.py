@@ -42,6 +42,9 @@ log = structlog.get_logger("provisioner.client")
 Sleep = Callable[[float], Awaitable[None]]
 
 ARCHIVED_PAGE_SIZE = 60  # fixed in 0.12.4's routers/chats.py; a shorter page is the last
+# 0.12.4 streams ``GET /chats/all`` in batches of this many chats (``CHAT_EXPORT_BATCH_SIZE``),
+# one database query each: an answer shorter than a batch came from one query, one snapshot.
+EXPORT_BATCH_SIZE = 100
 # The archived list is filtered by the thread's tag, so one page is the rule; this bound
 # only stops a misbehaving server from keeping us paging for ever.
 MAX_ARCHIVED_PAGES = 100
@@ -279,6 +282,16 @@ class UserSession:
                 )
             page += 1
 
+    async def list_all(self) -> list[dict[str, Any]]:
+        """Every chat of the user, archived or not, whole (chat JSON included), in one call.
+
+        0.12.4 streams it as JSON Lines (earlier releases answer one JSON list); both are read.
+        Only an answer shorter than :data:`EXPORT_BATCH_SIZE` is one consistent snapshot
+        (longer ones are several queries, paged by ``updated_at``): callers check the length.
+        """
+        response = await self._call("GET", "/api/v1/chats/all")
+        return _json_lines_or_list(response)
+
     async def get_chat(self, chat_id: str) -> dict[str, Any] | None:
         """The whole chat, or ``None`` when it is gone (OpenWebUI answers 401 for that)."""
         response = await self._call("GET", f"/api/v1/chats/{chat_id}", accept=frozenset({401, 404}))
@@ -294,11 +307,20 @@ class UserSession:
         )
         return _dict(response)
 
-    async def toggle_archive(self, chat_id: str) -> None:
-        """Flip ``archived``. Never retried here: callers re-read the state and decide."""
-        await self._call(
+    async def update_chat(self, chat_id: str, chat: dict[str, Any]) -> None:
+        """Merge ``chat`` into the stored chat (OpenWebUI merges key by key, message by message)."""
+        await self._call("POST", f"/api/v1/chats/{chat_id}", json={"chat": chat})
+
+    async def toggle_archive(self, chat_id: str) -> dict[str, Any] | None:
+        """Flip ``archived``; the chat as it is afterwards, or ``None`` when it is gone.
+
+        Never retried here: a retry after a lost answer would flip it back. Callers read
+        the answer (or, when it is lost, the chat) and decide.
+        """
+        response = await self._call(
             "POST", f"/api/v1/chats/{chat_id}/archive", retry=False, accept=frozenset({401})
         )
+        return None if response.status_code == 401 else _dict(response)
 
     async def delete_chat(self, chat_id: str) -> None:
         """Delete; a chat already gone (404) is what we wanted anyway."""
@@ -347,6 +369,23 @@ def _dict(response: httpx.Response) -> dict[str, Any]:
             f"{response.request.method} {response.request.url.path}: answer is not a JSON object"
         )
     return body
+
+
+def _json_lines_or_list(response: httpx.Response) -> list[dict[str, Any]]:
+    """A JSON list, or JSON Lines (one object a line, as 0.12.4 streams ``/chats/all``)."""
+    text = response.text
+    try:
+        body = json.loads(text) if text.lstrip().startswith("[") else None
+        if body is None:
+            body = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError:
+        body = None
+    if not isinstance(body, list):
+        raise Unavailable(
+            f"{response.request.method} {response.request.url.path}: answer is neither a JSON "
+            "list nor JSON Lines"
+        )
+    return [item for item in body if isinstance(item, dict)]
 
 
 def _list_of_dicts(response: httpx.Response) -> list[dict[str, Any]]:

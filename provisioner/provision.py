@@ -1,22 +1,24 @@
 """Exactly one archived thread per (user, course, module), without a lock: convergence.
 
-Each module is driven to its end state in rounds. A round *finds* the module's threads
-(both chat lists, filtered by the title tag, each candidate confirmed by reading its chat
-JSON marker) and then does at most one kind of step:
+A user's modules are driven to their end state together, in rounds. A round *finds*
+every thread the user has for them, in one call where it can (``GET /chats/all``: every
+chat whole, so the chat JSON marker confirms each one without reading it again), and
+then, module by module, does at most one kind of step:
 
-1. none found          -> create one, then look again (another process may have too);
+1. none found          -> create one and archive it (the create's answer says it is not
+                          archived, the toggle's answer says what it became), then look
+                          again: another process may have created one too;
 2. duplicates found    -> delete every one but the winner (oldest ``created_at``, then
                           smallest id), then look again; a duplicate holding the user's
                           own messages is never deleted, only logged;
-3. winner not archived -> archive it: read, toggle, read again (the endpoint flips, so
-                          the state is read before every toggle, never assumed),
-                          then look again;
+3. winner not archived -> archive it (the endpoint flips, so the toggle's answer is read,
+                          never assumed), then look again;
 4. exactly the winner, archived, nothing to delete -> done.
 
 Why this is safe with any number of processes at once (``docs/provisioner.md`` has the
 long form): the winner rule uses only values fixed at creation, so processes that see
 the same threads agree, and the thread ranked first among all that ever existed is never
-deleted by anyone. A process only finishes after a round in which it changed nothing: the
+deleted by anyone. A module only finishes after a round in which it changed nothing: the
 winner archived and nothing to delete; every create, delete and toggle a process makes comes
 before its own final round, so the last final round to start sees the settled state.
 Two processes toggling the same thread at once cancel out; both read it still
@@ -28,13 +30,14 @@ the same second, with a smaller id, would outrank (and delete) a winner already 
 A winner is therefore reported only from a settled round that began once the server's
 clock (its ``Date`` header) had passed the winner's second by ``settle_s``; any thread
 created after that round began is younger and cannot outrank it, and any created before
-was seen. Modules whose winner is that young are driven again after one shared pause.
+was seen. So after creating, the next round waits for that moment: the look that confirms
+a new user's threads is also the one that makes them final (sign-in, one look, create and
+archive each module, one look).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,7 +46,7 @@ from typing import Any, Literal
 
 import structlog
 
-from provisioner.client import OpenWebUI, UserSession
+from provisioner.client import EXPORT_BATCH_SIZE, OpenWebUI, UserSession
 from provisioner.course import Course, Module
 from provisioner.errors import (
     NotConverged,
@@ -53,7 +56,18 @@ from provisioner.errors import (
     Unavailable,
 )
 from provisioner.settings import Settings
-from provisioner.threads import Thread, as_thread, build_chat, plan, tag, title_matches
+from provisioner.threads import (
+    Key,
+    Thread,
+    as_thread,
+    build_chat,
+    left_behind,
+    plan,
+    tag_prefixes,
+    threads_by_module,
+    title_matches,
+    update_for,
+)
 
 log = structlog.get_logger("provisioner")
 
@@ -80,16 +94,7 @@ class ModuleResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Settled:
-    """A module in its end state as one round saw it, and when (server clock) that round began."""
-
-    result: ModuleResult
-    created_at: int
-    looked_at: float
-
-
-def _key(course: Course, module: Module) -> tuple[str, str]:
+def _key(course: Course, module: Module) -> Key:
     return (course.course.id, module.id)
 
 
@@ -112,11 +117,26 @@ class Provisioner:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
+        update_unreplied: bool = False,
     ) -> None:
         self._api = api
+        # Bring threads the user has not replied to up to date with the course's messages.
+        self._update_unreplied = update_unreplied
         self._settings = settings
         self._sleep = sleep
         self._rand = rand
+        # Once OpenWebUI has a user it keeps having one (the proxy's internal listener
+        # reasons the same way, and refuses an act-as sign-in during onboarding itself);
+        # the config is read until it has passed once, so a run asks once, not per user.
+        self._config_ok = False
+        self._config_lock = asyncio.Lock()
+
+    async def preflight(self) -> None:
+        """Refuse when OpenWebUI's config makes provisioning unsafe; read once it has passed."""
+        async with self._config_lock:  # users starting together wait for one read
+            if not self._config_ok:
+                check_config(await self._api.config())
+                self._config_ok = True
 
     async def provision_user(
         self,
@@ -125,6 +145,7 @@ class Provisioner:
         name: str | None = None,
         *,
         on_result: Callable[[ModuleResult], None] | None = None,
+        slot: asyncio.Semaphore | None = None,
     ) -> list[ModuleResult]:
         """Every module of every course in ``courses`` for ``email``: one archived thread each.
 
@@ -132,153 +153,227 @@ class Provisioner:
         admin) or not in trusted-header mode, and before any chat call when the user is
         pending. ``email`` must already be validated and lower-cased. ``on_result`` hears
         about each module as soon as it is settled, so a later failure loses no report.
-        All courses share one sign-in and one settle pause.
+        ``slot``, held by the caller, is released while this user waits out the settle
+        pause, so waiting users do not keep others from making calls.
         """
-        check_config(await self._api.config())
+        await self.preflight()
         session = await self._api.signin(email, name)
         if session.role == "pending":
             raise PendingUser(email)
         pairs = [(course, module) for course in courses for module in course.modules]
-        created: set[str] = set()  # chats this call created, across its passes
-        results: dict[tuple[str, str], ModuleResult] = {}
+        created: set[str] = set()  # chats this call created, across its rounds
+        results: dict[Key, ModuleResult] = {}
         reported = 0
-        todo = pairs
-        for _ in range(self._settings.converge_rounds):
-            pause = 0.0
-            young: list[tuple[Course, Module]] = []
+        seen: dict[Key, list[Thread]] = {}
+        look_from: float | None = None  # server time the next look must not start before
+        for round_number in range(self._settings.converge_rounds):
+            # Every request of this round comes after ``looked_at``. The server's clock is
+            # known from its last answer; a pause adds what was slept, since the last
+            # answer may have come before it.
+            looked_at = self._server_now()
+            if look_from is not None and look_from > looked_at:
+                await self._pause(look_from - looked_at, slot)
+                looked_at = max(look_from, self._server_now())
+            todo = [(c, m) for c, m in pairs if _key(c, m) not in results]
+            seen = await self._find(session, todo, report_left=round_number == 0)
+            look_from = None
             for course, module in todo:
-                settled = await self.ensure_module(session, course, module, created)
-                left = settled.created_at + self._settings.settle_s - settled.looked_at
-                if left > 0:  # could still be outranked: look again after the pause
-                    young.append((course, module))
-                    pause = max(pause, left)
-                    continue
-                results[_key(course, module)] = settled.result
-                # Reported in course order, each as soon as it and those before it are final.
-                while reported < len(pairs) and _key(*pairs[reported]) in results:
-                    if on_result is not None:
-                        on_result(results[_key(*pairs[reported])])
-                    reported += 1
-            if not young:
+                key = _key(course, module)
+                step = await self._step(session, course, module, seen[key], created)
+                if isinstance(step, Thread):  # settled as this round saw it
+                    final_at = step.created_at + self._settings.settle_s
+                    if looked_at < final_at:  # could still be outranked: look again later
+                        look_from = max(look_from or 0.0, final_at)
+                        continue
+                    results[key] = ModuleResult(
+                        email=session.email,
+                        course=key[0],
+                        module=key[1],
+                        chat_id=step.id,
+                        status="created" if step.id in created else "existing",
+                        archived=True,
+                    )
+                elif step is not None:  # created at that second: look once it is final
+                    look_from = max(look_from or 0.0, step + self._settings.settle_s)
+            # Reported in course order, each as soon as it and those before it are final.
+            while reported < len(pairs) and _key(*pairs[reported]) in results:
+                if on_result is not None:
+                    on_result(results[_key(*pairs[reported])])
+                reported += 1
+            if reported == len(pairs):
                 return [results[_key(course, module)] for course, module in pairs]
-            await self._sleep(pause)
-            todo = young
-        raise NotConverged(
-            f"{email}: {', '.join(f'{c.course.id}/{m.id}' for c, m in todo)} not final after "
-            f"{self._settings.converge_rounds} passes; run again"
+        left = [key for key in (_key(c, m) for c, m in pairs) if key not in results]
+        state = "; ".join(
+            f"{c}/{m}: "
+            + (", ".join(f"{t.id} archived={t.archived}" for t in seen.get((c, m), [])) or "none")
+            for c, m in left
         )
+        raise NotConverged(
+            f"{email}: not settled after {self._settings.converge_rounds} rounds "
+            f"(last seen: {state}); run again"
+        )
+
+    async def _pause(self, seconds: float, slot: asyncio.Semaphore | None) -> None:
+        if slot is None:
+            await self._sleep(seconds)
+            return
+        slot.release()
+        try:
+            await self._sleep(seconds)
+        finally:
+            await slot.acquire()
 
     def _server_now(self) -> float:
         """The server's clock as last seen (the local clock until an answer had a Date)."""
         seen = self._api.transport.server_time
         return time.time() if seen is None else seen
 
-    async def ensure_module(
-        self, session: UserSession, course: Course, module: Module, created: set[str]
-    ) -> Settled:
-        """Drive one module to exactly one archived thread (see the module docstring).
+    async def _step(
+        self,
+        session: UserSession,
+        course: Course,
+        module: Module,
+        found: list[Thread],
+        created: set[str],
+    ) -> Thread | float | None:
+        """One round's step for one module (see the module docstring).
 
-        ``created`` collects the ids of chats this call creates, so a later pass still
-        reports them as ``created``.
+        Returns the winner when there was nothing to do, the created chat's ``created_at``
+        after a create (the settle rule needs it), and ``None`` after any other change.
         """
         course_id = course.course.id
-        seen: list[Thread] = []
-        for _ in range(self._settings.converge_rounds):
-            looked_at = self._server_now()  # every request of this round comes after it
-            seen = await self._find(session, course_id, module.id)
-            decision = plan(seen)
-            if decision is None:
-                reply = await session.create_chat(build_chat(course, module))
-                new_id = reply.get("id")
-                if isinstance(new_id, str):
-                    created.add(new_id)
-                log.info(
-                    "created",
-                    email=session.email,
-                    course=course_id,
-                    module=module.id,
-                    chat_id=new_id,
-                )
-                continue
-            for extra in decision.keep:
-                log.warning(
-                    "kept a second thread holding the user's own messages",
-                    email=session.email,
-                    course=course_id,
-                    module=module.id,
-                    chat_id=extra.id,
-                )
-            winner = decision.winner
-            if decision.delete:
-                for duplicate in decision.delete:
-                    await session.delete_chat(duplicate.id)
-                    log.info(
-                        "deleted duplicate",
-                        email=session.email,
-                        module=module.id,
-                        chat_id=duplicate.id,
-                        kept=winner.id,
-                    )
-                continue
-            if not winner.archived:
-                await self._archive(session, winner.id)
-                continue
-            result = ModuleResult(
+        decision = plan(found)
+        if decision is None:
+            chat = await session.create_chat(
+                build_chat(course, module, title_tag=self._settings.title_tag)
+            )
+            new_id, created_at = chat.get("id"), chat.get("created_at")
+            log.info(
+                "created", email=session.email, course=course_id, module=module.id, chat_id=new_id
+            )
+            if not isinstance(new_id, str):
+                return None
+            created.add(new_id)
+            await self._archive(session, new_id, chat)
+            return float(created_at) if isinstance(created_at, int) else self._server_now()
+        for extra in decision.keep:
+            log.warning(
+                "kept a second thread holding the user's own messages",
+                email=session.email,
+                course=course_id,
+                module=module.id,
+                chat_id=extra.id,
+            )
+        winner = decision.winner
+        for duplicate in decision.delete:
+            await session.delete_chat(duplicate.id)
+            log.info(
+                "deleted duplicate",
+                email=session.email,
+                module=module.id,
+                chat_id=duplicate.id,
+                kept=winner.id,
+            )
+        if not winner.archived:
+            await self._archive(session, winner.id, None)
+            return None
+        if decision.delete:
+            return None
+        update = update_for(winner, course, module) if self._update_unreplied else None
+        if update is not None:
+            await session.update_chat(winner.id, update)
+            log.info(
+                "updated the first message",
                 email=session.email,
                 course=course_id,
                 module=module.id,
                 chat_id=winner.id,
-                status="created" if winner.id in created else "existing",
-                archived=True,
             )
-            return Settled(result, created_at=winner.created_at, looked_at=looked_at)
-        state = ", ".join(f"{t.id} archived={t.archived}" for t in seen) or "no thread"
-        raise NotConverged(
-            f"{session.email} {course_id}/{module.id}: not settled after "
-            f"{self._settings.converge_rounds} rounds (last seen: {state}); run again"
-        )
+            return None
+        return winner
 
-    async def _archive(self, session: UserSession, chat_id: str) -> None:
-        """Toggle until the chat reads archived (or is gone), reading it before each toggle.
+    async def _archive(
+        self, session: UserSession, chat_id: str, chat: dict[str, Any] | None
+    ) -> None:
+        """Toggle until the chat reads archived (or is gone); every toggle's answer is read.
 
-        The endpoint flips the flag, so the state is read right before every toggle. Two
-        processes toggling at once cancel out; each then waits a random, growing pause
-        before reading again, so the next toggles are unlikely to coincide.
+        ``chat`` is the create's answer for a chat this process has just made (nobody has
+        toggled it yet, most likely); any other chat is read right before the first toggle,
+        since other processes may be archiving the same winner from an older look. Two
+        processes toggling at once cancel out; each then sees the chat still unarchived,
+        waits a random, growing pause and reads it again, so the next toggles are unlikely
+        to coincide.
         """
-        chat = await session.get_chat(chat_id)
-        for attempt in range(self._settings.archive_attempts):
-            if chat is None or chat.get("archived") is True:
-                return
-            with contextlib.suppress(Unavailable):  # flipped or not: the read below tells
-                await session.toggle_archive(chat_id)
+        if chat is None:
             chat = await session.get_chat(chat_id)
-            if chat is None or chat.get("archived") is True:
+            if chat is None:  # deleted since the look: the next look decides
+                return
+        for attempt in range(self._settings.archive_attempts):
+            if chat is not None and chat.get("archived") is True:
+                return
+            try:
+                after = await session.toggle_archive(chat_id)
+            except Unavailable:  # flipped or not: a read tells
+                after = await session.get_chat(chat_id)
+            if after is None or after.get("archived") is True:
                 return
             # Still unarchived: a concurrent toggle undid ours (or ours failed).
             await self._sleep(self._settings.backoff_base_s * 2.0**attempt * self._rand())
             chat = await session.get_chat(chat_id)
-        # Out of attempts: the caller's next round reads the state again and decides.
+            if chat is None:
+                return
+        # Out of attempts: the next round reads the state again and decides.
 
-    async def _find(self, session: UserSession, course_id: str, module_id: str) -> list[Thread]:
-        """Every thread of this module the user has, archived or not, confirmed by its marker."""
-        # Active first: provisioners only ever move a thread from active to archived, so a
-        # thread archived between the two reads is still seen (in the first).
-        active = await session.list_chats()
-        archived = await session.list_archived(tag(course_id, module_id))
+    async def _find(
+        self, session: UserSession, pairs: Sequence[tuple[Course, Module]], *, report_left: bool
+    ) -> dict[Key, list[Thread]]:
+        """Every thread of these modules the user has, archived or not, confirmed by marker.
+
+        One call: every chat of the user, whole. When the answer is a full batch or more it
+        was read in several queries, which is no snapshot (a chat updated meanwhile can move
+        between them), so such a user is looked at through the title lists instead.
+        """
+        wanted = [_key(course, module) for course, module in pairs]
+        chats = await session.list_all()
+        if len(chats) < EXPORT_BATCH_SIZE:
+            for (course_id, module_id), chat_id in (
+                left_behind(chats, wanted) if report_left else []
+            ):
+                log.warning(
+                    "left alone: a thread of a module the course no longer has",
+                    email=session.email,
+                    course=course_id,
+                    module=module_id,
+                    chat_id=chat_id,
+                )
+            return threads_by_module(chats, wanted)
+        return await self._find_by_title(session, wanted)
+
+    async def _find_by_title(
+        self, session: UserSession, wanted: Sequence[Key]
+    ) -> dict[Key, list[Thread]]:
+        """The title lists: active chats, then archived ones of each course by its tag.
+
+        Active first: provisioners only ever move a thread from active to archived, so a
+        thread archived between the two reads is still seen (in the first). A chat whose
+        title carries a module's tag is then read whole to confirm its marker.
+        """
+        chats = await session.list_chats()
+        for course_id in dict.fromkeys(course_id for course_id, _ in wanted):
+            for prefix in tag_prefixes(course_id):
+                chats += await session.list_archived(prefix)
+        found: dict[Key, list[Thread]] = {key: [] for key in wanted}
         candidates = sorted(
             {
-                chat["id"]
-                for chat in active + archived
-                if isinstance(chat.get("id"), str)
-                and title_matches(chat.get("title"), course_id, module_id)
+                (chat["id"], key)
+                for chat in chats
+                for key in wanted
+                if isinstance(chat.get("id"), str) and title_matches(chat.get("title"), *key)
             }
         )
-        threads = []
-        for chat_id in candidates:
+        for chat_id, key in candidates:
             chat = await session.get_chat(chat_id)
-            if chat is None:  # deleted since it was listed
-                continue
-            thread = as_thread(chat, course_id, module_id)
+            thread = None if chat is None else as_thread(chat, *key)  # None: deleted since
             if thread is not None:
-                threads.append(thread)
-        return threads
+                found[key].append(thread)
+        return found

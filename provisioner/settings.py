@@ -12,7 +12,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, ValidationError
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         10,
         ge=2,
         le=50,
-        description="Rounds of list/create/delete/archive per module before giving up.",
+        description="Rounds of look/create/delete/archive per user before giving up.",
     )
     settle_s: float = Field(
         2,
@@ -107,6 +107,12 @@ class Settings(BaseSettings):
         le=50,
         description="Read-then-toggle tries per round to see a thread archived (the endpoint "
         "toggles, so a concurrent toggle can undo ours).",
+    )
+    title_tag: Literal["hidden", "visible"] = Field(
+        "hidden",
+        description="How a thread's title carries its (course, module) for users with 100 "
+        "chats or more: 'hidden' (invisible characters after the title) or 'visible' "
+        "('Module 1: Introduction [welcome/intro]').",
     )
     concurrency: int = Field(
         4, ge=1, le=64, description="Users provisioned at once by 'bulk' (--concurrency wins)."

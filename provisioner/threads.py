@@ -20,22 +20,52 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from provisioner.course import Course, Module
 
 MARKER_KEY = "owui_gate"
 
 
-def tag(course_id: str, module_id: str) -> str:
-    """The title tag: ``[welcome/intro]``."""
+TitleTag = Literal["hidden", "visible"]
+
+# The hidden tag writes each id character as three base-4 digits, each digit an invisible
+# format character (zero width space, non-joiner, joiner, word joiner); the ids' alphabet
+# has 37 characters, fewer than 4**3. INVISIBLE SEPARATOR frames the tag and INVISIBLE PLUS
+# stands between course and module, so ``demo``/``intro`` matches neither ``demo-2`` nor
+# ``intro-2``. Browsers draw none of them; SQL LIKE matches them like any other character.
+_DIGITS = "\u200b\u200c\u200d\u2060"
+_FRAME, _BETWEEN = "\u2063", "\u2064"
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
+
+
+def _hidden(text: str) -> str:
+    out = []
+    for char in text:
+        index = _ID_ALPHABET.index(char)
+        out.append(_DIGITS[index // 16] + _DIGITS[index // 4 % 4] + _DIGITS[index % 4])
+    return "".join(out)
+
+
+def tag(course_id: str, module_id: str, form: TitleTag = "visible") -> str:
+    """The title tag: ``[welcome/intro]``, or the same written in invisible characters."""
+    if form == "hidden":
+        return f"{_FRAME}{_hidden(course_id)}{_BETWEEN}{_hidden(module_id)}{_FRAME}"
     return f"[{course_id}/{module_id}]"
 
 
-def thread_title(course: Course, module: Module) -> str:
-    return f"{module.title} {tag(course.course.id, module.id)}"
+def tag_prefixes(course_id: str) -> tuple[str, str]:
+    """What every tag of a course begins with, in both forms (one archived query each).
+
+    Both, whatever the setting: threads made before it changed keep the tag they got.
+    """
+    return (f"[{course_id}/", f"{_FRAME}{_hidden(course_id)}{_BETWEEN}")
+
+
+def thread_title(course: Course, module: Module, form: TitleTag = "hidden") -> str:
+    return f"{module.title} {tag(course.course.id, module.id, form)}"
 
 
 def marker(course_id: str, module_id: str) -> dict[str, str]:
@@ -43,7 +73,12 @@ def marker(course_id: str, module_id: str) -> dict[str, str]:
 
 
 def build_chat(
-    course: Course, module: Module, *, now: float | None = None, message_id: str | None = None
+    course: Course,
+    module: Module,
+    *,
+    title_tag: TitleTag = "hidden",
+    now: float | None = None,
+    message_id: str | None = None,
 ) -> dict[str, Any]:
     """The ``chat`` object for ``POST /api/v1/chats/new``: one assistant message at the root.
 
@@ -67,7 +102,7 @@ def build_chat(
         "timestamp": int(now),
     }
     return {
-        "title": thread_title(course, module),
+        "title": thread_title(course, module, title_tag),
         "models": [model],
         "params": {},
         "history": {"currentId": message_id, "messages": {message_id: message}},
@@ -79,7 +114,10 @@ def build_chat(
 
 
 def title_matches(title: object, course_id: str, module_id: str) -> bool:
-    return isinstance(title, str) and tag(course_id, module_id) in title
+    """Whether ``title`` carries the module's tag, in either form."""
+    return isinstance(title, str) and any(
+        tag(course_id, module_id, form) in title for form in ("visible", "hidden")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +128,8 @@ class Thread:
     created_at: int
     archived: bool
     pristine: bool
+    # The only message while the thread is pristine (what ``--update-unreplied`` may rewrite).
+    opening: dict[str, Any] | None = None
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -116,7 +156,76 @@ def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | 
         created_at=created_at,
         archived=chat.get("archived") is True,
         pristine=_pristine(body),
+        opening=_only_message(body) if _pristine(body) else None,
     )
+
+
+Key = tuple[str, str]  # (course id, module id)
+
+
+def threads_by_module(
+    chats: Iterable[dict[str, Any]], wanted: Collection[Key]
+) -> dict[Key, list[Thread]]:
+    """The confirmed threads among whole chats (``ChatResponse``), grouped by (course, module).
+
+    Only the chat JSON marker counts here, not the title: these chats were read whole.
+    """
+    found: dict[Key, list[Thread]] = {key: [] for key in wanted}
+    for chat in chats:
+        body = chat.get("chat")
+        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
+        if not isinstance(mark, dict):
+            continue
+        course_id, module_id = mark.get("course"), mark.get("module")
+        if not isinstance(course_id, str) or not isinstance(module_id, str):
+            continue
+        if (course_id, module_id) in found:
+            thread = as_thread(chat, course_id, module_id)
+            if thread is not None:
+                found[(course_id, module_id)].append(thread)
+    return found
+
+
+def left_behind(chats: Iterable[dict[str, Any]], wanted: Collection[Key]) -> list[tuple[Key, str]]:
+    """Threads of the wanted courses whose module the course no longer has: (key, chat id).
+
+    They are left alone (they may hold the user's work) and only reported.
+    """
+    courses = {course_id for course_id, _ in wanted}
+    found = []
+    for chat in chats:
+        body = chat.get("chat")
+        if not isinstance(body, dict) or "originalChatId" in body:
+            continue
+        mark = body.get(MARKER_KEY)
+        if not isinstance(mark, dict):
+            continue
+        key = (mark.get("course"), mark.get("module"))
+        if key[0] in courses and key not in wanted and isinstance(chat.get("id"), str):
+            found.append(((str(key[0]), str(key[1])), str(chat["id"])))
+    return found
+
+
+def _only_message(body: dict[str, Any]) -> dict[str, Any] | None:
+    (only,) = body["history"]["messages"].values()
+    return dict(only)
+
+
+def update_for(thread: Thread, course: Course, module: Module) -> dict[str, Any] | None:
+    """The ``chat`` for ``POST /api/v1/chats/{id}`` that brings a pristine thread's message up
+    to date with the course file, or ``None`` when there is nothing to change (or the user
+    has replied: then the thread is theirs and is never changed).
+
+    OpenWebUI merges an update into the stored chat key by key and message by message, and
+    keeps the stored ``currentId`` when the update names none; so a reply landing between
+    our look and this update is kept, and still shown.
+    """
+    if thread.opening is None or thread.opening.get("content") == module.first_message:
+        return None
+    model = course.model_for(module)
+    message = {**thread.opening, "content": module.first_message, "model": model}
+    message["modelName"] = model
+    return {"history": {"messages": {message["id"]: message}}, "messages": [message]}
 
 
 def _pristine(body: dict[str, Any]) -> bool:

@@ -50,7 +50,9 @@ DEFAULT_INTERNAL_ALLOW: tuple[str, ...] = (
     "POST /api/v1/chats/new",
     "GET /api/v1/chats/archived",
     "GET /api/v1/chats/list",
+    "GET /api/v1/chats/all",
     "GET /api/v1/chats/{id}",
+    "POST /api/v1/chats/{id}",
     "POST /api/v1/chats/{id}/archive",
     "DELETE /api/v1/chats/{id}",
 )

@@ -16,7 +16,9 @@ Faithful to 0.12.4's source (``routers/auths.py``, ``routers/chats.py``, ``model
   ``user_id``), ``GET /api/v1/chats/list`` (non-archived; folders and pinned only when
   asked; ``page`` = 60 a page), ``GET /api/v1/chats/archived`` (always paged by 60;
   ``query`` is a case-insensitive SQL LIKE ``%query%`` on the title; ``order_by`` +
-  ``direction``), ``GET /api/v1/chats/{id}`` (401 when not the caller's),
+  ``direction``), ``GET /api/v1/chats/all`` (every chat whole, archived too, JSON Lines,
+  batches of 100 each a query of its own), ``GET /api/v1/chats/{id}`` (401 when not the caller's),
+  ``POST /api/v1/chats/{id}`` (merges the update: keys, history messages by id),
   ``POST /api/v1/chats/{id}/archive`` (a **toggle**; 401 when not the caller's),
   ``DELETE /api/v1/chats/{id}`` (404 when not the caller's; 401 without chat.delete).
 
@@ -30,8 +32,9 @@ the two-second settle rule on the server's clock waits milliseconds instead.
 
 Test levers: :meth:`FakeOpenWebUI.fail` queues faults (a status, a Retry-After, or a
 dropped connection) for matching requests; :meth:`FakeOpenWebUI.slow` delays them;
-``on_create`` / ``on_archive`` hooks run inside those endpoints to stage races; ``calls``
-records every request that arrived.
+``on_create`` / ``on_archive`` hooks run inside those endpoints to stage races
+(``on_call`` as each request arrives); ``calls``
+records every request that arrived, ``peak_in_flight`` the most handled at once.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ INVALID_CRED = (
     "The email or password provided is incorrect. Please check for typos and try logging in again."
 )
 PAGE = 60
+EXPORT_BATCH = 100  # CHAT_EXPORT_BATCH_SIZE
 
 ALLOW = [
     ("GET", r"/api/config"),
@@ -72,7 +76,9 @@ ALLOW = [
     ("POST", r"/api/v1/chats/new"),
     ("GET", r"/api/v1/chats/archived"),
     ("GET", r"/api/v1/chats/list"),
+    ("GET", r"/api/v1/chats/all"),
     ("GET", r"/api/v1/chats/[A-Za-z0-9_-]+"),
+    ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+"),
     ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+/archive"),
     ("DELETE", r"/api/v1/chats/[A-Za-z0-9_-]+"),
 ]
@@ -199,6 +205,9 @@ class FakeOpenWebUI:
         self.chats: dict[str, Chat] = {}
         self.faults: list[Fault] = []
         self.calls: list[Call] = []
+        self.in_flight = 0  # requests being handled right now, and the most at once
+        self.peak_in_flight = 0
+        self.on_call: Callable[[Call], None] | None = None
         self.on_create: Callable[[Chat], None] | None = None
         self.on_archive: Callable[[Chat], None] | None = None
         self.allow = list(ALLOW)
@@ -277,7 +286,9 @@ class FakeOpenWebUI:
         app.router.add_post("/api/v1/chats/new", self._new)
         app.router.add_get("/api/v1/chats/list", self._list)
         app.router.add_get("/api/v1/chats/archived", self._archived)
+        app.router.add_get("/api/v1/chats/all", self._all)
         app.router.add_get("/api/v1/chats/{id}", self._get)
+        app.router.add_post("/api/v1/chats/{id}", self._update)
         app.router.add_post("/api/v1/chats/{id}/archive", self._archive)
         app.router.add_delete("/api/v1/chats/{id}", self._delete)
         app.on_response_prepare.append(self._date)
@@ -298,7 +309,14 @@ class FakeOpenWebUI:
             request.headers.get("Authorization", "").startswith("Bearer "),
         )
         self.calls.append(call)
-        response: web.StreamResponse = await handler(request)
+        if self.on_call is not None:
+            self.on_call(call)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            response: web.StreamResponse = await handler(request)
+        finally:
+            self.in_flight -= 1
         call.status = response.status
         return response
 
@@ -510,6 +528,28 @@ class FakeOpenWebUI:
         chats = chats[(page - 1) * PAGE : page * PAGE]
         return web.json_response([c.title_id(with_last_read=False) for c in chats])
 
+    async def _all(self, request: web.Request) -> web.Response:
+        """Every chat of the user, archived too, whole, as JSON Lines in batches of 100.
+
+        Like 0.12.4, each batch is its own query (ordered by ``updated_at`` desc, skipping
+        what earlier batches returned), with a pause between batches, so a chat updated
+        meanwhile can move from one batch to another: only a short answer is a snapshot.
+        """
+        user = self._verified(request)
+        lines: list[bytes] = []
+        skip = 0
+        while True:
+            chats = [c for c in self.chats.values() if c.user_id == user.id]
+            chats.sort(key=lambda c: c.id)
+            chats.sort(key=lambda c: c.updated_at, reverse=True)
+            batch = chats[skip : skip + EXPORT_BATCH]
+            lines += [json.dumps(chat.response()).encode() + b"\n" for chat in batch]
+            if len(batch) < EXPORT_BATCH:
+                break
+            skip += EXPORT_BATCH
+            await asyncio.sleep(0)  # other requests may land between two batches
+        return web.Response(body=b"".join(lines), content_type="application/x-ndjson")
+
     def _own(self, request: web.Request, user: User) -> Chat | None:
         chat = self.chats.get(request.match_info["id"])
         return chat if chat is not None and chat.user_id == user.id else None
@@ -522,6 +562,33 @@ class FakeOpenWebUI:
         body = chat.response()
         body["chat"]["share_mode"] = "continue"
         return web.json_response(body)
+
+    async def _update(self, request: web.Request) -> web.Response:
+        """``update_chat_by_id``: top-level keys replace, history messages merge by id, and
+        the stored ``currentId`` stays unless the update names one that exists."""
+        user = self._verified(request)
+        chat = self._own(request, user)
+        form = await _json(request)
+        if chat is None:
+            raise _detail(401, ACCESS_PROHIBITED)
+        incoming = form["chat"]
+        for message in (incoming.get("history") or {}).get("messages", {}).values():
+            message["user_id"] = user.id  # set_message_authors
+        updated = {**chat.chat, **incoming}
+        if "history" in incoming:
+            stored = chat.chat.get("history") or {}
+            merged = {**stored.get("messages", {}), **incoming["history"].get("messages", {})}
+            current = incoming["history"].get("currentId")
+            updated["history"] = {
+                **stored,
+                **incoming["history"],
+                "messages": merged,
+                "currentId": current if current in merged else stored.get("currentId"),
+            }
+        chat.chat = updated
+        chat.title = updated.get("title", "New Chat")
+        chat.updated_at = int(self.clock())
+        return web.json_response(chat.response())
 
     async def _archive(self, request: web.Request) -> web.Response:
         user = self._verified(request)

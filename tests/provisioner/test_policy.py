@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import pytest
 
 from provisioner.course import Course
 from provisioner.retry import backoff_delay, is_transient, parse_retry_after
-from provisioner.threads import MARKER_KEY, Thread, as_thread, build_chat, plan, title_matches
+from provisioner.threads import (
+    MARKER_KEY,
+    Thread,
+    as_thread,
+    build_chat,
+    plan,
+    tag,
+    tag_prefixes,
+    title_matches,
+)
 
 
 def T(chat_id: str, created_at: int, *, archived: bool = True, pristine: bool = True) -> Thread:
@@ -110,10 +120,32 @@ def test_pristine_until_the_user_writes(course: Course) -> None:
         ("Module 1: Intro [demo/intr]", False),
         ("Module 1: Intro", False),
         (None, False),
+        (f"Module 1: Intro {tag('demo', 'intro', 'hidden')}", True),
+        (f"Module 1: Intro {tag('demo', 'intro-2', 'hidden')}", False),
+        (f"Module 1: Intro {tag('demo-2', 'intro', 'hidden')}", False),
+        (f"Module 1: Intro {tag('demo', 'intr', 'hidden')}", False),
     ],
 )
 def test_title_matches(title: object, expected: bool) -> None:
     assert title_matches(title, "demo", "intro") is expected
+
+
+def test_the_hidden_tag_shows_nothing_but_the_title(course: Course) -> None:
+    """After the title and a space, only invisible format characters (category Cf)."""
+    title = build_chat(course, course.modules[0])["title"]
+    shown, hidden = title[: len("Module 1: Intro ")], title[len("Module 1: Intro ") :]
+    assert shown == "Module 1: Intro "
+    assert hidden
+    assert {unicodedata.category(char) for char in hidden} == {"Cf"}
+    visible = build_chat(course, course.modules[0], title_tag="visible")["title"]
+    assert visible == "Module 1: Intro [demo/intro]"
+
+
+@pytest.mark.parametrize("course_id", ["demo", "a", "z9-x", "-" * 64])
+def test_course_prefixes_start_every_tag_of_the_course(course_id: str) -> None:
+    for form, prefix in zip(("visible", "hidden"), tag_prefixes(course_id), strict=True):
+        assert tag(course_id, "intro", form).startswith(prefix)  # type: ignore[arg-type]
+        assert not tag(course_id + "x", "intro", form).startswith(prefix)  # type: ignore[arg-type]
 
 
 def test_chat_json_is_consistent(course: Course) -> None:

@@ -19,7 +19,7 @@ from provisioner.errors import (
 )
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
-from provisioner.threads import MARKER_KEY, build_chat
+from provisioner.threads import MARKER_KEY, build_chat, tag
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 
 EMAIL = "ada@example.edu"
@@ -50,7 +50,7 @@ async def test_creates_one_archived_thread_per_module(
     for result, module in zip(results, course.modules, strict=True):
         chat = only_archived_thread(fake, module.id)
         assert chat.id == result.chat_id
-        assert chat.title == f"{module.title} [demo/{module.id}]"
+        assert chat.title == f"{module.title} {tag('demo', module.id, 'hidden')}"
         body = chat.chat
         model = module.model or "tutor"
         assert body["models"] == [model]
@@ -168,9 +168,14 @@ async def test_clones_and_lookalikes_are_not_threads_and_are_left_alone(
 async def test_thread_found_on_a_later_archived_page(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
-    """The archived list is paged by 60: a thread on page 2 is still found."""
+    """The archived list is paged by 60: a thread on page 2 is still found.
+
+    (A user with a full export batch of chats or more is looked at through the title lists,
+    which is when the archived list is read at all.)"""
     user = fake.add_user(EMAIL)
     intro = course.modules[0]
+    for n in range(40):
+        fake.add_chat(user, {"title": f"homework {n}"}, created_at=n, chat_id=f"own-{n:03}")
     for n in range(65):
         clone = build_chat(course, intro) | {"originalChatId": f"o{n}"}
         fake.add_chat(user, clone, archived=True, created_at=n, chat_id=f"clone-{n:03}")

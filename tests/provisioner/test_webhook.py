@@ -18,7 +18,7 @@ import pytest
 from provisioner.course import Course
 from provisioner.errors import ConfigError
 from provisioner.provision import Provisioner
-from provisioner.threads import MARKER_KEY
+from provisioner.threads import MARKER_KEY, tag
 from provisioner.webhook import BadSignature, create_app, load_secrets, sign, verify
 from tests.provisioner.cli_helpers import finish, start
 from tests.provisioner.conftest import course_named, course_toml
@@ -74,8 +74,8 @@ async def test_valid_signup_answers_only_once_threads_exist(
     response = await client.post("/webhooks/signup", data=body, headers=headers(body))
     # Checked right after the answer: the threads were made before it was sent.
     assert module_threads(fake, "ada@example.edu") == [
-        ("Module 1: Intro [demo/intro]", True),
-        ("Module 2: Next [demo/next]", True),
+        (f"Module 1: Intro {tag('demo', 'intro', 'hidden')}", True),
+        (f"Module 2: Next {tag('demo', 'next', 'hidden')}", True),
     ]
     assert response.status == 200
     answer = await response.json()

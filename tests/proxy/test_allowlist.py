@@ -20,6 +20,7 @@ CASES = [
     ("archived", "GET", "/api/v1/chats/archived", "/api/v1/chats/archived"),
     ("archived-paged", "GET", "/api/v1/chats/archived?page=2", "/api/v1/chats/archived?page=2"),
     ("list", "GET", "/api/v1/chats/list", "/api/v1/chats/list"),
+    ("all", "GET", "/api/v1/chats/all", "/api/v1/chats/all"),
     ("get-chat", "GET", f"/api/v1/chats/{UUID}", f"/api/v1/chats/{UUID}"),
     ("archive-chat", "POST", f"/api/v1/chats/{UUID}/archive", f"/api/v1/chats/{UUID}/archive"),
     ("delete-chat", "DELETE", f"/api/v1/chats/{UUID}", f"/api/v1/chats/{UUID}"),
@@ -35,7 +36,7 @@ CASES = [
     # --- {id} is a UUID: other routes of the same shape stay out ------------------------
     ("chats-config-is-not-an-id", "GET", "/api/v1/chats/config", "!not on the internal allowlist"),
     ("chats-pinned-is-not-an-id", "GET", "/api/v1/chats/pinned", "!not on the internal allowlist"),
-    ("chats-all-is-not-an-id", "GET", "/api/v1/chats/all", "!not on the internal allowlist"),
+    ("chats-all-is-not-an-id", "DELETE", "/api/v1/chats/all", "!not on the internal allowlist"),
     ("short-id", "DELETE", "/api/v1/chats/a-b", "!not on the internal allowlist"),
     ("uuid-with-suffix", "GET", f"/api/v1/chats/{UUID}x", "!not on the internal allowlist"),
     # --- not on the list -------------------------------------------------------------
