@@ -36,6 +36,7 @@ so the audit line records the status the caller actually got.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
@@ -165,6 +166,29 @@ class SigninGuard:
         self.upstream = upstream
         # Once OpenWebUI has a user it keeps having one; until then, ask every time.
         self.onboarded = False
+        self._signing_in: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def one_at_a_time(self, email: str) -> AsyncIterator[None]:
+        """Sign-ins of one email, one after the other.
+
+        OpenWebUI 0.12.4 creates the account on a trusted sign-in without a unique email:
+        several first sign-ins of a new email at the same moment (concurrent provisioners)
+        can leave duplicate accounts whose sign-in answers 400 from then on. Serialising them
+        here makes the second one find the account the first created. (Sign-ins through the
+        public listener, in another worker, are not covered: see docs/internal-listener.md.)
+        """
+        lock, users = self._signing_in.get(email, (asyncio.Lock(), 0))
+        self._signing_in[email] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._signing_in[email]
+            if users == 1:
+                del self._signing_in[email]
+            else:
+                self._signing_in[email] = (lock, users - 1)
 
     async def before(self, request: web.Request, request_id: str) -> None:
         """Refuse while OpenWebUI has no user: its first account becomes admin."""
@@ -308,7 +332,8 @@ class InternalHandler:
             # The guard reads the answer, and the relay never decompresses: ask for it plain
             # (OpenWebUI compresses anything over 500 bytes the client says it accepts).
             headers["Accept-Encoding"] = "identity"
-            return await self.signin.after(await send(checked, headers, self.upstream))
+            async with self.signin.one_at_a_time(identity.email if identity else ""):
+                return await self.signin.after(await send(checked, headers, self.upstream))
         response = await send(checked, headers, self.upstream)
         return await stream_back(checked, response)
 

@@ -150,3 +150,56 @@ async def test_no_100_continue_before_the_service_token_is_checked(listener: Lis
     assert b"100 Continue" not in answer
     assert answer.split(b"\r\n", 1)[0].endswith(b"407 Proxy Authentication Required")
     assert listener.upstream.seen == []
+
+
+async def test_sign_ins_of_one_email_are_serialised(aiohttp_server: Any, tmp_path: Path) -> None:
+    """Concurrent first sign-ins of a new email can leave duplicate accounts in OpenWebUI:
+    through the internal listener, one email signs in one request at a time (others don't
+    wait for it)."""
+    from aiohttp import web
+
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+
+    async def signin(request: web.Request) -> web.Response:
+        email = request.headers["X-User-Email"]
+        in_flight[email] = in_flight.get(email, 0) + 1
+        most[email] = max(most.get(email, 0), in_flight[email])
+        await asyncio.sleep(0.2)
+        in_flight[email] -= 1
+        return web.json_response({"email": email, "role": "user", "token": "t"})
+
+    async def config(_request: web.Request) -> web.Response:
+        return web.json_response({"onboarding": False})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/auths/signin", signin)
+    app.router.add_get("/api/config", config)
+    upstream_server = await aiohttp_server(app)
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(tmp_path, str(upstream_server.make_url("/")))
+    upstream = Upstream.open(settings)
+    port = _closed_port()
+    runner = await server._start(
+        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
+    )
+    try:
+        with capture_logs():
+            answers = await asyncio.gather(
+                *[
+                    raw_request(
+                        "127.0.0.1",
+                        port,
+                        "/api/v1/auths/signin",
+                        [AUTH, ("X-User-Email", email), ("Content-Type", "application/json")],
+                        method="POST",
+                        body=b'{"email":"","password":""}',
+                    )
+                    for email in ["a@school.edu"] * 5 + ["b@school.edu"] * 2
+                ]
+            )
+    finally:
+        await runner.cleanup()
+        await upstream.close()
+    assert [a.status for a in answers] == [200] * 7
+    assert most == {"a@school.edu": 1, "b@school.edu": 1}
