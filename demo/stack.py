@@ -227,9 +227,9 @@ class Stack:
         self.start_model_server()
         progress("starting OpenWebUI (30-60 s; the first run installs it, several minutes)")
         self.start_openwebui()
+        self.start_idp()  # first: the proxy is ready only once its auth service answers
         self.start_proxy()
         self.start_webhook()
-        self.start_idp()
 
     def prepare(self) -> None:
         """Pick the ports and write the secrets every later step refers to."""
@@ -315,7 +315,9 @@ class Stack:
             env=proxy_env,
             url=self.public_url,
             log_path=self.logs / "proxy.log",
-            ready=http_ready(f"{self.admin_url}/readyz", want=200),
+            # Alive, not ready: /readyz also waits for the auth service, which the e2e
+            # fixtures start after the proxy (the demo starts it first).
+            ready=http_ready(f"{self.admin_url}/healthz", want=200),
         )
 
     def signin_hook_env(self) -> dict[str, str]:

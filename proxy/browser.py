@@ -18,6 +18,7 @@ import re
 from urllib.parse import quote, unquote, urlsplit
 
 SIGNOUT_PATH = "/api/v1/auths/signout"
+SIGNIN_PATH = "/api/v1/auths/signin"
 # Exactly what OpenWebUI 0.12.4 (utils/auth.py, get_current_user) answers when the token's
 # user differs from the trusted email header.
 MISMATCH_DETAIL = "User mismatch. Please sign in again."
@@ -161,6 +162,11 @@ def api_key_allowed(authorizations: list[str], path: str) -> bool:
         return False  # Socket.IO reads tokens from its packets, never from Authorization
     resolved = canonical_path(path) + "/"
     return not any(resolved.startswith(prefix) for prefix in _NO_API_KEY_PREFIXES)
+
+
+def is_signin(method: str, path: str) -> bool:
+    """OpenWebUI's trusted sign-in, which creates the account of a new user."""
+    return method == "POST" and canonical_path(path) == SIGNIN_PATH
 
 
 def is_signout(method: str, path: str) -> bool:

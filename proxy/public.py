@@ -117,8 +117,6 @@ class PublicHandler:
                 self.metrics.count_decision("access_denied")
                 return self._access_denied(request, identity, refusal, websocket)
             self.metrics.count_decision("identity")
-            if self.signin_hook is not None:
-                self.signin_hook.seen(identity)
 
         headers = build_upstream_headers(
             request.headers.items(),
@@ -226,6 +224,16 @@ class PublicHandler:
                 self._socketio_refused(identity)
                 raise Forbidden("token does not belong to the signed-in user")
         response = await self._send(request, headers, buffered=buffered)
+        if (
+            self.signin_hook is not None
+            and identity is not None
+            and response.status == 200
+            and browser.is_signin(request.method, request.path)
+        ):
+            # Announced once OpenWebUI has signed the person in, so their account exists:
+            # a provisioner signing in as them at the same moment as their own first sign-in
+            # could otherwise make OpenWebUI create the account twice (unusable after).
+            self.signin_hook.seen(identity)
         length = response.content_length
         if (
             identity is not None

@@ -1,7 +1,10 @@
 """First sign-in hook: tell a receiver, once, that the proxy has seen an identity.
 
 Any IdP works this way, since the proxy sees every verified identity: the first time a
-process sees one, it queues a ``user.seen`` event (email, name, groups), signed as Standard
+process sees one signed in to OpenWebUI (its trusted sign-in answered 200 through the
+public listener, so the account exists: a provisioner signing in as the person at the same
+moment as their own first sign-in could make OpenWebUI create the account twice), it
+queues a ``user.seen`` event (email, name, groups), signed as Standard
 Webhooks (``proxy/webhooks.py``), for the provisioner's webhook receiver, which creates the
 user's course threads (idempotently: a restart or a second proxy process may send again).
 
@@ -154,7 +157,7 @@ class SigninHook:
             self.log.info("signin_hook_unsent_at_exit", events=self.queue.qsize())
 
     def seen(self, identity: Identity) -> None:
-        """Called for every verified identity on the public listener; never blocks."""
+        """Called for each sign-in OpenWebUI accepted on the public listener; never blocks."""
         if not self.memory.first_time(identity.email):
             return
         try:

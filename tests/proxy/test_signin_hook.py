@@ -98,12 +98,33 @@ async def hooked(receiver, settings_for, aiohttp_client, tmp_path):
         await runtime.close()
 
 
-async def test_first_request_of_each_identity_sends_one_signed_event(hooked) -> None:
+async def signin(public: Any, cookie: dict[str, str]) -> Any:
+    """OpenWebUI's trusted sign-in through the proxy, as the web UI makes it (its token
+    cookie not kept: the next sign-in may be someone else's)."""
+    response = await public.post("/api/v1/auths/signin", headers=cookie, json={})
+    public.session.cookie_jar.clear()
+    return response
+
+
+async def test_only_a_sign_in_openwebui_accepted_announces_a_user(hooked, fake_upstream) -> None:
+    """Other requests, and a sign-in OpenWebUI refused, announce nobody: the account must
+    exist before a provisioner signs in as the person."""
+    rec, make = hooked
+    public, _ = await make()
+    assert (await public.get("/api/models", headers=ALICE_COOKIE)).status == 200
+    assert (await public.post("/status/400", headers=ALICE_COOKIE, json={})).status == 400
+    await asyncio.sleep(0.3)
+    assert rec.attempts == []
+    assert (await signin(public, ALICE_COOKIE)).status == 200
+    await eventually(lambda: len(rec.events) == 1)
+
+
+async def test_first_sign_in_of_each_identity_sends_one_signed_event(hooked) -> None:
     rec, make = hooked
     public, admin = await make()
     for _ in range(3):
-        assert (await public.get("/api/models", headers=ALICE_COOKIE)).status == 200
-    assert (await public.get("/api/models", headers=BOB_COOKIE)).status == 200
+        assert (await signin(public, ALICE_COOKIE)).status == 200
+    assert (await signin(public, BOB_COOKIE)).status == 200
     await eventually(lambda: len(rec.events) == 2)
     await asyncio.sleep(0.1)
     assert len(rec.events) == 2
@@ -124,7 +145,7 @@ async def test_the_request_never_waits_for_the_receiver(hooked, fake_upstream) -
     rec, make = hooked
     rec.gate.clear()  # the receiver holds every delivery
     public, _ = await make()
-    response = await public.get("/api/models", headers=ALICE_COOKIE)
+    response = await signin(public, ALICE_COOKIE)
     assert response.status == 200  # answered while the delivery is still held
     await eventually(lambda: len(rec.attempts) == 1)
     assert rec.events == []
@@ -136,7 +157,7 @@ async def test_a_failing_receiver_is_retried_with_the_same_message_id(hooked) ->
     rec, make = hooked
     rec.statuses = [503, 500]
     public, admin = await make()
-    await public.get("/api/models", headers=ALICE_COOKIE)
+    await signin(public, ALICE_COOKIE)
     await eventually(lambda: len(rec.events) == 1, timeout=15)
     assert len(rec.attempts) == 3
     assert len(set(rec.attempts)) == 1  # receivers deduplicate on it
@@ -147,8 +168,8 @@ async def test_a_failing_receiver_is_retried_with_the_same_message_id(hooked) ->
 async def test_identities_refused_by_the_access_rules_are_never_announced(hooked) -> None:
     rec, make = hooked
     public, _ = await make(allowed_groups="staff")
-    assert (await public.get("/api/models", headers=BOB_COOKIE)).status == 403
-    assert (await public.get("/api/models", headers=ALICE_COOKIE)).status == 200
+    assert (await signin(public, BOB_COOKIE)).status == 403
+    assert (await signin(public, ALICE_COOKIE)).status == 200
     await eventually(lambda: len(rec.events) == 1)
     await asyncio.sleep(0.1)
     assert [e["data"]["email"] for e in rec.events] == ["alice@example.edu"]
