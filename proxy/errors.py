@@ -8,7 +8,6 @@ ProxyError                    status, public message; never carries secrets
 ├── BadIdentity               502  the identity source gave a value we refuse to forward
 ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
 ├── BadRequest                400  e.g. a request target that is not a path
-├── Unauthenticated           401  (or a redirect to the login page for browsers)
 ├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused)
 ├── ProxyAuthRequired         407  internal listener: missing or wrong service token
 ├── BodyStalled               408  the client's request body stopped arriving
@@ -77,11 +76,6 @@ class AuthServiceUnavailable(ProxyError):
 class BadRequest(ProxyError):
     status = 400
     public = "bad request"
-
-
-class Unauthenticated(ProxyError):
-    status = 401
-    public = "authentication required"
 
 
 class Forbidden(ProxyError):

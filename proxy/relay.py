@@ -30,7 +30,6 @@ from proxy.errors import (
 )
 from proxy.headers import filter_response_headers
 from proxy.settings import Settings
-from proxy.websocket import is_websocket, relay_websocket
 
 CHUNK = 64 * 1024
 
@@ -269,13 +268,3 @@ async def stream_back(
         return out
     finally:
         response.release()
-
-
-async def relay(
-    request: web.Request, headers: CIMultiDict[str], upstream: Upstream
-) -> web.StreamResponse:
-    """Relay ``request`` with exactly ``headers``; WebSocket upgrades included."""
-    if is_websocket(request):
-        return await relay_websocket(request, headers, upstream)
-    response = await send(request, headers, upstream)
-    return await stream_back(request, response)
