@@ -28,6 +28,9 @@ FakeUpstream routes (anything else is the echo route):
 - ``POST /api/v1/auths/signin``    like OpenWebUI in trusted-header mode: token ``tok.<email>``
                                    for the email header, also set as the ``token`` cookie.
 - ``POST /api/v1/auths/signout``   ``{"status": true}`` and deletes the ``token`` cookie.
+- ``GET /api/config`` from the proxy's release check (its User-Agent): ``{"version": ...}``
+                                   (``fake.version``), counted in ``fake.release_reads``,
+                                   not in ``fake.seen``.
 
 Like OpenWebUI's ``get_current_user``, any request carrying a token ``tok.<email>`` (Bearer
 or ``token`` cookie; Bearer first) together with an email header for a different user gets
@@ -43,6 +46,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
+
+from proxy.release_watch import USER_AGENT as RELEASE_CHECK_AGENT
 
 EMAIL_HEADER = "X-User-Email"
 MISMATCH = {"detail": "User mismatch. Please sign in again."}
@@ -90,6 +95,10 @@ class FakeUpstream:
     upload_largest_chunk: int = 0
     # As OpenWebUI: /api/config says whether it has no user yet; sign-in answers with a role.
     onboarding: bool = False
+    # The release /api/config names: the proxy refuses to relay to one it would fail open
+    # against (proxy/openwebui_release.py), so the fake is a safe one unless a test says not.
+    version: str | None = "0.12.4"
+    release_reads: int = 0
     roles: dict[str, str] = field(default_factory=dict)  # email -> role; default "user"
     _sse_gate: asyncio.Event | None = None
 
@@ -117,6 +126,9 @@ class FakeUpstream:
         if upgrade and (path == "/ws" or path.startswith("/ws/socket.io")):
             return await self._ws(request)
         body = await request.read()
+        if path == "/api/config" and request.headers.get("User-Agent") == RELEASE_CHECK_AGENT:
+            self.release_reads += 1  # the proxy's own check, not a relayed request
+            return web.json_response({"version": self.version, "features": {}})
         self.seen.append(_record(request, body))
         mismatch = self._mismatch(request)
         if mismatch is not None:
