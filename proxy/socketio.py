@@ -33,6 +33,7 @@ from proxy.auth.forward import DecisionCache
 from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity
 from proxy.relay import Upstream
+from proxy.token_owner import answered_for
 
 # Socket.IO packet types that carry data a handler reads (CONNECT, EVENT, BINARY_EVENT).
 _CARRIERS = {0, 2, 5}
@@ -167,8 +168,9 @@ class TokenGuard:
                     total=self.upstream.connect_timeout_s + self.upstream.response_timeout_s
                 ),
             ) as response:
-                await response.read()
-                ok = response.status == 200
+                body = await response.read()
+                # Its email, not only its 200: releases before 0.6.14 answer another's token.
+                ok = response.status == 200 and answered_for(body, identity.email)
         except (TimeoutError, aiohttp.ClientError):
             return False  # cannot tell: the socket is refused, the client retries
         if ok:
