@@ -34,6 +34,7 @@ from urllib.parse import quote
 import httpx
 
 from demo.processes import spawn_group, stop_group
+from proxy.openwebui_release import signup_trap
 
 VERSION = "0.12.4"  # the pinned release: CI, the demo and the bench run this one by default
 VERSION_ENV = "OWUI_GATE_OPENWEBUI_VERSION"
@@ -344,3 +345,27 @@ def create_operator_admin(url: str, email: str, name: str = "Operator") -> dict[
     if user.get("role") != "admin":
         raise OpenWebUIError(f"the first account {email} came out {user.get('role')!r}, not admin")
     return user
+
+
+def apply_signup_fix(url: str, admin_token: str) -> bool:
+    """On a release before 0.8.0 with sign-ups off, turn them on as docs/compatibility.md says.
+
+    Those releases refuse the trusted-header sign-in of a new user while sign-ups are off,
+    and turn them off after the first account. Turning them on also opens OpenWebUI's
+    password sign-up, which the proxy refuses on its public listener; OpenWebUI itself stays
+    on loopback. Returns whether anything was changed.
+    """
+    config = httpx.get(f"{url}/api/config", timeout=30.0).json()
+    if not signup_trap(config):
+        return False
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    current = httpx.get(f"{url}/api/v1/auths/admin/config", headers=auth, timeout=30.0)
+    current.raise_for_status()
+    changed = httpx.post(
+        f"{url}/api/v1/auths/admin/config",
+        headers=auth,
+        json={**current.json(), "ENABLE_SIGNUP": True},
+        timeout=30.0,
+    )
+    changed.raise_for_status()
+    return True

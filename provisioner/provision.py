@@ -46,14 +46,23 @@ import structlog
 from provisioner.client import OpenWebUI, UserSession
 from provisioner.course import Course, Module
 from provisioner.errors import (
+    ApiError,
     NotConverged,
     NotTrustedHeaderMode,
     Onboarding,
     PendingUser,
+    SignupsOff,
     Unavailable,
+    UnsupportedRelease,
 )
 from provisioner.settings import Settings
 from provisioner.threads import Thread, as_thread, build_chat, plan, tag, title_matches
+from proxy.openwebui_release import (
+    SIGNUP_FIX,
+    provisioner_refusal,
+    signup_trap,
+    signup_trap_problem,
+)
 
 log = structlog.get_logger("provisioner")
 
@@ -100,6 +109,9 @@ def check_config(config: dict[str, Any]) -> None:
         raise NotTrustedHeaderMode()
     if config.get("onboarding") is True:
         raise Onboarding()
+    refusal = provisioner_refusal(config)
+    if refusal is not None:
+        raise UnsupportedRelease(refusal)
 
 
 class Provisioner:
@@ -129,13 +141,21 @@ class Provisioner:
         """Every module of every course in ``courses`` for ``email``: one archived thread each.
 
         Refuses before signing in when OpenWebUI is onboarding (the account would become
-        admin) or not in trusted-header mode, and before any chat call when the user is
-        pending. ``email`` must already be validated and lower-cased. ``on_result`` hears
-        about each module as soon as it is settled, so a later failure loses no report.
-        All courses share one sign-in and one settle pause.
+        admin), not in trusted-header mode or a release whose chat lists miss threads; says
+        how to fix the sign-up trap of releases before 0.8.0; refuses before any chat call
+        when the user is pending. ``email`` must already be validated and lower-cased.
+        ``on_result`` hears about each module as soon as it is settled, so a later failure
+        loses no report. All courses share one sign-in and one settle pause.
         """
-        check_config(await self._api.config())
-        session = await self._api.signin(email, name)
+        config = await self._api.config()
+        check_config(config)
+        try:
+            session = await self._api.signin(email, name)
+        except ApiError as exc:
+            if exc.status == 403 and signup_trap(config):  # a new user, sign-ups off
+                version = str(config.get("version"))
+                raise SignupsOff(email, signup_trap_problem(version), SIGNUP_FIX) from exc
+            raise
         if session.role == "pending":
             raise PendingUser(email)
         pairs = [(course, module) for course in courses for module in course.modules]
