@@ -200,14 +200,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep each release's venv")
     parser.add_argument("--docs", action="store_true", help="put the table in the docs")
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: to pytest")
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    ours, _, pytest_args = (
+        (given[: given.index("--")], "--", given[given.index("--") + 1 :])
+        if "--" in given
+        else (given, "", [])
+    )
+    parser.epilog = "Arguments after -- go to pytest."
+    args = parser.parse_args(ours)
     releases = args.releases or latest_of_each_line(index_versions())
     for release in releases:
         if not re.fullmatch(r"\d+\.\d+\.\d+", release):
             parser.error(f"{release!r} is not a release like 0.12.4")
-    pytest_args = [a for a in args.pytest_args if a != "--"]
-    command = shlex.join(["scripts/compat", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["scripts/compat", *given])
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     started = time.monotonic()
     outcomes = []
