@@ -111,7 +111,13 @@ def stack() -> Iterator[Stack]:
         response = httpx.post(
             f"{owui_url(the_stack)}/api/v1/groups/create",
             headers=operator_headers(the_stack),
-            json={"name": STAFF_GROUP, "description": "must never be joined through a header"},
+            # Explicit permissions: 0.6.13 and older (scripts/compat) crash signing in a member
+            # of a group whose permissions are null.
+            json={
+                "name": STAFF_GROUP,
+                "description": "must never be joined through a header",
+                "permissions": {},
+            },
             timeout=30,
         )
         response.raise_for_status()
