@@ -1,7 +1,9 @@
-"""A real OpenWebUI 0.12.4 for the demo and the e2e tests: install it, start it, stop it.
+"""A real OpenWebUI for the demo and the e2e tests: install it, start it, stop it.
 
-OpenWebUI lives in its own virtual environment in a cache folder outside the clone
-(``~/.cache/owui-gate/openwebui-0.12.4``, or under ``$OWUI_GATE_CACHE``), because it weighs
+The release is 0.12.4 (the one CI runs) unless ``$OWUI_GATE_OPENWEBUI_VERSION`` names another
+(``scripts/compat`` runs the e2e tier against several, see docs/compatibility.md). Each release
+lives in its own virtual environment in a cache folder outside the clone
+(``~/.cache/owui-gate/openwebui-<release>``, or under ``$OWUI_GATE_CACHE``), because it weighs
 about 7 GB and must never share the project's dependencies. The first caller installs it
 under a file lock, so two installers started at once (two test sessions, the demo and the
 tests) neither clash nor install twice; everyone else reuses it.
@@ -17,6 +19,7 @@ import collections
 import contextlib
 import fcntl
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -31,9 +34,12 @@ from urllib.parse import quote
 import httpx
 
 from demo.processes import spawn_group, stop_group
+from proxy.openwebui_release import signup_trap
 
-VERSION = "0.12.4"
+VERSION = "0.12.4"  # the pinned release: CI, the demo and the bench run this one by default
+VERSION_ENV = "OWUI_GATE_OPENWEBUI_VERSION"
 CACHE_ENV = "OWUI_GATE_CACHE"
+_RELEASE = re.compile(r"^\d+\.\d+\.\d+$")
 EMAIL_HEADER = "X-User-Email"
 NAME_HEADER = "X-User-Name"
 # A marker written after a complete install; a venv without it is checked, then adopted or redone.
@@ -56,14 +62,27 @@ def cache_dir() -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "owui-gate"
 
 
-def venv_dir() -> Path:
-    """OpenWebUI's own virtual environment inside the cache folder."""
-    return cache_dir() / f"openwebui-{VERSION}"
+def version() -> str:
+    """The release to run: ``$OWUI_GATE_OPENWEBUI_VERSION`` (``X.Y.Z``) or the pinned one."""
+    configured = os.environ.get(VERSION_ENV, "").strip()
+    if not configured:
+        return VERSION
+    if not _RELEASE.fullmatch(configured):
+        raise OpenWebUIError(
+            f"{VERSION_ENV}={configured!r} is not a release like 0.12.4 "
+            "(three numbers separated by dots, as on PyPI's open-webui page)"
+        )
+    return configured
 
 
-def executable() -> Path:
+def venv_dir(release: str | None = None) -> Path:
+    """OpenWebUI's own virtual environment for ``release`` inside the cache folder."""
+    return cache_dir() / f"openwebui-{release or version()}"
+
+
+def executable(release: str | None = None) -> Path:
     """The ``open-webui`` command inside that environment."""
-    return venv_dir() / "bin" / "open-webui"
+    return venv_dir(release) / "bin" / "open-webui"
 
 
 def _installed_version(venv: Path) -> str | None:
@@ -77,16 +96,16 @@ def _installed_version(venv: Path) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def is_installed() -> bool:
+def is_installed(release: str | None = None) -> bool:
     """Whether a complete install is present (cheap: only looks for files)."""
-    return (venv_dir() / _STAMP).is_file() and executable().exists()
+    return (venv_dir(release) / _STAMP).is_file() and executable(release).exists()
 
 
 @contextlib.contextmanager
-def _install_lock(progress: Progress) -> Iterator[None]:
+def _install_lock(release: str, progress: Progress) -> Iterator[None]:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
-    with (cache / f"openwebui-{VERSION}.lock").open("a") as handle:
+    with (cache / f"openwebui-{release}.lock").open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -98,34 +117,36 @@ def _install_lock(progress: Progress) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def ensure_installed(progress: Progress = _progress_stderr) -> Path:
-    """Make sure ``open-webui==0.12.4`` is installed in the cache; return its executable.
+def ensure_installed(progress: Progress = _progress_stderr, release: str | None = None) -> Path:
+    """Make sure ``open-webui==<release>`` is installed in the cache; return its executable.
 
-    Takes a few minutes and about 7.4 GB the first time (torch and CUDA wheels come with it).
+    ``release`` defaults to :func:`version`. Takes a few minutes and about 7-8 GB the first
+    time (torch and CUDA wheels come with it).
     """
-    if is_installed():
-        return executable()
-    venv = venv_dir()
-    with _install_lock(progress):
-        if is_installed():  # someone else finished while we waited for the lock
-            return executable()
+    release = release or version()
+    if is_installed(release):
+        return executable(release)
+    venv = venv_dir(release)
+    with _install_lock(release, progress):
+        if is_installed(release):  # someone else finished while we waited for the lock
+            return executable(release)
         found = _installed_version(venv)
-        if found == VERSION and executable().exists():
-            progress(f"adopting the existing OpenWebUI {VERSION} in {venv}")
+        if found == release and executable(release).exists():
+            progress(f"adopting the existing OpenWebUI {release} in {venv}")
         else:
-            progress(f"installing open-webui=={VERSION} into {venv} (a few minutes, ~7.4 GB)")
-            _install(venv, progress)
+            progress(f"installing open-webui=={release} into {venv} (a few minutes, ~7-8 GB)")
+            _install(venv, release, progress)
             found = _installed_version(venv)
-            if found != VERSION:
+            if found != release:
                 raise OpenWebUIError(
-                    f"after installing, {venv} reports open-webui {found!r}, not {VERSION}"
+                    f"after installing, {venv} reports open-webui {found!r}, not {release}"
                 )
-        (venv / _STAMP).write_text(f"open-webui=={VERSION}\n", encoding="utf-8")
-        progress(f"OpenWebUI {VERSION} ready in {venv}")
-    return executable()
+        (venv / _STAMP).write_text(f"open-webui=={release}\n", encoding="utf-8")
+        progress(f"OpenWebUI {release} ready in {venv}")
+    return executable(release)
 
 
-def _install(venv: Path, progress: Progress) -> None:
+def _install(venv: Path, release: str, progress: Progress) -> None:
     try:
         if not (venv / "bin" / "python").exists():
             # The real interpreter: a venv made from inside our venv would chain to it.
@@ -135,7 +156,7 @@ def _install(venv: Path, progress: Progress) -> None:
         subprocess.run([*pip, "install", "-q", "-U", "pip"], check=True)
     except subprocess.CalledProcessError as exc:
         raise OpenWebUIError(f"creating the venv {venv} failed: {exc}") from exc
-    command = [*pip, "install", "--progress-bar", "off", f"open-webui=={VERSION}"]
+    command = [*pip, "install", "--progress-bar", "off", f"open-webui=={release}"]
     last: collections.deque[str] = collections.deque(maxlen=30)
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -147,9 +168,12 @@ def _install(venv: Path, progress: Progress) -> None:
             if line.startswith(("Collecting", "Downloading", "Installing", "Successfully")):
                 progress(line.rstrip())
     if process.returncode != 0:
+        # Every release from 0.5 to 0.12 asks for Python >=3.11,<3.13; pip names the range
+        # ("Requires-Python") when a release wants another interpreter than the venv's.
         raise OpenWebUIError(
-            f"pip install open-webui=={VERSION} failed (exit {process.returncode}):\n"
-            + "\n".join(last)
+            f"pip install open-webui=={release} failed (exit {process.returncode}) with "
+            f"{sys.version.split()[0]}; if pip names a Requires-Python range, run this with "
+            "an interpreter in it:\n" + "\n".join(last)
         )
 
 
@@ -321,3 +345,27 @@ def create_operator_admin(url: str, email: str, name: str = "Operator") -> dict[
     if user.get("role") != "admin":
         raise OpenWebUIError(f"the first account {email} came out {user.get('role')!r}, not admin")
     return user
+
+
+def apply_signup_fix(url: str, admin_token: str) -> bool:
+    """On a release before 0.8.0 with sign-ups off, turn them on as docs/compatibility.md says.
+
+    Those releases refuse the trusted-header sign-in of a new user while sign-ups are off,
+    and turn them off after the first account. Turning them on also opens OpenWebUI's
+    password sign-up, which the proxy refuses on its public listener; OpenWebUI itself stays
+    on loopback. Returns whether anything was changed.
+    """
+    config = httpx.get(f"{url}/api/config", timeout=30.0).json()
+    if not signup_trap(config):
+        return False
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    current = httpx.get(f"{url}/api/v1/auths/admin/config", headers=auth, timeout=30.0)
+    current.raise_for_status()
+    changed = httpx.post(
+        f"{url}/api/v1/auths/admin/config",
+        headers=auth,
+        json={**current.json(), "ENABLE_SIGNUP": True},
+        timeout=30.0,
+    )
+    changed.raise_for_status()
+    return True

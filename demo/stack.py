@@ -3,9 +3,10 @@
 ``python -m demo.stack`` (``scripts/demo`` sets up the venvs and runs it) starts, in order:
 
 1. a small OpenAI-compatible model server (``demo.model_server``): the LLM;
-2. OpenWebUI 0.12.4 in trusted-header mode, loopback only, with that model server as its
-   OpenAI connection; then creates the operator's admin account directly, first, so that no
-   user who signs in later becomes admin;
+2. OpenWebUI (0.12.4, or ``$OWUI_GATE_OPENWEBUI_VERSION``) in trusted-header mode, loopback
+   only, with that model server as its OpenAI connection; then creates the operator's admin
+   account directly, first, so that no user who signs in later becomes admin (and, on a
+   release before 0.8.0, turns sign-ups on as docs/compatibility.md says);
 3. the proxy (``owui-proxy``): the only ingress, forward-auth to the demo IdP, with an internal
    act-as listener whose service token is generated here, and its first-sign-in hook: the
    first time it sees a user, a signed ``user.seen`` event goes to the receiver;
@@ -192,6 +193,7 @@ class Stack:
     openwebui: openwebui.OpenWebUI | None = None
     services: dict[str, Service] = field(default_factory=dict)
     operator_token: str = field(default="", repr=False)
+    openwebui_version: str = ""  # as OpenWebUI's /api/config names it, once started
     public_port: int = 0
     public_url: str = ""
     internal_url: str = ""
@@ -287,6 +289,12 @@ class Stack:
             if admin.get("role") != "admin":
                 raise StackError(f"{cfg.operator_email} is not the admin of this data folder")
         self.operator_token = str(admin["token"])
+        # Releases before 0.8.0 need sign-ups on for new users (docs/compatibility.md).
+        if openwebui.apply_signup_fix(self.openwebui.url, self.operator_token):
+            print("[openwebui] turned sign-ups on: this release needs it", file=sys.stderr)
+        self.openwebui_version = str(
+            httpx.get(f"{self.openwebui.url}/api/config", timeout=30.0).json().get("version")
+        )
 
     def start_proxy(self) -> None:
         """The proxy: public, admin and internal listeners."""
@@ -402,7 +410,7 @@ class Stack:
             ),
             "admin": ("proxy admin", f"{self.admin_url}/readyz", "/healthz, /readyz, /metrics"),
             "openwebui": (
-                "OpenWebUI 0.12.4",
+                f"OpenWebUI {self.openwebui_version}",
                 self.openwebui.url,
                 "trusted-header mode, loopback only: reach it through the proxy",
             ),

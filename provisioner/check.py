@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from provisioner.client import OpenWebUI
 from provisioner.errors import ListenerRefused, ProvisionError, Unavailable
+from proxy.openwebui_release import (
+    SIGNUP_FIX,
+    parse_release,
+    provisioner_refusal,
+    show,
+    signup_trap,
+    signup_trap_problem,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,7 +25,8 @@ class Finding:
 
 
 async def run_checks(api: OpenWebUI, url: str) -> list[Finding]:
-    """Listener reachable with our token, OpenWebUI in trusted-header mode, an admin exists."""
+    """Listener reachable with our token, OpenWebUI in trusted-header mode, a supported
+    release whose new users can sign in, an admin exists."""
     try:
         config = await api.config()
     except Unavailable as exc:
@@ -49,6 +59,7 @@ async def run_checks(api: OpenWebUI, url: str) -> list[Finding]:
                 "the proxy injects) and WEBUI_AUTH_TRUSTED_NAME_HEADER=X-User-Name",
             )
         )
+    findings.extend(_release_findings(config))
     if config.get("onboarding") is True:
         findings.append(
             Finding(
@@ -60,4 +71,16 @@ async def run_checks(api: OpenWebUI, url: str) -> list[Finding]:
         )
     else:
         findings.append(Finding(True, "an administrator exists (onboarding is over)"))
+    return findings
+
+
+def _release_findings(config: dict[str, Any]) -> list[Finding]:
+    release = parse_release(config.get("version"))
+    version = show(release) if release is not None else "of unknown release"
+    refusal = provisioner_refusal(config)
+    if refusal is not None:
+        return [Finding(False, f"OpenWebUI {version} is not supported", refusal)]
+    findings = [Finding(True, f"OpenWebUI {version} is a supported release")]
+    if signup_trap(config):
+        findings.append(Finding(False, signup_trap_problem(version), SIGNUP_FIX))
     return findings

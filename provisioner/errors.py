@@ -8,7 +8,9 @@
     ├── Refused                     OpenWebUI is not in a state where provisioning is safe
     │   ├── Onboarding              no user yet: the first account would become admin
     │   ├── PendingUser             the user's role is pending: chat calls would be refused
-    │   └── NotTrustedHeaderMode    WEBUI_AUTH_TRUSTED_EMAIL_HEADER is not set
+    │   ├── NotTrustedHeaderMode    WEBUI_AUTH_TRUSTED_EMAIL_HEADER is not set
+    │   ├── UnsupportedRelease      an OpenWebUI release whose chat lists would cause duplicates
+    │   └── SignupsOff              before 0.8.0 with sign-ups off: new users get 403
     ├── ListenerRefused             the internal listener said no
     │   ├── ServiceTokenRefused     407: the service token is not accepted
     │   └── EndpointNotAllowed      403 without OpenWebUI's ``detail``: not in the allowlist
@@ -85,6 +87,15 @@ class NotTrustedHeaderMode(Refused):
             "is not true): start it with WEBUI_AUTH_TRUSTED_EMAIL_HEADER set to the header the "
             "proxy injects (default X-User-Email)."
         )
+
+
+class UnsupportedRelease(Refused):
+    """The release's chat lists do not show every thread (see docs/compatibility.md)."""
+
+
+class SignupsOff(Refused):
+    def __init__(self, email: str, problem: str, fix: str) -> None:
+        super().__init__(f"{email}: {problem}. Fix: {fix}")
 
 
 class ListenerRefused(ProvisionError):

@@ -49,11 +49,14 @@ import structlog
 from provisioner.client import EXPORT_BATCH_SIZE, OpenWebUI, UserSession
 from provisioner.course import Course, Module
 from provisioner.errors import (
+    ApiError,
     NotConverged,
     NotTrustedHeaderMode,
     Onboarding,
     PendingUser,
+    SignupsOff,
     Unavailable,
+    UnsupportedRelease,
 )
 from provisioner.settings import Settings
 from provisioner.threads import (
@@ -67,6 +70,12 @@ from provisioner.threads import (
     threads_by_module,
     title_matches,
     update_for,
+)
+from proxy.openwebui_release import (
+    SIGNUP_FIX,
+    provisioner_refusal,
+    signup_trap,
+    signup_trap_problem,
 )
 
 log = structlog.get_logger("provisioner")
@@ -105,6 +114,9 @@ def check_config(config: dict[str, Any]) -> None:
         raise NotTrustedHeaderMode()
     if config.get("onboarding") is True:
         raise Onboarding()
+    refusal = provisioner_refusal(config)
+    if refusal is not None:
+        raise UnsupportedRelease(refusal)
 
 
 class Provisioner:
@@ -129,13 +141,15 @@ class Provisioner:
         # reasons the same way, and refuses an act-as sign-in during onboarding itself);
         # the config is read until it has passed once, so a run asks once, not per user.
         self._config_ok = False
+        self._config: dict[str, Any] | None = None  # as read by preflight()
         self._config_lock = asyncio.Lock()
 
     async def preflight(self) -> None:
         """Refuse when OpenWebUI's config makes provisioning unsafe; read once it has passed."""
         async with self._config_lock:  # users starting together wait for one read
             if not self._config_ok:
-                check_config(await self._api.config())
+                self._config = await self._api.config()
+                check_config(self._config)
                 self._config_ok = True
 
     async def provision_user(
@@ -150,14 +164,21 @@ class Provisioner:
         """Every module of every course in ``courses`` for ``email``: one archived thread each.
 
         Refuses before signing in when OpenWebUI is onboarding (the account would become
-        admin) or not in trusted-header mode, and before any chat call when the user is
-        pending. ``email`` must already be validated and lower-cased. ``on_result`` hears
-        about each module as soon as it is settled, so a later failure loses no report.
-        ``slot``, held by the caller, is released while this user waits out the settle
-        pause, so waiting users do not keep others from making calls.
+        admin), not in trusted-header mode or a release whose chat lists miss threads; says
+        how to fix the sign-up trap of releases before 0.8.0; refuses before any chat call
+        when the user is pending. ``email`` must already be validated and lower-cased.
+        ``on_result`` hears about each module as soon as it is settled, so a later failure
+        loses no report. ``slot``, held by the caller, is released while this user waits out
+        the settle pause, so waiting users do not keep others from making calls.
         """
         await self.preflight()
-        session = await self._api.signin(email, name)
+        try:
+            session = await self._api.signin(email, name)
+        except ApiError as exc:
+            if exc.status == 403 and self._config is not None and signup_trap(self._config):
+                version = str(self._config.get("version"))  # a new user, sign-ups off
+                raise SignupsOff(email, signup_trap_problem(version), SIGNUP_FIX) from exc
+            raise
         if session.role == "pending":
             raise PendingUser(email)
         pairs = [(course, module) for course in courses for module in course.modules]

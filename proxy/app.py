@@ -35,6 +35,7 @@ from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import CLIENT_CLOSED_STATUS, Metrics
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
 from proxy.relay import Upstream, UpstreamBrokeOff, no_early_continue
+from proxy.release_watch import ReleaseWatch
 from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
@@ -56,6 +57,7 @@ class Runtime:
     auth_session: aiohttp.ClientSession | None = None
     authenticator: Authenticator | None = None
     signin_hook: SigninHook | None = None
+    release: ReleaseWatch | None = None  # the OpenWebUI release; refused ones stop the start
     draining: bool = False  # set on SIGTERM: /readyz turns 503 while requests finish
 
     async def start(self) -> None:
@@ -71,6 +73,12 @@ class Runtime:
                 await hook_session.close()
                 raise
         self.upstream = Upstream.open(self.settings)
+        self.release = ReleaseWatch(self.upstream)
+        try:
+            await self.release.start()
+        except BaseException:
+            await self.close()
+            raise
         # Its own session: the auth service is not OpenWebUI, and no cookie jar is shared.
         self.auth_session = aiohttp.ClientSession(
             # No pool limit (aiohttp's default is 100): an auth call must never queue here
@@ -88,6 +96,8 @@ class Runtime:
             await self.signin_hook.start()
 
     async def close(self) -> None:
+        if self.release is not None:
+            await self.release.close()
         if self.signin_hook is not None:
             await self.signin_hook.close()
             await self.signin_hook.session.close()
@@ -212,10 +222,12 @@ class _Public:
 
     def __init__(self) -> None:
         self.handler: PublicHandler | None = None
+        self.release: ReleaseWatch | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self.handler is None:  # only if a request beats start-up; fail closed
+        if self.handler is None or self.release is None:  # a request beat start-up
             raise web.HTTPServiceUnavailable()
+        await self.release.permit()  # never relay to a release we would fail open against
         return await self.handler(request)
 
 
@@ -236,6 +248,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             await rt.start()
         assert rt.upstream is not None
         assert rt.authenticator is not None
+        public.release = rt.release
         public.handler = PublicHandler(
             settings, rt.authenticator, rt.upstream, rt.metrics, rt.signin_hook
         )
@@ -273,6 +286,10 @@ def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
             problem = await _upstream_health(runtime.upstream)
             if problem:
                 problems.append(f"upstream: {problem}")
+            elif runtime.release is not None:
+                await runtime.release.refresh()
+                if runtime.release.problem is not None:
+                    problems.append(f"upstream: {runtime.release.problem}")
         if problems:
             return web.json_response({"ready": False, "problems": problems}, status=503)
         return web.json_response({"ready": True})

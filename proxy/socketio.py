@@ -51,6 +51,7 @@ from proxy.auth.forward import DecisionCache
 from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity
 from proxy.relay import Upstream
+from proxy.token_owner import answered_for
 
 _CHECK_PATH = "/api/v1/auths/"
 # OpenWebUI 0.12.4 raises python-engineio's payload limit (max_http_buffer_size) to 16 MiB
@@ -201,8 +202,9 @@ class TokenGuard:
                     total=self.upstream.connect_timeout_s + self.upstream.response_timeout_s
                 ),
             ) as response:
-                await response.read()
-                ok = response.status == 200
+                body = await response.read()
+                # Its email, not only its 200: releases before 0.6.14 answer another's token.
+                ok = response.status == 200 and answered_for(body, identity.email)
         except (TimeoutError, aiohttp.ClientError):
             return False  # cannot tell: the socket is refused, the client retries
         if ok:

@@ -27,11 +27,16 @@ FakeUpstream routes (anything else is the echo route):
 - ``/status/CODE``                 answers with that status.
 - ``POST /api/v1/auths/signin``    like OpenWebUI in trusted-header mode: token ``tok.<email>``
                                    for the email header, also set as the ``token`` cookie.
+- ``GET /api/v1/auths/``          the token's user ``{"email", "role"}`` (401 without one).
 - ``POST /api/v1/auths/signout``   ``{"status": true}`` and deletes the ``token`` cookie.
+- ``GET /api/config`` from the proxy's release check (its User-Agent): ``{"version": ...}``
+                                   (``fake.version``), counted in ``fake.release_reads``,
+                                   not in ``fake.seen``.
 
 Like OpenWebUI's ``get_current_user``, any request carrying a token ``tok.<email>`` (Bearer
 or ``token`` cookie; Bearer first) together with an email header for a different user gets
-``401 {"detail": "User mismatch. Please sign in again."}``.
+``401 {"detail": "User mismatch. Please sign in again."}``, unless ``mismatch_check`` is
+off (releases before 0.6.14 had no such check).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
+
+from proxy.release_watch import USER_AGENT as RELEASE_CHECK_AGENT
 
 EMAIL_HEADER = "X-User-Email"
 MISMATCH = {"detail": "User mismatch. Please sign in again."}
@@ -90,6 +97,12 @@ class FakeUpstream:
     upload_largest_chunk: int = 0
     # As OpenWebUI: /api/config says whether it has no user yet; sign-in answers with a role.
     onboarding: bool = False
+    # The release /api/config names: the proxy refuses to relay to one it would fail open
+    # against (proxy/openwebui_release.py), so the fake is a safe one unless a test says not.
+    version: str | None = "0.12.4"
+    release_reads: int = 0
+    # False: like OpenWebUI before 0.6.14, no "User mismatch" check at all.
+    mismatch_check: bool = True
     roles: dict[str, str] = field(default_factory=dict)  # email -> role; default "user"
     _sse_gate: asyncio.Event | None = None
 
@@ -117,6 +130,9 @@ class FakeUpstream:
         if upgrade and (path == "/ws" or path.startswith("/ws/socket.io")):
             return await self._ws(request)
         body = await request.read()
+        if path == "/api/config" and request.headers.get("User-Agent") == RELEASE_CHECK_AGENT:
+            self.release_reads += 1  # the proxy's own check, not a relayed request
+            return web.json_response({"version": self.version, "features": {}})
         self.seen.append(_record(request, body))
         mismatch = self._mismatch(request)
         if mismatch is not None:
@@ -176,6 +192,13 @@ class FakeUpstream:
             response = web.json_response({"email": email, "role": role, "token": token})
             response.set_cookie("token", token, httponly=True, samesite="Lax")
             return response
+        if path == "/api/v1/auths/" and request.method == "GET":
+            token = _token_of(request) or ""
+            if not token.startswith("tok."):
+                return web.json_response({"detail": "Not authenticated"}, status=401)
+            return web.json_response(
+                {"email": token[4:], "role": self.roles.get(token[4:], "user")}
+            )
         if path == "/api/v1/auths/signout" and request.method == "POST":
             response = web.json_response({"status": True})
             response.del_cookie("token")
@@ -191,6 +214,8 @@ class FakeUpstream:
         return web.json_response(echo)
 
     def _mismatch(self, request: web.Request) -> web.Response | None:
+        if not self.mismatch_check:
+            return None
         token = _token_of(request)
         email = request.headers.get(self.email_header, "").lower()
         if token and token.startswith("tok.") and email and token[4:] != email:

@@ -1,4 +1,8 @@
-"""Fixtures of the e2e tier: a real OpenWebUI 0.12.4 and every owui-gate piece as a real process.
+"""Fixtures of the e2e tier: a real OpenWebUI and every owui-gate piece as a real process.
+
+The release is 0.12.4 unless ``$OWUI_GATE_OPENWEBUI_VERSION`` names another; the tests about
+OpenWebUI's behaviour are marked ``openwebui`` (:data:`OPENWEBUI_BEHAVIOUR`), and
+``scripts/compat`` runs those against several releases (docs/compatibility.md).
 
 One OpenWebUI for the whole session (it takes 15-60 s to start), built by the same
 :class:`demo.stack.Stack` the demo uses: the model server, then OpenWebUI (installed into the
@@ -30,6 +34,7 @@ import pytest
 
 from demo import openwebui
 from demo.stack import Stack, StackConfig, StackError, child_environment, console_script
+from proxy.openwebui_release import assess
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS_ROOT = REPO / "artifacts" / "e2e"
@@ -49,6 +54,32 @@ OPENWEBUI_EXTRA = {
     "WEBUI_AUTH_TRUSTED_ROLE_HEADER": "X-User-Role",
 }
 STAFF_GROUP = "staff"
+# The modules about OpenWebUI's own behaviour (marked ``openwebui``): what scripts/compat runs
+# against each release. Not the harness's install machinery, the demo or the OIDC chain.
+OPENWEBUI_BEHAVIOUR = (
+    "test_release.py",
+    "test_provisioning.py",
+    "test_webhook.py",
+    "test_spoofing.py",
+    "test_api_keys.py",
+    "test_internal_listener.py",
+    "test_internal_guard.py",
+    "test_socketio_guard.py",
+    "test_streaming.py",
+    "test_browser.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "openwebui: about OpenWebUI's behaviour; scripts/compat runs these per release"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in OPENWEBUI_BEHAVIOUR:
+            item.add_marker(pytest.mark.openwebui)
 
 
 def fail(message: str) -> NoReturn:
@@ -84,7 +115,13 @@ def stack() -> Iterator[Stack]:
         response = httpx.post(
             f"{owui_url(the_stack)}/api/v1/groups/create",
             headers=operator_headers(the_stack),
-            json={"name": STAFF_GROUP, "description": "must never be joined through a header"},
+            # Explicit permissions: 0.6.13 and older (scripts/compat) crash signing in a member
+            # of a group whose permissions are null.
+            json={
+                "name": STAFF_GROUP,
+                "description": "must never be joined through a header",
+                "permissions": {},
+            },
             timeout=30,
         )
         response.raise_for_status()
@@ -130,7 +167,16 @@ def _run_service(the_stack: Stack, key: str, start: Callable[[], None]) -> Itera
 
 @pytest.fixture(scope="session")
 def proxy(stack: Stack) -> Iterator[Stack]:
-    """``owui-proxy`` in forward-auth mode to the demo IdP, with the internal listener."""
+    """``owui-proxy`` in forward-auth mode to the demo IdP, with the internal listener.
+
+    Against a release the proxy refuses by design (scripts/compat runs old ones), the tests
+    needing it are skipped with that reason; test_release.py checks that the refusal is
+    right for this release. The pinned release is never refused: CI (no skips) proves it.
+    """
+    config = httpx.get(f"{owui_url(stack)}/api/config", timeout=30).json()
+    refusal = assess(config).refusal
+    if refusal is not None:
+        pytest.skip(f"the proxy refuses this release by design: {refusal}")
     yield from _run_service(stack, "proxy", stack.start_proxy)
 
 

@@ -212,6 +212,10 @@ class FakeOpenWebUI:
         self.on_archive: Callable[[Chat], None] | None = None
         self.allow = list(ALLOW)
         self.delays: list[tuple[str, re.Pattern[str], float]] = []
+        # The release /api/config names; before 0.8.0 with sign-ups off (OpenWebUI turns them
+        # off after the first account), the trusted-header sign-in of a new user is a 403.
+        self.version = "0.12.4"
+        self.enable_signup = False
 
     # --- levers and views for tests -------------------------------------------------------
 
@@ -404,11 +408,11 @@ class FakeOpenWebUI:
             {
                 "status": True,
                 "name": "Open WebUI",
-                "version": "0.12.4",
+                "version": self.version,
                 "features": {
                     "auth": True,
                     "auth_trusted_header": self.trusted_header,
-                    "enable_signup": False,
+                    "enable_signup": self.enable_signup,
                     "enable_login_form": True,
                 },
             }
@@ -432,6 +436,9 @@ class FakeOpenWebUI:
         email = request.headers[self.email_header].lower()
         name = unquote(request.headers.get(self.name_header, email), encoding="utf-8")
         user = self.users.get(email)
+        old_release = tuple(int(part) for part in self.version.split(".")) < (0, 8, 0)
+        if user is None and self.users and not self.enable_signup and old_release:
+            raise _detail(403, "You do not have permission to access this resource.")
         if user is None:
             role = "admin" if not self.users else self.default_role
             user = self.add_user(email, role=role, name=name)

@@ -196,6 +196,24 @@ async def test_own_token_passes_anothers_closes_the_socket(proxy, fake_upstream)
     assert stolen not in fake_upstream.ws_received
 
 
+async def test_anothers_token_closes_the_socket_without_openwebuis_mismatch_check(
+    proxy, fake_upstream
+) -> None:
+    # OpenWebUI before 0.6.14 answers 200 with the token's own user, whatever email header
+    # comes along: the guard compares that user with the identity itself.
+    fake_upstream.mismatch_check = False
+    async with proxy.ws_connect(
+        "/ws/socket.io/?EIO=4&transport=websocket", headers=BOB_COOKIE
+    ) as ws:
+        own = '40{"token":"tok.bob@example.edu"}'
+        await ws.send_str(own)
+        assert (await ws.receive(timeout=10)).data == own
+        stolen = '42["user-join",{"auth":{"token":"tok.alice@example.edu"}}]'
+        await ws.send_str(stolen)
+        assert await _closed(ws) == 1008
+    assert stolen not in fake_upstream.ws_received
+
+
 @pytest.mark.parametrize(
     "frame",
     [
