@@ -46,8 +46,12 @@ async def test_oversize_upstream_message_closes_both_sides_with_1009(
         closed_with.append(ws.close_code)
         return ws
 
+    async def config(_request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.12.4", "features": {}})  # the release check
+
     app = web.Application()
     app.router.add_get("/ws", handler)
+    app.router.add_get("/api/config", config)
     upstream: TestServer = await aiohttp_server(app)
     settings = Settings(
         upstream=str(upstream.make_url("/")),
