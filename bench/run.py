@@ -177,7 +177,7 @@ def machine() -> dict[str, str]:
     with contextlib.suppress(Exception):
         from demo import openwebui
 
-        versions["open-webui"] = openwebui.VERSION
+        versions["open-webui"] = openwebui.version()
     versions["owui-gate"] = _git_rev()
     return versions
 
