@@ -85,7 +85,9 @@ def test_the_proxy_serves_this_release_only_if_openwebui_checks_whose_a_token_is
             "OWUI_PROXY_LISTEN": _free_listen(),
             "OWUI_PROXY_ADMIN_LISTEN": admin,
             "OWUI_PROXY_AUTH": "forward",
-            "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:9/oauth2/auth",
+            # Any server that answers below 500 passes /readyz's auth-service probe; this
+            # test is about the release, so OpenWebUI's own /health stands in for one.
+            "OWUI_PROXY_FORWARD_AUTH_URL": f"{owui_url(stack)}/health",
         }
     )
     process = subprocess.Popen(
