@@ -264,7 +264,7 @@ async def measure(
     rerun["statuses"] = dict(Counter(statuses))
     results["rerun"] = rerun
     log("5 provisioners at once over one list of new users")
-    shared = rows("five", n)
+    shared = rows("five", args.together_users or n)
     results["5 at once"] = await together(settings, token, course, shared, conc)
     log("checking the end state of every user")
     results["5 at once"]["wrong_end_states"] = (await end_state(url, token, course, shared))[:10]
@@ -292,7 +292,9 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
     lines = [
         f"# Provisioning bench, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"{args.users} users x {modules} modules per row, {args.concurrency} users at once "
+        f"{args.users} users x {modules} modules per row"
+        + (f" ({args.together_users} in '5 at once')" if args.together_users else "")
+        + f", {args.concurrency} users at once "
         "(each of the 5 provisioners too), through owui-proxy's internal listener to one "
         "OpenWebUI 0.12.4 process.",
         "",
@@ -333,6 +335,12 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.provisioning", description=__doc__)
     parser.add_argument("--users", type=int, default=3000, help="users per row (default 3000)")
+    parser.add_argument(
+        "--together-users",
+        type=int,
+        default=0,
+        help="users in the '5 at once' row (default: --users); that row does five times the work",
+    )
     parser.add_argument("--modules", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8, help="users at once (default 8)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
