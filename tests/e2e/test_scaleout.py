@@ -15,7 +15,6 @@ import secrets
 import signal
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +25,9 @@ import pytest
 import socketio  # type: ignore[import-untyped]
 
 from demo import openwebui
-from demo.model_server import MODEL_ID, reply_tokens
+from demo.model_server import reply_tokens
 from demo.stack import child_environment, console_script
+from tests.e2e import socketchat
 from tests.e2e.conftest import ARTIFACTS, COURSE, COURSE_FILE, module_of
 from tests.e2e.scaleout import ScaleOut, ScaleOutError, scaleout
 
@@ -170,17 +170,6 @@ async def _events_via_other_process(
 ) -> tuple[str, str, list[dict[str, Any]]]:
     """Hold the user's socket through the proxy; trigger a completion on the OTHER process,
     directly on its port; collect the events that reach the socket."""
-    sio = socketio.AsyncClient(reconnection=False)
-    events: list[dict[str, Any]] = []
-    done = asyncio.Event()
-
-    async def on_events(data: dict[str, Any]) -> None:
-        events.append(data)
-        if data["data"].get("type") == "chat:completion" and data["data"]["data"].get("done"):
-            done.set()
-
-    sio.on("events", on_events)
-    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
     # nginx logs a WebSocket when it closes; the user's plain requests show where they are
     # pinned now, and the socket's own line is checked against it afterwards.
     offset = topology.log_offset()
@@ -190,45 +179,22 @@ async def _events_via_other_process(
     (holder,) = set(topology.upstream_of("/api/v1/auths/", since=offset))
     other = next(p for p in PROCESSES if topology.url(p).removeprefix("http://") != holder)
     offset = topology.log_offset()
-    await sio.connect(
-        topology.url("public"),
-        socketio_path="ws/socket.io",
-        transports=["websocket"],
-        auth={"token": token},
-        headers={"Cookie": cookie, "Origin": topology.url("public")},
-        wait_timeout=30,
-    )
+    sio = await socketchat.connect(topology.url("public"), token, cookies)
+    timed, done = socketchat.collect_events(sio)
     try:
         await sio.call("user-join", {"auth": {"token": token}}, timeout=30)
         headers = {"Authorization": f"Bearer {token}", "X-User-Email": email}
         async with httpx.AsyncClient(
             base_url=topology.url(other), headers=headers, timeout=60
         ) as client:
-            new_chat = {"title": "scale", "models": [MODEL_ID], "messages": [],
-                        "history": {"messages": {}, "currentId": None}}  # fmt: skip
-            chat = (await client.post("/api/v1/chats/new", json={"chat": new_chat})).json()
-            user_id, assistant_id = str(uuid.uuid4()), str(uuid.uuid4())
-            response = await client.post(
-                "/api/chat/completions",
-                json={
-                    "model": MODEL_ID,
-                    "stream": True,
-                    "messages": [{"role": "user", "content": "hi"}],
-                    "chat_id": chat["id"],
-                    "id": assistant_id,
-                    "parent_id": user_id,
-                    "session_id": sio.get_sid("/"),
-                    "user_message": {"id": user_id, "role": "user", "content": "hi",
-                                     "parentId": None, "childrenIds": [assistant_id]},
-                },
-            )  # fmt: skip
-            assert response.status_code == 200, response.text
+            chat_id = await socketchat.background_completion(client, sio.get_sid("/"), "scale")
         await asyncio.wait_for(done.wait(), timeout=60)
     finally:
         await sio.disconnect()
     await asyncio.sleep(0.5)  # nginx writes the socket's line as it closes
     assert topology.upstream_of("/ws/socket.io/", since=offset) == [holder]
-    return holder, topology.url(other), [e["data"] for e in events if e["chat_id"] == chat["id"]]
+    events = [e["data"] for _, e in timed if e["chat_id"] == chat_id]
+    return holder, topology.url(other), events
 
 
 def test_socketio_event_from_one_process_reaches_the_socket_held_by_the_other(
@@ -262,16 +228,7 @@ def test_a_user_stays_on_one_process(topology: ScaleOut) -> None:
 
 
 async def _connect(topology: ScaleOut, token: str, cookies: httpx.Cookies) -> socketio.AsyncClient:
-    sio = socketio.AsyncClient(reconnection=False)
-    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
-    await sio.connect(
-        topology.url("public"),
-        socketio_path="ws/socket.io",
-        transports=["websocket"],
-        auth={"token": token},
-        headers={"Cookie": cookie, "Origin": topology.url("public")},
-        wait_timeout=30,
-    )
+    sio = await socketchat.connect(topology.url("public"), token, cookies)
     await sio.call("user-join", {"auth": {"token": token}}, timeout=30)
     return sio
 

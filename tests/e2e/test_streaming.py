@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ import socketio  # type: ignore[import-untyped]
 
 from demo.model_server import MODEL_ID, reply_tokens
 from demo.stack import Stack
+from tests.e2e import socketchat
 from tests.e2e.conftest import fresh_email, sign_in_through_proxy
 
 pytestmark = pytest.mark.e2e
@@ -52,62 +52,19 @@ def test_chat_completion_streams_through_the_proxy(gate: Stack) -> None:
 
 async def _socket_session(stack: Stack, token: str, cookies: httpx.Cookies) -> dict[str, Any]:
     """Connect through the proxy, join, trigger a background completion, collect its events."""
-    sio = socketio.AsyncClient(reconnection=False)
-    events: list[tuple[float, dict[str, Any]]] = []
-    done = asyncio.Event()
-
-    async def on_events(data: dict[str, Any]) -> None:
-        events.append((time.monotonic(), data))
-        if data["data"].get("type") == "chat:completion" and data["data"]["data"].get("done"):
-            done.set()
-
-    sio.on("events", on_events)
-
-    cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
-    await sio.connect(
-        stack.public_url,
-        socketio_path="ws/socket.io",
-        transports=["websocket"],
-        auth={"token": token},
-        headers={"Cookie": cookie, "Origin": stack.public_url},
-        wait_timeout=30,
-    )
+    sio = await socketchat.connect(stack.public_url, token, cookies)
+    events, done = socketchat.collect_events(sio)
     try:
         joined = await sio.call("user-join", {"auth": {"token": token}}, timeout=30)
-        # What the web UI does: the completion runs in the background and streams to the
-        # browser over this socket (session_id), not over the HTTP response.
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(
             base_url=stack.public_url, cookies=cookies, headers=headers, timeout=60
         ) as client:
-            new_chat = {"title": "socket", "models": [MODEL_ID], "messages": [],
-                        "history": {"messages": {}, "currentId": None}}  # fmt: skip
-            chat = (await client.post("/api/v1/chats/new", json={"chat": new_chat})).json()
-            user_id, assistant_id = str(uuid.uuid4()), str(uuid.uuid4())
-            response = await client.post(
-                "/api/chat/completions",
-                json={
-                    "model": MODEL_ID,
-                    "stream": True,
-                    "messages": [{"role": "user", "content": "hi"}],
-                    "chat_id": chat["id"],
-                    "id": assistant_id,
-                    "parent_id": user_id,
-                    "session_id": sio.get_sid("/"),
-                    "user_message": {
-                        "id": user_id,
-                        "role": "user",
-                        "content": "hi",
-                        "parentId": None,
-                        "childrenIds": [assistant_id],
-                    },
-                },
-            )
-            assert response.status_code == 200, response.text
+            chat_id = await socketchat.background_completion(client, sio.get_sid("/"), "socket")
         await asyncio.wait_for(done.wait(), timeout=60)
     finally:
         await sio.disconnect()
-    return {"joined": joined, "chat_id": chat["id"], "events": events}
+    return {"joined": joined, "chat_id": chat_id, "events": events}
 
 
 def test_socketio_connects_through_the_proxy_and_receives_events(gate: Stack) -> None:
@@ -130,21 +87,8 @@ def test_socketio_connects_through_the_proxy_and_receives_events(gate: Stack) ->
 
 
 async def _connect(stack: Stack, token: str, cookies: httpx.Cookies | None, origin: str) -> None:
-    sio = socketio.AsyncClient(reconnection=False)
-    headers = {"Origin": origin}
-    if cookies is not None:
-        headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in cookies.items())
-    try:
-        await sio.connect(
-            stack.public_url,
-            socketio_path="ws/socket.io",
-            transports=["websocket"],
-            auth={"token": token},
-            headers=headers,
-            wait_timeout=30,
-        )
-    finally:
-        await sio.disconnect()
+    sio = await socketchat.connect(stack.public_url, token, cookies, origin=origin)
+    await sio.disconnect()
 
 
 def test_socketio_is_refused_cross_origin_or_without_an_idp_session(gate: Stack) -> None:
