@@ -262,39 +262,25 @@ class Provisioner:
         Returns the winner when there was nothing to do, the created chat's ``created_at``
         after a create (the settle rule needs it), and ``None`` after any other change.
         """
-        course_id = course.course.id
+        mlog = log.bind(email=session.email, course=course.course.id, module=module.id)
         decision = plan(found)
         if decision is None:
             chat = await session.create_chat(
                 build_chat(course, module, title_tag=self._settings.title_tag)
             )
             new_id, created_at = chat.get("id"), chat.get("created_at")
-            log.info(
-                "created", email=session.email, course=course_id, module=module.id, chat_id=new_id
-            )
+            mlog.info("created", chat_id=new_id)
             if not isinstance(new_id, str):
                 return None
             created.add(new_id)
             await self._archive(session, new_id, chat)
             return float(created_at) if isinstance(created_at, int) else self._server_now()
         for extra in decision.keep:
-            log.warning(
-                "kept a second thread holding the user's own messages",
-                email=session.email,
-                course=course_id,
-                module=module.id,
-                chat_id=extra.id,
-            )
+            mlog.warning("kept a second thread holding the user's own messages", chat_id=extra.id)
         winner = decision.winner
         for duplicate in decision.delete:
             await session.delete_chat(duplicate.id)
-            log.info(
-                "deleted duplicate",
-                email=session.email,
-                module=module.id,
-                chat_id=duplicate.id,
-                kept=winner.id,
-            )
+            mlog.info("deleted duplicate", chat_id=duplicate.id, kept=winner.id)
         if not winner.archived:
             await self._archive(session, winner.id, None)
             return None
@@ -303,13 +289,7 @@ class Provisioner:
         update = update_for(winner, course, module) if self._update_unreplied else None
         if update is not None:
             await session.update_chat(winner.id, update)
-            log.info(
-                "updated the first message",
-                email=session.email,
-                course=course_id,
-                module=module.id,
-                chat_id=winner.id,
-            )
+            mlog.info("updated the first message", chat_id=winner.id)
             return None
         return winner
 
