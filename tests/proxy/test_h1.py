@@ -521,9 +521,9 @@ async def test_a_slow_reader_pauses_the_upstream_socket(scripted) -> None:
     pool = pool_for(upstream.url)
     response = await pool.request("GET", "/", hdrs(), None)
     await asyncio.sleep(0.3)  # the upstream writes as fast as it may; nobody reads
-    conn = response._conn
-    assert conn.read_paused
-    assert conn.queued < h1.HIGH_WATER + 512 * 1024  # bounded: one socket read past the mark
+    exchange = response._exchange
+    assert exchange.conn.flow.read_paused
+    assert exchange.queued < h1.HIGH_WATER + 512 * 1024  # bounded: one socket read past the mark
     received = b"".join([chunk async for chunk in response.iter_chunks()])
     assert received == payload
     response.release()
@@ -640,7 +640,7 @@ async def test_releasing_an_early_answer_stops_the_body_writer(scripted) -> None
 
     response = await pool.request("POST", "/", hdrs(), slow())
     assert response.status == 403
-    writer = response._conn.writer
+    writer = response._exchange.writer
     assert writer is not None
     assert await response.read() == b"no"
     await blocked.wait()
