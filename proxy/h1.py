@@ -28,8 +28,10 @@ Whether the connection may carry the next request is read off the finished excha
   replayable body (none, or bytes in memory) that meets a reused connection the upstream
   closed before answering is sent once more on a new connection; nothing else is retried.
 
-Errors leave here as ``proxy.errors`` (``UpstreamUnavailable``, ``UpstreamTimeout``,
-``BadRequest``) before the response headers, or ``BodyBrokeOff`` after them.
+Failures leave here as this module's own :class:`UpstreamFailure` subclasses, which say
+what went wrong and when, never which status the client gets: that is decided in one
+table (``proxy/upstream_errors.py``). A request head that cannot be written is the
+client's fault and a ``BadRequest``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict
 
-from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import BadRequest
 
 # Queue bounds for a response body the reader has not taken yet.
 HIGH_WATER = 256 * 1024
@@ -73,7 +75,35 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # --- what can go wrong -------------------------------------------------------------------
 
 
-class BodyBrokeOff(Exception):
+class UpstreamFailure(Exception):
+    """Base of every failure of the upstream this client reports; ``str()`` is safe to show."""
+
+
+class ConnectFailed(UpstreamFailure):
+    """No connection: refused, unreachable, or its TLS certificate not trusted."""
+
+
+class ConnectTimeout(UpstreamFailure):
+    """No connection within the connect timeout."""
+
+
+class ConnectionBroke(UpstreamFailure):
+    """The connection closed or reset before the response head arrived."""
+
+
+class ProtocolError(UpstreamFailure):
+    """The upstream's bytes are not a response we accept (framing, size, extra messages)."""
+
+
+class UploadStalled(UpstreamFailure):
+    """The upstream stopped reading the request body for the idle timeout."""
+
+
+class HeadTimeout(UpstreamFailure):
+    """No response head within the response timeout after the request went out."""
+
+
+class BodyBrokeOff(UpstreamFailure):
     """The response body stopped early, after its head arrived (``stalled``: it went silent)."""
 
     stalled = False
@@ -267,7 +297,7 @@ class _Exchange:
         except httptools.HttpParserError as exc:
             # Complete: the response stands, the extra bytes only end the connection.
             why = "bytes after the message" if self.poisoned else type(exc).__name__
-            self.fail(UpstreamUnavailable(f"upstream sent malformed HTTP ({why})"))
+            self.fail(ProtocolError(f"upstream sent malformed HTTP ({why})"))
             self.conn.close()
             return
         if in_head:
@@ -278,7 +308,7 @@ class _Exchange:
                 self.phase is Phase.AWAITING_HEAD
                 and max(self.head_bytes, self.head_size) > MAX_HEAD_BYTES
             ):
-                self.fail(UpstreamUnavailable("upstream response head too large"))
+                self.fail(ProtocolError("upstream response head too large"))
                 self.conn.close()
 
     def ended_cleanly(self) -> bool:
@@ -436,7 +466,7 @@ class _FlowControl:
             try:
                 await waiter
             except TimeoutError as exc:
-                raise UpstreamTimeout("upstream stopped reading the request body") from exc
+                raise UploadStalled("upstream stopped reading the request body") from exc
             finally:
                 timer.cancel()
                 self._drain_waiter = None
@@ -651,11 +681,11 @@ class Pool:
         except BaseException as exc:
             conn.close()
             if isinstance(exc, ConnectionError):
-                # Nothing came back (malformed bytes would have failed the exchange): a pooled
+                # Nothing came back (malformed bytes would be a ProtocolError): a pooled
                 # connection may just have been closed by the upstream.
                 if retry and conn.reused and not exchange.got_bytes:
                     raise _Stale() from exc
-                raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+                raise ConnectionBroke(f"upstream unreachable ({type(exc).__name__})") from exc
             raise
 
     async def _wait_head(self, head_waiter: asyncio.Future[Response]) -> Response:
@@ -668,7 +698,7 @@ class Pool:
         try:
             return await head_waiter
         except TimeoutError as exc:
-            raise UpstreamTimeout("upstream did not answer in time") from exc
+            raise HeadTimeout("upstream did not answer in time") from exc
         finally:
             timer.cancel()
 
@@ -694,9 +724,9 @@ class Pool:
                     server_hostname=self.origin.host if self.ssl else None,
                 )
         except TimeoutError as exc:
-            raise UpstreamTimeout("connecting to the upstream timed out") from exc
+            raise ConnectTimeout("connecting to the upstream timed out") from exc
         except OSError as exc:
-            raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+            raise ConnectFailed(f"upstream unreachable ({type(exc).__name__})") from exc
         self.busy.add(conn)
         return conn
 

@@ -73,7 +73,6 @@ from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
 from proxy.relay import (
     Upstream,
-    UpstreamBrokeOff,
     no_early_continue,
     read_whole,
     send,
@@ -83,6 +82,7 @@ from proxy.relay import (
 from proxy.respond import REQUEST_ID_KEY, error_response, new_request_id
 from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
+from proxy.upstream_errors import UpstreamBrokeOff
 
 TOKENS_KEY = web.AppKey("internal_tokens", TokenStore)
 # Marks an app whose listener must install AuditAccessLogger (read by proxy/server.py).

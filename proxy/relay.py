@@ -5,8 +5,9 @@ bytes: the raw path and query exactly as received, the request body streamed wit
 limit, the response streamed back chunk by chunk, nothing decompressed or compressed.
 
 Plain HTTP goes through ``proxy/h1.py``'s lean keep-alive client; WebSockets and the few
-side requests (``/health``, the Socket.IO token check) use an aiohttp session. Client
-errors become ``proxy.errors`` in ``h1`` and here, nowhere else.
+side requests (``/health``, the Socket.IO token check) use an aiohttp session. The
+client's own errors become ``proxy.errors`` here; the upstream's failures are handed to
+``proxy/upstream_errors.py`` with the stage they were caught at, which decides the answer.
 """
 
 from __future__ import annotations
@@ -21,15 +22,10 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import h1
-from proxy.errors import (
-    BadRequest,
-    BodyStalled,
-    BodyTooLarge,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from proxy.errors import BadRequest, BodyStalled, BodyTooLarge
 from proxy.headers import filter_response_headers
 from proxy.settings import Settings
+from proxy.upstream_errors import Stage, translate
 
 CHUNK = 64 * 1024
 
@@ -137,13 +133,6 @@ async def continue_if_expected(request: web.Request) -> None:
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
 
-class UpstreamBrokeOff(ConnectionResetError):
-    """The upstream's body broke off after the status went to the client: the only honest
-    signal left is a cut connection (a ``ConnectionResetError``, so callers that cut on
-    any connection error need no special case); ``proxy/app.py`` counts it as 502, apart
-    from a client that went away."""
-
-
 async def _client_chunks(request: web.Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
     """The client's body chunk by chunk: 413 past ``limit`` bytes, 408 after ``timeout``
     seconds without a byte (a stalled body would otherwise hold the connection forever)."""
@@ -176,8 +165,8 @@ async def send(
 
     The body streams from the client, unless ``with_body`` is false (none is sent) or
     ``buffered`` holds it, already read (see :func:`read_body`). The caller must
-    ``release()`` the response. Raises ``BodyTooLarge``, ``UpstreamUnavailable`` or
-    ``UpstreamTimeout``.
+    ``release()`` the response. Raises ``BodyTooLarge``, ``BodyStalled`` or an
+    ``UpstreamError``.
     """
     target = checked_target(request.raw_path)
     declared = request.content_length
@@ -189,7 +178,10 @@ async def send(
     elif with_body and request.body_exists:
         await continue_if_expected(request)
         body = _client_chunks(request, upstream.max_body_bytes, upstream.body_timeout_s)
-    return await upstream.pool.request(method or request.method, target, headers, body)
+    try:
+        return await upstream.pool.request(method or request.method, target, headers, body)
+    except h1.UpstreamFailure as exc:
+        raise translate(exc, Stage.BEFORE_RESPONSE) from exc
 
 
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
@@ -207,9 +199,7 @@ async def read_whole(response: h1.Response) -> bytes:
     try:
         return await response.read()
     except h1.BodyBrokeOff as exc:
-        if exc.stalled:
-            raise UpstreamTimeout("upstream body stalled") from exc
-        raise UpstreamUnavailable(f"upstream body broke off ({exc})") from exc
+        raise translate(exc, Stage.BEFORE_RESPONSE) from exc
     finally:
         response.release()
 
@@ -263,7 +253,7 @@ async def stream_back(
             async for chunk in response.iter_chunks():
                 await out.write(chunk)
         except h1.BodyBrokeOff as exc:
-            raise UpstreamBrokeOff(f"upstream body broke off ({exc})") from exc
+            raise translate(exc, Stage.MID_BODY) from exc
         await out.write_eof()
         return out
     finally:

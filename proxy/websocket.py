@@ -19,7 +19,7 @@ import aiohttp
 from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict
 
-from proxy.errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
+from proxy.upstream_errors import Stage, translate
 
 if TYPE_CHECKING:
     from proxy.relay import Upstream
@@ -178,12 +178,8 @@ async def relay_websocket(
                 max_msg_size=upstream.websocket_max_message_bytes + 1,
                 compress=0,
             )
-    except aiohttp.WSServerHandshakeError as exc:
-        raise UpstreamRefused(exc.status, "upstream refused the WebSocket upgrade") from exc
-    except TimeoutError as exc:
-        raise UpstreamTimeout("upstream did not answer the WebSocket upgrade in time") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise translate(exc, Stage.WEBSOCKET) from exc
 
     client = web.WebSocketResponse(
         protocols=(up.protocol,) if up.protocol else (),
