@@ -34,11 +34,12 @@ from proxy.errors import ProxyError, UpstreamError
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import CLIENT_CLOSED_STATUS, Metrics
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
-from proxy.relay import Upstream, no_early_continue
+from proxy.relay import no_early_continue
 from proxy.release_watch import ReleaseWatch
 from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
+from proxy.upstream import Upstream
 from proxy.upstream_errors import MID_BODY_KIND, MID_BODY_STATUS, UpstreamBrokeOff
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

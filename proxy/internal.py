@@ -71,17 +71,11 @@ from proxy.errors import (
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
 from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
-from proxy.relay import (
-    Upstream,
-    no_early_continue,
-    read_whole,
-    send,
-    stream_back,
-    whole_response,
-)
+from proxy.relay import no_early_continue, read_whole, send, stream_back, whole_response
 from proxy.respond import REQUEST_ID_KEY, error_response, new_request_id
 from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
+from proxy.upstream import Upstream
 from proxy.upstream_errors import UpstreamBrokeOff
 
 TOKENS_KEY = web.AppKey("internal_tokens", TokenStore)

@@ -23,11 +23,12 @@ from proxy.headers import (
 )
 from proxy.identity import Identity
 from proxy.metrics import Metrics
-from proxy.relay import Upstream, read_body, read_whole, send, stream_back, whole_response
+from proxy.relay import read_body, read_whole, send, stream_back, whole_response
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 from proxy.socketio import TokenGuard
+from proxy.upstream import Upstream
 from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
 IDENTITY_KEY = web.RequestKey("owui_identity", Identity)

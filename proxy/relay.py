@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy import h1
-from proxy.errors import BadRequest, BodyStalled, BodyTooLarge
+from proxy.errors import BodyStalled, BodyTooLarge
 from proxy.headers import filter_response_headers
-from proxy.settings import Settings
+from proxy.upstream import Upstream, checked_target
 from proxy.upstream_errors import Stage, translate
 
 CHUNK = 64 * 1024
@@ -32,78 +29,7 @@ CHUNK = 64 * 1024
 # Bodies up to this size, of known length, are relayed in one write (see stream_back).
 SMALL_BODY = 64 * 1024
 
-# aiohttp adds these when missing; we send exactly the header set the caller built.
-_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
-
 _CONTINUE_SENT = web.RequestKey("owui_continue_sent", bool)
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """OpenWebUI as the relay sees it: the HTTP pool, a session for WebSockets, timeouts, limits.
-
-    Built once at start (:meth:`open`) inside the running loop, closed at shutdown.
-    """
-
-    pool: h1.Pool
-    session: aiohttp.ClientSession
-    base: str
-    connect_timeout_s: float
-    response_timeout_s: float
-    idle_timeout_s: float
-    max_body_bytes: int
-    body_timeout_s: float
-    websocket_max_message_bytes: int
-
-    @classmethod
-    def open(cls, settings: Settings) -> Upstream:
-        connector = aiohttp.TCPConnector(
-            limit=0,  # concurrency is the clients'; long SSE streams must not queue others
-            keepalive_timeout=30,
-            enable_cleanup_closed=True,
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            # Shared by every user: a cookie jar would hand one user's cookies to the next.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,  # relay Content-Encoding untouched
-            trust_env=False,
-            skip_auto_headers=_NO_AUTO_HEADERS,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        pool = h1.Pool(
-            settings.upstream,
-            connect_timeout_s=settings.connect_timeout_s,
-            response_timeout_s=settings.response_timeout_s,
-            idle_timeout_s=settings.idle_timeout_s,
-        )
-        return cls(
-            pool=pool,
-            session=session,
-            base=settings.upstream.rstrip("/"),
-            connect_timeout_s=settings.connect_timeout_s,
-            response_timeout_s=settings.response_timeout_s,
-            idle_timeout_s=settings.idle_timeout_s,
-            max_body_bytes=settings.max_body_bytes,
-            body_timeout_s=settings.body_timeout_s,
-            websocket_max_message_bytes=settings.websocket_max_message_bytes,
-        )
-
-    async def close(self) -> None:
-        await self.pool.close()
-        await self.session.close()
-
-    def url_for(self, raw_target: str) -> URL:
-        """The upstream URL for a raw request target, byte for byte (no normalisation)."""
-        return URL(self.base + checked_target(raw_target), encoded=True)
-
-
-def checked_target(raw_target: str) -> str:
-    """``raw_target`` if it is a path; absolute-form or ``*`` would let a client choose
-    another host."""
-    if not raw_target.startswith("/"):
-        raise BadRequest("request target must be a path")
-    return raw_target
 
 
 async def no_early_continue(request: web.Request) -> None:

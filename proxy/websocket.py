@@ -13,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict
 
+from proxy.upstream import Upstream
 from proxy.upstream_errors import Stage, translate
-
-if TYPE_CHECKING:
-    from proxy.relay import Upstream
 
 # The handshake headers belong to each hop: aiohttp makes its own key for the upstream leg.
 _HANDSHAKE = frozenset(
