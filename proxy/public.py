@@ -34,7 +34,7 @@ from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 IDENTITY_KEY = web.RequestKey("owui_identity", Identity)
 UPSTREAM_SECONDS_KEY = web.RequestKey("owui_upstream_s", float)
 # A 401 body worth reading to recognise "User mismatch"; OpenWebUI's is ~50 bytes.
-_SMALL_BODY = 4096
+_MISMATCH_401_MAX_BYTES = 4096
 
 
 class PublicHandler:
@@ -240,7 +240,7 @@ class PublicHandler:
             identity is not None
             and response.status == 401
             and length is not None
-            and length <= _SMALL_BODY
+            and length <= _MISMATCH_401_MAX_BYTES
         ):
             body = await read_whole(response)
             extra: CIMultiDict[str] = CIMultiDict()

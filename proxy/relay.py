@@ -27,7 +27,7 @@ from proxy.upstream_errors import Stage, translate
 CHUNK = 64 * 1024
 
 # Bodies up to this size, of known length, are relayed in one write (see stream_back).
-SMALL_BODY = 64 * 1024
+ONE_WRITE_MAX_BYTES = 64 * 1024
 
 _CONTINUE_SENT = web.RequestKey("owui_continue_sent", bool)
 
@@ -130,11 +130,11 @@ async def read_whole(response: h1.Response) -> bytes:
         response.release()
 
 
-def _small(request: web.Request, response: h1.Response) -> bool:
+def _in_one_write(request: web.Request, response: h1.Response) -> bool:
     length = response.content_length
     return (
         length is not None
-        and length <= SMALL_BODY
+        and length <= ONE_WRITE_MAX_BYTES
         and request.method != "HEAD"
         and response.status not in (204, 304)
         and response.content_type != "text/event-stream"
@@ -163,7 +163,7 @@ async def stream_back(
     A small body of known length (not an event stream, not a HEAD answer) is read whole and
     sent in one write instead: nothing to stream, and one write costs less than three.
     """
-    if _small(request, response):
+    if _in_one_write(request, response):
         body = await read_whole(response)
         whole = whole_response(response, body, extra_headers)
         await whole.prepare(request)
