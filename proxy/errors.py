@@ -16,6 +16,9 @@ ProxyError                    status, public message; never carries secrets
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class ConfigProblems(Exception):
     """A part of the proxy cannot start; ``problems`` lists every reason, one a line, each
@@ -33,6 +36,8 @@ class ProxyError(Exception):
     public = "internal error"
     # A stable, machine-readable name for refusals a caller must tell apart (JSON "code").
     code: str | None = None
+    # Headers the answer must carry (the challenge of a 407).
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, reason: str | None = None) -> None:
         # ``reason`` is for the log and the JSON body; it must never contain a secret.
@@ -101,6 +106,7 @@ class ActAsRefused(Forbidden):
 class ProxyAuthRequired(ProxyError):
     status = 407
     public = "proxy authentication required"
+    headers = MappingProxyType({"Proxy-Authenticate": "Bearer"})
 
 
 class BodyStalled(ProxyError):
