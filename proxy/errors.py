@@ -1,7 +1,7 @@
 """The proxy's exception tree. Translated into responses in one place (``proxy/respond.py``).
 
 ProxyError                    status, public message; never carries secrets
-├── UpstreamError
+├── UpstreamError             (which upstream failure becomes which: proxy/upstream_errors.py)
 │   ├── UpstreamUnavailable   502  cannot connect / connection broke before headers
 │   ├── UpstreamTimeout       504  no response headers in time
 │   └── UpstreamRefused       the upstream's status: it refused a WebSocket upgrade
@@ -9,7 +9,8 @@ ProxyError                    status, public message; never carries secrets
 ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
 ├── BadRequest                400  e.g. a request target that is not a path
 ├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused)
-├── ProxyAuthRequired         407  internal listener: missing or wrong service token
+├── ProxyAuthRequired         407  internal listener: missing or wrong service token (with
+│                                  its Proxy-Authenticate challenge, ``headers``)
 ├── BodyStalled               408  the client's request body stopped arriving
 └── BodyTooLarge              413
 """
