@@ -222,6 +222,13 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
+# Module constants: an enum member looked up on its class costs a descriptor call each time.
+_AWAITING_HEAD = Phase.AWAITING_HEAD
+_RECEIVING_BODY = Phase.RECEIVING_BODY
+_COMPLETE = Phase.COMPLETE
+_FAILED = Phase.FAILED
+
+
 class _Exchange:
     """One request and its response on a connection, from the first byte sent to release.
 
@@ -248,20 +255,19 @@ class _Exchange:
         "queued",
         "reason",
         "request_sent",
-        "response",
         "until_close",
         "writer",
     )
 
     def __init__(self, conn: _Connection, *, no_body: bool) -> None:
         self.conn = conn
-        self.phase = Phase.AWAITING_HEAD
+        self.phase = _AWAITING_HEAD
         self.no_body = no_body  # HEAD: the head is the whole response
         self.request_sent = False  # the request body went out whole
         self.writer: asyncio.Task[None] | None = None  # a streamed request body in flight
-        self.parser = httptools.HttpResponseParser(self)
-        self.head_waiter: asyncio.Future[Response] = conn.loop.create_future()
-        self.response: Response | None = None
+        # Both None once retired (see retire).
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.head_waiter: asyncio.Future[Response] | None = conn.loop.create_future()
         self.error: BaseException | None = None  # why the phase is FAILED
         # the head, while it arrives
         self.reason = ""
@@ -282,18 +288,22 @@ class _Exchange:
     def reusable(self) -> bool:
         """The response ended as it said it would and allowed keep-alive, the request went
         out whole (so the writer is done), and the reader took every byte."""
-        return (
-            self.phase is Phase.COMPLETE
-            and self.keep_alive
-            and self.request_sent
-            and not self.chunks
-        )
+        return self.phase is _COMPLETE and self.keep_alive and self.request_sent and not self.chunks
+
+    def retire(self) -> None:
+        """Drop the references that tie the exchange to its parser and (through the head
+        waiter) to its response: without cycles, all three are freed as soon as the caller
+        lets go, not later by the garbage collector, which costs measurably per request."""
+        self.parser = None
+        self.head_waiter = None
 
     def feed(self, data: bytes) -> None:
+        parser = self.parser
+        assert parser is not None  # a retired exchange gets no bytes: the connection forgot it
         self.got_bytes = True
-        in_head = self.phase is Phase.AWAITING_HEAD
+        in_head = self.phase is _AWAITING_HEAD
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserError as exc:
             # Complete: the response stands, the extra bytes only end the connection.
             why = "bytes after the message" if self.poisoned else type(exc).__name__
@@ -305,7 +315,7 @@ class _Exchange:
             # memory): more than the limit without the head ending is refused.
             self.head_bytes += len(data)
             if (
-                self.phase is Phase.AWAITING_HEAD
+                self.phase is _AWAITING_HEAD
                 and max(self.head_bytes, self.head_size) > MAX_HEAD_BYTES
             ):
                 self.fail(ProtocolError("upstream response head too large"))
@@ -314,25 +324,26 @@ class _Exchange:
     def ended_cleanly(self) -> bool:
         """The upstream closed its side cleanly (a FIN): that ends a body without length.
         True if the response is complete now."""
-        if self.until_close and self.phase is Phase.RECEIVING_BODY:
+        if self.until_close and self.phase is _RECEIVING_BODY:
             self.on_message_complete()
-        return self.phase is Phase.COMPLETE
+        return self.phase is _COMPLETE
 
     def fail(self, error: BaseException) -> None:
         """Fail the exchange unless its response is complete; the first error stands."""
-        if self.phase is Phase.COMPLETE:
+        if self.phase is _COMPLETE:
             return
-        if self.phase is not Phase.FAILED:
-            self.phase = Phase.FAILED
+        if self.phase is not _FAILED:
+            self.phase = _FAILED
             self.error = error
-        if not self.head_waiter.done():
-            self.head_waiter.set_exception(self.error or error)
+        head = self.head_waiter
+        if head is not None and not head.done():
+            head.set_exception(self.error or error)
         self._wake()
 
     # --- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.phase is Phase.COMPLETE:
+        if self.phase is _COMPLETE:
             # A second message where one response was asked for: whatever the upstream
             # meant, those bytes belong to no request. Stop parsing; never reuse.
             self.poisoned = True
@@ -346,7 +357,9 @@ class _Exchange:
         self.header_items.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        parser = self.parser
+        assert parser is not None  # it is the parser calling
+        status = parser.get_status_code()
         if 100 <= status < 200:
             # Informational (100 Continue, 103 Early Hints): the real answer follows.
             self.reason = ""
@@ -364,18 +377,17 @@ class _Exchange:
         self.until_close = not bodiless and length is None and not chunked
         # Asked now: llhttp forgets the message's flags once it is complete. A HEAD answer
         # and a body that ends with the connection leave nothing to reuse.
-        self.keep_alive = (
-            self.parser.should_keep_alive() and not self.no_body and not self.until_close
-        )
-        self.response = Response(status, self.reason.strip(), headers, length, self)
-        self.phase = Phase.RECEIVING_BODY
-        if not self.head_waiter.done():
-            self.head_waiter.set_result(self.response)
+        self.keep_alive = parser.should_keep_alive() and not self.no_body and not self.until_close
+        response = Response(status, self.reason.strip(), headers, length, self)
+        self.phase = _RECEIVING_BODY
+        head = self.head_waiter
+        if head is not None and not head.done():
+            head.set_result(response)
         if self.no_body:
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self.phase is not Phase.RECEIVING_BODY or self.no_body:
+        if self.phase is not _RECEIVING_BODY or self.no_body:
             # A body on an informational or HEAD answer, or past the end: refused.
             self.poisoned = True
             raise _Poisoned()
@@ -387,8 +399,8 @@ class _Exchange:
 
     def on_message_complete(self) -> None:
         # The end of an informational response (still awaiting the head) changes nothing.
-        if self.phase is Phase.RECEIVING_BODY:
-            self.phase = Phase.COMPLETE
+        if self.phase is _RECEIVING_BODY:
+            self.phase = _COMPLETE
             self._wake()
 
     # --- the reader's side -------------------------------------------------------------------
@@ -401,9 +413,9 @@ class _Exchange:
     async def next_chunk(self) -> bytes:
         """The next body chunk; ``b""`` at the end. Raises :class:`BodyBrokeOff`."""
         while not self.chunks:
-            if self.phase is Phase.COMPLETE:
+            if self.phase is _COMPLETE:
                 return b""
-            if self.phase is Phase.FAILED:
+            if self.phase is _FAILED:
                 raise BodyBrokeOff(str(self.error))
             conn = self.conn
             waiter = conn.loop.create_future()
@@ -419,7 +431,7 @@ class _Exchange:
                 self.chunk_waiter = None
         chunk = self.chunks.popleft()
         self.queued -= len(chunk)
-        if self.queued < LOW_WATER:
+        if self.queued < LOW_WATER and self.conn.flow.read_paused:
             self.conn.flow.resume_reading()
         return chunk
 
@@ -493,10 +505,12 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0  # loop time it went back to the pool
         self.exchange: _Exchange | None = None
 
-    def start(self, no_body: bool) -> _Exchange:
-        """A fresh exchange for the next request; its head waiter resolves with the head."""
+    def start(self, no_body: bool) -> tuple[_Exchange, asyncio.Future[Response]]:
+        """A fresh exchange for the next request, and the future that resolves with its
+        response once the head is in."""
         exchange = self.exchange = _Exchange(self, no_body=no_body)
-        return exchange
+        assert exchange.head_waiter is not None
+        return exchange, exchange.head_waiter
 
     async def drain(self) -> None:
         await self.flow.drain(self.loop, self.pool.idle_timeout_s)
@@ -506,11 +520,14 @@ class _Connection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None and exchange.reusable and not self.closed:
             self.exchange = None
-            self.flow.resume_reading()
+            if self.flow.read_paused:
+                self.flow.resume_reading()
             self.pool.put_back(self)
         else:
             self.close()
             self.exchange = None
+        if exchange is not None:
+            exchange.retire()
 
     def close(self) -> None:
         """Drop the connection now: unsent bytes are discarded, waiters woken, writer stopped.
@@ -524,8 +541,9 @@ class _Connection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             exchange.fail(ConnectionResetError("upstream connection closed"))
-            if exchange.head_waiter.done() and not exchange.head_waiter.cancelled():
-                exchange.head_waiter.exception()  # retrieved: nobody may be waiting any more
+            head = exchange.head_waiter
+            if head is not None and head.done() and not head.cancelled():
+                head.exception()  # retrieved: nobody may be waiting any more
             if exchange.writer is not None and not exchange.writer.done():
                 exchange.writer.cancel()
         if self.transport is not None:
@@ -650,8 +668,7 @@ class Pool:
         *,
         retry: bool,
     ) -> Response:
-        exchange = conn.start(no_body=method == "HEAD")
-        head_waiter = exchange.head_waiter
+        exchange, head_waiter = conn.start(no_body=method == "HEAD")
         assert conn.transport is not None
         try:
             if isinstance(body, _REPLAYABLE):
