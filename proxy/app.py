@@ -1,46 +1,36 @@
 """Wiring: the shared runtime, the public app and the admin app, assembled in one place.
 
-The public app has one route and one middleware, :func:`_observed`, which:
-
-1. gives the request its id (bound into every log line; ``X-Request-ID`` is added to the
-   response as it is prepared), and writes the access line and request metrics, so it
-   sees the final status of everything, errors included;
-2. turns a ``ProxyError`` into its JSON response (``proxy/respond.py``), inside the
-   above so the access line records the translated status.
-
-A middleware, not a wrapper around the route: targets no route can match (``OPTIONS *``,
-``CONNECT host:port``) must get an id, an access line and a count too. One middleware,
-not two: the machinery is a few per cent of a small request (issue 7's profile).
+The public app has one route and one middleware, ``proxy/observe.py``'s (shared with the
+internal listener): request id, the JSON answer to a ``ProxyError``, 499 and mid-body cuts,
+request metrics, and then :func:`access_line`, so the access line records the final status
+of everything, errors included. A middleware, not a wrapper around the route: targets no
+route can match (``OPTIONS *``, ``CONNECT host:port``) must get an id, an access line and
+a count too.
 
 Then the handler (``proxy/public.py``): authenticate, build headers, relay.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiohttp
-import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 
 from proxy import logs
 from proxy.auth.base import Authenticator
 from proxy.auth.forward import ForwardAuthenticator
-from proxy.errors import ProxyError, UpstreamError
 from proxy.headers import REQUEST_ID_HEADER
-from proxy.metrics import CLIENT_CLOSED_STATUS, Metrics
+from proxy.metrics import Metrics
+from proxy.observe import Seen, observed
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
-from proxy.relay import Upstream, UpstreamBrokeOff, no_early_continue
+from proxy.relay import no_early_continue
 from proxy.release_watch import ReleaseWatch
-from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id, request_id
+from proxy.respond import request_id
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from proxy.upstream import Upstream
 
 # How long an idle connection to the forward-auth service is kept for reuse (aiohttp's
 # default, made explicit: the fd count after a burst depends on it).
@@ -122,72 +112,23 @@ def make_authenticator(
     return ForwardAuthenticator(settings, session, metrics)
 
 
-def _observed(listener: str, metrics: Metrics) -> Middleware:
-    log = logs.get()
-
-    @web.middleware
-    async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
-        rid = new_request_id()
-        request[REQUEST_ID_KEY] = rid
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        started = time.perf_counter()
-        status = 500
-        response: web.StreamResponse | None = None
-        try:
-            try:
-                response = await handler(request)
-            except ProxyError as exc:
-                log.warning("request_failed", status=exc.status, reason=exc.reason)
-                if isinstance(exc, UpstreamError):
-                    metrics.count_upstream_error(listener, exc)
-                response = from_exception(request, exc)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        except asyncio.CancelledError:
-            status = CLIENT_CLOSED_STATUS  # the client's connection dropped mid-request
-            raise
-        except ConnectionError as exc:
-            # The response was under way: either the upstream broke off mid-body, or the
-            # client went away and a write to it failed. Either way the connection is cut
-            # here; re-raising would have aiohttp log a traceback for an everyday event.
-            if isinstance(exc, UpstreamBrokeOff):
-                status = 502
-                log.warning("upstream_broke_off", status=status, reason=str(exc))
-                metrics.upstream_errors.labels(listener, "broke_off").inc()
-            else:
-                status = CLIENT_CLOSED_STATUS
-            _cut(request)
-            response = None
-            # aiohttp's attempt to send this fails on the closed transport, which it takes
-            # as the client gone, quietly.
-            return web.Response(status=status)
-        except Exception:
-            log.exception("unhandled_error")
-            raise
-        finally:
-            metrics.count_request(listener, status)
-            identity = request.get(IDENTITY_KEY)
-            upstream_s = request.get(UPSTREAM_SECONDS_KEY)
-            logs.access(
-                request_id=rid,
-                listener=listener,
-                method=request.method,
-                path=request.path,  # no query string: it may carry secrets
-                status=status,
-                bytes=body_bytes(response),
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
-                email=identity.email if identity is not None else None,
-                peer=request.remote,
-                client_request_id=logs.sanitise(request.headers.get(REQUEST_ID_HEADER)),
-            )
-            structlog.contextvars.clear_contextvars()
-
-    return observed
+def access_line(request: web.Request, seen: Seen) -> None:
+    """The public listener's record of a request: its one ``access`` line."""
+    identity = request.get(IDENTITY_KEY)
+    upstream_s = request.get(UPSTREAM_SECONDS_KEY)
+    logs.access(
+        request_id=seen.request_id,
+        listener="public",
+        method=request.method,
+        path=request.path,  # no query string: it may carry secrets
+        status=seen.status,
+        bytes=body_bytes(seen.response),
+        duration_ms=seen.duration_ms,
+        upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
+        email=identity.email if identity is not None else None,
+        peer=request.remote,
+        client_request_id=logs.sanitise(request.headers.get(REQUEST_ID_HEADER)),
+    )
 
 
 def body_bytes(response: web.StreamResponse | None) -> int:
@@ -204,13 +145,6 @@ def body_bytes(response: web.StreamResponse | None) -> int:
     if isinstance(response, web.Response) and isinstance(response.body, bytes | bytearray):
         return len(response.body)
     return 0
-
-
-def _cut(request: web.Request) -> None:
-    """Close the client connection (already closed if the client left)."""
-    transport = request.transport
-    if transport is not None:
-        transport.close()
 
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -237,7 +171,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     rt = runtime if runtime is not None else Runtime(settings)
     public = _Public()
     app = web.Application(
-        middlewares=[_observed("public", rt.metrics)],
+        middlewares=[observed("public", rt.metrics, access_line)],
         # Bodies are streamed, never read whole; the relay enforces max_body_bytes itself.
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 65536},

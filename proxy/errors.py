@@ -1,7 +1,7 @@
 """The proxy's exception tree. Translated into responses in one place (``proxy/respond.py``).
 
 ProxyError                    status, public message; never carries secrets
-├── UpstreamError
+├── UpstreamError             (which upstream failure becomes which: proxy/upstream_errors.py)
 │   ├── UpstreamUnavailable   502  cannot connect / connection broke before headers
 │   ├── UpstreamTimeout       504  no response headers in time
 │   └── UpstreamRefused       the upstream's status: it refused a WebSocket upgrade
@@ -9,12 +9,16 @@ ProxyError                    status, public message; never carries secrets
 ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
 ├── BadRequest                400  e.g. a request target that is not a path
 ├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused)
-├── ProxyAuthRequired         407  internal listener: missing or wrong service token
+├── ProxyAuthRequired         407  internal listener: missing or wrong service token (with
+│                                  its Proxy-Authenticate challenge, ``headers``)
 ├── BodyStalled               408  the client's request body stopped arriving
 └── BodyTooLarge              413
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 
 class ConfigProblems(Exception):
@@ -33,6 +37,8 @@ class ProxyError(Exception):
     public = "internal error"
     # A stable, machine-readable name for refusals a caller must tell apart (JSON "code").
     code: str | None = None
+    # Headers the answer must carry (the challenge of a 407).
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, reason: str | None = None) -> None:
         # ``reason`` is for the log and the JSON body; it must never contain a secret.
@@ -101,6 +107,7 @@ class ActAsRefused(Forbidden):
 class ProxyAuthRequired(ProxyError):
     status = 407
     public = "proxy authentication required"
+    headers = MappingProxyType({"Proxy-Authenticate": "Bearer"})
 
 
 class BodyStalled(ProxyError):

@@ -6,6 +6,12 @@ features the relay does not want (cookies, redirects, decompression, auto header
 client does one thing: send exactly the head the caller built, stream the body both ways
 with flow control, and hand back status, headers and body chunks.
 
+The shape (after httpcore's and uvicorn's HTTP/1.1 code): a :class:`_Connection` holds what
+outlives one request (the transport, whether it was reused, its :class:`_FlowControl`); each
+request gets a fresh :class:`_Exchange` whose :class:`Phase` says how far its response got.
+Whether the connection may carry the next request is read off the finished exchange
+(:attr:`_Exchange.reusable`) and one connection fact (still open).
+
 - **Parsing** is llhttp's, through httptools (the parser Node and uvicorn use). It refuses
   what enables response smuggling: duplicate or invalid ``Content-Length``, both
   ``Content-Length`` and ``Transfer-Encoding``, bare CR or LF, malformed chunks.
@@ -22,14 +28,17 @@ with flow control, and hand back status, headers and body chunks.
   replayable body (none, or bytes in memory) that meets a reused connection the upstream
   closed before answering is sent once more on a new connection; nothing else is retried.
 
-Errors leave here as ``proxy.errors`` (``UpstreamUnavailable``, ``UpstreamTimeout``,
-``BodyTooLarge``) before the response headers, or ``BodyBrokeOff`` after them.
+Failures leave here as this module's own :class:`UpstreamFailure` subclasses, which say
+what went wrong and when, never which status the client gets: that is decided in one
+table (``proxy/upstream_errors.py``). A request head that cannot be written is the
+client's fault and a ``BadRequest``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import enum
 import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator
@@ -40,7 +49,7 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict
 
-from proxy.errors import BadRequest, UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import BadRequest
 
 # Queue bounds for a response body the reader has not taken yet.
 HIGH_WATER = 256 * 1024
@@ -63,12 +72,50 @@ _BODY_EXPECTED = frozenset({"POST", "PUT", "PATCH"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
-class BodyBrokeOff(Exception):
-    """The upstream's body stopped early or stalled (``stalled``), after its head arrived."""
+# --- what can go wrong -------------------------------------------------------------------
 
-    def __init__(self, message: str, *, stalled: bool = False) -> None:
-        super().__init__(message)
-        self.stalled = stalled
+
+class UpstreamFailure(Exception):
+    """Base of every failure of the upstream this client reports; ``str()`` is safe to show."""
+
+
+class ConnectFailed(UpstreamFailure):
+    """No connection: refused, unreachable, or its TLS certificate not trusted."""
+
+
+class ConnectTimeout(UpstreamFailure):
+    """No connection within the connect timeout."""
+
+
+class ConnectionBroke(UpstreamFailure):
+    """The connection closed or reset before the response head arrived."""
+
+
+class ProtocolError(UpstreamFailure):
+    """The upstream's bytes are not a response we accept (framing, size, extra messages)."""
+
+
+class UploadStalled(UpstreamFailure):
+    """The upstream stopped reading the request body for the idle timeout."""
+
+
+class HeadTimeout(UpstreamFailure):
+    """No response head within the response timeout after the request went out."""
+
+
+class BodyBrokeOff(UpstreamFailure):
+    """The response body stopped early, after its head arrived (``stalled``: it went silent)."""
+
+    stalled = False
+
+
+class BodyStalled(BodyBrokeOff):
+    """The response body went silent for the idle timeout, after its head arrived."""
+
+    stalled = True
+
+
+# --- the request head --------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +157,9 @@ def encode_head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
         raise BadRequest("a header is not encodable") from exc
 
 
+# --- one request and its response ----------------------------------------------------------
+
+
 class Response:
     """One upstream response: status and headers read, body still to come.
 
@@ -117,7 +167,7 @@ class Response:
     also after an error): it returns the connection to the pool or closes it.
     """
 
-    __slots__ = ("_conn", "_released", "content_length", "headers", "reason", "status")
+    __slots__ = ("_exchange", "_released", "content_length", "headers", "reason", "status")
 
     def __init__(
         self,
@@ -125,13 +175,13 @@ class Response:
         reason: str,
         headers: CIMultiDict[str],
         content_length: int | None,
-        conn: _Connection,
+        exchange: _Exchange,
     ) -> None:
         self.status = status
         self.reason = reason
         self.headers = headers
         self.content_length = content_length
-        self._conn = conn
+        self._exchange = exchange
         self._released = False
 
     @property
@@ -139,129 +189,161 @@ class Response:
         return self.headers.get("Content-Type", "").partition(";")[0].strip().lower()
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        conn = self._conn
+        exchange = self._exchange
         while True:
-            chunk = await conn.next_chunk()
+            chunk = await exchange.next_chunk()
             if not chunk:
                 return
             yield chunk
 
     async def read(self) -> bytes:
-        conn = self._conn
-        first = await conn.next_chunk()
+        exchange = self._exchange
+        first = await exchange.next_chunk()
         if not first:
             return first
         chunks = [first]
-        while chunk := await conn.next_chunk():
+        while chunk := await exchange.next_chunk():
             chunks.append(chunk)
         return first if len(chunks) == 1 else b"".join(chunks)
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._conn.finish()
+            self._exchange.conn.finish()
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection and the response currently arriving on it."""
+class Phase(enum.Enum):
+    """How far the response of one exchange got. The request body's progress is apart
+    (:attr:`_Exchange.request_sent`): an upstream may answer before it has read it all."""
 
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-        self.loop = pool.loop
-        self.transport: asyncio.Transport | None = None
-        self.closed = False
-        self.reused = False
-        self.idle_since = 0.0  # loop time it went back to the pool
-        # flow control of our writes
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
-        # the response in flight (set afresh by _expect for each request)
-        self.parser: httptools.HttpResponseParser | None = None
-        self.head_waiter: asyncio.Future[Response] | None = None
-        self.chunk_waiter: asyncio.Future[None] | None = None
-        self.chunks: collections.deque[bytes] = collections.deque()
-        self.read_paused = False
-        self.response: Response | None = None
-        self._expect(no_body=False)
+    AWAITING_HEAD = "awaiting head"  # informational responses (100, 103) stay here
+    RECEIVING_BODY = "receiving body"
+    COMPLETE = "complete"
+    FAILED = "failed"
 
-    def _expect(self, *, no_body: bool) -> None:
-        """Forget the previous response: the state of one exchange, from scratch."""
-        self.chunks.clear()
-        self.queued = 0
-        self.error: BaseException | None = None
-        self.response = None
-        self.complete = False
-        self.head_bytes = 0  # bytes received while the head is incomplete
-        self.head_size = 0  # the header fields' size, as parsed
-        self.got_bytes = False
+
+# Module constants: an enum member looked up on its class costs a descriptor call each time.
+_AWAITING_HEAD = Phase.AWAITING_HEAD
+_RECEIVING_BODY = Phase.RECEIVING_BODY
+_COMPLETE = Phase.COMPLETE
+_FAILED = Phase.FAILED
+
+
+class _Exchange:
+    """One request and its response on a connection, from the first byte sent to release.
+
+    It is the parser's callback object: httptools calls the ``on_*`` methods while
+    :meth:`feed` runs. Made fresh for each request, so nothing of one response can leak
+    into the next.
+    """
+
+    __slots__ = (
+        "chunk_waiter",
+        "chunks",
+        "conn",
+        "error",
+        "got_bytes",
+        "head_bytes",
+        "head_size",
+        "head_waiter",
+        "header_items",
+        "keep_alive",
+        "no_body",
+        "parser",
+        "phase",
+        "poisoned",
+        "queued",
+        "reason",
+        "request_sent",
+        "until_close",
+        "writer",
+    )
+
+    def __init__(self, conn: _Connection, *, no_body: bool) -> None:
+        self.conn = conn
+        self.phase = _AWAITING_HEAD
         self.no_body = no_body  # HEAD: the head is the whole response
-        self.until_close = False  # no length, not chunked: the body ends with the connection
-        self.sent = False  # request body fully written
-        self.keep_alive = False  # the response allows another request on this connection
-        self.poisoned = False  # bytes beyond the response: never reuse
+        self.request_sent = False  # the request body went out whole
         self.writer: asyncio.Task[None] | None = None  # a streamed request body in flight
+        # Both None once retired (see retire).
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
+        self.head_waiter: asyncio.Future[Response] | None = conn.loop.create_future()
+        self.error: BaseException | None = None  # why the phase is FAILED
+        # the head, while it arrives
         self.reason = ""
         self.header_items: list[tuple[str, str]] = []
+        self.head_bytes = 0  # bytes received while the head is incomplete
+        self.head_size = 0  # the header fields' size, as parsed
+        self.got_bytes = False  # anything at all arrived (a stale connection sends nothing)
+        # what the head said about the body and the connection
+        self.until_close = False  # no length, not chunked: the body ends with the connection
+        self.keep_alive = False  # the connection may carry another request after this one
+        self.poisoned = False  # bytes beyond the response arrived
+        # the body, queued until the reader takes it
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.queued = 0
+        self.chunk_waiter: asyncio.Future[None] | None = None
 
-    # --- asyncio.Protocol ------------------------------------------------------------------
+    @property
+    def reusable(self) -> bool:
+        """The response ended as it said it would and allowed keep-alive, the request went
+        out whole (so the writer is done), and the reader took every byte."""
+        return self.phase is _COMPLETE and self.keep_alive and self.request_sent and not self.chunks
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
-        self.transport = cast(asyncio.Transport, transport)
+    def retire(self) -> None:
+        """Drop the references that tie the exchange to its parser and (through the head
+        waiter) to its response: without cycles, all three are freed as soon as the caller
+        lets go, not later by the garbage collector, which costs measurably per request."""
+        self.parser = None
+        self.head_waiter = None
 
-    def data_received(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
         parser = self.parser
-        if parser is None:
-            self.close()  # bytes nobody asked for: this connection cannot be trusted
-            return
+        assert parser is not None  # a retired exchange gets no bytes: the connection forgot it
         self.got_bytes = True
-        in_head = self.response is None
+        in_head = self.phase is _AWAITING_HEAD
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if not self.complete:  # else: the response stands, the extra bytes end the link
-                why = "bytes after the message" if self.poisoned else type(exc).__name__
-                self._fail(UpstreamUnavailable(f"upstream sent malformed HTTP ({why})"))
-            self.close()
+            # Complete: the response stands, the extra bytes only end the connection.
+            why = "bytes after the message" if self.poisoned else type(exc).__name__
+            self.fail(ProtocolError(f"upstream sent malformed HTTP ({why})"))
+            self.conn.close()
             return
         if in_head:
             # Counted while the head is incomplete (httptools holds a partial header in
             # memory): more than the limit without the head ending is refused.
             self.head_bytes += len(data)
-            if self.response is None and max(self.head_bytes, self.head_size) > MAX_HEAD_BYTES:
-                self._fail(UpstreamUnavailable("upstream response head too large"))
-                self.close()
+            if (
+                self.phase is _AWAITING_HEAD
+                and max(self.head_bytes, self.head_size) > MAX_HEAD_BYTES
+            ):
+                self.fail(ProtocolError("upstream response head too large"))
+                self.conn.close()
 
-    def eof_received(self) -> bool:
-        if self.until_close and self.response is not None and not self.complete:
-            self.on_message_complete()  # a clean FIN ends a body without length
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.pool.forget(self)
-        if exc is None and self.until_close and self.response is not None and not self.complete:
+    def ended_cleanly(self) -> bool:
+        """The upstream closed its side cleanly (a FIN): that ends a body without length.
+        True if the response is complete now."""
+        if self.until_close and self.phase is _RECEIVING_BODY:
             self.on_message_complete()
-        elif not self.complete:
-            why = type(exc).__name__ if exc is not None else "closed"
-            self._fail(ConnectionResetError(f"upstream connection lost ({why})"))
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionResetError("upstream connection lost"))
+        return self.phase is _COMPLETE
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
+    def fail(self, error: BaseException) -> None:
+        """Fail the exchange unless its response is complete; the first error stands."""
+        if self.phase is _COMPLETE:
+            return
+        if self.phase is not _FAILED:
+            self.phase = _FAILED
+            self.error = error
+        head = self.head_waiter
+        if head is not None and not head.done():
+            head.set_exception(self.error or error)
+        self._wake()
 
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # --- httptools callbacks ---------------------------------------------------------------
+    # --- httptools callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self.complete:
+        if self.phase is _COMPLETE:
             # A second message where one response was asked for: whatever the upstream
             # meant, those bytes belong to no request. Stop parsing; never reuse.
             self.poisoned = True
@@ -275,17 +357,16 @@ class _Connection(asyncio.Protocol):
         self.header_items.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
-        assert self.parser is not None
-        status = self.parser.get_status_code()
+        parser = self.parser
+        assert parser is not None  # it is the parser calling
+        status = parser.get_status_code()
         if 100 <= status < 200:
             # Informational (100 Continue, 103 Early Hints): the real answer follows.
             self.reason = ""
             self.header_items = []
             return
         if self.head_size > MAX_HEAD_BYTES:
-            return  # data_received refuses it once the parser returns
-        # Asked now: llhttp forgets the message's flags once it is complete.
-        self.keep_alive = self.parser.should_keep_alive()
+            return  # feed refuses it once the parser returns
         headers = CIMultiDict(self.header_items)
         length_text = headers.get("Content-Length")
         chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
@@ -294,118 +375,159 @@ class _Connection(asyncio.Protocol):
         if bodiless:
             length = 0 if status != 304 and not self.no_body else length
         self.until_close = not bodiless and length is None and not chunked
-        self.response = Response(status, self.reason.strip(), headers, length, self)
-        if self.head_waiter is not None and not self.head_waiter.done():
-            self.head_waiter.set_result(self.response)
+        # Asked now: llhttp forgets the message's flags once it is complete. A HEAD answer
+        # and a body that ends with the connection leave nothing to reuse.
+        self.keep_alive = parser.should_keep_alive() and not self.no_body and not self.until_close
+        response = Response(status, self.reason.strip(), headers, length, self)
+        self.phase = _RECEIVING_BODY
+        head = self.head_waiter
+        if head is not None and not head.done():
+            head.set_result(response)
         if self.no_body:
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        if self.response is None or self.no_body or self.complete:
+        if self.phase is not _RECEIVING_BODY or self.no_body:
             # A body on an informational or HEAD answer, or past the end: refused.
             self.poisoned = True
             raise _Poisoned()
         self.chunks.append(body)
         self.queued += len(body)
-        if self.queued > HIGH_WATER and not self.read_paused and self.transport is not None:
-            self.read_paused = True
-            self.transport.pause_reading()
+        if self.queued > HIGH_WATER:
+            self.conn.flow.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
-        if self.complete:
-            return
-        if self.response is None:
-            return  # the end of an informational response; keep waiting for the real one
-        self.complete = True
-        self._wake()
+        # The end of an informational response (still awaiting the head) changes nothing.
+        if self.phase is _RECEIVING_BODY:
+            self.phase = _COMPLETE
+            self._wake()
 
-    # --- used by the pool and the response -------------------------------------------------
+    # --- the reader's side -------------------------------------------------------------------
 
     def _wake(self) -> None:
         waiter = self.chunk_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _fail(self, error: BaseException) -> None:
-        if self.error is None:
-            self.error = error
-        head = self.head_waiter
-        if head is not None and not head.done():
-            head.set_exception(error)
-        self._wake()
-
     async def next_chunk(self) -> bytes:
         """The next body chunk; ``b""`` at the end. Raises :class:`BodyBrokeOff`."""
         while not self.chunks:
-            if self.complete:
+            if self.phase is _COMPLETE:
                 return b""
-            if self.error is not None:
+            if self.phase is _FAILED:
                 raise BodyBrokeOff(str(self.error))
-            waiter = self.loop.create_future()
+            conn = self.conn
+            waiter = conn.loop.create_future()
             self.chunk_waiter = waiter
-            timer = self.loop.call_later(self.pool.idle_timeout_s, _expire, waiter)
+            timer = conn.loop.call_later(conn.pool.idle_timeout_s, _expire, waiter)
             try:
                 await waiter
             except TimeoutError as exc:
-                self.close()
-                raise BodyBrokeOff("upstream body stalled", stalled=True) from exc
+                conn.close()
+                raise BodyStalled("upstream body stalled") from exc
             finally:
                 timer.cancel()
                 self.chunk_waiter = None
         chunk = self.chunks.popleft()
         self.queued -= len(chunk)
-        if self.read_paused and self.queued < LOW_WATER and self.transport is not None:
-            self.read_paused = False
-            self.transport.resume_reading()
+        if self.queued < LOW_WATER and self.conn.flow.read_paused:
+            self.conn.flow.resume_reading()
         return chunk
 
-    async def drain(self) -> None:
+
+class _FlowControl:
+    """Back-pressure both ways on one transport (uvicorn's ``FlowControl`` is the model):
+    our reading pauses while the reader lags, our writing waits while the socket is full."""
+
+    __slots__ = ("_drain_waiter", "_lost", "_transport", "read_paused", "write_paused")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._lost = False
+
+    def pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused:
+            self.read_paused = False
+            self._transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
         """Wait until the socket takes more; an upstream that stops reading times out."""
-        if self.closed:
+        if self._lost:
             raise ConnectionResetError("upstream connection lost")
         if self.write_paused:
-            waiter = self.drain_waiter = self.loop.create_future()
-            timer = self.loop.call_later(self.pool.idle_timeout_s, _expire, waiter)
+            waiter = self._drain_waiter = loop.create_future()
+            timer = loop.call_later(timeout_s, _expire, waiter)
             try:
                 await waiter
             except TimeoutError as exc:
-                raise UpstreamTimeout("upstream stopped reading the request body") from exc
+                raise UploadStalled("upstream stopped reading the request body") from exc
             finally:
                 timer.cancel()
-                self.drain_waiter = None
+                self._drain_waiter = None
 
-    def start(self, no_body: bool) -> asyncio.Future[Response]:
-        """Prepare for the next response; the future resolves when its head is in."""
-        self._expect(no_body=no_body)
-        self.parser = httptools.HttpResponseParser(self)
-        self.head_waiter = self.loop.create_future()
-        return self.head_waiter
+    def lost(self, why: str) -> None:
+        """The connection is gone: a writer waiting to drain learns it now."""
+        self._lost = True
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError(f"upstream connection {why}"))
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: what outlives a request, and the exchange in flight."""
+
+    flow: _FlowControl  # set once connected
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.idle_since = 0.0  # loop time it went back to the pool
+        self.exchange: _Exchange | None = None
+
+    def start(self, no_body: bool) -> tuple[_Exchange, asyncio.Future[Response]]:
+        """A fresh exchange for the next request, and the future that resolves with its
+        response once the head is in."""
+        exchange = self.exchange = _Exchange(self, no_body=no_body)
+        assert exchange.head_waiter is not None
+        return exchange, exchange.head_waiter
+
+    async def drain(self) -> None:
+        await self.flow.drain(self.loop, self.pool.idle_timeout_s)
 
     def finish(self) -> None:
         """The caller is done with the response: reuse the connection if that is safe."""
-        reusable = (
-            self.complete
-            and self.sent
-            and not self.closed
-            and not self.until_close
-            and not self.no_body
-            and self.error is None
-            and not self.poisoned
-            and not self.chunks
-            and self.keep_alive
-            and (self.writer is None or self.writer.done())
-        )
-        self.parser = None
-        self.response = None
-        self.head_waiter = None
-        if reusable:
-            if self.read_paused and self.transport is not None:
-                self.read_paused = False
-                self.transport.resume_reading()
+        exchange = self.exchange
+        if exchange is not None and exchange.reusable and not self.closed:
+            self.exchange = None
+            if self.flow.read_paused:
+                self.flow.resume_reading()
             self.pool.put_back(self)
         else:
             self.close()
+            self.exchange = None
+        if exchange is not None:
+            exchange.retire()
 
     def close(self) -> None:
         """Drop the connection now: unsent bytes are discarded, waiters woken, writer stopped.
@@ -416,23 +538,57 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self.closed = True
-        head = self.head_waiter
-        if head is not None and not head.done():
-            head.set_exception(ConnectionResetError("upstream connection closed"))
-            head.exception()  # marks it retrieved: there may be nobody waiting any more
-        if not self.complete:
-            self._fail(ConnectionResetError("upstream connection closed"))
-        drain = self.drain_waiter
-        if drain is not None and not drain.done():
-            drain.set_exception(ConnectionResetError("upstream connection closed"))
-        if self.writer is not None and not self.writer.done():
-            self.writer.cancel()
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.fail(ConnectionResetError("upstream connection closed"))
+            head = exchange.head_waiter
+            if head is not None and head.done() and not head.cancelled():
+                head.exception()  # retrieved: nobody may be waiting any more
+            if exchange.writer is not None and not exchange.writer.done():
+                exchange.writer.cancel()
+        if self.transport is not None:
+            self.flow.lost("closed")
         self.pool.forget(self)
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        self.flow = _FlowControl(self.transport)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            self.close()  # bytes nobody asked for: this connection cannot be trusted
+            return
+        exchange.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.exchange is not None:
+            self.exchange.ended_cleanly()
+        return False  # close the transport (connection_lost follows)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        exchange = self.exchange
+        if exchange is not None and not (exc is None and exchange.ended_cleanly()):
+            why = type(exc).__name__ if exc is not None else "closed"
+            exchange.fail(ConnectionResetError(f"upstream connection lost ({why})"))
+        self.flow.lost("lost")
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
     """A writer that failed after the response head arrived: its error ends the connection
-    (``finish`` sees ``sent`` false), and is not worth a "never retrieved" warning."""
+    (the exchange's request was not sent whole), and is not worth a "never retrieved"
+    warning."""
     if not task.cancelled():
         task.exception()
 
@@ -512,18 +668,20 @@ class Pool:
         *,
         retry: bool,
     ) -> Response:
-        head_waiter = conn.start(no_body=method == "HEAD")
+        exchange, head_waiter = conn.start(no_body=method == "HEAD")
         assert conn.transport is not None
         try:
             if isinstance(body, _REPLAYABLE):
                 conn.transport.write(head + body if body else head)
-                if conn.write_paused:  # the response timeout counts from the last byte sent
+                if conn.flow.write_paused:  # the response timeout counts from the last byte sent
                     await conn.drain()
-                conn.sent = True
+                exchange.request_sent = True
             else:
                 conn.transport.write(head)
                 chunked = "Content-Length" not in headers
-                writer = conn.writer = self.loop.create_task(_write_body(conn, body, chunked))
+                writer = exchange.writer = self.loop.create_task(
+                    _write_body(conn, exchange, body, chunked)
+                )
                 writer.add_done_callback(_retrieve)
                 done, _ = await asyncio.wait(
                     (writer, head_waiter), return_when=asyncio.FIRST_COMPLETED
@@ -539,15 +697,12 @@ class Pool:
             return await self._wait_head(head_waiter)
         except BaseException as exc:
             conn.close()
-            if (
-                retry
-                and conn.reused
-                and not conn.got_bytes
-                and isinstance(exc, (ConnectionError, UpstreamUnavailable))
-            ):
-                raise _Stale() from exc
             if isinstance(exc, ConnectionError):
-                raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+                # Nothing came back (malformed bytes would be a ProtocolError): a pooled
+                # connection may just have been closed by the upstream.
+                if retry and conn.reused and not exchange.got_bytes:
+                    raise _Stale() from exc
+                raise ConnectionBroke(f"upstream unreachable ({type(exc).__name__})") from exc
             raise
 
     async def _wait_head(self, head_waiter: asyncio.Future[Response]) -> Response:
@@ -560,7 +715,7 @@ class Pool:
         try:
             return await head_waiter
         except TimeoutError as exc:
-            raise UpstreamTimeout("upstream did not answer in time") from exc
+            raise HeadTimeout("upstream did not answer in time") from exc
         finally:
             timer.cancel()
 
@@ -586,9 +741,9 @@ class Pool:
                     server_hostname=self.origin.host if self.ssl else None,
                 )
         except TimeoutError as exc:
-            raise UpstreamTimeout("connecting to the upstream timed out") from exc
+            raise ConnectTimeout("connecting to the upstream timed out") from exc
         except OSError as exc:
-            raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+            raise ConnectFailed(f"upstream unreachable ({type(exc).__name__})") from exc
         self.busy.add(conn)
         return conn
 
@@ -636,7 +791,9 @@ def _expire_head(waiter: asyncio.Future[Response]) -> None:
         waiter.set_exception(TimeoutError())
 
 
-async def _write_body(conn: _Connection, body: AsyncIterable[bytes], chunked: bool) -> None:
+async def _write_body(
+    conn: _Connection, exchange: _Exchange, body: AsyncIterable[bytes], chunked: bool
+) -> None:
     transport = conn.transport
     assert transport is not None
     async for chunk in body:
@@ -651,4 +808,4 @@ async def _write_body(conn: _Connection, body: AsyncIterable[bytes], chunked: bo
         await conn.drain()
     if chunked:
         transport.write(b"0\r\n\r\n")
-    conn.sent = True
+    exchange.request_sent = True

@@ -24,13 +24,15 @@ Headers that ask a server or framework to act on another method or path than the
 allowlist judged (``X-HTTP-Method-Override``, ``X-Original-URL``, ``X-Rewrite-URL``, ...)
 are dropped in any spelling: what was checked is what OpenWebUI executes.
 
-Exactly one ``internal_audit`` line is written per request, whatever the outcome. A single
+Exactly one ``internal_audit`` line is written per request, whatever the outcome. A
 middleware runs every request through the gates itself, whatever the router would have
 said, so targets no route matches (``OPTIONS *``, ``CONNECT host:port``) are audited and
 refused like any other; requests aiohttp's parser rejects before any handler runs are
 audited by the listener's access logger (:class:`AuditAccessLogger`, installed by
-``proxy/server.py``). Errors become JSON through ``proxy/respond.py`` inside the middleware,
-so the audit line records the status the caller actually got.
+``proxy/server.py``). Around it, the observation middleware the public listener uses too
+(``proxy/observe.py``) gives the request its id, turns errors into JSON and counts the
+request, then has :meth:`InternalHandler.record` write the audit line, so it records the
+status the caller actually got.
 """
 
 from __future__ import annotations
@@ -39,13 +41,11 @@ import asyncio
 import contextlib
 import json
 import signal
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
@@ -71,18 +71,12 @@ from proxy.errors import (
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
 from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
-from proxy.relay import (
-    Upstream,
-    UpstreamBrokeOff,
-    no_early_continue,
-    read_whole,
-    send,
-    stream_back,
-    whole_response,
-)
-from proxy.respond import REQUEST_ID_KEY, error_response, new_request_id
+from proxy.observe import Seen, observed
+from proxy.relay import no_early_continue, read_whole, send, stream_back, whole_response
+from proxy.respond import REQUEST_ID_KEY, new_request_id, request_id
 from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
+from proxy.upstream import Upstream
 
 TOKENS_KEY = web.AppKey("internal_tokens", TokenStore)
 # Marks an app whose listener must install AuditAccessLogger (read by proxy/server.py).
@@ -106,7 +100,6 @@ OVERRIDE_HEADERS = frozenset(
 )
 SIGNIN = ("POST", "/api/v1/auths/signin")
 CONFIG_PATH = "/api/config"
-PROXY_AUTHENTICATE = {"Proxy-Authenticate": "Bearer"}
 # A refused target is logged as sent (minus the query); bounded so a caller cannot flood the log.
 _MAX_LOGGED_PATH = 256
 
@@ -157,6 +150,10 @@ class _Audit:
             "peer": self.peer,
             "request_id": self.request_id,
         }
+
+
+# The request's audit, filled in by the gates, written by InternalHandler.record.
+_AUDIT_KEY = web.RequestKey("owui_internal_audit", _Audit)
 
 
 class SigninGuard:
@@ -243,7 +240,7 @@ class InternalHandler:
         upstream: Upstream,
         tokens: TokenStore,
         allowlist: Allowlist,
-        metrics: Metrics | None = None,
+        metrics: Metrics,
     ) -> None:
         self.metrics = metrics
         self.policy = HeaderPolicy.from_settings(settings)
@@ -258,45 +255,28 @@ class InternalHandler:
         self.log = logs.get()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Every request, routed or not (see :func:`_every_request`)."""
+        """Every request, routed or not (see :func:`_every_request`), inside the shared
+        observation middleware (``proxy/observe.py``), which then calls :meth:`record`."""
+        audit = request[_AUDIT_KEY] = _audit_of(request, request_id(request))
+        return await self._handle(request, audit)
+
+    def record(self, request: web.Request, seen: Seen) -> None:
+        """The request's one ``internal_audit`` line, and its count by outcome and rule."""
         request[_AUDITED_KEY] = True
-        started = time.perf_counter()
-        rid = new_request_id()
-        request[REQUEST_ID_KEY] = rid
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        audit = _Audit(
-            method=request.method,
-            path=request.raw_path.partition("?")[0][:_MAX_LOGGED_PATH],
-            request_id=rid,
-            peer=request.remote or None,
-        )
-        try:
-            response = await self._handle(request, audit)
-            audit.outcome, audit.status = "relayed", response.status
-            return response
-        except ProxyError as exc:
-            audit.outcome, audit.status, audit.reason = _outcome(exc), exc.status, exc.reason
-            extra = PROXY_AUTHENTICATE if isinstance(exc, ProxyAuthRequired) else None
-            return error_response(request, exc.status, exc.reason, extra, code=exc.code)
-        except asyncio.CancelledError:
-            audit.outcome, audit.status = "cancelled", 499
-            raise
-        except UpstreamBrokeOff:
+        audit = request.get(_AUDIT_KEY) or _audit_of(request, seen.request_id)
+        if seen.error is not None:
+            audit.outcome, audit.status = _outcome(seen.error), seen.error.status
+            audit.reason = seen.error.reason
+        elif seen.broke_off:
             # The upstream body broke off after its status was relayed (relay.stream_back):
             # the caller saw a cut connection, not a status we could name.
             audit.outcome, audit.status = "broken", None
-            raise
-        except ConnectionError:
-            audit.outcome, audit.status = "cancelled", 499  # the caller went away
-            raise
-        finally:
-            self.log.info(
-                "internal_audit",
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-                **audit.fields(),
-            )
-            self._observe(audit)
-            structlog.contextvars.unbind_contextvars("request_id")
+        elif seen.client_left:
+            audit.outcome, audit.status = "cancelled", seen.status
+        elif seen.response is not None:
+            audit.outcome, audit.status = "relayed", seen.status
+        self.log.info("internal_audit", duration_ms=seen.duration_ms, **audit.fields())
+        self.metrics.internal_calls.labels(audit.outcome, audit.rule or "none").inc()
 
     async def _handle(self, request: web.Request, audit: _Audit) -> web.StreamResponse:
         audit.service_fp = self._authenticate(request)
@@ -336,14 +316,6 @@ class InternalHandler:
                 return await self.signin.after(await send(checked, headers, self.upstream))
         response = await send(checked, headers, self.upstream)
         return await stream_back(checked, response)
-
-    def _observe(self, audit: _Audit) -> None:
-        """The call in the metrics: the same request counter as the public listener, plus
-        outcome and allowlist rule."""
-        if self.metrics is None:
-            return
-        self.metrics.count_request("internal", audit.status or 502)
-        self.metrics.internal_calls.labels(audit.outcome, audit.rule or "none").inc()
 
     def _authenticate(self, request: web.Request) -> str:
         """The accepted token's fingerprint, or :class:`ProxyAuthRequired`."""
@@ -400,6 +372,15 @@ class InternalHandler:
         return [value for name, value in request.headers.items() if normalise(name) == normalised]
 
 
+def _audit_of(request: web.Request, rid: str) -> _Audit:
+    return _Audit(
+        method=request.method,
+        path=request.raw_path.partition("?")[0][:_MAX_LOGGED_PATH],
+        request_id=rid,
+        peer=request.remote or None,
+    )
+
+
 def _outcome(exc: ProxyError) -> str:
     for kind, outcome in _OUTCOMES:
         if isinstance(exc, kind):
@@ -433,9 +414,12 @@ def create_internal_app(
         raise InternalConfigError(problems)
     allowlist = settings.internal_allowlist  # parsed and checked when the settings loaded
 
-    handler = InternalHandler(settings, upstream, tokens, allowlist, metrics)
+    # Without ``metrics`` (tests) it counts into its own, which nobody scrapes.
+    counted = metrics if metrics is not None else Metrics()
+    handler = InternalHandler(settings, upstream, tokens, allowlist, counted)
     app = web.Application(
-        middlewares=[_every_request(handler)], handler_args={"max_field_size": 65536}
+        middlewares=[observed("internal", counted, handler.record), _every_request(handler)],
+        handler_args={"max_field_size": 65536},
     )
     app[TOKENS_KEY] = tokens
     app[AUDIT_KEY] = True

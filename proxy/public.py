@@ -23,17 +23,18 @@ from proxy.headers import (
 )
 from proxy.identity import Identity
 from proxy.metrics import Metrics
-from proxy.relay import Upstream, read_body, read_whole, send, stream_back, whole_response
+from proxy.relay import read_body, read_whole, send, stream_back, whole_response
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 from proxy.socketio import TokenGuard
+from proxy.upstream import Upstream
 from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
 IDENTITY_KEY = web.RequestKey("owui_identity", Identity)
 UPSTREAM_SECONDS_KEY = web.RequestKey("owui_upstream_s", float)
 # A 401 body worth reading to recognise "User mismatch"; OpenWebUI's is ~50 bytes.
-_SMALL_BODY = 4096
+_MISMATCH_401_MAX_BYTES = 4096
 
 
 class PublicHandler:
@@ -239,7 +240,7 @@ class PublicHandler:
             identity is not None
             and response.status == 401
             and length is not None
-            and length <= _SMALL_BODY
+            and length <= _MISMATCH_401_MAX_BYTES
         ):
             body = await read_whole(response)
             extra: CIMultiDict[str] = CIMultiDict()

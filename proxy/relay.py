@@ -5,109 +5,31 @@ bytes: the raw path and query exactly as received, the request body streamed wit
 limit, the response streamed back chunk by chunk, nothing decompressed or compressed.
 
 Plain HTTP goes through ``proxy/h1.py``'s lean keep-alive client; WebSockets and the few
-side requests (``/health``, the Socket.IO token check) use an aiohttp session. Client
-errors become ``proxy.errors`` in ``h1`` and here, nowhere else.
+side requests (``/health``, the Socket.IO token check) use an aiohttp session. The
+client's own errors become ``proxy.errors`` here; the upstream's failures are handed to
+``proxy/upstream_errors.py`` with the stage they were caught at, which decides the answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from proxy import h1
-from proxy.errors import (
-    BadRequest,
-    BodyStalled,
-    BodyTooLarge,
-    UpstreamTimeout,
-    UpstreamUnavailable,
-)
+from proxy.errors import BodyStalled, BodyTooLarge
 from proxy.headers import filter_response_headers
-from proxy.settings import Settings
+from proxy.upstream import Upstream, checked_target
+from proxy.upstream_errors import Stage, translate
 
 CHUNK = 64 * 1024
 
 # Bodies up to this size, of known length, are relayed in one write (see stream_back).
-SMALL_BODY = 64 * 1024
-
-# aiohttp adds these when missing; we send exactly the header set the caller built.
-_NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+ONE_WRITE_MAX_BYTES = 64 * 1024
 
 _CONTINUE_SENT = web.RequestKey("owui_continue_sent", bool)
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """OpenWebUI as the relay sees it: the HTTP pool, a session for WebSockets, timeouts, limits.
-
-    Built once at start (:meth:`open`) inside the running loop, closed at shutdown.
-    """
-
-    pool: h1.Pool
-    session: aiohttp.ClientSession
-    base: str
-    connect_timeout_s: float
-    response_timeout_s: float
-    idle_timeout_s: float
-    max_body_bytes: int
-    body_timeout_s: float
-    websocket_max_message_bytes: int
-
-    @classmethod
-    def open(cls, settings: Settings) -> Upstream:
-        connector = aiohttp.TCPConnector(
-            limit=0,  # concurrency is the clients'; long SSE streams must not queue others
-            keepalive_timeout=30,
-            enable_cleanup_closed=True,
-        )
-        session = aiohttp.ClientSession(
-            connector=connector,
-            # Shared by every user: a cookie jar would hand one user's cookies to the next.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,  # relay Content-Encoding untouched
-            trust_env=False,
-            skip_auto_headers=_NO_AUTO_HEADERS,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-        pool = h1.Pool(
-            settings.upstream,
-            connect_timeout_s=settings.connect_timeout_s,
-            response_timeout_s=settings.response_timeout_s,
-            idle_timeout_s=settings.idle_timeout_s,
-        )
-        return cls(
-            pool=pool,
-            session=session,
-            base=settings.upstream.rstrip("/"),
-            connect_timeout_s=settings.connect_timeout_s,
-            response_timeout_s=settings.response_timeout_s,
-            idle_timeout_s=settings.idle_timeout_s,
-            max_body_bytes=settings.max_body_bytes,
-            body_timeout_s=settings.body_timeout_s,
-            websocket_max_message_bytes=settings.websocket_max_message_bytes,
-        )
-
-    async def close(self) -> None:
-        await self.pool.close()
-        await self.session.close()
-
-    def url_for(self, raw_target: str) -> URL:
-        """The upstream URL for a raw request target, byte for byte (no normalisation)."""
-        return URL(self.base + checked_target(raw_target), encoded=True)
-
-
-def checked_target(raw_target: str) -> str:
-    """``raw_target`` if it is a path; absolute-form or ``*`` would let a client choose
-    another host."""
-    if not raw_target.startswith("/"):
-        raise BadRequest("request target must be a path")
-    return raw_target
 
 
 async def no_early_continue(request: web.Request) -> None:
@@ -135,13 +57,6 @@ async def continue_if_expected(request: web.Request) -> None:
     ):
         request[_CONTINUE_SENT] = True
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-
-class UpstreamBrokeOff(ConnectionResetError):
-    """The upstream's body broke off after the status went to the client: the only honest
-    signal left is a cut connection (a ``ConnectionResetError``, so callers that cut on
-    any connection error need no special case); ``proxy/app.py`` counts it as 502, apart
-    from a client that went away."""
 
 
 async def _client_chunks(request: web.Request, limit: int, timeout: float) -> AsyncIterator[bytes]:
@@ -176,8 +91,8 @@ async def send(
 
     The body streams from the client, unless ``with_body`` is false (none is sent) or
     ``buffered`` holds it, already read (see :func:`read_body`). The caller must
-    ``release()`` the response. Raises ``BodyTooLarge``, ``UpstreamUnavailable`` or
-    ``UpstreamTimeout``.
+    ``release()`` the response. Raises ``BodyTooLarge``, ``BodyStalled`` or an
+    ``UpstreamError``.
     """
     target = checked_target(request.raw_path)
     declared = request.content_length
@@ -189,7 +104,10 @@ async def send(
     elif with_body and request.body_exists:
         await continue_if_expected(request)
         body = _client_chunks(request, upstream.max_body_bytes, upstream.body_timeout_s)
-    return await upstream.pool.request(method or request.method, target, headers, body)
+    try:
+        return await upstream.pool.request(method or request.method, target, headers, body)
+    except h1.UpstreamFailure as exc:
+        raise translate(exc, Stage.BEFORE_RESPONSE) from exc
 
 
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
@@ -207,18 +125,16 @@ async def read_whole(response: h1.Response) -> bytes:
     try:
         return await response.read()
     except h1.BodyBrokeOff as exc:
-        if exc.stalled:
-            raise UpstreamTimeout("upstream body stalled") from exc
-        raise UpstreamUnavailable(f"upstream body broke off ({exc})") from exc
+        raise translate(exc, Stage.BEFORE_RESPONSE) from exc
     finally:
         response.release()
 
 
-def _small(request: web.Request, response: h1.Response) -> bool:
+def _in_one_write(request: web.Request, response: h1.Response) -> bool:
     length = response.content_length
     return (
         length is not None
-        and length <= SMALL_BODY
+        and length <= ONE_WRITE_MAX_BYTES
         and request.method != "HEAD"
         and response.status not in (204, 304)
         and response.content_type != "text/event-stream"
@@ -247,7 +163,7 @@ async def stream_back(
     A small body of known length (not an event stream, not a HEAD answer) is read whole and
     sent in one write instead: nothing to stream, and one write costs less than three.
     """
-    if _small(request, response):
+    if _in_one_write(request, response):
         body = await read_whole(response)
         whole = whole_response(response, body, extra_headers)
         await whole.prepare(request)
@@ -263,7 +179,7 @@ async def stream_back(
             async for chunk in response.iter_chunks():
                 await out.write(chunk)
         except h1.BodyBrokeOff as exc:
-            raise UpstreamBrokeOff(f"upstream body broke off ({exc})") from exc
+            raise translate(exc, Stage.MID_BODY) from exc
         await out.write_eof()
         return out
     finally:

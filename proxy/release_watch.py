@@ -28,7 +28,7 @@ import aiohttp
 from proxy import logs
 from proxy.errors import ConfigProblems, ProxyError, UpstreamUnavailable
 from proxy.openwebui_release import Assessment, assess
-from proxy.relay import Upstream
+from proxy.upstream import Upstream
 
 RECHECK_S = 60.0
 # Names the proxy's own reads in OpenWebUI's access log (and lets test fakes tell them apart).

@@ -68,4 +68,4 @@ def error_response(
 
 def from_exception(request: web.Request, exc: ProxyError) -> web.Response:
     """``exc.reason`` is safe to show by contract (see ``proxy/errors.py``)."""
-    return error_response(request, exc.status, exc.reason, code=exc.code)
+    return error_response(request, exc.status, exc.reason, exc.headers, code=exc.code)

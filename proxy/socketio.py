@@ -50,8 +50,8 @@ from proxy import browser
 from proxy.auth.forward import DecisionCache
 from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity
-from proxy.relay import Upstream
 from proxy.token_owner import answered_for
+from proxy.upstream import Upstream
 
 _CHECK_PATH = "/api/v1/auths/"
 # OpenWebUI 0.12.4 raises python-engineio's payload limit (max_http_buffer_size) to 16 MiB

@@ -13,16 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict
 
-from proxy.errors import UpstreamRefused, UpstreamTimeout, UpstreamUnavailable
-
-if TYPE_CHECKING:
-    from proxy.relay import Upstream
+from proxy.upstream import Upstream
+from proxy.upstream_errors import Stage, translate
 
 # The handshake headers belong to each hop: aiohttp makes its own key for the upstream leg.
 _HANDSHAKE = frozenset(
@@ -178,12 +175,8 @@ async def relay_websocket(
                 max_msg_size=upstream.websocket_max_message_bytes + 1,
                 compress=0,
             )
-    except aiohttp.WSServerHandshakeError as exc:
-        raise UpstreamRefused(exc.status, "upstream refused the WebSocket upgrade") from exc
-    except TimeoutError as exc:
-        raise UpstreamTimeout("upstream did not answer the WebSocket upgrade in time") from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise translate(exc, Stage.WEBSOCKET) from exc
 
     client = web.WebSocketResponse(
         protocols=(up.protocol,) if up.protocol else (),

@@ -31,9 +31,9 @@ from demo.stack import Stack, child_environment, console_script
 from proxy.headers import HeaderPolicy
 from proxy.identity import Identity
 from proxy.openwebui_release import assess, signup_trap
-from proxy.relay import Upstream
 from proxy.settings import Settings
 from proxy.socketio import TokenGuard
+from proxy.upstream import Upstream
 from tests.e2e.conftest import (
     OPERATOR_EMAIL,
     direct_token,

@@ -25,9 +25,9 @@ from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY, build_chat, tag
 from provisioner.webhook import create_app
 from proxy.internal import create_internal_app
-from proxy.relay import Upstream
 from proxy.settings import DEFAULT_INTERNAL_ALLOW
 from proxy.settings import Settings as ProxySettings
+from proxy.upstream import Upstream
 from tests.provisioner.cli_helpers import finish, start
 from tests.provisioner.conftest import CLOCK_SPEED
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock

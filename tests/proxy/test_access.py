@@ -146,7 +146,7 @@ async def test_internal_act_as_target_must_pass_the_domain_rule(
     aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
 ) -> None:
     from proxy.internal import create_internal_app
-    from proxy.relay import Upstream
+    from proxy.upstream import Upstream
     from tests.fakes import FakeUpstream
     from tests.proxy.test_internal import AUTH, TOKEN, audits, make_settings, write_tokens
 

@@ -23,9 +23,9 @@ from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
 from proxy.internal import create_internal_app, reload_tokens
-from proxy.relay import Upstream
 from proxy.settings import Settings, SettingsError, load_settings
 from proxy.tokens import fingerprint
+from proxy.upstream import Upstream
 from tests.fakes import FakeUpstream, Seen
 from tests.proxy.rawhttp import raw_request
 

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from proxy import server
 from proxy.internal import create_internal_app
-from proxy.relay import Upstream
+from proxy.upstream import Upstream
 from tests.fakes import FakeUpstream
 from tests.proxy.rawhttp import raw_request
 from tests.proxy.test_internal import STUDENT, TOKEN, audits, make_settings, write_tokens

@@ -152,7 +152,7 @@ async def test_internal_calls_are_counted_by_outcome_and_rule(
     aiohttp_client, aiohttp_server, tmp_path: Path
 ) -> None:
     from proxy.metrics import Metrics
-    from proxy.relay import Upstream
+    from proxy.upstream import Upstream
     from tests.fakes import FakeUpstream
 
     fake = FakeUpstream()

@@ -13,8 +13,8 @@ import pytest
 from proxy.app import Runtime, create_admin_app, create_app
 from proxy.errors import ConfigProblems, UpstreamUnavailable
 from proxy.openwebui_release import assess, parse_release, provisioner_refusal, signup_trap
-from proxy.relay import Upstream
 from proxy.release_watch import RECHECK_S, ReleaseWatch, UnsafeRelease
+from proxy.upstream import Upstream
 from tests.proxy.conftest import ALICE_COOKIE
 from tests.proxy.test_relay import _closed_port
 

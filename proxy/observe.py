@@ -1,0 +1,120 @@
+"""The one observation middleware, shared by the public and the internal listener.
+
+Outermost on each listener's app, so it sees every request (targets no route can match,
+``OPTIONS *`` and ``CONNECT host:port``, included) and its final status, errors included:
+
+1. gives the request its id (``proxy/respond.py``), bound into every log line;
+2. turns a ``ProxyError`` into its JSON answer, inside the above, so what is recorded is the
+   status the caller actually got;
+3. a client that went away is 499, without a traceback; an upstream that broke off after
+   the response started (``proxy/upstream_errors.py``) cuts the client's connection and is
+   recorded as the table says;
+4. counts the request (``owui_proxy_requests_total``) and upstream failures by kind, then
+   hands what it saw (:class:`Seen`) to the listener's own record: the public access line,
+   the internal audit line.
+
+One middleware, not several: the machinery is a few per cent of a small request (issue 7's
+profile).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from proxy import logs
+from proxy.errors import ProxyError, UpstreamError
+from proxy.metrics import CLIENT_CLOSED_STATUS, Metrics
+from proxy.respond import REQUEST_ID_KEY, from_exception, new_request_id
+from proxy.upstream_errors import MID_BODY_KIND, MID_BODY_STATUS, UpstreamBrokeOff
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Seen:
+    """What the middleware saw of one request, for the listener's record of it."""
+
+    request_id: str
+    started: float  # perf_counter at the start
+    status: int = 500  # the status the caller got (499: it left; 500: unhandled)
+    response: web.StreamResponse | None = None  # what went (or goes) back; None if cut
+    error: ProxyError | None = None  # answered as JSON
+    broke_off: bool = False  # the upstream broke off mid-body: the connection was cut
+    client_left: bool = False  # the caller went away first (499)
+
+    @property
+    def duration_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 1)
+
+
+Record = Callable[[web.Request, Seen], None]
+
+
+def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
+    """The middleware for ``listener``; ``record`` writes the listener's line for a request
+    (it runs last, with the request id still bound)."""
+    log = logs.get()
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = new_request_id()
+        request[REQUEST_ID_KEY] = rid
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        seen = Seen(rid, time.perf_counter())
+        try:
+            try:
+                response = await handler(request)
+            except ProxyError as exc:
+                log.warning("request_failed", status=exc.status, reason=exc.reason)
+                if isinstance(exc, UpstreamError):
+                    metrics.count_upstream_error(listener, exc)
+                seen.error = exc
+                response = from_exception(request, exc)
+            seen.status = response.status
+            seen.response = response
+            return response
+        except web.HTTPException as exc:
+            seen.status = exc.status
+            raise
+        except asyncio.CancelledError:
+            # The client's connection dropped mid-request.
+            seen.status, seen.client_left = CLIENT_CLOSED_STATUS, True
+            raise
+        except ConnectionError as exc:
+            # The response was under way: either the upstream broke off mid-body, or the
+            # client went away and a write to it failed. Either way the connection is cut
+            # here; re-raising would have aiohttp log a traceback for an everyday event.
+            if isinstance(exc, UpstreamBrokeOff):
+                seen.status, seen.broke_off = MID_BODY_STATUS, True
+                log.warning("upstream_broke_off", status=seen.status, reason=str(exc))
+                metrics.upstream_errors.labels(listener, MID_BODY_KIND).inc()
+            else:
+                seen.status, seen.client_left = CLIENT_CLOSED_STATUS, True
+            _cut(request)
+            # aiohttp's attempt to send this fails on the closed transport, which it takes
+            # as the client gone, quietly.
+            return web.Response(status=seen.status)
+        except Exception:
+            log.exception("unhandled_error")
+            raise
+        finally:
+            metrics.count_request(listener, seen.status)
+            record(request, seen)
+            structlog.contextvars.clear_contextvars()
+
+    return observe
+
+
+def _cut(request: web.Request) -> None:
+    """Close the client connection (already closed if the client left)."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
