@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 from typing import Any
@@ -108,3 +109,84 @@ async def test_upstream_breaking_mid_body_is_logged_502_not_client_closed(proxy,
         await asyncio.sleep(0.02)
     (line,) = lines(sink)
     assert (line["path"], line["status"]) == ("/broken", 502)
+
+
+# --- the access line is put together by hand: byte for byte what json.dumps makes ---------
+
+_VALUES = [
+    pytest.param("plain", id="str"),
+    pytest.param('quo"te\\back\nline\ttab\x00nul\x7f', id="str-escapes"),
+    pytest.param("caf\u00e9 \u4e2d \U0001f600 \ud800", id="str-non-ascii-and-lone-surrogate"),
+    pytest.param(None, id="none"),
+    pytest.param(True, id="true"),
+    pytest.param(False, id="false"),
+    pytest.param(0, id="zero"),
+    pytest.param(-7, id="negative"),
+    pytest.param(10**30, id="big-int"),
+    pytest.param(0.1, id="float"),
+    pytest.param(1e-7, id="small-float"),
+    pytest.param(123456789.5, id="large-float"),
+    pytest.param(float("nan"), id="nan"),
+    pytest.param(float("inf"), id="inf"),
+    pytest.param(float("-inf"), id="minus-inf"),
+    pytest.param(["a", 1], id="list-falls-back"),
+]
+
+
+@pytest.mark.parametrize("value", _VALUES)
+def test_access_line_is_what_json_dumps_writes(sink, value) -> None:
+    logs.access(request_id="r", value=value, status=200)
+    line = sink.getvalue()
+    assert line.endswith("\n")
+    fields = json.loads(line)
+    expected = {"request_id": "r", "value": value, "status": 200} | {
+        "event": "access",
+        "level": "info",
+        "timestamp": fields["timestamp"],
+    }
+    assert line == json.dumps(expected) + "\n"
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        pytest.param(1_795_000_000.25, id="quarter"),
+        pytest.param(1_795_000_000.000001, id="one-microsecond-below-float-precision"),
+        pytest.param(1_795_000_000.0, id="whole-second-no-fraction"),
+        pytest.param(1_795_000_059.9999996, id="rounds-up-into-the-next-minute"),
+        pytest.param(1_795_003_599.999999, id="last-microsecond-of-an-hour"),
+    ],
+)
+def test_access_timestamp_is_isoformat_utc_with_z(monkeypatch, sink, now) -> None:
+    """The text structlog's ``TimeStamper(fmt="iso", utc=True)`` writes for the same time
+    (``datetime.isoformat``: no fraction when it is zero), the date part cached per second."""
+    monkeypatch.setattr(logs.time, "time", lambda: now)
+    monkeypatch.setattr(logs._access, "second", -1)
+    logs.access(request_id="r")
+    logs.access(request_id="r")  # the second from the cache
+    expected = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()
+    expected = expected.replace("+00:00", "Z")
+    assert [json.loads(x)["timestamp"] for x in sink.getvalue().splitlines()] == [expected] * 2
+
+
+async def test_access_lines_are_flushed_once_the_loop_turns(tmp_path, monkeypatch) -> None:
+    """Buffered within one loop iteration (many requests finish in one), on disk after it."""
+    path = tmp_path / "access.log"
+    with path.open("w") as out:
+        monkeypatch.setattr(logs._access, "out", out)
+        logs.access(request_id="a")
+        logs.access(request_id="b")
+        assert path.read_text() == ""  # not yet: one flush for both, when the loop turns
+        await asyncio.sleep(0)
+        assert [json.loads(x)["request_id"] for x in path.read_text().splitlines()] == ["a", "b"]
+        logs.access(request_id="c")
+        await asyncio.sleep(0)
+        assert len(path.read_text().splitlines()) == 3
+
+
+def test_access_lines_outside_a_loop_are_flushed_at_once(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "access.log"
+    with path.open("w") as out:
+        monkeypatch.setattr(logs._access, "out", out)
+        logs.access(request_id="a")
+        assert json.loads(path.read_text())["request_id"] == "a"
