@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+import select
 import sys
 import time
 from collections.abc import MutableMapping
@@ -49,14 +50,16 @@ def sanitise(value: str | None, limit: int = 64) -> str | None:
 
 
 class _AccessSink:
-    """Where the access line goes, set by :func:`configure` (nowhere until then), and the
-    loop a flush of it is scheduled on (None: no flush pending)."""
+    """Where the access line goes, set by :func:`configure` (nowhere until then), the lines
+    written in this event-loop iteration, and the loop their write is scheduled on."""
 
-    out: TextIO | None = None
-    flush_on: asyncio.AbstractEventLoop | None = None
-    # The timestamp's whole-second part, formatted once per second.
-    second: int = -1
-    second_text: str = ""
+    def __init__(self) -> None:
+        self.out: TextIO | None = None
+        self.pending: list[str] = []
+        self.write_on: asyncio.AbstractEventLoop | None = None
+        # The timestamp's whole-second part, formatted once per second.
+        self.second = -1
+        self.second_text = ""
 
 
 _access = _AccessSink()
@@ -79,10 +82,31 @@ def _timestamp() -> str:
     return f"{_access.second_text}.{micros:06d}Z"
 
 
-def _flush() -> None:
-    _access.flush_on = None
+# Bytes one write may carry and still reach a pipe whole, never interleaved with another
+# worker's lines (POSIX's PIPE_BUF is at least 512; Linux's is 4096).
+_ATOMIC_WRITE = select.PIPE_BUF
+
+
+def _write_pending() -> None:
+    """Write the lines of the iteration that just ran: whole lines, in as few writes as fit
+    in :data:`_ATOMIC_WRITE` bytes each (a line longer than that goes alone)."""
+    _access.write_on = None
+    lines, _access.pending = _access.pending, []
     out = _access.out
-    if out is not None:
+    if out is None:
+        return
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line)  # json.dumps escapes every non-ASCII character: chars are bytes
+        if chunk and size + length > _ATOMIC_WRITE:
+            out.write("".join(chunk))
+            out.flush()
+            chunk, size = [], 0
+        chunk.append(line)
+        size += length
+    if chunk:
+        out.write("".join(chunk))
         out.flush()
 
 
@@ -91,11 +115,13 @@ def access(**fields: object) -> None:
 
     It is the one line every request writes, so it skips what the chain does per call
     (context merge, level lookup, a redaction pass, a bound-logger copy): one dict, one
-    ``json.dumps``, one write, and a flush once per event-loop iteration rather than once
-    per line (under load, many requests finish in one iteration; each flush is a write
-    system call). The line has the same shape as the others (``event``, ``level``,
-    ``timestamp``). The caller passes fixed field names, none of them secret-like
-    (``tests/proxy/test_logs.py`` checks them against ``redact``'s pattern).
+    ``json.dumps``. The lines of one event-loop iteration are written together when it
+    ends (under load many requests finish in one iteration, and each write is a system
+    call: the container runs unbuffered), whole lines at most :data:`_ATOMIC_WRITE`
+    bytes a write, so several workers sharing a pipe never interleave inside a line.
+    The line has the same shape as the others (``event``, ``level``, ``timestamp``). The
+    caller passes fixed field names, none of them secret-like (``tests/proxy/test_logs.py``
+    checks them against ``redact``'s pattern).
     """
     out = _access.out
     if out is None:
@@ -103,15 +129,17 @@ def access(**fields: object) -> None:
     fields["event"] = "access"
     fields["level"] = "info"
     fields["timestamp"] = _timestamp()
-    out.write(json.dumps(fields) + "\n")
+    line = json.dumps(fields) + "\n"
     try:
         loop = asyncio.get_running_loop()
-    except RuntimeError:  # outside a loop: nothing would flush it later
+    except RuntimeError:  # outside a loop: nothing would write it later
+        out.write(line)
         out.flush()
         return
-    if _access.flush_on is not loop:  # another loop's pending flush (a test's) is not ours
-        _access.flush_on = loop
-        loop.call_soon(_flush)
+    _access.pending.append(line)
+    if _access.write_on is not loop:  # a closed loop's (a test's) lines go out with these
+        _access.write_on = loop
+        loop.call_soon(_write_pending)
 
 
 def configure(level: str = "info") -> None:
