@@ -3,7 +3,9 @@
 Each proxy under test strips every client copy of the identity headers and sets the email
 header itself, so all of them do the header work owui-proxy does. Access logs go to a
 file for every proxy (a deployment keeps them); the static upstream and the fake
-auth service log only what the run counts.
+auth service log only what the run counts. The ``auth_request`` / ``forward_auth`` rows
+ask the fake auth service on every request, as those modules do (they have no cache), and
+take the email from its answer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ POOL = 512
 # A small JSON body that echoes the email header the upstream received, so the run can
 # check that each proxy really set it (and dropped the client's spoofed value).
 STATIC_BODY = '{"ok":true,"user":"$http_x_user_email"}'
+
+# What the stand-in upstreams answer on ``GET /api/config``: owui-proxy reads the OpenWebUI
+# release there before it relays anything, and refuses an upstream that names none.
+CONFIG_BODY = '{"version":"0.12.4","features":{"enable_signup":true}}'
 
 
 def _nginx_common(workdir: Path, name: str) -> str:
@@ -51,7 +57,8 @@ def _nginx_http_common(workdir: Path, name: str) -> str:
 
 
 def nginx_static(workdir: Path, name: str, port: int) -> Path:
-    """Static upstream (``return 200`` small JSON) and fake forward-auth service.
+    """Static upstream (``return 200`` small JSON, and OpenWebUI's release on
+    ``/api/config``) and fake forward-auth service.
 
     ``/oauth2/auth`` answers 200 with oauth2-proxy's identity headers, like oauth2-proxy
     for a valid session cookie; each call is one line in ``<name>-auth.log``, which is how
@@ -71,6 +78,10 @@ http {{
       add_header X-Auth-Request-Email "{BENCH_EMAIL}";
       add_header X-Auth-Request-User "{BENCH_NAME}";
       return 200 "";
+    }}
+    location = /api/config {{
+      default_type application/json;
+      return 200 '{CONFIG_BODY}';
     }}
     location / {{
       default_type application/json;
@@ -132,6 +143,88 @@ http://127.0.0.1:{port} {{
         keepalive_idle_conns {POOL}
         keepalive_idle_conns_per_host {POOL}
       }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def nginx_auth_request(
+    workdir: Path, name: str, port: int, upstream_port: int, auth_port: int
+) -> Path:
+    """nginx ``auth_request``: a subrequest to the auth service for every request (over a
+    keep-alive pool), the email taken from its ``X-Auth-Request-Email`` answer."""
+    headers = "\n".join(
+        f'      proxy_set_header {h} "{"$auth_email" if h == "X-User-Email" else ""}";'
+        for h in IDENTITY_HEADERS
+    )
+    conf = workdir / f"{name}.conf"
+    conf.write_text(
+        _nginx_common(workdir, name)
+        + f"""
+http {{
+{_nginx_http_common(workdir, name)}
+  access_log {workdir}/{name}-access.log;
+  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive {POOL}; }}
+  upstream auth {{ server 127.0.0.1:{auth_port}; keepalive {POOL}; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      auth_request /_auth;
+      auth_request_set $auth_email $upstream_http_x_auth_request_email;
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+{headers}
+    }}
+    location = /_auth {{
+      internal;
+      proxy_pass http://auth/oauth2/auth;
+      proxy_pass_request_body off;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+    }}
+  }}
+}}
+"""
+    )
+    return conf
+
+
+def caddyfile_forward_auth(
+    workdir: Path, name: str, port: int, upstream_port: int, auth_port: int
+) -> Path:
+    """Caddy ``forward_auth`` (a request to the auth service for every request), then
+    ``reverse_proxy``; the client's identity headers are deleted first and the email is
+    copied from the auth service's answer."""
+    removes = "\n".join(f"    request_header -{h}" for h in IDENTITY_HEADERS)
+    transport = f"""      transport http {{
+        keepalive_idle_conns {POOL}
+        keepalive_idle_conns_per_host {POOL}
+      }}"""
+    conf = workdir / f"{name}.Caddyfile"
+    conf.write_text(
+        f"""{{
+  admin off
+  auto_https off
+}}
+http://127.0.0.1:{port} {{
+  log {{
+    output file {workdir}/{name}-access.log
+  }}
+  route {{
+{removes}
+    forward_auth 127.0.0.1:{auth_port} {{
+      uri /oauth2/auth
+      copy_headers X-Auth-Request-Email>X-User-Email
+{transport}
+    }}
+    reverse_proxy 127.0.0.1:{upstream_port} {{
+{transport}
+    }}
   }}
 }}
 """

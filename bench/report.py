@@ -27,6 +27,20 @@ def _cpu(row: dict[str, Any]) -> str:
     return f"{row['cpu_us_per_req']:.0f} ({row['cpu_util']:.0%} CPU)"
 
 
+def _chain(row: dict[str, Any]) -> str:
+    """CPU per request of the edge plus the auth service it asked (the whole chain)."""
+    if "cpu_us_per_req" not in row or "cpu_us_per_req_auth" not in row:
+        return "-"
+    return f"{row['cpu_us_per_req'] + row['cpu_us_per_req_auth']:.0f}"
+
+
+def _auth_calls(row: dict[str, Any]) -> str:
+    """Auth-service calls per request during the row."""
+    if "auth_calls" not in row:
+        return "-"
+    return f"{row['auth_calls'] / max(row['requests'], 1):.2f}"
+
+
 def _foreign(row: dict[str, Any]) -> str:
     """CPU used by programs outside the run while the row was measured (and attempts)."""
     if "foreign_cpu" not in row:
@@ -196,11 +210,15 @@ def markdown(r: dict[str, Any]) -> str:
         out.append("\n## Case 1: small JSON from a static upstream (nginx `return 200`)\n\n")
         out.append(
             "owui-proxy authenticates every request with forward-auth, decision cache "
-            "**on** (60 s), so the auth call is amortised; nginx and Caddy set a fixed "
-            "identity (they have no auth step). Case 7 shows the cache off.\n\n"
+            "**on** (60 s), so the auth call is amortised; nginx `auth_request` and Caddy "
+            "`forward_auth` ask the same fake auth service (nginx, on the load CPU) on every "
+            "request, as they do; nginx `proxy_pass` and Caddy `reverse_proxy` set a fixed "
+            "identity (no auth step). *auth calls/req* is counted in the auth service's log; "
+            "*chain CPU µs/req* is the edge's CPU per request plus the auth service's. Case 7 "
+            "shows owui-proxy with the cache off.\n\n"
         )
         rows = r["case1"]["rows"]
-        caddy = {row["conns"]: row["rps"] for row in rows if row["target"].startswith("Caddy")}
+        caddy = {row["conns"]: row["rps"] for row in rows if row["target"] == "Caddy reverse_proxy"}
         out.append(
             _table(
                 [
@@ -211,8 +229,10 @@ def markdown(r: dict[str, Any]) -> str:
                     "p50 ms",
                     "p99 ms",
                     "errors",
-                    "vs Caddy",
+                    "vs Caddy reverse_proxy",
                     "server CPU µs/req",
+                    "auth calls/req",
+                    "chain CPU µs/req",
                     "other load",
                 ],
                 (
@@ -226,6 +246,8 @@ def markdown(r: dict[str, Any]) -> str:
                         row["errors"],
                         f"{row['rps'] / caddy[row['conns']]:.2f}x" if row["conns"] in caddy else "",
                         _cpu(row),
+                        _auth_calls(row),
+                        _chain(row),
                         _foreign(row),
                     )
                     for row in rows

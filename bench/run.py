@@ -401,15 +401,20 @@ def count_lines(path: Path) -> int:
 
 
 def static_cases(run: Run) -> None:
-    """Cases 1 and 7 (and the profile): all against the nginx static upstream."""
+    """Cases 1 and 7 (and the profile): all against the nginx static upstream, and the
+    same fake auth service (nginx, a process of its own so its CPU is measured apart)."""
     cpus = run.cpus
-    up_port, direct_port, nginx_port, caddy_port = (free_port() for _ in range(4))
+    up_port, auth_port, direct_port, nginx_port, caddy_port = (free_port() for _ in range(5))
+    nginx_ar_port, caddy_fa_port = free_port(), free_port()
     start_nginx(
         run, "upstream", configs.nginx_static(run.work, "upstream", up_port), up_port, cpus.load
     )
     upstream = f"http://127.0.0.1:{up_port}"
-    auth_url = f"{upstream}/oauth2/auth"
-    auth_log = run.work / "upstream-auth.log"
+    auth = start_nginx(
+        run, "auth", configs.nginx_static(run.work, "auth", auth_port), auth_port, cpus.load
+    )
+    auth_url = f"http://127.0.0.1:{auth_port}/oauth2/auth"
+    auth_log = run.work / "auth-auth.log"
     direct = start_nginx(
         run,
         "direct",
@@ -424,9 +429,23 @@ def static_cases(run: Run) -> None:
         nginx_port,
         cpus.server,
     )
+    nginx_ar_conf = configs.nginx_auth_request(
+        run.work, "nginx-auth-request", nginx_ar_port, up_port, auth_port
+    )
+    nginx_ar = run.attempt(
+        "nginx auth_request",
+        lambda: start_nginx(run, "nginx-auth-request", nginx_ar_conf, nginx_ar_port, cpus.server),
+    )
     caddy_conf = configs.caddyfile(run.work, "caddy", caddy_port, up_port)
     caddy = run.attempt(
         "caddy", lambda: start_caddy(run, "caddy", caddy_conf, caddy_port, cpus.server)
+    )
+    caddy_fa_conf = configs.caddyfile_forward_auth(
+        run.work, "caddy-forward-auth", caddy_fa_port, up_port, auth_port
+    )
+    caddy_fa = run.attempt(
+        "caddy forward_auth",
+        lambda: start_caddy(run, "caddy-forward-auth", caddy_fa_conf, caddy_fa_port, cpus.server),
     )
     gate1 = run.attempt(
         "owui-proxy (1 worker)",
@@ -445,8 +464,12 @@ def static_cases(run: Run) -> None:
         ("direct (nginx return 200)", _url(direct_port), "server CPU", False, direct),
         ("nginx proxy_pass", _url(nginx_port), "server CPU", True, nginx),
     ]
+    if nginx_ar:
+        targets.append(("nginx auth_request", _url(nginx_ar_port), "server CPU", True, nginx_ar))
     if caddy:
         targets.append(("Caddy reverse_proxy", _url(caddy_port), "server CPU", True, caddy))
+    if caddy_fa:
+        targets.append(("Caddy forward_auth", _url(caddy_fa_port), "server CPU", True, caddy_fa))
     if gate1:
         targets.append(("owui-proxy, 1 worker", gate1.url, "server CPU", True, gate1.proc))
     if gate2:
@@ -463,35 +486,56 @@ def static_cases(run: Run) -> None:
     for conns in run.plan.conns if "1" in run.args.cases else ():
         for label, url, pinned, _, proc in targets:
             run.log(f"case 1: {label}, {conns} connections")
-            result = measure(run, url + "/", conns, {"Cookie": COOKIE}, server=proc)
-            rows.append({"target": label, "cpus": pinned, **result})
+            # The auth service's CPU is measured for every row: the whole chain's cost per
+            # request is the edge's plus what it made the auth service do.
+            result = measure(
+                run,
+                url + "/",
+                conns,
+                {"Cookie": COOKIE},
+                server=proc,
+                also={"auth": auth},
+                counter=lambda: count_lines(auth_log),
+            )
+            rows.append(
+                {"target": label, "cpus": pinned, "auth_calls": result["counted"], **result}
+            )
     if rows:
         run.results["case1"] = {"rows": rows}
-    for label in ("nginx-proxy", "caddy"):
+    for label in ("nginx-proxy", "caddy", "nginx-auth-request", "caddy-forward-auth"):
         with contextlib.suppress(OSError):
             (run.work / f"{label}-access.log").unlink()  # can grow to GBs
+    # Emptied, not removed: nginx appends to it (O_APPEND), and case 7 counts its lines.
+    with contextlib.suppress(OSError):
+        os.truncate(auth_log, 0)
 
     if gate1 is None:
         return
     # Case 7: the same proxy with the decision cache off, and auth-service calls counted.
-    gate_nc = start_gate(
-        run, "owui-proxy-nocache", upstream=upstream, auth_url=auth_url, cpus=cpus.server, cache_s=0
-    )
-    rows7 = []
-    conns = run.plan.conns[0]
-    for label, gate in (("cache off", gate_nc), ("cache on (60 s)", gate1)):
-        run.log(f"case 7: forward-auth {label}")
-        result = measure(
+    if "7" in run.args.cases:
+        gate_nc = start_gate(
             run,
-            gate.url + "/",
-            conns,
-            {"Cookie": COOKIE},
-            server=gate.proc,
-            counter=lambda: count_lines(auth_log),
+            "owui-proxy-nocache",
+            upstream=upstream,
+            auth_url=auth_url,
+            cpus=cpus.server,
+            cache_s=0,
         )
-        rows7.append({"target": label, "auth_calls": result["counted"], **result})
-    run.results["case7"] = {"rows": rows7}
-    run.procs.stop(gate_nc.proc)
+        rows7 = []
+        conns = run.plan.conns[0]
+        for label, gate in (("cache off", gate_nc), ("cache on (60 s)", gate1)):
+            run.log(f"case 7: forward-auth {label}")
+            result = measure(
+                run,
+                gate.url + "/",
+                conns,
+                {"Cookie": COOKIE},
+                server=gate.proc,
+                counter=lambda: count_lines(auth_log),
+            )
+            rows7.append({"target": label, "auth_calls": result["counted"], **result})
+        run.results["case7"] = {"rows": rows7}
+        run.procs.stop(gate_nc.proc)
 
     if not run.args.no_profile:
         run.log("profile: py-spy on owui-proxy (1 worker) under wrk -c32")

@@ -7,10 +7,13 @@ one clock for every process on the machine), so a client in another process can 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 
 from aiohttp import WSMsgType, web
+
+from bench.configs import CONFIG_BODY
 
 
 async def sse(request: web.Request) -> web.StreamResponse:
@@ -50,12 +53,18 @@ async def small(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "user": request.headers.get("X-User-Email")})
 
 
+async def config(request: web.Request) -> web.Response:
+    """OpenWebUI's release, which owui-proxy checks before it relays anything."""
+    return web.json_response(json.loads(CONFIG_BODY))
+
+
 def app() -> web.Application:
     application = web.Application(client_max_size=1024**4)
     application.router.add_get("/sse", sse)
     application.router.add_get("/ws", ws)
     application.router.add_post("/upload", upload)
     application.router.add_get("/health", small)
+    application.router.add_get("/api/config", config)
     return application
 
 

@@ -45,6 +45,10 @@ _ACCOUNT_CREATION = (
 )
 # Tool-server OAuth (OpenWebUI's /oauth/clients/...) links a user's tools; it creates no user.
 _NOT_ACCOUNT_CREATION = ("/oauth/clients/",)
+# What a canonical path + "/" must start with to be any of them.
+_ACCOUNT_CREATION_PREFIXES = tuple(
+    endpoint if endpoint.endswith("/") else endpoint + "/" for endpoint, _ in _ACCOUNT_CREATION
+)
 # Sec-Fetch-Site values of a request the user started on our own site (or typed/bookmarked).
 _FIRST_PARTY = frozenset({"same-origin", "none"})
 
@@ -77,6 +81,11 @@ def canonical_path(path: str) -> str:
     Only for deciding what to *refuse*: it merges spellings a server may tell apart (case,
     ``a//b``), which is the safe direction for a deny list.
     """
+    rooted = "/" + path.lstrip("/")
+    if "%" not in rooted and "//" not in rooted and "/." not in rooted:
+        # Nothing to decode, collapse or resolve (no "." or ".." segment starts without
+        # "/." here): the slow path below would return this too. Almost every request.
+        return rooted.lower().rstrip("/") or "/"
     decoded = unquote(path)
     # Collapse slashes first: normpath keeps a leading "//", and servers differ on "a//b".
     resolved = posixpath.normpath("/" + re.sub("/+", "/", decoded).lstrip("/")).lower()
@@ -86,7 +95,9 @@ def canonical_path(path: str) -> str:
 def account_creation(path: str) -> str | None:
     """What an account-creation endpoint does (for the refusal), or None for other paths."""
     canonical = canonical_path(path) + "/"
-    if any(canonical.startswith(allowed) for allowed in _NOT_ACCOUNT_CREATION):
+    if not canonical.startswith(_ACCOUNT_CREATION_PREFIXES):  # one C call, most requests
+        return None
+    if canonical.startswith(_NOT_ACCOUNT_CREATION):
         return None
     for endpoint, what in _ACCOUNT_CREATION:
         if canonical.startswith(endpoint if endpoint.endswith("/") else endpoint + "/"):

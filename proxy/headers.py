@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict
@@ -139,9 +140,11 @@ class HeaderPolicy:
         return any(address in network for network in self.trusted_proxies)
 
 
-@dataclass(frozen=True, slots=True)
-class Forwarded:
-    """Who the client is, as far as the proxy can tell: the values of X-Forwarded-*."""
+class Forwarded(NamedTuple):
+    """Who the client is, as far as the proxy can tell: the values of X-Forwarded-*.
+
+    A named tuple, not a frozen dataclass: made twice per request (for the auth service
+    and for OpenWebUI), and a tuple is built in C."""
 
     for_: str
     proto: str
@@ -190,8 +193,11 @@ def forwarded_view(
 
 def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPolicy) -> list[str]:
     """Names (never values) of the protected headers a client sent; for the log."""
-    protected = policy.protected
-    return [name for name, _ in request_headers if normalise(name) in protected]
+    protected, passes = policy.protected, policy.passes
+    # A name that passes is not protected: only the few that do not are normalised again.
+    return [
+        name for name, _ in request_headers if not passes(name) and normalise(name) in protected
+    ]
 
 
 def identity_headers(identity: Identity, policy: HeaderPolicy) -> list[tuple[str, str]]:
@@ -225,7 +231,9 @@ def build_upstream_headers(
     from it.
     """
     items = list(request_headers.items() if hasattr(request_headers, "items") else request_headers)
-    listed = _connection_listed(items)
+    # Names Connection lists that are dropped anyway need no second look (the usual
+    # "Connection: keep-alive" would otherwise have every name normalised again).
+    listed = _connection_listed(items).difference(_DROPPED)
     passes = policy.passes
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
@@ -246,13 +254,27 @@ def build_upstream_headers(
     return out
 
 
+# Response header name -> hop-by-hop: OpenWebUI sends the same few names on every answer.
+_hop_verdicts: dict[str, bool] = {}
+
+
+def _hop_by_hop(name: str) -> bool:
+    verdict = _hop_verdicts.get(name)
+    if verdict is None:
+        verdict = normalise(name) in HOP_BY_HOP
+        if len(name) <= _MAX_CACHED_NAME:  # bounded as the request side's verdicts
+            if len(_hop_verdicts) >= _MAX_VERDICTS:
+                _hop_verdicts.clear()
+            _hop_verdicts[name] = verdict
+    return verdict
+
+
 def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones (and those its Connection lists)."""
     items = list(upstream_headers)
-    listed = _connection_listed(items)
+    listed = _connection_listed(items).difference(HOP_BY_HOP)
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in items:
-        normalised = normalise(name)
-        if normalised not in HOP_BY_HOP and not (listed and normalised in listed):
+        if not _hop_by_hop(name) and not (listed and normalise(name) in listed):
             out.add(name, value)
     return out

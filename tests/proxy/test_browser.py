@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
+import posixpath
+import re
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy import browser
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
@@ -252,3 +256,42 @@ async def test_other_401s_keep_the_token_cookie(proxy) -> None:
     response = await proxy.get("/status/401", headers=ALICE_COOKIE)
     assert response.status == 401
     assert "Set-Cookie" not in response.headers
+
+
+# --- canonical_path: the fast path for plain paths answers as the full reading does ------
+
+
+def _canonical_reference(path: str) -> str:
+    """canonical_path as it reads every path: decode, collapse slashes, resolve, fold."""
+    decoded = unquote(path)
+    resolved = posixpath.normpath("/" + re.sub("/+", "/", decoded).lstrip("/")).lower()
+    return resolved.rstrip("/") or "/"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/api/v1/chats/list", "/api/v1/chats/list"),
+        ("/API/V1/Auths/Signout/", "/api/v1/auths/signout"),
+        ("", "/"),
+        ("/", "/"),
+        ("///", "/"),
+        ("//api/v1/auths/signup", "/api/v1/auths/signup"),
+        ("api/x", "/api/x"),
+        ("/a//b", "/a/b"),
+        ("/a/./b", "/a/b"),
+        ("/a/../api/v1/auths/signup", "/api/v1/auths/signup"),
+        ("..", "/"),
+        ("/a/%2e%2e/api/v1/scim/", "/api/v1/scim"),
+        ("/api/v1/auths/sign%75p", "/api/v1/auths/signup"),
+        ("/a/...b/c", "/a/...b/c"),
+        ("/a.b/c.", "/a.b/c."),
+    ],
+)
+def test_canonical_path_table(path: str, expected: str) -> None:
+    assert browser.canonical_path(path) == expected == _canonical_reference(path)
+
+
+@given(st.text(alphabet="/.%2eEfFaA5c_-~ \\", max_size=24))
+def test_canonical_path_fast_path_agrees_with_the_full_reading(path: str) -> None:
+    assert browser.canonical_path(path) == _canonical_reference(path)

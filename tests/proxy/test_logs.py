@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 import json
 from typing import Any
@@ -108,3 +109,90 @@ async def test_upstream_breaking_mid_body_is_logged_502_not_client_closed(proxy,
         await asyncio.sleep(0.02)
     (line,) = lines(sink)
     assert (line["path"], line["status"]) == ("/broken", 502)
+
+
+# --- the access line's timestamp and flushing ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        pytest.param(1_795_000_000.25, id="quarter"),
+        pytest.param(1_795_000_000.000001, id="one-microsecond-below-float-precision"),
+        pytest.param(1_795_000_000.0, id="whole-second-no-fraction"),
+        pytest.param(1_795_000_059.9999996, id="rounds-up-into-the-next-minute"),
+        pytest.param(1_795_003_599.999999, id="last-microsecond-of-an-hour"),
+    ],
+)
+def test_access_timestamp_is_isoformat_utc_with_z(monkeypatch, sink, now) -> None:
+    """The text structlog's ``TimeStamper(fmt="iso", utc=True)`` writes for the same time
+    (``datetime.isoformat``: no fraction when it is zero), the date part cached per second."""
+    monkeypatch.setattr(logs.time, "time", lambda: now)
+    monkeypatch.setattr(logs._access, "second", -1)
+    logs.access(request_id="r")
+    logs.access(request_id="r")  # the second from the cache
+    expected = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()
+    expected = expected.replace("+00:00", "Z")
+    assert [json.loads(x)["timestamp"] for x in sink.getvalue().splitlines()] == [expected] * 2
+
+
+class _Writes(io.StringIO):
+    """A sink that remembers each write (each is one system call on an unbuffered stdout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def test_access_lines_of_one_loop_iteration_go_out_in_one_write(tmp_path, monkeypatch):
+    """Written when the iteration ends (many requests finish in one), then on disk."""
+    path = tmp_path / "access.log"
+    with path.open("w") as out:
+        monkeypatch.setattr(logs._access, "out", out)
+        logs.access(request_id="a")
+        logs.access(request_id="b")
+        assert path.read_text() == ""  # not yet: the loop has not turned
+        await asyncio.sleep(0)
+        assert [json.loads(x)["request_id"] for x in path.read_text().splitlines()] == ["a", "b"]
+        logs.access(request_id="c")
+        await asyncio.sleep(0)
+        assert len(path.read_text().splitlines()) == 3
+    sink = _Writes()
+    monkeypatch.setattr(logs._access, "out", sink)
+    for n in range(5):
+        logs.access(request_id=str(n))
+    await asyncio.sleep(0)
+    assert len(sink.writes) == 1
+    assert [json.loads(x)["request_id"] for x in sink.getvalue().splitlines()] == list("01234")
+
+
+async def test_access_writes_are_whole_lines_each_small_enough_to_reach_a_pipe_whole(
+    monkeypatch,
+) -> None:
+    """Workers share stdout: a write of at most PIPE_BUF bytes is never interleaved with
+    another's, so no write may be longer (unless one line alone is) or split a line."""
+    sink = _Writes()
+    monkeypatch.setattr(logs._access, "out", sink)
+    for n in range(100):
+        logs.access(request_id=f"{n:03d}", path="/x" * 20)
+    logs.access(request_id="long", path="/" + "y" * 2 * logs._ATOMIC_WRITE)
+    logs.access(request_id="after")
+    await asyncio.sleep(0)
+    assert len(sink.writes) > 1
+    for text in sink.writes:
+        assert text.endswith("\n")
+        assert len(text.encode()) <= logs._ATOMIC_WRITE or text.count("\n") == 1
+    ids = [json.loads(x)["request_id"] for x in sink.getvalue().splitlines()]
+    assert ids == [f"{n:03d}" for n in range(100)] + ["long", "after"]
+
+
+def test_access_lines_outside_a_loop_are_flushed_at_once(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "access.log"
+    with path.open("w") as out:
+        monkeypatch.setattr(logs._access, "out", out)
+        logs.access(request_id="a")
+        assert json.loads(path.read_text())["request_id"] == "a"
