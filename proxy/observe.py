@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -66,8 +65,7 @@ def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = new_request_id()
         request[REQUEST_ID_KEY] = rid
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=rid)
+        bound = logs.request_id.set(rid)
         seen = Seen(rid, time.perf_counter())
         try:
             try:
@@ -108,7 +106,7 @@ def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
         finally:
             metrics.count_request(listener, seen.status)
             record(request, seen)
-            structlog.contextvars.clear_contextvars()
+            logs.request_id.reset(bound)
 
     return observe
 

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from proxy import logs
 from proxy.internal import create_internal_app
 from proxy.metrics import Metrics
 from proxy.upstream import Upstream
@@ -29,13 +30,13 @@ async def test_an_internal_upstream_failure_is_counted_by_kind(
     metrics = Metrics()
     client = await aiohttp_client(create_internal_app(settings, upstream, metrics))
     try:
-        with capture_logs() as logs:
+        with capture_logs() as captured:
             response = await client.get("/api/config", headers=AUTH)
             assert response.status == 502
             assert (await response.json())["error"].startswith("upstream unreachable")
     finally:
         await upstream.close()
-    [audit] = audits(logs)
+    [audit] = audits(captured)
     assert (audit["outcome"], audit["status"]) == ("upstream_error", 502)
     text = metrics.render().decode()
     assert (
@@ -56,19 +57,57 @@ async def test_an_internal_stream_that_breaks_mid_body_is_cut_and_counted(
     metrics = Metrics()
     client = await aiohttp_client(create_internal_app(settings, upstream, metrics))
     try:
-        with capture_logs() as logs:
+        with capture_logs() as captured:
             response = await client.get("/broken", headers=AUTH)
             assert response.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await response.read()
     finally:
         await upstream.close()
-    [audit] = audits(logs)
+    [audit] = audits(captured)
     assert (audit["outcome"], audit["status"]) == ("broken", None)
-    assert [entry["event"] for entry in logs].count("upstream_broke_off") == 1
+    assert [entry["event"] for entry in captured].count("upstream_broke_off") == 1
     text = metrics.render().decode()
     assert (
         _metric(text, "owui_proxy_upstream_errors_total", kind="broke_off", listener="internal")
         == 1
     )
     assert _metric(text, "owui_proxy_requests_total", listener="internal", status_class="5xx") == 1
+
+
+async def test_a_line_logged_while_a_request_is_handled_carries_its_id(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """The request id reaches every line logged during the request (through the
+    ``add_request_id`` processor), and no line after it."""
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(tmp_path, f"http://127.0.0.1:{_closed_port()}")
+    upstream = Upstream.open(settings)
+    client = await aiohttp_client(create_internal_app(settings, upstream, Metrics()))
+    try:
+        with capture_logs(processors=[logs.add_request_id]) as lines:
+            response = await client.get("/api/config", headers=AUTH)
+            assert response.status == 502
+            logs.get().warning("after_the_request")
+    finally:
+        await upstream.close()
+    [failed] = [line for line in lines if line["event"] == "request_failed"]
+    assert failed["request_id"] == response.headers["X-Request-ID"]
+    [after] = [line for line in lines if line["event"] == "after_the_request"]
+    assert "request_id" not in after
+
+
+@pytest.mark.parametrize(
+    ("bound", "line", "expected"),
+    [
+        (None, {"event": "x"}, {"event": "x"}),
+        ("r1", {"event": "x"}, {"request_id": "r1", "event": "x"}),
+        ("r1", {"event": "x", "request_id": "own"}, {"event": "x", "request_id": "own"}),
+    ],
+)
+def test_add_request_id(bound: str | None, line: dict[str, Any], expected: dict[str, Any]) -> None:
+    token = logs.request_id.set(bound)
+    try:
+        assert logs.add_request_id(None, "warning", dict(line)) == expected
+    finally:
+        logs.request_id.reset(token)
