@@ -94,11 +94,43 @@ http {{
     return conf
 
 
-def nginx_proxy(workdir: Path, name: str, port: int, upstream_port: int) -> Path:
-    """nginx ``proxy_pass`` with a keep-alive upstream pool, setting the identity."""
+def nginx_proxy(
+    workdir: Path, name: str, port: int, upstream_port: int, auth_port: int | None = None
+) -> Path:
+    """nginx ``proxy_pass`` with a keep-alive upstream pool, setting the identity: a fixed
+    email, or with ``auth_port`` nginx ``auth_request``: a subrequest to the auth service
+    for every request (over a keep-alive pool), the email taken from its
+    ``X-Auth-Request-Email`` answer."""
+    email = BENCH_EMAIL if auth_port is None else "$auth_email"
     headers = "\n".join(
-        f'      proxy_set_header {h} "{BENCH_EMAIL if h == "X-User-Email" else ""}";'
+        f'      proxy_set_header {h} "{email if h == "X-User-Email" else ""}";'
         for h in IDENTITY_HEADERS
+    )
+    auth_pool = (
+        ""
+        if auth_port is None
+        else (f"\n  upstream auth {{ server 127.0.0.1:{auth_port}; keepalive {POOL}; }}")
+    )
+    auth_step = (
+        ""
+        if auth_port is None
+        else """
+      auth_request /_auth;
+      auth_request_set $auth_email $upstream_http_x_auth_request_email;"""
+    )
+    auth_location = (
+        ""
+        if auth_port is None
+        else """
+    location = /_auth {
+      internal;
+      proxy_pass http://auth/oauth2/auth;
+      proxy_pass_request_body off;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI $request_uri;
+    }"""
     )
     conf = workdir / f"{name}.conf"
     conf.write_text(
@@ -107,15 +139,15 @@ def nginx_proxy(workdir: Path, name: str, port: int, upstream_port: int) -> Path
 http {{
 {_nginx_http_common(workdir, name)}
   access_log {workdir}/{name}-access.log;
-  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive {POOL}; }}
+  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive {POOL}; }}{auth_pool}
   server {{
     listen 127.0.0.1:{port} backlog=4096;
-    location / {{
+    location / {{{auth_step}
       proxy_pass http://app;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
 {headers}
-    }}
+    }}{auth_location}
   }}
 }}
 """
@@ -143,50 +175,6 @@ http://127.0.0.1:{port} {{
         keepalive_idle_conns {POOL}
         keepalive_idle_conns_per_host {POOL}
       }}
-  }}
-}}
-"""
-    )
-    return conf
-
-
-def nginx_auth_request(
-    workdir: Path, name: str, port: int, upstream_port: int, auth_port: int
-) -> Path:
-    """nginx ``auth_request``: a subrequest to the auth service for every request (over a
-    keep-alive pool), the email taken from its ``X-Auth-Request-Email`` answer."""
-    headers = "\n".join(
-        f'      proxy_set_header {h} "{"$auth_email" if h == "X-User-Email" else ""}";'
-        for h in IDENTITY_HEADERS
-    )
-    conf = workdir / f"{name}.conf"
-    conf.write_text(
-        _nginx_common(workdir, name)
-        + f"""
-http {{
-{_nginx_http_common(workdir, name)}
-  access_log {workdir}/{name}-access.log;
-  upstream app {{ server 127.0.0.1:{upstream_port}; keepalive {POOL}; }}
-  upstream auth {{ server 127.0.0.1:{auth_port}; keepalive {POOL}; }}
-  server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{
-      auth_request /_auth;
-      auth_request_set $auth_email $upstream_http_x_auth_request_email;
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-{headers}
-    }}
-    location = /_auth {{
-      internal;
-      proxy_pass http://auth/oauth2/auth;
-      proxy_pass_request_body off;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URI $request_uri;
-    }}
   }}
 }}
 """

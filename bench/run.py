@@ -429,7 +429,7 @@ def static_cases(run: Run) -> None:
         nginx_port,
         cpus.server,
     )
-    nginx_ar_conf = configs.nginx_auth_request(
+    nginx_ar_conf = configs.nginx_proxy(
         run.work, "nginx-auth-request", nginx_ar_port, up_port, auth_port
     )
     nginx_ar = run.attempt(
