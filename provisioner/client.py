@@ -27,6 +27,7 @@ import httpx
 import structlog
 
 from provisioner.errors import (
+    AccountCannotSignIn,
     AdminAccount,
     ApiError,
     EndpointNotAllowed,
@@ -338,13 +339,20 @@ class OpenWebUI:
 
     async def signin(self, email: str, name: str | None) -> UserSession:
         """Sign in as ``email`` via the trusted header; OpenWebUI creates the account if missing."""
-        response = await self.transport.request(
-            "POST",
-            "/api/v1/auths/signin",
-            email=email,
-            name=name,
-            json={"email": "", "password": ""},  # ignored in header mode, but must parse
-        )
+        try:
+            response = await self.transport.request(
+                "POST",
+                "/api/v1/auths/signin",
+                email=email,
+                name=name,
+                json={"email": "", "password": ""},  # ignored in header mode, but must parse
+            )
+        except ApiError as exc:
+            # In header mode nothing checks a password: this answer means the account
+            # exists without usable credentials (see AccountCannotSignIn).
+            if exc.status == 400 and exc.detail.startswith(_CREDENTIALS_REFUSED):
+                raise AccountCannotSignIn(email) from exc
+            raise
         body = _dict(response)
         token, user_id, role = body.get("token"), body.get("id"), body.get("role")
         if body.get("next_step") == "pending":  # what 0.12.4 answers a pending user under MFA
@@ -357,6 +365,10 @@ class OpenWebUI:
                 "the answer holds no session token (is multi-factor sign-in required?)",
             )
         return UserSession(self.transport, email=email, user_id=user_id, role=role, token=token)
+
+
+# The start of OpenWebUI's ``ERROR_MESSAGES.INVALID_CRED``.
+_CREDENTIALS_REFUSED = "The email or password provided is incorrect"
 
 
 def _dict(response: httpx.Response) -> dict[str, Any]:

@@ -8,6 +8,7 @@
     ├── Refused                     OpenWebUI is not in a state where provisioning is safe
     │   ├── Onboarding              no user yet: the first account would become admin
     │   ├── PendingUser             the user's role is pending: chat calls would be refused
+    │   ├── AccountCannotSignIn     OpenWebUI holds the account but refuses its trusted sign-in
     │   ├── NotTrustedHeaderMode    WEBUI_AUTH_TRUSTED_EMAIL_HEADER is not set
     │   ├── UnsupportedRelease      an OpenWebUI release whose chat lists would cause duplicates
     │   └── SignupsOff              before 0.8.0 with sign-ups off: new users get 403
@@ -96,6 +97,22 @@ class UnsupportedRelease(Refused):
 class SignupsOff(Refused):
     def __init__(self, email: str, problem: str, fix: str) -> None:
         super().__init__(f"{email}: {problem}. Fix: {fix}")
+
+
+class AccountCannotSignIn(Refused):
+    """A trusted-header sign-in answered "email or password incorrect": OpenWebUI has a user
+    with this email whose credentials record is missing or inactive. OpenWebUI 0.12.4 on
+    SQLite can leave such a half-created account when its database is locked by other writes
+    (many provisioners at once); no sign-in can use it, so a retry never helps."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(
+            f"{email}: OpenWebUI has an account for this email but refuses to sign it in "
+            "(its credentials record is missing or deactivated; OpenWebUI on SQLite can leave "
+            "such an account behind when writes collide). Fix: as the OpenWebUI admin, "
+            "delete this user in Admin Panel > Users (or reactivate it), then run again: "
+            "the next sign-in creates the account afresh."
+        )
 
 
 class ListenerRefused(ProvisionError):

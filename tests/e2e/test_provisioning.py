@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -82,3 +84,20 @@ def test_concurrent_processes_all_report_the_thread_that_survived(
             reported.setdefault(line["module"], set()).add(line["chat_id"])
     stale = {module: ids - survivors for module, ids in reported.items() if ids - survivors}
     assert stale == {}, f"reported chat ids that no longer exist: {stale}"
+
+
+def test_an_account_openwebui_cannot_sign_in_is_named_with_its_fix(proxy: Stack) -> None:
+    """OpenWebUI on SQLite can leave a user without its credentials record when writes
+    collide (measured: 3 of 200 accounts under five provisioners at once); from then on its
+    trusted sign-in answers "email or password incorrect". Made here the way it happens, by
+    the credentials row missing, the real OpenWebUI's answer is turned into the fix."""
+    email = fresh_email("no-credentials")
+    first = provision(proxy, "user", str(COURSE_FILE), email)
+    assert first.returncode == 0, first.stderr
+    database = proxy.config.state_dir / "openwebui-data" / "webui.db"
+    with contextlib.closing(sqlite3.connect(database, timeout=30)) as db, db:
+        assert db.execute("DELETE FROM auth WHERE email = ?", (email,)).rowcount == 1
+    again = provision(proxy, "user", str(COURSE_FILE), email)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "refuses to sign it in" in again.stderr
+    assert "delete this user in Admin Panel > Users" in again.stderr

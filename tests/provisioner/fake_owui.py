@@ -201,6 +201,9 @@ class FakeOpenWebUI:
         self.service_tokens = service_tokens
         self.clock = clock
         self.users: dict[str, User] = {}  # by email
+        # Users whose credentials record is missing: what 0.12.4 on SQLite can leave after a
+        # "database is locked" during sign-up; their trusted sign-in answers 400.
+        self.without_credentials: set[str] = set()
         self.tokens: dict[str, str] = {}  # token -> user id
         self.chats: dict[str, Chat] = {}
         self.faults: list[Fault] = []
@@ -442,6 +445,8 @@ class FakeOpenWebUI:
         if user is None:
             role = "admin" if not self.users else self.default_role
             user = self.add_user(email, role=role, name=name)
+        if email in self.without_credentials:
+            raise _detail(400, INVALID_CRED)
         token = f"owui-user-token.{uuid.uuid4().hex}"
         self.tokens[token] = user.id
         response = web.json_response(

@@ -10,6 +10,7 @@ import pytest
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course
 from provisioner.errors import (
+    AccountCannotSignIn,
     ApiError,
     EndpointNotAllowed,
     NotTrustedHeaderMode,
@@ -320,6 +321,19 @@ async def test_refuses_a_pending_user(
         await provisioner.provision_user([course], EMAIL)
     assert fake.chats == {}
     assert fake.count("POST", "/api/v1/chats/new") == 0
+
+
+async def test_an_account_openwebui_will_not_sign_in_gets_a_fix_not_retries(
+    provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
+) -> None:
+    """A user without its credentials record (what OpenWebUI on SQLite can leave behind when
+    writes collide) answers every trusted sign-in with "email or password incorrect"."""
+    fake.add_user(EMAIL, role="user")
+    fake.without_credentials.add(EMAIL)
+    with pytest.raises(AccountCannotSignIn, match="delete this user in Admin Panel > Users"):
+        await provisioner.provision_user([course], EMAIL)
+    assert fake.count("POST", "/api/v1/auths/signin") == 1
+    assert fake.chats == {}
 
 
 async def test_refuses_without_trusted_header_mode(
