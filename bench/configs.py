@@ -155,9 +155,14 @@ http {{
     return conf
 
 
-def caddyfile(workdir: Path, name: str, port: int, upstream_port: int) -> Path:
-    """Caddy ``reverse_proxy`` deleting the identity headers, then setting the email."""
-    removes = "\n".join(f"      header_up -{h}" for h in IDENTITY_HEADERS[1:])
+_CADDY_TRANSPORT = f"""transport http {{
+        keepalive_idle_conns {POOL}
+        keepalive_idle_conns_per_host {POOL}
+      }}"""
+
+
+def _caddy_site(workdir: Path, name: str, port: int, handlers: str) -> Path:
+    """A Caddyfile serving ``handlers`` on loopback ``port``, with an access log."""
     conf = workdir / f"{name}.Caddyfile"
     conf.write_text(
         f"""{{
@@ -168,18 +173,26 @@ http://127.0.0.1:{port} {{
   log {{
     output file {workdir}/{name}-access.log
   }}
-  reverse_proxy 127.0.0.1:{upstream_port} {{
-{removes}
-      header_up X-User-Email "{BENCH_EMAIL}"
-      transport http {{
-        keepalive_idle_conns {POOL}
-        keepalive_idle_conns_per_host {POOL}
-      }}
-  }}
+{handlers}
 }}
 """
     )
     return conf
+
+
+def caddyfile(workdir: Path, name: str, port: int, upstream_port: int) -> Path:
+    """Caddy ``reverse_proxy`` deleting the identity headers, then setting the email."""
+    removes = "\n".join(f"      header_up -{h}" for h in IDENTITY_HEADERS[1:])
+    return _caddy_site(
+        workdir,
+        name,
+        port,
+        f"""  reverse_proxy 127.0.0.1:{upstream_port} {{
+{removes}
+      header_up X-User-Email "{BENCH_EMAIL}"
+      {_CADDY_TRANSPORT}
+  }}""",
+    )
 
 
 def caddyfile_forward_auth(
@@ -189,32 +202,19 @@ def caddyfile_forward_auth(
     ``reverse_proxy``; the client's identity headers are deleted first and the email is
     copied from the auth service's answer."""
     removes = "\n".join(f"    request_header -{h}" for h in IDENTITY_HEADERS)
-    transport = f"""      transport http {{
-        keepalive_idle_conns {POOL}
-        keepalive_idle_conns_per_host {POOL}
-      }}"""
-    conf = workdir / f"{name}.Caddyfile"
-    conf.write_text(
-        f"""{{
-  admin off
-  auto_https off
-}}
-http://127.0.0.1:{port} {{
-  log {{
-    output file {workdir}/{name}-access.log
-  }}
-  route {{
+    return _caddy_site(
+        workdir,
+        name,
+        port,
+        f"""  route {{
 {removes}
     forward_auth 127.0.0.1:{auth_port} {{
       uri /oauth2/auth
       copy_headers X-Auth-Request-Email>X-User-Email
-{transport}
+      {_CADDY_TRANSPORT}
     }}
     reverse_proxy 127.0.0.1:{upstream_port} {{
-{transport}
+      {_CADDY_TRANSPORT}
     }}
-  }}
-}}
-"""
+  }}""",
     )
-    return conf
