@@ -4,6 +4,8 @@ from a client that left) holds on the internal listener too."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,58 +23,60 @@ from tests.proxy.test_process import _metric
 from tests.proxy.test_relay import _closed_port
 
 
+@contextlib.asynccontextmanager
+async def internal_listener(
+    aiohttp_client: Any, tmp_path: Path, upstream_url: str, **overrides: Any
+) -> AsyncIterator[tuple[Any, Metrics]]:
+    """A test client for the internal listener in front of ``upstream_url``, and its metrics."""
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(tmp_path, upstream_url, **overrides)
+    upstream = Upstream.open(settings)
+    metrics = Metrics()
+    try:
+        yield await aiohttp_client(create_internal_app(settings, upstream, metrics)), metrics
+    finally:
+        await upstream.close()
+
+
+def assert_counted_once(metrics: Metrics, kind: str) -> None:
+    """One upstream error of ``kind`` and one 5xx request, both on the internal listener."""
+    text = metrics.render().decode()
+    assert _metric(text, "owui_proxy_upstream_errors_total", kind=kind, listener="internal") == 1
+    assert _metric(text, "owui_proxy_requests_total", listener="internal", status_class="5xx") == 1
+
+
 async def test_an_internal_upstream_failure_is_counted_by_kind(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, f"http://127.0.0.1:{_closed_port()}")
-    upstream = Upstream.open(settings)
-    metrics = Metrics()
-    client = await aiohttp_client(create_internal_app(settings, upstream, metrics))
-    try:
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    async with internal_listener(aiohttp_client, tmp_path, closed) as (client, metrics):
         with capture_logs() as captured:
             response = await client.get("/api/config", headers=AUTH)
             assert response.status == 502
             assert (await response.json())["error"].startswith("upstream unreachable")
-    finally:
-        await upstream.close()
     [audit] = audits(captured)
     assert (audit["outcome"], audit["status"]) == ("upstream_error", 502)
-    text = metrics.render().decode()
-    assert (
-        _metric(text, "owui_proxy_upstream_errors_total", kind="unavailable", listener="internal")
-        == 1
-    )
-    assert _metric(text, "owui_proxy_requests_total", listener="internal", status_class="5xx") == 1
+    assert_counted_once(metrics, "unavailable")
 
 
 async def test_an_internal_stream_that_breaks_mid_body_is_cut_and_counted(
     aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
 ) -> None:
-    fake = FakeUpstream()
-    server = await aiohttp_server(fake.app())
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(server.make_url("/")), internal_allow=("GET /broken",))
-    upstream = Upstream.open(settings)
-    metrics = Metrics()
-    client = await aiohttp_client(create_internal_app(settings, upstream, metrics))
-    try:
+    server = await aiohttp_server(FakeUpstream().app())
+    url, allow = str(server.make_url("/")), ("GET /broken",)
+    async with internal_listener(aiohttp_client, tmp_path, url, internal_allow=allow) as (
+        client,
+        metrics,
+    ):
         with capture_logs() as captured:
             response = await client.get("/broken", headers=AUTH)
             assert response.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await response.read()
-    finally:
-        await upstream.close()
     [audit] = audits(captured)
     assert (audit["outcome"], audit["status"]) == ("broken", None)
     assert [entry["event"] for entry in captured].count("upstream_broke_off") == 1
-    text = metrics.render().decode()
-    assert (
-        _metric(text, "owui_proxy_upstream_errors_total", kind="broke_off", listener="internal")
-        == 1
-    )
-    assert _metric(text, "owui_proxy_requests_total", listener="internal", status_class="5xx") == 1
+    assert_counted_once(metrics, "broke_off")
 
 
 async def test_a_line_logged_while_a_request_is_handled_carries_its_id(
@@ -80,17 +84,12 @@ async def test_a_line_logged_while_a_request_is_handled_carries_its_id(
 ) -> None:
     """The request id reaches every line logged during the request (through the
     ``add_request_id`` processor), and no line after it."""
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, f"http://127.0.0.1:{_closed_port()}")
-    upstream = Upstream.open(settings)
-    client = await aiohttp_client(create_internal_app(settings, upstream, Metrics()))
-    try:
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    async with internal_listener(aiohttp_client, tmp_path, closed) as (client, _):
         with capture_logs(processors=[logs.add_request_id]) as lines:
             response = await client.get("/api/config", headers=AUTH)
             assert response.status == 502
             logs.get().warning("after_the_request")
-    finally:
-        await upstream.close()
     [failed] = [line for line in lines if line["event"] == "request_failed"]
     assert failed["request_id"] == response.headers["X-Request-ID"]
     [after] = [line for line in lines if line["event"] == "after_the_request"]
