@@ -208,7 +208,7 @@ def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readyz(_request: web.Request) -> web.Response:
+    async def readiness() -> list[str]:
         problems: list[str] = []
         if runtime.draining:
             problems.append("shutting down")
@@ -224,11 +224,20 @@ def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
                 await runtime.release.refresh()
                 if runtime.release.problem is not None:
                     problems.append(f"upstream: {runtime.release.problem}")
+        return problems
+
+    async def readyz(_request: web.Request) -> web.Response:
+        problems = await readiness()
         if problems:
             return web.json_response({"ready": False, "problems": problems}, status=503)
         return web.json_response({"ready": True})
 
     async def metrics(_request: web.Request) -> web.Response:
+        # The same checks as /readyz, at each scrape: readiness alerts need no other prober.
+        runtime.metrics.ready.set(0 if await readiness() else 1)
+        assessment = runtime.release.assessment if runtime.release is not None else None
+        refused = assessment is not None and assessment.refusal is not None
+        runtime.metrics.openwebui_release_refused.set(1 if refused else 0)
         return web.Response(
             body=runtime.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

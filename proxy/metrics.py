@@ -148,6 +148,20 @@ class Metrics:
             "Requests sent to the forward-auth service.",
             registry=self.registry,
         )
+        # Set by the admin listener at each scrape (worker 0's is the one that counts), so
+        # an alert needs no /readyz prober: Prometheus itself asks.
+        self.ready = Gauge(
+            "owui_proxy_ready",
+            "1 when /readyz would answer 200 at this scrape, else 0.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.openwebui_release_refused = Gauge(
+            "owui_proxy_openwebui_release_refused",
+            "1 while OpenWebUI runs a release the proxy refuses to relay to, else 0.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
 
         # Label children resolved once: labels() builds and locks on every call.
         self._requests: dict[tuple[str, int], Counter] = {}

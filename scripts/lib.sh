@@ -80,3 +80,18 @@ ensure_scaleout_services() {
     fi
   fi
 }
+
+ensure_prometheus() {
+  # promtool checks and unit-tests deploy/prometheus's rules; the e2e tier runs a private
+  # Prometheus server (its own config, data folder and loopback port). Installing the
+  # package starts the system one on :9090 where systemd runs: the tests need none of it.
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 && return 0
+  local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "== installing Debian packages: prometheus"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    prometheus >/dev/null
+  if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
+}

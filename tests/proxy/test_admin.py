@@ -63,3 +63,27 @@ async def test_admin_paths_are_not_special_on_the_public_listener(stack, fake_up
         assert (await public.get(path)).status == 401  # no identity, no answer
         assert (await public.get(path, headers=ALICE_COOKIE)).status == 200
         assert fake_upstream.last().raw_path == path  # relayed like anything else
+
+
+async def test_metrics_say_ready_as_readyz_does_at_each_scrape(stack) -> None:
+    """``owui_proxy_ready`` is /readyz's answer, evaluated when Prometheus scrapes."""
+    _public, admin = await stack()
+    assert "owui_proxy_ready 1.0" in await (await admin.get("/metrics")).text()
+    _public, down = await stack(upstream=f"http://127.0.0.1:{_closed_port()}")
+    text = await (await down.get("/metrics")).text()
+    assert "owui_proxy_ready 0.0" in text
+    assert "owui_proxy_openwebui_release_refused 0.0" in text  # unknown is not refused
+
+
+async def test_metrics_say_when_openwebui_runs_a_refused_release(stack, fake_upstream) -> None:
+    """Replaced by a release the proxy refuses while running: 1 from the next scrape on."""
+    _public, admin = await stack()
+    assert "owui_proxy_openwebui_release_refused 0.0" in await (await admin.get("/metrics")).text()
+    fake_upstream.version = "0.6.5"
+    text = await (await admin.get("/metrics")).text()
+    assert "owui_proxy_openwebui_release_refused 1.0" in text
+    assert "owui_proxy_ready 0.0" in text
+    fake_upstream.version = "0.12.4"
+    text = await (await admin.get("/metrics")).text()
+    assert "owui_proxy_openwebui_release_refused 0.0" in text
+    assert "owui_proxy_ready 1.0" in text

@@ -207,6 +207,11 @@ async def test_two_workers_serve_and_stop(start_proxy, fake_upstream):
         for _ in range(10):
             async with session.get(proxy.public + "/x?q=query-secret", headers=secrets) as resp:
                 assert resp.status == 200
+        async with session.get(proxy.admin + "/metrics") as response:
+            metrics = await response.text()
+        # Set by worker 0 at the scrape, rendered from the multiprocess files.
+        assert _metric(metrics, "owui_proxy_ready") == 1
+        assert _metric(metrics, "owui_proxy_openwebui_release_refused") == 0
         proxy.process.send_signal(signal.SIGTERM)
         code, out = await proxy.wait_exit()
     assert code == 0
@@ -456,8 +461,9 @@ async def _abort_mid_download(host: str, port: int) -> None:
 def _metric(text: str, name: str, **labels: str) -> float:
     """A sample's value from Prometheus text (0 if absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    sample = f"{name}{{{wanted}}} " if labels else f"{name} "
     for line in text.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} "):
+        if line.startswith(sample):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
