@@ -69,6 +69,9 @@ _UPSTREAM_KINDS = {
 CLIENT_CLOSED_STATUS = 499
 CLIENT_CLOSED = "client_closed"
 
+# The listeners that count requests (proxy/observe.py's ``listener``).
+LISTENERS = ("public", "internal")
+
 # Upstream latency is time to response headers: streams would swamp a total-time histogram.
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -162,6 +165,17 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+
+        # The series alerts watch exist from the start, at 0: a rate over a fresh process is
+        # then 0 rather than absent, and increase() sees the first error (a series born at 1
+        # would hide it).
+        for listener in LISTENERS:
+            for status_class in ("2xx", "4xx", "5xx", CLIENT_CLOSED):
+                self.requests.labels(listener, status_class)
+            for kind in ("unavailable", "timeout", "refused", "broke_off"):
+                self.upstream_errors.labels(listener, kind)
+        for kind in ("timeout", "unreachable", "status"):
+            self.auth_service_errors.labels(kind)
 
         # Label children resolved once: labels() builds and locks on every call.
         self._requests: dict[tuple[str, int], Counter] = {}

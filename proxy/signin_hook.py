@@ -137,6 +137,8 @@ class SigninHook:
             ["outcome"],
             registry=metrics.registry,
         )
+        for outcome in ("queued", "sent", "retried", "dropped", "failed"):
+            self.events.labels(outcome)  # from 0, so an alert's increase() sees the first
         self._tasks: list[asyncio.Task[None]] = []
         self.log = logs.get()
 

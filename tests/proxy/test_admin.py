@@ -87,3 +87,18 @@ async def test_metrics_say_when_openwebui_runs_a_refused_release(stack, fake_ups
     text = await (await admin.get("/metrics")).text()
     assert "owui_proxy_openwebui_release_refused 0.0" in text
     assert "owui_proxy_ready 1.0" in text
+
+
+async def test_the_series_alerts_watch_exist_at_zero_from_the_start(stack) -> None:
+    """A rate over a fresh proxy is 0, not absent, and increase() sees the first error."""
+    _public, admin = await stack()
+    text = await (await admin.get("/metrics")).text()
+    for listener in ("public", "internal"):
+        for status_class in ("2xx", "4xx", "5xx", "client_closed"):
+            sample = f'listener="{listener}",status_class="{status_class}"'
+            assert f"owui_proxy_requests_total{{{sample}}} 0.0" in text
+        for kind in ("unavailable", "timeout", "refused", "broke_off"):
+            sample = f'kind="{kind}",listener="{listener}"'
+            assert f"owui_proxy_upstream_errors_total{{{sample}}} 0.0" in text
+    for kind in ("timeout", "unreachable", "status"):
+        assert f'owui_proxy_auth_service_errors_total{{kind="{kind}"}} 0.0' in text

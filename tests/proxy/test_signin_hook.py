@@ -317,3 +317,13 @@ def test_the_url_needs_a_secret_file() -> None:
             forward_auth_url="http://127.0.0.1:9/auth",
             signin_hook_url="http://127.0.0.1:9/hook",
         )
+
+
+async def test_every_outcome_is_counted_from_zero(hooked) -> None:
+    """Alerts take increase() of ``dropped`` and ``failed``: a series born at 1 would hide
+    the first one, so every outcome is there, at 0, before any event."""
+    _rec, make = hooked
+    _public, admin = await make()
+    text = await (await admin.get("/metrics")).text()
+    for outcome in ("queued", "sent", "retried", "dropped", "failed"):
+        assert f'owui_proxy_signin_hook_events_total{{outcome="{outcome}"}} 0.0' in text
