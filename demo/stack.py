@@ -183,6 +183,8 @@ class StackConfig:
     # Extra OpenWebUI settings (the e2e tests turn on the role and groups headers, so that a
     # leaked header would be an observable escalation rather than ignored).
     openwebui_env: Mapping[str, str] = field(default_factory=dict)
+    # Extra proxy settings (OWUI_PROXY_...), over the stack's own.
+    proxy_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -314,6 +316,7 @@ class Stack:
                 "OWUI_PROXY_INTERNAL_TOKENS_FILE": str(self.service_token_file),
             }
             | self.signin_hook_env()
+            | dict(self.config.proxy_env)
         )
         self.services["proxy"] = spawn(
             "proxy",

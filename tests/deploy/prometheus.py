@@ -136,9 +136,12 @@ def exported_metric_names(tmp_path: Path) -> set[str]:
         signin_hook_secret_file=secret,
     )
     SigninHook(settings, None, metrics)  # type: ignore[arg-type]  # registers its counter only
-    # Histograms name their samples only once observed.
+    # Histograms, and families with labels, name their samples only once one exists.
     metrics.upstream_latency.observe(0.1)
     metrics.auth_service_latency.observe(0.1)
+    metrics.internal_calls.labels("allowed", "GET /api/config")
+    metrics.count_decision("identity")
+    metrics.count_cache("hit")
     receiver = WebhookMetrics(["course"])
     receiver.seconds.observe(1)
     names: set[str] = set()
