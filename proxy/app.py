@@ -21,9 +21,11 @@ from aiohttp import web
 from proxy import logs
 from proxy.auth.base import Authenticator
 from proxy.auth.forward import ForwardAuthenticator
+from proxy.browser import SIGNOUT_PATH
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
 from proxy.observe import Seen, observed
+from proxy.pages import PAGES_KEY, Pages
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
 from proxy.relay import no_early_continue
 from proxy.release_watch import ReleaseWatch
@@ -194,6 +196,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
         if public.handler is not None:
             await public.handler.websockets.going_away()
 
+    # Read here, before any port opens: a template that cannot be used stops the start.
+    app[PAGES_KEY] = Pages(settings.logout_url or SIGNOUT_PATH, settings.pages_dir)
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(_add_request_id)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import posixpath
 import re
@@ -51,27 +50,6 @@ _ACCOUNT_CREATION_PREFIXES = tuple(
 )
 # Sec-Fetch-Site values of a request the user started on our own site (or typed/bookmarked).
 _FIRST_PARTY = frozenset({"same-origin", "none"})
-
-
-_DENIED_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>No access</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body style="font-family: system-ui, sans-serif; max-width: 36em; margin: 4em auto">
-<h1>No access</h1>
-<p>You are signed in as <strong>{email}</strong>, but this service does not admit you:
-{reason}.</p>
-<p>If you meant to use another account, <a href="{signout}">sign out</a> and sign in again.</p>
-</body></html>
-"""
-
-
-def access_denied_page(email: str, reason: str, signout_url: str) -> str:
-    """The 403 page a browser gets from the access rules (every value HTML-escaped)."""
-    return _DENIED_PAGE.format(
-        email=html.escape(email),
-        reason=html.escape(reason),
-        signout=html.escape(signout_url, quote=True),
-    )
 
 
 def canonical_path(path: str) -> str:

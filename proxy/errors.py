@@ -90,9 +90,14 @@ class Forbidden(ProxyError):
 
 
 class AccessDenied(Forbidden):
-    """The identity is verified but the access rules (``proxy/access.py``) refuse it."""
+    """The identity is verified but the access rules (``proxy/access.py``) refuse it;
+    ``email`` (who is signed in) is for the page a browser gets (``proxy/pages.py``)."""
 
     code = "access_denied"
+
+    def __init__(self, reason: str, email: str | None = None) -> None:
+        super().__init__(reason)
+        self.email = email
 
 
 class ActAsRefused(Forbidden):

@@ -8,6 +8,7 @@ touching the upstream.
 from __future__ import annotations
 
 import time
+from typing import NoReturn
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -116,7 +117,7 @@ class PublicHandler:
             refusal = self.access.check(identity)
             if refusal is not None:
                 self.metrics.count_decision("access_denied")
-                return self._access_denied(request, identity, refusal, websocket)
+                self._access_denied(identity, refusal)
             self.metrics.count_decision("identity")
 
         headers = build_upstream_headers(
@@ -162,22 +163,10 @@ class PublicHandler:
             return await self._signout(request, headers)
         return await self._relay(request, headers, identity)
 
-    def _access_denied(
-        self, request: web.Request, identity: Identity, refusal: Refusal, websocket: bool
-    ) -> web.StreamResponse:
-        """403: a page saying who is signed in and how to sign out, or JSON for an API."""
+    def _access_denied(self, identity: Identity, refusal: Refusal) -> NoReturn:
+        """403: a page saying who is signed in and how to sign out (proxy/pages.py), or JSON."""
         self.log.info("access_denied", email=identity.email, rule=refusal.rule)
-        if browser.is_browser_navigation(request.method, request.headers.get("Accept"), websocket):
-            page = browser.access_denied_page(
-                identity.email, refusal.reason, self.logout_url or browser.SIGNOUT_PATH
-            )
-            return web.Response(
-                status=403,
-                text=page,
-                content_type="text/html",
-                headers={"Cache-Control": "no-store"},
-            )
-        raise AccessDenied(refusal.reason)
+        raise AccessDenied(refusal.reason, email=identity.email)
 
     def _socketio_refused(self, identity: Identity) -> None:
         self.metrics.count_decision("socketio_token_refused")

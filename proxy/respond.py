@@ -1,6 +1,7 @@
 """The one place where errors become responses: JSON ``{"error", "request_id"}`` + status.
 
 Refusals a caller must tell apart also carry a stable ``code`` (see ``ProxyError.code``).
+On the public listener a browser's page load gets an HTML page instead (``proxy/pages.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from proxy.errors import ProxyError
+from proxy.pages import PAGES_KEY, Page, is_page_load, page_for
 
 REQUEST_ID_KEY = web.RequestKey("owui_request_id", str)
 
@@ -55,7 +57,12 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     *,
     code: str | None = None,
+    page: Page | None = None,
 ) -> web.Response:
+    pages = request.config_dict.get(PAGES_KEY)
+    if pages is not None and is_page_load(request):
+        chosen = page or Page("error", {"message": message})
+        return pages.answer(request, status, chosen, request_id(request), headers)
     body = {"error": message, "request_id": request_id(request)}
     if code is not None:
         body["code"] = code
@@ -68,4 +75,6 @@ def error_response(
 
 def from_exception(request: web.Request, exc: ProxyError) -> web.Response:
     """``exc.reason`` is safe to show by contract (see ``proxy/errors.py``)."""
-    return error_response(request, exc.status, exc.reason, exc.headers, code=exc.code)
+    return error_response(
+        request, exc.status, exc.reason, exc.headers, code=exc.code, page=page_for(exc)
+    )

@@ -36,6 +36,7 @@ from pydantic_settings import (
 
 from proxy.allowlist import Allowlist
 from proxy.browser import origin_of
+from proxy.pages import PagesError, load_folder
 from proxy.tokens import TokenFileError, load_tokens
 from proxy.webhooks import BadSecret, read_secret_file
 
@@ -301,6 +302,12 @@ class Settings(BaseSettings):
         None,
         description="The IdP's logout URL, returned as redirect_url by /api/v1/auths/signout.",
     )
+    pages_dir: Path | None = Field(
+        None,
+        description="A folder of HTML templates replacing the proxy's own pages for browsers "
+        "(PAGE.LANG.html, e.g. access-denied.de.html; docs/proxy.md, 'Pages'); each file is "
+        "checked at start. Unset: the built-in pages, in English, German, French and Spanish.",
+    )
     allow_api_keys: bool = Field(
         False,
         description="Relay requests bearing an OpenWebUI API key (Bearer sk-...) without an SSO "
@@ -442,6 +449,17 @@ class Settings(BaseSettings):
             try:
                 read_secret_file(value)
             except BadSecret as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("pages_dir")
+    @classmethod
+    def _check_pages(cls, value: Path | None) -> Path | None:
+        """Every template checked at load, so its problems are listed with the others'."""
+        if value is not None:
+            try:
+                load_folder(value)
+            except PagesError as exc:
                 raise ValueError(str(exc)) from exc
         return value
 
