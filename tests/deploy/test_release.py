@@ -30,7 +30,18 @@ VERSION = PYPROJECT["project"]["version"]
 COMMANDS = ("owui-proxy", "owui-provision", "owui-demo-idp")
 # Copied to a scratch folder for the build: setuptools writes egg-info and build/ next to
 # the sources, which must not land in the checkout.
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "proxy", "provisioner", "demo")
+SOURCES = (
+    *("pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "proxy", "provisioner", "demo"),
+    *("deploy/prometheus", "deploy/grafana"),
+)
+# Operators' files installed under <prefix>/share/owui-gate/ (pyproject's data-files).
+SHARED = {
+    "prometheus": sorted(p.name for p in (REPO / "deploy" / "prometheus").glob("*.yml")),
+    "grafana": ["owui-gate.json"],
+}
+PAGE_TEMPLATES = sorted(
+    p.relative_to(REPO).as_posix() for p in (REPO / "proxy" / "page_templates").glob("*.html")
+)
 
 
 def test_version_is_written_once() -> None:
@@ -110,6 +121,22 @@ def test_sdist_and_wheel_carry_the_version_and_the_licence(built: dict[str, Path
     for package in ("proxy", "provisioner", "demo"):
         for path in (REPO / package).rglob("*.py"):
             assert path.relative_to(REPO).as_posix() in names, path
+    # The proxy's pages, and the monitoring files as data.
+    assert len(PAGE_TEMPLATES) == 24
+    assert set(PAGE_TEMPLATES) <= names
+    data = f"owui_gate-{VERSION}.data/data/share/owui-gate"
+    for folder, files in SHARED.items():
+        for name in files:
+            assert f"{data}/{folder}/{name}" in names, name
+
+
+def test_the_sdist_carries_the_monitoring_files_and_the_pages(built: dict[str, Path]) -> None:
+    with tarfile.open(built["sdist"]) as sdist:
+        names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+    for folder, files in SHARED.items():
+        for name in files:
+            assert f"deploy/{folder}/{name}" in names, name
+    assert set(PAGE_TEMPLATES) <= names
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +201,23 @@ def test_installed_provisioner_help_and_modules_come_from_the_wheel(installed: P
     venv = installed.parent.resolve()
     for line in where.stdout.split():
         assert Path(line).resolve().is_relative_to(venv), line
+
+
+def test_installed_monitoring_files_and_pages_are_the_repositorys(installed: Path) -> None:
+    """Rules and dashboard under the venv's share/owui-gate/, byte for byte; the installed
+    proxy renders its pages from its own package data."""
+    share = installed.parent / "share" / "owui-gate"
+    for folder, files in SHARED.items():
+        for name in files:
+            source = REPO / "deploy" / folder / name
+            assert (share / folder / name).read_bytes() == source.read_bytes(), name
+    page = _run(
+        installed,
+        "python",
+        "-c",
+        "from proxy.pages import Page, Pages;"
+        "print(Pages('/out').render(Page('auth-down', {}), 'es', "
+        "{'status': '503', 'request_id': 'r'})[1])",
+    )
+    assert page.returncode == 0, page.stderr
+    assert "El inicio de sesión no está disponible ahora" in page.stdout
