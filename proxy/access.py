@@ -50,13 +50,15 @@ class AccessRules:
 
     def check(self, identity: Identity) -> Refusal | None:
         """None when ``identity`` may pass, else the first rule it fails."""
+        # The reasons never name the person: they are logged (request_failed, the audit),
+        # where the person is named apart, by pseudonym when logs are pseudonymised.
         if self.email_domains and not domain_allowed(identity.email, self.email_domains):
             return Refusal(
                 "allowed_email_domains",
-                f"{identity.email} is not in an allowed domain ({', '.join(self.email_domains)})",
+                f"the email is not in an allowed domain ({', '.join(self.email_domains)})",
             )
         if self.groups and not set(identity.groups) & set(self.groups):
-            return Refusal("allowed_groups", f"{identity.email} is in none of the allowed groups")
+            return Refusal("allowed_groups", "the identity is in none of the allowed groups")
         return None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import aiohttp
 from aiohttp import web
@@ -26,6 +27,7 @@ from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
 from proxy.observe import Seen, observed
 from proxy.pages import PAGES_KEY, Pages
+from proxy.pseudonym import Pseudonyms, person
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
 from proxy.relay import no_early_continue
 from proxy.release_watch import ReleaseWatch
@@ -114,10 +116,12 @@ def make_authenticator(
     return ForwardAuthenticator(settings, session, metrics)
 
 
-def access_line(request: web.Request, seen: Seen) -> None:
-    """The public listener's record of a request: its one ``access`` line."""
+def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None = None) -> None:
+    """The public listener's record of a request: its one ``access`` line (the person by
+    ``pseudonym`` instead of ``email`` when there is a key: ``proxy/pseudonym.py``)."""
     identity = request.get(IDENTITY_KEY)
     upstream_s = request.get(UPSTREAM_SECONDS_KEY)
+    email = identity.email if identity is not None else None
     logs.access(
         request_id=seen.request_id,
         listener="public",
@@ -127,7 +131,7 @@ def access_line(request: web.Request, seen: Seen) -> None:
         bytes=body_bytes(seen.response),
         duration_ms=seen.duration_ms,
         upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
-        email=identity.email if identity is not None else None,
+        **person(email, pseudonyms),
         peer=request.remote,
         client_request_id=logs.sanitise(request.headers.get(REQUEST_ID_HEADER)),
     )
@@ -172,8 +176,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     owned = runtime is None
     rt = runtime if runtime is not None else Runtime(settings)
     public = _Public()
+    record = partial(access_line, pseudonyms=Pseudonyms.from_file(settings.log_pseudonym_key_file))
     app = web.Application(
-        middlewares=[observed("public", rt.metrics, access_line)],
+        middlewares=[observed("public", rt.metrics, record)],
         # Bodies are streamed, never read whole; the relay enforces max_body_bytes itself.
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 65536},

@@ -24,6 +24,7 @@ from proxy.headers import (
 )
 from proxy.identity import Identity
 from proxy.metrics import Metrics
+from proxy.pseudonym import Pseudonyms, person
 from proxy.relay import read_body, read_whole, send, stream_back, whole_response
 from proxy.respond import error_response, request_id
 from proxy.settings import Settings
@@ -61,6 +62,7 @@ class PublicHandler:
         self.logout_url = settings.logout_url
         self.allow_api_keys = settings.allow_api_keys
         self.log = logs.get()
+        self.pseudonyms = Pseudonyms.from_file(settings.log_pseudonym_key_file)
         self.websockets = OpenLinks()
         self.token_guard = TokenGuard(upstream, self.policy)
         self.log.info("public_listener_access", rules=self.access.describe())
@@ -165,12 +167,12 @@ class PublicHandler:
 
     def _access_denied(self, identity: Identity, refusal: Refusal) -> NoReturn:
         """403: a page saying who is signed in and how to sign out (proxy/pages.py), or JSON."""
-        self.log.info("access_denied", email=identity.email, rule=refusal.rule)
+        self.log.info("access_denied", **person(identity.email, self.pseudonyms), rule=refusal.rule)
         raise AccessDenied(refusal.reason, email=identity.email)
 
     def _socketio_refused(self, identity: Identity) -> None:
         self.metrics.count_decision("socketio_token_refused")
-        self.log.warning("socketio_token_refused", email=identity.email)
+        self.log.warning("socketio_token_refused", **person(identity.email, self.pseudonyms))
 
     def _deny(self, request: web.Request, denied: Denied, websocket: bool) -> web.StreamResponse:
         self.log.info("auth_denied", reason=denied.reason, status=denied.status)

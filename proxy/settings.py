@@ -37,6 +37,7 @@ from pydantic_settings import (
 from proxy.allowlist import Allowlist
 from proxy.browser import origin_of
 from proxy.pages import PagesError, load_folder
+from proxy.pseudonym import PseudonymKeyError, load_key
 from proxy.tokens import TokenFileError, load_tokens
 from proxy.webhooks import BadSecret, read_secret_file
 
@@ -416,6 +417,13 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."
     )
+    log_pseudonym_key_file: Path | None = Field(
+        None,
+        description="File holding a key (>= 32 characters, first non-comment line; must not be "
+        "world-readable). When set, the public listener's log lines name people by a pseudonym "
+        "(HMAC-SHA-256 of the email, 16 hex digits, stable per person) instead of the email; "
+        "the internal listener's audit keeps emails. Print one: python -m proxy.pseudonym.",
+    )
 
     @field_validator("jwt_source")
     @classmethod
@@ -460,6 +468,16 @@ class Settings(BaseSettings):
             try:
                 load_folder(value)
             except PagesError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("log_pseudonym_key_file")
+    @classmethod
+    def _check_pseudonym_key(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_key(value)
+            except PseudonymKeyError as exc:
                 raise ValueError(str(exc)) from exc
         return value
 

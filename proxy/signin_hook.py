@@ -36,6 +36,7 @@ from proxy import logs, webhooks
 from proxy.errors import ConfigProblems
 from proxy.identity import Identity
 from proxy.metrics import Metrics
+from proxy.pseudonym import Pseudonyms, person
 from proxy.settings import Settings
 
 EVENT_TYPE = "user.seen"
@@ -141,6 +142,7 @@ class SigninHook:
             self.events.labels(outcome)  # from 0, so an alert's increase() sees the first
         self._tasks: list[asyncio.Task[None]] = []
         self.log = logs.get()
+        self.pseudonyms = Pseudonyms.from_file(settings.log_pseudonym_key_file)
 
     async def start(self) -> None:
         self._tasks = [
@@ -167,7 +169,9 @@ class SigninHook:
         except asyncio.QueueFull:
             self.memory.forget(identity.email)  # try again on a later request
             self.events.labels("dropped").inc()
-            self.log.warning("signin_hook_dropped", email=identity.email, why="queue full")
+            # On the request's path (its id on the line): named as the access line names them.
+            who = person(identity.email, self.pseudonyms)
+            self.log.warning("signin_hook_dropped", **who, why="queue full")
             return
         self.events.labels("queued").inc()
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import hmac
 import io
 import json
+import subprocess
+import sys
 from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from proxy import logs
-from tests.proxy.conftest import ALICE_COOKIE
+from proxy.settings import SettingsError, load_settings
+from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 
 SECRET_LIKE = logs._SECRET_FIELD
 
@@ -196,3 +202,143 @@ def test_access_lines_outside_a_loop_are_flushed_at_once(tmp_path, monkeypatch) 
         monkeypatch.setattr(logs._access, "out", out)
         logs.access(request_id="a")
         assert json.loads(path.read_text())["request_id"] == "a"
+
+
+# --- pseudonyms (OWUI_PROXY_LOG_PSEUDONYM_KEY_FILE) -------------------------------------------
+
+KEY = "pseudonym-key-" + "k" * 32
+ALICE_EMAIL, BOB_EMAIL = "alice@example.edu", "bob@example.edu"
+
+
+def key_file(tmp_path, key: str = KEY, mode: int = 0o600):
+    path = tmp_path / "log-pseudonym-key"
+    path.write_text(f"# the access log's pseudonym key\n{key}\n", encoding="ascii")
+    path.chmod(mode)
+    return path
+
+
+def pseudonym_of(email: str, key: str = KEY) -> str:
+    """Computed here, apart from proxy/pseudonym.py: HMAC-SHA-256, first 16 hex digits."""
+    return hmac.new(key.encode(), email.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+async def test_with_a_key_access_lines_name_people_by_a_stable_pseudonym(
+    make_proxy, sink, tmp_path
+) -> None:
+    proxy = await make_proxy(log_pseudonym_key_file=str(key_file(tmp_path)))
+    for cookie in (ALICE_COOKIE, BOB_COOKIE, ALICE_COOKIE):
+        assert (await proxy.get("/api/x", headers=cookie)).status == 200
+    assert (await proxy.get("/api/x")).status == 401  # nobody: no pseudonym either
+    seen = lines(sink)
+    assert [line["pseudonym"] for line in seen] == [
+        pseudonym_of(ALICE_EMAIL),
+        pseudonym_of(BOB_EMAIL),
+        pseudonym_of(ALICE_EMAIL),
+        None,
+    ]
+    assert all("email" not in line for line in seen)
+    for secret in ("alice@", "bob@", KEY, "alice-session", "bob-session"):
+        assert secret not in sink.getvalue()
+    assert not [name for line in seen for name in line if SECRET_LIKE.search(name)]
+
+
+async def test_with_a_key_no_line_about_a_request_names_the_person(
+    make_proxy, sink, tmp_path
+) -> None:
+    """The access line is joinable to every other line of its request by request id: those
+    name the person by the same pseudonym, or not at all."""
+    proxy = await make_proxy(
+        log_pseudonym_key_file=str(key_file(tmp_path)), allowed_email_domains="school.edu"
+    )
+    with capture_logs() as captured:
+        page = await proxy.get("/", headers={**BOB_COOKIE, "Accept": "text/html"})
+        api = await proxy.get("/api/models", headers=BOB_COOKIE)
+    assert (page.status, api.status) == (403, 403)
+    assert "bob@example.edu" in await page.text()  # the person is told who they are
+    denied = [line for line in captured if line["event"] == "access_denied"]
+    assert [line["pseudonym"] for line in denied] == [pseudonym_of(BOB_EMAIL)] * 2
+    assert {line["event"] for line in captured} >= {"access_denied", "request_failed"}
+    written = json.dumps(captured) + sink.getvalue()
+    for secret in (BOB_EMAIL, KEY, "bob-session"):
+        assert secret not in written
+
+
+async def test_without_a_key_access_lines_keep_the_email(proxy, sink) -> None:
+    await proxy.get("/api/x", headers=ALICE_COOKIE)
+    (line,) = lines(sink)
+    assert line["email"] == ALICE_EMAIL
+    assert "pseudonym" not in line
+
+
+def test_support_turns_an_email_into_its_pseudonym_with_the_key(tmp_path) -> None:
+    """``python -m proxy.pseudonym KEY_FILE EMAIL...``, as the access line writes it (emails
+    are lower-case there); emails from standard input without arguments."""
+    path = key_file(tmp_path)
+    command = [sys.executable, "-m", "proxy.pseudonym", str(path)]
+    given = subprocess.run(
+        [*command, "Alice@Example.EDU", BOB_EMAIL], capture_output=True, text=True, check=True
+    )
+    assert given.stdout.splitlines() == [
+        f"{ALICE_EMAIL} {pseudonym_of(ALICE_EMAIL)}",
+        f"{BOB_EMAIL} {pseudonym_of(BOB_EMAIL)}",
+    ]
+    piped = subprocess.run(
+        command, input=f"{BOB_EMAIL}\n\n", capture_output=True, text=True, check=True
+    )
+    assert piped.stdout == f"{BOB_EMAIL} {pseudonym_of(BOB_EMAIL)}\n"
+    assert KEY not in given.stdout + given.stderr + piped.stdout + piped.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "problem"),
+    [
+        pytest.param("short", 0o600, "shorter than 32 characters", id="short"),
+        pytest.param("# only a comment", 0o600, "holds no key", id="empty"),
+        pytest.param(KEY, 0o644, "world-readable", id="world-readable"),
+    ],
+)
+def test_an_unusable_key_file_stops_the_start_naming_the_setting(
+    tmp_path, monkeypatch, content, mode, problem
+) -> None:
+    path = tmp_path / "key"
+    path.write_text(content + "\n")
+    path.chmod(mode)
+    monkeypatch.setenv("OWUI_PROXY_UPSTREAM", "http://127.0.0.1:8080")
+    monkeypatch.setenv("OWUI_PROXY_AUTH", "forward")
+    monkeypatch.setenv("OWUI_PROXY_FORWARD_AUTH_URL", "http://127.0.0.1:4180/oauth2/auth")
+    monkeypatch.setenv("OWUI_PROXY_LOG_PSEUDONYM_KEY_FILE", str(path))
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    (line,) = caught.value.problems
+    assert line.startswith("OWUI_PROXY_LOG_PSEUDONYM_KEY_FILE: ")
+    assert problem in line
+    assert KEY not in line
+
+
+async def test_with_a_key_the_internal_audit_keeps_whom_a_service_acted_as(
+    aiohttp_client, aiohttp_server, tmp_path
+) -> None:
+    """The audit trail stays complete: a pseudonym there would hide whom a token acted as."""
+    from proxy.internal import create_internal_app
+    from proxy.upstream import Upstream
+    from tests.fakes import FakeUpstream
+    from tests.proxy.test_internal import AUTH, STUDENT, TOKEN, make_settings, write_tokens
+
+    upstream_server = await aiohttp_server(FakeUpstream().app())
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(
+        tmp_path,
+        str(upstream_server.make_url("/")),
+        log_pseudonym_key_file=key_file(tmp_path),
+    )
+    upstream = Upstream.open(settings)
+    try:
+        client = await aiohttp_client(create_internal_app(settings, upstream))
+        with capture_logs() as captured:
+            response = await client.get("/api/config", headers={**AUTH, "X-User-Email": STUDENT})
+        assert response.status == 200
+    finally:
+        await upstream.close()
+    (audit,) = [line for line in captured if line["event"] == "internal_audit"]
+    assert audit["act_as"] == STUDENT
+    assert KEY not in json.dumps(captured)

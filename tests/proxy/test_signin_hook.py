@@ -327,3 +327,43 @@ async def test_every_outcome_is_counted_from_zero(hooked) -> None:
     text = await (await admin.get("/metrics")).text()
     for outcome in ("queued", "sent", "retried", "dropped", "failed"):
         assert f'owui_proxy_signin_hook_events_total{{outcome="{outcome}"}} 0.0' in text
+
+
+async def test_with_a_pseudonym_key_a_drop_names_the_person_as_the_access_line_does(
+    receiver, tmp_path
+) -> None:
+    """A drop is logged on the request's path (its id on the line): by pseudonym, like the
+    access line; the deliveries keep the email (the event itself carries it)."""
+    from tests.proxy.test_logs import KEY, key_file, pseudonym_of
+
+    rec, url = receiver
+    rec.gate.clear()
+    hook, _ = make_hook(
+        tmp_path,
+        url,
+        rec.secret,
+        signin_hook_queue_size=1,
+        signin_hook_workers=1,
+        log_pseudonym_key_file=key_file(tmp_path),
+    )
+    await hook.start()
+    try:
+        with capture_logs() as logs:
+            hook.seen(Identity("first@school.edu"))
+            await eventually(lambda: len(rec.attempts) == 1)  # the worker is busy with it
+            hook.seen(Identity("second@school.edu"))  # fits
+            hook.seen(Identity("third@school.edu"))  # dropped
+            rec.gate.set()
+            await eventually(lambda: len(rec.events) == 2)
+            await eventually(
+                lambda: len([e for e in logs if e["event"] == "signin_hook_sent"]) == 2
+            )
+        (dropped,) = [e for e in logs if e["event"] == "signin_hook_dropped"]
+        assert dropped["pseudonym"] == pseudonym_of("third@school.edu")
+        assert "third@school.edu" not in json.dumps(logs)
+        sent = [e["email"] for e in logs if e["event"] == "signin_hook_sent"]
+        assert sorted(sent) == ["first@school.edu", "second@school.edu"]
+        assert KEY not in json.dumps(logs)
+    finally:
+        await hook.close()
+        await hook.session.close()

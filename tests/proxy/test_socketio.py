@@ -365,3 +365,19 @@ async def test_polling_origin_checked_at_the_edge(make_proxy, fake_upstream) -> 
         assert len(relayed) == (1 if status == 200 else 0)
     jsonp = await proxy.get(POLL + "&j=0", headers=BOB_COOKIE)
     assert jsonp.status == 403
+
+
+async def test_a_refused_token_is_logged_by_pseudonym_when_logs_are_pseudonymised(
+    make_proxy, tmp_path
+) -> None:
+    from structlog.testing import capture_logs
+
+    from tests.proxy.test_logs import key_file, pseudonym_of
+
+    proxy = await make_proxy(log_pseudonym_key_file=str(key_file(tmp_path)))
+    with capture_logs() as logs:
+        response = await proxy.post(POLL, data=CONNECT_STOLEN.encode(), headers=BOB_COOKIE)
+    assert response.status == 403
+    (refused,) = [line for line in logs if line["event"] == "socketio_token_refused"]
+    assert refused["pseudonym"] == pseudonym_of("bob@example.edu")
+    assert "bob@example.edu" not in repr(logs)
