@@ -95,3 +95,98 @@ ensure_prometheus() {
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
   fi
 }
+
+# --- podman: the container tier (tests/deploy/test_image.py, test_compose.py) ------------------
+# No container registry is reachable here, so nothing is pulled: the base image the
+# Containerfile pins is made from Debian with mmdebstrap and tagged under that exact name, and
+# everything else is built locally. Podman gets a private configuration, storage and network
+# folder under the cache folder ($OWUI_GATE_CACHE/podman), so it touches nothing system-wide
+# and reruns reuse the base image and every cached build layer.
+
+OWUI_PODMAN_BASE_PACKAGES="python3,python3-venv,python-is-python3,ca-certificates"
+
+owui_podman_dir() { echo "${OWUI_GATE_CACHE:-$HOME/.cache/owui-gate}/podman"; }
+
+owui_podman() {
+  # podman with the private configuration written by ensure_podman.
+  local dir; dir=$(owui_podman_dir)
+  CONTAINERS_CONF="$dir/containers.conf" CONTAINERS_STORAGE_CONF="$dir/storage.conf" podman "$@"
+}
+
+_write_if_changed() {  # FILE: stdin replaces FILE only when it differs (keeps its mtime)
+  local tmp; tmp=$(mktemp)
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then rm -f "$tmp"; else mv "$tmp" "$1"; fi
+}
+
+ensure_podman() {
+  ensure_debian_packages podman:podman runc:runc mmdebstrap:mmdebstrap
+  local dir; dir=$(owui_podman_dir)
+  mkdir -p "$dir/networks"
+  # This VM's kernel limits: podman's default ulimits are above the hard limits here and
+  # cannot be raised, crun refuses the hybrid cgroup layout, and there is no systemd.
+  _write_if_changed "$dir/containers.conf" <<CONF
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+tmp_dir = "$dir/tmp"
+
+[network]
+network_config_dir = "$dir/networks"
+CONF
+  _write_if_changed "$dir/storage.conf" <<CONF
+[storage]
+driver = "overlay"
+graphroot = "$dir/storage"
+runroot = "$dir/run"
+CONF
+  # Podman keeps the state of running containers in runroot and tmp_dir and notices a reboot
+  # by a file in tmp_dir vanishing (normally a tmpfs). Both live on disk here, so after a
+  # reboot they are cleared by hand and podman resets the containers it believed running.
+  local boot; boot=$(cat /proc/sys/kernel/random/boot_id)
+  if [ "$(cat "$dir/boot-id" 2>/dev/null)" != "$boot" ]; then
+    rm -rf "$dir/run" "$dir/tmp"
+    echo "$boot" >"$dir/boot-id"
+  fi
+  ensure_podman_base_image
+}
+
+ensure_podman_base_image() {
+  # The Containerfile's FROM image, from Debian bookworm (the slim image's own release) with
+  # the Python the lock needs. The host's extra CA certificates go in too: where TLS to the
+  # package registries is intercepted, pip and apt inside builds must trust it. A label holds
+  # a digest of this recipe, so a changed recipe or certificate rebuilds it.
+  local name certs recipe
+  name=$(awk 'toupper($1) == "FROM" { print $2; exit }' deploy/container/Containerfile)
+  certs=$(find /usr/local/share/ca-certificates -name '*.crt' -type f 2>/dev/null | sort)
+  recipe=$( { echo "bookworm minbase $OWUI_PODMAN_BASE_PACKAGES"; [ -z "$certs" ] || cat $certs; } \
+    | sha256sum | cut -c1-16)
+  if [ "$(owui_podman image inspect --format '{{index .Labels "owui-gate.base"}}' \
+        "docker.io/library/$name" 2>/dev/null)" = "$recipe" ]; then
+    return 0
+  fi
+  echo "== building the base image $name (mmdebstrap, Debian bookworm)"
+  local work; work=$(mktemp -d)
+  local hooks=()
+  if [ -n "$certs" ]; then
+    hooks+=(--customize-hook="mkdir -p \"\$1/usr/local/share/ca-certificates\"")
+    local cert
+    for cert in $certs; do
+      hooks+=(--customize-hook="copy-in $cert /usr/local/share/ca-certificates/")
+    done
+    hooks+=(--customize-hook='chroot "$1" update-ca-certificates >/dev/null 2>&1')
+  fi
+  mmdebstrap --quiet --variant=minbase --include="$OWUI_PODMAN_BASE_PACKAGES" \
+    "${hooks[@]}" bookworm "$work/rootfs.tar"
+  owui_podman import --quiet \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    --change 'ENV LANG=C.UTF-8' \
+    --change 'CMD ["python3"]' \
+    --change "LABEL owui-gate.base=$recipe" \
+    "$work/rootfs.tar" "docker.io/library/$name" >/dev/null
+  rm -rf "$work"
+}

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import trustme
 
 from tests.conftest import IN_CI
-from tests.deploy.edge import SERVER_NAME, nginx_binary
+from tests.deploy.edge import REPO, SERVER_NAME, nginx_binary
+from tests.deploy.podman import CONTAINERFILE, OWUI_GATE_IMAGE, Podman, PodmanUnavailable
 
 
-def refuse(reason: str) -> None:
+def refuse(reason: str) -> NoReturn:
     """A tier that cannot run here: a failure under CI=true, a skip on a developer machine."""
     if IN_CI:
         pytest.fail(f"cannot run: {reason}", pytrace=False)
@@ -64,3 +67,21 @@ def nginx_bin() -> str:
     if binary is None:
         pytest.skip("nginx is not installed (scripts/test installs it)")
     return binary
+
+
+@pytest.fixture(scope="session")
+def podman() -> Iterator[Podman]:
+    """Podman with the private set-up of scripts/lib.sh, held by this session alone."""
+    try:
+        found = Podman.find()
+    except PodmanUnavailable as exc:
+        refuse(str(exc))
+    with found.exclusive():
+        yield found
+
+
+@pytest.fixture(scope="session")
+def owui_gate_image(podman: Podman) -> str:
+    """The owui-gate image, built from deploy/container/Containerfile (layers cached)."""
+    podman.build(OWUI_GATE_IMAGE, CONTAINERFILE, REPO)
+    return OWUI_GATE_IMAGE
