@@ -40,9 +40,9 @@ class TestTLS:
         return ctx
 
 
-def make_tls(directory: Path) -> TestTLS:
+def make_tls(directory: Path, server_name: str = SERVER_NAME) -> TestTLS:
     ca = trustme.CA()
-    server = ca.issue_cert(SERVER_NAME)
+    server = ca.issue_cert(server_name)
     directory.mkdir(parents=True, exist_ok=True)
     cert, key, ca_pem = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
     server.private_key_and_cert_chain_pem.write_to_path(str(key))

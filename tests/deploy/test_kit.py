@@ -182,50 +182,98 @@ def members(spec: dict[str, Any]) -> dict[str, set[str]]:
     return found
 
 
-def test_compose_openwebui_is_reachable_from_the_proxy_alone() -> None:
-    """OpenWebUI publishes nothing, sits only on internal networks (never the default bridge
-    or one the Docker host routes into), and the one network it shares with the proxy has no
-    third member; its other network holds only the egress proxy."""
+def test_compose_openwebui_and_the_receiver_live_in_the_proxys_namespace_on_loopback() -> None:
+    """OpenWebUI and the webhook receiver share the proxy's network namespace and listen on
+    127.0.0.1; so do the internal and admin listeners. Only the public listener has an
+    address on a network, its `edge` one. (tests/deploy/test_compose.py runs the file and
+    tries to reach each of them from the host and from other containers.)"""
     spec = compose()
-    owui = spec["services"]["open-webui"]
-    assert "ports" not in owui
-    assert "network_mode" not in owui
-    assert "networks" in owui  # without it, compose attaches the default network
+    services = spec["services"]
+    proxy = services["owui-proxy"]
+    env = proxy["environment"]
+    for name in ("open-webui", "owui-provision"):
+        body = services[name]
+        assert body["network_mode"] == "service:owui-proxy", name
+        assert "networks" not in body, name
+        assert "ports" not in body, name
+        assert "owui-proxy" in body["depends_on"], name
+    owui = services["open-webui"]["environment"]
+    assert owui["HOST"] == "127.0.0.1"  # the image's default is 0.0.0.0
+    assert env["OWUI_PROXY_UPSTREAM"] == f"http://127.0.0.1:{owui['PORT']}"
+    assert owui["FORWARDED_ALLOW_IPS"] == "127.0.0.1"
+    assert env["OWUI_PROXY_INTERNAL_LISTEN"].startswith("127.0.0.1:")
+    assert env["OWUI_PROXY_ADMIN_LISTEN"].startswith("127.0.0.1:")
+    assert env["OWUI_PROXY_LISTEN"] == f"{proxy['networks']['edge']['ipv4_address']}:8000"
+    # The only network member besides nginx and the auth service: the proxy's namespace.
     attached = members(spec)
-    for network in owui["networks"]:
-        assert network != "default"
-        assert spec["networks"][network].get("internal") is True, network
-    with_proxy = [n for n in owui["networks"] if "owui-proxy" in attached[n]]
-    assert len(with_proxy) == 1
-    assert attached[with_proxy[0]] == {"owui-proxy", "open-webui"}
-    for network in owui["networks"]:
-        if network != with_proxy[0]:
-            assert attached[network] == {"open-webui", "egress"}, network
-            assert "ports" not in spec["services"]["egress"]
-    # The proxy reaches it at its address on that network, and it trusts that address only.
-    app = with_proxy[0]
-    owui_ip = owui["networks"][app]["ipv4_address"]
-    proxy = spec["services"]["owui-proxy"]
-    assert proxy["environment"]["OWUI_PROXY_UPSTREAM"].startswith(f"http://{owui_ip}:")
-    proxy_ip = proxy["networks"][app]["ipv4_address"]
-    assert owui["environment"]["FORWARDED_ALLOW_IPS"] == proxy_ip
+    assert attached["edge"] == {"nginx", "owui-proxy", "oauth2-proxy"}
+    assert spec["networks"]["edge"]["internal"] is True
+    assert attached["owui-egress"] == {"owui-proxy", "egress"}
+    assert spec["networks"]["owui-egress"]["internal"] is True
+    nginx = services["nginx"]["environment"]
+    assert nginx["OWUI_GATE_PROXY"] == env["OWUI_PROXY_LISTEN"]
+    assert env["OWUI_PROXY_TRUSTED_PROXIES"] == (
+        services["nginx"]["networks"]["edge"]["ipv4_address"] + "/32"
+    )
 
 
-def test_compose_only_nginx_publishes_ports_and_no_service_shares_the_host_network() -> None:
+def test_compose_wires_provisioning_on_first_sign_in() -> None:
+    """The proxy's hook points at the receiver's --listen; both read one secret; the
+    receiver acts through the internal listener with its token."""
+    services = compose()["services"]
+    proxy, receiver = services["owui-proxy"], services["owui-provision"]
+    env = proxy["environment"]
+    command = receiver["command"]
+    listen = command[command.index("--listen") + 1]
+    assert env["OWUI_PROXY_SIGNIN_HOOK_URL"] == f"http://{listen}/webhooks/signup"
+    secret = command[command.index("--secret-file") + 1]
+    assert env["OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE"] == secret == "/run/secrets/hook-secret"
+    assert "hook-secret" in proxy["secrets"]
+    assert "hook-secret" in receiver["secrets"]
+    assert receiver["environment"]["OWUI_PROVISION_URL"] == (
+        f"http://{env['OWUI_PROXY_INTERNAL_LISTEN']}"
+    )
+
+
+def test_compose_has_one_login_place_on_the_chat_host() -> None:
+    """The login, callback and sign-out pages are /oauth2/ on the chat host (nginx routes
+    them to oauth2-proxy, configured by the kit's one oauth2-proxy.cfg); nothing names a
+    second host for them."""
+    spec = compose()
+    env = spec["services"]["owui-proxy"]["environment"]
+    prefix = Settings.model_fields["auth_path_prefix"].default
+    assert env["OWUI_PROXY_LOGIN_URL"] == f"{env['OWUI_PROXY_PUBLIC_URL']}{prefix}start"
+    assert env["OWUI_PROXY_LOGOUT_URL"] == f"{env['OWUI_PROXY_PUBLIC_URL']}{prefix}sign_out"
+    assert login_loop(env["OWUI_PROXY_LOGIN_URL"], env["OWUI_PROXY_PUBLIC_URL"], prefix) is None
+    auth = spec["services"]["oauth2-proxy"]
+    address = auth["networks"]["edge"]["ipv4_address"]
+    assert f"--http-address={address}:4180" in auth["command"]
+    assert env["OWUI_PROXY_FORWARD_AUTH_URL"] == f"http://{address}:4180{prefix}auth"
+    assert spec["services"]["nginx"]["environment"]["OWUI_GATE_AUTH"] == f"{address}:4180"
+    assert (
+        "../oauth2-proxy/oauth2-proxy.cfg:/etc/oauth2-proxy/oauth2-proxy.cfg:ro"
+        in (auth["volumes"])
+    )
+    assert "auth.example.edu" not in COMPOSE.read_text(encoding="utf-8")
+
+
+def test_compose_only_nginx_publishes_ports_and_every_probe_has_a_timeout() -> None:
     spec = compose()
     published = {name for name, body in spec["services"].items() if "ports" in body}
     assert published == {"nginx"}
-    assert all("network_mode" not in body for body in spec["services"].values())
-    # The act-as listener's network: the proxy and the provisioner only, internal.
-    attached = members(spec)
-    assert attached["internal"] == {"owui-proxy", "owui-provision"}
-    assert spec["networks"]["internal"]["internal"] is True
+    modes = {body.get("network_mode") for body in spec["services"].values()}
+    assert modes == {None, "service:owui-proxy"}  # never the host's network
+    for name, body in spec["services"].items():
+        if "healthcheck" in body:
+            assert body["healthcheck"]["timeout"] == "3s", name
+    checked = {name for name, body in spec["services"].items() if "healthcheck" in body}
+    assert checked == {"owui-proxy", "open-webui", "owui-provision"}
 
 
 def test_compose_names_only_defined_things_and_pinned_images() -> None:
     spec = compose()
     for name, body in spec["services"].items():
-        for network in body.get("networks", []):
+        for network in body.get("networks", {}):
             assert network in spec["networks"], (name, network)
         for secret in body.get("secrets", []):
             assert secret in spec["secrets"], (name, secret)
