@@ -173,8 +173,8 @@ def test_sigterm_drains_an_in_flight_response_and_exits_zero(
 ) -> None:
     url = f"http://{proxy_container.address}:8000/slow"
     with (
-        httpx.Client(timeout=30) as client,
-        client.stream("GET", url, cookies={"session": "ok"}) as response,
+        httpx.Client(timeout=30, cookies={"session": "ok"}) as client,
+        client.stream("GET", url) as response,
     ):
         assert response.status_code == 200
         chunks = response.iter_bytes()

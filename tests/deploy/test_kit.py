@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from proxy.settings import Settings, load_settings, login_loop
+from proxy.webhooks import new_secret
 from tests.deploy.edge import REPO, SITE_CONF
 
 SYSTEMD = REPO / "deploy" / "systemd"
@@ -48,7 +50,12 @@ def env_file(path: Path) -> dict[str, str]:
 
 
 def test_every_expected_unit_is_shipped() -> None:
-    assert UNITS == ["open-webui.service", "owui-provision-webhook.service", "owui-proxy.service"]
+    assert UNITS == [
+        "oauth2-proxy.service",
+        "open-webui.service",
+        "owui-provision-webhook.service",
+        "owui-proxy.service",
+    ]
 
 
 @pytest.mark.parametrize("unit", UNITS)
@@ -75,11 +82,12 @@ def test_unit_passes_systemd_analyze(unit: str, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         return
-    for name in ("owui-proxy.env", "open-webui.env", "owui-provision.env"):
+    for name in ("owui-proxy.env", "open-webui.env", "owui-provision.env", "oauth2-proxy.env"):
         (tmp_path / name).touch()
     rendered = (
         text.replace("/opt/owui-gate/venv/bin/", f"{REPO}/.venv/bin/")
         .replace("/opt/open-webui/venv/bin/open-webui", "/bin/true")
+        .replace("/usr/local/bin/oauth2-proxy", "/bin/true")
         .replace("/etc/owui-gate/", f"{tmp_path}/")
     )
     path = tmp_path / unit
@@ -114,11 +122,19 @@ def test_proxy_env_example_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     tokens = tmp_path / "internal-tokens"
     tokens.write_text("x" * 48 + "\n", encoding="ascii")
     tokens.chmod(0o600)
-    assert os.environ["OWUI_PROXY_INTERNAL_TOKENS_FILE"].startswith("/etc/owui-gate/")
-    monkeypatch.setenv("OWUI_PROXY_INTERNAL_TOKENS_FILE", str(tokens))
+    hook = tmp_path / "hook-secret"
+    hook.write_text(new_secret() + "\n", encoding="ascii")
+    hook.chmod(0o640)
+    for setting, stand_in in (
+        ("OWUI_PROXY_INTERNAL_TOKENS_FILE", tokens),
+        ("OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE", hook),
+    ):
+        assert os.environ[setting].startswith("/etc/owui-gate/")
+        monkeypatch.setenv(setting, str(stand_in))
     settings = load_settings()
     assert settings.auth == "forward"
     assert settings.internal_listen is not None
+    assert settings.signin_hook_url is not None
 
 
 def test_the_pieces_agree() -> None:
@@ -144,6 +160,18 @@ def test_the_pieces_agree() -> None:
     assert f"OWUI_PROXY_LISTEN   {proxy['OWUI_PROXY_LISTEN']}" in nginx
     # The provisioner talks to the internal listener.
     assert provision["OWUI_PROVISION_URL"] == f"http://{proxy['OWUI_PROXY_INTERNAL_LISTEN']}"
+    # The first-sign-in hook reaches the receiver where it listens, with the one secret.
+    receiver = unit_settings(SYSTEMD / "owui-provision-webhook.service")["ExecStart"][0].split()
+    listen = receiver[receiver.index("--listen") + 1]
+    assert proxy["OWUI_PROXY_SIGNIN_HOOK_URL"] == f"http://{listen}/webhooks/signup"
+    secret = receiver[receiver.index("--secret-file") + 1]
+    assert proxy["OWUI_PROXY_SIGNIN_HOOK_SECRET_FILE"] == secret
+    # oauth2-proxy listens where nginx and the proxy look for it.
+    auth = tomllib.loads((REPO / "deploy" / "oauth2-proxy" / "oauth2-proxy.cfg").read_text())
+    assert proxy["OWUI_PROXY_FORWARD_AUTH_URL"] == f"http://{auth['http_address']}/oauth2/auth"
+    assert (
+        f"OWUI_GATE_AUTH          the auth service (oauth2-proxy) {auth['http_address']}" in nginx
+    )
     # One body limit: nginx's client_max_body_size (MiB) = the proxy's default and example.
     limit = re.search(r"^\s*client_max_body_size (\d+)m;", nginx, re.M)
     assert limit is not None
