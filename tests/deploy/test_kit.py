@@ -322,3 +322,49 @@ def test_scaleout_nginx_hashes_on_the_header_the_proxy_injects() -> None:
     assert re.search(rf"^\s*hash {re.escape(variable)} consistent;", conf, re.M)
     # Failover to the next process happens only for connection errors and timeouts.
     assert re.search(r"^\s*proxy_next_upstream error timeout;", conf, re.M)
+
+
+# --- deploy/oauth2-proxy/oauth2-proxy.cfg ---------------------------------------------------------
+
+AUTH_CFG = REPO / "deploy" / "oauth2-proxy" / "oauth2-proxy.cfg"
+
+
+def test_oauth2_proxy_config_has_what_the_recipes_require() -> None:
+    """oauth2-proxy's own config format is TOML. Its pages under the proxy's auth prefix on the
+    chat host, forward-auth answers with the identity headers the proxy reads, reverse-proxy
+    mode behind nginx, and a cookie refreshed before the IdP's access token expires."""
+    cfg = tomllib.loads(AUTH_CFG.read_text(encoding="utf-8"))
+    proxy = env_file(ENV / "owui-proxy.env")
+    prefix = Settings.model_fields["auth_path_prefix"].default
+    public = proxy["OWUI_PROXY_PUBLIC_URL"]
+    assert cfg["proxy_prefix"] + "/" == prefix
+    assert cfg["redirect_url"] == f"{public}{prefix}callback"
+    assert cfg["whitelist_domains"] == [public.removeprefix("https://")]
+    assert cfg["reverse_proxy"] is True
+    assert cfg["set_xauthrequest"] is True
+    assert cfg["upstreams"] == ["static://202"]
+    assert Settings.model_fields["forward_auth_email_header"].default == "X-Auth-Request-Email"
+    # Keycloak's default access-token lifetime is 5 minutes (docs/identity.md).
+    minutes = int(cfg["cookie_refresh"].removesuffix("m"))
+    assert 0 < minutes < 5
+    assert cfg["cookie_secure"] is True
+    assert cfg["cookie_httponly"] is True
+    # Secrets come from the environment, never this file.
+    assert not {"client_secret", "cookie_secret"} & set(cfg)
+
+
+def test_the_auth_service_image_is_new_enough_for_every_provider_the_docs_name() -> None:
+    """oauth2-proxy's entra-id provider arrived in 7.8.0; compose and Kubernetes pin one
+    release."""
+    pins = set(
+        re.findall(
+            r"quay\.io/oauth2-proxy/oauth2-proxy:v(\d+)\.(\d+)\.(\d+)",
+            "".join(
+                p.read_text(encoding="utf-8")
+                for p in (COMPOSE, REPO / "deploy" / "kubernetes" / "base" / "oauth2-proxy.yaml")
+            ),
+        )
+    )
+    assert len(pins) == 1
+    (version,) = pins
+    assert tuple(map(int, version)) >= (7, 8, 0)
