@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import yaml
 
 from demo import openwebui
-from tests.deploy.conftest import make_tls
+from tests.deploy.conftest import TestTLS, make_tls
 from tests.deploy.edge import REPO, free_port
 from tests.deploy.podman import IMAGES, Podman
 
@@ -138,8 +138,7 @@ class Project:
     podman: Podman
     directory: Path
     https_port: int
-    ca_pem: Path
-    tls: Any
+    tls: TestTLS
     log_dir: Path
     containers: dict[str, str] = field(default_factory=dict)  # service -> container name
 
@@ -233,7 +232,7 @@ def prepare(podman: Podman, directory: Path, log_dir: Path) -> Project:
     (compose_dir / "test-override.yaml").write_text(
         override(https_port, venv.parent.parent), encoding="utf-8"
     )
-    return Project(podman, directory, https_port, tls.ca_pem, tls, log_dir)
+    return Project(podman, directory, https_port, tls, log_dir)
 
 
 def wait_for(check: Callable[[], T | None], what: str, timeout: float, project: Project) -> T:
