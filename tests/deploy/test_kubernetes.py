@@ -12,6 +12,7 @@ are additive; a pod selected by no policy with ingress rules is closed by the de
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ def documents(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
 
 
+@functools.cache  # read once: the policy checks evaluate selectors against them many times
 def every_object() -> list[dict[str, Any]]:
     return [doc for path in MANIFESTS for doc in documents(path)]
 
@@ -52,6 +54,7 @@ class Pod:
     containers: dict[str, dict[str, Any]]
 
 
+@functools.cache
 def pods() -> dict[str, Pod]:
     found = {}
     for deployment in of_kind("Deployment"):
