@@ -116,6 +116,25 @@ def test_the_image_keeps_its_health_check_and_runs_as_uid_10001(
     assert "/healthz" in " ".join(image["Healthcheck"]["Test"])
 
 
+def test_the_image_holds_the_whole_wheel_data_files_included(
+    podman: Podman, owui_gate_image: str
+) -> None:
+    """owui-gate goes in as the wheel built from the sources, the files it installs under
+    share/owui-gate (the alerting rules and dashboard, docs/operations.md) included."""
+    listed = podman(
+        "run",
+        "--rm",
+        "--health-interval=disable",
+        owui_gate_image,
+        "find",
+        "/opt/owui-gate/share/owui-gate",
+        "-type",
+        "f",
+    ).stdout.split()
+    assert "/opt/owui-gate/share/owui-gate/prometheus/owui-gate.rules.yml" in listed
+    assert "/opt/owui-gate/share/owui-gate/grafana/owui-gate.json" in listed
+
+
 def test_the_proxy_runs_as_uid_10001_on_a_read_only_root(
     podman: Podman, proxy_container: Running
 ) -> None:
