@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
+from secrets import token_hex
 from typing import Any, TextIO
 
 import structlog
@@ -191,7 +192,9 @@ async def _setup_findings() -> list[Finding]:
     findings = [Finding(True, f"service token file {settings.token_file} readable")]
     async with make_http_client(settings) as http:
         api = OpenWebUI(Transport(settings, token, http))
-        findings += await run_checks(api, settings.url)
+        # The same listener with a token it cannot hold: only the internal listener says 407.
+        stranger = OpenWebUI(Transport(settings, f"not-the-service-token-{token_hex(16)}", http))
+        findings += await run_checks(api, settings.url, stranger)
     return findings
 
 

@@ -28,10 +28,12 @@ import structlog
 
 from provisioner.errors import (
     AccountCannotSignIn,
+    ActAsDenied,
     AdminAccount,
     ApiError,
     EndpointNotAllowed,
     Onboarding,
+    PublicListener,
     ServiceTokenRefused,
     Unavailable,
 )
@@ -84,6 +86,15 @@ def _refusal_code(response: httpx.Response) -> str | None:
         return None
     code = body.get("code") if isinstance(body, dict) else None
     return code if isinstance(code, str) else None
+
+
+def _from_the_proxy(response: httpx.Response) -> bool:
+    """Whether an error answer is the proxy's own: JSON with ``error`` and ``request_id``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" in body and "request_id" in body
 
 
 def _explanation(response: httpx.Response) -> tuple[str, bool]:
@@ -185,7 +196,13 @@ class Transport:
                         raise AdminAccount(email)
                     if refusal == "onboarding":
                         raise Onboarding()
+                    if refusal == "access_denied":
+                        raise ActAsDenied(email, detail)
                     raise EndpointNotAllowed(method, path, detail)
+                if status == 401 and not from_openwebui and _from_the_proxy(response):
+                    # The internal listener answers a refused token with 407, never 401:
+                    # a 401 in the proxy's own words comes from its public listener.
+                    raise PublicListener(method, path, status, detail)
                 if not is_transient(status):
                     raise ApiError(method, path, status, detail)
                 problem = f"{status} {detail}"
