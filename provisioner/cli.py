@@ -101,10 +101,10 @@ async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     courses = load_courses(args.courses)
     email, name = checked_identity(args.email, args.name)
     settings = load_settings()
-    archived: list[bool] = []
+    placed: list[bool] = []
 
     def report(result: ModuleResult) -> None:
-        archived.append(result.archived)
+        placed.append(result.placed)
         out.write(json.dumps(result.as_json()) + "\n")
         out.flush()
 
@@ -112,7 +112,7 @@ async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         provisioner = Provisioner(api, settings, update_unreplied=args.update_unreplied)
         await provisioner.provision_user(courses, email, name, on_result=report)
     expected = sum(len(course.modules) for course in courses)
-    return EXIT_OK if len(archived) == expected and all(archived) else EXIT_FAILED
+    return EXIT_OK if len(placed) == expected and all(placed) else EXIT_FAILED
 
 
 async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -15,7 +15,7 @@ import difflib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -52,6 +52,9 @@ class CourseInfo(BaseModel):
     model: ModelId
     # The identity groups the course is for; empty means every user.
     groups: tuple[Group, ...] = ()
+    # Where the module threads live: under Archived Chats, or in a sidebar folder named
+    # after the course (provisioner/folders.py).
+    placement: Literal["archived", "folder"] = "archived"
 
 
 class Module(BaseModel):
@@ -181,6 +184,8 @@ _FRIENDLY = {
     "string_too_short": "must not be empty",
     "tuple_type": 'must be a list (e.g. groups = ["year-9", "staff"])',
     "model_type": "must be a table",
+    "literal_error": 'must be "archived" (under Archived Chats) or "folder" (a sidebar folder '
+    "named after the course)",
 }
 
 Loc = tuple[int | str, ...]
