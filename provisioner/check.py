@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.client import OpenWebUI
+from provisioner.directory import Directory
 from provisioner.errors import (
     ListenerRefused,
     ProvisionError,
@@ -121,3 +122,20 @@ def _release_findings(config: dict[str, Any]) -> list[Finding]:
     if signup_trap(config):
         findings.append(Finding(False, signup_trap_problem(version), SIGNUP_FIX))
     return findings
+
+
+async def lookup_finding(directory: Directory, email: str | None) -> Finding:
+    """The lookup account signs in and finds itself in the user directory."""
+    if email is None:
+        return Finding(
+            True,
+            "no lookup account set (OWUI_PROVISION_LOOKUP_EMAIL): status, --dry-run and "
+            "remove need one; user, bulk and webhook do not",
+        )
+    try:
+        account = await directory.account(email)
+    except ProvisionError as exc:
+        return Finding(False, f"lookup account {email}: {exc}")
+    if account is None:  # signed in, yet not in the directory it reads
+        return Finding(False, f"lookup account {email} signed in but is not in the directory")
+    return Finding(True, f"lookup account {email} reads the user directory")

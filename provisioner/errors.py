@@ -11,7 +11,8 @@
     │   ├── AccountCannotSignIn     OpenWebUI holds the account but refuses its trusted sign-in
     │   ├── NotTrustedHeaderMode    WEBUI_AUTH_TRUSTED_EMAIL_HEADER is not set
     │   ├── UnsupportedRelease      an OpenWebUI release whose chat lists would cause duplicates
-    │   └── SignupsOff              before 0.8.0 with sign-ups off: new users get 403
+    │   ├── SignupsOff              before 0.8.0 with sign-ups off: new users get 403
+    │   └── LookupAccountUnusable   the lookup account is not an ordinary user
     ├── ListenerRefused             the internal listener said no
     │   ├── ServiceTokenRefused     407: the service token is not accepted
     │   ├── ActAsDenied             403 ``access_denied``: the proxy's access rules refuse the email
@@ -114,6 +115,17 @@ class AccountCannotSignIn(Refused):
             "such an account behind when writes collide). Fix: as the OpenWebUI admin, "
             "delete this user in Admin Panel > Users (or reactivate it), then run again: "
             "the next sign-in creates the account afresh."
+        )
+
+
+class LookupAccountUnusable(Refused):
+    """The lookup account (``OWUI_PROVISION_LOOKUP_EMAIL``) cannot read the user directory."""
+
+    def __init__(self, email: str, role: str) -> None:
+        super().__init__(
+            f"the lookup account {email} has role '{role}' in OpenWebUI; it must be an "
+            "ordinary 'user' to read the user directory (Admin Panel > Users: make it a user; "
+            "an admin account cannot be used: the internal listener never acts as admins)"
         )
 
 

@@ -72,6 +72,7 @@ from provisioner.threads import (
     Thread,
     as_thread,
     build_chat,
+    course_threads,
     decide,
     left_behind,
     tag_prefixes,
@@ -177,6 +178,14 @@ class Provisioner:
         self._config_ok = False
         self._config: dict[str, Any] | None = None  # as read by preflight()
         self._config_lock = asyncio.Lock()
+
+    @property
+    def api(self) -> OpenWebUI:
+        return self._api
+
+    @property
+    def update_unreplied(self) -> bool:
+        return self._update_unreplied
 
     async def preflight(self) -> None:
         """Refuse when OpenWebUI's config makes provisioning unsafe; read once it has passed."""
@@ -434,6 +443,31 @@ class Provisioner:
         if any(course.course.placement == "folder" for course, _ in pairs):
             folders = tuple(as_folders(await session.list_folders()))
         return Look(threads, left, folders)
+
+    async def look_at_courses(
+        self, session: UserSession, course_ids: Sequence[str], module_id: str | None = None
+    ) -> dict[Key, list[Thread]]:
+        """Every thread of these courses, whatever its module (or of ``module_id`` only),
+        confirmed by marker: what ``remove`` deletes. Users with 100 chats or more are
+        looked at through the title lists, by the courses' tag prefixes."""
+        chats = await session.list_all()
+        if len(chats) < EXPORT_BATCH_SIZE:
+            return course_threads(chats, course_ids, module_id)
+        listed = await session.list_chats()
+        for course_id in course_ids:
+            for prefix in tag_prefixes(course_id):
+                listed += await session.list_archived(prefix)
+        candidates = sorted(
+            {
+                chat["id"]
+                for chat in listed
+                if isinstance(chat.get("id"), str)
+                and isinstance(chat.get("title"), str)
+                and any(p in chat["title"] for c in course_ids for p in tag_prefixes(c))
+            }
+        )
+        whole = [chat for chat_id in candidates if (chat := await session.get_chat(chat_id))]
+        return course_threads(whole, course_ids, module_id)
 
     def _report_left(self, email: str, look: Look) -> None:
         for (course_id, module_id), chat_id in look.left:

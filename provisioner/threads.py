@@ -203,6 +203,29 @@ def threads_by_module(
     return found
 
 
+def course_threads(
+    chats: Iterable[dict[str, Any]], course_ids: Collection[str], module_id: str | None = None
+) -> dict[Key, list[Thread]]:
+    """Every confirmed thread of these courses among whole chats, whatever its module (or
+    of one module), grouped by (course, module): what ``remove`` deletes, found by marker.
+    A module no course file still has is found too: the marker is the course's."""
+    found: dict[Key, list[Thread]] = {}
+    for chat in chats:
+        body = chat.get("chat")
+        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
+        if not isinstance(mark, dict):
+            continue
+        course_id, module = mark.get("course"), mark.get("module")
+        if course_id not in course_ids or not isinstance(module, str):
+            continue
+        if module_id is not None and module != module_id:
+            continue
+        thread = as_thread(chat, str(course_id), module)
+        if thread is not None:
+            found.setdefault((str(course_id), module), []).append(thread)
+    return found
+
+
 def left_behind(chats: Iterable[dict[str, Any]], wanted: Collection[Key]) -> list[tuple[Key, str]]:
     """Threads of the wanted courses whose module the course no longer has: (key, chat id).
 
