@@ -29,12 +29,15 @@ from provisioner.bulk import check_report, describe_skipped, run_bulk_cli, write
 from provisioner.catalog import check_courses, load_courses
 from provisioner.check import Finding, lookup_finding, run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
+from provisioner.course import Course
 from provisioner.directory import Directory
 from provisioner.errors import BadInput, ListenFailed, ProvisionError
 from provisioner.preview import Preview
 from provisioner.provision import ModuleResult, Provisioner
 from provisioner.settings import Settings, load_settings, read_service_token
-from provisioner.users import Columns, check_encoding, checked_identity, load_roster
+from provisioner.status import Status, StatusRow, in_roster_order, run_status, summary, write_rows
+from provisioner.stopping import until_stopped
+from provisioner.users import Columns, UserRow, check_encoding, checked_identity, load_roster
 from provisioner.webhook import create_app, load_secrets
 from proxy import version
 
@@ -189,6 +192,74 @@ async def _cmd_bulk(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise
 
 
+def _people(args: argparse.Namespace, err: TextIO) -> tuple[tuple[Course, ...], list[UserRow]]:
+    """The course files and the people of ``status`` and ``remove``: ``COURSE.toml...``
+    then emails, or ``COURSE.toml... --roster FILE`` (read as bulk reads it)."""
+    paths = [Path(item) for item in args.targets if item.endswith(".toml")]
+    emails = [item for item in args.targets if not item.endswith(".toml")]
+    if not paths:
+        raise BadInput(f"{args.command}: name at least one course file (COURSE.toml)")
+    if bool(emails) == (args.roster is not None):
+        raise BadInput(
+            f"{args.command}: give the people as emails after the course files, or as "
+            "--roster FILE (one of them)"
+        )
+    courses = load_courses(paths)
+    if args.roster is None:
+        rows = [UserRow(n, checked_identity(e, None)[0], None) for n, e in enumerate(emails, 1)]
+        return courses, rows
+    roster = load_roster(
+        args.roster,
+        course_ids=[course.course.id for course in courses],
+        columns=Columns(
+            email=args.email_column, course=args.course_column, groups=args.group_column
+        ),
+        delimiter=args.delimiter,
+        skip_invalid=args.skip_invalid,
+        encoding=args.encoding,
+    )
+    if roster.invalid:
+        err.write(describe_skipped(str(args.roster), roster.invalid))
+    return courses, roster.rows
+
+
+async def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    courses, rows = _people(args, err)
+    settings = load_settings()
+    found: dict[int, list[StatusRow]] = {}
+    nothing: list[UserRow] = []
+    _configure_logging(err, logging.WARNING)  # rows and the summary say it all
+    async with _openwebui(settings) as api:
+        status = Status(Provisioner(api, settings), Directory(api, settings.lookup_email))
+        stopped = await until_stopped(
+            run_status(
+                status,
+                courses,
+                rows,
+                concurrency=args.concurrency or settings.concurrency,
+                found=found,
+                nothing=nothing,
+            )
+        )
+    ordered = in_roster_order(found)
+    if args.output is None:
+        write_rows(out, ordered, args.format)
+    else:
+        try:
+            with args.output.open("w", encoding="utf-8", newline="") as handle:
+                write_rows(handle, ordered, args.format)
+        except OSError as exc:
+            raise BadInput(f"--output {args.output}: cannot write ({exc.strerror})") from exc
+    people = len(found) + len(nothing)
+    err.write(f"status: {people} of {len(rows)} people looked at\n{summary(ordered)}\n")
+    if nothing:
+        err.write(f"  {len(nothing)} person(s) whose groups choose no course: no rows\n")
+    if stopped is not None:
+        err.write(f"  interrupted by {stopped.name}: the rows above are the people read so far\n")
+        return 128 + stopped.value
+    return EXIT_FAILED if any(row.state == "failed" for row in ordered) else EXIT_OK
+
+
 async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.courses:
         findings = _course_findings(args.courses)
@@ -341,6 +412,18 @@ def _roster_options(parser: argparse.ArgumentParser, *, provisioning: bool) -> N
     )
 
 
+def _people_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "targets",
+        nargs="+",
+        metavar="COURSE.toml|EMAIL",
+        help="course files (ending in .toml), then the people's emails (or --roster)",
+    )
+    parser.add_argument(
+        "--roster", type=Path, metavar="FILE", help="the people: a roster, as for bulk"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="owui-provision",
@@ -389,6 +472,28 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--dry-run", action="store_true", help=DRY_RUN_HELP)
     bulk.set_defaults(handler=_cmd_bulk)
 
+    status = _command(
+        commands,
+        "status",
+        "who has which module thread, and whether they wrote in it",
+        "One row per person and module: present or missing, where (archived, the course "
+        "folder, another folder, the chats), replied to by the person or not, and whether "
+        "its first message differs from the course file's. Rows go to stdout (JSON Lines, "
+        "or CSV with --format csv) or --output; a summary per course and module, with "
+        "percentages, to stderr. Reads only: creates no account (needs "
+        "OWUI_PROVISION_LOOKUP_EMAIL).",
+        "  owui-provision status examples/welcome.toml ada@example.edu grace@example.edu\n"
+        "  owui-provision status courses/*.toml --roster roster.csv --format csv "
+        "--output status.csv",
+    )
+    _people_arguments(status)
+    _roster_options(status, provisioning=False)
+    status.add_argument(
+        "--format", choices=("jsonl", "csv"), default="jsonl", help="default: jsonl"
+    )
+    status.add_argument("--output", type=Path, metavar="FILE", help="default: stdout")
+    status.set_defaults(handler=_cmd_status)
+
     hook = _command(
         commands,
         "webhook",
@@ -420,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_cmd_check)
 
     shown = f"owui-provision {version()}"
-    for command in (parser, user, bulk, hook, check):
+    for command in (parser, user, bulk, status, hook, check):
         command.add_argument("--version", action="version", version=shown)
     return parser
 
