@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 import textwrap
@@ -34,6 +35,7 @@ from provisioner.directory import Directory
 from provisioner.errors import BadInput, ListenFailed, ProvisionError
 from provisioner.preview import Preview
 from provisioner.provision import ModuleResult, Provisioner
+from provisioner.remove import Removal, Remover, removal_summary, run_remove
 from provisioner.settings import Settings, load_settings, read_service_token
 from provisioner.status import Status, StatusRow, in_roster_order, run_status, summary, write_rows
 from provisioner.stopping import until_stopped
@@ -95,6 +97,14 @@ def _encoding(value: str) -> str:
         return check_encoding(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _module_id(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9-]{1,64}", value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a module id (lower-case letters, digits and '-')"
+        )
+    return value
 
 
 def _site(runner: web.AppRunner, listen: str) -> web.BaseSite:
@@ -258,6 +268,38 @@ async def _cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         err.write(f"  interrupted by {stopped.name}: the rows above are the people read so far\n")
         return 128 + stopped.value
     return EXIT_FAILED if any(row.state == "failed" for row in ordered) else EXIT_OK
+
+
+async def _cmd_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    courses, rows = _people(args, err)
+    settings = load_settings()
+    found: dict[int, list[Removal]] = {}
+    async with _openwebui(settings) as api:
+        remover = Remover(
+            Provisioner(api, settings),
+            Directory(api, settings.lookup_email),
+            including_replied=args.including_replied,
+            module_id=args.module,
+            rounds=settings.converge_rounds,
+        )
+        stopped = await until_stopped(
+            run_remove(
+                remover,
+                courses,
+                rows,
+                concurrency=args.concurrency or settings.concurrency,
+                found=found,
+                emit=lambda line: _write_line(out, line.as_json()),
+            )
+        )
+    err.write(f"remove: {removal_summary(found, len(rows))}\n")
+    failed = [line for person in found.values() for line in person if line.result == "failed"]
+    for line in failed:
+        err.write(f"  failed: {line.email}: {line.detail}\n")
+    if stopped is not None:
+        err.write("  interrupted: run the same command again to finish\n")
+        return 128 + stopped.value
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 async def _cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -494,6 +536,33 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--output", type=Path, metavar="FILE", help="default: stdout")
     status.set_defaults(handler=_cmd_status)
 
+    remove = _command(
+        commands,
+        "remove",
+        "delete courses' threads again (leavers, retired modules)",
+        "Delete the threads these course files made for these people: only threads with the "
+        "provisioner's marker, never a person's own chats; threads the person has written "
+        "in are kept unless --including-replied. Safe to repeat, interrupt or run twice at "
+        "once. Creates no account (needs OWUI_PROVISION_LOOKUP_EMAIL). The person's "
+        "OpenWebUI account itself stays: docs/provisioner.md says how an admin deletes it.",
+        "  owui-provision remove examples/welcome.toml leaver@example.edu\n"
+        "  owui-provision remove examples/welcome.toml --roster year-9.csv --module prompting",
+    )
+    _people_arguments(remove)
+    _roster_options(remove, provisioning=False)
+    remove.add_argument(
+        "--including-replied",
+        action="store_true",
+        help="delete threads the person has written in too (default: keep them)",
+    )
+    remove.add_argument(
+        "--module",
+        type=_module_id,
+        metavar="ID",
+        help="only this module's threads (it may already be gone from the course file)",
+    )
+    remove.set_defaults(handler=_cmd_remove)
+
     hook = _command(
         commands,
         "webhook",
@@ -525,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_cmd_check)
 
     shown = f"owui-provision {version()}"
-    for command in (parser, user, bulk, status, hook, check):
+    for command in (parser, user, bulk, status, remove, hook, check):
         command.add_argument("--version", action="version", version=shown)
     return parser
 

@@ -465,7 +465,7 @@ async def test_check_course_files_offline_reports_every_problem(
     assert good.out.endswith("all good\n")
 
 
-SUBCOMMANDS = ["user", "bulk", "status", "webhook", "check"]
+SUBCOMMANDS = ["user", "bulk", "status", "remove", "webhook", "check"]
 
 
 def test_every_subcommand_has_a_description_and_an_example() -> None:
