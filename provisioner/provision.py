@@ -309,8 +309,10 @@ class Provisioner:
     ) -> Folder | None:
         """The course folder as this round saw it, made when missing; duplicates deleted.
 
-        ``None`` while there is none to use yet (just made, or another process made one
-        meanwhile): the module steps then wait for the next look, which sees it.
+        A folder made here is used at once (its threads are created in it this round); if
+        another process made one too, the next look sees both and the older wins. ``None``
+        while there is none to use (the name was taken meanwhile): the module steps wait
+        for the next look, which sees it.
         """
         flog = log.bind(email=session.email, course=course.course.id)
         found = look.course_folder(course)
@@ -318,8 +320,9 @@ class Provisioner:
             made = await session.create_folder(
                 folder_name(course, self._settings.title_tag), folder_marker(course.course.id)
             )
-            flog.info("created the course folder", folder_id=made.get("id") if made else None)
-            return None
+            folders = as_folders([made]) if made is not None else []
+            flog.info("created the course folder", folder_id=folders[0].id if folders else None)
+            return folders[0] if folders else None
         for duplicate in found.delete:
             await session.delete_folder(duplicate.id)
             flog.info("deleted a duplicate course folder", folder_id=duplicate.id)

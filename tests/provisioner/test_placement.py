@@ -68,8 +68,9 @@ async def test_folder_placement_makes_the_course_folder_with_the_threads_inside(
 
 
 async def test_budget_of_a_folder_course(provisioner: Provisioner, fake: FakeOpenWebUI) -> None:
-    """New: sign-in, a look (chats and folders), the folder, one create a module (no
-    archive), the final look. Provisioned: sign-in and one look (chats and folders)."""
+    """New: sign-in, a look (chats and folders), the folder, one create a module in it (no
+    archive), the final look: 6 + 1 a module, as many as archived threads for 3 modules.
+    Provisioned: sign-in and one look (chats and folders)."""
     course = placed("folder")
     await provisioner.provision_user([course], "first@example.edu")  # the run's config read
     await provisioner.provision_user([course], EMAIL)
@@ -79,9 +80,14 @@ async def test_budget_of_a_folder_course(provisioner: Provisioner, fake: FakeOpe
     again = shapes([f"{c.method} {c.path}" for c in fake.calls[before:]])
 
     look = ["GET /api/v1/chats/all", "GET /api/v1/folders/"]
-    assert new[:4] == ["POST /api/v1/auths/signin", *look, "POST /api/v1/folders/"]
-    # The folder is made in the first round; its threads go in once the next look sees it.
-    assert new[4:] == [*look, "POST /api/v1/chats/new", "POST /api/v1/chats/new", *look]
+    assert new == [
+        "POST /api/v1/auths/signin",
+        *look,
+        "POST /api/v1/folders/",
+        "POST /api/v1/chats/new",  # made in the folder just made
+        "POST /api/v1/chats/new",
+        *look,
+    ]
     assert again == ["POST /api/v1/auths/signin", *look]
 
 
