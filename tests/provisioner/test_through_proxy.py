@@ -192,7 +192,8 @@ async def test_a_person_outside_the_allowed_domains_is_named_with_the_right_sett
     with pytest.raises(ActAsDenied) as info:
         await provision(settings, course)
     message = str(info.value)
-    assert "ada@example.edu is not in an allowed domain (school.edu)" in message
+    assert "the proxy refuses to act as ada@example.edu" in message
+    assert "is not in an allowed domain (school.edu)" in message
     assert "add their domain to OWUI_PROXY_ALLOWED_EMAIL_DOMAINS" in message
     assert "add it to the proxy's OWUI_PROXY_INTERNAL_ALLOW" not in message
     assert bare_fake.users.get(EMAIL) is None
