@@ -325,8 +325,9 @@ def _course_findings(paths: list[Path]) -> list[Finding]:
             info = item.course.course
             who = f"groups {', '.join(info.groups)}" if info.groups else "everyone"
             count = len(item.course.modules)
+            where = ", in a sidebar folder" if info.placement == "folder" else ""
             findings.append(
-                Finding(True, f"{item.path}: course {info.id}, {count} module(s), for {who}")
+                Finding(True, f"{item.path}: course {info.id}, {count} module(s), for {who}{where}")
             )
     return findings
 

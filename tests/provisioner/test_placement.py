@@ -4,6 +4,7 @@ it and not archived; changing placement moves existing threads; exactly once thr
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from provisioner.folders import Folder, folder_name, folder_tag, plan_folder
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY, build_chat
+from tests.provisioner.cli_helpers import run
 from tests.provisioner.conftest import COURSE_TOML
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
 from tests.provisioner.test_budget import shapes
@@ -212,3 +214,24 @@ def test_plan_folder_ranks_by_creation_then_id_and_keeps_parents() -> None:
     assert found.delete == (b,)  # c holds a folder: kept
     assert plan_folder([Folder("x", "Demo course", None, 1)], "demo") is None
     assert plan_folder([Folder("x", folder_name(course, "hidden"), None, 1)], "demo-2") is None
+
+
+async def test_check_names_the_placement_and_refuses_a_wrong_one(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(
+        COURSE_TOML.replace('model = "tutor"', 'model = "tutor"\nplacement = "folder"', 1)
+    )
+    bad.write_text(
+        COURSE_TOML.replace('id = "demo"', 'id = "other"').replace(
+            'model = "tutor"', 'model = "tutor"\nplacement = "sidebar"', 1
+        )
+    )
+    result = await run(env, "check", str(good), str(bad))
+    assert result.rc == 1
+    assert f"ok   {good}: course demo, 2 module(s), for everyone, in a sidebar folder" in result.out
+    assert (
+        f'FAIL {bad}:6: course.placement: must be "archived" (under Archived Chats) or "folder"'
+        in result.out
+    )
