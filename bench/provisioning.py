@@ -10,7 +10,10 @@ own (new accounts, except the rerun):
 - **rerun**: the provisioner again over the users it just provisioned;
 - **5 at once**: five provisioners (each its own client and ``run_bulk``) over one list of
   new users at the same time; afterwards every user is checked to hold exactly one archived
-  thread per module and nothing else.
+  thread per module and nothing else;
+- **status**: ``owui-provision status`` (``Status`` + ``run_status``) over the users the
+  provisioner made, with its lookup account; every row is checked to say present and
+  archived.
 
 Calls are counted in the client (an httpx request hook: every request sent, retries
 included). Floor and provisioner alternate in rounds, so a growing database favours neither.
@@ -46,12 +49,16 @@ from bench.run import Cpus
 from provisioner.bulk import run_bulk
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course, parse_course
+from provisioner.directory import Directory
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
+from provisioner.status import Status, StatusRow, in_roster_order, run_status
 from provisioner.threads import MARKER_KEY, build_chat
 from provisioner.users import UserRow
 
 ROOT = Path(__file__).resolve().parent.parent
+ROWS = ("floor", "new users", "rerun", "5 at once", "status")
+LOOKUP_EMAIL = "lookup@bench.example.edu"  # status reads the user directory as it
 RESULTS = Path(__file__).resolve().parent / "results"
 PROXY_AUTH = "Proxy-Authorization"
 
@@ -150,6 +157,31 @@ async def provision(
     row = _row(len(users), seconds, calls, len(failures))
     row["failure_reasons"] = sorted({failure.reason[:300] for failure in failures})[:5]
     return row, statuses
+
+
+async def status_row(
+    settings: Settings, token: str, course: Course, users: Sequence[UserRow], concurrency: int
+) -> dict[str, Any]:
+    """``owui-provision status`` over provisioned users: its row, and rows that are wrong."""
+    calls = Calls()
+    found: dict[int, list[StatusRow]] = {}
+    async with make_http_client(settings) as http:
+        http.event_hooks["request"].append(calls.hook)
+        api = OpenWebUI(Transport(settings, token, http))
+        status = Status(Provisioner(api, settings), Directory(api, settings.lookup_email))
+        started = time.perf_counter()
+        await run_status(
+            status, [course], list(users), concurrency=concurrency, found=found, nothing=[]
+        )
+        seconds = time.perf_counter() - started
+    lines = in_roster_order(found)
+    row = _row(len(users), seconds, calls, sum(line.state == "failed" for line in lines))
+    row["wrong_end_states"] = [
+        f"{line.email} {line.module}: {line.state} {line.where} {line.detail[:200]}"
+        for line in lines
+        if (line.state, line.where) != ("present", "archived")
+    ][:10]
+    return row
 
 
 async def together(
@@ -263,6 +295,11 @@ async def measure(
     )
     rerun["statuses"] = dict(Counter(statuses))
     results["rerun"] = rerun
+    log("status over the provisioned users")
+    looking = Settings(url=url, token_file=token_file, lookup_email=LOOKUP_EMAIL)  # type: ignore[call-arg]
+    results["status"] = await status_row(
+        looking, token, course, rows("new-a", half) + rows("new-b", n - half), conc
+    )
     log("5 provisioners at once over one list of new users")
     shared = rows("five", args.together_users or n)
     results["5 at once"] = await together(settings, token, course, shared, conc)
@@ -301,15 +338,16 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
         "| row | users | seconds | users/s | vs floor | calls/user | failures | wrong end states |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for label in ("floor", "new users", "rerun", "5 at once"):
+    for label in ROWS:
         row = results[label]
+        versus = "-" if label == "status" else f"{row['users_per_s'] / floor_rate:.0%}"
         lines.append(
             f"| {label} | {row['users']} | {row['seconds']:.1f} | {row['users_per_s']:.2f} | "
-            f"{row['users_per_s'] / floor_rate:.0%} | {row['calls_per_user']:.2f} | "
+            f"{versus} | {row['calls_per_user']:.2f} | "
             f"{row['failures']} | {len(row.get('wrong_end_states', [])) or '-'} |"
         )
     lines += ["", "Calls by kind:", ""]
-    for label in ("floor", "new users", "rerun", "5 at once"):
+    for label in ROWS:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(results[label]["calls_by_kind"].items()))
         lines.append(f"- {label}: {kinds}")
     per_user = results["new users"]["seconds"] / results["new users"]["users"]
@@ -319,8 +357,10 @@ def report(args: argparse.Namespace, results: dict[str, Any]) -> str:
         f"3,000 new users x {modules} modules at this rate: {3000 * per_user:.0f} s "
         f"({3000 * per_user / 60:.1f} min).",
         f"Rerun statuses: {results['rerun'].get('statuses')}",
+        f"status of 3,000 people x {modules} modules at this rate: "
+        f"{3000 * results['status']['seconds'] / results['status']['users']:.0f} s.",
     ]
-    for label in ("new users", "rerun", "5 at once"):
+    for label in ("new users", "rerun", "5 at once", "status"):
         for reason in results[label].get("failure_reasons", []):
             lines.append(f"- {label} failure: {reason}")
         for wrong in results[label].get("wrong_end_states", []):

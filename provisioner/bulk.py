@@ -4,7 +4,11 @@ A user's failure never stops the others; the run ends with a summary naming ever
 that failed. Rerunning the same roster after a crash, Ctrl-C or SIGTERM is the way to
 finish: users already done come back ``existing``, with no duplicates (convergence, see
 provision.py). Ctrl-C and SIGTERM both stop the run cleanly and print the same summary,
-with the users not finished yet.
+with the users not finished yet; a run stopped before its first user (a refusal, a signal)
+still writes a complete report, every user ``not run`` with the reason.
+
+With ``--dry-run`` (:mod:`provisioner.preview`) the same roster, summary and report say
+what a run would do, and nothing is changed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import csv
 import json
 import signal
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +26,12 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from provisioner.catalog import courses_for, no_course_reason
 from provisioner.course import Course
 from provisioner.errors import BadInput, ProvisionError
+from provisioner.preview import ALREADY, LEFT_ALONE, NO_ACCOUNT, PlannedModule, Preview
 from provisioner.provision import ModuleResult, Provisioner
+from provisioner.stopping import until_stopped
 from provisioner.users import InvalidRow, Roster, UserRow
 
 
@@ -35,15 +43,21 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How one user's run ended: its module results, or why it failed."""
+    """How one user's run ended: its module results (or, in a dry run, what would be done),
+    why it failed, or why the user's groups chose no course."""
 
     row: UserRow
     results: tuple[ModuleResult, ...] = ()
+    planned: tuple[PlannedModule, ...] = ()
     error: str | None = None
+    nothing: str | None = None
 
 
 def courses_of(row: UserRow, courses: Sequence[Course]) -> list[Course]:
-    """The courses ``row`` names, in the order given to the run; all of them if it names none."""
+    """The courses for ``row``, in the order given to the run: those its groups choose (as
+    for the webhook receiver), those it names, or all of them if it names none."""
+    if row.groups is not None:
+        return list(courses_for(courses, row.groups))
     if not row.courses:
         return list(courses)
     return [course for course in courses if course.course.id in row.courses]
@@ -58,11 +72,14 @@ async def run_bulk(
     emit: Callable[[dict[str, object]], None],
     advance: Callable[[], None] = lambda: None,
     on_user: Callable[[Outcome], None] = lambda _: None,
+    preview: Preview | None = None,
 ) -> list[Failure]:
-    """Provision every row, ``concurrency`` users at once; return the failures.
+    """Provision every row (or, with ``preview``, say what would be done), ``concurrency``
+    users at once; return the failures.
 
     ``concurrency`` bounds the users making calls: a user waiting out the settle pause
-    (see provision.py) gives its place to the next one meanwhile.
+    (see provision.py) gives its place to the next one meanwhile. A user whose groups
+    choose no course is not called for at all (so no account is made).
     """
     gate = asyncio.Semaphore(concurrency)
     failures: list[Failure] = []
@@ -74,9 +91,20 @@ async def run_bulk(
         async with gate:
             chosen = courses_of(row, courses)
             try:
-                results = await provisioner.provision_user(
-                    chosen, row.email, row.name, on_result=report, slot=gate
-                )
+                if not chosen:
+                    reason = no_course_reason(row.groups or ())
+                    emit({"email": row.email, "courses": [], "nothing_to_provision": reason})
+                    on_user(Outcome(row, nothing=reason))
+                elif preview is not None:
+                    planned = await preview.preview_user(chosen, row.email)
+                    for line in planned:
+                        emit(line.as_json())
+                    on_user(Outcome(row, planned=tuple(planned)))
+                else:
+                    results = await provisioner.provision_user(
+                        chosen, row.email, row.name, on_result=report, slot=gate
+                    )
+                    on_user(Outcome(row, tuple(results)))
             except ProvisionError as exc:
                 failures.append(Failure(row, str(exc)))
                 on_user(Outcome(row, error=str(exc)))
@@ -87,8 +115,6 @@ async def run_bulk(
                         "error": str(exc),
                     }
                 )
-            else:
-                on_user(Outcome(row, tuple(results)))
             finally:
                 advance()
 
@@ -112,25 +138,48 @@ def check_report(path: Path) -> None:
         csv.writer(handle).writerow(REPORT_COLUMNS)
 
 
+NOT_FINISHED = "interrupted before this user finished; run again"
+
+
+def _counted(planned: Sequence[PlannedModule]) -> str:
+    """``2 create, 1 already there``: a dry run's actions for one user, counted."""
+    counts = Counter(line.action for line in planned)
+    return ", ".join(f"{count} {action}" for action, count in counts.items())
+
+
+def _report_cells(outcome: Outcome | None, not_run: str) -> tuple[str, str]:
+    """The report's ``result`` and ``detail`` for one user."""
+    if outcome is None:
+        return "not run", not_run
+    if outcome.error is not None:
+        return "failed", outcome.error
+    if outcome.nothing is not None:
+        return "nothing to provision", outcome.nothing
+    if outcome.planned:
+        detail = _counted(outcome.planned)
+        if any(line.detail == NO_ACCOUNT for line in outcome.planned):
+            detail += " (no account yet)"
+        settled = all(line.action in (ALREADY, LEFT_ALONE) for line in outcome.planned)
+        return ("provisioned already" if settled else "would provision"), detail
+    created = sum(r.status == "created" for r in outcome.results)
+    return "provisioned", f"{created} created, {len(outcome.results) - created} existing"
+
+
 def write_report(
     path: Path,
     roster: Roster,
     outcomes: dict[int, Outcome],
     courses: Sequence[Course],
+    *,
+    not_run: str = NOT_FINISHED,
 ) -> None:
-    """One CSV row per roster user, in roster order: provisioned, failed, invalid, not run."""
+    """One CSV row per roster user, in roster order: provisioned (or, in a dry run, would
+    provision / provisioned already), nothing to provision, failed, invalid, not run
+    (``not_run`` says why)."""
     entries: list[tuple[int, list[str]]] = []
     for row in roster.rows:
         ids = " ".join(course.course.id for course in courses_of(row, courses))
-        outcome = outcomes.get(row.line)
-        if outcome is None:
-            result, detail = "not run", "interrupted before this user finished; run again"
-        elif outcome.error is not None:
-            result, detail = "failed", outcome.error
-        else:
-            created = sum(r.status == "created" for r in outcome.results)
-            result = "provisioned"
-            detail = f"{created} created, {len(outcome.results) - created} existing"
+        result, detail = _report_cells(outcomes.get(row.line), not_run)
         entries.append((row.line, [str(row.line), row.email, ids, result, detail]))
     entries += [
         (bad.line, [str(bad.line), bad.email, "", "invalid", bad.reason]) for bad in roster.invalid
@@ -151,11 +200,14 @@ async def run_bulk_cli(
     err: TextIO,
     tty: bool,
     report: Path | None = None,
+    preview: Preview | None = None,
 ) -> int:
     """Progress bar on a terminal, JSON lines otherwise; summary on ``err``; exit code.
 
-    SIGINT and SIGTERM cancel the run; the summary then also counts the users not
-    finished, and the exit code is 128 + the signal's number.
+    The run begins with the refusals that hold for everyone (:meth:`Provisioner.preflight`:
+    onboarding, header mode, the release), which stop it before the first user. SIGINT and
+    SIGTERM cancel the run; the summary then also counts the users not finished, and the
+    exit code is 128 + the signal's number. The report is written however the run ends.
     """
     rows = roster.rows
     outcomes: dict[int, Outcome] = {}
@@ -163,8 +215,6 @@ async def run_bulk_cli(
     def record(outcome: Outcome) -> None:
         outcomes[outcome.row.line] = outcome
 
-    stopped_by: list[signal.Signals] = []
-    loop = asyncio.get_running_loop()
     progress: Progress | None = None
     if tty:
         progress = Progress(
@@ -192,8 +242,11 @@ async def run_bulk_cli(
         def advance() -> None:
             pass
 
-    run = asyncio.ensure_future(
-        run_bulk(
+    async def everyone() -> list[Failure]:
+        await provisioner.preflight()
+        if preview is not None:
+            await preview.prepare([row.email for row in rows])
+        return await run_bulk(
             provisioner,
             courses,
             rows,
@@ -201,35 +254,62 @@ async def run_bulk_cli(
             emit=emit,
             advance=advance,
             on_user=record,
+            preview=preview,
         )
-    )
 
-    def stop(signum: signal.Signals) -> None:
-        stopped_by.append(signum)
-        run.cancel()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop, signum)
-    try:
-        if progress is not None:
-            with progress:
-                await run
-        else:
-            await run
-    except asyncio.CancelledError:
-        if not stopped_by:
-            raise
-    finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+    if progress is not None:
+        with progress:
+            stopped = await until_stopped(everyone())
+    else:
+        stopped = await until_stopped(everyone())
+    stopped_by = [stopped] if stopped is not None else []
 
     if report is not None:
         write_report(report, roster, outcomes, courses)
     failures = sorted(
         (o for o in outcomes.values() if o.error is not None), key=lambda o: o.row.line
     )
-    done = sum(o.error is None for o in outcomes.values())
-    summary = f"{done} of {len(rows)} users provisioned, {len(failures)} failed"
+    err.write(f"bulk: {_summary(roster, outcomes, stopped_by, dry_run=preview is not None)}\n")
+    for failure in failures:
+        err.write(f"  failed: {failure.row.email} (line {failure.row.line}): {failure.error}\n")
+    if report is not None:
+        err.write(f"  per-user results: {report}\n")
+    if preview is not None:
+        err.write("  dry run: nothing was changed in OpenWebUI\n")
+    if stopped_by:
+        err.write("  run the same command again to finish: finished users are not redone\n")
+        return 128 + stopped_by[0].value
+    if failures:
+        err.write("  fix the cause and run the same command again: finished users are not redone\n")
+    return 1 if failures else 0
+
+
+def _summary(
+    roster: Roster,
+    outcomes: dict[int, Outcome],
+    stopped_by: Sequence[signal.Signals],
+    *,
+    dry_run: bool,
+) -> str:
+    rows = roster.rows
+    failed = sum(o.error is not None for o in outcomes.values())
+    nothing = sum(o.nothing is not None for o in outcomes.values())
+    done = len(outcomes) - failed - nothing
+    if dry_run:
+        actions = Counter(line.action for o in outcomes.values() for line in o.planned)
+        no_account = sum(
+            any(line.detail == NO_ACCOUNT for line in o.planned) for o in outcomes.values()
+        )
+        summary = (
+            f"dry run: {done} of {len(rows)} users looked at ({no_account} with no account "
+            f"yet), {failed} would fail"
+        )
+        if actions:
+            summary += "; threads: " + ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
+    else:
+        summary = f"{done} of {len(rows)} users provisioned, {failed} failed"
+    if nothing:
+        summary += f", {nothing} with nothing to provision (their groups choose no course)"
     if stopped_by:
         summary = (
             f"interrupted by {stopped_by[0].name}: {summary}, "
@@ -237,17 +317,7 @@ async def run_bulk_cli(
         )
     if roster.invalid:
         summary += f", {len(roster.invalid)} invalid row(s) skipped"
-    err.write(f"bulk: {summary}\n")
-    for failure in failures:
-        err.write(f"  failed: {failure.row.email} (line {failure.row.line}): {failure.error}\n")
-    if report is not None:
-        err.write(f"  per-user results: {report}\n")
-    if stopped_by:
-        err.write("  run the same command again to finish: finished users are not redone\n")
-        return 128 + stopped_by[0].value
-    if failures:
-        err.write("  fix the cause and run the same command again: finished users are not redone\n")
-    return 1 if failures else 0
+    return summary
 
 
 def describe_skipped(source: str, invalid: list[InvalidRow]) -> str:

@@ -73,3 +73,10 @@ def courses_for(courses: Sequence[Course], groups: Iterable[str]) -> tuple[Cours
         for course in courses
         if not course.course.groups or held.intersection(course.course.groups)
     )
+
+
+def no_course_reason(groups: Sequence[str]) -> str:
+    """Why :func:`courses_for` chose nothing for ``groups`` (the receiver and ``bulk`` say it)."""
+    if not groups:
+        return "no course is for everyone, and this identity has no groups"
+    return f"no course is for everyone or for any of the groups {', '.join(groups)}"

@@ -28,10 +28,12 @@ import structlog
 
 from provisioner.errors import (
     AccountCannotSignIn,
+    ActAsDenied,
     AdminAccount,
     ApiError,
     EndpointNotAllowed,
     Onboarding,
+    PublicListener,
     ServiceTokenRefused,
     Unavailable,
 )
@@ -43,6 +45,7 @@ log = structlog.get_logger("provisioner.client")
 Sleep = Callable[[float], Awaitable[None]]
 
 ARCHIVED_PAGE_SIZE = 60  # fixed in 0.12.4's routers/chats.py; a shorter page is the last
+USERS_PAGE_SIZE = 30  # PAGE_ITEM_COUNT of 0.12.4's routers/users.py
 # 0.12.4 streams ``GET /chats/all`` in batches of this many chats (``CHAT_EXPORT_BATCH_SIZE``),
 # one database query each: an answer shorter than a batch came from one query, one snapshot.
 EXPORT_BATCH_SIZE = 100
@@ -84,6 +87,15 @@ def _refusal_code(response: httpx.Response) -> str | None:
         return None
     code = body.get("code") if isinstance(body, dict) else None
     return code if isinstance(code, str) else None
+
+
+def _from_the_proxy(response: httpx.Response) -> bool:
+    """Whether an error answer is the proxy's own: JSON with ``error`` and ``request_id``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" in body and "request_id" in body
 
 
 def _explanation(response: httpx.Response) -> tuple[str, bool]:
@@ -185,7 +197,13 @@ class Transport:
                         raise AdminAccount(email)
                     if refusal == "onboarding":
                         raise Onboarding()
+                    if refusal == "access_denied":
+                        raise ActAsDenied(email, detail)
                     raise EndpointNotAllowed(method, path, detail)
+                if status == 401 and not from_openwebui and _from_the_proxy(response):
+                    # The internal listener answers a refused token with 407, never 401:
+                    # a 401 in the proxy's own words comes from its public listener.
+                    raise PublicListener(method, path, status, detail)
                 if not is_transient(status):
                     raise ApiError(method, path, status, detail)
                 problem = f"{status} {detail}"
@@ -300,13 +318,73 @@ class UserSession:
             return None
         return _dict(response)
 
-    async def create_chat(self, chat: dict[str, Any]) -> dict[str, Any]:
-        # Retried on transient failures: a lost response can leave a duplicate behind,
-        # which the convergence step that always follows a create removes.
+    async def create_chat(
+        self, chat: dict[str, Any], folder_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The new chat, or ``None`` when ``folder_id`` is gone (OpenWebUI answers 404).
+
+        Retried on transient failures: a lost response can leave a duplicate behind, which
+        the convergence step that always follows a create removes.
+        """
         response = await self._call(
-            "POST", "/api/v1/chats/new", json={"chat": chat, "folder_id": None}
+            "POST",
+            "/api/v1/chats/new",
+            json={"chat": chat, "folder_id": folder_id},
+            accept=frozenset({404} if folder_id is not None else ()),
         )
+        return None if response.status_code == 404 else _dict(response)
+
+    async def move_to_folder(self, chat_id: str, folder_id: str) -> dict[str, Any] | None:
+        """Put the chat in the folder (which also un-archives it); ``None`` when the chat or
+        the folder is gone. Sets, never toggles: repeating it is harmless."""
+        response = await self._call(
+            "POST",
+            f"/api/v1/chats/{chat_id}/folder",
+            json={"folder_id": folder_id},
+            accept=frozenset({401, 404}),
+        )
+        return None if response.status_code in (401, 404) else _dict(response)
+
+    async def list_folders(self) -> list[dict[str, Any]]:
+        """Every folder of the user (id, name, parent, timestamps; ``meta`` only its icon)."""
+        return _list_of_dicts(await self._call("GET", "/api/v1/folders/"))
+
+    async def create_folder(self, name: str, meta: dict[str, Any]) -> dict[str, Any] | None:
+        """A new top-level folder, or ``None`` when one of that name appeared meanwhile
+        (OpenWebUI refuses a taken name with 400; the next look finds it)."""
+        try:
+            response = await self._call(
+                "POST", "/api/v1/folders/", json={"name": name, "meta": meta, "parent_id": None}
+            )
+        except ApiError as exc:
+            if exc.status == 400 and _FOLDER_TAKEN in exc.detail:
+                return None
+            raise
         return _dict(response)
+
+    async def delete_folder(self, folder_id: str) -> None:
+        """Delete a folder, moving whatever it holds to the top level (never deleting it);
+        a folder already gone (404) is what we wanted anyway."""
+        await self._call(
+            "DELETE",
+            f"/api/v1/folders/{folder_id}",
+            params={"delete_contents": "false"},
+            accept=frozenset({404}),
+        )
+
+    async def search_users(self, query: str | None, page: int) -> list[dict[str, Any]]:
+        """One page of OpenWebUI's user directory (any ordinary user may read it), by email.
+
+        ``query`` matches emails and names with SQL ``ILIKE '%query%'``; ``None`` lists all.
+        """
+        params: dict[str, str | int] = {"order_by": "email", "direction": "asc", "page": page}
+        if query is not None:
+            params["query"] = query
+        body = _dict(await self._call("GET", "/api/v1/users/search", params=params))
+        users = body.get("users")
+        if not isinstance(users, list):
+            raise Unavailable("GET /api/v1/users/search: answer holds no 'users' list")
+        return [user for user in users if isinstance(user, dict)]
 
     async def update_chat(self, chat_id: str, chat: dict[str, Any]) -> None:
         """Merge ``chat`` into the stored chat (OpenWebUI merges key by key, message by message)."""
@@ -367,6 +445,8 @@ class OpenWebUI:
         return UserSession(self.transport, email=email, user_id=user_id, role=role, token=token)
 
 
+# What OpenWebUI 0.12.4 answers (400, inside "[ERROR: ...]") to a folder name already taken.
+_FOLDER_TAKEN = "Folder already exists"
 # The start of OpenWebUI's ``ERROR_MESSAGES.INVALID_CRED``.
 _CREDENTIALS_REFUSED = "The email or password provided is incorrect"
 

@@ -11,10 +11,11 @@ inside of multi-line strings (a first message may well contain ``id = ...``).
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -51,6 +52,9 @@ class CourseInfo(BaseModel):
     model: ModelId
     # The identity groups the course is for; empty means every user.
     groups: tuple[Group, ...] = ()
+    # Where the module threads live: under Archived Chats, or in a sidebar folder named
+    # after the course (provisioner/folders.py).
+    placement: Literal["archived", "folder"] = "archived"
 
 
 class Module(BaseModel):
@@ -180,6 +184,8 @@ _FRIENDLY = {
     "string_too_short": "must not be empty",
     "tuple_type": 'must be a list (e.g. groups = ["year-9", "staff"])',
     "model_type": "must be a table",
+    "literal_error": 'must be "archived" (under Archived Chats) or "folder" (a sidebar folder '
+    "named after the course)",
 }
 
 Loc = tuple[int | str, ...]
@@ -223,15 +229,32 @@ def _layout_problems(data: dict[str, Any]) -> tuple[list[tuple[Loc, str]], set[L
                     f"modules belong after [course], not in it: {_MODULES_HINT}",
                 )
             )
+        # Any other top-level table explains the missing modules better than "at least
+        # one is required": it is most likely them, under a misspelt name.
         elsewhere += [
-            ((key,), f"unknown table: {_MODULES_HINT}")
-            for key in data
-            if key not in ("course", "modules") and key.startswith("mod")
+            ((key,), _unknown_table(key, value))
+            for key, value in data.items()
+            if key not in _TOP_LEVEL
         ]
         problems += elsewhere or [(("modules",), _FRIENDLY["too_short"])]
         if elsewhere:
             return problems, {("modules",), *(loc for loc, _ in problems)}
     return problems, {loc for loc, _ in problems}
+
+
+_TOP_LEVEL = ("course", "modules")
+
+
+def _unknown_table(key: str, value: Any) -> str:
+    """What to say about a top-level name the course file does not know, with a guess."""
+    guess = difflib.get_close_matches(key.lower(), _TOP_LEVEL, n=1, cutoff=0.6)
+    items = value if isinstance(value, list) else [value]
+    holds_modules = any(isinstance(item, dict) and "first_message" in item for item in items)
+    if key.lower().startswith("mod") or guess == ["modules"] or holds_modules:
+        return f"unknown table (a typo of [[modules]]?): {_MODULES_HINT}"
+    if guess == ["course"]:
+        return "unknown table (a typo of [course]?): the course is one [course] table"
+    return f"unknown table: a course file holds [course] and {_MODULES_HINT}"
 
 
 def _duplicate_ids(data: dict[str, Any]) -> list[tuple[Loc, str]]:
@@ -304,7 +327,9 @@ def parse_course(text: str, source: str) -> Course:
 def load_course(path: Path) -> Course:
     """Read and validate a course file; raise :class:`CourseFileError` naming file/line/field."""
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: editors on Windows save UTF-8 with a byte order mark, which TOML
+        # would otherwise report as an invalid statement on line 1.
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise CourseFileError([f"{path}: cannot read ({exc.strerror})"]) from exc
     except UnicodeDecodeError as exc:

@@ -11,9 +11,12 @@
     │   ├── AccountCannotSignIn     OpenWebUI holds the account but refuses its trusted sign-in
     │   ├── NotTrustedHeaderMode    WEBUI_AUTH_TRUSTED_EMAIL_HEADER is not set
     │   ├── UnsupportedRelease      an OpenWebUI release whose chat lists would cause duplicates
-    │   └── SignupsOff              before 0.8.0 with sign-ups off: new users get 403
+    │   ├── SignupsOff              before 0.8.0 with sign-ups off: new users get 403
+    │   └── LookupAccountUnusable   the lookup account is not an ordinary user
     ├── ListenerRefused             the internal listener said no
     │   ├── ServiceTokenRefused     407: the service token is not accepted
+    │   ├── ActAsDenied             403 ``access_denied``: the proxy's access rules refuse the email
+    │   ├── PublicListener          401 from the proxy itself: that is the public listener
     │   └── EndpointNotAllowed      403 without OpenWebUI's ``detail``: not in the allowlist
     ├── ApiError                    a 4xx with OpenWebUI's ``detail`` (or the proxy's ``error``)
     ├── Unavailable                 transient failures outlasted the retry budget
@@ -115,6 +118,17 @@ class AccountCannotSignIn(Refused):
         )
 
 
+class LookupAccountUnusable(Refused):
+    """The lookup account (``OWUI_PROVISION_LOOKUP_EMAIL``) cannot read the user directory."""
+
+    def __init__(self, email: str, role: str) -> None:
+        super().__init__(
+            f"the lookup account {email} has role '{role}' in OpenWebUI; it must be an "
+            "ordinary 'user' to read the user directory (Admin Panel > Users: make it a user; "
+            "an admin account cannot be used: the internal listener never acts as admins)"
+        )
+
+
 class ListenerRefused(ProvisionError):
     """The proxy's internal listener refused the request itself."""
 
@@ -125,6 +139,35 @@ class ServiceTokenRefused(ListenerRefused):
             "the service token was refused (407): check that OWUI_PROVISION_TOKEN_FILE holds "
             "a token that is a line of the proxy's OWUI_PROXY_INTERNAL_TOKENS_FILE (the proxy "
             "re-reads that file on SIGHUP)"
+        )
+
+
+class ActAsDenied(ListenerRefused):
+    """Permanent: the proxy's access rules refuse this email (``code: access_denied``)."""
+
+    def __init__(self, email: str | None, reason: str) -> None:
+        super().__init__(
+            f"the proxy refuses to act as {email or 'this user'} ({reason}): its access rule "
+            "OWUI_PROXY_ALLOWED_EMAIL_DOMAINS decides who may use OpenWebUI, on the internal "
+            "listener as in the browser. Check the address; if this person should use "
+            "OpenWebUI, add their domain to OWUI_PROXY_ALLOWED_EMAIL_DOMAINS on the proxy "
+            "(OWUI_PROXY_INTERNAL_ALLOW, the endpoint list, plays no part here)"
+        )
+
+
+class PublicListener(ListenerRefused):
+    """The provisioner reached the proxy's public listener, not its internal one."""
+
+    def __init__(self, method: str, path: str, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(
+            f"OWUI_PROVISION_URL points at the proxy's public listener, not its internal one: "
+            f"{method} {path} carrying the service token got the public listener's {status} "
+            f"({reason}), which wants a signed-in person (the internal listener answers 407 "
+            "to a refused token). Point OWUI_PROVISION_URL at the proxy's "
+            "OWUI_PROXY_INTERNAL_LISTEN address, not OWUI_PROXY_LISTEN; OpenWebUI was not "
+            "asked anything"
         )
 
 

@@ -58,14 +58,23 @@ from provisioner.errors import (
     Unavailable,
     UnsupportedRelease,
 )
+from provisioner.folders import (
+    Folder,
+    FolderPlan,
+    as_folders,
+    folder_marker,
+    folder_name,
+    plan_folder,
+)
 from provisioner.settings import Settings
 from provisioner.threads import (
     Key,
     Thread,
     as_thread,
     build_chat,
+    course_threads,
+    decide,
     left_behind,
-    plan,
     tag_prefixes,
     threads_by_module,
     title_matches,
@@ -91,9 +100,15 @@ class ModuleResult:
     chat_id: str
     status: Literal["created", "existing"]
     archived: bool
+    folder_id: str | None = None  # the course folder holding it (placement "folder")
+
+    @property
+    def placed(self) -> bool:
+        """In its place: archived, or in the course folder."""
+        return self.archived or self.folder_id is not None
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        line: dict[str, Any] = {
             "email": self.email,
             "course": self.course,
             "module": self.module,
@@ -101,6 +116,26 @@ class ModuleResult:
             "status": self.status,
             "archived": self.archived,
         }
+        if self.folder_id is not None:
+            line["folder_id"] = self.folder_id
+        return line
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """One look at a person's threads of some modules, and at their folders if needed."""
+
+    threads: dict[Key, list[Thread]]
+    # Threads of these courses whose module the course no longer has: (key, chat id). Only
+    # known when every chat was read in one snapshot (below 100 chats).
+    left: tuple[tuple[Key, str], ...] = ()
+    # Every folder of the person; ``None`` when no course looked at uses folders.
+    folders: tuple[Folder, ...] | None = None
+
+    def course_folder(self, course: Course) -> FolderPlan | None:
+        if self.folders is None or course.course.placement != "folder":
+            return None
+        return plan_folder(self.folders, course.course.id)
 
 
 def _key(course: Course, module: Module) -> Key:
@@ -143,6 +178,14 @@ class Provisioner:
         self._config_ok = False
         self._config: dict[str, Any] | None = None  # as read by preflight()
         self._config_lock = asyncio.Lock()
+
+    @property
+    def api(self) -> OpenWebUI:
+        return self._api
+
+    @property
+    def update_unreplied(self) -> bool:
+        return self._update_unreplied
 
     async def preflight(self) -> None:
         """Refuse when OpenWebUI's config makes provisioning unsafe; read once it has passed."""
@@ -196,13 +239,24 @@ class Provisioner:
                 await self._pause(look_from - looked_at, slot)
                 looked_at = max(look_from, self._server_now())
             todo = [(c, m) for c, m in pairs if _key(c, m) not in results]
-            seen = await self._find(session, todo, report_left=round_number == 0)
+            look = await self.look(session, todo)
+            if round_number == 0:
+                self._report_left(session.email, look)
+            seen = look.threads
             look_from = None
+            folders = {
+                course.course.id: await self._course_folder(session, course, look)
+                for course in dict.fromkeys(course for course, _ in todo)
+                if course.course.placement == "folder"
+            }
             for course, module in todo:
                 key = _key(course, module)
-                step = await self._step(session, course, module, seen[key], created)
+                folder = folders.get(course.course.id)
+                step = await self._step(session, course, module, seen[key], created, folder)
                 if isinstance(step, Thread):  # settled as this round saw it
-                    final_at = step.created_at + self._settings.settle_s
+                    # A same-second rival could still outrank the thread, or its folder.
+                    born = max(step.created_at, folder.created_at if folder else 0)
+                    final_at = born + self._settings.settle_s
                     if looked_at < final_at:  # could still be outranked: look again later
                         look_from = max(look_from or 0.0, final_at)
                         continue
@@ -212,7 +266,8 @@ class Provisioner:
                         module=key[1],
                         chat_id=step.id,
                         status="created" if step.id in created else "existing",
-                        archived=True,
+                        archived=step.archived,
+                        folder_id=step.folder_id,
                     )
                 elif step is not None:  # created at that second: look once it is final
                     look_from = max(look_from or 0.0, step + self._settings.settle_s)
@@ -249,6 +304,30 @@ class Provisioner:
         seen = self._api.transport.server_time
         return time.time() if seen is None else seen
 
+    async def _course_folder(
+        self, session: UserSession, course: Course, look: Look
+    ) -> Folder | None:
+        """The course folder as this round saw it, made when missing; duplicates deleted.
+
+        A folder made here is used at once (its threads are created in it this round); if
+        another process made one too, the next look sees both and the older wins. ``None``
+        while there is none to use (the name was taken meanwhile): the module steps wait
+        for the next look, which sees it.
+        """
+        flog = log.bind(email=session.email, course=course.course.id)
+        found = look.course_folder(course)
+        if found is None:
+            made = await session.create_folder(
+                folder_name(course, self._settings.title_tag), folder_marker(course.course.id)
+            )
+            folders = as_folders([made]) if made is not None else []
+            flog.info("created the course folder", folder_id=folders[0].id if folders else None)
+            return folders[0] if folders else None
+        for duplicate in found.delete:
+            await session.delete_folder(duplicate.id)
+            flog.info("deleted a duplicate course folder", folder_id=duplicate.id)
+        return found.winner
+
     async def _step(
         self,
         session: UserSession,
@@ -256,40 +335,61 @@ class Provisioner:
         module: Module,
         found: list[Thread],
         created: set[str],
+        folder: Folder | None,
     ) -> Thread | float | None:
         """One round's step for one module (see the module docstring).
 
         Returns the winner when there was nothing to do, the created chat's ``created_at``
-        after a create (the settle rule needs it), and ``None`` after any other change.
+        after a create (the settle rule needs it), and ``None`` after any other change (or
+        while a ``folder`` course has no folder to use yet).
         """
         mlog = log.bind(email=session.email, course=course.course.id, module=module.id)
-        decision = plan(found)
-        if decision is None:
+        in_folder = course.course.placement == "folder"
+        if in_folder and folder is None:
+            return None
+        decision = decide(
+            found,
+            course,
+            module,
+            folder_id=folder.id if folder else None,
+            update_unreplied=self._update_unreplied,
+        )
+        if decision.plan is None:
             chat = await session.create_chat(
-                build_chat(course, module, title_tag=self._settings.title_tag)
+                build_chat(course, module, title_tag=self._settings.title_tag),
+                folder_id=folder.id if folder else None,
             )
-            new_id, created_at = chat.get("id"), chat.get("created_at")
+            new_id = chat.get("id") if chat else None
             mlog.info("created", chat_id=new_id)
-            if not isinstance(new_id, str):
-                return None
+            if chat is None or not isinstance(new_id, str):
+                return None  # the folder went away meanwhile: the next look decides
             created.add(new_id)
-            await self._archive(session, new_id, chat)
+            if not in_folder:
+                await self._archive(session, new_id, chat)
+            created_at = chat.get("created_at")
             return float(created_at) if isinstance(created_at, int) else self._server_now()
-        for extra in decision.keep:
+        found_plan = decision.plan
+        for extra in found_plan.keep:
             mlog.warning("kept a second thread holding the user's own messages", chat_id=extra.id)
-        winner = decision.winner
-        for duplicate in decision.delete:
+        winner = found_plan.winner
+        for duplicate in found_plan.delete:
             await session.delete_chat(duplicate.id)
             mlog.info("deleted duplicate", chat_id=duplicate.id, kept=winner.id)
-        if not winner.archived:
+        if decision.action == "archive":
             await self._archive(session, winner.id, None)
             return None
-        if decision.delete:
+        if decision.action == "move" and folder is not None:
+            # Sets the folder and un-archives: never a toggle, so repeating it is harmless.
+            await session.move_to_folder(winner.id, folder.id)
+            mlog.info("moved into the course folder", chat_id=winner.id, folder_id=folder.id)
             return None
-        update = update_for(winner, course, module) if self._update_unreplied else None
-        if update is not None:
-            await session.update_chat(winner.id, update)
-            mlog.info("updated the first message", chat_id=winner.id)
+        if decision.action == "delete":
+            return None
+        if decision.action == "update":
+            update = update_for(winner, course, module)
+            if update is not None:
+                await session.update_chat(winner.id, update)
+                mlog.info("updated the first message", chat_id=winner.id)
             return None
         return winner
 
@@ -325,30 +425,62 @@ class Provisioner:
                 return
         # Out of attempts: the next round reads the state again and decides.
 
-    async def _find(
-        self, session: UserSession, pairs: Sequence[tuple[Course, Module]], *, report_left: bool
-    ) -> dict[Key, list[Thread]]:
-        """Every thread of these modules the user has, archived or not, confirmed by marker.
+    async def look(self, session: UserSession, pairs: Sequence[tuple[Course, Module]]) -> Look:
+        """Every thread of these modules the user has, archived or not, confirmed by marker;
+        and the user's folders when one of the courses keeps its threads in a folder.
 
         One call: every chat of the user, whole. When the answer is a full batch or more it
         was read in several queries, which is no snapshot (a chat updated meanwhile can move
-        between them), so such a user is looked at through the title lists instead.
+        between them), so such a user is looked at through the title lists instead. The
+        folders are read after the chats: a folder a thread was moved into is older than
+        the move, so it is in the list.
         """
         wanted = [_key(course, module) for course, module in pairs]
         chats = await session.list_all()
         if len(chats) < EXPORT_BATCH_SIZE:
-            for (course_id, module_id), chat_id in (
-                left_behind(chats, wanted) if report_left else []
-            ):
-                log.warning(
-                    "left alone: a thread of a module the course no longer has",
-                    email=session.email,
-                    course=course_id,
-                    module=module_id,
-                    chat_id=chat_id,
-                )
-            return threads_by_module(chats, wanted)
-        return await self._find_by_title(session, wanted)
+            threads = threads_by_module(chats, wanted)
+            left = tuple(left_behind(chats, wanted))
+        else:
+            threads, left = await self._find_by_title(session, wanted), ()
+        folders = None
+        if any(course.course.placement == "folder" for course, _ in pairs):
+            folders = tuple(as_folders(await session.list_folders()))
+        return Look(threads, left, folders)
+
+    async def look_at_courses(
+        self, session: UserSession, course_ids: Sequence[str], module_id: str | None = None
+    ) -> dict[Key, list[Thread]]:
+        """Every thread of these courses, whatever its module (or of ``module_id`` only),
+        confirmed by marker: what ``remove`` deletes. Users with 100 chats or more are
+        looked at through the title lists, by the courses' tag prefixes."""
+        chats = await session.list_all()
+        if len(chats) < EXPORT_BATCH_SIZE:
+            return course_threads(chats, course_ids, module_id)
+        listed = await session.list_chats()
+        for course_id in course_ids:
+            for prefix in tag_prefixes(course_id):
+                listed += await session.list_archived(prefix)
+        candidates = sorted(
+            {
+                chat["id"]
+                for chat in listed
+                if isinstance(chat.get("id"), str)
+                and isinstance(chat.get("title"), str)
+                and any(p in chat["title"] for c in course_ids for p in tag_prefixes(c))
+            }
+        )
+        whole = [chat for chat_id in candidates if (chat := await session.get_chat(chat_id))]
+        return course_threads(whole, course_ids, module_id)
+
+    def _report_left(self, email: str, look: Look) -> None:
+        for (course_id, module_id), chat_id in look.left:
+            log.warning(
+                "left alone: a thread of a module the course no longer has",
+                email=email,
+                course=course_id,
+                module=module_id,
+                chat_id=chat_id,
+            )
 
     async def _find_by_title(
         self, session: UserSession, wanted: Sequence[Key]

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from provisioner.errors import ConfigError
+from proxy.identity import InvalidIdentity, validate_email
 
 ENV_PREFIX = "OWUI_PROVISION_"
 MIN_TOKEN_CHARS = 32  # the proxy refuses shorter service tokens
@@ -46,7 +47,18 @@ def _check_header_name(value: str) -> str:
     return value
 
 
+def _check_email(value: str) -> str:
+    """One plausible ASCII address, lower-cased, by the proxy's own rule."""
+    if not value.isascii():
+        raise ValueError("must be an ASCII email address")
+    try:
+        return validate_email(value)
+    except InvalidIdentity as exc:
+        raise ValueError(exc.reason) from exc
+
+
 ListenerURL = Annotated[str, AfterValidator(_check_url)]
+LookupEmail = Annotated[str, AfterValidator(_check_email)]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 Seconds = Annotated[float, Field(gt=0)]
 
@@ -116,6 +128,13 @@ class Settings(BaseSettings):
     )
     concurrency: int = Field(
         4, ge=1, le=64, description="Users provisioned at once by 'bulk' (--concurrency wins)."
+    )
+    lookup_email: LookupEmail | None = Field(
+        None,
+        description="An ordinary OpenWebUI account the provisioner signs in as to read "
+        "OpenWebUI's user directory, so that status, --dry-run and remove know who has an "
+        "account without signing in as them (which would create it). Signing in as it "
+        "creates it the first time; it never gets threads. Required by those commands only.",
     )
     webhook_deadline_s: Seconds = Field(
         12,

@@ -41,7 +41,8 @@ _FRAME, _BETWEEN = "\u2063", "\u2064"
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-"
 
 
-def _hidden(text: str) -> str:
+def hidden_id(text: str) -> str:
+    """An id (``[a-z0-9-]+``) written in invisible characters, three a character."""
     out = []
     for char in text:
         index = _ID_ALPHABET.index(char)
@@ -49,10 +50,15 @@ def _hidden(text: str) -> str:
     return "".join(out)
 
 
+def tag_frame() -> str:
+    """The invisible character that opens and closes every hidden tag."""
+    return _FRAME
+
+
 def tag(course_id: str, module_id: str, form: TitleTag = "visible") -> str:
     """The title tag: ``[welcome/intro]``, or the same written in invisible characters."""
     if form == "hidden":
-        return f"{_FRAME}{_hidden(course_id)}{_BETWEEN}{_hidden(module_id)}{_FRAME}"
+        return f"{_FRAME}{hidden_id(course_id)}{_BETWEEN}{hidden_id(module_id)}{_FRAME}"
     return f"[{course_id}/{module_id}]"
 
 
@@ -61,7 +67,7 @@ def tag_prefixes(course_id: str) -> tuple[str, str]:
 
     Both, whatever the setting: threads made before it changed keep the tag they got.
     """
-    return (f"[{course_id}/", f"{_FRAME}{_hidden(course_id)}{_BETWEEN}")
+    return (f"[{course_id}/", f"{_FRAME}{hidden_id(course_id)}{_BETWEEN}")
 
 
 def thread_title(course: Course, module: Module, form: TitleTag = "hidden") -> str:
@@ -130,6 +136,14 @@ class Thread:
     pristine: bool
     # The only message while the thread is pristine (what ``--update-unreplied`` may rewrite).
     opening: dict[str, Any] | None = None
+    folder_id: str | None = None
+    # The text of the thread's first message (the root of its history), replied to or not.
+    first_content: str | None = None
+
+    @property
+    def replied(self) -> bool:
+        """The person has written in it (anything beyond our one message): theirs to keep."""
+        return not self.pristine
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -151,12 +165,15 @@ def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | 
     chat_id, created_at = chat.get("id"), chat.get("created_at")
     if not isinstance(chat_id, str) or not isinstance(created_at, int):
         return None
+    folder_id = chat.get("folder_id")
     return Thread(
         id=chat_id,
         created_at=created_at,
         archived=chat.get("archived") is True,
         pristine=_pristine(body),
         opening=_only_message(body) if _pristine(body) else None,
+        folder_id=folder_id if isinstance(folder_id, str) else None,
+        first_content=_first_content(body),
     )
 
 
@@ -183,6 +200,29 @@ def threads_by_module(
             thread = as_thread(chat, course_id, module_id)
             if thread is not None:
                 found[(course_id, module_id)].append(thread)
+    return found
+
+
+def course_threads(
+    chats: Iterable[dict[str, Any]], course_ids: Collection[str], module_id: str | None = None
+) -> dict[Key, list[Thread]]:
+    """Every confirmed thread of these courses among whole chats, whatever its module (or
+    of one module), grouped by (course, module): what ``remove`` deletes, found by marker.
+    A module no course file still has is found too: the marker is the course's."""
+    found: dict[Key, list[Thread]] = {}
+    for chat in chats:
+        body = chat.get("chat")
+        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
+        if not isinstance(mark, dict):
+            continue
+        course_id, module = mark.get("course"), mark.get("module")
+        if course_id not in course_ids or not isinstance(module, str):
+            continue
+        if module_id is not None and module != module_id:
+            continue
+        thread = as_thread(chat, str(course_id), module)
+        if thread is not None:
+            found.setdefault((str(course_id), module), []).append(thread)
     return found
 
 
@@ -228,6 +268,17 @@ def update_for(thread: Thread, course: Course, module: Module) -> dict[str, Any]
     return {"history": {"messages": {message["id"]: message}}, "messages": [message]}
 
 
+def _first_content(body: dict[str, Any]) -> str | None:
+    """The content of the history's root message (the one without a parent), if one."""
+    history = body.get("history")
+    messages = history.get("messages") if isinstance(history, dict) else None
+    if not isinstance(messages, dict):
+        return None
+    roots = [m for m in messages.values() if isinstance(m, dict) and m.get("parentId") is None]
+    content = roots[0].get("content") if len(roots) == 1 else None
+    return content if isinstance(content, str) else None
+
+
 def _pristine(body: dict[str, Any]) -> bool:
     """True while the chat still holds only the assistant message we wrote."""
     history = body.get("history")
@@ -258,3 +309,47 @@ def plan(threads: Iterable[Thread]) -> Plan | None:
         delete=tuple(thread for thread in rest if thread.pristine),
         keep=tuple(thread for thread in rest if not thread.pristine),
     )
+
+
+Action = Literal["create", "archive", "move", "delete", "update", "done"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What one round does for one module; ``plan`` is ``None`` only for ``create``.
+
+    ``archive`` and ``move`` put the winner in its place (and delete the plan's duplicates
+    in the same round), ``delete`` only deletes duplicates, ``update`` rewrites a first
+    message nobody has replied to, ``done`` changes nothing.
+    """
+
+    action: Action
+    plan: Plan | None
+
+
+def decide(
+    found: Iterable[Thread],
+    course: Course,
+    module: Module,
+    *,
+    folder_id: str | None,
+    update_unreplied: bool,
+) -> Decision:
+    """The step for one module, given the threads found and the course folder's id
+    (``folder`` placement; ``None`` while it does not exist). A real run does it; a dry
+    run only says it."""
+    found_plan = plan(found)
+    if found_plan is None:
+        return Decision("create", None)
+    winner = found_plan.winner
+    if course.course.placement == "folder":
+        placed = folder_id is not None and not winner.archived and winner.folder_id == folder_id
+        if not placed:
+            return Decision("move", found_plan)
+    elif not winner.archived:
+        return Decision("archive", found_plan)
+    if found_plan.delete:
+        return Decision("delete", found_plan)
+    if update_unreplied and update_for(winner, course, module) is not None:
+        return Decision("update", found_plan)
+    return Decision("done", found_plan)

@@ -6,14 +6,21 @@ Emails go through the proxy's own identity rule (:func:`proxy.identity.validate_
 so an address the proxy would refuse is caught here, where it can be named by line.
 
 Columns are found by name, case-insensitively: the email column, the name column(s)
-(several are joined with a space, e.g. first and last name) and the course column. A
-course cell names one or more course ids (separated by spaces, commas, semicolons or
-``|``); the same user may also appear on several lines, one course each. Without a course
-column every user gets the one course file given. Other columns are ignored, and named.
+(several are joined with a space, e.g. first and last name) and either the course column or
+the group column. A course cell names one or more course ids (separated by spaces, commas,
+semicolons or ``|``); the same user may also appear on several lines, one course each.
+Without a course column every user gets the one course file given. A group cell names the
+person's groups or classes (separated by commas, semicolons or ``|``: a group name may hold
+spaces), and the groups choose the courses exactly as they do for the webhook receiver
+(:func:`provisioner.catalog.courses_for`). Other columns are ignored, and named.
+
+Rosters exported on Windows are often not UTF-8: the error then names the encoding the
+bytes look like and the fix (or the file is read with the encoding given).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -24,21 +31,27 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.errors import BadInput
-from proxy.identity import InvalidIdentity, validate_email, validate_name
+from proxy.identity import InvalidIdentity, parse_groups, validate_email, validate_name
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 SNIFFED_DELIMITERS = ",;\t|"
 _COURSE_SEPARATORS = re.compile(r"[\s,;|]+")
+_GROUP_SEPARATORS = re.compile(r"[,;|]")  # not blanks: "Year 9" is one group
 
 
 @dataclass(frozen=True, slots=True)
 class UserRow:
-    """One user of the roster; ``courses`` are course ids, empty for "the one course given"."""
+    """One user of the roster; ``courses`` are course ids, empty for "the one course given".
+
+    ``groups`` is ``None`` unless the roster has a group column; then the groups choose the
+    courses (``courses`` stays empty), as they do for the webhook receiver.
+    """
 
     line: int
     email: str
     name: str | None
     courses: tuple[str, ...] = ()
+    groups: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +70,7 @@ class Columns:
     email: str = "email"
     name: tuple[str, ...] = ()  # empty: the "name" column if there is one
     course: str = "course"
+    groups: str | None = None  # set: this column's groups choose the courses
 
 
 @dataclass(slots=True)
@@ -155,6 +169,22 @@ def _text(record: dict[str, Any], column: str) -> str | None:
     raise _RowProblem(f"{column!r} must be text")
 
 
+def _groups(value: Any, column: str) -> tuple[str, ...]:
+    """A group cell (or JSON list) to the person's groups, validated as the proxy does."""
+    if isinstance(value, list):
+        items = value
+    elif isinstance(value, str):
+        items = _GROUP_SEPARATORS.split(value)
+    elif value is None:
+        items = []
+    else:
+        raise _RowProblem(f"{column!r} must be text or a list of group names")
+    try:
+        return parse_groups(items)
+    except InvalidIdentity as exc:
+        raise _RowProblem(f"{column!r}: {exc.reason}") from exc
+
+
 def _course_ids(value: Any, column: str, known: Sequence[str]) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         ids = [item.strip() for item in value if item.strip()]
@@ -198,6 +228,8 @@ def parse_roster(
         keys, records = _records_csv(text, source, delimiter or _sniff(text))
         wanted = [(columns.email, " (say which holds the emails: --email-column NAME)")]
         wanted += [(column, " (from --name-column)") for column in name_columns]
+        if columns.groups is not None:
+            wanted.append((columns.groups, " (from --group-column)"))
         missing = [
             f"{source}:1: no {column!r} column{hint}"
             for column, hint in wanted
@@ -205,15 +237,18 @@ def parse_roster(
         ]
         if missing:
             raise BadInput("\n".join(missing))
-        if _key(columns.course) not in keys and len(course_ids) != 1:
+        if columns.groups is None and _key(columns.course) not in keys and len(course_ids) != 1:
             raise BadInput(
                 f"{source}:1: no {columns.course!r} column, and {len(course_ids)} course files "
                 "were given: name each user's courses in a column (--course-column NAME), "
+                "let a column of groups or classes choose them (--group-column NAME), "
                 "or give one course file for everyone"
             )
     if not name_columns and (json_lines or "name" in keys):
         name_columns = ("name",)
-    used = {_key(columns.email), _key(columns.course), *(_key(c) for c in name_columns)}
+    # With a group column the groups choose the courses: a course column plays no part.
+    chooser = columns.course if columns.groups is None else columns.groups
+    used = {_key(columns.email), _key(chooser), *(_key(c) for c in name_columns)}
     ignored = [column for column in keys if column and column not in used]
 
     problems: list[str] = []
@@ -255,6 +290,10 @@ def _row(
     parts = [_text(record, column) for column in name_columns]
     name = " ".join(part.strip() for part in parts if part and part.strip()) or None
     email, name = checked_identity(raw_email, name)
+    if columns.groups is not None:
+        return UserRow(
+            line, email, name, groups=_groups(record.get(_key(columns.groups)), columns.groups)
+        )
     courses: tuple[str, ...] = ()
     if _key(columns.course) in record:
         courses = _course_ids(record[_key(columns.course)], columns.course, course_ids)
@@ -271,6 +310,10 @@ def _merge(users: dict[str, UserRow], pairs: dict[tuple[str, str], int], row: Us
             pairs[(row.email, course_id)] = row.line
         users[row.email] = row
         return
+    if row.groups is not None and first.groups is not None:  # one line per group or class
+        groups = first.groups + tuple(g for g in row.groups if g not in first.groups)
+        users[row.email] = UserRow(first.line, first.email, first.name or row.name, groups=groups)
+        return
     if not row.courses or not first.courses:
         raise _RowProblem(f"{row.email} is already on line {first.line}")
     repeated = [course_id for course_id in row.courses if (row.email, course_id) in pairs]
@@ -284,6 +327,51 @@ def _merge(users: dict[str, UserRow], pairs: dict[tuple[str, str], int], row: Us
     )
 
 
+def check_encoding(name: str) -> str:
+    """A text encoding Python knows, as given to ``--encoding``; ``ValueError`` otherwise."""
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise ValueError(
+            f"{name!r} is not a known encoding (e.g. utf-8, cp1252, latin-1, utf-16)"
+        ) from None
+
+
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> BadInput:
+    """Name the encoding the bytes most likely are, where the first non-UTF-8 byte is, and
+    the fix: Excel on Windows saves "CSV" in Windows-1252, "Unicode text" in UTF-16."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    where = f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02X})"
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        guess, option = "UTF-16 (Excel's 'Unicode Text')", "utf-16"
+    elif any(0x80 <= byte <= 0x9F for byte in data):
+        # Latin-1 has only control characters there; Windows-1252 has letters and quotes.
+        guess, option = "Windows-1252 (Excel's 'CSV' on Windows)", "cp1252"
+    else:
+        guess, option = "Latin-1 (ISO-8859-1) or Windows-1252", "cp1252"
+    return BadInput(
+        f"{where}; it looks like {guess}: save it as UTF-8 (Excel: 'CSV UTF-8') or read it "
+        f"as it is with --encoding {option}"
+    )
+
+
+def read_roster_text(path: Path, encoding: str | None = None) -> str:
+    """The roster's text: UTF-8 (a byte order mark is dropped) unless ``encoding`` is given."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror})") from exc
+    chosen = encoding or "utf-8"
+    try:
+        text = data.decode("utf-8-sig" if codecs.lookup(chosen).name == "utf-8" else chosen)
+    except UnicodeDecodeError as exc:
+        if encoding is None:
+            raise _not_utf8(path, data, exc) from exc
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BadInput(f"{path}:{line}: not {encoding} text ({exc.reason})") from exc
+    return text.removeprefix("\ufeff")  # utf-16 and others keep the mark as a character
+
+
 def load_roster(
     path: Path,
     *,
@@ -291,14 +379,10 @@ def load_roster(
     columns: Columns = Columns(),
     delimiter: str | None = None,
     skip_invalid: bool = False,
+    encoding: str | None = None,
 ) -> Roster:
     """Read a roster file: JSON Lines for ``.jsonl``/``.ndjson`` or a first ``{``, else CSV."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise BadInput(f"{path}: cannot read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{path}: not UTF-8 text") from exc
+    text = read_roster_text(path, encoding)
     json_lines = path.suffix.lower() in JSON_LINES_SUFFIXES or text.lstrip().startswith("{")
     return parse_roster(
         text,

@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from provisioner.catalog import courses_for
+from provisioner.catalog import courses_for, no_course_reason
 from provisioner.course import Course
 from provisioner.errors import (
     AdminAccount,
@@ -208,7 +208,7 @@ def create_app(
                 email=signup.email,
                 courses=[],
                 modules=[],
-                nothing_to_provision=_no_course_reason(signup.groups),
+                nothing_to_provision=no_course_reason(signup.groups),
             )
         course_ids = [course.course.id for course in chosen]
         try:
@@ -263,9 +263,3 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", scrape)
     return app
-
-
-def _no_course_reason(groups: tuple[str, ...]) -> str:
-    if not groups:
-        return "no course is for everyone, and this identity has no groups"
-    return f"no course is for everyone or for any of the groups {', '.join(groups)}"

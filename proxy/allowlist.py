@@ -8,7 +8,8 @@ every construct that two parsers could read differently is refused outright, bef
 any rule is consulted:
 
 - a target that is not a plain path (absolute-form ``http://...``, ``*``, a fragment);
-- empty segments (``//``, a trailing ``/``) and dot segments (``.``, ``..``);
+- empty segments (``//``, or a trailing ``/`` that no rule names) and dot segments
+  (``.``, ``..``);
 - a backslash, a control character, or any character outside RFC 3986's unreserved set
   (``;`` path parameters, ``:``, ``@``, spaces, non-ASCII look-alikes, ...);
 - percent-encoding of anything but an unreserved character: ``%2F``, ``%2E``, ``%5C``,
@@ -22,6 +23,10 @@ is also the route shape of ``/api/v1/chats/config``, ``/pinned``, ``/search``, .
 UUID-only ``{id}`` keeps those out. Any other ``{param}`` matches one segment of
 ``[A-Za-z0-9_-]``.
 The query string is never matched on and is relayed as sent.
+
+A rule may end in one ``/`` (``GET /api/v1/folders/``): OpenWebUI's routes declared as
+``"/"`` under a router prefix answer only that spelling (without the slash, a redirect). It
+matches a target ending in exactly that one slash, and a rule without one never does.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ _ENCODED_REFUSALS = {
     "\\": "encoded backslash (%5C) in path",
     "%": "double percent-encoding (%25) in path",
 }
+
+
+_EMPTY_SEGMENT = "empty path segment ('//' or a trailing '/')"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,8 @@ class Allowlist:
         for rule in self.rules:
             if rule.matches(method, segments):
                 return Allowed(rule=rule, path="/" + "/".join(segments), query=query)
+        if segments[-1] == "":
+            return Refused(_EMPTY_SEGMENT)
         return Refused("not on the internal allowlist")
 
 
@@ -130,8 +140,9 @@ def parse_rule(text: str) -> Rule:
     pattern = pattern.strip()
     if not pattern.startswith("/") or pattern == "/":
         raise ValueError("the path must start with '/' and name at least one segment")
+    trailing = pattern.endswith("/")  # one trailing slash, matched as written
     segments: list[str | re.Pattern[str]] = []
-    for segment in pattern[1:].split("/"):
+    for segment in (pattern[1:-1] if trailing else pattern[1:]).split("/"):
         if segment.startswith("{") and segment.endswith("}"):
             if not _PARAM_NAME.fullmatch(segment[1:-1]):
                 raise ValueError(f"{segment!r} is not a valid {{param}}")
@@ -142,6 +153,8 @@ def parse_rule(text: str) -> Rule:
             )
         else:
             segments.append(segment)
+    if trailing:
+        segments.append("")
     return Rule(method=method, pattern=pattern, segments=tuple(segments))
 
 
@@ -157,7 +170,11 @@ def split_target(target: str) -> tuple[tuple[str, ...], str] | Refused:
     if path == "/":
         return Refused("not on the internal allowlist")
     segments: list[str] = []
-    for raw in path[1:].split("/"):
+    raws = path[1:].split("/")
+    for index, raw in enumerate(raws):
+        if not raw and 0 < index == len(raws) - 1:
+            segments.append("")  # one trailing slash: only a rule naming it matches
+            continue
         decoded = _decode_segment(raw)
         if isinstance(decoded, Refused):
             return decoded
@@ -167,7 +184,7 @@ def split_target(target: str) -> tuple[tuple[str, ...], str] | Refused:
 
 def _decode_segment(raw: str) -> str | Refused:
     if not raw:
-        return Refused("empty path segment ('//' or a trailing '/')")
+        return Refused(_EMPTY_SEGMENT)
     out: list[str] = []
     i = 0
     while i < len(raw):

@@ -57,6 +57,13 @@ DEFAULT_INTERNAL_ALLOW: tuple[str, ...] = (
     "POST /api/v1/chats/{id}",
     "POST /api/v1/chats/{id}/archive",
     "DELETE /api/v1/chats/{id}",
+    # Courses whose threads live in a sidebar folder (placement = "folder").
+    "POST /api/v1/chats/{id}/folder",
+    "GET /api/v1/folders/",
+    "POST /api/v1/folders/",
+    "DELETE /api/v1/folders/{id}",
+    # Who has an account, read as the lookup account (status, --dry-run, remove).
+    "GET /api/v1/users/search",
 )
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")

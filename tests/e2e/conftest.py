@@ -294,12 +294,13 @@ def assert_course_threads(the_stack: Stack, email: str) -> None:
 
 
 def provision(
-    the_stack: Stack, *args: str, timeout: float = 120
+    the_stack: Stack, *args: str, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``owui-provision ARGS`` against the stack's internal listener."""
+    """Run ``owui-provision ARGS`` against the stack's internal listener (``env``: more
+    ``OWUI_PROVISION_*`` settings)."""
     return subprocess.run(
         [str(console_script("owui-provision")), *args],
-        env=child_environment(the_stack.provision_env()),
+        env=child_environment({**the_stack.provision_env(), **(env or {})}),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -52,6 +52,9 @@ def course_named(course_id: str, groups: list[str] | None = None) -> Course:
     return parse_course(course_toml(course_id, groups), f"{course_id}.toml")
 
 
+# The ordinary account status, --dry-run and remove read the user directory as.
+LOOKUP_EMAIL = "lookup@example.edu"
+
 # Fast retries: the tests check how many tries happen, not how long they take.
 FAST_BACKOFF_S, FAST_BACKOFF_MAX_S = 0.01, 0.05
 
@@ -117,6 +120,7 @@ def env(settings: Settings) -> dict[str, str]:
         OWUI_PROVISION_TOKEN_FILE=str(settings.token_file),
         OWUI_PROVISION_BACKOFF_BASE_S=str(FAST_BACKOFF_S),
         OWUI_PROVISION_BACKOFF_MAX_S=str(FAST_BACKOFF_MAX_S),
+        OWUI_PROVISION_LOOKUP_EMAIL=LOOKUP_EMAIL,
         PYTHONPATH=str(REPO),
     )
     return clean

@@ -81,7 +81,13 @@ ALLOW = [
     ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+"),
     ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+/archive"),
     ("DELETE", r"/api/v1/chats/[A-Za-z0-9_-]+"),
+    ("POST", r"/api/v1/chats/[A-Za-z0-9_-]+/folder"),
+    ("GET", r"/api/v1/folders/"),
+    ("POST", r"/api/v1/folders/"),
+    ("DELETE", r"/api/v1/folders/[A-Za-z0-9_-]+"),
+    ("GET", r"/api/v1/users/search"),
 ]
+USERS_PAGE = 30  # PAGE_ITEM_COUNT of routers/users.py
 
 
 @dataclass
@@ -137,6 +143,31 @@ class Chat:
             "snippet": None,
             "active": False,
             "archived": False,
+        }
+
+
+@dataclass
+class Folder:
+    id: str
+    user_id: str
+    name: str
+    parent_id: str | None
+    meta: dict[str, Any] | None
+    created_at: int
+    updated_at: int
+
+    def listed(self) -> dict[str, Any]:
+        """``FolderNameIdResponse``: ``meta`` keeps only its icon."""
+        icon = (self.meta or {}).get("icon")
+        return {
+            "id": self.id,
+            "name": self.name,
+            "meta": {"icon": icon} if self.meta is not None else None,
+            "parent_id": self.parent_id,
+            "is_expanded": False,
+            "unread_count": 0,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
         }
 
 
@@ -206,6 +237,7 @@ class FakeOpenWebUI:
         self.without_credentials: set[str] = set()
         self.tokens: dict[str, str] = {}  # token -> user id
         self.chats: dict[str, Chat] = {}
+        self.folders: dict[str, Folder] = {}
         self.faults: list[Fault] = []
         self.calls: list[Call] = []
         self.in_flight = 0  # requests being handled right now, and the most at once
@@ -275,6 +307,24 @@ class FakeOpenWebUI:
         self.chats[item.id] = item
         return item
 
+    def add_folder(
+        self,
+        user: User,
+        name: str,
+        *,
+        parent_id: str | None = None,
+        created_at: int | None = None,
+        folder_id: str | None = None,
+    ) -> Folder:
+        now = int(self.clock()) if created_at is None else created_at
+        folder = Folder(folder_id or str(uuid.uuid4()), user.id, name, parent_id, None, now, now)
+        self.folders[folder.id] = folder
+        return folder
+
+    def folders_of(self, email: str) -> list[Folder]:
+        user = self.users.get(email.lower())
+        return [] if user is None else [f for f in self.folders.values() if f.user_id == user.id]
+
     def chats_of(self, email: str) -> list[Chat]:
         user = self.users.get(email.lower())
         return [] if user is None else [c for c in self.chats.values() if c.user_id == user.id]
@@ -298,6 +348,11 @@ class FakeOpenWebUI:
         app.router.add_post("/api/v1/chats/{id}", self._update)
         app.router.add_post("/api/v1/chats/{id}/archive", self._archive)
         app.router.add_delete("/api/v1/chats/{id}", self._delete)
+        app.router.add_post("/api/v1/chats/{id}/folder", self._move)
+        app.router.add_get("/api/v1/folders/", self._folders)
+        app.router.add_post("/api/v1/folders/", self._new_folder)
+        app.router.add_delete("/api/v1/folders/{id}", self._delete_folder)
+        app.router.add_get("/api/v1/users/search", self._search_users)
         app.on_response_prepare.append(self._date)
         return app
 
@@ -479,8 +534,9 @@ class FakeOpenWebUI:
                     }
                 ],
             )
-        if form.get("folder_id") is not None:
-            raise _detail(404, NOT_FOUND)
+        folder = self.folders.get(form["folder_id"]) if form.get("folder_id") else None
+        if form.get("folder_id") is not None and (folder is None or folder.user_id != user.id):
+            raise _detail(404, NOT_FOUND)  # has_folder_write_access
         chat = form["chat"]
         messages = list(((chat.get("history") or {}).get("messages") or {}).values())
         messages.extend(chat.get("messages") or [])
@@ -488,6 +544,7 @@ class FakeOpenWebUI:
             message["user_id"] = user.id
         now = int(self.clock())
         item = Chat(str(uuid.uuid4()), user.id, chat.get("title", "New Chat"), chat, now, now)
+        item.folder_id = form.get("folder_id")
         self.chats[item.id] = item
         if self.on_create is not None:
             self.on_create(item)
@@ -518,14 +575,7 @@ class FakeOpenWebUI:
         chats = [c for c in self.chats.values() if c.user_id == user.id and c.archived]
         query = request.query.get("query")
         if query:
-            like = re.compile(
-                ".*"
-                + "".join(
-                    ".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in query
-                )
-                + ".*",
-                re.IGNORECASE | re.DOTALL,
-            )
+            like = _ilike(query)
             chats = [c for c in chats if like.fullmatch(c.title)]
         order_by, direction = request.query.get("order_by"), request.query.get("direction")
         chats.sort(key=lambda c: c.id)
@@ -624,6 +674,107 @@ class FakeOpenWebUI:
         del self.chats[chat.id]
         return web.json_response(True)
 
+    async def _move(self, request: web.Request) -> web.Response:
+        """``update_chat_folder_id_by_id``: sets the folder; into a folder also un-archives."""
+        user = self._verified(request)
+        chat = self._own(request, user)
+        form = await _json(request)
+        if chat is None:
+            raise _detail(401, "Something went wrong :/")
+        folder_id = form.get("folder_id")
+        if folder_id is not None:
+            folder = self.folders.get(folder_id)
+            if folder is None or folder.user_id != user.id:
+                raise _detail(404, NOT_FOUND)
+            chat.archived = False
+        chat.folder_id = folder_id
+        chat.pinned = False
+        chat.updated_at = int(self.clock())
+        return web.json_response(chat.response())
+
+    async def _folders(self, request: web.Request) -> web.Response:
+        user = self._verified(request)
+        return web.json_response(
+            [f.listed() for f in self.folders.values() if f.user_id == user.id]
+        )
+
+    async def _new_folder(self, request: web.Request) -> web.Response:
+        """``create_folder``: a name taken at that level (case-insensitively) is a 400; the
+        check and the insert are not atomic, as in 0.12.4 (no unique constraint)."""
+        user = self._verified(request)
+        form = await _json(request)
+        if not isinstance(form, dict) or not isinstance(form.get("name"), str):
+            raise _detail(422, [{"type": "missing", "loc": ["body", "name"]}])
+        if set(form) - {"name", "data", "meta", "parent_id"}:
+            raise _detail(422, [{"type": "extra_forbidden", "loc": ["body"]}])
+        parent = form.get("parent_id")
+        taken = any(
+            f.user_id == user.id
+            and f.parent_id == parent
+            and f.name.lower() == form["name"].lower()
+            for f in self.folders.values()
+        )
+        if taken:
+            raise _detail(400, "[ERROR: Folder already exists]")
+        now = int(self.clock())
+        folder = Folder(
+            str(uuid.uuid4()), user.id, form["name"], parent, form.get("meta"), now, now
+        )
+        self.folders[folder.id] = folder
+        return web.json_response(
+            {
+                **folder.listed(),
+                "user_id": user.id,
+                "meta": folder.meta,
+                "items": None,
+                "data": None,
+            }
+        )
+
+    async def _delete_folder(self, request: web.Request) -> web.Response:
+        """The folder and every folder below it; their chats deleted, or moved to the top
+        level with ``delete_contents=false``."""
+        user = self._verified(request)
+        folder = self.folders.get(request.match_info["id"])
+        if folder is None or folder.user_id != user.id:
+            raise _detail(404, NOT_FOUND)
+        keep = request.query.get("delete_contents", "true").lower() in ("false", "0")
+        subtree = {folder.id}
+        while True:
+            below = {f.id for f in self.folders.values() if f.parent_id in subtree} - subtree
+            if not below:
+                break
+            subtree |= below
+        for folder_id in subtree:
+            del self.folders[folder_id]
+        for chat in list(self.chats.values()):
+            if chat.user_id == user.id and chat.folder_id in subtree:
+                if keep:
+                    chat.folder_id = None
+                else:
+                    del self.chats[chat.id]
+        return web.json_response(True)
+
+    async def _search_users(self, request: web.Request) -> web.Response:
+        """``search_users``: any verified user; ``query`` is ILIKE on name or email."""
+        self._verified(request)
+        like = _ilike(request.query.get("query") or "")
+        page = max(1, int(request.query.get("page", "1")))
+        found = [
+            u for u in self.users.values() if like.fullmatch(u.email) or like.fullmatch(u.name)
+        ]
+        if request.query.get("order_by") == "email":
+            found.sort(key=lambda u: u.email, reverse=request.query.get("direction") == "desc")
+        found = found[(page - 1) * USERS_PAGE : page * USERS_PAGE]
+        return web.json_response(
+            {
+                "users": [
+                    {"id": u.id, "name": u.name, "email": u.email, "role": u.role} for u in found
+                ],
+                "total": len(self.users),
+            }
+        )
+
 
 class _Fail(Exception):
     """FastAPI's HTTPException: answered as ``{"detail": ...}`` with its status."""
@@ -632,6 +783,12 @@ class _Fail(Exception):
         super().__init__(status)
         self.status = status
         self.detail = detail
+
+
+def _ilike(query: str) -> re.Pattern[str]:
+    """SQL ``ILIKE '%query%'``: ``%`` and ``_`` in the query are wildcards."""
+    body = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in query)
+    return re.compile(".*" + body + ".*", re.IGNORECASE | re.DOTALL)
 
 
 def _detail(status: int, detail: Any) -> _Fail:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import csv
 import signal
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from provisioner.cli import build_parser
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY
 from tests.provisioner.cli_helpers import Run, finish, run, start
@@ -463,7 +465,24 @@ async def test_check_course_files_offline_reports_every_problem(
     assert good.out.endswith("all good\n")
 
 
-@pytest.mark.parametrize("command", [[], ["user"], ["bulk"], ["webhook"], ["check"]])
+SUBCOMMANDS = ["user", "bulk", "status", "remove", "webhook", "check"]
+
+
+def test_every_subcommand_has_a_description_and_an_example() -> None:
+    """Not a bare usage line: what the command does, and how it is called."""
+    parser = build_parser()
+    subcommands = next(
+        action for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    assert sorted(subcommands.choices) == sorted(SUBCOMMANDS)
+    for name, sub in subcommands.choices.items():
+        text = sub.format_help()
+        assert len(sub.description or "") > 80, name
+        examples = text.split("examples:\n", 1)[1]
+        assert f"owui-provision {name}" in examples, name
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in SUBCOMMANDS)])
 async def test_version_on_every_command(env: dict[str, str], command: list[str]) -> None:
     from importlib import metadata
 

@@ -156,8 +156,21 @@ def test_duplicate_ids_are_reported_with_the_other_problems_in_line_order() -> N
         ),
         pytest.param(
             "[[module]]",
-            "c.toml:6: module: unknown table: each module is its own [[modules]] table",
+            "c.toml:6: module: unknown table (a typo of [[modules]]?): "
+            "each module is its own [[modules]] table",
             id="[[module]]",
+        ),
+        pytest.param(
+            "[[Modules]]",
+            "c.toml:6: Modules: unknown table (a typo of [[modules]]?): "
+            "each module is its own [[modules]] table",
+            id="[[Modules]]",
+        ),
+        pytest.param(
+            "[[lessons]]",
+            "c.toml:6: lessons: unknown table (a typo of [[modules]]?): "
+            "each module is its own [[modules]] table",
+            id="another name holding a module",
         ),
     ],
 )
@@ -168,6 +181,13 @@ def test_modules_written_elsewhere_are_one_plain_sentence(mistake: str, expected
     with pytest.raises(CourseFileError) as info:
         parse_course(text, "c.toml")
     assert info.value.problems == [expected + " (double brackets), one per thread"]
+
+
+def test_a_course_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows editors save UTF-8 with a BOM; TOML alone calls it an invalid statement."""
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_course(path).course.id == "welcome"
 
 
 def test_a_missing_course_file_is_named(tmp_path: Path) -> None:

@@ -3,16 +3,20 @@ and the terminal view of a bulk run."""
 
 from __future__ import annotations
 
+import csv
 import io
 from pathlib import Path
 
 import pytest
 
-from provisioner.bulk import run_bulk_cli
+from provisioner.bulk import courses_of, run_bulk_cli
+from provisioner.catalog import courses_for
 from provisioner.course import Course
 from provisioner.errors import BadInput
 from provisioner.provision import Provisioner
-from provisioner.users import Columns, Roster, load_roster, parse_roster
+from provisioner.users import Columns, Roster, UserRow, load_roster, parse_roster
+from tests.provisioner.cli_helpers import run
+from tests.provisioner.conftest import course_named, course_toml
 from tests.provisioner.fake_owui import FakeOpenWebUI
 
 ONE = ("demo",)
@@ -247,3 +251,184 @@ async def test_bulk_on_a_terminal_shows_a_bar_and_the_summary(
     assert "{" not in out.getvalue()  # no JSON lines on a terminal
     assert err.getvalue() == "bulk: 2 of 2 users provisioned, 0 failed\n"
     assert len(fake.chats) == 4
+
+
+# --- a column of groups or classes chooses the courses ---------------------------------------
+
+
+def groups_of(roster: Roster) -> list[tuple[int, str, tuple[str, ...] | None]]:
+    return [(r.line, r.email, r.groups) for r in roster.rows]
+
+
+def test_group_cells_hold_several_groups_and_a_person_may_come_back() -> None:
+    text = (
+        "email;class\nada@example.edu;Year 9, 9B|science\nbob@example.edu;\nada@example.edu;drama\n"
+    )
+    roster = parse(text, TWO, columns=Columns(groups="class"))
+    assert groups_of(roster) == [
+        (2, "ada@example.edu", ("Year 9", "9B", "science", "drama")),
+        (3, "bob@example.edu", ()),
+    ]
+    assert roster.ignored_columns == []
+
+
+def test_groups_in_json_lines_and_refused_values() -> None:
+    text = '{"email": "ada@example.edu", "groups": ["year-9", "staff"]}\n'
+    roster = parse(text, TWO, columns=Columns(groups="groups"), json_lines=True)
+    assert groups_of(roster) == [(1, "ada@example.edu", ("year-9", "staff"))]
+    with pytest.raises(BadInput) as info:
+        parse(
+            '{"email": "a@b.cd", "groups": 3}\n',
+            TWO,
+            columns=Columns(groups="groups"),
+            json_lines=True,
+        )
+    assert str(info.value) == "u.csv:1: 'groups' must be text or a list of group names"
+    with pytest.raises(BadInput, match=r"u\.csv:1: no 'class' column \(from --group-column\)"):
+        parse("email\na@b.cd\n", TWO, columns=Columns(groups="class"))
+
+
+def test_groups_choose_courses_exactly_as_the_receiver_does() -> None:
+    """The same function as the webhook receiver: courses for everyone, plus every course
+    naming one of the person's groups; none of them, nothing."""
+    everyone, year9, staff = (
+        course_named("welcome"),
+        course_named("y9", ["year-9"]),
+        course_named("staff", ["staff"]),
+    )
+    courses = [everyone, year9, staff]
+    for groups in [(), ("year-9",), ("staff", "year-9"), ("other",)]:
+        row = UserRow(2, "a@b.cd", None, groups=groups)
+        assert courses_of(row, courses) == list(courses_for(courses, groups))
+    only_groups = [year9, staff]
+    assert courses_of(UserRow(2, "a@b.cd", None, groups=("other",)), only_groups) == []
+
+
+async def test_bulk_with_a_group_column_does_a_whole_term_start(
+    env: dict[str, str], fake: FakeOpenWebUI, tmp_path: Path
+) -> None:
+    files = []
+    for course_id, groups in (("welcome", None), ("y9", ["Year 9"]), ("staff", ["staff"])):
+        path = tmp_path / f"{course_id}.toml"
+        path.write_text(course_toml(course_id, groups), encoding="utf-8")
+        files.append(str(path))
+    roster = tmp_path / "export.csv"
+    roster.write_text(
+        "Mail;Klasse\nada@example.edu;Year 9\nbob@example.edu;staff|Year 9\n", encoding="utf-8"
+    )
+    only = tmp_path / "only-groups.csv"
+    only.write_text("Mail;Klasse\ncy@example.edu;drama\n", encoding="utf-8")
+
+    result = await run(
+        env, "bulk", *files, str(roster), "--email-column", "mail", "--group-column", "klasse"
+    )
+    assert result.rc == 0, result.err
+    got = {(line["email"], line["course"]) for line in result.lines()}
+    assert got == {
+        ("ada@example.edu", "welcome"),
+        ("ada@example.edu", "y9"),
+        ("bob@example.edu", "welcome"),
+        ("bob@example.edu", "y9"),
+        ("bob@example.edu", "staff"),
+    }
+
+    report = tmp_path / "report.csv"
+    nothing = await run(
+        env,
+        "bulk",
+        *files[1:],
+        str(only),
+        "--email-column",
+        "mail",
+        "--group-column",
+        "klasse",
+        "--report",
+        str(report),
+    )
+    assert nothing.rc == 0, nothing.err
+    assert "cy@example.edu" not in fake.users  # nothing to provision: not even signed in
+    assert "1 with nothing to provision (their groups choose no course)" in nothing.err
+    assert "nothing to provision" in report.read_text(encoding="utf-8")
+
+
+# --- rosters that are not UTF-8 --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(
+            "email,name\nada@example.edu,Zoë “Ada”\n".encode("cp1252"),
+            "r.csv:2: not UTF-8 (byte 0xEB); it looks like Windows-1252 (Excel's 'CSV' on "
+            "Windows): save it as UTF-8 (Excel: 'CSV UTF-8') or read it as it is with "
+            "--encoding cp1252",
+            id="windows-1252",
+        ),
+        pytest.param(
+            "email,name\n\nada@example.edu,Zoë\n".encode("latin-1"),
+            "r.csv:3: not UTF-8 (byte 0xEB); it looks like Latin-1 (ISO-8859-1) or "
+            "Windows-1252: save it as UTF-8 (Excel: 'CSV UTF-8') or read it as it is with "
+            "--encoding cp1252",
+            id="latin-1",
+        ),
+        pytest.param(
+            "email,name\nada@example.edu,Zoë\n".encode("utf-16"),
+            "r.csv:1: not UTF-8 (byte 0xFF); it looks like UTF-16 (Excel's 'Unicode Text'): "
+            "save it as UTF-8 (Excel: 'CSV UTF-8') or read it as it is with --encoding utf-16",
+            id="utf-16",
+        ),
+    ],
+)
+def test_a_roster_that_is_not_utf8_names_its_likely_encoding(
+    tmp_path: Path, data: bytes, expected: str
+) -> None:
+    path = tmp_path / "r.csv"
+    path.write_bytes(data)
+    with pytest.raises(BadInput) as info:
+        load_roster(path, course_ids=ONE)
+    assert str(info.value) == str(path.parent / expected)
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "utf-16"])
+def test_a_roster_is_read_in_the_encoding_given(tmp_path: Path, encoding: str) -> None:
+    path = tmp_path / "r.csv"
+    path.write_bytes("email,name\nada@example.edu,Zoë “Ada” Ångström\n".encode(encoding))
+    roster = load_roster(path, course_ids=ONE, encoding=encoding)
+    assert rows(roster) == [(2, "ada@example.edu", "Zoë “Ada” Ångström", ())]
+
+
+async def test_an_unknown_encoding_is_a_usage_error(
+    env: dict[str, str], course_file: Path, tmp_path: Path
+) -> None:
+    result = await run(env, "bulk", str(course_file), "r.csv", "--encoding", "klingon")
+    assert result.rc == 2
+    assert "'klingon' is not a known encoding (e.g. utf-8, cp1252, latin-1, utf-16)" in result.err
+
+
+# --- the report is complete whenever the run stops ------------------------------------------
+
+
+@pytest.mark.parametrize("cause", ["onboarding", "settings"])
+async def test_the_report_names_every_user_when_the_run_stops_before_the_first(
+    env: dict[str, str], fake: FakeOpenWebUI, course_file: Path, tmp_path: Path, cause: str
+) -> None:
+    roster = tmp_path / "r.csv"
+    roster.write_text("email\nada@example.edu\nbob@example.edu\n", encoding="utf-8")
+    report = tmp_path / "report.csv"
+    if cause == "onboarding":
+        fake.users.clear()
+        reason, code = "OpenWebUI has no users yet", 1
+    else:
+        env["OWUI_PROVISION_MAX_ATEMPTS"] = "3"
+        reason, code = "OWUI_PROVISION_MAX_ATEMPTS: unknown setting (a typo?)", 2
+
+    result = await run(env, "bulk", str(course_file), str(roster), "--report", str(report))
+
+    assert result.rc == code, result.err
+    lines = list(csv.reader(report.open(encoding="utf-8")))
+    assert lines[0] == ["line", "email", "courses", "result", "detail"]
+    assert [(line[1], line[3]) for line in lines[1:]] == [
+        ("ada@example.edu", "not run"),
+        ("bob@example.edu", "not run"),
+    ]
+    assert all(line[4].startswith("the run stopped: ") and reason in line[4] for line in lines[1:])

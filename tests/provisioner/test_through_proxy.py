@@ -17,17 +17,26 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
+from provisioner.check import run_checks
 from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course
-from provisioner.errors import AdminAccount, EndpointNotAllowed, ServiceTokenRefused
+from provisioner.errors import (
+    ActAsDenied,
+    AdminAccount,
+    EndpointNotAllowed,
+    PublicListener,
+    ServiceTokenRefused,
+)
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
 from provisioner.threads import MARKER_KEY, build_chat, tag
 from provisioner.webhook import create_app
+from proxy.app import create_app as create_public_app
 from proxy.internal import create_internal_app
 from proxy.settings import DEFAULT_INTERNAL_ALLOW
 from proxy.settings import Settings as ProxySettings
 from proxy.upstream import Upstream
+from tests.fakes import FakeAuthService
 from tests.provisioner.cli_helpers import finish, start
 from tests.provisioner.conftest import CLOCK_SPEED
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
@@ -58,7 +67,9 @@ async def listener(
     mine = tmp_path / "provision-token"
 
     async def make(
-        token: str = SERVICE_TOKEN, allow: tuple[str, ...] = DEFAULT_INTERNAL_ALLOW
+        token: str = SERVICE_TOKEN,
+        allow: tuple[str, ...] = DEFAULT_INTERNAL_ALLOW,
+        domains: tuple[str, ...] = (),
     ) -> Settings:
         proxy_settings = ProxySettings(
             upstream=f"http://127.0.0.1:{owui.port}",
@@ -67,6 +78,7 @@ async def listener(
             internal_listen="127.0.0.1:8001",
             internal_tokens_file=tokens,
             internal_allow=allow,
+            allowed_email_domains=domains,
         )
         upstream = Upstream.open(proxy_settings)
         upstreams.append(upstream)
@@ -169,6 +181,77 @@ async def test_an_endpoint_the_listener_does_not_allow(
     ):
         await provision(settings, course)
     assert set(bare_fake.chats) == set(ids)
+
+
+async def test_a_person_outside_the_allowed_domains_is_named_with_the_right_setting(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course
+) -> None:
+    """The access rule refuses the email, not the endpoint: the advice names the domain
+    setting, never the endpoint allowlist."""
+    settings = await listener(domains=("school.edu",))
+    with pytest.raises(ActAsDenied) as info:
+        await provision(settings, course)
+    message = str(info.value)
+    assert "the proxy refuses to act as ada@example.edu" in message
+    assert "is not in an allowed domain (school.edu)" in message
+    assert "add their domain to OWUI_PROXY_ALLOWED_EMAIL_DOMAINS" in message
+    assert "add it to the proxy's OWUI_PROXY_INTERNAL_ALLOW" not in message
+    assert bare_fake.users.get(EMAIL) is None
+
+
+@pytest.fixture
+async def public_listener(bare_fake: FakeOpenWebUI, aiohttp_server: Any) -> str:
+    """The proxy's real public listener in front of the fake, with a forward-auth service
+    that knows nobody: the URL an operator might give the provisioner by mistake."""
+    owui: TestServer = await aiohttp_server(bare_fake.app(), host="127.0.0.1")
+    auth: TestServer = await aiohttp_server(FakeAuthService().app(), host="127.0.0.1")
+    public_settings = ProxySettings(
+        upstream=f"http://127.0.0.1:{owui.port}",
+        auth="forward",
+        forward_auth_url=f"http://127.0.0.1:{auth.port}/oauth2/auth",
+    )
+    server: TestServer = await aiohttp_server(create_public_app(public_settings), host="127.0.0.1")
+    return f"http://127.0.0.1:{server.port}"
+
+
+async def test_the_public_listener_is_named_as_such_not_blamed_on_openwebui(
+    public_listener: str, bare_fake: FakeOpenWebUI, course: Course, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "provision-token"
+    token_file.write_text(SERVICE_TOKEN + "\n", encoding="utf-8")
+    token_file.chmod(0o600)
+    settings = Settings(url=public_listener, token_file=token_file, max_attempts=1)
+    async with make_http_client(settings) as http:
+        api = OpenWebUI(Transport(settings, SERVICE_TOKEN, http))
+        stranger = OpenWebUI(Transport(settings, "not-the-token-" + "x" * 30, http))
+        findings = await run_checks(api, public_listener, stranger)
+        with pytest.raises(PublicListener, match="OWUI_PROXY_INTERNAL_LISTEN"):
+            await Provisioner(api, settings).provision_user([course], EMAIL)
+    assert [(f.ok, f.what.split(" (")[0]) for f in findings] == [
+        (False, f"{public_listener} is the proxy's public listener, not its internal one")
+    ]
+    assert "OpenWebUI" not in findings[0].what.replace("OpenWebUI was not asked", "")
+    assert "OWUI_PROXY_INTERNAL_LISTEN" in findings[0].fix
+    assert bare_fake.users.get(EMAIL) is None
+
+
+async def test_check_finds_a_url_that_answers_without_the_service_token(
+    bare_fake: FakeOpenWebUI, aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """OpenWebUI itself (no proxy in front) answers any token: check says it is not the
+    internal listener."""
+    owui: TestServer = await aiohttp_server(bare_fake.app(), host="127.0.0.1")
+    url = f"http://127.0.0.1:{owui.port}"
+    settings = Settings(url=url, token_file=tmp_path / "unused", max_attempts=1)
+    async with make_http_client(settings) as http:
+        api = OpenWebUI(Transport(settings, SERVICE_TOKEN, http))
+        stranger = OpenWebUI(Transport(settings, "not-the-token-" + "x" * 30, http))
+        findings = await run_checks(api, url, stranger)
+    failed = [f for f in findings if not f.ok]
+    assert [f.what for f in failed] == [
+        f"{url} answered a call with a wrong service token: it is not the proxy's internal "
+        "listener (OpenWebUI itself?)"
+    ]
 
 
 async def test_concurrent_processes_through_the_real_listener(

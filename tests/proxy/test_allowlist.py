@@ -56,6 +56,14 @@ CASES = [
     ("param-with-tilde", "GET", "/api/v1/chats/~x", "!not on the internal allowlist"),
     # --- empty and dot segments --------------------------------------------------------
     ("trailing-slash", "GET", "/api/config/", "!empty path segment"),
+    ("trailing-slash-on-an-id-rule", "DELETE", f"/api/v1/chats/{UUID}/", "!empty path segment"),
+    # --- a rule ending in '/' names that one slash, and only it -------------------------
+    ("folders-with-its-slash", "GET", "/api/v1/folders/", "/api/v1/folders/"),
+    ("folders-create", "POST", "/api/v1/folders/", "/api/v1/folders/"),
+    ("folders-without-slash", "GET", "/api/v1/folders", "!not on the internal allowlist"),
+    ("folders-two-slashes", "GET", "/api/v1/folders//", "!empty path segment"),
+    ("folders-encoded-slash", "GET", "/api/v1/folders%2F", "!encoded slash"),
+    ("folders-wrong-method", "PUT", "/api/v1/folders/", "!empty path segment"),
     ("double-slash", "GET", "/api//config", "!empty path segment"),
     ("leading-double-slash", "GET", "//api/config", "!empty path segment"),
     ("dot-segment", "GET", "/api/./config", "!dot segment"),
@@ -153,7 +161,7 @@ def test_every_default_rule_is_reachable() -> None:
         pytest.param("GET api/config", "must start with '/'", id="relative-path"),
         pytest.param("GET /", "at least one segment", id="root-only"),
         pytest.param("GET /api//config", "segment ''", id="empty-segment"),
-        pytest.param("GET /api/config/", "segment ''", id="trailing-slash"),
+        pytest.param("GET /api/config//", "segment ''", id="two-trailing-slashes"),
         pytest.param("GET /api/../config", "segment '..'", id="dot-segment"),
         pytest.param("GET /api/{id", "segment '{id'", id="unclosed-param"),
         pytest.param("GET /api/x{id}", "segment 'x{id}'", id="param-inside-segment"),
@@ -172,9 +180,9 @@ def test_bad_rules_are_refused(rule: str, problem: str) -> None:
 
 def test_every_bad_rule_is_reported_together() -> None:
     with pytest.raises(ValueError, match="bad internal allowlist") as info:
-        Allowlist(["GET /ok", "get /a", "GET /b/"])
+        Allowlist(["GET /ok", "get /a", "GET /b//"])
     assert "'get /a'" in str(info.value)
-    assert "'GET /b/'" in str(info.value)
+    assert "'GET /b//'" in str(info.value)
 
 
 def test_empty_allowlist_is_refused() -> None:
