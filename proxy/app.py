@@ -21,6 +21,7 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.auth.base import Authenticator
+from proxy.auth.cookies import relay_auth_cookies
 from proxy.auth.forward import ForwardAuthenticator
 from proxy.browser import SIGNOUT_PATH
 from proxy.headers import REQUEST_ID_HEADER
@@ -206,6 +207,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(_add_request_id)
+    # The auth service's renewed or cleared session cookie, on any answer (auth/cookies.py).
+    app.on_response_prepare.append(relay_auth_cookies)
     # No early 100 Continue: the relay sends it once the caller is authenticated.
     app.router.add_route("*", "/{tail:.*}", public.handle, expect_handler=no_early_continue)
     return app

@@ -4,7 +4,9 @@ The service gets a GET with the client's ``Cookie`` and ``X-Forwarded-*`` /
 ``X-Original-URL`` describing the original request — never the client's
 ``Authorization``, which carries OpenWebUI's own token. 2xx: the identity is read from the
 configured response headers. 401/403: the client gets that status with the service's
-``Location``/``WWW-Authenticate``. Anything else, or no answer in time: 503.
+``Location``/``WWW-Authenticate``. Anything else, or no answer in time: 503. The service's
+``Set-Cookie`` (a refreshed session with a 2xx, a cleared one with a denial) goes to the
+client with whatever answer it gets (``proxy/auth/cookies.py``).
 
 With ``forward_auth_cache_s`` > 0, 2xx decisions are cached in a bounded LRU, for at most
 that long, keyed by a SHA-256 of *everything the service is shown*: the credentials (the
@@ -12,6 +14,9 @@ that long, keyed by a SHA-256 of *everything the service is shown*: the credenti
 Services such as Authelia decide by path, method and network as well as by session, so a
 key of the cookie alone would let an answer for one request stand in for another. Denials
 and failures are never cached, so a signed-out session is refused on its next request.
+Neither is an answer that sets a cookie: the cache holds identities only, so it could not
+give the cookie to the next request, and that request must reach the service to get one
+(a renewed session cookie reaches the browser once, from the answer that made it).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from proxy import logs
-from proxy.auth.base import Denied
+from proxy.auth.base import AUTH_COOKIES_KEY, Denied
 from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest
 from proxy.headers import HeaderPolicy, forwarded_view
 from proxy.identity import Identity, InvalidIdentity, make_identity
@@ -238,7 +243,13 @@ class ForwardAuthenticator:
             raise AuthServiceUnavailable(f"auth service failed ({type(exc).__name__})") from exc
         if self.metrics is not None:
             self.metrics.auth_service_latency.observe(time.perf_counter() - started)
-        if 200 <= status < 300:
+        decided = 200 <= status < 300
+        # Authelia answers a browser with 302 to its portal instead of 401: same meaning.
+        denied = status in (401, 403) or (300 <= status < 400 and "Location" in headers)
+        cookies = self._cookies(headers) if decided or denied else ()
+        if cookies:
+            request[AUTH_COOKIES_KEY] = cookies
+        if decided:
             try:
                 identity = make_identity(
                     _one(headers, self.email_header),
@@ -247,11 +258,10 @@ class ForwardAuthenticator:
                 )
             except InvalidIdentity as exc:
                 raise BadIdentity(exc.reason) from exc
-            if key is not None and self.cache is not None:
+            if key is not None and self.cache is not None and not cookies:
                 self.cache.put(key, identity)
             return identity
-        # Authelia answers a browser with 302 to its portal instead of 401: same meaning.
-        if status in (401, 403) or (300 <= status < 400 and "Location" in headers):
+        if denied:
             passed = {name: headers[name] for name in _PASS_ON if name in headers}
             return Denied(
                 status=403 if status == 403 else 401,
@@ -260,6 +270,18 @@ class ForwardAuthenticator:
             )
         self._count_error("status")
         raise AuthServiceUnavailable(f"auth service answered {status}")
+
+    def _cookies(self, headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
+        """The answer's ``Set-Cookie`` values that go to the client byte for byte.
+
+        One that is not (bytes that are not UTF-8, which aiohttp could only mangle) is left
+        out and logged by its count, never its value: a session cookie is a credential.
+        """
+        values = headers.getall("Set-Cookie", [])
+        kept = tuple(value for value in values if _exact(value))
+        if len(kept) != len(values):
+            logs.get().warning("auth_cookie_dropped", count=len(values) - len(kept))
+        return kept
 
     def _count_error(self, kind: str) -> None:
         if self.metrics is not None:
