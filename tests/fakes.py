@@ -112,7 +112,9 @@ class FakeUpstream:
     _sse_gate: asyncio.Event | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**4)
+        # OpenWebUI's server (uvicorn with httptools) sets no header size limit; aiohttp's
+        # 8,190 bytes would refuse the groups header of a person in a few thousand groups.
+        app = web.Application(client_max_size=1024**4, handler_args={"max_field_size": 1 << 20})
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 

@@ -47,5 +47,9 @@ class Authenticator(Protocol):
     def problem(self) -> str | None:
         """None when ready; otherwise what is wrong (shown on /readyz)."""
 
+    def notices(self) -> list[str]:
+        """What ``/readyz`` shows without turning unready: trouble of some identities, not
+        of the proxy (taking it out of rotation would lock everyone else out too)."""
+
     async def authenticate(self, request: web.Request) -> Identity | Denied:
         """Decide who sent ``request``."""
