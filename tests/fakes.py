@@ -338,17 +338,23 @@ class CookieSessionAuthService:
     A session is the ``_oauth2_proxy`` cookie; :meth:`sign_in` makes one (the login flow is
     not what is tested). Its access token lives ``lifetime_s``: a session older than that
     is refused (401, and the cookie cleared, as oauth2-proxy does). A session older than
-    ``refresh_s`` is refreshed: 202 with ``Set-Cookie`` carrying a new session, and the old
-    cookie is dead from then on (refresh-token rotation: the refresh token inside it was
-    used up; reusing it is refused). ``clock`` is injectable, so no test waits.
+    ``refresh_s`` is refreshed, which takes ``refresh_delay_s`` (the round trip to the
+    identity provider): 202 with ``Set-Cookie`` carrying a new session. The refresh token
+    inside the old cookie is used up then (rotation), and presenting it again is taken for
+    theft, as providers with reuse detection do: the whole session chain is revoked
+    (``revoked`` counts it) and the answer is 401. ``clock`` is injectable, so no test waits.
     """
 
     lifetime_s: float = 300.0  # Keycloak's default access-token lifespan
     refresh_s: float = 60.0
+    refresh_delay_s: float = 0.0
     clock: Callable[[], float] = time.monotonic
     cookie_name: str = "_oauth2_proxy"
-    sessions: dict[str, tuple[str, float]] = field(default_factory=dict)  # cookie -> who, when
+    # cookie -> (who, since when, the sign-in it descends from)
+    sessions: dict[str, tuple[str, float, int]] = field(default_factory=dict)
+    used: dict[str, int] = field(default_factory=dict)  # refreshed cookies -> their sign-in
     refreshes: int = 0
+    revoked: int = 0
     _serial: Iterator[int] = field(default_factory=itertools.count)
 
     def app(self) -> web.Application:
@@ -356,32 +362,44 @@ class CookieSessionAuthService:
         app.router.add_get("/oauth2/auth", self._handle)
         return app
 
-    def sign_in(self, email: str) -> str:
+    def sign_in(self, email: str, chain: int | None = None) -> str:
         """A fresh session for ``email``; its cookie value."""
-        value = f"session-{next(self._serial)}"
-        self.sessions[value] = (email, self.clock())
+        serial = next(self._serial)
+        value = f"session-{serial}"
+        self.sessions[value] = (email, self.clock(), serial if chain is None else chain)
         return value
 
     def _cookie(self, value: str) -> str:
         return f"{self.cookie_name}={value}; Path=/; HttpOnly; SameSite=Lax"
 
+    def _refused(self, value: str) -> web.Response:
+        response = web.Response(status=401, text="unauthorized")
+        if value:
+            response.headers.add("Set-Cookie", f"{self.cookie_name}=; Path=/; Max-Age=0; HttpOnly")
+        return response
+
     async def _handle(self, request: web.Request) -> web.Response:
         value = request.cookies.get(self.cookie_name, "")
+        if value in self.used:  # a used-up refresh token presented again: revoke them all
+            chain = self.used[value]
+            self.sessions = {k: v for k, v in self.sessions.items() if v[2] != chain}
+            self.revoked += 1
+            return self._refused(value)
         session = self.sessions.get(value)
         if session is None or self.clock() - session[1] >= self.lifetime_s:
             self.sessions.pop(value, None)
-            response = web.Response(status=401, text="unauthorized")
-            if value:
-                response.headers.add(
-                    "Set-Cookie", f"{self.cookie_name}=; Path=/; Max-Age=0; HttpOnly"
-                )
-            return response
-        email, created = session
+            return self._refused(value)
+        email, created, chain = session
+        if self.clock() - created < self.refresh_s:
+            return web.Response(status=202, headers={"X-Auth-Request-Email": email})
+        await asyncio.sleep(self.refresh_delay_s)
+        if value in self.used or value not in self.sessions:  # refreshed by another call
+            return await self._handle(request)
+        del self.sessions[value]
+        self.used[value] = chain
+        self.refreshes += 1
         response = web.Response(status=202, headers={"X-Auth-Request-Email": email})
-        if self.clock() - created >= self.refresh_s:
-            del self.sessions[value]
-            self.refreshes += 1
-            response.headers.add("Set-Cookie", self._cookie(self.sign_in(email)))
+        response.headers.add("Set-Cookie", self._cookie(self.sign_in(email, chain)))
         return response
 
 

@@ -17,6 +17,11 @@ and failures are never cached, so a signed-out session is refused on its next re
 Neither is an answer that sets a cookie: the cache holds identities only, so it could not
 give the cookie to the next request, and that request must reach the service to get one
 (a renewed session cookie reaches the browser once, from the answer that made it).
+
+Calls carrying the same session cookie take turns, and a renewed session stands in for the
+cookie it replaced for a short while (``proxy/auth/renewal.py``): a page's parallel requests
+must not each refresh one session, which identity providers that rotate refresh tokens
+punish by revoking it.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from multidict import CIMultiDictProxy
 
 from proxy import logs
 from proxy.auth.base import AUTH_COOKIES_KEY, Denied
+from proxy.auth.renewal import Renewals
 from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest, IdentityTooLarge
 from proxy.headers import HeaderPolicy, forwarded_view
 from proxy.identity import Identity, InvalidIdentity, make_identity
@@ -177,6 +183,7 @@ class ForwardAuthenticator:
             else None
         )
         self.clock = clock
+        self.renewals = Renewals(clock=clock)
         self._problem: str | None = None
         self._prober: asyncio.Task[None] | None = None
         self._too_large = 0  # answers refused as too large, since start
@@ -276,13 +283,29 @@ class ForwardAuthenticator:
 
     async def authenticate(self, request: web.Request) -> Identity | Denied:
         cookie = "; ".join(request.headers.getall("Cookie", []))
-        asked = self._outbound(request, cookie)
-        key = decision_key(asked) if self.cache is not None and cookie else None
+        asked = self._outbound(request, cookie)  # first: refuses bytes that are not UTF-8
+        if not cookie:
+            return await self._ask(request, asked, None, cookie)
+        # A session the service renewed a moment ago is asked about as renewed (renewal.py).
+        current = self.renewals.current(cookie)
+        if current != cookie:
+            asked = self._outbound(request, current)
+        key = decision_key(asked) if self.cache is not None else None
         if key is not None and self.cache is not None:
             cached = self.cache.get(key)
             self._count("hit" if cached is not None else "miss")
             if cached is not None:
                 return cached
+        async with self.renewals.turn(current) as sent:
+            if sent != current:  # renewed while this call waited for its turn
+                asked = self._outbound(request, sent)
+                key = decision_key(asked) if self.cache is not None else None
+            return await self._ask(request, asked, key, sent)
+
+    async def _ask(
+        self, request: web.Request, asked: dict[str, str], key: bytes | None, cookie: str
+    ) -> Identity | Denied:
+        """One call to the auth service about ``request``, with the headers ``asked``."""
         if self.metrics is not None:
             self.metrics.forward_auth_calls.inc()
         started = time.perf_counter()
@@ -309,6 +332,8 @@ class ForwardAuthenticator:
         cookies = self._cookies(headers) if decided or denied else ()
         if cookies:
             request[AUTH_COOKIES_KEY] = cookies
+            if cookie:
+                self.renewals.renewed(cookie, cookies)
         if decided:
             try:
                 identity = make_identity(
