@@ -164,9 +164,10 @@ def _check_list_items(value: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _never_matches(item: str) -> str | None:
-    if not item.strip():
+    # ASCII blanks only: Unicode-aware stripping would fold names the IdP tells apart.
+    if not item.strip(" \t"):
         return "empty"
-    if item != item.strip():
+    if item != item.strip(" \t"):
         return "spaces around it"
     if item[0] == "[" or item[-1] == "]":
         return "a bracket: a list is written without them"
