@@ -8,16 +8,21 @@ used token, which the identity provider takes for theft and answers by revoking 
 session. The user is signed out in the middle of a page load. oauth2-proxy documents this
 for its cookie store ("conflicts which force users to re-authenticate").
 
-So calls carrying the same ``Cookie`` take turns (one at a time, in arrival order), and
-when an answer renews the session (``Set-Cookie``), the cookie header that call sent is
-remembered with its renewal for :data:`HOLD_S` seconds: a later call still carrying the old
-header, sent before the browser saw the answer, asks about the renewed one instead. The
-browser gets the renewal with the answer to the call that made it.
+So calls carrying the same session take turns (one at a time, in arrival order), and when
+an answer renews the session (``Set-Cookie``), the session that call sent is remembered
+with its renewal for :data:`HOLD_S` seconds: a later call still carrying the old one, sent
+before the browser saw the answer (or given an older answer's cookie last), asks about the
+renewed one instead. The browser gets the renewal with the answer to the call that made it.
 
-What is remembered is a cookie (a credential), so briefly: a digest of the old header, the
-new header, at most :data:`SIZE` of them. Within that window whoever presents the old
-cookie is judged as the renewed session, which is what the old cookie was worth a moment
-earlier anyway; after it the auth service judges the old cookie itself.
+The session is the part of the ``Cookie`` header the auth service owns: the cookies whose
+names it has set (learned from its ``Set-Cookie``, at most :data:`NAMES`), sorted by name,
+so OpenWebUI's own cookies and the order a browser sends them in do not matter. Before the
+service has set any, the whole header stands for the session.
+
+What is remembered is a cookie (a credential), so briefly: a digest of the old session, the
+new one, at most :data:`SIZE` of them. Within that window whoever presents the old cookie
+is judged as the renewed session, which is what the old cookie was worth a moment earlier
+anyway; after it the auth service judges the old cookie itself.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from email.utils import parsedate_to_datetime
 HOLD_S = 30.0
 # Renewals remembered at most (the oldest go first).
 SIZE = 4096
-# Renewals of renewals followed at most when looking a cookie up.
-_CHAIN = 16
+# Cookie names of the auth service remembered at most (oauth2-proxy and mod_auth_openidc
+# use a handful: the session, its chunks, a CSRF or state cookie).
+NAMES = 256
 
 
 class Renewals:
@@ -48,23 +54,44 @@ class Renewals:
         self.hold_s = hold_s
         self.size = size
         self.clock = clock
+        self._names: set[str] = set()
         self._renewed: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
         self._turns: dict[bytes, _Turn] = {}
 
     def current(self, cookie: str) -> str:
-        """``cookie`` as the auth service last renewed it (itself if it was not)."""
+        """``cookie`` with its session as the auth service last renewed it (``cookie``
+        itself if it was not).
+
+        Renewals chain: services that renew on every answer (mod_auth_openidc's client-cookie
+        sessions slide their timeout) renew a session once per request, dozens of times in
+        one page load. The chain is followed to its end, and every session on the way is
+        pointed at that end, so the next look-up takes one step.
+        """
+        start = self.session(cookie)
+        session, key = start, _digest(start)
+        passed: list[bytes] = []
         now = self.clock()
-        for _ in range(_CHAIN):
-            key = _digest(cookie)
-            entry = self._renewed.get(key)
-            if entry is None:
-                break
+        while (entry := self._renewed.get(key)) is not None and key not in passed:
             expires, renewal = entry
             if now >= expires:
                 del self._renewed[key]
                 break
-            cookie = renewal
-        return cookie
+            passed.append(key)
+            session, key = renewal, _digest(renewal)
+        for earlier in passed[:-1]:
+            self._renewed[earlier] = (self._renewed[earlier][0], session)
+        return cookie if session == start else self._with_session(cookie, session)
+
+    def session(self, cookie: str) -> str:
+        """The part of ``cookie`` the auth service owns, in a canonical order."""
+        if not self._names:
+            return cookie
+        owned = sorted(p for p in _pairs(cookie) if p.partition("=")[0].strip() in self._names)
+        return "; ".join(owned) if owned else cookie
+
+    def _with_session(self, cookie: str, session: str) -> str:
+        others = [p for p in _pairs(cookie) if p.partition("=")[0].strip() not in self._names]
+        return "; ".join([*others, *_pairs(session)])
 
     @asynccontextmanager
     async def turn(self, cookie: str) -> AsyncIterator[str]:
@@ -75,7 +102,7 @@ class Renewals:
         """
         while True:
             sent = self.current(cookie)
-            key = _digest(sent)
+            key = _digest(self.session(sent))
             turn = self._turns.setdefault(key, _Turn())
             turn.users += 1
             try:
@@ -90,11 +117,16 @@ class Renewals:
 
     def renewed(self, sent: str, set_cookies: Sequence[str]) -> None:
         """The auth service answered a call that sent ``sent`` with ``set_cookies``."""
-        renewal = apply_set_cookies(sent, set_cookies)
-        if renewal == sent:
+        for header in set_cookies:
+            name = header.partition(";")[0].partition("=")[0].strip()
+            if name and len(self._names) < NAMES:
+                self._names.add(name)
+        old = self.session(sent)
+        new = self.session(apply_set_cookies(sent, set_cookies))
+        if new == old:
             return
-        key = _digest(sent)
-        self._renewed[key] = (self.clock() + self.hold_s, renewal)
+        key = _digest(old)
+        self._renewed[key] = (self.clock() + self.hold_s, new)
         self._renewed.move_to_end(key)
         while len(self._renewed) > self.size:
             self._renewed.popitem(last=False)
@@ -120,6 +152,10 @@ def _digest(cookie: str) -> bytes:
     return hashlib.sha256(cookie.encode("utf-8")).digest()
 
 
+def _pairs(cookie: str) -> list[str]:
+    return [part.strip() for part in cookie.split(";") if part.strip()]
+
+
 def apply_set_cookies(cookie: str, set_cookies: Sequence[str]) -> str:
     """The ``Cookie`` header a browser would send next, given the one it sent and the
     ``Set-Cookie`` headers of the answer: values replaced, new cookies added at the end,
@@ -128,9 +164,8 @@ def apply_set_cookies(cookie: str, set_cookies: Sequence[str]) -> str:
     Only name and value matter here: the auth service's cookies belong to the chat host
     (the auth prefix is on it), so path and domain select them for every request.
     """
-    pairs = [part.strip() for part in cookie.split(";") if part.strip()]
     jar: dict[str, str] = {}
-    for pair in pairs:
+    for pair in _pairs(cookie):
         name, _, value = pair.partition("=")
         jar.setdefault(name.strip(), value)
     for header in set_cookies:

@@ -62,6 +62,34 @@ def test_renewals_are_followed_while_they_hold_and_bounded() -> None:
     assert renewals.current("s=10") == "s=10"  # the oldest went first
 
 
+def test_a_long_chain_of_renewals_is_followed_to_its_end() -> None:
+    """A service that renews on every answer renews one session dozens of times in one page
+    load; a request still carrying the first cookie is asked about the last."""
+    renewals = Renewals()
+    for n in range(100):
+        renewals.renewed(f"s={n}", [f"s={n + 1}"])
+    assert renewals.current("s=0") == "s=100"
+    assert renewals.current("s=37") == "s=100"
+    renewals.renewed("s=100", ["s=101"])
+    assert renewals.current("s=0") == "s=101"
+
+
+def test_the_session_is_the_auth_services_cookies_whatever_else_rides_along() -> None:
+    """OpenWebUI's own cookies change independently, and a browser may order cookies its
+    own way: the session is the cookies the auth service set, nothing else."""
+    renewals = Renewals()
+    renewals.renewed("token=A; s_0=x; s_1=y", ["s_0=x2", "s_1=y2"])
+    assert renewals.current("s_1=y; token=B; s_0=x; lang=en") == "token=B; lang=en; s_0=x2; s_1=y2"
+    assert renewals.current("token=B") == "token=B"  # no session in it: nothing to renew
+
+
+def test_a_renewal_back_to_an_earlier_cookie_does_not_loop() -> None:
+    renewals = Renewals()
+    renewals.renewed("s=a", ["s=b"])
+    renewals.renewed("s=b", ["s=a"])
+    assert renewals.current("s=a") in ("s=a", "s=b")
+
+
 async def test_calls_with_one_session_take_turns_and_follow_its_renewal() -> None:
     renewals = Renewals()
     order: list[str] = []
