@@ -88,7 +88,7 @@ def sign_in_at_idp(page: Page, stack: Stack, email: str, name: str) -> None:
 
 def whoami(page: Page) -> dict[str, Any]:
     """Who OpenWebUI thinks this browser tab is: its own session check, with its own token."""
-    result: dict[str, Any] = page.evaluate(
+    result: dict[str, Any] = progress(page).evaluate(
         """async () => {
             const r = await fetch('/api/v1/auths/', {
                 headers: {Authorization: 'Bearer ' + localStorage.token}});
@@ -134,7 +134,7 @@ def test_browser_signs_in_finds_archived_threads_signs_out_and_switches_user(
     steps = Steps(page, "browser")
     try:
         # Unauthenticated: the proxy sends the browser to the IdP's login page.
-        page.goto(gate.public_url + "/")
+        progress(page).goto(gate.public_url + "/")
         steps.shot("idp-login")
         sign_in_at_idp(page, gate, first_email, "Browser Student")
         steps.shot("landed")
@@ -179,7 +179,7 @@ def test_browser_signs_in_finds_archived_threads_signs_out_and_switches_user(
         steps.shot("signed-out")
 
         # Same browser, another identity: lands as the new user, not the old one.
-        page.goto(gate.public_url + "/")
+        progress(page).goto(gate.public_url + "/")
         sign_in_at_idp(page, gate, second_email, "Second Student")
         steps.shot("second-user")
         me = whoami(page)
@@ -206,13 +206,13 @@ def test_switching_identity_at_the_idp_without_signing_out_of_openwebui(
     page.set_default_timeout(UI_TIMEOUT_MS)
     steps = Steps(page, "switch")
     try:
-        page.goto(gate.public_url + "/")
+        progress(page).goto(gate.public_url + "/")
         sign_in_at_idp(page, gate, first_email, "Switch A")
         assert whoami(page)["body"]["email"] == first_email
         steps.shot("as-a")
         # Only the IdP session changes (as when another person uses the IdP in this browser).
-        page.goto(f"{gate.idp_url}/logout")
-        page.goto(f"{gate.idp_url}/login?rd={gate.public_url}/")
+        progress(page).goto(f"{gate.idp_url}/logout")
+        progress(page).goto(f"{gate.idp_url}/login?rd={gate.public_url}/")
         sign_in_at_idp(page, gate, second_email, "Switch B")
         steps.shot("as-b")
         me = whoami(page)

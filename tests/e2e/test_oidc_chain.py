@@ -206,7 +206,7 @@ def log_in_at_provider(page: Page, chain: Chain, user: User, shots: Shots) -> No
 
 def group_names(page: Page) -> list[str]:
     """The groups OpenWebUI lists for the signed-in user (a non-admin sees their own)."""
-    result: dict[str, Any] = page.evaluate(
+    result: dict[str, Any] = progress(page).evaluate(
         """async () => {
             const r = await fetch('/api/v1/groups/', {
                 headers: {Authorization: 'Bearer ' + localStorage.token}});
@@ -258,7 +258,7 @@ def test_browser_logs_in_at_the_provider_lands_as_the_user_and_logs_out_everywhe
     progress(page)  # watching the page's loads from its first request
     shots = Shots(page)
     try:
-        page.goto(chain.public_url + "/")
+        progress(page).goto(chain.public_url + "/")
         log_in_at_provider(page, chain, ada, shots)
         shots.shot("landed")
         me = whoami(page)

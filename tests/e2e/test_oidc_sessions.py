@@ -99,7 +99,7 @@ def test_an_active_user_stays_signed_in_well_past_the_token_lifetime(
     logins: list[str] = []
     page.on("request", lambda r: logins.append(r.url) if "/interaction/" in r.url else None)
     try:
-        page.goto(sessions.public_url + "/")
+        progress(page).goto(sessions.public_url + "/")
         log_in_at_provider(page, sessions, ada, shots)
         shots.shot("signed-in")
         logins.clear()
@@ -111,7 +111,7 @@ def test_an_active_user_stays_signed_in_well_past_the_token_lifetime(
             if rounds % 5 == 0:
                 # A page load: OpenWebUI's many parallel requests, each answered with a
                 # renewed cookie.
-                page.goto(sessions.public_url + "/")
+                progress(page).goto(sessions.public_url + "/")
                 _in_openwebui(page, sessions)
             me = whoami(page)
             elapsed = time.monotonic() - started
@@ -124,6 +124,7 @@ def test_an_active_user_stays_signed_in_well_past_the_token_lifetime(
         assert _refreshes(sessions) - refreshes_before >= ACTIVE_S // ACCESS_TOKEN_S - 1
     except BaseException:
         shots.failed()
+        print("requests the browser gave up:", progress(page).failed)
         raise
     finally:
         context.close()
@@ -137,16 +138,17 @@ def test_an_idle_user_is_sent_to_log_in(sessions: Chain, browser: Browser) -> No
     progress(page)
     shots = Shots(page, STATE / "idle")
     try:
-        page.goto(sessions.public_url + "/")
+        progress(page).goto(sessions.public_url + "/")
         log_in_at_provider(page, sessions, grace, shots)
         assert whoami(page)["status"] == 200
-        page.goto("about:blank")  # no page left open to talk to the chat host
+        progress(page).goto("about:blank")  # no page left open to talk to the chat host
         time.sleep(INACTIVITY_S + 3)
-        page.goto(sessions.public_url + "/")
+        progress(page).goto(sessions.public_url + "/")
         _at_login_form(page, sessions)
         shots.shot("sent-to-log-in")
     except BaseException:
         shots.failed()
+        print("requests the browser gave up:", progress(page).failed)
         raise
     finally:
         context.close()
@@ -162,7 +164,7 @@ def test_an_ended_session_cannot_be_revived_with_the_old_cookie(
     progress(page)
     shots = Shots(page, STATE / "ended")
     try:
-        page.goto(sessions.public_url + "/")
+        progress(page).goto(sessions.public_url + "/")
         log_in_at_provider(page, sessions, ada, shots)
         assert whoami(page)["status"] == 200
         kept = context.cookies()
@@ -177,20 +179,21 @@ def test_an_ended_session_cannot_be_revived_with_the_old_cookie(
         errors_before = _provider_log(sessions).count("grant.error")
 
         # The old cookie goes back, still inside its inactivity timeout, with a refresh due.
-        page.goto("about:blank")
+        progress(page).goto("about:blank")
         context.clear_cookies()
         context.add_cookies(kept)  # type: ignore[arg-type]  # playwright's own cookie shape
         wait = kept_at + ACCESS_TOKEN_S - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         assert time.monotonic() - kept_at < INACTIVITY_S - 2, "too slow to tell the causes apart"
-        page.goto(sessions.public_url + "/")
+        progress(page).goto(sessions.public_url + "/")
         _at_login_form(page, sessions)
         shots.shot("old-cookie-refused")
         # Refused by the provider (the refresh of an ended session), not by the timeout.
         assert _provider_log(sessions).count("grant.error") > errors_before
     except BaseException:
         shots.failed()
+        print("requests the browser gave up:", progress(page).failed)
         raise
     finally:
         context.close()
