@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from provisioner.errors import ConfigError
 from proxy.identity import InvalidIdentity, validate_email
+from proxy.setting_names import unknown_variables
 
 ENV_PREFIX = "OWUI_PROVISION_"
 MIN_TOKEN_CHARS = 32  # the proxy refuses shorter service tokens
@@ -157,12 +158,7 @@ def load_settings() -> Settings:
     A variable with our prefix that names no setting is a problem too: a typo such as
     ``OWUI_PROVISION_MAX_ATEMPTS`` would otherwise be ignored without a word.
     """
-    known = {f"{ENV_PREFIX}{name}".upper() for name in Settings.model_fields}
-    problems = [
-        f"{name}: unknown setting (a typo?)"
-        for name in sorted(os.environ)
-        if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
-    ]
+    problems = unknown_variables(os.environ, ENV_PREFIX, Settings.model_fields)
     try:
         settings = Settings()  # required fields come from the environment
     except ValidationError as exc:

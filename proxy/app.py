@@ -21,7 +21,8 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.auth.base import Authenticator
-from proxy.auth.forward import ForwardAuthenticator
+from proxy.auth.cookies import relay_auth_cookies
+from proxy.auth.forward import AUTH_MAX_FIELD_BYTES, ForwardAuthenticator
 from proxy.browser import SIGNOUT_PATH
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
@@ -75,6 +76,7 @@ class Runtime:
             raise
         # Its own session: the auth service is not OpenWebUI, and no cookie jar is shared.
         self.auth_session = aiohttp.ClientSession(
+            max_field_size=AUTH_MAX_FIELD_BYTES,  # identities in thousands of groups
             # No pool limit (aiohttp's default is 100): an auth call must never queue here
             # behind others; the auth service sets its own limits. Idle connections stay
             # AUTH_KEEPALIVE_S: a burst of N concurrent sign-ins leaves N sockets open that
@@ -206,6 +208,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     app.on_response_prepare.append(_add_request_id)
+    # The auth service's renewed or cleared session cookie, on any answer (auth/cookies.py).
+    app.on_response_prepare.append(relay_auth_cookies)
     # No early 100 Continue: the relay sends it once the caller is authenticated.
     app.router.add_route("*", "/{tail:.*}", public.handle, expect_handler=no_early_continue)
     return app
@@ -237,9 +241,12 @@ def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
 
     async def readyz(_request: web.Request) -> web.Response:
         problems = await readiness()
+        # Shown, ready or not: trouble of some identities, not of the proxy.
+        notices = runtime.authenticator.notices() if runtime.authenticator is not None else []
+        noted = {"notices": notices} if notices else {}
         if problems:
-            return web.json_response({"ready": False, "problems": problems}, status=503)
-        return web.json_response({"ready": True})
+            return web.json_response({"ready": False, "problems": problems, **noted}, status=503)
+        return web.json_response({"ready": True, **noted})
 
     async def metrics(_request: web.Request) -> web.Response:
         # The same checks as /readyz, at each scrape: readiness alerts need no other prober.

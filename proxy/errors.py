@@ -6,6 +6,7 @@ ProxyError                    status, public message; never carries secrets
 │   ├── UpstreamTimeout       504  no response headers in time
 │   └── UpstreamRefused       the upstream's status: it refused a WebSocket upgrade
 ├── BadIdentity               502  the identity source gave a value we refuse to forward
+│   └── IdentityTooLarge           an auth-service answer over the header limits
 ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
 ├── BadRequest                400  e.g. a request target that is not a path
 ├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused)
@@ -72,6 +73,13 @@ class UpstreamRefused(UpstreamError):
 class BadIdentity(ProxyError):
     status = 502
     public = "identity provider returned an unusable identity"
+
+
+class IdentityTooLarge(BadIdentity):
+    """The auth service answered with a header longer than the proxy reads (a person in
+    very many groups): an identity problem of that person, not an outage."""
+
+    code = "identity_too_large"
 
 
 class AuthServiceUnavailable(ProxyError):

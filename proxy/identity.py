@@ -27,7 +27,9 @@ _EMAIL = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+$"
 _FORBIDDEN = ("\r", "\n", "\x00")
 MAX_EMAIL = 254
 MAX_NAME = 256
-MAX_GROUPS = 100
+# Thousands: Entra and Keycloak users can be in that many (the forward-auth client's header
+# limit and the JWT size limit bound what arrives; the decision cache is bounded in bytes).
+MAX_GROUPS = 10_000
 MAX_GROUP = 256  # characters in one group name
 
 

@@ -116,7 +116,8 @@ class Metrics:
         )
         self.auth_service_errors = Counter(
             "owui_proxy_auth_service_errors",
-            "Forward-auth calls that gave no decision, by kind (timeout, unreachable, status).",
+            "Forward-auth calls that gave no decision, by kind (timeout, unreachable, status, "
+            "too_large).",
             ("kind",),
             registry=self.registry,
         )

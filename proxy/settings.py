@@ -11,6 +11,7 @@ is generated from them by ``python -m proxy --print-config-reference``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -38,6 +39,7 @@ from proxy.allowlist import Allowlist
 from proxy.browser import origin_of
 from proxy.pages import PagesError, load_folder
 from proxy.pseudonym import PseudonymKeyError, load_key
+from proxy.setting_names import Hint, unknown, unknown_variables
 from proxy.tokens import TokenFileError, load_tokens
 from proxy.webhooks import BadSecret, read_secret_file
 
@@ -78,6 +80,61 @@ _KNOWN_ALGORITHMS = frozenset(
 )
 
 
+# Spellings an operator may carry over from oauth2-proxy (its flags, and its variables
+# OAUTH2_PROXY_<NAME> with our prefix), and what each means here.
+OAUTH2_PROXY_SPELLINGS: dict[str, Hint] = {
+    "EMAIL_DOMAIN": Hint("ALLOWED_EMAIL_DOMAINS", "oauth2-proxy's --email-domain"),
+    "EMAIL_DOMAINS": Hint("ALLOWED_EMAIL_DOMAINS", "oauth2-proxy's --email-domain"),
+    "ALLOWED_GROUP": Hint("ALLOWED_GROUPS", "oauth2-proxy's --allowed-group"),
+    "UPSTREAMS": Hint("UPSTREAM", "oauth2-proxy's --upstream"),
+    "HTTP_ADDRESS": Hint("LISTEN", "oauth2-proxy's --http-address"),
+    "UPSTREAM_TIMEOUT": Hint("RESPONSE_TIMEOUT_S", "oauth2-proxy's --upstream-timeout"),
+    "REVERSE_PROXY": Hint(
+        "TRUSTED_PROXIES",
+        "oauth2-proxy's --reverse-proxy; here: the front proxies whose X-Forwarded-* are believed",
+    ),
+    "TRUSTED_IP": Hint(
+        None,
+        "oauth2-proxy's --trusted-ip lets addresses skip authentication; nothing skips it "
+        f"here. Front proxies whose X-Forwarded-* are believed: {ENV_PREFIX}TRUSTED_PROXIES",
+    ),
+    "TRUSTED_IPS": Hint(
+        None,
+        "oauth2-proxy's --trusted-ip lets addresses skip authentication; nothing skips it "
+        f"here. Front proxies whose X-Forwarded-* are believed: {ENV_PREFIX}TRUSTED_PROXIES",
+    ),
+    **dict.fromkeys(
+        ("SKIP_AUTH_ROUTE", "SKIP_AUTH_ROUTES", "SKIP_AUTH_REGEX", "SKIP_AUTH_PREFLIGHT"),
+        Hint(
+            None,
+            "oauth2-proxy's --skip-auth-*; every request is authenticated here (OpenWebUI API "
+            f"keys without SSO: {ENV_PREFIX}ALLOW_API_KEYS)",
+        ),
+    ),
+    "AUTHENTICATED_EMAILS_FILE": Hint(
+        None,
+        "oauth2-proxy's --authenticated-emails-file; here access is by domain or group: "
+        f"{ENV_PREFIX}ALLOWED_EMAIL_DOMAINS, {ENV_PREFIX}ALLOWED_GROUPS",
+    ),
+    **dict.fromkeys(
+        ("ALLOWED_ROLE", "ALLOWED_ROLES"),
+        Hint(
+            None,
+            "oauth2-proxy's --allowed-role; here access is by domain or group: "
+            f"{ENV_PREFIX}ALLOWED_EMAIL_DOMAINS, {ENV_PREFIX}ALLOWED_GROUPS",
+        ),
+    ),
+    **dict.fromkeys(
+        ("WHITELIST_DOMAIN", "WHITELIST_DOMAINS"),
+        Hint(
+            None,
+            "oauth2-proxy's redirect allowlist; the proxy's login redirects only ever return "
+            f"to {ENV_PREFIX}PUBLIC_URL",
+        ),
+    ),
+}
+
+
 class SettingsError(Exception):
     """Raised by :func:`load_settings`; ``problems`` lists every problem, one per line."""
 
@@ -91,6 +148,34 @@ def _split_list(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
     return value
+
+
+def _check_list_items(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse list items that can never match anything: another syntax for a list read as
+    one item (``[year-9, staff]``, ``year-9;staff``, ``"staff"``), or a TOML array item
+    that is empty or has spaces around it."""
+    bad = [f"{item!r} ({why})" for item in value if (why := _never_matches(item))]
+    if bad:
+        raise ValueError(
+            f"{', '.join(bad)}: can never match; write the items as a comma list "
+            '(year-9,staff) or, in the TOML file, an array (["year-9", "staff"])'
+        )
+    return value
+
+
+def _never_matches(item: str) -> str | None:
+    # ASCII blanks only: Unicode-aware stripping would fold names the IdP tells apart.
+    if not item.strip(" \t"):
+        return "empty"
+    if item != item.strip(" \t"):
+        return "spaces around it"
+    if item[0] == "[" or item[-1] == "]":
+        return "a bracket: a list is written without them"
+    if item[0] in "\"'" or item[-1] in "\"'":
+        return "quoted: quotes are read as part of the name"
+    if ";" in item:
+        return "';' does not separate items, ',' does"
+    return None
 
 
 def _check_listen(value: str) -> str:
@@ -173,7 +258,9 @@ Listen = Annotated[str, AfterValidator(_check_listen)]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 HttpURL = Annotated[str, AfterValidator(_check_http_url)]
 BaseURL = Annotated[str, AfterValidator(_check_origin_url)]
-StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_split_list)]
+StrList = Annotated[
+    tuple[str, ...], NoDecode, BeforeValidator(_split_list), AfterValidator(_check_list_items)
+]
 Networks = Annotated[
     tuple[Annotated[IPNetwork, BeforeValidator(_check_network)], ...],
     NoDecode,
@@ -628,27 +715,35 @@ def _describe(error: Mapping[str, Any], from_file: Path | None, file_keys: set[s
         message = "required, not set"
     elif error.get("type") == "extra_forbidden":
         where = f"{field} in {from_file}" if from_file else field
-        message = "unknown setting"
+        message = unknown(field, Settings.model_fields, hints=OAUTH2_PROXY_SPELLINGS)
     return "\n".join(f"{where}: {line}" for line in message.splitlines())
 
 
 def load_settings(config_file: Path | None = None) -> Settings:
     """Build the settings from the environment and an optional TOML file.
 
-    Raises :class:`SettingsError` listing every problem found.
+    Raises :class:`SettingsError` listing every problem found: a variable with our prefix
+    that names no setting among them (a typo must not leave a setting at its default).
     """
+    problems = unknown_variables(
+        os.environ, ENV_PREFIX, Settings.model_fields, OAUTH2_PROXY_SPELLINGS
+    )
     file_values: dict[str, Any] = {}
     if config_file is not None:
         try:
             file_values = tomllib.loads(config_file.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise SettingsError([f"--config {config_file}: cannot read ({exc.strerror})"]) from exc
+            problems.append(f"--config {config_file}: cannot read ({exc.strerror})")
+            raise SettingsError(problems) from exc
         except tomllib.TOMLDecodeError as exc:
-            raise SettingsError([f"--config {config_file}: not valid TOML ({exc})"]) from exc
+            problems.append(f"--config {config_file}: not valid TOML ({exc})")
+            raise SettingsError(problems) from exc
     try:
-        return Settings(**file_values)
+        settings = Settings(**file_values)
     except ValidationError as exc:
-        problems: list[str] = []
         for error in exc.errors():
             problems.extend(_describe(error, config_file, set(file_values)).splitlines())
         raise SettingsError(problems) from exc
+    if problems:
+        raise SettingsError(problems)
+    return settings

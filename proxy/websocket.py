@@ -51,6 +51,16 @@ def _protocols(request: web.Request) -> tuple[str, ...]:
     return tuple(p.strip() for value in values for p in value.split(",") if p.strip())
 
 
+def _exact(value: str) -> bool:
+    """Whether a header value aiohttp decoded goes out as the bytes that came in (bytes that
+    are not UTF-8 come out of its parser as lone surrogates, which cannot be sent)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _close_code(code: object) -> int:
     """A code we may send in a close frame (RFC 6455 7.4): 1005/1006 are never on the wire."""
     if isinstance(code, int) and (
@@ -185,6 +195,12 @@ async def relay_websocket(
         max_msg_size=upstream.websocket_max_message_bytes + 1,
         compress=False,
     )
+    # The upstream's own cookies on its 101 reach the client as on any other answer (the
+    # handshake's other headers belong to each hop). aiohttp keeps the handshake answer
+    # only as this attribute.
+    for cookie in up._response.headers.getall("Set-Cookie", []):
+        if _exact(cookie):
+            client.headers.add("Set-Cookie", cookie)
     link = _Link(client, up, upstream.idle_timeout_s, check)
     if open_links is not None:
         open_links.links.add(link)

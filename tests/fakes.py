@@ -1,8 +1,10 @@
 """In-process fakes that record exactly what reached them.
 
 ``FakeUpstream`` stands in for OpenWebUI and ``FakeAuthService`` for a forward-auth
-service (oauth2-proxy's ``/oauth2/auth``). Both are plain aiohttp apps: serve them with
-the ``aiohttp_server`` fixture (``await aiohttp_server(fake.app())``) or any AppRunner.
+service (oauth2-proxy's ``/oauth2/auth``); ``CookieSessionAuthService`` is one whose
+sessions expire unless refreshed, as oauth2-proxy's cookie sessions with ``--cookie-refresh``.
+All are plain aiohttp apps: serve them with the ``aiohttp_server`` fixture
+(``await aiohttp_server(fake.app())``) or any AppRunner.
 
 Every request a fake receives is appended to ``fake.seen`` as a :class:`Seen` holding the
 method, the raw path and query as they arrived on the wire, the headers as a list of
@@ -43,8 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import itertools
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
@@ -104,10 +108,13 @@ class FakeUpstream:
     # False: like OpenWebUI before 0.6.14, no "User mismatch" check at all.
     mismatch_check: bool = True
     roles: dict[str, str] = field(default_factory=dict)  # email -> role; default "user"
+    ws_set_cookie: str | None = None  # a Set-Cookie the WebSocket upgrade answers with
     _sse_gate: asyncio.Event | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024**4)
+        # OpenWebUI's server (uvicorn with httptools) sets no header size limit; aiohttp's
+        # 8,190 bytes would refuse the groups header of a person in a few thousand groups.
+        app = web.Application(client_max_size=1024**4, handler_args={"max_field_size": 1 << 20})
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         return app
 
@@ -249,6 +256,8 @@ class FakeUpstream:
         if mismatch is not None:
             return mismatch
         ws = web.WebSocketResponse(protocols=("chat",), autoping=True)
+        if self.ws_set_cookie is not None:
+            ws.headers.add("Set-Cookie", self.ws_set_cookie)
         await ws.prepare(request)
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -273,7 +282,8 @@ class FakeAuthService:
     ``WWW-Authenticate``. ``mode`` ``"error"`` answers 500; ``"slow"`` waits ``delay``
     seconds first; ``"forbidden"`` answers 403; ``"redirect"`` answers 302 to ``login_url``
     (as Authelia does for browsers). ``deny_uris`` are answered 403 whoever asks, as a
-    path-aware service (Authelia's access-control rules) would.
+    path-aware service (Authelia's access-control rules) would. ``set_cookies`` go with
+    every 202 and 401 as ``Set-Cookie`` headers (a refreshed or cleared session).
     """
 
     users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -282,6 +292,7 @@ class FakeAuthService:
     mode: str = "ok"
     delay: float = 30.0
     deny_uris: set[str] = field(default_factory=set)
+    set_cookies: tuple[str, ...] = ()
     seen: list[Seen] = field(default_factory=list)
     probes: int = 0
 
@@ -308,12 +319,88 @@ class FakeAuthService:
             return web.Response(status=403, text="forbidden")
         identity = self.users.get(request.cookies.get(self.cookie_name, ""))
         if identity is None:
-            return web.Response(
+            response = web.Response(
                 status=401,
                 text="unauthorized",
                 headers={"Location": self.login_url, "WWW-Authenticate": 'Bearer realm="fake"'},
             )
-        return web.Response(status=202, headers=dict(identity))
+        else:
+            response = web.Response(status=202, headers=dict(identity))
+        for cookie in self.set_cookies:
+            response.headers.add("Set-Cookie", cookie)
+        return response
+
+
+@dataclass
+class CookieSessionAuthService:
+    """oauth2-proxy with its cookie session store and ``--cookie-refresh``, in miniature.
+
+    A session is the ``_oauth2_proxy`` cookie; :meth:`sign_in` makes one (the login flow is
+    not what is tested). Its access token lives ``lifetime_s``: a session older than that
+    is refused (401, and the cookie cleared, as oauth2-proxy does). A session older than
+    ``refresh_s`` is refreshed, which takes ``refresh_delay_s`` (the round trip to the
+    identity provider): 202 with ``Set-Cookie`` carrying a new session. The refresh token
+    inside the old cookie is used up then (rotation), and presenting it again is taken for
+    theft, as providers with reuse detection do: the whole session chain is revoked
+    (``revoked`` counts it) and the answer is 401. ``clock`` is injectable, so no test waits.
+    """
+
+    lifetime_s: float = 300.0  # Keycloak's default access-token lifespan
+    refresh_s: float = 60.0
+    refresh_delay_s: float = 0.0
+    clock: Callable[[], float] = time.monotonic
+    cookie_name: str = "_oauth2_proxy"
+    # cookie -> (who, since when, the sign-in it descends from)
+    sessions: dict[str, tuple[str, float, int]] = field(default_factory=dict)
+    used: dict[str, int] = field(default_factory=dict)  # refreshed cookies -> their sign-in
+    refreshes: int = 0
+    revoked: int = 0
+    _serial: Iterator[int] = field(default_factory=itertools.count)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/oauth2/auth", self._handle)
+        return app
+
+    def sign_in(self, email: str, chain: int | None = None) -> str:
+        """A fresh session for ``email``; its cookie value."""
+        serial = next(self._serial)
+        value = f"session-{serial}"
+        self.sessions[value] = (email, self.clock(), serial if chain is None else chain)
+        return value
+
+    def _cookie(self, value: str) -> str:
+        return f"{self.cookie_name}={value}; Path=/; HttpOnly; SameSite=Lax"
+
+    def _refused(self, value: str) -> web.Response:
+        response = web.Response(status=401, text="unauthorized")
+        if value:
+            response.headers.add("Set-Cookie", f"{self.cookie_name}=; Path=/; Max-Age=0; HttpOnly")
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        value = request.cookies.get(self.cookie_name, "")
+        if value in self.used:  # a used-up refresh token presented again: revoke them all
+            chain = self.used[value]
+            self.sessions = {k: v for k, v in self.sessions.items() if v[2] != chain}
+            self.revoked += 1
+            return self._refused(value)
+        session = self.sessions.get(value)
+        if session is None or self.clock() - session[1] >= self.lifetime_s:
+            self.sessions.pop(value, None)
+            return self._refused(value)
+        email, created, chain = session
+        if self.clock() - created < self.refresh_s:
+            return web.Response(status=202, headers={"X-Auth-Request-Email": email})
+        await asyncio.sleep(self.refresh_delay_s)
+        if value in self.used or value not in self.sessions:  # refreshed by another call
+            return await self._handle(request)
+        del self.sessions[value]
+        self.used[value] = chain
+        self.refreshes += 1
+        response = web.Response(status=202, headers={"X-Auth-Request-Email": email})
+        response.headers.add("Set-Cookie", self._cookie(self.sign_in(email, chain)))
+        return response
 
 
 def echo_of(body: bytes) -> dict[str, object]:

@@ -10,6 +10,11 @@ from aiohttp import web
 
 from proxy.identity import Identity
 
+# The ``Set-Cookie`` values the identity source got with its answer for this request (a
+# refreshed session, or a cleared one with a denial); absent when there were none. Added
+# to whatever answer the client gets, by ``proxy/auth/cookies.py``.
+AUTH_COOKIES_KEY = web.RequestKey("owui_auth_cookies", tuple[str, ...])
+
 
 @dataclass(frozen=True, slots=True)
 class Denied:
@@ -28,7 +33,9 @@ class Authenticator(Protocol):
     ``authenticate`` returns an :class:`Identity` (validated via ``proxy.identity``) or a
     :class:`Denied`; it raises ``AuthServiceUnavailable`` when it cannot decide. An unusable
     identity value is ``BadIdentity`` (502) from an auth service, a 401 ``Denied`` from a
-    token. It never reads identity from the client's own identity headers.
+    token. It never reads identity from the client's own identity headers. Cookies the
+    source's answer sets for the client go into ``request[AUTH_COOKIES_KEY]``, never into
+    a cache.
     """
 
     async def start(self) -> None:
@@ -39,6 +46,10 @@ class Authenticator(Protocol):
 
     def problem(self) -> str | None:
         """None when ready; otherwise what is wrong (shown on /readyz)."""
+
+    def notices(self) -> list[str]:
+        """What ``/readyz`` shows without turning unready: trouble of some identities, not
+        of the proxy (taking it out of rotation would lock everyone else out too)."""
 
     async def authenticate(self, request: web.Request) -> Identity | Denied:
         """Decide who sent ``request``."""

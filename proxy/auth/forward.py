@@ -4,7 +4,9 @@ The service gets a GET with the client's ``Cookie`` and ``X-Forwarded-*`` /
 ``X-Original-URL`` describing the original request — never the client's
 ``Authorization``, which carries OpenWebUI's own token. 2xx: the identity is read from the
 configured response headers. 401/403: the client gets that status with the service's
-``Location``/``WWW-Authenticate``. Anything else, or no answer in time: 503.
+``Location``/``WWW-Authenticate``. Anything else, or no answer in time: 503. The service's
+``Set-Cookie`` (a refreshed session with a 2xx, a cleared one with a denial) goes to the
+client with whatever answer it gets (``proxy/auth/cookies.py``).
 
 With ``forward_auth_cache_s`` > 0, 2xx decisions are cached in a bounded LRU, for at most
 that long, keyed by a SHA-256 of *everything the service is shown*: the credentials (the
@@ -12,6 +14,14 @@ that long, keyed by a SHA-256 of *everything the service is shown*: the credenti
 Services such as Authelia decide by path, method and network as well as by session, so a
 key of the cookie alone would let an answer for one request stand in for another. Denials
 and failures are never cached, so a signed-out session is refused on its next request.
+Neither is an answer that sets a cookie: the cache holds identities only, so it could not
+give the cookie to the next request, and that request must reach the service to get one
+(a renewed session cookie reaches the browser once, from the answer that made it).
+
+Calls carrying the same session cookie take turns, and a renewed session stands in for the
+cookie it replaced for a short while (``proxy/auth/renewal.py``): a page's parallel requests
+must not each refresh one session, which identity providers that rotate refresh tokens
+punish by revoking it.
 """
 
 from __future__ import annotations
@@ -25,11 +35,13 @@ from collections.abc import Callable, Mapping
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from multidict import CIMultiDictProxy
 
 from proxy import logs
-from proxy.auth.base import Denied
-from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest
+from proxy.auth.base import AUTH_COOKIES_KEY, Denied
+from proxy.auth.renewal import Renewals
+from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest, IdentityTooLarge
 from proxy.headers import HeaderPolicy, forwarded_view
 from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
@@ -41,38 +53,79 @@ PROBE_INTERVAL_S = 10.0
 PROBE_HEADER = "X-Owui-Proxy-Probe"
 # Headers of a denial worth passing to the client: where to log in, and how.
 _PASS_ON = ("Location", "WWW-Authenticate")
+# The longest header line read from the auth service (the session's ``max_field_size``).
+# aiohttp's default, 8,190 bytes, locked out people in many groups: 2,000 group names are
+# about 14 KB, 2,000 Entra group object ids about 74 KB. 256 KiB holds several thousand
+# ids; a longer answer is refused as that person's identity problem (IdentityTooLarge),
+# not taken for an auth service that failed.
+AUTH_MAX_FIELD_BYTES = 256 * 1024
+# How long /readyz mentions the last answer refused as too large.
+NOTICE_WINDOW_S = 600.0
+# What the decision cache may hold, in (estimated) bytes: a person in thousands of groups
+# costs ~150 KB an entry, and one such person browsing fills many entries.
+CACHE_MAX_BYTES = 64 * 1024 * 1024
 
 
 class DecisionCache:
-    """A bounded LRU of identities with a time-to-live. ``clock`` is injectable for tests."""
+    """A bounded LRU of identities with a time-to-live. ``clock`` is injectable for tests.
+
+    Bounded twice: at most ``size`` entries and at most ``max_bytes`` of identities (by
+    :func:`identity_bytes`), so people in thousands of groups cannot make it huge.
+    """
 
     def __init__(
-        self, ttl_s: float, size: int, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl_s: float,
+        size: int,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = CACHE_MAX_BYTES,
     ) -> None:
         self.ttl_s = ttl_s
         self.size = size
         self.clock = clock
-        self._entries: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[bytes, tuple[float, Identity, int]] = OrderedDict()
 
     def get(self, key: bytes) -> Identity | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        expires, identity = entry
+        expires, identity, _weight = entry
         if self.clock() >= expires:
-            del self._entries[key]
+            self._drop(key)
             return None
         self._entries.move_to_end(key)
         return identity
 
     def put(self, key: bytes, identity: Identity) -> None:
-        self._entries[key] = (self.clock() + self.ttl_s, identity)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        if key in self._entries:
+            self._drop(key)
+        weight = identity_bytes(identity)
+        self._entries[key] = (self.clock() + self.ttl_s, identity, weight)
+        self.bytes += weight
+        while self._entries and (len(self._entries) > self.size or self.bytes > self.max_bytes):
+            self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: bytes) -> None:
+        self.bytes -= self._entries.pop(key)[2]
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def identity_bytes(identity: Identity) -> int:
+    """About what an identity costs in memory: its strings, the groups header value, and
+    an object (~60 bytes) and a tuple slot for each group. An estimate that grows as the
+    identity does, which is what bounding the cache needs."""
+    groups = identity.groups_header_value() or ""
+    return (
+        200
+        + len(identity.email)
+        + len(identity.name or "")
+        + 2 * len(groups)
+        + 64 * len(identity.groups)
+    )
 
 
 def decision_key(asked: Mapping[str, str]) -> bytes:
@@ -129,8 +182,12 @@ class ForwardAuthenticator:
             if settings.forward_auth_cache_s > 0
             else None
         )
+        self.clock = clock
+        self.renewals = Renewals(clock=clock)
         self._problem: str | None = None
         self._prober: asyncio.Task[None] | None = None
+        self._too_large = 0  # answers refused as too large, since start
+        self._too_large_at: float | None = None  # when the last one was (clock)
 
     async def start(self) -> None:
         if self.public_url is None:
@@ -151,6 +208,19 @@ class ForwardAuthenticator:
     def problem(self) -> str | None:
         """What the last probe found wrong with the auth service (None: it answers)."""
         return self._problem
+
+    def notices(self) -> list[str]:
+        """Answers refused as too large lately: some people cannot sign in, the rest can."""
+        if self._too_large_at is None:
+            return []
+        ago = self.clock() - self._too_large_at
+        if ago > NOTICE_WINDOW_S:
+            return []
+        return [
+            f"auth service answers with a header over {AUTH_MAX_FIELD_BYTES} bytes refused "
+            f"(identity_too_large): {self._too_large} since start, the last {ago:.0f} s ago; "
+            "those people cannot sign in (too many groups?)"
+        ]
 
     async def probe(self) -> None:
         """Ask the auth service about nobody: any answer below 500 means it is up.
@@ -213,13 +283,29 @@ class ForwardAuthenticator:
 
     async def authenticate(self, request: web.Request) -> Identity | Denied:
         cookie = "; ".join(request.headers.getall("Cookie", []))
-        asked = self._outbound(request, cookie)
-        key = decision_key(asked) if self.cache is not None and cookie else None
+        asked = self._outbound(request, cookie)  # first: refuses bytes that are not UTF-8
+        if not cookie:
+            return await self._ask(request, asked, None, cookie)
+        # A session the service renewed a moment ago is asked about as renewed (renewal.py).
+        current = self.renewals.current(cookie)
+        if current != cookie:
+            asked = self._outbound(request, current)
+        key = decision_key(asked) if self.cache is not None else None
         if key is not None and self.cache is not None:
             cached = self.cache.get(key)
             self._count("hit" if cached is not None else "miss")
             if cached is not None:
                 return cached
+        async with self.renewals.turn(current) as sent:
+            if sent != current:  # renewed while this call waited for its turn
+                asked = self._outbound(request, sent)
+                key = decision_key(asked) if self.cache is not None else None
+            return await self._ask(request, asked, key, sent)
+
+    async def _ask(
+        self, request: web.Request, asked: dict[str, str], key: bytes | None, cookie: str
+    ) -> Identity | Denied:
+        """One call to the auth service about ``request``, with the headers ``asked``."""
         if self.metrics is not None:
             self.metrics.forward_auth_calls.inc()
         started = time.perf_counter()
@@ -234,11 +320,21 @@ class ForwardAuthenticator:
                 headers = response.headers
                 await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if _too_large(exc):
+                raise self._refuse_too_large() from exc
             self._count_error("timeout" if isinstance(exc, TimeoutError) else "unreachable")
             raise AuthServiceUnavailable(f"auth service failed ({type(exc).__name__})") from exc
         if self.metrics is not None:
             self.metrics.auth_service_latency.observe(time.perf_counter() - started)
-        if 200 <= status < 300:
+        decided = 200 <= status < 300
+        # Authelia answers a browser with 302 to its portal instead of 401: same meaning.
+        denied = status in (401, 403) or (300 <= status < 400 and "Location" in headers)
+        cookies = self._cookies(headers) if decided or denied else ()
+        if cookies:
+            request[AUTH_COOKIES_KEY] = cookies
+            if cookie:
+                self.renewals.renewed(cookie, cookies)
+        if decided:
             try:
                 identity = make_identity(
                     _one(headers, self.email_header),
@@ -247,11 +343,10 @@ class ForwardAuthenticator:
                 )
             except InvalidIdentity as exc:
                 raise BadIdentity(exc.reason) from exc
-            if key is not None and self.cache is not None:
+            if key is not None and self.cache is not None and not cookies:
                 self.cache.put(key, identity)
             return identity
-        # Authelia answers a browser with 302 to its portal instead of 401: same meaning.
-        if status in (401, 403) or (300 <= status < 400 and "Location" in headers):
+        if denied:
             passed = {name: headers[name] for name in _PASS_ON if name in headers}
             return Denied(
                 status=403 if status == 403 else 401,
@@ -261,9 +356,44 @@ class ForwardAuthenticator:
         self._count_error("status")
         raise AuthServiceUnavailable(f"auth service answered {status}")
 
+    def _refuse_too_large(self) -> IdentityTooLarge:
+        """Count, log and describe an answer over the header limit (its values stay unread:
+        they may hold a session cookie)."""
+        self._too_large += 1
+        self._too_large_at = self.clock()
+        self._count_error("too_large")
+        logs.get().warning("auth_answer_too_large", limit_bytes=AUTH_MAX_FIELD_BYTES)
+        return IdentityTooLarge(
+            f"the auth service's answer has a header over {AUTH_MAX_FIELD_BYTES} bytes, "
+            "more than the proxy reads (an identity in too many groups?)"
+        )
+
+    def _cookies(self, headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
+        """The answer's ``Set-Cookie`` values that go to the client byte for byte.
+
+        One that is not (bytes that are not UTF-8, which aiohttp could only mangle) is left
+        out and logged by its count, never its value: a session cookie is a credential.
+        """
+        values = headers.getall("Set-Cookie", [])
+        kept = tuple(value for value in values if _exact(value))
+        if len(kept) != len(values):
+            logs.get().warning("auth_cookie_dropped", count=len(values) - len(kept))
+        return kept
+
     def _count_error(self, kind: str) -> None:
         if self.metrics is not None:
             self.metrics.auth_service_errors.labels(kind).inc()
+
+
+def _too_large(exc: BaseException) -> bool:
+    """Whether aiohttp refused the answer for a header line over ``max_field_size``: its
+    parser's ``LineTooLong``, which the client re-raises wrapped (as the cause's cause)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, LineTooLong):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _one(headers: CIMultiDictProxy[str], name: str) -> str | None:

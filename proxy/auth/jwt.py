@@ -117,6 +117,9 @@ class JwtAuthenticator:
             return self._jwks.problem()
         return None if self._pem_key is not None else "JWT public key not loaded"
 
+    def notices(self) -> list[str]:
+        return []
+
     # --- status for the metrics -----------------------------------------------------------------
 
     @property

@@ -21,6 +21,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from demo.model_server import REPLY
 from demo.stack import Stack
 from tests.e2e.conftest import ARTIFACTS, COURSE, archived_chats, fresh_email, module_of
+from tests.e2e.pageload import progress
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -34,7 +35,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SHOTS = ARTIFACTS / "browser"
-UI_TIMEOUT_MS = 60_000  # two noisy cores: OpenWebUI's first page load can take a while
+# For single steps on what is already on screen (a click, a menu). Waits for the app to load,
+# for a page to arrive or for a reply to stream last as long as the page makes progress
+# (tests/e2e/pageload.py): on a busy machine OpenWebUI's first load takes minutes.
+UI_TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -73,17 +77,18 @@ class Steps:
 
 def sign_in_at_idp(page: Page, stack: Stack, email: str, name: str) -> None:
     """From wherever the proxy sent the browser: expect the IdP's form and submit it."""
-    expect(page).to_have_url(re.compile("^" + re.escape(f"{stack.idp_url}/login")))
+    loading = progress(page)
+    loading.at(re.compile("^" + re.escape(f"{stack.idp_url}/login")), "the IdP's login form")
     page.fill("#email", email)
     page.fill("#name", name)
     page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(re.compile("^" + re.escape(stack.public_url)), timeout=UI_TIMEOUT_MS)
-    page.locator("#chat-input").wait_for(timeout=UI_TIMEOUT_MS)
+    loading.at(re.compile("^" + re.escape(stack.public_url)), "back on the chat host")
+    loading.app()
 
 
 def whoami(page: Page) -> dict[str, Any]:
     """Who OpenWebUI thinks this browser tab is: its own session check, with its own token."""
-    result: dict[str, Any] = page.evaluate(
+    result: dict[str, Any] = progress(page).evaluate(
         """async () => {
             const r = await fetch('/api/v1/auths/', {
                 headers: {Authorization: 'Bearer ' + localStorage.token}});
@@ -93,16 +98,19 @@ def whoami(page: Page) -> dict[str, Any]:
     return result
 
 
-def wait_for_threads(stack: Stack, email: str, timeout: float = 90) -> None:
-    """The IdP's signup webhook provisions in the background; wait for all modules."""
-    deadline = time.monotonic() + timeout
+def wait_for_threads(stack: Stack, email: str, stall: float = 90) -> None:
+    """The IdP's signup webhook provisions in the background; wait for all modules, as long
+    as a new one keeps appearing at least every ``stall`` seconds."""
     found: set[str] = set()
-    while time.monotonic() < deadline:
-        found = {m["id"] for c in archived_chats(stack, email) if (m := module_of(c["title"]))}
-        if len(found) == len(COURSE["modules"]):
+    last_new = time.monotonic()
+    while time.monotonic() - last_new < stall:
+        present = {m["id"] for c in archived_chats(stack, email) if (m := module_of(c["title"]))}
+        if len(present) == len(COURSE["modules"]):
             return
+        if present - found:
+            found, last_new = present, time.monotonic()
         time.sleep(1)
-    raise AssertionError(f"after {timeout} s only modules {sorted(found)} exist for {email}")
+    raise AssertionError(f"no new module for {stall} s; only {sorted(found)} exist for {email}")
 
 
 def open_archived_chats(page: Page) -> Any:
@@ -111,7 +119,7 @@ def open_archived_chats(page: Page) -> Any:
     page.get_by_role("menuitem", name="Settings").click()
     page.get_by_role("tab", name="Archived Chats").click()
     table = page.get_by_role("table", name="Archived Chats")
-    table.wait_for(timeout=UI_TIMEOUT_MS)
+    progress(page).visible(table, "the Archived Chats table")
     return table
 
 
@@ -122,10 +130,11 @@ def test_browser_signs_in_finds_archived_threads_signs_out_and_switches_user(
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
+    loading = progress(page)
     steps = Steps(page, "browser")
     try:
         # Unauthenticated: the proxy sends the browser to the IdP's login page.
-        page.goto(gate.public_url + "/")
+        progress(page).goto(gate.public_url + "/")
         steps.shot("idp-login")
         sign_in_at_idp(page, gate, first_email, "Browser Student")
         steps.shot("landed")
@@ -143,10 +152,10 @@ def test_browser_signs_in_finds_archived_threads_signs_out_and_switches_user(
 
         intro = COURSE["modules"][0]
         table.get_by_role("link", name=re.compile(re.escape(intro["title"]))).click()
-        page.wait_for_url(re.compile(r"/c/[0-9a-f-]+$"))
+        loading.at(re.compile(r".*/c/[0-9a-f-]+$"), "the course thread")
         # "Welcome to the **end-to-end** course! ..." rendered as markdown, not as raw text.
         message = page.locator("#messages-container")
-        expect(message.locator("strong", has_text="end-to-end")).to_be_visible()
+        loading.visible(message.locator("strong", has_text="end-to-end"), "the first message")
         expect(message).to_contain_text("Welcome to the end-to-end course!")
         expect(message).not_to_contain_text("**end-to-end**")
         steps.shot("first-message")
@@ -157,19 +166,20 @@ def test_browser_signs_in_finds_archived_threads_signs_out_and_switches_user(
         page.keyboard.type("Hi Ralph!")
         page.keyboard.press("Enter")
         expect(message).to_contain_text("Hi Ralph!")
-        expect(message).to_contain_text(REPLY.split()[-1])  # the reply's last word arrived
+        last_word = REPLY.split()[-1]
+        loading.until(lambda: last_word in message.inner_text(), "the streamed reply")
         expect(message).to_contain_text("Welcome to the end-to-end course!")
         steps.shot("reply")
 
         # Sign out: OpenWebUI's UI follows the redirect_url the proxy answers with.
         page.get_by_role("button", name="User menu").first.click()
         page.get_by_role("menuitem", name="Sign Out").click()
-        page.wait_for_url(re.compile("^" + re.escape(f"{gate.idp_url}/logout")))
+        loading.at(re.compile("^" + re.escape(f"{gate.idp_url}/logout")), "the IdP's logout")
         expect(page.get_by_text("You are signed out.")).to_be_visible()
         steps.shot("signed-out")
 
         # Same browser, another identity: lands as the new user, not the old one.
-        page.goto(gate.public_url + "/")
+        progress(page).goto(gate.public_url + "/")
         sign_in_at_idp(page, gate, second_email, "Second Student")
         steps.shot("second-user")
         me = whoami(page)
@@ -196,13 +206,13 @@ def test_switching_identity_at_the_idp_without_signing_out_of_openwebui(
     page.set_default_timeout(UI_TIMEOUT_MS)
     steps = Steps(page, "switch")
     try:
-        page.goto(gate.public_url + "/")
+        progress(page).goto(gate.public_url + "/")
         sign_in_at_idp(page, gate, first_email, "Switch A")
         assert whoami(page)["body"]["email"] == first_email
         steps.shot("as-a")
         # Only the IdP session changes (as when another person uses the IdP in this browser).
-        page.goto(f"{gate.idp_url}/logout")
-        page.goto(f"{gate.idp_url}/login?rd={gate.public_url}/")
+        progress(page).goto(f"{gate.idp_url}/logout")
+        progress(page).goto(f"{gate.idp_url}/login?rd={gate.public_url}/")
         sign_in_at_idp(page, gate, second_email, "Switch B")
         steps.shot("as-b")
         me = whoami(page)

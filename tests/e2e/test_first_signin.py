@@ -27,6 +27,7 @@ from tests.e2e.conftest import (
     fresh_email,
     sign_in_through_proxy,
 )
+from tests.e2e.pageload import progress
 from tests.e2e.test_browser import UI_TIMEOUT_MS, browser  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -98,8 +99,8 @@ def test_a_new_user_finds_their_groups_courses_after_signing_in_in_the_browser(
         page.fill("#name", "First Signin")
         page.fill("#groups", GROUP)
         page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(re.compile("^" + re.escape(gate.public_url)), timeout=UI_TIMEOUT_MS)
-        page.locator("#chat-input").wait_for(timeout=UI_TIMEOUT_MS)
+        progress(page).at(re.compile("^" + re.escape(gate.public_url)), "back on the chat host")
+        progress(page).app()
         settle(gate, email, (GROUP,))
 
         # What the student's own browser sees: its token, through the proxy.
@@ -123,7 +124,7 @@ def test_a_new_user_finds_their_groups_courses_after_signing_in_in_the_browser(
         page.fill("#name", "First Signin")
         page.fill("#groups", GROUP)
         page.get_by_role("button", name="Sign in").click()
-        page.locator("#chat-input").wait_for(timeout=UI_TIMEOUT_MS)
+        progress(page).app()
     finally:
         again.close()
     settle(gate, email, (GROUP,))

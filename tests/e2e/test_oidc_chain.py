@@ -17,6 +17,7 @@ the provider instead of coming back. Screenshots: ``artifacts/e2e/latest/oidc-ch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from tests.deploy.conftest import TestTLS, make_tls
 from tests.deploy.edge import SERVER_NAME, Nginx, Proxy, free_port, nginx_binary
 from tests.e2e.conftest import ARTIFACTS, fresh_email, operator_headers, owui_url
 from tests.e2e.oidc.chain import Apache, OidcProvider, User
+from tests.e2e.pageload import progress
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS, whoami
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser, pytest.mark.nginx]
@@ -80,9 +82,22 @@ def _create_group(stack: Stack, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def chain(stack: Stack) -> Iterator[Chain]:
+    with running_chain(stack, STATE) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_chain(
+    stack: Stack, state: Path, *, access_token_s: int | None = None, session: str = ""
+) -> Iterator[Chain]:
+    """The whole chain in front of ``stack``'s OpenWebUI, its files and logs under ``state``.
+
+    ``access_token_s`` gives the provider short access tokens and rotating refresh tokens;
+    ``session`` holds mod_auth_openidc's session directives (default: server-side sessions).
+    """
     if nginx_binary() is None:
         pytest.fail("nginx is missing: scripts/test installs it", pytrace=False)
-    STATE.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
     group = f"oidc-course-{secrets.token_hex(3)}"
     _create_group(stack, group)
     users = (
@@ -91,11 +106,15 @@ def chain(stack: Stack) -> Iterator[Chain]:
     )
     https, http, public_port, admin = free_port(), free_port(), free_port(), free_port()
     public_url = f"https://{SERVER_NAME}:{https}"
-    tls = make_tls(STATE / "tls")
+    tls = make_tls(state / "tls")
     provider = OidcProvider(
-        STATE / "provider", users, [f"{public_url}/oauth2/callback"], [f"{public_url}/"]
+        state / "provider",
+        users,
+        [f"{public_url}/oauth2/callback"],
+        [f"{public_url}/"],
+        access_token_s=access_token_s,
     )
-    apache = Apache(provider, public_url, STATE)
+    apache = Apache(provider, public_url, state, session=session)
     proxy = Proxy(
         {
             "OWUI_PROXY_UPSTREAM": owui_url(stack),
@@ -112,10 +131,10 @@ def chain(stack: Stack) -> Iterator[Chain]:
             "OWUI_PROXY_TRUSTED_PROXIES": "127.0.0.1/32",
             "OWUI_PROXY_SHUTDOWN_GRACE_S": "2",
         },
-        STATE / "proxy.log",
+        state / "proxy.log",
     )
     nginx = Nginx(
-        STATE / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{http}", f"127.0.0.1:{public_port}",
+        state / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{http}", f"127.0.0.1:{public_port}",
         tls.cert, tls.key, auth=f"127.0.0.1:{apache.port}",
     )  # fmt: skip
     try:
@@ -146,42 +165,48 @@ def browser() -> Iterator[Browser]:
 class Shots:
     """Numbered screenshots of the flow, and a full-page one of the moment it failed."""
 
-    def __init__(self, page: Page) -> None:
+    def __init__(self, page: Page, folder: Path = STATE) -> None:
         self.page = page
+        self.folder = folder
         self.count = 0
-        for old in STATE.glob("*.png"):
+        for old in folder.glob("*.png"):
             old.unlink()
 
     def shot(self, label: str) -> None:
         self.count += 1
-        self.page.screenshot(path=str(STATE / f"{self.count:02d}-{label}.png"))
+        self.page.screenshot(path=str(self.folder / f"{self.count:02d}-{label}.png"))
 
     def failed(self) -> None:
-        self.page.screenshot(path=str(STATE / f"FAILED-{self.count + 1:02d}.png"), full_page=True)
+        name = f"FAILED-{self.count + 1:02d}.png"
+        self.page.screenshot(path=str(self.folder / name), full_page=True)
 
 
 def log_in_at_provider(page: Page, chain: Chain, user: User, shots: Shots) -> None:
     """From wherever the chain sent the browser: the provider's login form, then its consent
     form (asked once per user and client), then back on the chat host in OpenWebUI."""
+    loading = progress(page)
     interaction = re.compile("^" + re.escape(f"{chain.provider.issuer}/interaction/"))
-    expect(page).to_have_url(interaction)
+    loading.at(interaction, "the provider's login form")
     page.locator("input[name=login]").fill(user.email)
     page.locator("input[name=password]").fill("any password: the dev login form takes it")
     shots.shot("provider-login")
     page.get_by_role("button", name="Sign-in").click()
     home = re.compile("^" + re.escape(chain.public_url + "/"))
-    page.wait_for_url(lambda url: bool(interaction.match(url) or home.match(url)))
-    if interaction.match(page.url):
-        expect(page.get_by_text("scopes:")).to_be_visible()
+    consent = page.get_by_text("scopes:")
+    loading.until(
+        lambda: bool(home.match(page.url)) or consent.is_visible(),
+        "the provider's consent form or the chat host",
+    )
+    if not home.match(page.url):
         shots.shot("provider-consent")
         page.get_by_role("button", name="Continue").click()
-    page.wait_for_url(home, timeout=UI_TIMEOUT_MS)
-    page.locator("#chat-input").wait_for(timeout=UI_TIMEOUT_MS)
+    loading.at(home, "back on the chat host")
+    loading.app()
 
 
 def group_names(page: Page) -> list[str]:
     """The groups OpenWebUI lists for the signed-in user (a non-admin sees their own)."""
-    result: dict[str, Any] = page.evaluate(
+    result: dict[str, Any] = progress(page).evaluate(
         """async () => {
             const r = await fetch('/api/v1/groups/', {
                 headers: {Authorization: 'Bearer ' + localStorage.token}});
@@ -230,9 +255,10 @@ def test_browser_logs_in_at_the_provider_lands_as_the_user_and_logs_out_everywhe
     context.route(re.compile(r"^https://fonts\.(googleapis|gstatic)\.com/"), lambda r: r.abort())
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
+    progress(page)  # watching the page's loads from its first request
     shots = Shots(page)
     try:
-        page.goto(chain.public_url + "/")
+        progress(page).goto(chain.public_url + "/")
         log_in_at_provider(page, chain, ada, shots)
         shots.shot("landed")
         me = whoami(page)
@@ -247,14 +273,15 @@ def test_browser_logs_in_at_the_provider_lands_as_the_user_and_logs_out_everywhe
         # Sign out in OpenWebUI: the proxy answers with the relying party's logout, which
         # ends its session and sends the browser to the provider's end-session page.
         page.get_by_role("menuitem", name="Sign Out").click()
-        page.wait_for_url(re.compile("^" + re.escape(f"{chain.provider.issuer}/session/end")))
+        loading = progress(page)
+        end = re.compile("^" + re.escape(f"{chain.provider.issuer}/session/end"))
+        loading.at(end, "the provider's sign-out page")
         shots.shot("provider-logout")
         page.get_by_role("button", name="Yes, sign me out").click()
         # Back on the chat host, which finds no session and starts a login: the provider
         # asks for the login form again, so its session ended too.
-        interaction = re.compile("^" + re.escape(f"{chain.provider.issuer}/interaction/"))
-        page.wait_for_url(interaction)
-        expect(page.locator("input[name=login]")).to_be_visible()
+        loading.visible(page.locator("input[name=login]"), "the provider's login form again")
+        assert page.url.startswith(f"{chain.provider.issuer}/interaction/"), page.url
         shots.shot("login-again")
 
         # Same browser, another person: lands as them.

@@ -43,6 +43,7 @@ from playwright.sync_api import sync_playwright
 from demo import openwebui
 from demo.stack import Stack
 from tests.e2e.conftest import fresh_email, owui_url, sign_in_through_proxy
+from tests.e2e.pageload import progress
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS
 
 pytestmark = pytest.mark.e2e
@@ -488,9 +489,11 @@ def test_the_web_ui_runs_socketio_over_long_polling_through_the_proxy(polling_ga
             page.fill("#name", "Poll Browser")
             page.get_by_role("button", name="Sign in").click()
             # The IdP sends it back to the stack's own URL; its cookie is good for ours too.
-            page.wait_for_url(lambda url: not url.startswith(polling_gate.idp_url))
+            progress(page).until(
+                lambda: not page.url.startswith(polling_gate.idp_url), "away from the IdP"
+            )
             page.goto(polling_gate.public_url + "/")
-            page.locator("#chat-input").wait_for()
+            progress(page).app()
             deadline = time.monotonic() + 60
             while not any(
                 r.request.method == "POST" and "user-join" in (r.request.post_data or "")

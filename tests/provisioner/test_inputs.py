@@ -205,7 +205,7 @@ def test_settings_problems_are_reported_together(monkeypatch: pytest.MonkeyPatch
         load_settings()
     message = str(info.value)
     for expected in (
-        "OWUI_PROVISION_MAX_ATEMPTS: unknown setting (a typo?)",
+        "OWUI_PROVISION_MAX_ATEMPTS: unknown setting; did you mean OWUI_PROVISION_MAX_ATTEMPTS?",
         "OWUI_PROVISION_URL: required",
         "OWUI_PROVISION_TOKEN_FILE: required",
         "OWUI_PROVISION_EMAIL_HEADER: 'bad header' is not a valid HTTP header name",

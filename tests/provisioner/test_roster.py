@@ -420,7 +420,10 @@ async def test_the_report_names_every_user_when_the_run_stops_before_the_first(
         reason, code = "OpenWebUI has no users yet", 1
     else:
         env["OWUI_PROVISION_MAX_ATEMPTS"] = "3"
-        reason, code = "OWUI_PROVISION_MAX_ATEMPTS: unknown setting (a typo?)", 2
+        reason = (
+            "OWUI_PROVISION_MAX_ATEMPTS: unknown setting; did you mean OWUI_PROVISION_MAX_ATTEMPTS?"
+        )
+        code = 2
 
     result = await run(env, "bulk", str(course_file), str(roster), "--report", str(report))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.identity import Identity, InvalidIdentity, make_identity
+from proxy.identity import MAX_GROUPS, Identity, InvalidIdentity, make_identity
 
 ACCEPTED = [
     ("lower-cased", ("Alice@Example.EDU", None, None), Identity("alice@example.edu")),
@@ -46,7 +46,7 @@ REFUSED = [
     ("non-string group", ("a@x.io", None, [1])),
     ("email too long", ("a" * 250 + "@x.io", None, None)),
     ("name too long", ("a@x.io", "n" * 257, None)),
-    ("too many groups", ("a@x.io", None, [f"g{i}" for i in range(101)])),
+    ("too many groups", ("a@x.io", None, [f"g{i}" for i in range(MAX_GROUPS + 1)])),
     ("group name too long", ("a@x.io", None, ["g" * 257])),
     ("group name too long in a comma string", ("a@x.io", None, "staff," + "g" * 257)),
     # Non-ASCII is refused before any case folding: lower() would turn these into ASCII.

@@ -92,6 +92,9 @@ class OidcProvider:
     port: int = field(default_factory=free_port)
     client_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     keys: list[dict[str, Any]] = field(default_factory=lambda: [signing_key("key-1")])
+    # Set for the session tests: access tokens that live this many seconds, and rotating
+    # refresh tokens bound to the provider's session (see provider.mjs).
+    access_token_s: int | None = None
     service: Service | None = None
 
     @property
@@ -106,28 +109,25 @@ class OidcProvider:
         home = provider_home()
         self.state.mkdir(parents=True, exist_ok=True)
         config = self.state / "provider.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "issuer": self.issuer,
-                    "port": self.port,
-                    "client": {
-                        "client_id": CLIENT_ID,
-                        "client_secret": self.client_secret,
-                        "redirect_uris": self.redirect_uris,
-                        "post_logout_redirect_uris": self.post_logout_redirect_uris,
-                        "response_types": ["code"],
-                        "grant_types": ["authorization_code"],
-                    },
-                    "users": {
-                        u.email: {"name": u.name, "groups": list(u.groups)} for u in self.users
-                    },
-                    "jwks": {"keys": self.keys},
-                    "cookieKeys": [secrets.token_urlsafe(32)],
-                }
-            ),
-            encoding="utf-8",
-        )
+        refresh = self.access_token_s is not None
+        settings: dict[str, Any] = {
+            "issuer": self.issuer,
+            "port": self.port,
+            "client": {
+                "client_id": CLIENT_ID,
+                "client_secret": self.client_secret,
+                "redirect_uris": self.redirect_uris,
+                "post_logout_redirect_uris": self.post_logout_redirect_uris,
+                "response_types": ["code"],
+                "grant_types": ["authorization_code", *(["refresh_token"] if refresh else [])],
+            },
+            "users": {u.email: {"name": u.name, "groups": list(u.groups)} for u in self.users},
+            "jwks": {"keys": self.keys},
+            "cookieKeys": [secrets.token_urlsafe(32)],
+        }
+        if refresh:
+            settings.update(ttl={"AccessToken": self.access_token_s}, refreshTokens=True)
+        config.write_text(json.dumps(settings), encoding="utf-8")
         config.chmod(0o600)  # holds the private keys and the client secret
         node = shutil.which("node") or "node"
         self.service = spawn(
@@ -165,6 +165,8 @@ class Apache:
     provider: OidcProvider
     public_url: str
     logs: Path
+    # mod_auth_openidc directives on how sessions are kept; empty: its defaults (server-side).
+    session: str = ""
     port: int = field(default_factory=free_port)
     service: Service | None = None
     run_dir: Path | None = None
@@ -193,6 +195,7 @@ class Apache:
             "PASSPHRASE": secrets.token_urlsafe(32),
             "PUBLIC_URL": self.public_url,
             "PUBLIC_URL_RE": re.escape(self.public_url),
+            "SESSION": self.session or "# (mod_auth_openidc's defaults: server-side sessions)",
         }
         text = (HERE / "apache.conf").read_text(encoding="utf-8")
         conf = re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], text)

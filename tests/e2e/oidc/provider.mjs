@@ -25,10 +25,23 @@ async function logoutSource(ctx, form) {
 <button type="submit" form="op.logoutForm">No, stay signed in</button></body></html>`;
 }
 
+// Short-lived access tokens and refresh tokens (config.ttl, config.refreshTokens): for the
+// session tests. Refresh tokens here are issued without offline_access, so they die with
+// the provider's session (a sign-out ends them), and each use rotates them: a used one
+// presented again is "already used", and the provider then revokes the whole grant.
+const tokens = config.refreshTokens
+  ? {
+      issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+      rotateRefreshToken: true,
+    }
+  : {};
+
 const provider = new Provider(config.issuer, {
   clients: [config.client],
   jwks: config.jwks,
   cookies: { keys: config.cookieKeys },
+  ...(config.ttl ? { ttl: config.ttl } : {}),
+  ...tokens,
   // A custom claim is only released for a scope that declares it.
   scopes: ['openid', 'email', 'profile', 'groups'],
   claims: {
@@ -59,6 +72,8 @@ const provider = new Provider(config.issuer, {
 for (const event of ['end_session.error', 'authorization.error', 'grant.error', 'server_error']) {
   provider.on(event, (ctx, error) => console.error(event, error.message, error.cause ?? ''));
 }
+// Each token issued, by grant type: the session tests count the refreshes.
+provider.on('grant.success', (ctx) => console.log('grant.success', ctx.oidc.params.grant_type));
 
 createServer(provider.callback()).listen(config.port, '127.0.0.1', () => {
   console.log(`oidc-provider listening on ${config.issuer}`);

@@ -1,0 +1,52 @@
+"""The auth service's cookies, relayed to the client on whatever answer it gets.
+
+A forward-auth service keeps its session in a cookie and renews it while it answers:
+oauth2-proxy with ``--cookie-refresh`` answers ``202`` plus ``Set-Cookie`` with the
+refreshed session, mod_auth_openidc's client-cookie sessions slide their inactivity timeout
+the same way, and services clear their cookie with a ``401``. The browser learns of it only
+if the answer it gets carries that ``Set-Cookie`` (nginx's ``auth_request_set`` +
+``add_header``); otherwise it keeps the old cookie and the session dies with it.
+
+One ``on_response_prepare`` hook adds them, after the upstream's own ``Set-Cookie``, to any
+answer: relayed or streamed, a WebSocket's ``101``, the proxy's own pages and errors, a
+login redirect. aiohttp runs that signal for every response it prepares, raised
+``HTTPException`` answers included.
+
+An answer that carries a session cookie belongs to one person: it is marked ``private``, so
+that no shared cache (a CDN in front of nginx) keeps it for others.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy.auth.base import AUTH_COOKIES_KEY
+
+
+async def relay_auth_cookies(request: web.Request, response: web.StreamResponse) -> None:
+    """The public app's ``on_response_prepare`` hook."""
+    cookies = request.get(AUTH_COOKIES_KEY)
+    if not cookies:
+        return
+    headers = response.headers
+    for cookie in cookies:
+        headers.add("Set-Cookie", cookie)
+    headers["Cache-Control"] = private_cache_control(headers.getall("Cache-Control", []))
+
+
+def private_cache_control(values: list[str]) -> str:
+    """``Cache-Control`` that keeps shared caches from storing the answer; the browser's own
+    cache keeps what the upstream allowed (``max-age``, ``immutable``, ...).
+
+    ``no-store`` and ``private`` already say it. Otherwise ``public`` and ``s-maxage`` (the
+    shared caches' directives) go and ``private`` comes first.
+    """
+    directives = [d.strip() for value in values for d in value.split(",") if d.strip()]
+    names = {d.partition("=")[0].strip().lower() for d in directives}
+    if "no-store" in names or "private" in names:
+        return ", ".join(directives)
+    kept = [d for d in directives if d.partition("=")[0].strip().lower() not in _SHARED]
+    return ", ".join(["private", *kept])
+
+
+_SHARED = frozenset({"public", "s-maxage"})

@@ -1,0 +1,69 @@
+"""Names that are not settings: a misspelt variable is an error, never silence.
+
+A typo (``OWUI_PROXY_ALLOWED_EMAIL_DOMAIN``) or another program's spelling carried over
+(oauth2-proxy's ``--email-domain``) would otherwise leave the setting it meant at its
+default, and for the access rules the default is "let everyone in". Each unknown name gets
+one problem line: a hint written for that spelling, else the closest known name (difflib),
+else "a typo?".
+
+Shared by the proxy's and the provisioner's settings (``OWUI_PROXY_*``, ``OWUI_PROVISION_*``):
+pure, no I/O, nothing imported beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """What an unknown name most likely meant: ``setting`` (a known name, without prefix),
+    and ``note``, where the spelling comes from or why there is no such setting."""
+
+    setting: str | None
+    note: str
+
+
+def unknown(
+    name: str,
+    known: Iterable[str],
+    *,
+    prefix: str = "",
+    hints: Mapping[str, Hint] | None = None,
+) -> str:
+    """The problem with ``name`` (with ``prefix``, any case), which names no setting.
+
+    ``known`` are the names without the prefix, in the case the caller shows them
+    (``ALLOWED_GROUPS`` for variables, ``allowed_groups`` for TOML keys); ``hints`` are
+    keyed by names without the prefix, in any case.
+    """
+    folded = {n.upper(): n for n in known}
+    bare = name[len(prefix) :] if name.upper().startswith(prefix.upper()) else name
+    hint = {k.upper(): v for k, v in (hints or {}).items()}.get(bare.upper())
+    if hint is not None:
+        if hint.setting is None:
+            return f"unknown setting ({hint.note})"
+        meant = folded.get(hint.setting.upper(), hint.setting)
+        return f"unknown setting; did you mean {prefix}{meant}? ({hint.note})"
+    close = difflib.get_close_matches(bare.upper(), list(folded), n=1)
+    if close:
+        return f"unknown setting; did you mean {prefix}{folded[close[0]]}?"
+    return "unknown setting (a typo?)"
+
+
+def unknown_variables(
+    environ: Mapping[str, str],
+    prefix: str,
+    known: Iterable[str],
+    hints: Mapping[str, Hint] | None = None,
+) -> list[str]:
+    """One ``NAME: problem`` line per variable starting with ``prefix`` (any case, as the
+    settings read them) that names no setting, sorted by name."""
+    fields = [n.upper() for n in known]
+    return [
+        f"{name}: {unknown(name, fields, prefix=prefix, hints=hints)}"
+        for name in sorted(environ)
+        if name.upper().startswith(prefix) and name.upper()[len(prefix) :] not in fields
+    ]
