@@ -40,6 +40,7 @@ records every request that arrived, ``peak_in_flight`` the most handled at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hmac
 import json
@@ -212,6 +213,25 @@ class FastClock:
         await asyncio.sleep(seconds / self.speed)
 
 
+class Gate:
+    """Holds the first ``arrivals`` matching requests until they are all in (a barrier)."""
+
+    def __init__(self, method: str, path: re.Pattern[str], arrivals: int, timeout_s: float):
+        self.method = method
+        self.path = path
+        self.arrivals = arrivals
+        self.timeout_s = timeout_s
+        self.arrived = 0
+        self.opened = asyncio.Event()
+
+    async def arrive(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.arrivals:
+            self.opened.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.opened.wait(), self.timeout_s)
+
+
 class FakeOpenWebUI:
     def __init__(
         self,
@@ -247,6 +267,7 @@ class FakeOpenWebUI:
         self.on_archive: Callable[[Chat], None] | None = None
         self.allow = list(ALLOW)
         self.delays: list[tuple[str, re.Pattern[str], float]] = []
+        self.gates: list[Gate] = []
         # The release /api/config names; before 0.8.0 with sign-ups off (OpenWebUI turns them
         # off after the first account), the trusted-header sign-in of a new user is a 403.
         self.version = "0.12.4"
@@ -279,6 +300,14 @@ class FakeOpenWebUI:
     def slow(self, method: str, path: str, seconds: float) -> None:
         """Requests to ``method path`` (a regex) wait ``seconds`` before being handled."""
         self.delays.append((method, re.compile(path), seconds))
+
+    def gate(self, method: str, path: str, arrivals: int, timeout_s: float = 30.0) -> None:
+        """Requests to ``method path`` (a regex) wait until ``arrivals`` of them have come.
+
+        Makes a race certain instead of likely: the first ``arrivals`` requests are held
+        until all of them are in (or ``timeout_s`` passes), later ones go straight through.
+        """
+        self.gates.append(Gate(method, re.compile(path), arrivals, timeout_s))
 
     def add_user(self, email: str, *, role: str = "user", name: str | None = None) -> User:
         user = User(str(uuid.uuid4()), email.lower(), name or email, role)
@@ -401,6 +430,9 @@ class FakeOpenWebUI:
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        for gate in self.gates:
+            if gate.method == request.method and gate.path.fullmatch(request.path):
+                await gate.arrive()
         for method, path, seconds in self.delays:
             if method == request.method and path.fullmatch(request.path):
                 await asyncio.sleep(seconds)

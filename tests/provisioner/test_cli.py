@@ -88,8 +88,9 @@ async def test_user_with_several_course_files_gets_every_one(
 async def test_five_processes_at_once_leave_exactly_one_archived_thread_per_module(
     env: dict[str, str], fake: FakeOpenWebUI, course_file: Path
 ) -> None:
-    # Slow creates widen the window in which every process finds nothing and creates.
-    fake.slow("POST", "/api/v1/chats/new", 0.2)
+    # The first creates are held until three processes have each found nothing and created:
+    # the race happens however slowly the machine starts the processes.
+    fake.gate("POST", "/api/v1/chats/new", arrivals=3)
     processes = [await start(env, "user", str(course_file), EMAIL) for _ in range(5)]
     results = await asyncio.gather(*(finish(p) for p in processes))
 
