@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+# The case 1 row of the floor proxy (bench/floor.py), as bench/run.py labels it.
+FLOOR = "floor (bench/floor.py)"
+
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -78,6 +81,28 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                         "p99 <= Caddy",
                         f"{_ms(gate['p99_us'])} ms vs {_ms(caddy['p99_us'])} ms",
                         _ok(gate["p99_us"] <= caddy["p99_us"]),
+                    )
+                )
+                if "cpu_us_per_req" in gate and "cpu_us_per_req" in caddy:
+                    cpu, limit = gate["cpu_us_per_req"], caddy["cpu_us_per_req"]
+                    out.append(
+                        (
+                            f"1 ({conns} conns)",
+                            "CPU/req <= Caddy",
+                            f"{cpu:.0f} vs {limit:.0f} µs ({cpu / limit:.2f}x)",
+                            _ok(cpu <= limit),
+                        )
+                    )
+            floor = by.get((FLOOR, conns))
+            if gate and floor and "cpu_us_per_req" in gate and "cpu_us_per_req" in floor:
+                ratio = gate["cpu_us_per_req"] / floor["cpu_us_per_req"]
+                out.append(
+                    (
+                        f"1 ({conns} conns)",
+                        "CPU/req <= 1.3x the floor's (stretch)",
+                        f"{gate['cpu_us_per_req']:.0f} vs {floor['cpu_us_per_req']:.0f} µs "
+                        f"({ratio:.2f}x)",
+                        _ok(ratio <= 1.3),
                     )
                 )
     case2 = r.get("case2")
@@ -215,7 +240,11 @@ def markdown(r: dict[str, Any]) -> str:
             "request, as they do; nginx `proxy_pass` and Caddy `reverse_proxy` set a fixed "
             "identity (no auth step). *auth calls/req* is counted in the auth service's log; "
             "*chain CPU µs/req* is the edge's CPU per request plus the auth service's. Case 7 "
-            "shows owui-proxy with the cache off.\n\n"
+            "shows owui-proxy with the cache off. The *floor* (`bench/floor.py`, not the "
+            "product) is the least a Python proxy on aiohttp costs: aiohttp's low-level "
+            "server, pooled upstream connections read by httptools, the email header set, "
+            "an access line, nothing else. *owui-proxy before* (with `--before DIR`) is "
+            "another checkout's proxy, measured in the same run.\n\n"
         )
         rows = r["case1"]["rows"]
         caddy = {row["conns"]: row["rps"] for row in rows if row["target"] == "Caddy reverse_proxy"}

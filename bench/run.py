@@ -51,6 +51,7 @@ from bench.procs import (
     system_busy,
     wait_http,
 )
+from bench.report import FLOOR
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -59,6 +60,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # What a browser behind oauth2-proxy sends: the session cookie the auth service checks.
 COOKIE = "_oauth2_proxy=bench-session-cookie"
 GIB = 1 << 30
+BEFORE = "owui-proxy before, 1 worker"
 
 
 @dataclass
@@ -178,7 +180,7 @@ def machine() -> dict[str, str]:
         from demo import openwebui
 
         versions["open-webui"] = openwebui.version()
-    versions["owui-gate"] = _git_rev()
+    versions["owui-gate"] = _git_rev(ROOT)
     return versions
 
 
@@ -190,15 +192,15 @@ def _os_name() -> str:
     return platform.platform()
 
 
-def _git_rev() -> str:
+def _git_rev(tree: Path) -> str:
     out = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
         capture_output=True,
         text=True,
         check=False,
     )
     dirty = subprocess.run(
-        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "proxy"],
+        ["git", "-C", str(tree), "status", "--porcelain", "--", "proxy"],
         capture_output=True,
         text=True,
         check=False,
@@ -344,8 +346,12 @@ def start_gate(
     internal_tokens: Path | None = None,
     extra: Mapping[str, str] | None = None,
     ready_path: str = "/",
+    tree: Path = ROOT,
 ) -> Gate:
-    """Start ``python -m proxy`` in forward-auth mode; wait until it relays a request."""
+    """Start ``python -m proxy`` in forward-auth mode; wait until it relays a request.
+
+    ``tree``: the checkout whose ``proxy/`` runs (``--before`` names another one).
+    """
     port, admin = free_port(), free_port()
     env = {
         "OWUI_PROXY_UPSTREAM": upstream,
@@ -365,10 +371,19 @@ def start_gate(
         internal_url = f"http://127.0.0.1:{internal}"
     env.update(extra or {})
     argv = run.args.proxy_cmd.split() if run.args.proxy_cmd else [PYTHON, "-m", "proxy"]
-    proc = run.procs.start(name, argv, cpus=cpus, env=env, cwd=ROOT)
+    proc = run.procs.start(name, argv, cpus=cpus, env=env, cwd=tree)
     url = f"http://127.0.0.1:{port}"
     wait_http(url + ready_path, proc, headers={"Cookie": COOKIE}, timeout=30)
     return Gate(proc, url, f"http://127.0.0.1:{admin}", internal_url)
+
+
+def start_floor(run: Run, port: int, upstream_port: int, cpus: str | None) -> Proc:
+    """The floor (``bench/floor.py``): the least a Python proxy on aiohttp costs."""
+    log = run.work / "floor-access.log"
+    argv = [PYTHON, "-m", "bench.floor", str(port), str(upstream_port), str(log)]
+    proc = run.procs.start("floor", argv, cpus=cpus, cwd=ROOT)
+    wait_http(_url(port) + "/", proc)
+    return proc
 
 
 def _url(port: int) -> str:
@@ -447,12 +462,27 @@ def static_cases(run: Run) -> None:
         "caddy forward_auth",
         lambda: start_caddy(run, "caddy-forward-auth", caddy_fa_conf, caddy_fa_port, cpus.server),
     )
+    floor_port = free_port()
+    floor = run.attempt("floor", lambda: start_floor(run, floor_port, up_port, cpus.server))
     gate1 = run.attempt(
         "owui-proxy (1 worker)",
         lambda: start_gate(
             run, "owui-proxy-1w", upstream=upstream, auth_url=auth_url, cpus=cpus.server
         ),
     )
+    before = None
+    if run.args.before is not None:
+        before = run.attempt(
+            "owui-proxy before (1 worker)",
+            lambda: start_gate(
+                run,
+                "owui-proxy-before",
+                upstream=upstream,
+                auth_url=auth_url,
+                cpus=cpus.server,
+                tree=run.args.before,
+            ),
+        )
     gate2 = run.attempt(
         "owui-proxy (2 workers)",
         lambda: start_gate(
@@ -470,6 +500,10 @@ def static_cases(run: Run) -> None:
         targets.append(("Caddy reverse_proxy", _url(caddy_port), "server CPU", True, caddy))
     if caddy_fa:
         targets.append(("Caddy forward_auth", _url(caddy_fa_port), "server CPU", True, caddy_fa))
+    if floor:
+        targets.append((FLOOR, _url(floor_port), "server CPU", True, floor))
+    if before:
+        targets.append((BEFORE, before.url, "server CPU", True, before.proc))
     if gate1:
         targets.append(("owui-proxy, 1 worker", gate1.url, "server CPU", True, gate1.proc))
     if gate2:
@@ -502,7 +536,7 @@ def static_cases(run: Run) -> None:
             )
     if rows:
         run.results["case1"] = {"rows": rows}
-    for label in ("nginx-proxy", "caddy", "nginx-auth-request", "caddy-forward-auth"):
+    for label in ("nginx-proxy", "caddy", "nginx-auth-request", "caddy-forward-auth", "floor"):
         with contextlib.suppress(OSError):
             (run.work / f"{label}-access.log").unlink()  # can grow to GBs
     # Emptied, not removed: nginx appends to it (O_APPEND), and case 7 counts its lines.
@@ -739,6 +773,13 @@ def main(argv: list[str] | None = None) -> int:
         help="re-measure a wrk row disturbed by other programs at most this often "
         "(default 2, quick 0)",
     )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="another checkout (e.g. a git worktree of main): case 1 gets a row with its "
+        "proxy, measured side by side with this one's",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     args = parser.parse_args(argv)
     args.cases = set(args.cases.split(","))
@@ -760,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     run.results["stamp"] = stamp
     run.results["machine"] = machine()
+    if args.before is not None:
+        run.results["machine"]["owui-gate before"] = _git_rev(args.before)
     run.results["plan"] = plan.__dict__ | {"quick": args.quick, "cpus": cpus.__dict__}
     failures = run.failures
     steps: list[tuple[set[str], Callable[[Run], None]]] = [
