@@ -130,7 +130,7 @@ def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None 
         method=request.method,
         path=request.path,  # no query string: it may carry secrets
         status=seen.status,
-        bytes=body_bytes(seen.response),
+        body_bytes=body_bytes(seen.response),
         duration_ms=seen.duration_ms,
         upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
         **person(email, pseudonyms),

@@ -342,3 +342,76 @@ async def test_with_a_key_the_internal_audit_keeps_whom_a_service_acted_as(
     (audit,) = [line for line in captured if line["event"] == "internal_audit"]
     assert audit["act_as"] == STUDENT
     assert KEY not in json.dumps(captured)
+
+
+_TRICKY = '"quoted" \\ back\tslash\nnew\x00line é \U0001f600 \udcff'
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param(
+            {
+                "request_id": "ab" * 16,
+                "listener": "public",
+                "method": "GET",
+                "path": "/api/v1/chats/list",
+                "status": 200,
+                "body_bytes": 38,
+                "duration_ms": 1.2,
+                "upstream_ms": 0.8,
+                "email": "alice@example.edu",
+                "peer": "127.0.0.1",
+                "client_request_id": "abc",
+            },
+            id="a-relayed-request",
+        ),
+        pytest.param({"request_id": "r"}, id="every-optional-field-null"),
+        pytest.param(
+            {"request_id": "r", "status": 200, "pseudonym": "0123456789abcdef"},
+            id="a-pseudonym-in-the-email's-place",
+        ),
+        pytest.param({"request_id": "r", "pseudonym": None}, id="a-pseudonym-of-nobody"),
+        pytest.param(
+            {
+                "request_id": _TRICKY,
+                "method": _TRICKY,
+                "path": _TRICKY,
+                "status": 499,
+                "body_bytes": 0,
+                "duration_ms": 12345.6,
+                "upstream_ms": 0.0,
+                "email": _TRICKY,
+                "peer": "",
+                "client_request_id": _TRICKY,
+            },
+            id="escapes-and-edge-numbers",
+        ),
+    ],
+)
+def test_the_access_line_is_what_json_dumps_writes(monkeypatch, sink, fields) -> None:
+    """Formatted by hand for speed: character for character ``json.dumps`` of the same
+    fields in the same order (its string escaping, ``ensure_ascii``, separators)."""
+    monkeypatch.setattr(logs.time, "time", lambda: 1_795_000_000.25)
+    logs.access(**fields)
+    expected = {
+        "request_id": fields["request_id"],
+        "listener": fields.get("listener", "public"),
+        "method": fields.get("method"),
+        "path": fields.get("path"),
+        "status": fields.get("status"),
+        "bytes": fields.get("body_bytes"),
+        "duration_ms": fields.get("duration_ms"),
+        "upstream_ms": fields.get("upstream_ms"),
+        **(
+            {"pseudonym": fields["pseudonym"]}
+            if "pseudonym" in fields
+            else {"email": fields.get("email")}
+        ),
+        "peer": fields.get("peer"),
+        "client_request_id": fields.get("client_request_id"),
+        "event": "access",
+        "level": "info",
+        "timestamp": "2026-11-18T11:06:40.250000Z",
+    }
+    assert sink.getvalue() == json.dumps(expected) + "\n"
