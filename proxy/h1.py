@@ -41,7 +41,7 @@ import collections
 import enum
 import re
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -61,8 +61,7 @@ MAX_HEAD_BYTES = 64 * 1024
 IDLE_EXPIRY_S = 4.0
 MAX_IDLE = 256
 
-# CR, LF and NUL end or corrupt a header line; a target must also not contain spaces.
-_BAD_IN_HEADER = re.compile(r"[\r\n\x00]")
+# A target must not contain spaces or control characters (CR, LF and NUL among them).
 _BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2: methods, field names
 
@@ -143,18 +142,38 @@ def encode_head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
     if _BAD_IN_TARGET.search(target):
         raise BadRequest("request target contains whitespace or control characters")
     names = headers.keys()
-    # A run of tokens is a token: one match checks every name (none may be empty).
-    if not (_TOKEN.fullmatch(method) and _TOKEN.fullmatch("".join(names)) and all(names)):
-        raise BadRequest("the method or a header name is not an HTTP token")
-    fields = [f"{name}: {value}" for name, value in headers.items()]
-    if _BAD_IN_HEADER.search("".join(fields)):  # checked before any line break is added
+    if not (method in _CHECKED_TOKENS and _CHECKED_TOKENS.issuperset(names)):
+        _check_tokens(method, names)
+    text = "\r\n".join([f"{method} {target} HTTP/1.1", *map(": ".join, headers.items()), "", ""])
+    # The request line, each header and the blank line end in CRLF, and nothing else may
+    # hold a CR or LF (method, target and names cannot, so a value did), nor a NUL.
+    breaks = len(headers) + 2
+    if text.count("\n") != breaks or text.count("\r") != breaks or "\x00" in text:
         raise BadRequest("a header contains CR, LF or NUL")
-    text = "\r\n".join((f"{method} {target} HTTP/1.1", *fields, "", ""))
     try:
         # surrogateescape gives bytes aiohttp's server decoded that way back as they were.
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError as exc:
         raise BadRequest("a header is not encodable") from exc
+
+
+# Methods and header names already found to be HTTP tokens: the same few dozen go out on
+# every request. Bounded as the header policy's verdicts (the names are the client's).
+_CHECKED_TOKENS: set[str] = set()
+_MAX_CHECKED_TOKENS = 4096
+_MAX_CHECKED_TOKEN = 64
+
+
+def _check_tokens(method: str, names: Iterable[str]) -> None:
+    for token in (method, *names):
+        if token in _CHECKED_TOKENS:
+            continue
+        if not _TOKEN.fullmatch(token):  # an empty name is no token either
+            raise BadRequest("the method or a header name is not an HTTP token")
+        if len(token) <= _MAX_CHECKED_TOKEN:
+            if len(_CHECKED_TOKENS) >= _MAX_CHECKED_TOKENS:
+                _CHECKED_TOKENS.clear()
+            _CHECKED_TOKENS.add(token)
 
 
 # --- one request and its response ----------------------------------------------------------

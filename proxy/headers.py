@@ -106,6 +106,9 @@ class HeaderPolicy:
     # same few dozen names on every request, so each is judged once. Bounded: cleared
     # when full, as names are the client's to choose.
     _verdicts: dict[str, bool] = field(init=False, repr=False, compare=False, default_factory=dict)
+    # The names of those verdicts that pass: ``name in set`` is the cheapest test there is,
+    # and the header loops below run once per header of every request.
+    _passing: set[str] = field(init=False, repr=False, compare=False, default_factory=set)
 
     def passes(self, name: str) -> bool:
         """Whether a client header named ``name`` may reach OpenWebUI (Connection aside)."""
@@ -116,7 +119,10 @@ class HeaderPolicy:
             if len(name) <= _MAX_CACHED_NAME:  # bounded in bytes too, not only in entries
                 if len(self._verdicts) >= _MAX_VERDICTS:
                     self._verdicts.clear()
+                    self._passing.clear()
                 self._verdicts[name] = verdict
+                if verdict:
+                    self._passing.add(name)
         return verdict
 
     def __post_init__(self) -> None:
@@ -151,13 +157,25 @@ class Forwarded(NamedTuple):
     host: str
 
 
-def _connection_listed(headers: Iterable[tuple[str, str]]) -> set[str]:
-    """Normalised names the ``Connection`` headers list (compare with ``normalise(name)``)."""
-    listed: set[str] = set()
-    for name, value in headers:
-        if len(name) == 10 and normalise(name) == "connection":
-            listed.update(normalise(token) for token in value.split(",") if token.strip())
+# Connection value -> the normalised names it lists: the same few values ("keep-alive",
+# "close", "Upgrade") arrive on request after request. Bounded as the verdicts.
+_listed_by: dict[str, frozenset[str]] = {}
+
+
+def _connection_lists(value: str) -> frozenset[str]:
+    """Normalised names one ``Connection`` value lists (compare with ``normalise(name)``)."""
+    listed = _listed_by.get(value)
+    if listed is None:
+        listed = frozenset(normalise(token) for token in value.split(",") if token.strip())
+        if len(value) <= _MAX_CACHED_NAME:
+            if len(_listed_by) >= _MAX_VERDICTS:
+                _listed_by.clear()
+            _listed_by[value] = listed
     return listed
+
+
+def _is_connection(name: str) -> bool:
+    return len(name) == 10 and normalise(name) == "connection"
 
 
 def forwarded_view(
@@ -175,7 +193,7 @@ def forwarded_view(
     a public URL configured, proto and host are always that URL's.
     """
     peer_text = peer or "unknown"
-    if policy.is_trusted(peer):
+    if policy.trusted_proxies and policy.is_trusted(peer):
         if not hasattr(request_headers, "get"):  # not isinstance(Mapping): an ABC check
             request_headers = CIMultiDict(request_headers)
         chain = request_headers.get("X-Forwarded-For", "").strip()
@@ -188,16 +206,22 @@ def forwarded_view(
         for_, proto = peer_text, scheme
     if policy.public is not None:
         proto, host = policy.public
-    return Forwarded(for_=for_, proto=proto, host=host)
+    return Forwarded(for_, proto, host)
 
 
 def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPolicy) -> list[str]:
     """Names (never values) of the protected headers a client sent; for the log."""
-    protected, passes = policy.protected, policy.passes
+    passing, protected = policy._passing, policy.protected
     # A name that passes is not protected: only the few that do not are normalised again.
-    return [
-        name for name, _ in request_headers if not passes(name) and normalise(name) in protected
-    ]
+    # A name known to pass is found in a set here, not through passes(): this runs for
+    # every header of every request, and a method call costs more than the lookup.
+    stripped = []
+    for name, _ in request_headers:
+        if name in passing or policy.passes(name):
+            continue
+        if normalise(name) in protected:
+            stripped.append(name)
+    return stripped
 
 
 def identity_headers(identity: Identity, policy: HeaderPolicy) -> list[tuple[str, str]]:
@@ -231,23 +255,33 @@ def build_upstream_headers(
     from it.
     """
     items = list(request_headers.items() if hasattr(request_headers, "items") else request_headers)
+    passing = policy._passing
+    kept: list[tuple[str, str]] = []
+    listed: set[str] = set()
+    for item in items:
+        name = item[0]
+        if name in passing or policy.passes(name):  # the set first, as in stripped_names
+            kept.append(item)
+        elif _is_connection(name):
+            listed.update(_connection_lists(item[1]))
     # Names Connection lists that are dropped anyway need no second look (the usual
     # "Connection: keep-alive" would otherwise have every name normalised again).
-    listed = _connection_listed(items).difference(_DROPPED)
-    passes = policy.passes
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
-        if not passes(name) or (listed and normalise(name) in listed):
-            continue
-        out.add(name, value)
+    listed.difference_update(_DROPPED)
+    if listed:
+        kept = [item for item in kept if normalise(item[0]) not in listed]
 
     forwarded = forwarded_view(items, peer=peer, scheme=scheme, host=host, policy=policy)
-    out["Host"] = forwarded.host
-    out["X-Forwarded-For"] = forwarded.for_
-    out["X-Forwarded-Proto"] = forwarded.proto
-    out["X-Forwarded-Host"] = forwarded.host
+    # Each of these names is proxy-owned, so no header of that name is among the kept
+    # ones: appending them is setting them, and the multidict is built once.
+    kept += (
+        ("Host", forwarded.host),
+        ("X-Forwarded-For", forwarded.for_),
+        ("X-Forwarded-Proto", forwarded.proto),
+        ("X-Forwarded-Host", forwarded.host),
+    )
     if request_id is not None:
-        out[REQUEST_ID_HEADER] = request_id
+        kept.append((REQUEST_ID_HEADER, request_id))
+    out = CIMultiDict(kept)
     if identity is not None:
         for name, value in identity_headers(identity, policy):
             out[name] = value
@@ -271,10 +305,18 @@ def _hop_by_hop(name: str) -> bool:
 
 def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones (and those its Connection lists)."""
-    items = list(upstream_headers)
-    listed = _connection_listed(items).difference(HOP_BY_HOP)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
-        if not _hop_by_hop(name) and not (listed and normalise(name) in listed):
-            out.add(name, value)
-    return out
+    kept: list[tuple[str, str]] = []
+    listed: set[str] = set()
+    for item in upstream_headers:
+        name = item[0]
+        hop = _hop_verdicts.get(name)
+        if hop is None:
+            hop = _hop_by_hop(name)
+        if not hop:
+            kept.append(item)
+        elif _is_connection(name):
+            listed.update(_connection_lists(item[1]))
+    listed.difference_update(HOP_BY_HOP)
+    if listed:
+        kept = [item for item in kept if normalise(item[0]) not in listed]
+    return CIMultiDict(kept)
