@@ -186,26 +186,41 @@ class Response:
     also after an error): it returns the connection to the pool or closes it.
     """
 
-    __slots__ = ("_exchange", "_released", "content_length", "headers", "reason", "status")
+    __slots__ = (
+        "_exchange",
+        "_headers",
+        "_released",
+        "content_length",
+        "content_type",
+        "header_list",
+        "reason",
+        "status",
+    )
 
     def __init__(
         self,
         status: int,
         reason: str,
-        headers: CIMultiDict[str],
+        header_list: list[tuple[str, str]],
         content_length: int | None,
+        content_type: str,
         exchange: _Exchange,
     ) -> None:
         self.status = status
         self.reason = reason
-        self.headers = headers
+        self.header_list = header_list  # as received, in order: what the relay filters
         self.content_length = content_length
+        self.content_type = content_type  # lower-case, without parameters ("" if none)
+        self._headers: CIMultiDict[str] | None = None
         self._exchange = exchange
         self._released = False
 
     @property
-    def content_type(self) -> str:
-        return self.headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    def headers(self) -> CIMultiDict[str]:
+        """The headers as a multidict, built when first asked for (the relay never does)."""
+        if self._headers is None:
+            self._headers = CIMultiDict(self.header_list)
+        return self._headers
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         exchange = self._exchange
@@ -217,6 +232,8 @@ class Response:
 
     async def read(self) -> bytes:
         exchange = self._exchange
+        if exchange.phase is _COMPLETE:  # all of it is here already: a small answer, usually
+            return exchange.take_all()
         first = await exchange.next_chunk()
         if not first:
             return first
@@ -241,6 +258,10 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
+# The lengths of Content-Type, Content-Length and Transfer-Encoding: only headers this long
+# are compared with them.
+_FRAMING_LENGTHS = frozenset({12, 14, 17})
+
 # Module constants: an enum member looked up on its class costs a descriptor call each time.
 _AWAITING_HEAD = Phase.AWAITING_HEAD
 _RECEIVING_BODY = Phase.RECEIVING_BODY
@@ -260,6 +281,8 @@ class _Exchange:
         "chunk_waiter",
         "chunks",
         "conn",
+        "content_length_text",
+        "content_type_text",
         "error",
         "got_bytes",
         "head_bytes",
@@ -274,6 +297,7 @@ class _Exchange:
         "queued",
         "reason",
         "request_sent",
+        "transfer_encoding_text",
         "until_close",
         "writer",
     )
@@ -293,6 +317,10 @@ class _Exchange:
         self.header_items: list[tuple[str, str]] = []
         self.head_bytes = 0  # bytes received while the head is incomplete
         self.head_size = 0  # the header fields' size, as parsed
+        # the first value of the headers that frame the body (None: absent)
+        self.content_length_text: str | None = None
+        self.transfer_encoding_text: str | None = None
+        self.content_type_text: str | None = None
         self.got_bytes = False  # anything at all arrived (a stale connection sends nothing)
         # what the head said about the body and the connection
         self.until_close = False  # no length, not chunked: the body ends with the connection
@@ -373,7 +401,22 @@ class _Exchange:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
-        self.header_items.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        text = value.decode("utf-8", "surrogateescape")
+        self.header_items.append((name.decode("latin-1"), text))
+        if len(name) in _FRAMING_LENGTHS:
+            self._framing(name.lower(), text)
+
+    def _framing(self, name: bytes, value: str) -> None:
+        """Keep the first value of the headers that say how the body is framed (as
+        ``CIMultiDict.get`` would find it), so the head is never turned into a multidict."""
+        if name == b"content-length":
+            if self.content_length_text is None:
+                self.content_length_text = value
+        elif name == b"transfer-encoding":
+            if self.transfer_encoding_text is None:
+                self.transfer_encoding_text = value
+        elif name == b"content-type" and self.content_type_text is None:
+            self.content_type_text = value
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -383,12 +426,13 @@ class _Exchange:
             # Informational (100 Continue, 103 Early Hints): the real answer follows.
             self.reason = ""
             self.header_items = []
+            self.content_length_text = self.transfer_encoding_text = None
+            self.content_type_text = None
             return
         if self.head_size > MAX_HEAD_BYTES:
             return  # feed refuses it once the parser returns
-        headers = CIMultiDict(self.header_items)
-        length_text = headers.get("Content-Length")
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        length_text = self.content_length_text
+        chunked = "chunked" in (self.transfer_encoding_text or "").lower()
         length = int(length_text) if length_text is not None and not chunked else None
         bodiless = self.no_body or status in (204, 304)
         if bodiless:
@@ -397,7 +441,10 @@ class _Exchange:
         # Asked now: llhttp forgets the message's flags once it is complete. A HEAD answer
         # and a body that ends with the connection leave nothing to reuse.
         self.keep_alive = parser.should_keep_alive() and not self.no_body and not self.until_close
-        response = Response(status, self.reason.strip(), headers, length, self)
+        content_type = (self.content_type_text or "").partition(";")[0].strip().lower()
+        response = Response(
+            status, self.reason.strip(), self.header_items, length, content_type, self
+        )
         self.phase = _RECEIVING_BODY
         head = self.head_waiter
         if head is not None and not head.done():
@@ -428,6 +475,16 @@ class _Exchange:
         waiter = self.chunk_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def take_all(self) -> bytes:
+        """The whole queued body of a complete response, at once."""
+        chunks = self.chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.queued = 0
+        if self.conn.flow.read_paused:
+            self.conn.flow.resume_reading()
+        return body
 
     async def next_chunk(self) -> bytes:
         """The next body chunk; ``b""`` at the end. Raises :class:`BodyBrokeOff`."""
@@ -668,13 +725,14 @@ class Pool:
             headers["Host"] = self.origin.netloc
         head = encode_head(method, self.origin.prefix + target, headers)
         retry = isinstance(body, _REPLAYABLE) and method in _IDEMPOTENT
-        conn = await self._acquire()
+        # An idle connection is taken without a coroutine: the usual case, on every request.
+        conn = self._take_idle() or await self._connect()
         try:
             return await self._exchange(conn, method, head, headers, body, retry=retry)
         except _Stale:
             # The upstream closed a pooled connection as the request went out: once more,
             # on a new connection (an idle one might be just as stale).
-            conn = await self._acquire(fresh=True)
+            conn = await self._connect()
             return await self._exchange(conn, method, head, headers, body, retry=False)
 
     async def _exchange(
@@ -706,14 +764,25 @@ class Pool:
                     (writer, head_waiter), return_when=asyncio.FIRST_COMPLETED
                 )
                 # A writer cancelled by close() (the upstream sent garbage, say) is not the
-                # error: the head waiter holds the real one, raised by _wait_head below.
+                # error: the head waiter holds the real one, raised below.
                 failed = None if writer not in done or writer.cancelled() else writer.exception()
                 # A write that failed because the upstream answered and closed is no error.
                 if failed is not None and not (
                     isinstance(failed, ConnectionError) and head_waiter.done()
                 ):
                     raise failed
-            return await self._wait_head(head_waiter)
+            if not head_waiter.done():
+                # The response head. If the upstream answered before reading the whole body
+                # (a refusal, say), the body keeps going until the response is released;
+                # then the connection is reused only if it all went.
+                timer = self.loop.call_later(self.response_timeout_s, _expire_head, head_waiter)
+                try:
+                    await head_waiter
+                except TimeoutError as exc:
+                    raise HeadTimeout("upstream did not answer in time") from exc
+                finally:
+                    timer.cancel()
+            return head_waiter.result()
         except BaseException as exc:
             conn.close()
             if isinstance(exc, ConnectionError):
@@ -724,24 +793,14 @@ class Pool:
                 raise ConnectionBroke(f"upstream unreachable ({type(exc).__name__})") from exc
             raise
 
-    async def _wait_head(self, head_waiter: asyncio.Future[Response]) -> Response:
-        """The response head. If the upstream answered before reading the whole body (a
-        refusal, say), the body keeps going until the response is released; then the
-        connection is reused only if it all went."""
-        if head_waiter.done():
-            return head_waiter.result()
-        timer = self.loop.call_later(self.response_timeout_s, _expire_head, head_waiter)
-        try:
-            return await head_waiter
-        except TimeoutError as exc:
-            raise HeadTimeout("upstream did not answer in time") from exc
-        finally:
-            timer.cancel()
-
-    async def _acquire(self, *, fresh: bool = False) -> _Connection:
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection that is still fresh, if any."""
+        idle = self.idle
+        if not idle:
+            return None
         cutoff = self.loop.time() - IDLE_EXPIRY_S
-        while self.idle and not fresh:
-            conn = self.idle.pop()
+        while idle:
+            conn = idle.pop()
             if conn.closed:
                 continue
             if conn.idle_since <= cutoff:
@@ -750,6 +809,10 @@ class Pool:
             conn.reused = True
             self.busy.add(conn)
             return conn
+        return None
+
+    async def _connect(self) -> _Connection:
+        """A new connection (an idle one might be stale, or there is none)."""
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 _, conn = await self.loop.create_connection(

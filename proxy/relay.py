@@ -145,7 +145,7 @@ def whole_response(
     response: h1.Response, body: bytes, extra: CIMultiDict[str] | None = None
 ) -> web.Response:
     """The client's answer for an upstream response whose body was read whole (``read_whole``)."""
-    headers = filter_response_headers(response.headers.items())
+    headers = filter_response_headers(response.header_list)
     headers.popall("Content-Length", None)
     if extra:
         headers.extend(extra)
@@ -170,7 +170,7 @@ async def stream_back(
         await whole.write_eof()
         return whole
     try:
-        headers = filter_response_headers(response.headers.items())
+        headers = filter_response_headers(response.header_list)
         if extra_headers:
             headers.extend(extra_headers)
         out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
