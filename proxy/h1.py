@@ -262,6 +262,31 @@ class Phase(enum.Enum):
 # are compared with them.
 _FRAMING_LENGTHS = frozenset({12, 14, 17})
 
+
+def _fields_size(header_items: list[tuple[str, str]]) -> int:
+    """The header fields' size in bytes as received (name, ": ", value, CRLF): names are
+    Latin-1 and values surrogate-escaped UTF-8, so encoding gives the bytes back."""
+    return sum(len(n) + len(v.encode("utf-8", "surrogateescape")) + 4 for n, v in header_items)
+
+
+def _framing(
+    header_items: list[tuple[str, str]],
+) -> tuple[str | None, str | None, str | None]:
+    """The first Content-Length, Transfer-Encoding and Content-Type values (None: absent),
+    as ``CIMultiDict.get`` would find them, without building one for the whole head."""
+    length = encoding = content_type = None
+    for name, value in header_items:
+        if len(name) in _FRAMING_LENGTHS:
+            lowered = name.lower()
+            if lowered == "content-length":
+                length = value if length is None else length
+            elif lowered == "transfer-encoding":
+                encoding = value if encoding is None else encoding
+            elif lowered == "content-type":
+                content_type = value if content_type is None else content_type
+    return length, encoding, content_type
+
+
 # Module constants: an enum member looked up on its class costs a descriptor call each time.
 _AWAITING_HEAD = Phase.AWAITING_HEAD
 _RECEIVING_BODY = Phase.RECEIVING_BODY
@@ -281,9 +306,8 @@ class _Exchange:
         "chunk_waiter",
         "chunks",
         "conn",
-        "content_length_text",
-        "content_type_text",
         "error",
+        "feeding",
         "got_bytes",
         "head_bytes",
         "head_size",
@@ -297,7 +321,6 @@ class _Exchange:
         "queued",
         "reason",
         "request_sent",
-        "transfer_encoding_text",
         "until_close",
         "writer",
     )
@@ -316,11 +339,8 @@ class _Exchange:
         self.reason = ""
         self.header_items: list[tuple[str, str]] = []
         self.head_bytes = 0  # bytes received while the head is incomplete
-        self.head_size = 0  # the header fields' size, as parsed
-        # the first value of the headers that frame the body (None: absent)
-        self.content_length_text: str | None = None
-        self.transfer_encoding_text: str | None = None
-        self.content_type_text: str | None = None
+        self.head_size = 0  # the header fields' size of informational heads before this one
+        self.feeding = 0  # the size of the bytes being parsed right now
         self.got_bytes = False  # anything at all arrived (a stale connection sends nothing)
         # what the head said about the body and the connection
         self.until_close = False  # no length, not chunked: the body ends with the connection
@@ -349,6 +369,7 @@ class _Exchange:
         assert parser is not None  # a retired exchange gets no bytes: the connection forgot it
         self.got_bytes = True
         in_head = self.phase is _AWAITING_HEAD
+        self.feeding = len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -361,10 +382,7 @@ class _Exchange:
             # Counted while the head is incomplete (httptools holds a partial header in
             # memory): more than the limit without the head ending is refused.
             self.head_bytes += len(data)
-            if (
-                self.phase is _AWAITING_HEAD
-                and max(self.head_bytes, self.head_size) > MAX_HEAD_BYTES
-            ):
+            if self.phase is _AWAITING_HEAD and self.head_bytes > MAX_HEAD_BYTES:
                 self.fail(ProtocolError("upstream response head too large"))
                 self.conn.close()
 
@@ -400,23 +418,7 @@ class _Exchange:
         self.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.head_size += len(name) + len(value) + 4
-        text = value.decode("utf-8", "surrogateescape")
-        self.header_items.append((name.decode("latin-1"), text))
-        if len(name) in _FRAMING_LENGTHS:
-            self._framing(name.lower(), text)
-
-    def _framing(self, name: bytes, value: str) -> None:
-        """Keep the first value of the headers that say how the body is framed (as
-        ``CIMultiDict.get`` would find it), so the head is never turned into a multidict."""
-        if name == b"content-length":
-            if self.content_length_text is None:
-                self.content_length_text = value
-        elif name == b"transfer-encoding":
-            if self.transfer_encoding_text is None:
-                self.transfer_encoding_text = value
-        elif name == b"content-type" and self.content_type_text is None:
-            self.content_type_text = value
+        self.header_items.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -424,15 +426,18 @@ class _Exchange:
         status = parser.get_status_code()
         if 100 <= status < 200:
             # Informational (100 Continue, 103 Early Hints): the real answer follows.
+            self.head_size += _fields_size(self.header_items)
             self.reason = ""
             self.header_items = []
-            self.content_length_text = self.transfer_encoding_text = None
-            self.content_type_text = None
             return
-        if self.head_size > MAX_HEAD_BYTES:
+        # A head that arrived whole within fewer bytes than the limit is within it: the
+        # exact size is worked out only when it might not be.
+        if self.head_bytes + self.feeding > MAX_HEAD_BYTES and (
+            self.head_size + _fields_size(self.header_items) > MAX_HEAD_BYTES
+        ):
             return  # feed refuses it once the parser returns
-        length_text = self.content_length_text
-        chunked = "chunked" in (self.transfer_encoding_text or "").lower()
+        length_text, encoding, content_type = _framing(self.header_items)
+        chunked = "chunked" in (encoding or "").lower()
         length = int(length_text) if length_text is not None and not chunked else None
         bodiless = self.no_body or status in (204, 304)
         if bodiless:
@@ -441,9 +446,13 @@ class _Exchange:
         # Asked now: llhttp forgets the message's flags once it is complete. A HEAD answer
         # and a body that ends with the connection leave nothing to reuse.
         self.keep_alive = parser.should_keep_alive() and not self.no_body and not self.until_close
-        content_type = (self.content_type_text or "").partition(";")[0].strip().lower()
         response = Response(
-            status, self.reason.strip(), self.header_items, length, content_type, self
+            status,
+            self.reason.strip(),
+            self.header_items,
+            length,
+            (content_type or "").partition(";")[0].strip().lower(),
+            self,
         )
         self.phase = _RECEIVING_BODY
         head = self.head_waiter
