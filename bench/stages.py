@@ -548,7 +548,7 @@ async def measure(args: argparse.Namespace, floor_log: io.TextIOBase) -> dict[st
                 await stage_phase(rig, args.n, marks, name)
                 marks.dump(f"stage: {name}")
         result["whole"] = await whole_rows(
-            rig, args.upstream_port, raw, args.n, args.conns, marks, floor_log
+            rig, args.upstream_port, raw, args.whole_n, args.conns, marks, floor_log
         )
         return result
     finally:
@@ -561,6 +561,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--request", choices=sorted(REQUESTS), default="wrk")
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--conns", type=int, default=32)
+    parser.add_argument("--whole-n", type=int, default=4000)
     parser.add_argument("--marks")
     parser.add_argument("--log", required=True)
     parser.add_argument("--out", required=True)
@@ -678,6 +679,7 @@ def _child_argv(
     args: argparse.Namespace, work: Path, label: str, out: Path, marks: Path | None = None
 ) -> list[str]:
     n = args.n_instructions if marks is not None else args.n
+    whole_n = args.whole_n_instructions if marks is not None else args.whole_n
     argv = [
         "--upstream-port",
         str(args.upstream_port),
@@ -687,6 +689,8 @@ def _child_argv(
         str(n),
         "--conns",
         str(args.conns),
+        "--whole-n",
+        str(whole_n),
         "--log",
         str(work / f"proxy-{label}.log"),
         "--out",
@@ -713,7 +717,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--instructions", action="store_true", help="also count instructions under callgrind"
     )
-    parser.add_argument("--n-instructions", type=int, default=400, help="requests under callgrind")
+    parser.add_argument(
+        "--n-instructions", type=int, default=400, help="requests per stage under callgrind"
+    )
+    parser.add_argument(
+        "--whole-n",
+        type=int,
+        default=4000,
+        help="whole requests per row and round (enough for the collector to run many times)",
+    )
+    parser.add_argument(
+        "--whole-n-instructions", type=int, default=1000, help="whole requests under callgrind"
+    )
     parser.add_argument(
         "--against", type=Path, metavar="DIR", help="another checkout to measure side by side"
     )

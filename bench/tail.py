@@ -47,7 +47,7 @@ def run_proxy(record: str) -> int:
             started[0] = time.perf_counter_ns()
         else:
             pause = (time.perf_counter_ns() - started[0]) / 1e6
-            found["gc"].append((info["generation"], pause))
+            found["gc"].append((info["generation"], pause, time.monotonic()))
 
     gc.callbacks.append(collected)
     trim_factory = server._malloc_trim
@@ -60,7 +60,7 @@ def run_proxy(record: str) -> int:
         def timed() -> None:
             began = time.perf_counter_ns()
             trim()
-            found["trim"].append((time.perf_counter_ns() - began) / 1e6)
+            found["trim"].append(((time.perf_counter_ns() - began) / 1e6, time.monotonic()))
 
         return timed
 
@@ -74,7 +74,7 @@ def run_proxy(record: str) -> int:
             await asyncio.sleep(0.001)
             late = (loop.time() - began - 0.001) * 1000
             if late > STALL_MS:
-                found["stalls"].append(late)
+                found["stalls"].append((late, time.monotonic()))
 
     async def recorded(*args: Any, **kwargs: Any) -> None:
         watcher = asyncio.create_task(watch_stalls())
@@ -120,10 +120,13 @@ def one_run(
         return ["taskset", "-c", args.load_cpu, *argv] if args.load_cpu is not None else argv
 
     subprocess.run(wrk(2), capture_output=True, check=True)  # warm: connections, caches
+    began = time.monotonic()  # one clock for every process: events are kept from here on
     out = subprocess.run(wrk(args.duration), capture_output=True, text=True, check=True).stdout
+    ended = time.monotonic()
     procs.stop(proc)  # SIGTERM: the proxy drains and writes what it recorded
     found = json.loads(record.read_text())
-    return {"wrk": _latencies(out), **found}
+    during = {k: [e[:-1] for e in v if began <= e[-1] <= ended] for k, v in found.items()}
+    return {"wrk": _latencies(out), **during}
 
 
 def _latencies(out: str) -> dict[str, str]:
@@ -138,7 +141,7 @@ def _latencies(out: str) -> dict[str, str]:
 
 
 def summary(found: dict[str, Any]) -> list[str]:
-    lines = [f"  wrk: {found['wrk']}"]
+    lines = [f"  wrk: {found['wrk']} (what follows: during the measured wrk run only)"]
     for generation in (0, 1, 2):
         pauses = sorted(ms for gen, ms in found["gc"] if gen == generation)
         if pauses:
@@ -147,9 +150,9 @@ def summary(found: dict[str, Any]) -> list[str]:
                 f"  gen{generation} collections: {len(pauses)}, median {median:.2f} ms, "
                 f"max {pauses[-1]:.2f} ms, total {sum(pauses):.0f} ms"
             )
-    trims = found["trim"]
+    trims = [ms for (ms,) in found["trim"]]
     lines.append(f"  malloc_trim: {len(trims)}, max {max(trims, default=0):.2f} ms")
-    stalls = sorted(found["stalls"])
+    stalls = sorted(ms for (ms,) in found["stalls"])
     lines.append(
         f"  loop stalls > {STALL_MS:g} ms: {len(stalls)}, longest "
         + ", ".join(f"{ms:.0f}" for ms in stalls[-5:])
