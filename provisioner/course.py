@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,20 +29,24 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from provisioner.errors import CourseFileError
-from proxy.identity import MAX_GROUP
+from proxy.identity import InvalidIdentity, check_group
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9-]+$", min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 ModelId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 Markdown = Annotated[str, StringConstraints(min_length=1, max_length=100_000)]
-# What the proxy passes on as a group (proxy.identity.parse_groups): no comma, no control
-# character, at most MAX_GROUP characters, surrounding blanks dropped.
-Group = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=MAX_GROUP, pattern=r"^[^,\x00-\x1f\x7f]+$"
-    ),
-]
+
+
+def _group(value: str) -> str:
+    """A group name as the proxy passes it on (:func:`proxy.identity.check_group`): compared
+    exactly with the identity's groups, so nothing is trimmed or folded here either."""
+    try:
+        return check_group(value)
+    except InvalidIdentity as exc:
+        raise ValueError(exc.reason) from exc
+
+
+Group = Annotated[str, StringConstraints(min_length=1), AfterValidator(_group)]
 
 
 class CourseInfo(BaseModel):
@@ -193,8 +198,6 @@ Loc = tuple[int | str, ...]
 
 def _message(error: Any) -> str:
     kind = error["type"]
-    if kind == "string_pattern_mismatch" and "groups" in error["loc"]:
-        return "a group name must not hold a comma or a control character"
     if kind == "string_too_long":
         return f"at most {error['ctx']['max_length']} characters"
     return _FRIENDLY.get(kind, str(error["msg"]).removeprefix("Value error, "))

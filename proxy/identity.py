@@ -25,6 +25,14 @@ class InvalidIdentity(ValueError):
 # Deliberately plain: one @, a dot in the domain, no spaces, quotes, angle brackets or commas.
 _EMAIL = re.compile(r"^[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9-]+(\.[a-z0-9-]+)+$")
 _FORBIDDEN = ("\r", "\n", "\x00")
+# HTTP's optional whitespace (RFC 9110 5.6.3): the only characters ever trimmed from an
+# identity value. Never ``str.strip()`` with no argument: it also removes Unicode spaces
+# (U+00A0, U+3000, U+2028, U+0085, ...), so two names the identity provider tells apart
+# would become one here.
+OWS = " \t"
+# C0 and C1 controls (U+0085 NEXT LINE among them): never part of a group name, and
+# OpenWebUI strips some of them (``str.strip()``) off what the proxy sends it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_EMAIL = 254
 MAX_NAME = 256
 # Thousands: Entra and Keycloak users can be in that many (the forward-auth client's header
@@ -81,49 +89,73 @@ def _is_text(value: str) -> bool:
 
 def validate_email(raw: str | None) -> str:
     """Return the email lower-cased, or raise :class:`InvalidIdentity`."""
-    if raw is None or not raw.strip():
+    if raw is None or not raw.strip(OWS):
         raise InvalidIdentity("email missing")
     _reject_control("email", raw)
     # Before any case folding: str.lower() maps some non-ASCII letters onto ASCII ones
     # (KELVIN SIGN U+212A becomes "k"), which would let "\u212aate@x" sign in as kate@x.
+    # On ASCII text lower() is ASCII's own mapping; other controls fail the pattern.
     if not raw.isascii():
         raise InvalidIdentity("email has non-ASCII characters")
-    email = raw.strip().lower()
+    email = raw.strip(OWS).lower()
     if len(email) > MAX_EMAIL or not _EMAIL.fullmatch(email):
         raise InvalidIdentity("email is not a plausible address")
     return email
 
 
 def validate_name(raw: str | None) -> str | None:
-    if raw is None or not raw.strip():
+    if raw is None or not raw.strip(OWS):
         return None
     _reject_control("name", raw)
-    name = raw.strip()
+    name = raw.strip(OWS)
     if len(name) > MAX_NAME:
         raise InvalidIdentity("name too long")
     return name
 
 
+def check_group(name: object) -> str:
+    """``name`` if it is a group name the proxy can pass on exactly; else
+    :class:`InvalidIdentity` saying why.
+
+    Group names are compared exactly, as the identity provider spells them: nothing is
+    trimmed, folded or normalised here, so ``staff\u00a0`` is not ``staff``. What cannot
+    reach OpenWebUI exactly is refused rather than changed: OpenWebUI (0.12.4,
+    ``routers/auths.py``) splits the groups header on commas and ``strip()``s each name, so
+    a comma, a control character (C0 or C1: U+001F and U+0085 are among what it strips) or
+    a space or tab at either end would make it read another name than the one checked here.
+    """
+    if not isinstance(name, str):
+        raise InvalidIdentity("groups must be strings")
+    _reject_control("groups", name)
+    if "," in name:
+        raise InvalidIdentity("a group name contains a comma")
+    if _CONTROL.search(name):
+        raise InvalidIdentity("a group name contains a control character")
+    if name != name.strip(OWS):
+        raise InvalidIdentity("a group name starts or ends with a space or tab")
+    if len(name) > MAX_GROUP:
+        raise InvalidIdentity("a group name is too long")
+    return name
+
+
 def parse_groups(raw: str | Iterable[str] | None) -> tuple[str, ...]:
-    """A comma list (or an iterable of strings) to a tuple, empty items dropped."""
+    """The groups of an identity: a comma list, or an iterable of names; empty ones dropped.
+
+    In a comma list (a header, a claim given as one string) the spaces and tabs around each
+    name are the list's syntax and are dropped, as OpenWebUI reads the header it is sent;
+    the names of an iterable (a JSON claim) are taken as they are.
+    """
     if raw is None:
         return ()
-    items = raw.split(",") if isinstance(raw, str) else list(raw)
-    groups: list[str] = []
-    for item in items:
-        if not isinstance(item, str):
-            raise InvalidIdentity("groups must be strings")
-        _reject_control("groups", item)
-        group = item.strip()
-        if group:
-            if "," in group:
-                raise InvalidIdentity("a group name contains a comma")
-            if len(group) > MAX_GROUP:
-                raise InvalidIdentity("a group name is too long")
-            groups.append(group)
+    if isinstance(raw, str):
+        _reject_control("groups", raw)
+        items = [item.strip(OWS) for item in raw.split(",")]
+    else:
+        items = list(raw)
+    groups = tuple(check_group(item) for item in items if item != "")
     if len(groups) > MAX_GROUPS:
         raise InvalidIdentity("too many groups")
-    return tuple(groups)
+    return groups
 
 
 def make_identity(

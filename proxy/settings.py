@@ -37,6 +37,7 @@ from pydantic_settings import (
 
 from proxy.allowlist import Allowlist
 from proxy.browser import origin_of
+from proxy.identity import InvalidIdentity, check_group
 from proxy.pages import PagesError, load_folder
 from proxy.pseudonym import PseudonymKeyError, load_key
 from proxy.setting_names import Hint, unknown, unknown_variables
@@ -144,9 +145,14 @@ class SettingsError(Exception):
 
 
 def _split_list(value: Any) -> Any:
-    """Accept a comma- or newline-separated string for list settings (env and TOML alike)."""
+    """Accept a comma- or newline-separated string for list settings (env and TOML alike).
+
+    Only ASCII blanks around an item are dropped (never ``str.strip()``'s Unicode spaces):
+    an item with others fails its own check, named, instead of silently becoming another.
+    """
     if isinstance(value, str):
-        return [item.strip() for item in re.split(r"[,\n]", value) if item.strip()]
+        items = [item.strip(" \t\r") for item in re.split(r"[,\n]", value)]
+        return [item for item in items if item]
     return value
 
 
@@ -584,6 +590,19 @@ class Settings(BaseSettings):
                 f"{', '.join(map(repr, bad))}: expected a domain (school.edu) or "
                 "'*.' and a domain (*.school.edu), lower-case ASCII"
             )
+        return value
+
+    @field_validator("allowed_groups")
+    @classmethod
+    def _check_groups(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        problems = []
+        for group in value:
+            try:
+                check_group(group)
+            except InvalidIdentity as exc:
+                problems.append(f"{group!r}: {exc.reason} (group names are compared exactly)")
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("jwt_algorithms")

@@ -43,10 +43,13 @@ def test_no_course_for_everyone_leaves_a_groupless_user_with_nothing() -> None:
 
 def test_course_groups_are_validated() -> None:
     with pytest.raises(
-        CourseFileError, match=r"c\.toml:6: course\.groups\[2\]: a group name must not hold a comma"
+        CourseFileError, match=r"c\.toml:6: course\.groups\[2\]: a group name contains a comma"
     ):
         parse_course(course_toml("c", ["fine", "a,b"]), "c.toml")
-    assert course("c", [" spaced "]).course.groups == ("spaced",)
+    # Compared exactly with the identity's groups: nothing trimmed, nothing folded.
+    with pytest.raises(CourseFileError, match=r"starts or ends with a space or tab"):
+        parse_course(course_toml("c", [" spaced "]), "c.toml")
+    assert course("c", ["staff\u00a0"]).course.groups == ("staff\u00a0",)
 
 
 def test_load_courses_reports_every_file_and_refuses_a_shared_id(tmp_path: Path) -> None:

@@ -19,7 +19,22 @@ ACCEPTED = [
         ("c@x.io", None, " staff,, students ,"),
         Identity("c@x.io", None, ("staff", "students")),
     ),
-    ("groups list", ("c@x.io", None, ["a", " b", ""]), Identity("c@x.io", None, ("a", "b"))),
+    ("groups list", ("c@x.io", None, ["a", "b", ""]), Identity("c@x.io", None, ("a", "b"))),
+    (
+        "groups keep Unicode spaces: another name",
+        ("c@x.io", None, ["staff\u00a0", "\u3000staff", "staff\u2028"]),
+        Identity("c@x.io", None, ("staff\u00a0", "\u3000staff", "staff\u2028")),
+    ),
+    (
+        "only spaces and tabs around a comma string's names go",
+        ("c@x.io", None, "\tstaff ,\u00a0staff"),
+        Identity("c@x.io", None, ("staff", "\u00a0staff")),
+    ),
+    (
+        "name and email keep what is not a space or tab",
+        ("c@x.io", "\u00a0Ann\u3000", None),
+        Identity("c@x.io", "\u00a0Ann\u3000"),
+    ),
     ("blank name is no name", ("c@x.io", "   ", None), Identity("c@x.io")),
 ]
 
@@ -43,6 +58,13 @@ REFUSED = [
     ("NUL in name", ("a@x.io", "Al\x00ice", None)),
     ("CR in group", ("a@x.io", None, ["staff\r"])),
     ("comma inside a listed group", ("a@x.io", None, ["a,b"])),
+    # OpenWebUI strip()s each name it is sent: a name it would read as another is refused.
+    ("listed group with a leading space", ("a@x.io", None, [" staff"])),
+    ("listed group with a trailing tab", ("a@x.io", None, ["staff\t"])),
+    ("C1 control NEXT LINE", ("a@x.io", None, ["staff\u0085"])),
+    ("C0 unit separator", ("a@x.io", None, "staff\x1f")),
+    ("vertical tab", ("a@x.io", None, ["\x0bstaff"])),
+    ("email with an ASCII separator control", ("kate@example.edu\x1f", None, None)),
     ("non-string group", ("a@x.io", None, [1])),
     ("email too long", ("a" * 250 + "@x.io", None, None)),
     ("name too long", ("a@x.io", "n" * 257, None)),

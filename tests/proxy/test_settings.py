@@ -76,6 +76,16 @@ PROBLEM_ROWS = [
         ["OWUI_PROXY_INTERNAL_ALLOW", "/api/v1/auths/api_key", "/oauth/{provider}/login"],
     ),
     ("bad listen", {"OWUI_PROXY_LISTEN": "8000"}, ["OWUI_PROXY_LISTEN"]),
+    (
+        "a group name OpenWebUI would read as another",
+        {"OWUI_PROXY_ALLOWED_GROUPS": "staff\x1f, teachers"},
+        ["OWUI_PROXY_ALLOWED_GROUPS", "'staff\\x1f': a group name contains a control character"],
+    ),
+    (
+        "a domain with a Unicode space",
+        {"OWUI_PROXY_ALLOWED_EMAIL_DOMAINS": "school.edu\u00a0"},
+        ["OWUI_PROXY_ALLOWED_EMAIL_DOMAINS"],
+    ),
     ("relative unix socket", {"OWUI_PROXY_LISTEN": "unix:proxy.sock"}, ["absolute path"]),
     ("bad header name", {"OWUI_PROXY_EMAIL_HEADER": "X User"}, ["OWUI_PROXY_EMAIL_HEADER"]),
     ("upstream not http", {"OWUI_PROXY_UPSTREAM": "ftp://x"}, ["OWUI_PROXY_UPSTREAM"]),
@@ -107,3 +117,9 @@ def test_problems_are_all_reported(env, changes, expected) -> None:
     text = "\n".join(caught.value.problems)
     for fragment in expected:
         assert fragment in text
+
+
+def test_list_settings_drop_ascii_blanks_only(env) -> None:
+    """Unicode spaces are kept: an allowed group is compared exactly, as the IdP spells it."""
+    env(**BASE, OWUI_PROXY_ALLOWED_GROUPS=" staff ,\tstaff\u00a0\r\n teachers")
+    assert load_settings().allowed_groups == ("staff", "staff\u00a0", "teachers")
