@@ -25,18 +25,23 @@ import csv
 import io
 import json
 import re
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from provisioner.errors import BadInput
-from proxy.identity import InvalidIdentity, parse_groups, validate_email, validate_name
+from proxy.identity import OWS, InvalidIdentity, parse_groups, validate_email, validate_name
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
 SNIFFED_DELIMITERS = ",;\t|"
-_COURSE_SEPARATORS = re.compile(r"[\s,;|]+")
+# ASCII blanks only: a Unicode space inside a cell leaves an unknown course id, named.
+_COURSE_SEPARATORS = re.compile(r"[ \t,;|]+")
 _GROUP_SEPARATORS = re.compile(r"[,;|]")  # not blanks: "Year 9" is one group
+# Column names are matched with ASCII's case mapping only: str.lower() would also map
+# non-ASCII letters onto ASCII ones (KELVIN SIGN U+212A onto "k").
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,7 @@ def checked_identity(email: str, name: str | None) -> tuple[str, str | None]:
 
 
 def _key(column: str) -> str:
-    return column.strip().lstrip("\ufeff").lower()
+    return column.strip(OWS).lstrip("\ufeff").translate(_ASCII_LOWER)
 
 
 class _RowProblem(Exception):
@@ -187,7 +192,7 @@ def _groups(value: Any, column: str) -> tuple[str, ...]:
 
 def _course_ids(value: Any, column: str, known: Sequence[str]) -> tuple[str, ...]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        ids = [item.strip() for item in value if item.strip()]
+        ids = [item.strip(OWS) for item in value if item.strip(OWS)]
     elif isinstance(value, str):
         ids = [item for item in _COURSE_SEPARATORS.split(value) if item]
     else:
@@ -288,7 +293,7 @@ def _row(
     if raw_email is None:
         raise _RowProblem(f"no {columns.email!r}")
     parts = [_text(record, column) for column in name_columns]
-    name = " ".join(part.strip() for part in parts if part and part.strip()) or None
+    name = " ".join(part.strip(OWS) for part in parts if part and part.strip(OWS)) or None
     email, name = checked_identity(raw_email, name)
     if columns.groups is not None:
         return UserRow(

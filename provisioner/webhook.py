@@ -47,7 +47,7 @@ from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
 from proxy import webhooks
-from proxy.identity import InvalidIdentity, parse_groups
+from proxy.identity import OWS, InvalidIdentity, parse_groups
 from proxy.secretfile import SecretFileError, read_secret_lines
 from proxy.webhooks import BadSignature, verify
 
@@ -148,7 +148,7 @@ def _clerk_user(data: Any) -> Signup:
     if not isinstance(email, str):
         raise BadInput("user.created: no email address matches 'primary_email_address_id'")
     parts = [data.get("first_name"), data.get("last_name")]
-    name = " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())
+    name = " ".join(part.strip(OWS) for part in parts if isinstance(part, str) and part.strip(OWS))
     return Signup(*checked_identity(email, name or None))
 
 

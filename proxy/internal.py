@@ -69,7 +69,7 @@ from proxy.errors import (
     UpstreamError,
 )
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
-from proxy.identity import Identity, InvalidIdentity, make_identity
+from proxy.identity import OWS, Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
 from proxy.observe import Seen, observed
 from proxy.relay import no_early_continue, read_whole, send, stream_back, whole_response
@@ -324,9 +324,10 @@ class InternalHandler:
             raise ProxyAuthRequired("a service token is required (Proxy-Authorization: Bearer)")
         if len(values) > 1:
             raise ProxyAuthRequired("exactly one Proxy-Authorization header is allowed")
-        scheme, _, token = values[0].strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        # ASCII only: Unicode spaces around a token are part of what was presented.
+        scheme, _, token = values[0].strip(OWS).partition(" ")
+        token = token.strip(OWS)
+        if not scheme.isascii() or scheme.lower() != "bearer" or not token:
             raise ProxyAuthRequired("expected Proxy-Authorization: Bearer <token>")
         fingerprint = self.tokens.check(token)
         if fingerprint is None:

@@ -48,7 +48,9 @@ def read_secret_lines(path: Path) -> list[tuple[int, str]]:
     except UnicodeDecodeError as exc:
         number = data[: exc.start].count(b"\n") + 1
         raise SecretFileError(f"{path}:{number}: not ASCII") from exc
-    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
+    # Lines end at LF (CRLF too) only, and only ASCII blanks are trimmed: splitlines() and
+    # strip() would also cut at or drop other controls, making one line two secrets.
+    lines = [(number, line.strip(" \t\r")) for number, line in enumerate(text.split("\n"), start=1)]
     return [(number, line) for number, line in lines if line and not line.startswith("#")]
 
 

@@ -141,7 +141,7 @@ def verify(
         raise BadSignature("webhook-timestamp is more than five minutes away from now")
     offered = [
         item.partition(",")[2].encode()
-        for item in signatures.split()
+        for item in signatures.split(" ")
         if item.partition(",")[0] == "v1"
     ]
     matched = False

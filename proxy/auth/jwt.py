@@ -44,7 +44,7 @@ from jwt.exceptions import (
 from proxy.auth.base import Denied
 from proxy.auth.jwks import JwksCache, JwksError, PublicKey, load_pem_key
 from proxy.errors import AuthServiceUnavailable
-from proxy.identity import Identity, InvalidIdentity, make_identity
+from proxy.identity import OWS, Identity, InvalidIdentity, make_identity
 from proxy.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -197,7 +197,7 @@ class JwtAuthenticator:
             return _deny(f"no token in {self._source_label}")
         if len(values) > 1:
             return _deny(f"several tokens in {self._source_label}")
-        token = values[0].strip()
+        token = values[0].strip(OWS)  # ASCII blanks only: nothing Unicode is trimmed
         if not token:
             return _deny(f"no token in {self._source_label}")
         if len(token) > MAX_TOKEN_BYTES:
@@ -240,9 +240,9 @@ def _cookie_pairs(request: web.Request) -> list[tuple[str, str]]:
     pairs = []
     for header in request.headers.getall("Cookie", []):
         for part in header.split(";"):
-            name, sep, value = part.strip().partition("=")
+            name, sep, value = part.strip(OWS).partition("=")
             if sep:
-                pairs.append((name.strip(), value.strip().strip('"')))
+                pairs.append((name.strip(OWS), value.strip(OWS).strip('"')))
     return pairs
 
 

@@ -352,6 +352,16 @@ def test_verify_uses_the_raw_body_and_tolerance_both_ways() -> None:
         verify((KEY,), headers(body), body + b" ", now=NOW)
 
 
+def test_signatures_are_separated_by_spaces_only() -> None:
+    """Standard Webhooks separates signatures with a space; a Unicode space is no separator."""
+    body = b'{"email":"a@b.cd"}'
+    signed = headers(body)
+    good = signed["webhook-signature"]
+    verify((KEY,), {**signed, "webhook-signature": f"v1,bm90LWl0 {good}"}, body, now=NOW)
+    with pytest.raises(BadSignature):
+        verify((KEY,), {**signed, "webhook-signature": f"v1,bm90LWl0\u00a0{good}"}, body, now=NOW)
+
+
 def test_known_vector() -> None:
     """The Standard Webhooks reference example (same secret, id, timestamp and body)."""
     key = base64.b64decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")

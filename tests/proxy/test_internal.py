@@ -36,6 +36,7 @@ STUDENT = "student@example.edu"
 AUTH = {"Proxy-Authorization": f"Bearer {TOKEN}"}
 ACT = {"X-User-Email": STUDENT}
 SIGNIN_BODY = {"email": "", "password": ""}
+_UTF8_NBSP = "\u00a0".encode().decode("latin-1")
 
 
 @dataclass
@@ -138,6 +139,14 @@ def audits(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any
         pytest.param([("Proxy-Authorization", TOKEN)], id="no-scheme"),
         pytest.param([("Proxy-Authorization", "Bearer")], id="scheme-only"),
         pytest.param([("Proxy-Authorization", "Bearer ")], id="scheme-and-space"),
+        # UTF-8 on the wire (raw requests are written as latin-1): a Unicode space is part of
+        # what was presented, not trimmed away (str.strip() would).
+        pytest.param(
+            [("Proxy-Authorization", f"Bearer {TOKEN}{_UTF8_NBSP}")], id="token-plus-nbsp"
+        ),
+        pytest.param(
+            [("Proxy-Authorization", f"Bearer {_UTF8_NBSP}{TOKEN}")], id="nbsp-before-token"
+        ),
         pytest.param([("Authorization", f"Bearer {TOKEN}")], id="in-authorization"),
         pytest.param([("Proxy_Authorization", f"Bearer {TOKEN}")], id="underscore-spelling"),
         pytest.param([("X-Service-Token", TOKEN)], id="other-header"),

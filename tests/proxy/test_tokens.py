@@ -82,6 +82,9 @@ def test_exactly_32_characters_is_enough(tmp_path: Path) -> None:
         pytest.param("", "no tokens", id="empty"),
         pytest.param("# only a comment\n\n", "no tokens", id="only-comments"),
         pytest.param(f"{OLD}\n\u00e9{OLD}\n", ":2: not ASCII", id="non-ascii"),
+        # A line ends at LF only: a separator control is no line break making two tokens.
+        pytest.param(f"{OLD}\x1c{OLD}\n", ":1: a token must be visible ASCII", id="fs-control"),
+        pytest.param(f"{OLD}\x1f\n", ":1: a token must be visible ASCII", id="trailing-us"),
     ],
 )
 def test_unusable_files(tmp_path: Path, content: str, problem: str) -> None:
