@@ -18,7 +18,9 @@ Sign-in is where a caller gets a user's OpenWebUI token, so it gets two more che
 (:class:`SigninGuard`): it is refused while OpenWebUI has no user yet (its first account
 becomes admin: the service must not choose who that is), and an admin's token is never
 handed out (403; the sign-in happened, the token is dropped). A service token therefore
-acts as ordinary users only, whatever the allowlist says.
+acts as ordinary users only, whatever the allowlist says. Sign-ins of one email also reach
+OpenWebUI one at a time, each from its request going out until OpenWebUI's answer is in,
+whatever the caller does meanwhile (see :meth:`SigninGuard.sign_in`).
 
 Headers that ask a server or framework to act on another method or path than the one the
 allowlist judged (``X-HTTP-Method-Override``, ``X-Original-URL``, ``X-Rewrite-URL``, ...)
@@ -72,7 +74,14 @@ from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_header
 from proxy.identity import OWS, Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
 from proxy.observe import Seen, observed
-from proxy.relay import no_early_continue, read_whole, send, stream_back, whole_response
+from proxy.relay import (
+    no_early_continue,
+    read_body,
+    read_whole,
+    send,
+    stream_back,
+    whole_response,
+)
 from proxy.respond import REQUEST_ID_KEY, new_request_id, request_id
 from proxy.settings import Settings
 from proxy.tokens import TokenFileError, TokenStore
@@ -99,6 +108,8 @@ OVERRIDE_HEADERS = frozenset(
     }
 )
 SIGNIN = ("POST", "/api/v1/auths/signin")
+# A sign-in body is OpenWebUI's SigninForm, which trusted-header sign-in ignores: small.
+SIGNIN_MAX_BODY_BYTES = 16 * 1024
 CONFIG_PATH = "/api/config"
 # A refused target is logged as sent (minus the query); bounded so a caller cannot flood the log.
 _MAX_LOGGED_PATH = 256
@@ -164,6 +175,44 @@ class SigninGuard:
         # Once OpenWebUI has a user it keeps having one; until then, ask every time.
         self.onboarded = False
         self._signing_in: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Sign-ins still running for callers that left (the loop keeps only weak references).
+        self._exchanges: set[asyncio.Task[tuple[h1.Response, bytes]]] = set()
+
+    async def sign_in(
+        self, email: str, exchange: Callable[[], Awaitable[h1.Response]]
+    ) -> tuple[h1.Response, bytes]:
+        """Run ``exchange`` (the upstream sign-in, its body already read from the caller)
+        under :meth:`one_at_a_time`; return OpenWebUI's answer, read whole.
+
+        The lock covers exactly the upstream exchange: the caller's body was read before it
+        was taken (a caller trickling its body holds nothing), and it is released only once
+        OpenWebUI has answered. The exchange runs as a task of its own, shielded, so a caller
+        that times out or disconnects (which cancels its handler) does not cut it short:
+        OpenWebUI would still be creating the account while the next sign-in of that email
+        went ahead.
+        """
+        task = asyncio.create_task(self._exchange(email, exchange))
+        self._exchanges.add(task)
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    async def _exchange(
+        self, email: str, exchange: Callable[[], Awaitable[h1.Response]]
+    ) -> tuple[h1.Response, bytes]:
+        async with self.one_at_a_time(email):
+            response = await exchange()
+            return response, await read_whole(response)
+
+    def _finished(self, task: asyncio.Task[tuple[h1.Response, bytes]]) -> None:
+        self._exchanges.discard(task)
+        if not task.cancelled():
+            task.exception()  # a caller that left never reads it: retrieved here, not logged
+
+    async def close(self) -> None:
+        """Cancel the sign-ins of callers that left (the process is stopping)."""
+        for task in list(self._exchanges):
+            task.cancel()
+        await asyncio.gather(*self._exchanges, return_exceptions=True)
 
     @contextlib.asynccontextmanager
     async def one_at_a_time(self, email: str) -> AsyncIterator[None]:
@@ -208,9 +257,9 @@ class SigninGuard:
             )
         self.onboarded = True
 
-    async def after(self, response: h1.Response) -> web.Response:
+    @staticmethod
+    def after(response: h1.Response, body: bytes) -> web.Response:
         """The sign-in answer, unless it carries an admin's token."""
-        body = await read_whole(response)
         if response.status == 200:
             role = _json_field(body, "role")
             if not isinstance(role, str):
@@ -308,12 +357,17 @@ class InternalHandler:
         # Plain HTTP only (send/stream_back, not relay): no endpoint here is a WebSocket.
         checked = request.clone(rel_url=URL(decision.target, encoded=True))
         if (request.method, decision.path) == SIGNIN:
+            # Read whole before anything else: the per-email lock must never wait on a caller.
+            body = await read_body(request, SIGNIN_MAX_BODY_BYTES, self.upstream.body_timeout_s)
             await self.signin.before(checked, audit.request_id)
             # The guard reads the answer, and the relay never decompresses: ask for it plain
             # (OpenWebUI compresses anything over 500 bytes the client says it accepts).
             headers["Accept-Encoding"] = "identity"
-            async with self.signin.one_at_a_time(identity.email if identity else ""):
-                return await self.signin.after(await send(checked, headers, self.upstream))
+            response, answer = await self.signin.sign_in(
+                identity.email if identity else "",
+                lambda: send(checked, headers, self.upstream, buffered=body),
+            )
+            return self.signin.after(response, answer)
         response = await send(checked, headers, self.upstream)
         return await stream_back(checked, response)
 
@@ -425,6 +479,7 @@ def create_internal_app(
     app[TOKENS_KEY] = tokens
     app[AUDIT_KEY] = True
     app.cleanup_ctx.append(_reload_on_sighup)
+    app.on_cleanup.append(lambda _app: handler.signin.close())
     app.on_response_prepare.append(_add_request_id)
     # Never called (the middleware answers everything); present so every target resolves.
     # No early 100 Continue: the service token is checked before the caller may send a body.
