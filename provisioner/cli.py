@@ -40,7 +40,7 @@ from provisioner.settings import Settings, load_settings, read_service_token
 from provisioner.status import Status, StatusRow, in_roster_order, run_status, summary, write_rows
 from provisioner.stopping import until_stopped
 from provisioner.users import Columns, UserRow, check_encoding, checked_identity, load_roster
-from provisioner.webhook import create_app, load_secrets
+from provisioner.webhook import create_app, load_secrets, make_runner
 from proxy import version
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -358,7 +358,7 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         app = create_app(
             courses, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
         )
-        runner = web.AppRunner(app, access_log=None)
+        runner = make_runner(app)
         await runner.setup()
         try:
             try:

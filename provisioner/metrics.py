@@ -22,6 +22,11 @@ OUTCOMES = (
     "openwebui_error",
     "failed",
     "deadline",
+    "duplicate",
+    "in_progress",
+    "bad_request",
+    "too_large",
+    "stalled",
 )
 
 # Provisioning a user takes a few seconds (the settle pause alone is 2 s by default).

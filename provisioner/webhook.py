@@ -8,8 +8,17 @@ and every step matters:
   the base64-decoded part of a ``whsec_...`` secret. Any secret of the file may match
   (rotation), and every comparison is constant-time.
 - ``webhook-timestamp`` must be within five minutes of now, either way: an old delivery
-  replayed later is refused.
+  replayed later is refused. A delivery replayed *within* those five minutes is not run
+  again: the ids of deliveries answered 2xx are remembered until their timestamp leaves
+  the window (:class:`Deliveries`), and a replay gets ``200 {"duplicate": true}`` (409 while
+  the first is still running). The memory is per process: with several receiver processes
+  behind one name a replay may run once in each, which costs work, never a duplicate,
+  since provisioning is idempotent.
 - The signature covers the raw bytes: the body is verified before it is parsed.
+- Bad input is a 4xx, never a 500: every header is bounded before it is parsed (400), the
+  body may be at most 256 KiB (413) and must keep arriving (408 after the proxy's body
+  timeout), and the connection gets the proxy's head and keep-alive timeouts
+  (:func:`make_runner`, ``proxy/connections.py``).
 
 Events: the proxy's ``user.seen`` (an identity with its groups, sent the first time a
 proxy process sees it, so again after a restart), Clerk's ``user.created``, or a plain
@@ -25,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +57,21 @@ from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
 from provisioner.users import checked_identity
 from proxy import webhooks
+from proxy.connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedRunner
+from proxy.errors import BodyStalled, BodyTooLarge
 from proxy.identity import OWS, InvalidIdentity, parse_groups
+from proxy.relay import read_body
 from proxy.secretfile import SecretFileError, read_secret_lines
-from proxy.webhooks import BadSignature, verify
+from proxy.webhooks import TOLERANCE_S, BadHeaders, BadSignature, verify
 
 log = structlog.get_logger("provisioner.webhook")
 
 MAX_BODY_BYTES = 256 * 1024
+# Delivery ids remembered at most (per process): far above any signup rate over five minutes;
+# past it the oldest are forgotten, and a replay of one of those runs again (idempotently).
+MAX_REMEMBERED = 50_000
+# What an event type or a refusal reason may show of attacker-chosen text.
+_MAX_SHOWN = 100
 
 
 # A Svix/Clerk secret may carry 16 bytes of key; ours (proxy.webhooks.new_secret) carry 32.
@@ -89,6 +107,51 @@ class Signup:
     groups: tuple[str, ...] = ()  # only the proxy's user.seen carries groups
 
 
+class Deliveries:
+    """The deliveries this process is handling or has handled: replays are not run again.
+
+    A delivery answered 2xx is remembered until its signed timestamp leaves the tolerance
+    window (after that a replay fails :func:`proxy.webhooks.verify`); one answered otherwise
+    is forgotten, because the sender retries it with the same id and that retry must run.
+    """
+
+    def __init__(self, size: int = MAX_REMEMBERED, clock: Callable[[], float] = time.time):
+        self.size = size
+        self.clock = clock
+        self._handled: OrderedDict[str, float] = OrderedDict()  # id -> forgotten after
+        self._running: set[str] = set()
+
+    def state(self, msg_id: str) -> str | None:
+        """``"handled"``, ``"running"`` or None (not seen, or seen too long ago)."""
+        if msg_id in self._running:
+            return "running"
+        until = self._handled.get(msg_id)
+        if until is None:
+            return None
+        if self.clock() > until:
+            del self._handled[msg_id]
+            return None
+        return "handled"
+
+    def begin(self, msg_id: str) -> None:
+        self._running.add(msg_id)
+
+    def end(self, msg_id: str, *, timestamp: int, handled: bool) -> None:
+        self._running.discard(msg_id)
+        if not handled:
+            return
+        self._handled[msg_id] = timestamp + TOLERANCE_S
+        self._handled.move_to_end(msg_id)
+        now = self.clock()
+        while self._handled and (
+            len(self._handled) > self.size or next(iter(self._handled.values())) < now
+        ):
+            self._handled.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._handled)
+
+
 class Ignored(Exception):
     """A well-formed event that is not a signup (e.g. Clerk's ``user.updated``)."""
 
@@ -101,7 +164,7 @@ def parse_signup(payload: Any) -> Signup:
         if payload["type"] == "user.seen":
             return _seen_user(payload.get("data"))
         if payload["type"] != "user.created":
-            raise Ignored(str(payload["type"]))
+            raise Ignored(str(payload["type"])[:_MAX_SHOWN])
         return _clerk_user(payload.get("data"))
     email, name = payload.get("email"), payload.get("name")
     if not isinstance(email, str) or (name is not None and not isinstance(name, str)):
@@ -159,8 +222,11 @@ def create_app(
     *,
     deadline_s: float,
     clock: Callable[[], float] = time.time,
+    body_timeout_s: float = BODY_TIMEOUT_S,
+    deliveries: Deliveries | None = None,
 ) -> web.Application:
-    """The receiver: ``POST /webhooks/signup``. Verify, parse, choose courses, provision, answer.
+    """The receiver: ``POST /webhooks/signup``. Read, verify, skip a replay, parse, choose
+    courses, provision, answer.
 
     Also ``GET /healthz`` (the receiver is up) and ``GET /metrics`` (Prometheus).
 
@@ -169,24 +235,54 @@ def create_app(
     """
 
     metrics = WebhookMetrics([course.course.id for course in courses])
+    seen = deliveries if deliveries is not None else Deliveries(clock=clock)
 
     def answer(outcome: str, status: int, **body: Any) -> web.Response:
         metrics.deliveries.labels(outcome).inc()
         return web.json_response(body, status=status)
 
     async def signup(request: web.Request) -> web.Response:
-        body = await request.read()
-        msg_id = request.headers.get("webhook-id", "")
+        try:
+            body = await read_body(request, MAX_BODY_BYTES, body_timeout_s)
+        except BodyTooLarge:
+            return answer("too_large", 413, error=f"the body exceeds {MAX_BODY_BYTES} bytes")
+        except BodyStalled:
+            return answer("stalled", 408, error="the body stopped arriving")
         try:
             verify(secrets, request.headers, body, now=clock())
+        except BadHeaders as exc:
+            log.warning("webhook refused", reason=str(exc))
+            return answer("bad_request", 400, error=str(exc))
         except BadSignature as exc:
-            log.warning("webhook refused", webhook_id=msg_id, reason=str(exc))
+            log.warning("webhook refused", reason=str(exc))
             return answer("bad_signature", 401, error="invalid signature")
+        # Verified: both are bounded, and the id is visible ASCII.
+        msg_id = request.headers["webhook-id"]
+        timestamp = int(request.headers["webhook-timestamp"])
+        state = seen.state(msg_id)
+        if state == "handled":
+            log.info("webhook replayed", webhook_id=msg_id)
+            return answer("duplicate", 200, duplicate=True)
+        if state == "running":
+            return answer("in_progress", 409, error="this delivery is being handled; retry later")
+        seen.begin(msg_id)
+        status = 500  # what a cancelled handler leaves: not handled, a retry must run
+        try:
+            response = await handle(msg_id, body)
+            status = response.status
+            return response
+        finally:
+            seen.end(msg_id, timestamp=timestamp, handled=200 <= status < 300)
+
+    async def handle(msg_id: str, body: bytes) -> web.Response:
         try:
             signup = parse_signup(json.loads(body))
         except Ignored as exc:
             log.info("webhook ignored", webhook_id=msg_id, type=str(exc))
             return answer("ignored", 200, ignored=str(exc))
+        except RecursionError:  # nesting deeper than the JSON decoder goes
+            log.warning("webhook payload refused", webhook_id=msg_id, reason="nested too deep")
+            return answer("bad_payload", 422, error="the JSON is nested too deep")
         except (ValueError, BadInput) as exc:
             # json.JSONDecodeError is a ValueError. Permanent, but a non-2xx keeps the
             # delivery in the sender's failed list where an operator will see it.
@@ -263,3 +359,19 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", scrape)
     return app
+
+
+def make_runner(
+    app: web.Application,
+    *,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+    keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_S,
+) -> web.AppRunner:
+    """The receiver's runner: a request head must arrive in time and an idle connection is
+    closed, with the proxy listeners' own timeouts (the body's is :func:`create_app`'s)."""
+    return GuardedRunner(
+        app,
+        header_timeout_s=header_timeout_s,
+        keepalive_timeout=keepalive_timeout_s,
+        access_log=None,
+    )

@@ -13,6 +13,9 @@ that long. Three timeouts bound every client connection (the body one is the rel
 - **body** (``body_timeout_s``): the most silence between two body chunks while the relay
   reads them (``proxy/relay.py``), answered 408.
 
+The defaults (:data:`HEADER_TIMEOUT_S`, :data:`KEEPALIVE_TIMEOUT_S`, :data:`BODY_TIMEOUT_S`)
+are the proxy's settings' defaults and the provisioner's webhook receiver's timeouts.
+
 aiohttp has no hook for its protocol class, so :class:`GuardedRunner` builds the server
 aiohttp would build and hands it a protocol subclass; the only aiohttp internals touched
 are the server's handler arguments and loop (``_kwargs``, ``_loop``).
@@ -29,6 +32,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
+
+HEADER_TIMEOUT_S = 10
+KEEPALIVE_TIMEOUT_S = 75
+BODY_TIMEOUT_S = 60
 
 
 class _GuardedHandler(web.RequestHandler):

@@ -37,6 +37,7 @@ from pydantic_settings import (
 
 from proxy.allowlist import Allowlist
 from proxy.browser import origin_of
+from proxy.connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEPALIVE_TIMEOUT_S
 from proxy.identity import InvalidIdentity, check_group
 from proxy.pages import PagesError, load_folder
 from proxy.pseudonym import PseudonymKeyError, load_key
@@ -498,15 +499,17 @@ class Settings(BaseSettings):
         "within it (the systemd unit and compose file allow a little more).",
     )
     header_timeout_s: Seconds = Field(
-        10,
+        HEADER_TIMEOUT_S,
         description="A client must send a whole request head within this: from connection "
         "open, or from the first byte of the next request on a kept-alive connection.",
     )
     keepalive_timeout_s: Seconds = Field(
-        75, description="An idle kept-alive client connection is closed after this."
+        KEEPALIVE_TIMEOUT_S,
+        description="An idle kept-alive client connection is closed after this.",
     )
     body_timeout_s: Seconds = Field(
-        60, description="Most silence between two request body chunks from a client (408)."
+        BODY_TIMEOUT_S,
+        description="Most silence between two request body chunks from a client (408).",
     )
     websocket_max_message_bytes: int = Field(
         16 * 1024 * 1024,

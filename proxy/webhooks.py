@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -115,10 +116,22 @@ async def post_signed(
 
 # A receiver accepts a delivery signed at most this far from its own clock, either way.
 TOLERANCE_S = 5 * 60
+# Bounds checked before anything is parsed: ids are short (Svix: "msg_" and 27 characters),
+# a timestamp is seconds (ten digits until the year 2286), and a signature header holds a
+# few "v1,<44 characters>" during a secret rotation.
+MAX_ID_CHARS = 256
+MAX_TIMESTAMP_DIGITS = 12
+MAX_SIGNATURES_CHARS = 4096
+_VISIBLE_ASCII = re.compile(r"[!-~]+")
 
 
 class BadSignature(Exception):
     """The delivery is not authentic or not fresh; ``str()`` says which check failed."""
+
+
+class BadHeaders(BadSignature):
+    """A webhook header is malformed (too long, not ASCII, not a number): bad input (400)
+    rather than a failed signature (401); ``str()`` says which."""
 
 
 def verify(
@@ -130,11 +143,23 @@ def verify(
     signatures = headers.get("webhook-signature", "")
     if not msg_id or not raw_timestamp or not signatures:
         raise BadSignature("missing webhook-id, webhook-timestamp or webhook-signature")
-    # ASCII digits only: str.isdigit() also takes other scripts' digits, which int() reads.
-    if not (raw_timestamp.isascii() and raw_timestamp.isdigit()):
-        raise BadSignature("webhook-timestamp is not a number")
+    # Each bounded before it is parsed: int() of 5,000 digits raises, and an id that is not
+    # ASCII cannot be signed content at all.
+    if len(msg_id) > MAX_ID_CHARS or not _VISIBLE_ASCII.fullmatch(msg_id):
+        raise BadHeaders(f"webhook-id must be 1 to {MAX_ID_CHARS} visible ASCII characters")
     if "." in msg_id:
-        raise BadSignature("webhook-id must not contain '.'")  # it delimits the signed content
+        raise BadHeaders("webhook-id must not contain '.'")  # it delimits the signed content
+    # ASCII digits only: str.isdigit() also takes other scripts' digits, which int() reads.
+    if not (
+        len(raw_timestamp) <= MAX_TIMESTAMP_DIGITS
+        and raw_timestamp.isascii()
+        and raw_timestamp.isdigit()
+    ):
+        raise BadHeaders("webhook-timestamp is not a number of seconds")
+    if len(signatures) > MAX_SIGNATURES_CHARS or not signatures.isascii():
+        raise BadHeaders(
+            f"webhook-signature must be at most {MAX_SIGNATURES_CHARS} ASCII characters"
+        )
     timestamp = int(raw_timestamp)
     now = time.time() if now is None else now
     if abs(now - timestamp) > TOLERANCE_S:

@@ -472,11 +472,11 @@ async def test_healthz_and_metrics(client: Any, fake: FakeOpenWebUI) -> None:
     """Every delivery counts once, by outcome; modules by course and status; no email."""
     assert (await client.get("/healthz")).status == 200
     body = json.dumps({"email": "ada@example.edu"}).encode()
-    for _ in range(2):
-        await client.post("/webhooks/signup", data=body, headers=headers(body))
+    for msg_id in ("msg_1", "msg_2"):
+        await client.post("/webhooks/signup", data=body, headers=headers(body, msg_id=msg_id))
     await client.post("/webhooks/signup", data=body, headers=headers(b"other"))
     bad = b"not json"
-    await client.post("/webhooks/signup", data=bad, headers=headers(bad))
+    await client.post("/webhooks/signup", data=bad, headers=headers(bad, msg_id="msg_3"))
 
     response = await client.get("/metrics")
     assert response.status == 200
