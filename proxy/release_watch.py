@@ -29,6 +29,7 @@ from proxy import logs
 from proxy.errors import ConfigProblems, ProxyError, UpstreamUnavailable
 from proxy.openwebui_release import Assessment, assess
 from proxy.upstream import Upstream
+from proxy.upstream_errors import Stage, translate
 
 RECHECK_S = 60.0
 # Names the proxy's own reads in OpenWebUI's access log (and lets test fakes tell them apart).
@@ -59,7 +60,9 @@ class ReleaseWatch:
         self.problem: str | None = "OpenWebUI's release not read yet"
         self._read_at: float | None = None
         self._reads = 0
-        self._unread_because = "not read yet"
+        # Why the last read gave no config (the client's answer while none was ever read):
+        # the read's failure, or what OpenWebUI answered instead of its config.
+        self._unread_because: Exception | str = "OpenWebUI's release not read yet"
         self._lock = asyncio.Lock()
         self._background: asyncio.Task[None] | None = None
         self._log = logs.get()
@@ -92,7 +95,11 @@ class ReleaseWatch:
         if self.problem is None:
             return
         if self.assessment is None:  # never read: OpenWebUI is not answering
-            raise UpstreamUnavailable(f"upstream unreachable ({self._unread_because})")
+            failure = self._unread_because
+            if isinstance(failure, str):
+                raise UpstreamUnavailable(failure)
+            # As the upstream-failure table says: a timeout is a 504, not "unreachable".
+            raise translate(failure, Stage.SIDE_REQUEST) from failure
         raise UnsafeRelease()
 
     async def close(self) -> None:
@@ -115,7 +122,7 @@ class ReleaseWatch:
                 body = await response.content.read(_MAX_CONFIG_BYTES)
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
-            self._unread_because = type(exc).__name__
+            self._unread_because = exc
             self._unreadable(f"GET {_CONFIG_PATH} failed ({type(exc).__name__})")
             return
         try:
@@ -123,7 +130,7 @@ class ReleaseWatch:
         except ValueError:
             config = None
         if not isinstance(config, dict):
-            self._unread_because = f"/api/config answered {status}"
+            self._unread_because = f"upstream answered GET {_CONFIG_PATH} with {status}"
             self._unreadable(f"GET {_CONFIG_PATH} answered {status} without a JSON object")
             return
         self._assessed(assess(config))

@@ -52,6 +52,7 @@ from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity
 from proxy.token_owner import answered_for
 from proxy.upstream import Upstream
+from proxy.upstream_errors import Stage, translate
 
 _CHECK_PATH = "/api/v1/auths/"
 # OpenWebUI 0.12.4 raises python-engineio's payload limit (max_http_buffer_size) to 16 MiB
@@ -205,8 +206,10 @@ class TokenGuard:
                 body = await response.read()
                 # Its email, not only its 200: releases before 0.6.14 answer another's token.
                 ok = response.status == 200 and answered_for(body, identity.email)
-        except (TimeoutError, aiohttp.ClientError):
-            return False  # cannot tell: the socket is refused, the client retries
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Cannot tell: answered as the upstream-failure table says (a timeout is a 504;
+            # a WebSocket whose frame could not be checked is closed), never passed.
+            raise translate(exc, Stage.SIDE_REQUEST) from exc
         if ok:
             self.cache.put(key, identity)
         return ok

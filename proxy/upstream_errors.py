@@ -1,9 +1,12 @@
 """Which answer the client gets for which upstream failure: one table, and the boundary
 that applies it (httpcore's ``map_exceptions`` is the model).
 
-The plain-HTTP client (``proxy/h1.py``) and aiohttp (the WebSocket handshake) report what
-went wrong in their own terms; the relay only says at which stage it caught the failure,
-and :func:`translate` looks the answer up in :data:`TABLE`:
+The plain-HTTP client (``proxy/h1.py``) and aiohttp (the WebSocket handshake, and the side
+requests the proxy makes itself before relaying: the release read of
+``proxy/release_watch.py``, the token-owner check of ``proxy/socketio.py``) report what went
+wrong in their own terms; the caller only says at which stage it caught the failure, and
+:func:`translate` looks the answer up in :data:`TABLE`. So a timeout is a 504 and a refused
+or broken connection a 502 on every path, whichever client met it:
 
 - before anything went to the client, the failure becomes an ``UpstreamError`` (a JSON
   answer with its status, via ``proxy/respond.py``);
@@ -34,6 +37,9 @@ class Stage(enum.Enum):
     BEFORE_RESPONSE = "before the response"  # nothing sent to the client yet
     MID_BODY = "mid-body"  # the status and some of the body already went out
     WEBSOCKET = "WebSocket upgrade"  # the upstream handshake, before the client's 101
+    # A request the proxy makes itself to decide about the client's (the release read, a
+    # token's owner), before anything went to the client.
+    SIDE_REQUEST = "side request"
 
 
 class UpstreamBrokeOff(ConnectionResetError):
@@ -78,6 +84,7 @@ class Row:
 
 _BEFORE = Stage.BEFORE_RESPONSE
 _WS = Stage.WEBSOCKET
+_SIDE = Stage.SIDE_REQUEST
 
 # First match wins within a stage: subclasses come before their bases.
 TABLE: tuple[Row, ...] = (
@@ -154,6 +161,21 @@ TABLE: tuple[Row, ...] = (
         aiohttp.ClientError,
         UpstreamUnavailable,
         "no connection for the upgrade, or it broke before the answer",
+        "upstream unreachable ({name})",
+    ),
+    Row(
+        _SIDE,
+        TimeoutError,
+        UpstreamTimeout,
+        "no connection, or no answer, within the side request's timeout (the release read: "
+        "`connect_timeout_s`; a token's owner: `connect_timeout_s` + `response_timeout_s`)",
+        "upstream did not answer in time",
+    ),
+    Row(
+        _SIDE,
+        aiohttp.ClientError,
+        UpstreamUnavailable,
+        "no connection for the side request, or it broke before the answer",
         "upstream unreachable ({name})",
     ),
 )
