@@ -30,8 +30,9 @@ from proxy.observe import Seen, observed
 from proxy.pages import PAGES_KEY, Pages
 from proxy.pseudonym import Pseudonyms, person
 from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
+from proxy.readiness import CHECK_EVERY_S, UpstreamReadiness
 from proxy.relay import no_early_continue
-from proxy.release_watch import ReleaseWatch
+from proxy.release_watch import RefusalSignal, ReleaseWatch
 from proxy.respond import request_id
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
@@ -53,6 +54,8 @@ class Runtime:
     authenticator: Authenticator | None = None
     signin_hook: SigninHook | None = None
     release: ReleaseWatch | None = None  # the OpenWebUI release; refused ones stop the start
+    # Shared by the workers of one proxy: a refused release one of them finds stops them all.
+    refusals: RefusalSignal | None = None
     draining: bool = False  # set on SIGTERM: /readyz turns 503 while requests finish
 
     async def start(self) -> None:
@@ -68,7 +71,7 @@ class Runtime:
                 await hook_session.close()
                 raise
         self.upstream = Upstream.open(self.settings)
-        self.release = ReleaseWatch(self.upstream)
+        self.release = ReleaseWatch(self.upstream, refusals=self.refusals)
         try:
             await self.release.start()
         except BaseException:
@@ -215,32 +218,34 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     return app
 
 
-def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
-    """``/healthz``, ``/readyz`` and ``/metrics``, and nothing else."""
+def create_admin_app(
+    settings: Settings, runtime: Runtime, *, check_every_s: float = CHECK_EVERY_S
+) -> web.Application:
+    """``/healthz``, ``/readyz`` and ``/metrics``, and nothing else.
+
+    ``/readyz`` does no I/O: OpenWebUI is checked every ``check_every_s`` in the background
+    (``proxy/readiness.py``), so it answers within ``READYZ_TIMEOUT_S`` whatever OpenWebUI does.
+    """
+    upstream_ready: list[UpstreamReadiness] = []
 
     async def healthz(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def readiness() -> list[str]:
+    def readiness() -> list[str]:
+        """What keeps the proxy from being ready; no I/O (see the docstring above)."""
         problems: list[str] = []
         if runtime.draining:
             problems.append("shutting down")
         if runtime.authenticator is not None and (p := runtime.authenticator.problem()):
             problems.append(f"auth: {p}")
-        if runtime.upstream is None:
+        if not upstream_ready:
             problems.append("starting")
         else:
-            problem = await _upstream_health(runtime.upstream)
-            if problem:
-                problems.append(f"upstream: {problem}")
-            elif runtime.release is not None:
-                await runtime.release.refresh()
-                if runtime.release.problem is not None:
-                    problems.append(f"upstream: {runtime.release.problem}")
+            problems += upstream_ready[0].problems()
         return problems
 
     async def readyz(_request: web.Request) -> web.Response:
-        problems = await readiness()
+        problems = readiness()
         # Shown, ready or not: trouble of some identities, not of the proxy.
         notices = runtime.authenticator.notices() if runtime.authenticator is not None else []
         noted = {"notices": notices} if notices else {}
@@ -250,7 +255,7 @@ def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
 
     async def metrics(_request: web.Request) -> web.Response:
         # The same checks as /readyz, at each scrape: readiness alerts need no other prober.
-        runtime.metrics.ready.set(0 if await readiness() else 1)
+        runtime.metrics.ready.set(0 if readiness() else 1)
         assessment = runtime.release.assessment if runtime.release is not None else None
         refused = assessment is not None and assessment.refusal is not None
         runtime.metrics.openwebui_release_refused.set(1 if refused else 0)
@@ -259,21 +264,18 @@ def create_admin_app(settings: Settings, runtime: Runtime) -> web.Application:
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 
+    async def check_upstream(_app: web.Application) -> AsyncIterator[None]:
+        if runtime.upstream is None or runtime.release is None:  # pragma: no cover
+            raise RuntimeError("the admin app needs a started runtime")
+        checker = UpstreamReadiness(runtime.upstream, runtime.release, check_every_s)
+        await checker.start()
+        upstream_ready.append(checker)
+        yield
+        await checker.close()
+
     app = web.Application()
+    app.cleanup_ctx.append(check_upstream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app
-
-
-async def _upstream_health(upstream: Upstream) -> str | None:
-    try:
-        async with upstream.session.get(
-            upstream.base + "/health",
-            timeout=aiohttp.ClientTimeout(total=upstream.connect_timeout_s),
-            allow_redirects=False,
-        ) as response:
-            await response.read()
-            return None if response.status == 200 else f"GET /health answered {response.status}"
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        return f"GET /health failed ({type(exc).__name__})"

@@ -8,9 +8,17 @@ says which). So the release is read:
 - before the first relayed request, when start could not read it: until a release is known
   to be safe, the public listener answers 503 rather than relay;
 - again every :data:`RECHECK_S` seconds in the background while the last answer was safe,
-  and on every ``/readyz``: OpenWebUI may be replaced by another release while the proxy
-  runs. While it is not known to be safe, each request reads it again first (at most one
-  read a second), so the proxy serves as soon as a safe OpenWebUI answers.
+  and by the readiness check (``proxy/readiness.py``, every few seconds on worker 0):
+  OpenWebUI may be replaced by another release while the proxy runs. While it is not known
+  to be safe, each request reads it again first (at most one read a second), so the proxy
+  serves as soon as a safe OpenWebUI answers.
+
+With several workers, a refusal one worker finds stops them all at once: the parent gives
+them a :class:`RefusalSignal` before forking, the worker that finds the release refused
+raises it, and every worker looks at it on every request (one read of shared memory). A
+worker that sees it refuses at once, then reads the release itself, at most once a second,
+like any worker that does not know the release to be safe: it relays again only once its
+own read finds a safe release.
 
 Warnings (a safe release with gaps, e.g. the sign-up trap before 0.8.0) are logged when the
 assessment changes, not on every read.
@@ -22,6 +30,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from multiprocessing.context import BaseContext
 
 import aiohttp
 
@@ -50,12 +59,38 @@ class UnsafeRelease(ProxyError):
     code = "openwebui_release"
 
 
+class RefusalSignal:
+    """How many times a worker of this proxy found OpenWebUI's release refused.
+
+    A counter in shared memory, made by the parent before it forks the workers. Not locked:
+    two workers raising it at once may count one, but what matters is that it changed.
+    """
+
+    def __init__(self, context: BaseContext) -> None:
+        self._count = context.RawValue("Q", 0)
+
+    @property
+    def count(self) -> int:
+        return int(self._count.value)
+
+    def raise_(self) -> int:
+        self._count.value += 1
+        return self.count
+
+
 class ReleaseWatch:
     """Reads and remembers the release behind ``upstream``; gates the public listener."""
 
-    def __init__(self, upstream: Upstream, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        upstream: Upstream,
+        clock: Callable[[], float] = time.monotonic,
+        refusals: RefusalSignal | None = None,
+    ) -> None:
         self.upstream = upstream
         self.clock = clock
+        self.refusals = refusals
+        self._refusals_seen = refusals.count if refusals is not None else 0
         self.assessment: Assessment | None = None
         self.problem: str | None = "OpenWebUI's release not read yet"
         self._read_at: float | None = None
@@ -85,6 +120,13 @@ class ReleaseWatch:
 
     async def permit(self) -> None:
         """Raise :class:`UnsafeRelease` unless the release is known and safe (per request)."""
+        if self.refusals is not None and self.refusals.count != self._refusals_seen:
+            self._refusals_seen = self.refusals.count
+            if self.problem is None and self.assessment is not None:
+                # Another worker found the release refused: stop now, look again in a second.
+                self.problem = "another worker found OpenWebUI's release refused"
+                self._read_at = self.clock()
+                self._log.error("openwebui_release_refused_elsewhere")
         if self.problem is None:
             stale = self._read_at is None or self.clock() - self._read_at >= RECHECK_S
             if stale and (self._background is None or self._background.done()):
@@ -149,6 +191,8 @@ class ReleaseWatch:
         if not changed:
             return
         if assessment.refusal is not None:
+            if self.refusals is not None:
+                self._refusals_seen = self.refusals.raise_()  # every other worker stops too
             self._log.error(
                 "openwebui_release_refused", version=assessment.version, reason=assessment.refusal
             )

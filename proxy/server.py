@@ -4,13 +4,15 @@ One worker (the default) runs everything in this process. With ``workers`` > 1 t
 forks that many workers that each bind the public port with ``SO_REUSEPORT`` (the kernel
 spreads connections); only worker 0 also serves the admin and internal listeners; its
 ``/metrics`` sums every worker's (prometheus-client's multiprocess mode, see
-``proxy/metrics.py``). The parent forwards SIGTERM/SIGINT to
-every worker and SIGHUP (re-read the internal token file) to worker 0 alone, and exits 0 once
-every worker has drained. A process that serves no internal listener ignores SIGHUP rather
-than die of it (``systemctl reload`` must never stop the proxy). A worker whose parent is
-gone (killed with SIGKILL, say) drains and exits as on SIGTERM: on Linux the kernel tells
-it (``PR_SET_PDEATHSIG``), elsewhere it notices within a second (``getppid`` changes);
-otherwise orphans would keep serving the port with no one to stop them.
+``proxy/metrics.py``). A refused OpenWebUI release any worker finds stops every worker's
+relaying at once (a counter in shared memory, ``proxy/release_watch.py``). The parent
+forwards SIGTERM/SIGINT to every worker and SIGHUP (re-read the internal token file) to
+worker 0 alone, and exits 0 once every worker has drained. A process that serves no internal
+listener ignores SIGHUP rather than die of it (``systemctl reload`` must never stop the
+proxy). A worker whose parent is gone (killed with SIGKILL, say) drains and exits as on
+SIGTERM: on Linux the kernel tells it (``PR_SET_PDEATHSIG``), elsewhere it notices within a
+second (``getppid`` changes); otherwise orphans would keep serving the port with no one to
+stop them.
 
 On SIGTERM a worker stops accepting, lets in-flight requests (streams included) run for
 up to ``shutdown_grace_s``, then cuts what is left and exits 0: the drain ends within the
@@ -36,6 +38,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -48,6 +51,7 @@ from proxy.errors import ConfigProblems
 from proxy.internal import AUDIT_KEY, create_internal_app
 from proxy.internal import AuditAccessLogger as AuditLog
 from proxy.metrics import MULTIPROC_ENV
+from proxy.release_watch import RefusalSignal
 from proxy.settings import Settings
 
 
@@ -170,10 +174,15 @@ def _freeze_what_lives_for_good() -> None:
 
 
 async def serve(
-    settings: Settings, *, worker: int = 0, reuse_port: bool = False, parent: int | None = None
+    settings: Settings,
+    *,
+    worker: int = 0,
+    reuse_port: bool = False,
+    parent: int | None = None,
+    refusals: RefusalSignal | None = None,
 ) -> None:
     """Run one worker until SIGTERM/SIGINT (or, with ``parent``, that process's end), then
-    drain and return."""
+    drain and return. ``refusals`` is shared by all the workers (``proxy/release_watch.py``)."""
     log = logs.get().bind(worker=worker, pid=os.getpid())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -186,7 +195,7 @@ async def serve(
     # Replaced by the internal listener's own handler while it runs (proxy/internal.py).
     loop.add_signal_handler(signal.SIGHUP, lambda: log.info("sighup_ignored"))
 
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, refusals=refusals)
     await runtime.start()
     grace = settings.shutdown_grace_s
     # Every app is built before any port opens: a configuration problem found here (the
@@ -250,11 +259,13 @@ def _run_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(main())
 
 
-def _worker(settings: Settings, index: int, parent: int) -> None:
+def _worker(settings: Settings, index: int, parent: int, refusals: RefusalSignal) -> None:
     _signal_when_parent_dies()
     logs.configure(settings.log_level)
     try:
-        _run_loop(lambda: serve(settings, worker=index, reuse_port=True, parent=parent))
+        _run_loop(
+            lambda: serve(settings, worker=index, reuse_port=True, parent=parent, refusals=refusals)
+        )
     except ConfigProblems as exc:
         report_problems(exc.problems)
         raise SystemExit(2) from exc
@@ -289,6 +300,9 @@ def run(settings: Settings) -> int:
         return _run_workers(settings)
 
 
+_METRICS_PREFIX = "owui-proxy-metrics-"
+
+
 @contextlib.contextmanager
 def _shared_metrics() -> Iterator[None]:
     """prometheus-client's multiprocess mode in a fresh folder, for the workers' lifetime.
@@ -297,10 +311,15 @@ def _shared_metrics() -> Iterator[None]:
     (``proxy/metrics.py``). A folder of our own per run: files of an earlier run's workers
     would be summed in. The value class is chosen again here, since prometheus-client picks
     it when first imported, before this process knew it would fork workers.
+
+    The folder's name carries its owner (this process's pid and start time), and the folders
+    of owners that are gone are removed first: a parent killed with SIGKILL never runs the
+    clean-up below, and left 512 KiB behind every time.
     """
     from prometheus_client import values
 
-    folder = tempfile.mkdtemp(prefix="owui-proxy-metrics-")
+    _remove_orphaned_metrics(tempfile.gettempdir())
+    folder = tempfile.mkdtemp(prefix=f"{_METRICS_PREFIX}{os.getpid()}-{_started(os.getpid())}-")
     previous = os.environ.get(MULTIPROC_ENV)
     os.environ[MULTIPROC_ENV] = folder
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
@@ -315,11 +334,58 @@ def _shared_metrics() -> Iterator[None]:
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
 
 
+def _started(pid: int) -> str:
+    """When process ``pid`` started (Linux: clock ticks since boot), so that a reused pid is
+    not taken for the process that had it; "0" where that cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        return "0"
+    fields = stat.rpartition(")")[2].split(" ")
+    # After the command name: field 3 (state) is fields[1]; field 22 (starttime) fields[20].
+    return fields[20] if len(fields) > 20 and fields[20].isdigit() else "0"
+
+
+def _owner_alive(pid: int, started: str) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user has that pid: not ours to judge
+    return started == "0" or _started(pid) == started
+
+
+def _remove_orphaned_metrics(tmp: str) -> None:
+    """Remove this user's metrics folders whose owning proxy process is gone."""
+    try:
+        entries = list(os.scandir(tmp))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(_METRICS_PREFIX):
+            continue
+        pid, _, rest = entry.name.removeprefix(_METRICS_PREFIX).partition("-")
+        started = rest.partition("-")[0]
+        try:
+            owned = entry.is_dir(follow_symlinks=False) and entry.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        # A name without an owner (an older release's) is left alone; ASCII digits only.
+        named = (pid + started).isascii() and pid.isdigit() and started.isdigit()
+        if owned and named and not _owner_alive(int(pid), started):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            logs.get().info("metrics_folder_removed", folder=entry.path, owner=int(pid))
+
+
 def _run_workers(settings: Settings) -> int:
     log = logs.get()
     context = multiprocessing.get_context("fork")  # no loop exists yet in the parent
+    refusals = RefusalSignal(context)  # made before the fork: shared by every worker
     workers = [
-        context.Process(target=_worker, args=(settings, i, os.getpid()), name=f"owui-proxy-{i}")
+        context.Process(
+            target=_worker, args=(settings, i, os.getpid(), refusals), name=f"owui-proxy-{i}"
+        )
         for i in range(settings.workers)
     ]
     for process in workers:

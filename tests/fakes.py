@@ -12,7 +12,9 @@ method, the raw path and query as they arrived on the wire, the headers as a lis
 
 FakeUpstream routes (anything else is the echo route):
 
-- ``/health``                      ``{"status": true}`` like OpenWebUI.
+- ``/health``                      ``{"status": true}`` like OpenWebUI. The proxy's own
+                                   readiness reads (its User-Agent) are counted in
+                                   ``fake.health_reads``, not in ``fake.seen``.
 - ``/sse?events=N``                ``text/event-stream``: sends ``data: 0``, then waits until
                                    ``fake.release_sse()`` is called, then sends the rest;
                                    ``fake.sse_finished`` tells whether it got to the end.
@@ -53,6 +55,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
+from proxy.readiness import USER_AGENT as READINESS_AGENT
 from proxy.release_watch import USER_AGENT as RELEASE_CHECK_AGENT
 
 EMAIL_HEADER = "X-User-Email"
@@ -105,6 +108,7 @@ class FakeUpstream:
     # against (proxy/openwebui_release.py), so the fake is a safe one unless a test says not.
     version: str | None = "0.12.4"
     release_reads: int = 0
+    health_reads: int = 0
     # False: like OpenWebUI before 0.6.14, no "User mismatch" check at all.
     mismatch_check: bool = True
     roles: dict[str, str] = field(default_factory=dict)  # email -> role; default "user"
@@ -140,6 +144,9 @@ class FakeUpstream:
         if path == "/api/config" and request.headers.get("User-Agent") == RELEASE_CHECK_AGENT:
             self.release_reads += 1  # the proxy's own check, not a relayed request
             return web.json_response({"version": self.version, "features": {}})
+        if path == "/health" and request.headers.get("User-Agent") == READINESS_AGENT:
+            self.health_reads += 1
+            return web.json_response({"status": True})
         self.seen.append(_record(request, body))
         mismatch = self._mismatch(request)
         if mismatch is not None:
