@@ -86,15 +86,17 @@ class WebhookSender:
 
     async def _attempt(self, msg_id: str, body: bytes) -> str | None:
         """One signed POST; ``None`` on success, else what went wrong."""
-        status = await webhooks.post_signed(
-            self._session,
-            self._url,
-            self._secret,
-            msg_id,
-            body,
-            timestamp=int(self._clock()),
-            timeout=self._timeout,
-        )
+        status = (
+            await webhooks.post_signed(
+                self._session,
+                self._url,
+                self._secret,
+                msg_id,
+                body,
+                timestamp=int(self._clock()),
+                timeout=self._timeout,
+            )
+        ).status
         if isinstance(status, str):
             return status
         return None if 200 <= status < 300 else f"HTTP {status}"

@@ -37,8 +37,9 @@ from provisioner.errors import (
     ServiceTokenRefused,
     Unavailable,
 )
-from provisioner.retry import backoff_delay, is_transient, parse_retry_after
+from provisioner.retry import backoff_delay, is_transient
 from provisioner.settings import Settings
+from proxy.retry_after import parse_retry_after
 
 log = structlog.get_logger("provisioner.client")
 

@@ -1,33 +1,18 @@
-"""When to retry and how long to wait: pure functions, tested by tables."""
+"""When to retry and how long to wait: pure functions, tested by tables.
+
+A ``Retry-After`` value is read by :func:`proxy.retry_after.parse_retry_after`, shared with
+the proxy's first-sign-in hook.
+"""
 
 from __future__ import annotations
 
-import email.utils
 import random
-import time
 from collections.abc import Callable
 
 
 def is_transient(status: int) -> bool:
     """429 and 5xx are worth another try; 501 Not Implemented never gets better."""
     return status == 429 or (500 <= status < 600 and status != 501)
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        return None
-    now = time.time() if now is None else now
-    return max(0.0, when.timestamp() - now)
 
 
 def backoff_delay(

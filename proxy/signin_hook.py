@@ -12,8 +12,11 @@ Never on the request path: :meth:`SigninHook.seen` is a dictionary look-up and, 
 time, a ``put_nowait`` on a bounded queue. A full queue drops the event with a log line and
 a count (the identity is not remembered, so a later request tries again). Workers deliver
 with retries (exponential backoff with full jitter) on a refused connection, a timeout, a
-5xx, 408 or 429; any other status ends the event. An event given up on is forgotten too:
-the user's next request queues it again, so a receiver outage heals itself.
+5xx, 408 or 429; any other status ends the event. A ``Retry-After`` the receiver sends
+(seconds or an HTTP date) is a floor on the next wait, as in the provisioner's own client;
+one asking for more than :data:`RETRY_AFTER_MAX_S` ends the event instead of holding a
+worker that long. An event given up on is forgotten too: the user's next request queues it
+again, so a receiver outage heals itself.
 """
 
 from __future__ import annotations
@@ -37,12 +40,15 @@ from proxy.errors import ConfigProblems
 from proxy.identity import Identity
 from proxy.metrics import Metrics
 from proxy.pseudonym import Pseudonyms, person
+from proxy.retry_after import parse_retry_after
 from proxy.settings import Settings
 
 EVENT_TYPE = "user.seen"
 _RETRY_STATUSES = frozenset({408, 429})
 _FIRST_DELAY_S = 1.0
 _MAX_DELAY_S = 300.0
+# The longest Retry-After honoured; a receiver asking for more is given up on (for now).
+RETRY_AFTER_MAX_S = _MAX_DELAY_S
 
 
 class HookConfigError(ConfigProblems):
@@ -193,19 +199,22 @@ class SigninHook:
                 self.events.labels("sent").inc()
                 self.log.info("signin_hook_sent", email=email, attempts=attempt)
                 return
-            retry, why = outcome
+            retry, why, asked_s = outcome
             if not retry:
+                break
+            if asked_s is not None and asked_s > RETRY_AFTER_MAX_S:
+                why += f", and Retry-After asks for {asked_s:.0f} s (over {RETRY_AFTER_MAX_S:.0f})"
                 break
             if attempt < self.max_attempts:
                 self.events.labels("retried").inc()
-                await self.sleep(backoff(attempt, self.rng))
+                await self.sleep(max(backoff(attempt, self.rng), asked_s or 0.0))
         self.memory.forget(email)
         self.events.labels("failed").inc()
         self.log.error("signin_hook_failed", email=email, why=why, attempts=attempt)
 
-    async def _attempt(self, msg_id: str, body: bytes) -> tuple[bool, str] | None:
-        """None when delivered; else (worth retrying, why not)."""
-        status = await webhooks.post_signed(
+    async def _attempt(self, msg_id: str, body: bytes) -> tuple[bool, str, float | None] | None:
+        """None when delivered; else (worth retrying, why not, the Retry-After in seconds)."""
+        answer = await webhooks.post_signed(
             self.session,
             self.url,
             self.secret,
@@ -214,8 +223,10 @@ class SigninHook:
             timestamp=int(time.time()),
             timeout=self.timeout,
         )
+        status = answer.status
         if isinstance(status, str):
-            return True, status  # no answer: refused, reset, timed out
+            return True, status, None  # no answer: refused, reset, timed out
         if 200 <= status < 300:
             return None
-        return status >= 500 or status in _RETRY_STATUSES, f"receiver answered {status}"
+        retry = status >= 500 or status in _RETRY_STATUSES
+        return retry, f"receiver answered {status}", parse_retry_after(answer.retry_after)

@@ -19,6 +19,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -90,6 +91,16 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one delivery attempt got: the receiver's status (and its ``Retry-After``), or
+    the name of the failure (``TimeoutError``, ``ClientConnectorError``, ...) when there was
+    no answer."""
+
+    status: int | str
+    retry_after: str | None = None
+
+
 async def post_signed(
     session: aiohttp.ClientSession,
     url: str,
@@ -99,9 +110,8 @@ async def post_signed(
     *,
     timestamp: int,
     timeout: aiohttp.ClientTimeout,
-) -> int | str:
-    """One signed delivery attempt: the receiver's status, or the name of the failure
-    (``TimeoutError``, ``ClientConnectorError``, ...) when there was no answer."""
+) -> Attempt:
+    """One signed delivery attempt."""
     headers = sign(secret, msg_id, timestamp, body)
     headers["Content-Type"] = "application/json"
     try:
@@ -109,9 +119,9 @@ async def post_signed(
             url, data=body, headers=headers, timeout=timeout, allow_redirects=False
         ) as response:
             await response.read()
-            return response.status
+            return Attempt(response.status, response.headers.get("Retry-After"))
     except (TimeoutError, aiohttp.ClientError) as exc:
-        return type(exc).__name__
+        return Attempt(type(exc).__name__)
 
 
 # A receiver accepts a delivery signed at most this far from its own clock, either way.

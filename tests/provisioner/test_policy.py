@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from provisioner.course import Course
-from provisioner.retry import backoff_delay, is_transient, parse_retry_after
+from provisioner.retry import backoff_delay, is_transient
 from provisioner.threads import (
     MARKER_KEY,
     Thread,
@@ -19,6 +19,7 @@ from provisioner.threads import (
     tag_prefixes,
     title_matches,
 )
+from proxy.retry_after import parse_retry_after
 
 
 def T(chat_id: str, created_at: int, *, archived: bool = True, pristine: bool = True) -> Thread:
@@ -190,6 +191,8 @@ def test_is_transient(status: int, transient: bool) -> None:
         ("", None),
         (None, None),
         ("-3", None),
+        ("\u0665", None),  # ARABIC-INDIC DIGIT FIVE: float() would read it as 5
+        ("9" * 5000, None),
     ],
 )
 def test_parse_retry_after(value: str | None, expected: float | None) -> None:

@@ -7,6 +7,8 @@ import asyncio
 import json
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from proxy.app import Runtime, create_admin_app, create_app
 from proxy.identity import Identity
 from proxy.metrics import Metrics
 from proxy.settings import Settings, SettingsError, load_settings
-from proxy.signin_hook import SeenMemory, SigninHook, backoff
+from proxy.signin_hook import RETRY_AFTER_MAX_S, SeenMemory, SigninHook, backoff
 from proxy.webhooks import new_secret, secret_key
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 from tests.proxy.test_jwt import eventually
@@ -32,6 +34,7 @@ class Receiver:
 
     secret: str
     statuses: list[int] = field(default_factory=list)  # answered in turn; then 200
+    retry_afters: list[str] = field(default_factory=list)  # sent with those, in turn
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     events: list[dict[str, Any]] = field(default_factory=list)
     attempts: list[str] = field(default_factory=list)  # webhook-id of every attempt
@@ -53,7 +56,8 @@ class Receiver:
             status = self.statuses.pop(0) if self.statuses else 200
             if status == 200:
                 self.events.append(json.loads(body))
-            return web.Response(status=status)
+            wait = {"Retry-After": self.retry_afters.pop(0)} if self.retry_afters else {}
+            return web.Response(status=status, headers=wait)
 
         app = web.Application()
         app.router.add_post("/webhook", handle)
@@ -211,6 +215,53 @@ async def test_a_permanent_refusal_is_given_up_and_forgotten(receiver, tmp_path)
         # Forgotten: the user's next request queues it again, and this time it goes through.
         hook.seen(Identity("kate@school.edu"))
         await eventually(lambda: len(rec.events) == 1)
+    finally:
+        await hook.close()
+        await hook.session.close()
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "at_least"),
+    [
+        pytest.param("5", 5.0, id="seconds"),
+        pytest.param("120", 120.0, id="longer-than-the-backoff"),
+        pytest.param("in 30 s", 28.0, id="http-date"),
+    ],
+)
+async def test_retry_after_is_a_floor_on_the_wait(
+    receiver, tmp_path, retry_after: str, at_least: float
+) -> None:
+    """A 429 asking for 5 s was retried after 0.72 s: the receiver's Retry-After is honoured
+    (within RETRY_AFTER_MAX_S), as the provisioner's own client does."""
+    if retry_after == "in 30 s":
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    rec, url = receiver
+    rec.statuses, rec.retry_afters = [429, 503], [retry_after, retry_after]
+    hook, slept = make_hook(tmp_path, url, rec.secret)
+    await hook.start()
+    try:
+        hook.seen(Identity("kate@school.edu"))
+        await eventually(lambda: len(rec.events) == 1)
+    finally:
+        await hook.close()
+        await hook.session.close()
+    assert len(slept) == 2
+    assert all(at_least <= s <= at_least + 32 for s in slept), slept
+
+
+async def test_a_retry_after_beyond_the_bound_ends_the_event(receiver, tmp_path) -> None:
+    rec, url = receiver
+    rec.statuses, rec.retry_afters = [503], [str(int(RETRY_AFTER_MAX_S) + 1)]
+    hook, slept = make_hook(tmp_path, url, rec.secret)
+    await hook.start()
+    try:
+        with capture_logs() as logs:
+            hook.seen(Identity("kate@school.edu"))
+            await eventually(lambda: any(e["event"] == "signin_hook_failed" for e in logs))
+        (failed,) = [e for e in logs if e["event"] == "signin_hook_failed"]
+        assert "Retry-After asks for 301 s" in failed["why"]
+        assert slept == []
+        assert len(hook.memory) == 0  # forgotten: the user's next request tries again
     finally:
         await hook.close()
         await hook.session.close()
