@@ -9,7 +9,8 @@ ProxyError                    status, public message; never carries secrets
 │   └── IdentityTooLarge           an auth-service answer over the header limits
 ├── AuthServiceUnavailable    503  forward-auth service / JWKS failed or timed out
 ├── BadRequest                400  e.g. a request target that is not a path
-├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused)
+├── Forbidden                 403  (AccessDenied: the access rules; ActAsRefused;
+│                                  ChatUpdateRefused)
 ├── ProxyAuthRequired         407  internal listener: missing or wrong service token (with
 │                                  its Proxy-Authenticate challenge, ``headers``)
 ├── BodyStalled               408  the client's request body stopped arriving
@@ -115,6 +116,13 @@ class ActAsRefused(Forbidden):
     def __init__(self, reason: str, code: str) -> None:
         super().__init__(reason)
         self.code = code
+
+
+class ChatUpdateRefused(Forbidden):
+    """The internal listener relays only the provisioner's own update of its own threads
+    (``proxy/chat_update.py``)."""
+
+    code = "chat_update_refused"
 
 
 class ProxyAuthRequired(ProxyError):

@@ -22,6 +22,11 @@ acts as ordinary users only, whatever the allowlist says. Sign-ins of one email 
 OpenWebUI one at a time, each from its request going out until OpenWebUI's answer is in,
 whatever the caller does meanwhile (see :meth:`SigninGuard.sign_in`).
 
+A chat update (``POST /api/v1/chats/{id}``) is relayed only when it is exactly the
+provisioner's update of one of its own threads (``proxy/chat_update.py``): the listener
+reads the chat first, as the same user, and refuses anything else (403
+``chat_update_refused``).
+
 Headers that ask a server or framework to act on another method or path than the one the
 allowlist judged (``X-HTTP-Method-Override``, ``X-Original-URL``, ``X-Rewrite-URL``, ...)
 are dropped in any spelling: what was checked is what OpenWebUI executes.
@@ -56,7 +61,7 @@ from aiohttp.web_response import StreamResponse
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy import h1, logs
+from proxy import chat_update, h1, logs
 from proxy.access import AccessRules
 from proxy.allowlist import Allowed, Allowlist
 from proxy.errors import (
@@ -64,6 +69,7 @@ from proxy.errors import (
     ActAsRefused,
     BadRequest,
     BodyTooLarge,
+    ChatUpdateRefused,
     ConfigProblems,
     Forbidden,
     ProxyAuthRequired,
@@ -110,6 +116,9 @@ OVERRIDE_HEADERS = frozenset(
 SIGNIN = ("POST", "/api/v1/auths/signin")
 # A sign-in body is OpenWebUI's SigninForm, which trusted-header sign-in ignores: small.
 SIGNIN_MAX_BODY_BYTES = 16 * 1024
+# A chat update is read whole to be checked: one message of a course's first_message (at
+# most 100,000 characters, JSON-escaped), twice.
+CHAT_UPDATE_MAX_BODY_BYTES = 2 * 1024 * 1024
 CONFIG_PATH = "/api/config"
 # A refused target is logged as sent (minus the query); bounded so a caller cannot flood the log.
 _MAX_LOGGED_PATH = 256
@@ -368,8 +377,39 @@ class InternalHandler:
                 lambda: send(checked, headers, self.upstream, buffered=body),
             )
             return self.signin.after(response, answer)
+        if chat_update.is_update(request.method, decision.path):
+            return await self._chat_update(checked, headers)
         response = await send(checked, headers, self.upstream)
         return await stream_back(checked, response)
+
+    async def _chat_update(
+        self, request: web.Request, headers: CIMultiDict[str]
+    ) -> web.StreamResponse:
+        """Relay ``request`` (a chat update) only if it is the provisioner's update of its own
+        thread, read first as the same user; an unsuccessful read is the caller's answer."""
+        body = await read_body(
+            request,
+            min(CHAT_UPDATE_MAX_BODY_BYTES, self.upstream.max_body_bytes),
+            self.upstream.body_timeout_s,
+        )
+        read_headers = headers.copy()
+        for name in ("Content-Length", "Content-Type", "Transfer-Encoding"):
+            read_headers.popall(name, None)
+        read_headers["Accept"] = "application/json"
+        read_headers["Accept-Encoding"] = "identity"  # read here: never compressed
+        read = await send(request, read_headers, self.upstream, method="GET", with_body=False)
+        stored = await read_whole(read)
+        if read.status != 200:
+            return whole_response(read, stored)
+        try:
+            chat = json.loads(stored)
+        except ValueError as exc:
+            raise UpstreamError("GET of the chat answered 200 without JSON") from exc
+        reason = chat_update.refusal(body, chat)
+        if reason is not None:
+            raise ChatUpdateRefused(f"chat update refused: {reason}")
+        response = await send(request, headers, self.upstream, buffered=body)
+        return await stream_back(request, response)
 
     def _authenticate(self, request: web.Request) -> str:
         """The accepted token's fingerprint, or :class:`ProxyAuthRequired`."""
