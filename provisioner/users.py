@@ -153,9 +153,14 @@ def _records_csv(
 
 
 def _records_json_lines(text: str) -> Iterator[tuple[int, Record]]:
-    """``(line, record)`` for each non-blank line."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+    """``(line, record)`` for each non-blank line.
+
+    Lines end at LF (CRLF too) only: ``splitlines()`` would also cut at U+2028, which JSON
+    allows inside a string, and at other controls, misnumbering every line after it.
+    """
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
+        if not line.strip(OWS):
             continue
         try:
             value = json.loads(line)

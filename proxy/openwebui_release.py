@@ -36,7 +36,8 @@ PINNED_LISTED_FROM: Release = (0, 6, 34)
 NAME_DECODED_FROM: Release = (0, 6, 37)
 SIGNUP_INDEPENDENT_FROM: Release = (0, 8, 0)
 
-_RELEASE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
+# ASCII digits only: \d and int() also take other scripts' digits.
+_RELEASE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)", re.ASCII)
 
 SIGNUP_FIX = (
     "as the OpenWebUI admin, turn on Admin Panel > Settings > General > 'Enable New Sign Ups' "
@@ -51,7 +52,7 @@ def parse_release(value: object) -> Release | None:
     """``"0.6.13"`` -> ``(0, 6, 13)``; a suffix (``-dev``, ``rc1``) is ignored; else None."""
     if not isinstance(value, str):
         return None
-    match = _RELEASE.match(value.strip())
+    match = _RELEASE.match(value.strip(" \t"))
     if match is None:
         return None
     major, minor, patch = (int(part) for part in match.groups())

@@ -179,6 +179,16 @@ def test_kelvin_sign_is_not_k_in_a_column_name() -> None:
     assert users._key("\u212aURS") == "\u212aurs"  # ASCII letters folded, the rest kept
 
 
+def test_a_json_lines_roster_splits_at_line_feeds_only() -> None:
+    """U+2028 may stand inside a JSON string; it ends no line (splitlines() would)."""
+    roster = '{"email": "a@school.edu", "name": "Ann\u2028Lee"}\n{"email": "b@school.edu"}\n'
+    parsed = users.parse_roster(roster, "r.jsonl", course_ids=["c"], json_lines=True)
+    assert [(row.line, row.email, row.name) for row in parsed.rows] == [
+        (1, "a@school.edu", "Ann\u2028Lee"),
+        (2, "b@school.edu", None),
+    ]
+
+
 def test_a_roster_cell_splits_on_ascii_blanks_only() -> None:
     with pytest.raises(users._RowProblem, match="unknown course"):
         users._course_ids("welcome\u00a0year-9", "course", ["welcome", "year-9"])

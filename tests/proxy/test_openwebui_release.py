@@ -33,6 +33,9 @@ from tests.proxy.test_relay import _closed_port
         ("latest", None),
         (None, None),
         (612, None),
+        # Other scripts' digits are not a release: int() would read "0.6.\u0661\u0664" as 0.6.14.
+        ("0.6.\u0661\u0664", None),
+        ("\u0660.\u0661\u0662.\u0664", None),
     ],
 )
 def test_parse_release(raw: object, parsed: tuple[int, int, int] | None) -> None:
