@@ -465,12 +465,16 @@ def _dict(response: httpx.Response) -> dict[str, Any]:
 
 
 def _json_lines_or_list(response: httpx.Response) -> list[dict[str, Any]]:
-    """A JSON list, or JSON Lines (one object a line, as 0.12.4 streams ``/chats/all``)."""
+    """A JSON list, or JSON Lines (one object a line, as 0.12.4 streams ``/chats/all``).
+
+    Lines end at LF only: 0.12.4 writes each chat with pydantic's ``model_dump_json``, which
+    leaves U+2028 and U+0085 in a title unescaped, and ``splitlines()`` would cut there.
+    """
     text = response.text
     try:
         body = json.loads(text) if text.lstrip().startswith("[") else None
         if body is None:
-            body = [json.loads(line) for line in text.splitlines() if line.strip()]
+            body = [json.loads(line) for line in text.split("\n") if line.strip()]
     except ValueError:
         body = None
     if not isinstance(body, list):

@@ -13,15 +13,18 @@ tier shows the same against the real OpenWebUI (``tests/e2e/test_group_names.py`
 from __future__ import annotations
 
 import functools
+import json
 import string
 import unicodedata
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from provisioner import users
 from provisioner.catalog import courses_for
+from provisioner.client import _json_lines_or_list
 from provisioner.course import Course
 from proxy.access import AccessRules, domain_allowed
 from proxy.identity import InvalidIdentity, make_identity, parse_groups, validate_email
@@ -187,6 +190,17 @@ def test_a_json_lines_roster_splits_at_line_feeds_only() -> None:
         (1, "a@school.edu", "Ann\u2028Lee"),
         (2, "b@school.edu", None),
     ]
+
+
+def test_the_chat_list_splits_at_line_feeds_only() -> None:
+    """OpenWebUI 0.12.4 streams /chats/all as JSON Lines with U+2028 left raw in a title (a
+    student's chat could stop their own provisioning)."""
+    chats = [{"id": "1", "title": "a\u2028b\u0085c"}, {"id": "2", "title": "d"}]
+    text = "".join(json.dumps(chat, ensure_ascii=False) + "\n" for chat in chats)
+    response = httpx.Response(
+        200, text=text, request=httpx.Request("GET", "http://owui/api/v1/chats/all")
+    )
+    assert _json_lines_or_list(response) == chats
 
 
 def test_a_roster_cell_splits_on_ascii_blanks_only() -> None:
