@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from proxy.app import Runtime, create_admin_app, create_app
@@ -15,7 +17,10 @@ async def stack(aiohttp_client, settings_for):
         runtime = Runtime(settings_for(**overrides))
         await runtime.start()
         public = await aiohttp_client(create_app(runtime.settings, runtime))
-        admin = await aiohttp_client(create_admin_app(runtime.settings, runtime))
+        # OpenWebUI is checked in the background (proxy/readiness.py): often, for the tests.
+        admin = await aiohttp_client(
+            create_admin_app(runtime.settings, runtime, check_every_s=0.05)
+        )
         started.append(runtime)
         return public, admin
 
@@ -80,13 +85,21 @@ async def test_metrics_say_when_openwebui_runs_a_refused_release(stack, fake_ups
     _public, admin = await stack()
     assert "owui_proxy_openwebui_release_refused 0.0" in await (await admin.get("/metrics")).text()
     fake_upstream.version = "0.6.5"
-    text = await (await admin.get("/metrics")).text()
-    assert "owui_proxy_openwebui_release_refused 1.0" in text
+    text = await scraped_once(admin, "owui_proxy_openwebui_release_refused 1.0")
     assert "owui_proxy_ready 0.0" in text
     fake_upstream.version = "0.12.4"
-    text = await (await admin.get("/metrics")).text()
-    assert "owui_proxy_openwebui_release_refused 0.0" in text
+    text = await scraped_once(admin, "owui_proxy_openwebui_release_refused 0.0")
     assert "owui_proxy_ready 1.0" in text
+
+
+async def scraped_once(admin, line: str) -> str:
+    """The first scrape showing ``line``, once the background check has read the release."""
+    for _ in range(100):
+        text = await (await admin.get("/metrics")).text()
+        if line in text.splitlines():
+            return text
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never scraped {line!r}")
 
 
 async def test_the_series_alerts_watch_exist_at_zero_from_the_start(stack) -> None:

@@ -3,6 +3,7 @@ value escaped, the operator's templates checked at start; API calls keep getting
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from html.parser import HTMLParser
@@ -277,9 +278,14 @@ async def test_release_refused_page(settings_for, aiohttp_client, fake_upstream)
     await runtime.start()
     try:
         public = await aiohttp_client(create_app(runtime.settings, runtime))
-        admin = await aiohttp_client(create_admin_app(runtime.settings, runtime))
+        admin = await aiohttp_client(
+            create_admin_app(runtime.settings, runtime, check_every_s=0.05)
+        )
         fake_upstream.version = "0.6.5"  # replaced while the proxy runs
-        assert (await admin.get("/readyz")).status == 503  # which reads it again
+        for _ in range(100):  # until the readiness check, in the background, has read it
+            if (await admin.get("/readyz")).status == 503:
+                break
+            await asyncio.sleep(0.05)
         response = await public.get(
             "/", headers={**BOB_COOKIE, **PAGE_LOAD, "Accept-Language": "de"}
         )
