@@ -184,7 +184,9 @@ def _groups(value: Any, column: str) -> tuple[str, ...]:
     if isinstance(value, list):
         items = value
     elif isinstance(value, str):
-        items = _GROUP_SEPARATORS.split(value)
+        # A cell is a list: the spaces and tabs around each name are its syntax, as in a
+        # groups header; the names of a JSON list are taken as they are.
+        items = [item.strip(OWS) for item in _GROUP_SEPARATORS.split(value)]
     elif value is None:
         items = []
     else:

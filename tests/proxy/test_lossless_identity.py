@@ -203,6 +203,18 @@ def test_the_chat_list_splits_at_line_feeds_only() -> None:
     assert _json_lines_or_list(response) == chats
 
 
+@given(st.lists(group_names().filter(lambda n: not set(n) & set(",;|")), min_size=1, max_size=3))
+def test_roster_group_cells_keep_names_exactly(names: list[str]) -> None:
+    """A roster's group cell is a list like the groups header: only spaces and tabs around
+    each name go; a JSON list's names are kept as they are, or refused."""
+    for value, expected in (("; ".join(names), [n.strip(" \t") for n in names]), (names, names)):
+        try:
+            groups = users._groups(value, "groups")
+        except users._RowProblem:
+            continue
+        assert groups == tuple(name for name in expected if name)
+
+
 def test_a_roster_cell_splits_on_ascii_blanks_only() -> None:
     with pytest.raises(users._RowProblem, match="unknown course"):
         users._course_ids("welcome\u00a0year-9", "course", ["welcome", "year-9"])
