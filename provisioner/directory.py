@@ -106,7 +106,7 @@ class Directory:
         everyone = {
             str(user["email"]).lower(): user
             for user in await self._pages(None)
-            if isinstance(user.get("email"), str)
+            if isinstance(user.get("email"), str) and str(user["email"]).isascii()
         }
         for email in wanted:
             if email in everyone:
@@ -117,7 +117,8 @@ class Directory:
 def _exact(users: Sequence[dict[str, object]], email: str) -> Account | None:
     for user in users:
         found = user.get("email")
-        if isinstance(found, str) and found.lower() == email:
+        # ASCII before lower(): an account stored as "\u212aate@..." (KELVIN SIGN) is not kate's.
+        if isinstance(found, str) and found.isascii() and found.lower() == email:
             role = user.get("role")
             return Account(email, role if isinstance(role, str) else "unknown")
     return None

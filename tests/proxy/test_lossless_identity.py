@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioner import users
+from provisioner import directory, users
 from provisioner.catalog import courses_for
 from provisioner.client import _json_lines_or_list
 from provisioner.course import Course
@@ -213,6 +213,13 @@ def test_roster_group_cells_keep_names_exactly(names: list[str]) -> None:
         except users._RowProblem:
             continue
         assert groups == tuple(name for name in expected if name)
+
+
+def test_the_user_directory_matches_ascii_case_only() -> None:
+    """An OpenWebUI account stored with a look-alike address is not the person's."""
+    look_alike = {"email": "\u212aate@school.edu", "role": "admin"}
+    assert directory._exact([look_alike], "kate@school.edu") is None
+    assert directory._exact([{"email": "Kate@School.edu", "role": "user"}], "kate@school.edu")
 
 
 def test_a_roster_cell_splits_on_ascii_blanks_only() -> None:
