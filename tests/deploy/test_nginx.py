@@ -91,7 +91,7 @@ class EdgeOnly:
 @pytest.fixture
 async def edge_only(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterator[EdgeOnly]:
     fake = FakeUpstream()
-    server = TestServer(fake.app(), host="127.0.0.1", port=free_port())
+    server = TestServer(fake.app(), host="127.0.0.1")  # binds port 0: no race
     await server.start_server()
     https, http = free_port(), free_port()
     nginx = Nginx(
@@ -133,8 +133,8 @@ class Routed:
 async def routed(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterator[Routed]:
     """nginx in front of two recording upstreams: one as the proxy, one as the auth service."""
     proxy, auth = FakeUpstream(), FakeUpstream()
-    proxy_server = TestServer(proxy.app(), host="127.0.0.1", port=free_port())
-    auth_server = TestServer(auth.app(), host="127.0.0.1", port=free_port())
+    proxy_server = TestServer(proxy.app(), host="127.0.0.1")  # binds port 0: no race
+    auth_server = TestServer(auth.app(), host="127.0.0.1")  # binds port 0: no race
     await proxy_server.start_server()
     await auth_server.start_server()
     https = free_port()
@@ -379,7 +379,7 @@ async def test_edge_streams_events_unbuffered(
 ) -> None:
     """On streaming paths (and any other), nginx passes each event on as it arrives."""
     gate = asyncio.Event()
-    server = TestServer(streaming_app(gate), host="127.0.0.1", port=free_port())
+    server = TestServer(streaming_app(gate), host="127.0.0.1")  # binds port 0: no race
     await server.start_server()
     https = free_port()
     nginx = Nginx(
@@ -435,8 +435,8 @@ class Chain:
 @contextlib.asynccontextmanager
 async def run_chain(base: Path, tls: TestTLS, trusted_proxies: str) -> AsyncIterator[Chain]:
     fake, auth = FakeUpstream(), FakeAuthService(users={"alice-session": ALICE})
-    upstream = TestServer(fake.app(), host="127.0.0.1", port=free_port())
-    auth_server = TestServer(auth.app(), host="127.0.0.1", port=free_port())
+    upstream = TestServer(fake.app(), host="127.0.0.1")  # binds port 0: no race
+    auth_server = TestServer(auth.app(), host="127.0.0.1")  # binds port 0: no race
     await upstream.start_server()
     await auth_server.start_server()
     public, admin, https, http = free_port(), free_port(), free_port(), free_port()

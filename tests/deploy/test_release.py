@@ -189,7 +189,7 @@ def test_installed_provisioner_help_and_modules_come_from_the_wheel(installed: P
     """`owui-provision --help` runs, and every package it imports is the installed one."""
     result = _run(installed, "owui-provision", "--help")
     assert result.returncode == 0, result.stderr
-    assert "{user,bulk,webhook,check}" in result.stdout
+    assert "{user,bulk,status,remove,webhook,check}" in result.stdout
     where = _run(
         installed,
         "python",
