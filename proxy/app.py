@@ -167,12 +167,10 @@ class _Public:
 
     def __init__(self) -> None:
         self.handler: PublicHandler | None = None
-        self.release: ReleaseWatch | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self.handler is None or self.release is None:  # a request beat start-up
+        if self.handler is None:  # a request beat start-up
             raise web.HTTPServiceUnavailable()
-        await self.release.permit()  # never relay to a release we would fail open against
         return await self.handler(request)
 
 
@@ -194,9 +192,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
             await rt.start()
         assert rt.upstream is not None
         assert rt.authenticator is not None
-        public.release = rt.release
+        assert rt.release is not None
         public.handler = PublicHandler(
-            settings, rt.authenticator, rt.upstream, rt.metrics, rt.signin_hook
+            settings, rt.authenticator, rt.upstream, rt.metrics, rt.release, rt.signin_hook
         )
         yield
         if owned:
@@ -214,7 +212,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     # The auth service's renewed or cleared session cookie, on any answer (auth/cookies.py).
     app.on_response_prepare.append(relay_auth_cookies)
     # No early 100 Continue: the relay sends it once the caller is authenticated.
-    app.router.add_route("*", "/{tail:.*}", public.handle, expect_handler=no_early_continue)
+    # Any decoded path, line breaks included: the handler reads the target itself (400).
+    app.router.add_route("*", r"/{tail:[\s\S]*}", public.handle, expect_handler=no_early_continue)
     return app
 
 

@@ -12,9 +12,10 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import re
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
+
+from proxy.target import Target
 
 SIGNOUT_PATH = "/api/v1/auths/signout"
 SIGNIN_PATH = "/api/v1/auths/signin"
@@ -52,27 +53,13 @@ _ACCOUNT_CREATION_PREFIXES = tuple(
 _FIRST_PARTY = frozenset({"same-origin", "none"})
 
 
-def canonical_path(path: str) -> str:
-    """``path`` as the most lenient server could read it: percent-decoded, slashes
-    collapsed, dot segments resolved, lower-cased, without a trailing slash.
+def account_creation(target: Target) -> str | None:
+    """What an account-creation endpoint does (for the refusal), or None for other paths.
 
-    Only for deciding what to *refuse*: it merges spellings a server may tell apart (case,
-    ``a//b``), which is the safe direction for a deny list.
+    Decided on the target's fold (``Target.route``): any spelling a server could route to
+    one of them is refused, whatever else is wrong with the target.
     """
-    rooted = "/" + path.lstrip("/")
-    if "%" not in rooted and "//" not in rooted and "/." not in rooted:
-        # Nothing to decode, collapse or resolve (no "." or ".." segment starts without
-        # "/." here): the slow path below would return this too. Almost every request.
-        return rooted.lower().rstrip("/") or "/"
-    decoded = unquote(path)
-    # Collapse slashes first: normpath keeps a leading "//", and servers differ on "a//b".
-    resolved = posixpath.normpath("/" + re.sub("/+", "/", decoded).lstrip("/")).lower()
-    return resolved.rstrip("/") or "/"
-
-
-def account_creation(path: str) -> str | None:
-    """What an account-creation endpoint does (for the refusal), or None for other paths."""
-    canonical = canonical_path(path) + "/"
+    canonical = target.route + "/"
     if not canonical.startswith(_ACCOUNT_CREATION_PREFIXES):  # one C call, most requests
         return None
     if canonical.startswith(_NOT_ACCOUNT_CREATION):
@@ -136,30 +123,32 @@ def login_redirect(login_url: str, public_url: str, raw_target: str) -> str:
     return f"{login_url}{separator}rd={quote(rd, safe='')}"
 
 
-def api_key_allowed(authorizations: list[str], path: str) -> bool:
+def api_key_allowed(authorizations: list[str], target: Target) -> bool:
     """Exactly one ``Authorization: Bearer sk-...``, to a path that checks the key.
 
-    ``path`` is the decoded path; dot segments are resolved the way a server may, so
-    ``/x/../api/v1/auths/signup`` counts as a sign-up.
+    Decided on the target's fold, so ``/x/../api/v1/auths/signup`` counts as a sign-up.
     """
     # The raw value, whole: OpenWebUI splits it on one space, and a value it cannot parse
     # makes it fall back to other credentials (CUSTOM_API_KEY_HEADER, x-api-key), which
     # may carry a stolen session token. No trimming, no Unicode spaces, one form only.
     if len(authorizations) != 1 or not _API_KEY_AUTHORIZATION.fullmatch(authorizations[0]):
         return False
-    if "socket.io" in unquote(path).lower():
+    if "socket.io" in target.route:
         return False  # Socket.IO reads tokens from its packets, never from Authorization
-    resolved = canonical_path(path) + "/"
-    return not any(resolved.startswith(prefix) for prefix in _NO_API_KEY_PREFIXES)
+    resolved = target.route + "/"
+    return not resolved.startswith(_NO_API_KEY_PREFIXES)
 
 
-def is_signin(method: str, path: str) -> bool:
-    """OpenWebUI's trusted sign-in, which creates the account of a new user."""
-    return method == "POST" and canonical_path(path) == SIGNIN_PATH
+def is_signin(method: str, target: Target) -> bool:
+    """OpenWebUI's trusted sign-in, which creates the account of a new user: only the path
+    its router sends there (exact: Starlette routes case-sensitively, and answers a trailing
+    slash with a redirect, not a sign-in)."""
+    return method == "POST" and target.path == SIGNIN_PATH
 
 
-def is_signout(method: str, path: str) -> bool:
-    return method in ("GET", "POST") and path == SIGNOUT_PATH
+def is_signout(method: str, target: Target) -> bool:
+    """A sign-out the proxy answers itself, in any spelling of the path (its fold)."""
+    return method in ("GET", "POST") and target.route == SIGNOUT_PATH
 
 
 def is_user_mismatch(status: int, body: bytes) -> bool:

@@ -245,6 +245,7 @@ def build_upstream_headers(
     identity: Identity | None,
     policy: HeaderPolicy,
     request_id: str | None = None,
+    forwarded: Forwarded | None = None,
 ) -> CIMultiDict[str]:
     """The complete header set sent to OpenWebUI for one request.
 
@@ -252,7 +253,8 @@ def build_upstream_headers(
     ``peer`` is the TCP peer address, ``scheme``/``host`` what the client used to reach us;
     ``identity`` is verified (None only for API-key pass-through). ``Host`` is the
     public host (after the trusted-proxy rule), as OpenWebUI builds some absolute URLs
-    from it.
+    from it. ``forwarded``, when the caller has it already (:func:`forwarded_view` of the
+    same request), is used as it is.
     """
     items = list(request_headers.items() if hasattr(request_headers, "items") else request_headers)
     passing = policy._passing
@@ -270,7 +272,8 @@ def build_upstream_headers(
     if listed:
         kept = [item for item in kept if normalise(item[0]) not in listed]
 
-    forwarded = forwarded_view(items, peer=peer, scheme=scheme, host=host, policy=policy)
+    if forwarded is None:
+        forwarded = forwarded_view(items, peer=peer, scheme=scheme, host=host, policy=policy)
     # Each of these names is proxy-owned, so no header of that name is among the kept
     # ones: appending them is setting them, and the multidict is built once.
     kept += (

@@ -1,17 +1,26 @@
-"""The public listener's handler: authenticate, build the header set, relay.
+"""The public listener's handler: named stages over one per-request scope.
 
 No identity, no upstream request: every path below either has a verified identity, or an
-API key OpenWebUI will check itself (only when ``allow_api_keys``), or answers without
-touching the upstream.
+API key whose owner OpenWebUI named and the access rules admit (only when
+``allow_api_keys``), or answers without touching the upstream.
+
+The stages run in the order of :attr:`PublicHandler.stages`, and that order is the
+security argument (oauth2-proxy's named chains are the model): what answers everyone alike
+runs before anything is asked of the auth service; the person is known before any rule is
+applied to them; every credential is bound to that person before the outbound header set
+is built; only then is anything relayed. Each stage reads the request through the
+:class:`~proxy.scope.Scope` only, so no stage can read the target (or the person) its own way.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import NoReturn
 
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from proxy import browser, h1, logs, socketio
 from proxy.access import AccessRules, Refusal
@@ -20,16 +29,20 @@ from proxy.errors import AccessDenied, BadRequest, Forbidden
 from proxy.headers import (
     HeaderPolicy,
     build_upstream_headers,
+    forwarded_view,
     stripped_names,
 )
 from proxy.identity import Identity
 from proxy.metrics import Metrics
 from proxy.pseudonym import Pseudonyms, person
 from proxy.relay import read_body, read_whole, send, stream_back, whole_response
+from proxy.release_watch import ReleaseWatch
 from proxy.respond import error_response, request_id
+from proxy.scope import Scope
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 from proxy.socketio import TokenGuard
+from proxy.target import read_target
 from proxy.upstream import Upstream
 from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
@@ -37,6 +50,10 @@ IDENTITY_KEY = web.RequestKey("owui_identity", Identity)
 UPSTREAM_SECONDS_KEY = web.RequestKey("owui_upstream_s", float)
 # A 401 body worth reading to recognise "User mismatch"; OpenWebUI's is ~50 bytes.
 _MISMATCH_401_MAX_BYTES = 4096
+
+# A stage answers the request (a response; an error it raises is answered the same way)
+# or returns None to let the next stage run.
+Stage = Callable[[Scope], Awaitable[web.StreamResponse | None]]
 
 
 class PublicHandler:
@@ -48,6 +65,7 @@ class PublicHandler:
         authenticator: Authenticator,
         upstream: Upstream,
         metrics: Metrics,
+        release: ReleaseWatch,
         signin_hook: SigninHook | None = None,
     ) -> None:
         self.policy = HeaderPolicy.from_settings(settings)
@@ -56,6 +74,7 @@ class PublicHandler:
         self.authenticator = authenticator
         self.upstream = upstream
         self.metrics = metrics
+        self.release = release
         self.public_url = settings.public_url
         self.public_origin = browser.origin_of(settings.public_url) if settings.public_url else None
         self.login_url = settings.login_url
@@ -65,162 +84,251 @@ class PublicHandler:
         self.pseudonyms = Pseudonyms.from_file(settings.log_pseudonym_key_file)
         self.websockets = OpenLinks()
         self.token_guard = TokenGuard(upstream, self.policy)
+        # The public listener, in order (see the module docstring for why this order).
+        self.stages: tuple[Stage, ...] = (
+            # 1. Never relay to an OpenWebUI release the proxy would fail open against (503).
+            self.release_gate,
+            # 2. Answers that are the same for everyone, before any auth-service call: a
+            #    target servers may read differently (400), account creation (403), a
+            #    cross-origin WebSocket or long-poll and a cross-site sign-out (403).
+            self.edge_refusals,
+            # 3. Who is it: the identity source, or an API key (allow_api_keys).
+            self.identify,
+            # 4. May they use OpenWebUI at all (access rules), and is every credential the
+            #    request carries theirs.
+            self.admit,
+            # 5. The header set OpenWebUI gets: built from scratch, the identity injected last.
+            self.outbound,
+            # 6. Sign-out (answered here), WebSocket, or the HTTP relay.
+            self.dispatch,
+        )
         self.log.info("public_listener_access", rules=self.access.describe())
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        if not request.raw_path.startswith("/"):
-            raise BadRequest("request target must be a path")
-        creates = browser.account_creation(request.raw_path.partition("?")[0])
+        policy = self.policy
+        scope = Scope(
+            request=request,
+            target=read_target(request.raw_path),
+            websocket=is_websocket(request),
+            forwarded=forwarded_view(
+                request.headers,
+                peer=request.remote,
+                scheme=request.scheme,
+                host=request.host,
+                policy=policy,
+            ),
+            relayed=request.raw_path,
+        )
+        for stage in self.stages:
+            answer = await stage(scope)
+            if answer is not None:
+                return answer
+        raise RuntimeError("no stage answered")  # dispatch always does
+
+    # --- 1. release gate ------------------------------------------------------------------
+
+    async def release_gate(self, scope: Scope) -> None:
+        await self.release.permit()
+
+    # --- 2. edge refusals -----------------------------------------------------------------
+
+    async def edge_refusals(self, scope: Scope) -> None:
+        target, request = scope.target, scope.request
+        if target.raw[:1] != "/":
+            raise BadRequest(target.problem)  # absolute-form, "*": before anything else
+        creates = browser.account_creation(target)
         if creates is not None:
-            # Before authentication: the answer is the same for everyone, and it costs no
-            # auth-service call. Users exist only through the trusted sign-in.
+            # Users exist only through the trusted sign-in. On the fold of the target: any
+            # spelling that could reach one of them is refused, whatever else is wrong with it.
             self.metrics.count_decision("account_creation_refused")
             raise Forbidden(f"{creates} is not available behind owui-gate")
-        websocket = is_websocket(request)
-        if (
-            websocket
-            and self.public_origin is not None
-            and not browser.origin_allowed(request.headers.get("Origin"), self.public_origin)
-        ):
-            self.metrics.count_decision("cross_origin_websocket")
-            raise Forbidden("cross-origin WebSocket refused")
-        if (
-            not websocket
-            and self.public_origin is not None
-            and socketio.is_socketio_path(request.path)
-            and not socketio.polling_origin_allowed(
+        if target.problem is not None:
+            raise BadRequest(f"refused: {target.problem}")
+        if self.public_origin is not None:
+            if scope.websocket:
+                if not browser.origin_allowed(request.headers.get("Origin"), self.public_origin):
+                    self.metrics.count_decision("cross_origin_websocket")
+                    raise Forbidden("cross-origin WebSocket refused")
+            elif socketio.is_socketio_path(target.route) and not socketio.polling_origin_allowed(
                 request.method,
                 request.headers.getall("Origin", []),
-                request.rel_url.raw_query_string,
+                target.query,
                 self.public_origin,
-            )
-        ):
-            self.metrics.count_decision("cross_origin_socketio_polling")
-            raise Forbidden("cross-origin Socket.IO long-polling refused")
-        stripped = stripped_names(request.headers.items(), self.policy)
-        if stripped:
-            # Names only: the values are exactly what an attacker wants to see echoed.
-            self.log.warning("identity_headers_stripped", names=stripped)
-
-        identity: Identity | None = None
-        if (
-            self.allow_api_keys
-            and not websocket
-            and browser.api_key_allowed(request.headers.getall("Authorization", []), request.path)
-        ):
-            self.metrics.count_decision("api_key")
-        else:
-            result = await self.authenticator.authenticate(request)
-            if isinstance(result, Denied):
-                self.metrics.count_decision("denied")
-                return self._deny(request, result, websocket)
-            identity = result
-            request[IDENTITY_KEY] = identity
-            refusal = self.access.check(identity)
-            if refusal is not None:
-                self.metrics.count_decision("access_denied")
-                self._access_denied(identity, refusal)
-            self.metrics.count_decision("identity")
-
-        headers = build_upstream_headers(
-            request.headers.items(),
-            peer=request.remote,
-            scheme=request.scheme,
-            host=request.host,
-            identity=identity,
-            policy=self.policy,
-            request_id=request_id(request),
-        )
-        if identity is None:
-            # API-key pass-through: the key is the only credential OpenWebUI may see; a
-            # session cookie riding along must not authenticate anything.
-            headers.popall("Cookie", None)
-        if websocket:
-            self.metrics.open_websockets.inc()
-            checked = identity  # narrowed for the closure
-            on_socketio_path = socketio.is_socketio_path(request.path)
-            check = None
-            if checked is not None:
-
-                async def check(frame: str) -> bool:
-                    allowed = await self.token_guard.frame_allowed(frame, checked, on_socketio_path)
-                    if not allowed:
-                        self._socketio_refused(checked)
-                    return allowed
-
-            try:
-                return await relay_websocket(
-                    request, headers, self.upstream, open_links=self.websockets, check=check
-                )
-            finally:
-                self.metrics.open_websockets.dec()
-        if browser.canonical_path(request.path) == browser.SIGNOUT_PATH and browser.cross_site(
+            ):
+                self.metrics.count_decision("cross_origin_socketio_polling")
+                raise Forbidden("cross-origin Socket.IO long-polling refused")
+        if target.route == browser.SIGNOUT_PATH and browser.cross_site(
             request.headers.get("Sec-Fetch-Site"),
             request.headers.get("Origin"),
             self.public_origin or browser.origin_of(f"{request.scheme}://{request.host}"),
         ):
             self.metrics.count_decision("cross_site_signout")
             raise Forbidden("cross-site sign-out refused")
-        if identity is not None and browser.is_signout(request.method, request.path):
-            return await self._signout(request, headers)
-        return await self._relay(request, headers, identity)
+
+    # --- 3. identify ----------------------------------------------------------------------
+
+    async def identify(self, scope: Scope) -> web.StreamResponse | None:
+        request = scope.request
+        if (
+            self.allow_api_keys
+            and not scope.websocket
+            and browser.api_key_allowed(request.headers.getall("Authorization", []), scope.target)
+        ):
+            self.metrics.count_decision("api_key")
+            return None
+        result = await self.authenticator.authenticate(request, scope.forwarded)
+        if isinstance(result, Denied):
+            self.metrics.count_decision("denied")
+            return self._deny(scope, result)
+        scope.identity = request[IDENTITY_KEY] = result
+        return None
+
+    def _deny(self, scope: Scope, denied: Denied) -> web.StreamResponse:
+        request = scope.request
+        self.log.info("auth_denied", reason=denied.reason, status=denied.status)
+        if (
+            self.login_url is not None
+            and self.public_url is not None
+            and browser.is_browser_navigation(
+                request.method, request.headers.get("Accept"), scope.websocket
+            )
+        ):
+            location = browser.login_redirect(self.login_url, self.public_url, scope.target.raw)
+            raise web.HTTPFound(location, headers={"Cache-Control": "no-store"})
+        message = "forbidden" if denied.status == 403 else "authentication required"
+        return error_response(request, denied.status, message, denied.headers)
+
+    # --- 4. admit -------------------------------------------------------------------------
+
+    async def admit(self, scope: Scope) -> web.StreamResponse | None:
+        identity = scope.identity
+        if identity is None:
+            return None  # an API key: OpenWebUI checks it
+        refusal = self.access.check(identity)
+        if refusal is not None:
+            if browser.is_signout(scope.request.method, scope.target):
+                # The refusal page's own way out: answered here, OpenWebUI never sees them.
+                return await self._signout(scope, relay=False)
+            self.metrics.count_decision("access_denied")
+            self._access_denied(identity, refusal)
+        self.metrics.count_decision("identity")
+        return None
 
     def _access_denied(self, identity: Identity, refusal: Refusal) -> NoReturn:
         """403: a page saying who is signed in and how to sign out (proxy/pages.py), or JSON."""
         self.log.info("access_denied", **person(identity.email, self.pseudonyms), rule=refusal.rule)
         raise AccessDenied(refusal.reason, email=identity.email)
 
+    # --- 5. outbound ----------------------------------------------------------------------
+
+    async def outbound(self, scope: Scope) -> None:
+        request = scope.request
+        stripped = stripped_names(request.headers.items(), self.policy)
+        if stripped:
+            # Names only: the values are exactly what an attacker wants to see echoed.
+            self.log.warning("identity_headers_stripped", names=stripped)
+        headers = build_upstream_headers(
+            request.headers.items(),
+            peer=request.remote,
+            scheme=request.scheme,
+            host=request.host,
+            identity=scope.identity,
+            policy=self.policy,
+            request_id=request_id(request),
+            forwarded=scope.forwarded,
+        )
+        if scope.identity is None:
+            # API-key pass-through: the key is the only credential OpenWebUI may see; a
+            # session cookie riding along must not authenticate anything.
+            headers.popall("Cookie", None)
+        scope.headers = headers
+
+    # --- 6. dispatch ----------------------------------------------------------------------
+
+    async def dispatch(self, scope: Scope) -> web.StreamResponse:
+        if scope.websocket:
+            return await self._websocket(scope)
+        if scope.identity is not None and browser.is_signout(scope.request.method, scope.target):
+            return await self._signout(scope)
+        return await self._relay(scope)
+
+    async def _websocket(self, scope: Scope) -> web.StreamResponse:
+        assert scope.headers is not None
+        self.metrics.open_websockets.inc()
+        checked = scope.identity  # narrowed for the closure
+        on_socketio_path = socketio.is_socketio_path(scope.target.route)
+        check = None
+        if checked is not None:
+
+            async def check(frame: str) -> bool:
+                allowed = await self.token_guard.frame_allowed(frame, checked, on_socketio_path)
+                if not allowed:
+                    self._socketio_refused(checked)
+                return allowed
+
+        try:
+            return await relay_websocket(
+                self._relayed_request(scope),
+                scope.headers,
+                self.upstream,
+                open_links=self.websockets,
+                check=check,
+            )
+        finally:
+            self.metrics.open_websockets.dec()
+
     def _socketio_refused(self, identity: Identity) -> None:
         self.metrics.count_decision("socketio_token_refused")
         self.log.warning("socketio_token_refused", **person(identity.email, self.pseudonyms))
 
-    def _deny(self, request: web.Request, denied: Denied, websocket: bool) -> web.StreamResponse:
-        self.log.info("auth_denied", reason=denied.reason, status=denied.status)
-        if (
-            self.login_url is not None
-            and self.public_url is not None
-            and browser.is_browser_navigation(
-                request.method, request.headers.get("Accept"), websocket
-            )
-        ):
-            location = browser.login_redirect(self.login_url, self.public_url, request.raw_path)
-            raise web.HTTPFound(location, headers={"Cache-Control": "no-store"})
-        message = "forbidden" if denied.status == 403 else "authentication required"
-        return error_response(request, denied.status, message, denied.headers)
+    @staticmethod
+    def _relayed_request(scope: Scope, target: str | None = None) -> web.Request:
+        """The request as it goes upstream: the raw one, or a copy aimed at ``target``."""
+        target = scope.relayed if target is None else target
+        if target == scope.request.raw_path:
+            return scope.request
+        return scope.request.clone(rel_url=URL(target, encoded=True))
 
     async def _send(
         self,
-        request: web.Request,
-        headers: CIMultiDict[str],
+        scope: Scope,
+        relayed: web.Request,
         method: str | None = None,
         with_body: bool = True,
         buffered: bytes | None = None,
     ) -> h1.Response:
+        assert scope.headers is not None
         started = time.perf_counter()
         response = await send(
-            request, headers, self.upstream, method=method, with_body=with_body, buffered=buffered
+            relayed,
+            scope.headers,
+            self.upstream,
+            method=method,
+            with_body=with_body,
+            buffered=buffered,
         )
         elapsed = time.perf_counter() - started
-        request[UPSTREAM_SECONDS_KEY] = elapsed
+        scope.request[UPSTREAM_SECONDS_KEY] = elapsed
         self.metrics.upstream_latency.observe(elapsed)
         return response
 
-    async def _relay(
-        self, request: web.Request, headers: CIMultiDict[str], identity: Identity | None
-    ) -> web.StreamResponse:
+    async def _relay(self, scope: Scope) -> web.StreamResponse:
+        request, headers, identity = scope.request, scope.headers, scope.identity
+        assert headers is not None
         buffered = None
-        if identity is not None and socketio.is_polling_post(request.method, request.path):
+        if identity is not None and socketio.is_polling_post(request.method, scope.target.route):
             limit = min(socketio.POLLING_BODY_LIMIT, self.upstream.max_body_bytes)
             buffered = await read_body(request, limit, self.upstream.body_timeout_s)
             if not await self.token_guard.polling_payload_allowed(buffered, identity):
                 self._socketio_refused(identity)
                 raise Forbidden("token does not belong to the signed-in user")
-        response = await self._send(request, headers, buffered=buffered)
+        relayed = self._relayed_request(scope)
+        response = await self._send(scope, relayed, buffered=buffered)
         if (
             self.signin_hook is not None
             and identity is not None
             and response.status == 200
-            and browser.is_signin(request.method, request.path)
+            and browser.is_signin(request.method, scope.target)
         ):
             # Announced once OpenWebUI has signed the person in, so their account exists:
             # a provisioner signing in as them at the same moment as their own first sign-in
@@ -241,13 +349,25 @@ class PublicHandler:
                 self.log.info("stale_openwebui_token_dropped")
                 extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
             return whole_response(response, body, extra)
-        return await stream_back(request, response)
+        return await stream_back(relayed, response)
 
-    async def _signout(self, request: web.Request, headers: CIMultiDict[str]) -> web.StreamResponse:
-        # OpenWebUI 0.12.4 only knows POST; GET (a link or a typed URL) signs out the same.
-        response = await self._send(request, headers, method="POST", with_body=False)
-        await read_whole(response)
-        cookies = response.headers.getall("Set-Cookie", [])
+    async def _signout(self, scope: Scope, relay: bool = True) -> web.StreamResponse:
+        """Sign-out, in any spelling: relayed as OpenWebUI's own ``POST`` (0.12.4 knows no
+        GET; a link or a typed URL signs out the same), or with ``relay`` false (a person the
+        access rules refuse) answered here alone. Either way the ``token`` cookie goes."""
+        request = scope.request
+        cookies: list[str] = []
+        upstream_status = None
+        if relay:
+            response = await self._send(
+                scope,
+                self._relayed_request(scope, browser.SIGNOUT_PATH),
+                method="POST",
+                with_body=False,
+            )
+            await read_whole(response)
+            cookies = response.headers.getall("Set-Cookie", [])
+            upstream_status = response.status
         if not any(c.lstrip().startswith("token=") for c in cookies):
             cookies.append(browser.CLEAR_TOKEN_COOKIE)
         if self.logout_url is not None and browser.is_browser_navigation(
@@ -259,5 +379,5 @@ class PublicHandler:
         out.headers["Cache-Control"] = "no-store"
         for cookie in cookies:
             out.headers.add("Set-Cookie", cookie)
-        self.log.info("signed_out", upstream_status=response.status)
+        self.log.info("signed_out", upstream_status=upstream_status)
         return out

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from proxy.headers import Forwarded
 from proxy.identity import Identity
 
 # The ``Set-Cookie`` values the identity source got with its answer for this request (a
@@ -51,5 +52,8 @@ class Authenticator(Protocol):
         """What ``/readyz`` shows without turning unready: trouble of some identities, not
         of the proxy (taking it out of rotation would lock everyone else out too)."""
 
-    async def authenticate(self, request: web.Request) -> Identity | Denied:
-        """Decide who sent ``request``."""
+    async def authenticate(
+        self, request: web.Request, forwarded: Forwarded | None = None
+    ) -> Identity | Denied:
+        """Decide who sent ``request``; ``forwarded`` is its forwarded view, when the
+        caller has read it already (the public listener's scope)."""

@@ -42,7 +42,7 @@ from proxy import logs
 from proxy.auth.base import AUTH_COOKIES_KEY, Denied
 from proxy.auth.renewal import Renewals
 from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest, IdentityTooLarge
-from proxy.headers import HeaderPolicy, forwarded_view
+from proxy.headers import Forwarded, HeaderPolicy, forwarded_view
 from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
 from proxy.settings import Settings
@@ -247,14 +247,15 @@ class ForwardAuthenticator:
             await asyncio.sleep(PROBE_INTERVAL_S)
             await self.probe()
 
-    def _outbound(self, request: web.Request, cookie: str) -> dict[str, str]:
-        fwd = forwarded_view(
-            request.headers,
-            peer=request.remote,
-            scheme=request.scheme,
-            host=request.host,
-            policy=self.policy,
-        )
+    def _outbound(self, request: web.Request, cookie: str, fwd: Forwarded | None) -> dict[str, str]:
+        if fwd is None:
+            fwd = forwarded_view(
+                request.headers,
+                peer=request.remote,
+                scheme=request.scheme,
+                host=request.host,
+                policy=self.policy,
+            )
         # With a public URL, our own name (the policy's), not whatever Host the client typed:
         # auth services (Authelia) pick their access rules and cookie domain by it.
         proto, host = fwd.proto, fwd.host
@@ -281,15 +282,17 @@ class ForwardAuthenticator:
         if self.metrics is not None:
             self.metrics.count_cache(what)
 
-    async def authenticate(self, request: web.Request) -> Identity | Denied:
+    async def authenticate(
+        self, request: web.Request, forwarded: Forwarded | None = None
+    ) -> Identity | Denied:
         cookie = "; ".join(request.headers.getall("Cookie", []))
-        asked = self._outbound(request, cookie)  # first: refuses bytes that are not UTF-8
+        asked = self._outbound(request, cookie, forwarded)  # first: refuses bytes not UTF-8
         if not cookie:
             return await self._ask(request, asked, None, cookie)
         # A session the service renewed a moment ago is asked about as renewed (renewal.py).
         current = self.renewals.current(cookie)
         if current != cookie:
-            asked = self._outbound(request, current)
+            asked = self._outbound(request, current, forwarded)
         key = decision_key(asked) if self.cache is not None else None
         if key is not None and self.cache is not None:
             cached = self.cache.get(key)
@@ -298,7 +301,7 @@ class ForwardAuthenticator:
                 return cached
         async with self.renewals.turn(current) as sent:
             if sent != current:  # renewed while this call waited for its turn
-                asked = self._outbound(request, sent)
+                asked = self._outbound(request, sent, forwarded)
                 key = decision_key(asked) if self.cache is not None else None
             return await self._ask(request, asked, key, sent)
 

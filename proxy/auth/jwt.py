@@ -44,6 +44,7 @@ from jwt.exceptions import (
 from proxy.auth.base import Denied
 from proxy.auth.jwks import JwksCache, JwksError, PublicKey, load_pem_key
 from proxy.errors import AuthServiceUnavailable
+from proxy.headers import Forwarded
 from proxy.identity import OWS, Identity, InvalidIdentity, make_identity
 from proxy.settings import Settings
 
@@ -140,7 +141,10 @@ class JwtAuthenticator:
 
     # --- per request ---------------------------------------------------------------------------
 
-    async def authenticate(self, request: web.Request) -> Identity | Denied:
+    async def authenticate(
+        self, request: web.Request, forwarded: Forwarded | None = None
+    ) -> Identity | Denied:
+        # ``forwarded`` is not needed: a signed token says who it is, wherever it came from.
         outcome = await self._decide(request)
         if isinstance(outcome, Denied):
             log.info("jwt_denied", reason=outcome.reason, source=self._source_label)

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy import browser
+from proxy.target import canonical_path, read_target
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 from tests.proxy.rawhttp import raw_request
 
@@ -78,7 +79,7 @@ API_KEY_ROWS = [
     ids=[r[0] for r in API_KEY_ROWS],
 )
 def test_api_key_policy(authorizations, path, allowed) -> None:
-    assert browser.api_key_allowed(authorizations, path) is allowed
+    assert browser.api_key_allowed(authorizations, read_target(path)) is allowed
 
 
 NAVIGATION_ROWS = [
@@ -289,9 +290,9 @@ def _canonical_reference(path: str) -> str:
     ],
 )
 def test_canonical_path_table(path: str, expected: str) -> None:
-    assert browser.canonical_path(path) == expected == _canonical_reference(path)
+    assert canonical_path(path) == expected == _canonical_reference(path)
 
 
 @given(st.text(alphabet="/.%2eEfFaA5c_-~ \\", max_size=24))
 def test_canonical_path_fast_path_agrees_with_the_full_reading(path: str) -> None:
-    assert browser.canonical_path(path) == _canonical_reference(path)
+    assert canonical_path(path) == _canonical_reference(path)

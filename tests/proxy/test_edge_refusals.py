@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from proxy import browser
+from proxy.target import read_target
 from tests.proxy.conftest import ALICE_COOKIE
 from tests.proxy.rawhttp import raw_request
 
@@ -42,7 +43,7 @@ ACCOUNT_ROWS = [
     ("path", "refused"), [r[1:] for r in ACCOUNT_ROWS], ids=[r[0] for r in ACCOUNT_ROWS]
 )
 def test_account_creation_policy(path: str, refused: str | None) -> None:
-    assert browser.account_creation(path) == refused
+    assert browser.account_creation(read_target(path)) == refused
 
 
 CROSS_SITE_ROWS = [

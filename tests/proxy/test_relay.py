@@ -103,7 +103,7 @@ async def test_slow_upstream_is_a_504(make_proxy) -> None:
 async def test_raw_path_and_query_preserved_byte_for_byte(proxy, fake_upstream) -> None:
     for target in (
         "/api/v1/files/a%2Fb/../c/%2e%2e/d?x=%41&y=&z=a+b",
-        "/x//y/./z%00?%zz",
+        "/x//y/./z%20?%zz",
         "/..%2F..%2Fetc/passwd",
     ):
         response = await raw_request(proxy.host, proxy.port, target, list(ALICE_COOKIE.items()))
