@@ -1,7 +1,8 @@
 """Which requests the internal listener relays: ``METHOD /path/{param}`` rules, pure.
 
 The rules are parsed once at start. A request target is checked on its *raw* form, as the
-client sent it, because the routers behind us (aiohttp's, then Starlette's in OpenWebUI)
+client sent it (and then against the one reading of it every decision uses,
+``proxy/target.py``), because the routers behind us (aiohttp's, then Starlette's in OpenWebUI)
 decode and normalise it in their own ways: an encoded slash or dot segment that we
 decoded one way and OpenWebUI another would reach an endpoint the rule never named. So
 every construct that two parsers could read differently is refused outright, before
@@ -35,6 +36,8 @@ import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from proxy.target import Target
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -118,15 +121,25 @@ class Allowlist:
             raise ValueError("the internal allowlist is empty: nothing could ever be relayed")
         self.rules: tuple[Rule, ...] = tuple(parsed)
 
-    def check(self, method: str, target: str) -> Allowed | Refused:
-        """Decide a request from its method and raw request target (path and query)."""
-        split = split_target(target)
+    def check(self, method: str, target: Target) -> Allowed | Refused:
+        """Decide a request from its method and its target, read once (``proxy/target.py``).
+
+        The allowlist's own, stricter reading of the raw target comes first (its refusals
+        name the construct). What it admits must also be what OpenWebUI's server reads
+        (:attr:`Target.path`): what was checked is what is routed, or it is refused.
+        """
+        split = split_target(target.raw)
         if isinstance(split, Refused):
             return split
+        if target.problem is not None:
+            return Refused(target.problem)
         segments, query = split
+        path = "/" + "/".join(segments)
+        if path != target.path:  # cannot happen for what split_target admits: fail closed
+            return Refused("the path reads differently to OpenWebUI's server")
         for rule in self.rules:
             if rule.matches(method, segments):
-                return Allowed(rule=rule, path="/" + "/".join(segments), query=query)
+                return Allowed(rule=rule, path=path, query=query)
         if segments[-1] == "":
             return Refused(_EMPTY_SEGMENT)
         return Refused("not on the internal allowlist")

@@ -90,6 +90,7 @@ from proxy.relay import (
 )
 from proxy.respond import REQUEST_ID_KEY, new_request_id, request_id
 from proxy.settings import Settings
+from proxy.target import read_target
 from proxy.tokens import TokenFileError, TokenStore
 from proxy.upstream import Upstream
 
@@ -338,7 +339,7 @@ class InternalHandler:
 
     async def _handle(self, request: web.Request, audit: _Audit) -> web.StreamResponse:
         audit.service_fp = self._authenticate(request)
-        decision = self.allowlist.check(request.method, request.raw_path)
+        decision = self.allowlist.check(request.method, read_target(request.raw_path))
         if not isinstance(decision, Allowed):
             raise Forbidden(f"refused by the internal allowlist: {decision.reason}")
         audit.rule, audit.path = str(decision.rule), decision.path

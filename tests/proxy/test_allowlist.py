@@ -6,6 +6,7 @@ import pytest
 
 from proxy.allowlist import Allowed, Allowlist, Refused, parse_rule
 from proxy.settings import DEFAULT_INTERNAL_ALLOW
+from proxy.target import read_target
 
 UUID = "0b6f1c2e-3d4a-4b5c-8d9e-0f1a2b3c4d5e"
 DEFAULT = Allowlist(DEFAULT_INTERNAL_ALLOW)
@@ -127,7 +128,7 @@ CASES = [
 def test_default_allowlist(method: str, target: str, expected: str) -> None:
     """Each target is relayed to exactly the expected canonical target, or refused for the
     expected reason."""
-    decision = DEFAULT.check(method, target)
+    decision = DEFAULT.check(method, read_target(target))
     if expected.startswith("!"):
         assert isinstance(decision, Refused), decision
         assert expected[1:] in decision.reason
@@ -138,7 +139,7 @@ def test_default_allowlist(method: str, target: str, expected: str) -> None:
 
 def test_allowed_names_the_rule() -> None:
     """The decision says which rule matched (for the log)."""
-    decision = DEFAULT.check("POST", f"/api/v1/chats/{UUID}/archive")
+    decision = DEFAULT.check("POST", read_target(f"/api/v1/chats/{UUID}/archive"))
     assert isinstance(decision, Allowed)
     assert str(decision.rule) == "POST /api/v1/chats/{id}/archive"
 
@@ -147,7 +148,7 @@ def test_every_default_rule_is_reachable() -> None:
     """No default rule is shadowed or unmatchable: each allows a concrete request."""
     for rule in DEFAULT.rules:
         path = rule.pattern.replace("{id}", UUID)
-        decision = DEFAULT.check(rule.method, path)
+        decision = DEFAULT.check(rule.method, read_target(path))
         assert isinstance(decision, Allowed)
         assert decision.rule == rule
 
