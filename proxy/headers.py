@@ -62,6 +62,9 @@ PROXY_OWNED = frozenset(
         "x-forwarded-prefix",
         "x-real-ip",
         "x-request-id",
+        # The proxy's readiness probe marks itself with it (proxy/auth/forward.py); nobody
+        # else may, and it is no business of OpenWebUI's.
+        "x-owui-proxy-probe",
     }
 )
 

@@ -21,5 +21,15 @@ def answered_for(body: bytes, email: str) -> bool:
     if not isinstance(answer, dict):
         return False
     owner = answer.get("email")
-    # OpenWebUI stores emails lower-cased; the proxy's identities are lower-cased too.
-    return isinstance(owner, str) and bool(owner) and owner.lower() == email.lower()
+    return isinstance(owner, str) and same_email(owner, email)
+
+
+def same_email(owner: str, email: str) -> bool:
+    """Whether OpenWebUI's ``owner`` is the verified ``email`` (validated, lower-case ASCII).
+
+    OpenWebUI stores emails lower-cased, but an account made another way may not be; only
+    ASCII case is folded, and only on an ASCII owner: ``str.lower()`` maps some non-ASCII
+    letters onto ASCII ones (KELVIN SIGN U+212A to "k"), which would make another account's
+    ``\u212aate@school.edu`` Kate's.
+    """
+    return bool(owner) and owner.isascii() and owner.lower() == email

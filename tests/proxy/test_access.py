@@ -114,6 +114,26 @@ async def test_without_logout_url_the_page_links_openwebui_sign_out(make_proxy) 
     assert 'href="/api/v1/auths/signout"' in await response.text()
 
 
+@pytest.mark.parametrize("logout_url", [None, "https://idp.example.edu/logout"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_the_refusal_pages_sign_out_link_signs_out(
+    make_proxy, fake_upstream, logout_url: str | None, method: str
+) -> None:
+    """The page's way out works for the person it refuses, without reaching OpenWebUI."""
+    proxy = await make_proxy(allowed_email_domains="school.edu", logout_url=logout_url)
+    page = await proxy.get("/", headers={**BOB_COOKIE, "Accept": "text/html"})
+    assert page.status == 403
+    headers = {**BOB_COOKIE, "Accept": "text/html", "Cookie": "_oauth2_proxy=bob-session; token=t"}
+    response = await proxy.request(
+        method, "/api/v1/auths/signout", headers=headers, allow_redirects=False
+    )
+    assert response.status == (302 if logout_url and method == "GET" else 200)
+    if response.status == 302:
+        assert response.headers["Location"] == logout_url
+    assert any(c.startswith("token=;") for c in response.headers.getall("Set-Cookie"))
+    assert fake_upstream.seen == []
+
+
 async def test_websocket_outside_the_rules_is_refused_before_the_upgrade(
     make_proxy, fake_upstream
 ) -> None:

@@ -213,6 +213,11 @@ ROWS = [
         present=[("X-Request-ID", "rid-1")],
     ),
     Row(
+        "the proxy's own readiness-probe marker never reaches OpenWebUI, in any spelling",
+        [("X-Owui-Proxy-Probe", "readiness"), ("x_owui_proxy_probe", "readiness")],
+        absent=["X-Owui-Proxy-Probe", "x_owui_proxy_probe"],
+    ),
+    Row(
         "client Host replaced by the one we were reached at",
         [("Host", "evil.example")],
         present=[("Host", "chat.example.edu")],
