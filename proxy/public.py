@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy import browser, h1, logs, socketio
+from proxy import browser, credentials, h1, logs, owners, socketio
 from proxy.access import AccessRules, Refusal
 from proxy.auth.base import Authenticator, Denied
 from proxy.errors import AccessDenied, BadRequest, Forbidden
@@ -83,7 +83,9 @@ class PublicHandler:
         self.log = logs.get()
         self.pseudonyms = Pseudonyms.from_file(settings.log_pseudonym_key_file)
         self.websockets = OpenLinks()
-        self.token_guard = TokenGuard(upstream, self.policy)
+        self.api_key_header = settings.openwebui_api_key_header
+        self.owners = owners.Owners(upstream, self.policy)
+        self.token_guard = TokenGuard(self.owners)
         # The public listener, in order (see the module docstring for why this order).
         self.stages: tuple[Stage, ...] = (
             # 1. Never relay to an OpenWebUI release the proxy would fail open against (503).
@@ -103,6 +105,12 @@ class PublicHandler:
             self.dispatch,
         )
         self.log.info("public_listener_access", rules=self.access.describe())
+        if self.allow_api_keys and self.access.groups:
+            self.log.warning(
+                "api_keys_with_group_rules",
+                detail="OWUI_PROXY_ALLOWED_GROUPS is set: requests with an API key and no SSO "
+                "session are refused, as the identity provider's groups are unknown for them",
+            )
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         policy = self.policy
@@ -203,7 +211,7 @@ class PublicHandler:
     async def admit(self, scope: Scope) -> web.StreamResponse | None:
         identity = scope.identity
         if identity is None:
-            return None  # an API key: OpenWebUI checks it
+            return await self._admit_api_key(scope)
         refusal = self.access.check(identity)
         if refusal is not None:
             if browser.is_signout(scope.request.method, scope.target):
@@ -212,7 +220,118 @@ class PublicHandler:
             self.metrics.count_decision("access_denied")
             self._access_denied(identity, refusal)
         self.metrics.count_decision("identity")
+        return await self._bind_credentials(
+            scope, identity, credentials.carried(scope.request.headers, self.api_key_header)
+        )
+
+    async def _admit_api_key(self, scope: Scope) -> web.StreamResponse | None:
+        """An API key without SSO: OpenWebUI names its owner, who must pass the access rules
+        (a group rule never: the IdP's groups are unknown here) and own every other
+        credential the request carries."""
+        key = scope.request.headers["Authorization"].partition(" ")[2]
+        owner = await self.owners.owner(key)
+        if not isinstance(owner, Identity):
+            return self._credential_refused(scope, None, owner, cookie=False)
+        refusal = self.access.check(owner)
+        if refusal is not None:
+            if refusal.rule == "allowed_groups":
+                refusal = Refusal(
+                    refusal.rule,
+                    "an API key cannot pass a group rule: the identity provider's groups "
+                    "are only known with an SSO session",
+                )
+            self.metrics.count_decision("access_denied")
+            self._access_denied(owner, refusal)
+        scope.key_owner = owner
+        carried = credentials.carried(scope.request.headers, self.api_key_header)
+        # The cookie is never relayed with a key (outbound stage): only headers count.
+        others = credentials.Carried(tuple(c for c in carried.headers if c != key), ())
+        return await self._bind_credentials(scope, owner, others)
+
+    async def _bind_credentials(
+        self, scope: Scope, who: Identity, carried: credentials.Carried
+    ) -> web.StreamResponse | None:
+        """Every OpenWebUI credential the request carries must be ``who``'s own.
+
+        One in a header that is not refuses the request (401 when it is someone else's,
+        else OpenWebUI's own refusal of it). A ``token`` cookie that is not is refused the
+        same way, except on a page load: there it is left out of the relayed request and
+        the browser told to delete it (a stale cookie must not cost the page). Sign-out
+        always works: what is not the person's is left out of it (OpenWebUI revokes the
+        token a sign-out carries, whoever's it is).
+        """
+        if not carried:
+            return None
+        request = scope.request
+        signout = browser.is_signout(request.method, scope.target)
+        for credential in carried.headers:
+            owner = await self.owners.owner(credential, who)
+            if isinstance(owner, Identity) and owner.email == who.email:
+                continue
+            if not signout:
+                return self._credential_refused(scope, who, owner, cookie=False)
+            scope.drop_header_credentials = True
+        for credential in carried.cookies:
+            if credential in carried.headers and not scope.drop_header_credentials:
+                continue  # the UI sends its token both ways: checked above
+            owner = await self.owners.owner(credential, who)
+            if isinstance(owner, Identity) and owner.email == who.email:
+                continue
+            if not signout and not browser.is_browser_navigation(
+                request.method, request.headers.get("Accept"), scope.websocket
+            ):
+                return self._credential_refused(scope, who, owner, cookie=True)
+            self.log.info("foreign_token_cookie_dropped", **person(who.email, self.pseudonyms))
+            scope.drop_token_cookie = True
         return None
+
+    def _credential_refused(
+        self,
+        scope: Scope,
+        who: Identity | None,
+        owner: Identity | owners.Refused,
+        cookie: bool,
+    ) -> web.StreamResponse:
+        """The answer to a credential that is not ``who``'s (None: an API key alone)."""
+        self.metrics.count_decision("credential_refused")
+        request = scope.request
+        extra = {"Cache-Control": "no-store"}
+        if isinstance(owner, Identity):
+            self.log.warning(
+                "credential_not_theirs",
+                **person(who.email if who is not None else None, self.pseudonyms),
+                # Whose it was, named as people are in this log (owner_email/owner_pseudonym).
+                **{f"owner_{k}": v for k, v in person(owner.email, self.pseudonyms).items()},
+                carrier="cookie" if cookie else "header",
+            )
+            extra["Set-Cookie"] = browser.CLEAR_TOKEN_COOKIE
+            return error_response(
+                request,
+                401,
+                "an OpenWebUI credential of another person; sign in again",
+                extra,
+                code="credential_mismatch",
+            )
+        self.log.info(
+            "credential_refused_by_openwebui",
+            **person(who.email if who is not None else None, self.pseudonyms),
+            status=owner.status,
+            carrier="cookie" if cookie else "header",
+        )
+        if cookie or browser.is_user_mismatch(owner.status, owner.body):
+            extra["Set-Cookie"] = browser.CLEAR_TOKEN_COOKIE
+        if owner.own:
+            return error_response(
+                request,
+                owner.status,
+                owner.body.decode("utf-8", "replace"),
+                extra,
+                code="credential_owner_unknown",
+            )
+        # OpenWebUI's own refusal of the credential, as it gave it (status and body).
+        response = web.Response(status=owner.status, body=owner.body, headers=extra)
+        response.content_type = owner.content_type
+        return response
 
     def _access_denied(self, identity: Identity, refusal: Refusal) -> NoReturn:
         """403: a page saying who is signed in and how to sign out (proxy/pages.py), or JSON."""
@@ -241,6 +360,14 @@ class PublicHandler:
             # API-key pass-through: the key is the only credential OpenWebUI may see; a
             # session cookie riding along must not authenticate anything.
             headers.popall("Cookie", None)
+        else:
+            if scope.drop_token_cookie:
+                kept = credentials.without_token_cookie(headers.popall("Cookie", []))
+                for cookie in kept:
+                    headers.add("Cookie", cookie)
+            if scope.drop_header_credentials:
+                headers.popall("Authorization", None)
+                headers.popall(self.api_key_header, None)
         scope.headers = headers
 
     # --- 6. dispatch ----------------------------------------------------------------------
@@ -334,6 +461,9 @@ class PublicHandler:
             # a provisioner signing in as them at the same moment as their own first sign-in
             # could otherwise make OpenWebUI create the account twice (unusable after).
             self.signin_hook.seen(identity)
+        extra: CIMultiDict[str] = CIMultiDict()
+        if scope.drop_token_cookie:
+            extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
         length = response.content_length
         if (
             identity is not None
@@ -342,14 +472,13 @@ class PublicHandler:
             and length <= _MISMATCH_401_MAX_BYTES
         ):
             body = await read_whole(response)
-            extra: CIMultiDict[str] = CIMultiDict()
-            if browser.is_user_mismatch(response.status, body):
+            if browser.is_user_mismatch(response.status, body) and not extra:
                 # The browser holds a previous user's OpenWebUI token: drop the cookie so
                 # its next sign-in (the UI does one on any 401) starts clean as the new user.
                 self.log.info("stale_openwebui_token_dropped")
                 extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
             return whole_response(response, body, extra)
-        return await stream_back(relayed, response)
+        return await stream_back(relayed, response, extra_headers=extra or None)
 
     async def _signout(self, scope: Scope, relay: bool = True) -> web.StreamResponse:
         """Sign-out, in any spelling: relayed as OpenWebUI's own ``POST`` (0.12.4 knows no

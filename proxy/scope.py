@@ -24,7 +24,8 @@ class Scope:
 
     ``target`` and ``websocket`` are read before the first stage, ``forwarded`` too (the
     auth service and OpenWebUI are told the same); ``identity`` is set by the identify
-    stage (None: an API key, checked by the admit stage); ``relayed`` is the target that
+    stage (None: an API key, whose owner the admit stage sets as ``key_owner``);
+    ``relayed`` is the target that
     goes upstream (the raw one, unless the admit stage unsealed an Engine.IO session id);
     ``headers`` is set by the outbound stage.
     """
@@ -35,4 +36,11 @@ class Scope:
     forwarded: Forwarded
     relayed: str
     identity: Identity | None = None
+    # An API-key request (no SSO identity): the key's owner, as OpenWebUI named them.
+    key_owner: Identity | None = None
+    # The admit stage found a token cookie that is not the person's on a page load or a
+    # sign-out: it is left out of what is relayed, and the answer tells the browser to
+    # delete it. On a sign-out, header credentials that are not theirs are left out too.
+    drop_token_cookie: bool = False
+    drop_header_credentials: bool = False
     headers: CIMultiDict[str] | None = None

@@ -413,7 +413,13 @@ class Settings(BaseSettings):
     allow_api_keys: bool = Field(
         False,
         description="Relay requests bearing an OpenWebUI API key (Bearer sk-...) without an SSO "
-        "identity; OpenWebUI checks the key itself.",
+        "identity, once OpenWebUI has named the key's owner and the owner passes the access "
+        "rules (never with allowed_groups: the IdP's groups are unknown without SSO).",
+    )
+    openwebui_api_key_header: HeaderName = Field(
+        "x-api-key",
+        description="The header OpenWebUI reads API keys from (its CUSTOM_API_KEY_HEADER): a "
+        "credential there, as in Authorization or the token cookie, must be the person's own.",
     )
 
     # --- internal act-as listener -----------------------------------------------------------

@@ -12,11 +12,11 @@ So every client message to a Socket.IO path is decoded *by the server's own deco
 OpenWebUI pins): a hand-written mirror differs from them somewhere, and every difference
 was a bypass (Unicode digits as packet types, JSON-string bodies, JSONP ``d=`` bodies).
 Every token a handler could read is then checked before the message goes on: OpenWebUI is
-asked ``GET /api/v1/auths/`` with that token and the verified identity's headers; 200
-means the token belongs to this user. Anything else — another user's token, a message
+asked whose it is (``proxy/owners.py``, the same question every HTTP credential gets), and
+only the verified identity's own passes. Anything else — another user's token, a message
 the decoders reject, a token that is not a plain printable-ASCII string, an ``auth``
 that is not an object — is refused: the WebSocket is closed with 1008, a long-polling
-POST gets 403. Yes-answers are cached briefly per (token, email).
+POST gets 403. Owners are cached briefly per (token, email).
 
 What is read, and why that is enough (docs/proxy.md, "Socket.IO tokens", has the
 details): the CONNECT packet's data (``auth``) on any namespace, and the ``auth`` of
@@ -32,29 +32,19 @@ Socket.IO tokens checked too, but pass what is not Socket.IO (see ``frame_allowe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import time
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-import aiohttp
 from engineio import packet as eio_packet  # type: ignore[import-untyped]
 from engineio import payload as eio_payload
-from multidict import CIMultiDict
 from socketio import packet as sio_packet  # type: ignore[import-untyped]
 
 from proxy import browser
-from proxy.auth.forward import DecisionCache
-from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity
-from proxy.token_owner import answered_for
-from proxy.upstream import Upstream
-from proxy.upstream_errors import Stage, translate
+from proxy.owners import Owners
 
-_CHECK_PATH = "/api/v1/auths/"
 # OpenWebUI 0.12.4 raises python-engineio's payload limit (max_http_buffer_size) to 16 MiB
 # for large notes; a polling body may be that long, and is buffered whole to be checked.
 POLLING_BODY_LIMIT = 16 * 1024 * 1024
@@ -164,55 +154,19 @@ def polling_tokens(body: bytes) -> list[str]:
     return [token for packet in packets for token in _message_tokens(packet)]
 
 
-def _key(token: str, email: str) -> bytes:
-    """The cache key of (token, email): injective, so no two pairs can share a yes."""
-    raw = token.encode("ascii")  # _TOKEN admits only ASCII
-    return hashlib.sha256(
-        len(raw).to_bytes(8, "big") + raw + email.encode("utf-8", "surrogatepass")
-    ).digest()
-
-
 class TokenGuard:
-    """Asks OpenWebUI whether a token belongs to a verified identity; caches the yeses."""
+    """Checks that every token in client Socket.IO traffic is the verified identity's own,
+    asking OpenWebUI through :class:`~proxy.owners.Owners` (which caches the answers)."""
 
-    def __init__(
-        self,
-        upstream: Upstream,
-        policy: HeaderPolicy,
-        ttl_s: float = 60,
-        size: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.upstream = upstream
-        self.policy = policy
-        self.cache = DecisionCache(ttl_s, size, clock)
+    def __init__(self, owners: Owners) -> None:
+        self.owners = owners
 
     async def belongs(self, token: str, identity: Identity) -> bool:
-        key = _key(token, identity.email)
-        if self.cache.get(key) is not None:
-            return True
-        headers: CIMultiDict[str] = CIMultiDict(identity_headers(identity, self.policy))
-        headers["Authorization"] = f"Bearer {token}"
-        headers["Accept"] = "application/json"
-        try:
-            async with self.upstream.session.get(
-                self.upstream.base + _CHECK_PATH,
-                headers=headers,
-                allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=self.upstream.connect_timeout_s + self.upstream.response_timeout_s
-                ),
-            ) as response:
-                body = await response.read()
-                # Its email, not only its 200: releases before 0.6.14 answer another's token.
-                ok = response.status == 200 and answered_for(body, identity.email)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            # Cannot tell: answered as the upstream-failure table says (a timeout is a 504;
-            # a WebSocket whose frame could not be checked is closed), never passed.
-            raise translate(exc, Stage.SIDE_REQUEST) from exc
-        if ok:
-            self.cache.put(key, identity)
-        return ok
+        # Cannot tell (OpenWebUI unreachable or slow): raised as the upstream-failure table
+        # says (a timeout is a 504; a WebSocket whose frame could not be checked is
+        # closed), never passed and never called a forged token.
+        answer = await self.owners.owner(token, identity)
+        return isinstance(answer, Identity) and answer.email == identity.email
 
     async def _all_belong(self, tokens: list[str], identity: Identity) -> bool:
         for token in dict.fromkeys(tokens):

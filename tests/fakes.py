@@ -31,7 +31,10 @@ FakeUpstream routes (anything else is the echo route):
 - ``/status/CODE``                 answers with that status.
 - ``POST /api/v1/auths/signin``    like OpenWebUI in trusted-header mode: token ``tok.<email>``
                                    for the email header, also set as the ``token`` cookie.
-- ``GET /api/v1/auths/``          the token's user ``{"email", "role"}`` (401 without one).
+- ``GET /api/v1/auths/``          the token's user ``{"email", "role"}`` (401 without one);
+                                   an API key gets 403 "A human session is required.".
+- ``GET /api/v1/users/user/status`` the caller's account ``{"email", "role"}``, for a token
+                                   or an API key of ``fake.api_keys`` (401 otherwise).
 - ``POST /api/v1/auths/signout``   ``{"status": true}`` and deletes the ``token`` cookie.
 - ``GET /api/config`` from the proxy's release check (its User-Agent): ``{"version": ...}``
                                    (``fake.version``), counted in ``fake.release_reads``,
@@ -40,7 +43,8 @@ FakeUpstream routes (anything else is the echo route):
 Like OpenWebUI's ``get_current_user``, any request carrying a token ``tok.<email>`` (Bearer
 or ``token`` cookie; Bearer first) together with an email header for a different user gets
 ``401 {"detail": "User mismatch. Please sign in again."}``, unless ``mismatch_check`` is
-off (releases before 0.6.14 had no such check).
+off (releases before 0.6.14 had no such check). API keys (``fake.api_keys``: key -> email;
+``sk-123`` is Alice's unless a test says otherwise) skip that check, as OpenWebUI's do.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ class FakeUpstream:
     mismatch_check: bool = True
     roles: dict[str, str] = field(default_factory=dict)  # email -> role; default "user"
     ws_set_cookie: str | None = None  # a Set-Cookie the WebSocket upgrade answers with
+    api_keys: dict[str, str] = field(default_factory=lambda: {"sk-123": "alice@example.edu"})
     _sse_gate: asyncio.Event | None = None
 
     def app(self) -> web.Application:
@@ -206,8 +211,16 @@ class FakeUpstream:
             response = web.json_response({"email": email, "role": role, "token": token})
             response.set_cookie("token", token, httponly=True, samesite="Lax")
             return response
+        if path == "/api/v1/users/user/status" and request.method == "GET":
+            token = _token_of(request) or ""
+            owner = self.api_keys.get(token) or (token[4:] if token.startswith("tok.") else "")
+            if not owner:
+                return web.json_response({"detail": "Invalid token"}, status=401)
+            return web.json_response({"email": owner, "role": self.roles.get(owner, "user")})
         if path == "/api/v1/auths/" and request.method == "GET":
             token = _token_of(request) or ""
+            if token.startswith("sk-"):
+                return web.json_response({"detail": "A human session is required."}, status=403)
             if not token.startswith("tok."):
                 return web.json_response({"detail": "Not authenticated"}, status=401)
             return web.json_response(

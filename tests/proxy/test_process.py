@@ -196,11 +196,15 @@ async def test_sigterm_drains_an_in_flight_request_then_exits_0(start_proxy, fak
 
 async def test_two_workers_serve_and_stop(start_proxy, fake_upstream):
     proxy = start_proxy(workers="2")
+    # OpenWebUI credentials must be the signed-in person's own (proxy/owners.py): Alice's.
+    fake_upstream.api_keys.update(
+        {"sk-owui-cookie-secret": "alice@example.edu", "sk-owui-bearer-secret": "alice@example.edu"}
+    )
     async with aiohttp.ClientSession() as session:
         await proxy.wait_ready(session)
         secrets = {
-            "Cookie": "_oauth2_proxy=alice-session; token=owui-cookie-secret",
-            "Authorization": "Bearer owui-bearer-secret",
+            "Cookie": "_oauth2_proxy=alice-session; token=sk-owui-cookie-secret",
+            "Authorization": "Bearer sk-owui-bearer-secret",
             "X-User-Email": "spoofed-value@evil.example",
             "X-Request-ID": "client-id\u00e9;rm -rf",
         }

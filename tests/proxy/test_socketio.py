@@ -10,7 +10,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 from aiohttp import WSMsgType
 
-from proxy import socketio
+from proxy import owners, socketio
 from proxy.socketio import Refused, frame_tokens, polling_tokens
 from tests.proxy.conftest import BOB_COOKIE
 
@@ -147,7 +147,7 @@ def test_cache_key_is_injective() -> None:
         ("a", "b\ufffd"),
         ("a", "b?"),
     ]
-    keys = {socketio._key(token, email) for token, email in pairs}
+    keys = {owners.cache_key(token, email) for token, email in pairs}
     assert len(keys) == len(pairs)
 
 

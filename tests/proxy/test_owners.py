@@ -1,4 +1,4 @@
-"""Whose is a token: OpenWebUI's answer compared with the verified email, ASCII case only."""
+"""Whose is a credential: OpenWebUI's answer compared with the verified email, ASCII case only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from proxy.token_owner import answered_for
+from proxy.owners import owner_in, same_email
 
 KATE = "kate@school.edu"
 
@@ -23,9 +23,10 @@ ROWS = [
 
 @pytest.mark.parametrize(("owner", "same"), [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
 def test_owner_is_compared_without_unicode_case_folding(owner: str, same: bool) -> None:
-    assert answered_for(json.dumps({"email": owner}).encode(), KATE) is same
+    named = owner_in(json.dumps({"email": owner}).encode())
+    assert (named is not None and same_email(named, KATE)) is same
 
 
 @pytest.mark.parametrize("body", [b"", b"[]", b'{"email": null}', b'{"email": 1}', b"{"])
 def test_answers_that_name_nobody(body: bytes) -> None:
-    assert answered_for(body, KATE) is False
+    assert owner_in(body) is None

@@ -1,0 +1,91 @@
+"""Which OpenWebUI credentials a request carries, read as OpenWebUI 0.12.4 reads them (pure).
+
+OpenWebUI takes a token (a session JWT, or an API key ``sk-...``) from three places
+(``utils/auth.py`` ``get_current_user``, ``utils/asgi_middleware.py`` ``_set_token``, and the
+endpoints that read them by hand: ``/api/config``, sign-out, the session answer):
+
+- ``Authorization``: FastAPI's ``HTTPBearer`` takes what follows the first space, stripped,
+  when the scheme is ``bearer``; ``get_http_authorization_cred`` splits on single spaces and
+  takes the second of exactly two parts, whatever the scheme (``Basic sk-...`` is a key
+  there);
+- the ``token`` cookie (Starlette's cookie parser: chunks split on ``;`` and the first
+  ``=``, stripped, unquoted as ``http.cookies`` does; the last one wins);
+- ``CUSTOM_API_KEY_HEADER`` (``x-api-key`` unless configured otherwise), when neither of
+  the others gave one.
+
+Every value any of those readers could take is returned, from every copy of each header:
+more than OpenWebUI uses, never less, so no credential reaches it unchecked. The carrier
+matters to the policy (``proxy/public.py``): a header credential that is not the person's
+refuses the request, a cookie that is not theirs is dropped from a page load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http.cookies import _unquote
+
+from multidict import CIMultiDictProxy, MultiMapping
+
+TOKEN_COOKIE = "token"  # noqa: S105 (the cookie's name, not a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class Carried:
+    """The credentials of one request: from headers, and from ``token`` cookies."""
+
+    headers: tuple[str, ...]
+    cookies: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.headers or self.cookies)
+
+
+NONE = Carried((), ())
+
+
+def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: str) -> Carried:
+    """Every OpenWebUI credential in ``headers`` (distinct values, in order)."""
+    found: dict[str, None] = {}
+    for value in headers.getall("Authorization", ()):
+        # HTTPBearer: what follows the first space, stripped (of Unicode spaces too).
+        credential = value.partition(" ")[2].strip()
+        if credential:
+            found[credential] = None
+        # OpenWebUI's own reader: the second of exactly two parts split on single spaces.
+        parts = value.split(" ")
+        if len(parts) == 2 and parts[1]:
+            found[parts[1]] = None
+    for value in headers.getall(api_key_header, ()):
+        if value:
+            found[value] = None
+    cookies: dict[str, None] = {}
+    for header in headers.getall("Cookie", ()):
+        if TOKEN_COOKIE in header:  # almost every other request: no token cookie at all
+            for value in token_cookies(header):
+                cookies[value] = None
+    if not found and not cookies:
+        return NONE
+    return Carried(tuple(found), tuple(cookies))
+
+
+def token_cookies(header: str) -> list[str]:
+    """Every value of a ``token`` cookie in one ``Cookie`` header, as Starlette reads each."""
+    values = []
+    for chunk in header.split(";"):
+        key, sep, value = chunk.partition("=")
+        if sep and key.strip() == TOKEN_COOKIE:
+            unquoted = _unquote(value.strip())
+            if unquoted:
+                values.append(unquoted)
+    return values
+
+
+def without_token_cookie(cookie_headers: list[str]) -> list[str]:
+    """The ``Cookie`` headers with every ``token`` cookie taken out (others kept as sent)."""
+    kept = []
+    for header in cookie_headers:
+        chunks = [c for c in header.split(";") if c.partition("=")[0].strip() != TOKEN_COOKIE]
+        joined = ";".join(chunks).strip()
+        if joined:
+            kept.append(joined)
+    return kept
