@@ -25,6 +25,7 @@ from yarl import URL
 from proxy import browser, credentials, h1, logs, owners, socketio
 from proxy.access import AccessRules, Refusal
 from proxy.auth.base import Authenticator, Denied
+from proxy.eio_sessions import SessionSeals, is_handshake
 from proxy.errors import AccessDenied, BadRequest, Forbidden
 from proxy.headers import (
     HeaderPolicy,
@@ -85,6 +86,7 @@ class PublicHandler:
         self.websockets = OpenLinks()
         self.api_key_header = settings.openwebui_api_key_header
         self.owners = owners.Owners(upstream, self.policy)
+        self.seals = SessionSeals.from_file(settings.session_secret_file)
         self.token_guard = TokenGuard(self.owners)
         # The public listener, in order (see the module docstring for why this order).
         self.stages: tuple[Stage, ...] = (
@@ -220,9 +222,11 @@ class PublicHandler:
             self.metrics.count_decision("access_denied")
             self._access_denied(identity, refusal)
         self.metrics.count_decision("identity")
-        return await self._bind_credentials(
-            scope, identity, credentials.carried(scope.request.headers, self.api_key_header)
-        )
+        carried = credentials.carried(scope.request.headers, self.api_key_header)
+        refused = await self._bind_credentials(scope, identity, carried)
+        if refused is None and socketio.is_socketio_path(scope.target.route):
+            self._bind_engineio_session(scope, identity)
+        return refused
 
     async def _admit_api_key(self, scope: Scope) -> web.StreamResponse | None:
         """An API key without SSO: OpenWebUI names its owner, who must pass the access rules
@@ -284,6 +288,18 @@ class PublicHandler:
             self.log.info("foreign_token_cookie_dropped", **person(who.email, self.pseudonyms))
             scope.drop_token_cookie = True
         return None
+
+    def _bind_engineio_session(self, scope: Scope, who: Identity) -> None:
+        """An Engine.IO session id in the target must carry a seal made for ``who``
+        (``proxy/eio_sessions.py``); OpenWebUI is sent the id without it."""
+        target = scope.target
+        query = self.seals.unsealed_query(target.query, who.email)
+        if query is None:
+            self.metrics.count_decision("engineio_session_refused")
+            self.log.warning("engineio_session_refused", **person(who.email, self.pseudonyms))
+            raise Forbidden("this Socket.IO session was not opened by you")
+        if query != target.query:
+            scope.relayed = target.raw.partition("?")[0] + "?" + query
 
     def _credential_refused(
         self,
@@ -368,6 +384,8 @@ class PublicHandler:
             if scope.drop_header_credentials:
                 headers.popall("Authorization", None)
                 headers.popall(self.api_key_header, None)
+            if self._opens_engineio_session(scope):
+                headers["Accept-Encoding"] = "identity"  # its answer is read and sealed
         scope.headers = headers
 
     # --- 6. dispatch ----------------------------------------------------------------------
@@ -439,6 +457,16 @@ class PublicHandler:
         self.metrics.upstream_latency.observe(elapsed)
         return response
 
+    @staticmethod
+    def _opens_engineio_session(scope: Scope) -> bool:
+        """A long-polling handshake: its answer names the new session's id."""
+        return (
+            not scope.websocket
+            and scope.request.method == "GET"
+            and socketio.is_socketio_path(scope.target.route)
+            and is_handshake(scope.target.query)
+        )
+
     async def _relay(self, scope: Scope) -> web.StreamResponse:
         request, headers, identity = scope.request, scope.headers, scope.identity
         assert headers is not None
@@ -464,6 +492,11 @@ class PublicHandler:
         extra: CIMultiDict[str] = CIMultiDict()
         if scope.drop_token_cookie:
             extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
+        if identity is not None and response.status == 200 and self._opens_engineio_session(scope):
+            body = await read_whole(response)
+            return whole_response(
+                response, self.seals.sealed_handshake(body, identity.email), extra
+            )
         length = response.content_length
         if (
             identity is not None

@@ -38,6 +38,7 @@ from pydantic_settings import (
 from proxy.allowlist import Allowlist
 from proxy.browser import origin_of
 from proxy.connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEPALIVE_TIMEOUT_S
+from proxy.eio_sessions import SessionSecretError, read_session_secret
 from proxy.identity import InvalidIdentity, check_group
 from proxy.pages import PagesError, load_folder
 from proxy.pseudonym import PseudonymKeyError, load_key
@@ -416,6 +417,13 @@ class Settings(BaseSettings):
         "identity, once OpenWebUI has named the key's owner and the owner passes the access "
         "rules (never with allowed_groups: the IdP's groups are unknown without SSO).",
     )
+    session_secret_file: Path | None = Field(
+        None,
+        description="File holding the secret (first non-comment line, >= 32 visible ASCII "
+        "characters, not world-readable) that seals each Engine.IO session id to the person "
+        "who opened it. The same file on every proxy behind one name; unset, a random secret "
+        "per proxy process (its workers share it).",
+    )
     openwebui_api_key_header: HeaderName = Field(
         "x-api-key",
         description="The header OpenWebUI reads API keys from (its CUSTOM_API_KEY_HEADER): a "
@@ -556,6 +564,17 @@ class Settings(BaseSettings):
             try:
                 load_tokens(value)
             except TokenFileError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("session_secret_file")
+    @classmethod
+    def _check_session_secret(cls, value: Path | None) -> Path | None:
+        """Read at load, so its problems are listed with every other setting's."""
+        if value is not None:
+            try:
+                read_session_secret(value)
+            except SessionSecretError as exc:
                 raise ValueError(str(exc)) from exc
         return value
 

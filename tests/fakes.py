@@ -21,6 +21,9 @@ FakeUpstream routes (anything else is the echo route):
 - ``/ws``, ``/ws/socket.io/...``     (upgrades) WebSocket echo (text and binary, each kept in
                                    ``fake.ws_received``); the text ``close:CODE`` makes it
                                    close with that code; offers subprotocol ``chat``.
+- ``GET /ws/socket.io/?...&transport=polling`` without ``sid``: an Engine.IO handshake
+                                   answer ``0{"sid": "eio-N", ...}`` (a new id each time);
+                                   with a ``sid``, the echo route.
 - ``/slow?delay=S``                waits S seconds before answering (default 30).
 - ``/upload``                      reads the body chunk by chunk without keeping it and
                                    answers ``{"bytes": n}``.
@@ -118,6 +121,7 @@ class FakeUpstream:
     roles: dict[str, str] = field(default_factory=dict)  # email -> role; default "user"
     ws_set_cookie: str | None = None  # a Set-Cookie the WebSocket upgrade answers with
     api_keys: dict[str, str] = field(default_factory=lambda: {"sk-123": "alice@example.edu"})
+    engineio_sessions: int = 0
     _sse_gate: asyncio.Event | None = None
 
     def app(self) -> web.Application:
@@ -158,6 +162,20 @@ class FakeUpstream:
             return mismatch
         if path == "/health":
             return web.json_response({"status": True})
+        if (
+            path.startswith("/ws/socket.io")
+            and request.method == "GET"
+            and request.query.get("transport") == "polling"
+            and "sid" not in request.query
+        ):
+            self.engineio_sessions += 1
+            opened = {
+                "sid": f"eio-{self.engineio_sessions}",
+                "upgrades": ["websocket"],
+                "pingInterval": 25000,
+                "pingTimeout": 20000,
+            }
+            return web.Response(text="0" + json.dumps(opened), content_type="text/plain")
         if path == "/sse":
             return await self._sse(request)
         if path == "/slow":

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import web
 
 from proxy.connections import GuardedRunner
+from proxy.eio_sessions import SessionSeals
 from tests.proxy.conftest import ALICE_COOKIE
 
 HEAD_S = 0.5
@@ -109,8 +110,11 @@ async def test_a_stalled_socketio_polling_body_is_408(make_proxy, fake_upstream)
     proxy = await make_proxy(body_timeout_s=0.5)
     reader, writer = await asyncio.open_connection(proxy.server.host, proxy.server.port)
     cookie = ALICE_COOKIE["Cookie"]
+    sid = SessionSeals().seal("x", "alice@example.edu").encode()  # Alice's own session
     writer.write(
-        b"POST /ws/socket.io/?EIO=4&transport=polling&sid=x HTTP/1.1\r\nHost: x\r\n"
+        b"POST /ws/socket.io/?EIO=4&transport=polling&sid="
+        + sid
+        + b" HTTP/1.1\r\nHost: x\r\n"
         + f"Cookie: {cookie}\r\n".encode()
         + b"Content-Type: text/plain\r\nContent-Length: 100\r\n\r\n40"
     )

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import WSMsgType
 
 from proxy import owners, socketio
+from proxy.eio_sessions import SessionSeals
 from proxy.socketio import Refused, frame_tokens, polling_tokens
 from tests.proxy.conftest import BOB_COOKIE
 
@@ -295,6 +296,8 @@ async def test_checks_are_cached_per_token_and_user(proxy, fake_upstream) -> Non
 
 
 POLL = "/ws/socket.io/?EIO=4&transport=polling&sid=abc"
+# What Bob's browser sends for that session: the id sealed for him (test_engineio_sessions.py).
+BOBS_POLL = POLL.replace("abc", SessionSeals().seal("abc", "bob@example.edu"))
 
 
 @pytest.mark.parametrize(
@@ -306,7 +309,7 @@ POLL = "/ws/socket.io/?EIO=4&transport=polling&sid=abc"
     ids=["packets", "jsonp body"],
 )
 async def test_polling_payload_own_token_relayed_exactly(proxy, fake_upstream, payload) -> None:
-    response = await proxy.post(POLL, data=payload, headers=BOB_COOKIE)
+    response = await proxy.post(BOBS_POLL, data=payload, headers=BOB_COOKIE)
     assert response.status == 200
     relayed = fake_upstream.last()
     assert relayed.raw_path == POLL
@@ -332,7 +335,7 @@ async def test_polling_payload_own_token_relayed_exactly(proxy, fake_upstream, p
     ],
 )
 async def test_polling_payload_refused(proxy, fake_upstream, payload) -> None:
-    response = await proxy.post(POLL, data=payload, headers=BOB_COOKIE)
+    response = await proxy.post(BOBS_POLL, data=payload, headers=BOB_COOKIE)
     assert response.status == 403
     assert all(seen.raw_path != POLL for seen in fake_upstream.seen)
 
@@ -340,7 +343,7 @@ async def test_polling_payload_refused(proxy, fake_upstream, payload) -> None:
 async def test_polling_payload_size_capped(make_proxy, fake_upstream) -> None:
     proxy = await make_proxy(max_body_bytes=64 * 1024 * 1024)
     body = b"4" + b"x" * socketio.POLLING_BODY_LIMIT
-    response = await proxy.post(POLL, data=body, headers=BOB_COOKIE)
+    response = await proxy.post(BOBS_POLL, data=body, headers=BOB_COOKIE)
     assert response.status == 413
     assert fake_upstream.seen == []
 
@@ -358,12 +361,15 @@ async def test_polling_origin_checked_at_the_edge(make_proxy, fake_upstream) -> 
     for method, extra, status in cases:
         fake_upstream.seen.clear()
         response = await proxy.request(
-            method, POLL, data=own if method == "POST" else None, headers={**BOB_COOKIE, **extra}
+            method,
+            BOBS_POLL,
+            data=own if method == "POST" else None,
+            headers={**BOB_COOKIE, **extra},
         )
         assert (method, extra, response.status) == (method, extra, status)
         relayed = [s for s in fake_upstream.seen if s.raw_path == POLL]
         assert len(relayed) == (1 if status == 200 else 0)
-    jsonp = await proxy.get(POLL + "&j=0", headers=BOB_COOKIE)
+    jsonp = await proxy.get(BOBS_POLL + "&j=0", headers=BOB_COOKIE)
     assert jsonp.status == 403
 
 
@@ -376,7 +382,7 @@ async def test_a_refused_token_is_logged_by_pseudonym_when_logs_are_pseudonymise
 
     proxy = await make_proxy(log_pseudonym_key_file=str(key_file(tmp_path)))
     with capture_logs() as logs:
-        response = await proxy.post(POLL, data=CONNECT_STOLEN.encode(), headers=BOB_COOKIE)
+        response = await proxy.post(BOBS_POLL, data=CONNECT_STOLEN.encode(), headers=BOB_COOKIE)
     assert response.status == 403
     (refused,) = [line for line in logs if line["event"] == "socketio_token_refused"]
     assert refused["pseudonym"] == pseudonym_of("bob@example.edu")
