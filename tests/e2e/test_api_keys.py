@@ -43,7 +43,15 @@ from demo.stack import (
     http_ready,
     spawn,
 )
-from tests.e2e.conftest import fail, find_user, fresh_email, operator_headers, owui_url
+from tests.e2e.conftest import (
+    STAFF_GROUP,
+    fail,
+    find_user,
+    fresh_email,
+    operator_headers,
+    owui_url,
+    sign_in_through_proxy,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -163,9 +171,9 @@ def victim(gate: Stack, api_keys_enabled: None) -> Victim:
     return Victim(email, str(signed_in["id"]), jwt, api_key, str(created.json()["id"]), title)
 
 
-@pytest.fixture(scope="module")
-def api_key_proxy(gate: Stack) -> Iterator[ApiKeyProxy]:
-    """A second ``owui-proxy`` like the session's, but with ``OWUI_PROXY_ALLOW_API_KEYS=true``."""
+def _key_proxy(gate: Stack, label: str, **settings: str) -> Iterator[ApiKeyProxy]:
+    """Another ``owui-proxy`` like the session's, with ``OWUI_PROXY_ALLOW_API_KEYS=true`` and
+    ``settings`` (``OWUI_PROXY_`` + the upper-cased name)."""
     host = gate.config.host
     public, admin = free_ports(host, 2)
     url, admin_url = f"http://{host}:{public}", f"http://{host}:{admin}"
@@ -179,21 +187,39 @@ def api_key_proxy(gate: Stack) -> Iterator[ApiKeyProxy]:
             "OWUI_PROXY_PUBLIC_URL": url,
             "OWUI_PROXY_ALLOW_API_KEYS": "true",
         }
+        | {f"OWUI_PROXY_{name.upper()}": value for name, value in settings.items()}
     )
     try:
         service = spawn(
-            "api-key proxy",
-            "owui-proxy with OWUI_PROXY_ALLOW_API_KEYS=true",
+            label,
+            f"owui-proxy with OWUI_PROXY_ALLOW_API_KEYS=true {settings}",
             [str(console_script("owui-proxy"))],
             env=env,
             url=url,
-            log_path=gate.logs / "proxy-api-keys.log",
+            log_path=gate.logs / f"proxy-{label.replace(' ', '-')}.log",
             ready=http_ready(f"{admin_url}/healthz", want=200),
         )
     except StackError as exc:
-        fail(f"could not start the API-key proxy: {exc}")
+        fail(f"could not start the {label}: {exc}")
     yield ApiKeyProxy(url, admin_url)
     service.stop()  # SIGTERM to its process group, SIGKILL after a grace period
+
+
+@pytest.fixture(scope="module")
+def api_key_proxy(gate: Stack) -> Iterator[ApiKeyProxy]:
+    yield from _key_proxy(gate, "api-key proxy")
+
+
+@pytest.fixture(scope="module")
+def school_only_proxy(gate: Stack) -> Iterator[ApiKeyProxy]:
+    """API keys on, but only people of school.example admitted (V is @example.com)."""
+    yield from _key_proxy(gate, "school-only proxy", allowed_email_domains="school.example")
+
+
+@pytest.fixture(scope="module")
+def staff_only_proxy(gate: Stack) -> Iterator[ApiKeyProxy]:
+    """API keys on, but only members of the IdP group "staff" admitted."""
+    yield from _key_proxy(gate, "staff-only proxy", allowed_groups=STAFF_GROUP)
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -302,3 +328,69 @@ def test_a_real_key_never_opens_auth_endpoints_or_socketio(
     assert victim.id not in answer.decode("utf-8", "replace")
     if "signup" in target:
         assert find_user(gate, new_email) is None
+
+
+# --- every credential is the signed-in person's, and that person passes the access rules -------
+
+
+@pytest.mark.parametrize("carrier", ["authorization", "x-api-key"])
+def test_another_persons_key_with_your_sso_session_is_refused(
+    gate: Stack, victim: Victim, carrier: str
+) -> None:
+    """Kate, signed in, sends V's key: with API keys off, through the session's proxy."""
+    kate = sign_in_through_proxy(gate, fresh_email("key-kate"))
+    key = {"authorization": {"Authorization": f"Bearer {victim.api_key}"},
+           "x-api-key": {"x-api-key": victim.api_key}}[carrier]  # fmt: skip
+    # Control: straight at OpenWebUI, V's key with Kate's email header is acted on as V
+    # (OpenWebUI skips its "User mismatch" check for keys).
+    direct = httpx.get(
+        owui_url(gate) + CHATS, headers={**key, "X-User-Email": kate.email}, timeout=30
+    )
+    assert direct.status_code == 200, direct.text
+    assert victim.leaked_in(direct.content)
+    with kate as client:
+        response = client.get(CHATS, headers=key)
+    assert response.status_code == 401, response.text
+    assert _from_proxy(response.status_code, response.content), response.text
+    assert response.json()["code"] == "credential_mismatch"
+    assert not victim.leaked_in(response.content)
+
+
+def test_your_own_key_with_your_sso_session_still_works(gate: Stack, api_keys_enabled: None):
+    kate = sign_in_through_proxy(gate, fresh_email("key-own"))
+    with kate as client:
+        key = client.post("/api/v1/auths/api_key", headers=kate.auth())
+        assert key.status_code == 200, key.text
+        own = {"Authorization": f"Bearer {key.json()['api_key']}"}
+        response = client.get(CHATS, headers=own)
+    assert response.status_code == 200, response.text
+
+
+def test_a_key_of_someone_the_domain_rule_refuses_is_refused(
+    school_only_proxy: ApiKeyProxy, victim: Victim
+) -> None:
+    response = httpx.get(school_only_proxy.url + CHATS, headers=_bearer(victim.api_key), timeout=30)
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "access_denied"
+    assert victim.email in response.json()["error"]
+    assert not victim.leaked_in(response.content)
+
+
+def test_a_key_never_passes_a_group_rule(staff_only_proxy: ApiKeyProxy, victim: Victim) -> None:
+    """The IdP's groups are unknown without SSO: a key minted while in the group stays out."""
+    response = httpx.get(staff_only_proxy.url + CHATS, headers=_bearer(victim.api_key), timeout=30)
+    assert response.status_code == 403, response.text
+    assert "group" in response.json()["error"]
+    assert not victim.leaked_in(response.content)
+
+
+@pytest.mark.parametrize("path", ["/api/config", "/api/version", "/manifest.json"])
+def test_a_bogus_key_reaches_no_endpoint(
+    gate: Stack, api_key_proxy: ApiKeyProxy, path: str
+) -> None:
+    """Endpoints OpenWebUI answers without any credential are not opened by "sk-x" either."""
+    bogus = _bearer("sk-" + secrets.token_hex(16))
+    direct = httpx.get(owui_url(gate) + path, headers=bogus, timeout=30)
+    assert direct.status_code == 200, direct.text  # the control: OpenWebUI answers anyone
+    response = httpx.get(api_key_proxy.url + path, headers=bogus, timeout=30)
+    assert response.status_code == 401, response.text

@@ -41,8 +41,16 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from demo import openwebui
-from demo.stack import Stack
-from tests.e2e.conftest import fresh_email, owui_url, sign_in_through_proxy
+from demo.stack import (
+    Stack,
+    StackError,
+    child_environment,
+    console_script,
+    free_ports,
+    http_ready,
+    spawn,
+)
+from tests.e2e.conftest import fresh_email, idp_login, owui_url, sign_in_through_proxy
 from tests.e2e.pageload import progress
 from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT_MS
 
@@ -468,6 +476,129 @@ def test_long_polling_gets_the_origin_check(
     assert client.post(write, content=own).status_code == 403  # a write without Origin
     assert session.post(own).text == "OK"  # the control: our Origin
     session.until(lambda p: p.startswith('40{"sid"'))
+
+
+# --- Engine.IO sessions belong to whoever opened them ------------------------------------------
+
+
+def test_a_session_id_alone_is_the_session_at_openwebui_directly(
+    polling_gate: Stack, polling_victim: Person
+) -> None:
+    """The control: python-engineio serves a session to anyone presenting its id, as the user
+    who opened it (V joined it; another client with only the id acts as V)."""
+    with (
+        httpx.Client(base_url=owui_url(polling_gate), timeout=30) as owner,
+        httpx.Client(base_url=owui_url(polling_gate), timeout=30) as intruder,
+    ):
+        session = Polling(owner)
+        session.open()
+        assert session.join(polling_victim.token)["id"] == polling_victim.id
+        stolen = Polling(intruder)
+        stolen.sid = session.sid
+        assert stolen.probe(polling_victim.chat_id) is True
+
+
+def test_another_person_cannot_use_your_session_through_the_proxy(
+    polling_gate: Stack, polling_attacker: tuple[Person, httpx.Client]
+) -> None:
+    """Intruder I, signed in too, presents A's session id (sealed, as in A's URLs, or bare):
+    nothing of it is relayed, and A's session stays A's alone."""
+    owner, client = polling_attacker
+    session = Polling(client, origin=polling_gate.public_url)
+    session.open()
+    assert "." in session.sid  # the browser holds the sealed id
+    assert session.join(owner.token)["id"] == owner.id
+    intruder = sign_in_through_proxy(polling_gate, fresh_email("poll-intruder"))
+    probe = json.dumps(["events:chat", {"chat_id": owner.chat_id, "data": {"type": "join"}}])
+    with intruder as other:
+        for sid in (session.sid, session.sid.rpartition(".")[0]):
+            target = f"{POLLING_PATH}&sid={sid}"
+            assert other.get(target).status_code == 403
+            written = other.post(
+                target,
+                content=f"42{PROBE_ACK}{probe}",
+                headers={"Origin": polling_gate.public_url, "Content-Type": "text/plain"},
+            )
+            assert written.status_code == 403
+    assert session.probe(owner.chat_id) is True  # A's session works, and answered A only
+    assert not any(packet.startswith(f"43{PROBE_ACK}[") and packet != f"43{PROBE_ACK}[true]"
+                   for packet in session.seen)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def two_worker_proxy(polling_gate: Stack) -> Iterator[str]:
+    """An ``owui-proxy`` with two workers on one port in front of the long-polling OpenWebUI."""
+    host = polling_gate.config.host
+    public, admin = free_ports(host, 2)
+    url = f"http://{host}:{public}"
+    assert polling_gate.openwebui is not None
+    env = child_environment(
+        {
+            "OWUI_PROXY_UPSTREAM": polling_gate.openwebui.url,
+            "OWUI_PROXY_LISTEN": f"{host}:{public}",
+            "OWUI_PROXY_ADMIN_LISTEN": f"{host}:{admin}",
+            "OWUI_PROXY_AUTH": "forward",
+            "OWUI_PROXY_FORWARD_AUTH_URL": f"{polling_gate.idp_url}/oauth2/auth",
+            "OWUI_PROXY_PUBLIC_URL": url,
+            "OWUI_PROXY_WORKERS": "2",
+        }
+    )
+    log = polling_gate.logs / "proxy-two-workers.log"
+    try:
+        service = spawn(
+            "two-worker proxy",
+            "owui-proxy with OWUI_PROXY_WORKERS=2 (SO_REUSEPORT)",
+            [str(console_script("owui-proxy"))],
+            env=env,
+            url=url,
+            log_path=log,
+            ready=http_ready(f"http://{host}:{admin}/healthz", want=200),
+        )
+    except StackError as exc:
+        pytest.fail(f"could not start the two-worker proxy: {exc}", pytrace=False)
+    yield url
+    service.stop()
+
+
+def test_a_session_is_bound_across_the_workers_of_one_proxy(
+    polling_gate: Stack, two_worker_proxy: str
+) -> None:
+    """SO_REUSEPORT spreads one browser's polling requests over both workers: each worker
+    accepts the opener's seal and refuses everyone else's use of the id."""
+    owner_email, intruder_email = fresh_email("poll-workers"), fresh_email("poll-workers-i")
+    no_reuse = httpx.Limits(max_keepalive_connections=0)  # a new connection every request
+    with (
+        httpx.Client(
+            base_url=two_worker_proxy,
+            cookies=idp_login(polling_gate, owner_email),
+            limits=no_reuse,
+            timeout=60,
+        ) as owner_client,
+        httpx.Client(
+            base_url=two_worker_proxy,
+            cookies=idp_login(polling_gate, intruder_email),
+            limits=no_reuse,
+            timeout=60,
+        ) as intruder,
+    ):
+        signed_in = owner_client.post("/api/v1/auths/signin", json={"email": "", "password": ""})
+        assert signed_in.status_code == 200, signed_in.text
+        owner_client.cookies.delete("token")
+        session = Polling(owner_client, origin=two_worker_proxy)
+        session.open()
+        assert session.join(signed_in.json()["token"])["id"] == signed_in.json()["id"]
+        for _ in range(6):  # pings answered, packets read: over both workers
+            assert session.post("42" + json.dumps(["usage", {}])).text == "OK"
+        refused = [intruder.get(f"{POLLING_PATH}&sid={session.sid}").status_code for _ in range(10)]
+        assert refused == [403] * 10
+    lines = [json.loads(line) for line in _log_lines(polling_gate, "proxy-two-workers.log")]
+    workers = {line["request_id"][:16] for line in lines if line.get("event") == "access"}
+    assert len(workers) == 2, workers
+
+
+def _log_lines(the_stack: Stack, name: str) -> list[str]:
+    text = (the_stack.logs / name).read_text(encoding="utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.startswith("{")]
 
 
 @pytest.mark.browser
