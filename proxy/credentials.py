@@ -72,6 +72,8 @@ def token_cookies(header: str) -> list[str]:
     """Every value of a ``token`` cookie in one ``Cookie`` header, as Starlette reads each."""
     values = []
     for chunk in header.split(";"):
+        if TOKEN_COOKIE not in chunk:
+            continue
         key, sep, value = chunk.partition("=")
         if sep and key.strip() == TOKEN_COOKIE:
             unquoted = _unquote(value.strip())

@@ -269,6 +269,8 @@ class PublicHandler:
         request = scope.request
         signout = browser.is_signout(request.method, scope.target)
         for credential in carried.headers:
+            if self.owners.cached(credential, who):
+                continue
             owner = await self.owners.owner(credential, who)
             if isinstance(owner, Identity) and owner.email == who.email:
                 continue
@@ -278,6 +280,8 @@ class PublicHandler:
         for credential in carried.cookies:
             if credential in carried.headers and not scope.drop_header_credentials:
                 continue  # the UI sends its token both ways: checked above
+            if self.owners.cached(credential, who):
+                continue
             owner = await self.owners.owner(credential, who)
             if isinstance(owner, Identity) and owner.email == who.email:
                 continue

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 NOT_A_PATH = "request target must be a path"
@@ -50,8 +50,7 @@ _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """One request target, read once.
 
     ``raw`` is what is relayed. ``path`` is OpenWebUI's reading of it (decoded, nothing
@@ -59,6 +58,8 @@ class Target:
     further (slashes merged, dot segments resolved, lower-cased, no trailing slash) and
     only ever serves deny lists, where merging spellings is the safe direction. ``problem``
     says why the target is refused (None: it is not).
+
+    A named tuple, not a frozen dataclass: made for every request, and a tuple is built in C.
     """
 
     raw: str
@@ -85,7 +86,11 @@ def read_target(raw: str) -> Target:
         path = unquote(head)  # exactly uvicorn's reading, invalid UTF-8 and all
         if problem is None:
             problem = _escape_problem(head, path)
-    return Target(raw, path, query, canonical_path(path, decoded=True), problem)
+    if "//" in path or "/." in path:
+        route = canonical_path(path, decoded=True)
+    else:  # canonical_path's own fast path, inlined: almost every request
+        route = path.lower().rstrip("/") or "/"
+    return Target(raw, path, query, route, problem)
 
 
 def _escape_problem(head: str, path: str) -> str | None:
