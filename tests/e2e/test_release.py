@@ -31,6 +31,7 @@ from demo.stack import Stack, child_environment, console_script
 from proxy.headers import HeaderPolicy
 from proxy.identity import Identity
 from proxy.openwebui_release import assess, signup_trap
+from proxy.owners import Owners
 from proxy.settings import Settings
 from proxy.socketio import TokenGuard
 from proxy.upstream import Upstream
@@ -136,7 +137,7 @@ def test_the_socketio_guard_compares_whose_a_token_is_itself(stack: Stack) -> No
     async def check() -> tuple[bool, bool]:
         upstream = Upstream.open(settings)
         try:
-            guard = TokenGuard(upstream, HeaderPolicy.from_settings(settings))
+            guard = TokenGuard(Owners(upstream, HeaderPolicy.from_settings(settings)))
             identity = Identity(email=student)
             anothers = await guard.belongs(stack.operator_token, identity)
             own = await guard.belongs(student_token, identity)
