@@ -98,8 +98,8 @@ class PublicHandler:
             self.edge_refusals,
             # 3. Who is it: the identity source, or an API key (allow_api_keys).
             self.identify,
-            # 4. May they use OpenWebUI at all (access rules), and is every credential the
-            #    request carries theirs.
+            # 4. May they use OpenWebUI at all (access rules)? Is every credential the request
+            #    carries theirs, and an Engine.IO session it names one they opened?
             self.admit,
             # 5. The header set OpenWebUI gets: built from scratch, the identity injected last.
             self.outbound,
@@ -115,7 +115,6 @@ class PublicHandler:
             )
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        policy = self.policy
         scope = Scope(
             request=request,
             target=read_target(request.raw_path),
@@ -125,7 +124,7 @@ class PublicHandler:
                 peer=request.remote,
                 scheme=request.scheme,
                 host=request.host,
-                policy=policy,
+                policy=self.policy,
             ),
             relayed=request.raw_path,
         )
@@ -246,7 +245,6 @@ class PublicHandler:
                 )
             self.metrics.count_decision("access_denied")
             self._access_denied(owner, refusal)
-        scope.key_owner = owner
         carried = credentials.carried(scope.request.headers, self.api_key_header)
         # The cookie is never relayed with a key (outbound stage): only headers count.
         others = credentials.Carried(tuple(c for c in carried.headers if c != key), ())

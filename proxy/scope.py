@@ -24,10 +24,9 @@ class Scope:
 
     ``target`` and ``websocket`` are read before the first stage, ``forwarded`` too (the
     auth service and OpenWebUI are told the same); ``identity`` is set by the identify
-    stage (None: an API key, whose owner the admit stage sets as ``key_owner``);
-    ``relayed`` is the target that
-    goes upstream (the raw one, unless the admit stage unsealed an Engine.IO session id);
-    ``headers`` is set by the outbound stage.
+    stage (None: an API key, whose owner the admit stage judges); ``relayed`` is the
+    target that goes upstream (the raw one, unless the admit stage unsealed an Engine.IO
+    session id); ``headers`` is set by the outbound stage.
     """
 
     request: web.Request
@@ -36,8 +35,6 @@ class Scope:
     forwarded: Forwarded
     relayed: str
     identity: Identity | None = None
-    # An API-key request (no SSO identity): the key's owner, as OpenWebUI named them.
-    key_owner: Identity | None = None
     # The admit stage found a token cookie that is not the person's on a page load or a
     # sign-out: it is left out of what is relayed, and the answer tells the browser to
     # delete it. On a sign-out, header credentials that are not theirs are left out too.

@@ -80,7 +80,8 @@ def test_socketio_connects_through_the_proxy_and_receives_events(gate: Stack) ->
         if event.get("type") == "response:completion"
         and event["data"].get("type") == "response.output_text.delta"
     ]
-    assert "".join(text for _, text in deltas) == "".join(reply_tokens())
+    shapes = [(e.get("type"), sorted(e.get("data") or {})) for _, e in mine]
+    assert "".join(text for _, text in deltas) == "".join(reply_tokens()), (shapes, mine[:3])
     assert any(e.get("type") == "chat:completion" and e["data"].get("done") for _, e in mine)
     # Streamed over the socket as it was generated (0.1 s a token), not in one burst at the end.
     assert deltas[-1][0] - deltas[0][0] > 1.0
