@@ -230,3 +230,21 @@ async def test_a_key_with_another_persons_key_beside_it_is_refused(make_proxy, f
     )
     assert response.status == 401
     assert _relayed(fake_upstream) == []
+
+
+async def test_whose_credential_was_used_is_logged_by_pseudonym(make_proxy, tmp_path) -> None:
+    """With log pseudonyms on, the refusal names both people by pseudonym, neither by email."""
+    from structlog.testing import capture_logs
+
+    from tests.proxy.test_logs import key_file, pseudonym_of
+
+    proxy = await make_proxy(log_pseudonym_key_file=str(key_file(tmp_path)))
+    with capture_logs() as logs:
+        response = await proxy.get(
+            "/api/models", headers={**BOB_COOKIE, "Authorization": f"Bearer {ALICE_KEY}"}
+        )
+    assert response.status == 401
+    (line,) = [entry for entry in logs if entry["event"] == "credential_not_theirs"]
+    assert line["pseudonym"] == pseudonym_of("bob@example.edu")
+    assert line["owner_pseudonym"] == pseudonym_of("alice@example.edu")
+    assert "@example.edu" not in repr(logs)
