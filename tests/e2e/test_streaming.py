@@ -74,17 +74,40 @@ def test_socketio_connects_through_the_proxy_and_receives_events(gate: Stack) ->
         result = asyncio.run(_socket_session(gate, student.token, client.cookies))
     assert result["joined"] == {"id": me["id"], "name": "Socket Student"}
     mine = [(t, e["data"]) for t, e in result["events"] if e.get("chat_id") == result["chat_id"]]
+    deltas = _streamed_text(mine)
+    shapes = [(e.get("type"), sorted(e.get("data") or {})) for _, e in mine]
+    assert "".join(text for _, text in deltas) == "".join(reply_tokens()), (shapes, mine[:3])
+    assert any(e.get("type") == "chat:completion" and e["data"].get("done") for _, e in mine)
+    # Streamed over the socket as it was generated (0.1 s a token), not in one burst at the end.
+    assert deltas[-1][0] - deltas[0][0] > 1.0
+
+
+def _streamed_text(mine: list[tuple[float, Any]]) -> list[tuple[float, str]]:
+    """The completion's text as it arrived, ``(arrival, piece)``, in either shape OpenWebUI
+    streams it to a socket: 0.12.4's ``response:completion`` events carrying
+    ``response.output_text.delta`` pieces, or (0.8.12, 0.7.2) ``chat:completion`` events
+    whose ``content`` is the text so far."""
     deltas = [
         (t, event["data"]["delta"])
         for t, event in mine
         if event.get("type") == "response:completion"
         and event["data"].get("type") == "response.output_text.delta"
     ]
-    shapes = [(e.get("type"), sorted(e.get("data") or {})) for _, e in mine]
-    assert "".join(text for _, text in deltas) == "".join(reply_tokens()), (shapes, mine[:3])
-    assert any(e.get("type") == "chat:completion" and e["data"].get("done") for _, e in mine)
-    # Streamed over the socket as it was generated (0.1 s a token), not in one burst at the end.
-    assert deltas[-1][0] - deltas[0][0] > 1.0
+    if deltas:
+        return deltas
+    pieces: list[tuple[float, str]] = []
+    so_far = ""
+    for t, event in mine:
+        content = (event.get("data") or {}).get("content")
+        if (
+            event.get("type") == "chat:completion"
+            and isinstance(content, str)
+            and content.startswith(so_far)
+            and len(content) > len(so_far)
+        ):
+            pieces.append((t, content[len(so_far) :]))
+            so_far = content
+    return pieces
 
 
 async def _connect(stack: Stack, token: str, cookies: httpx.Cookies | None, origin: str) -> None:
