@@ -124,16 +124,18 @@ class Owners:
             self._asking[key] = task
 
             def done(finished: asyncio.Task[Identity | Refused]) -> None:
+                # Cached as the lookup ends, before its askers resume: a request arriving
+                # in between finds the answer, not an empty cache and no lookup running.
                 self._asking.pop(key, None)
-                if not finished.cancelled():
-                    finished.exception()  # retrieved here too: its askers may all have left
+                if finished.cancelled() or finished.exception() is not None:
+                    return  # the exception is retrieved: its askers may all have left
+                answer = finished.result()
+                if isinstance(answer, Identity):
+                    self.cache.put(key, answer)
 
             task.add_done_callback(done)
         # Shielded: one asker's cancellation (its client left) must not fail the others.
-        answer = await asyncio.shield(task)
-        if isinstance(answer, Identity):
-            self.cache.put(key, answer)
-        return answer
+        return await asyncio.shield(task)
 
     async def belongs(self, credential: str, identity: Identity) -> bool:
         """Whether OpenWebUI names ``identity`` as the credential's owner (False when it
