@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
+from proxy.eio_sessions import SessionSeals
 from proxy.internal import create_internal_app
 from proxy.settings import Settings
 from proxy.upstream import Upstream
@@ -145,8 +146,9 @@ async def test_the_socketio_token_check_is_a_504(answered_then_saturated: Any) -
     """The guard cannot ask OpenWebUI whose the token is: it neither passes the message nor
     calls the upstream's silence a forged token (403)."""
     proxy, _ = answered_then_saturated
+    sid = SessionSeals().seal("abc", "alice@example.edu")  # a session Alice opened
     response = await proxy.post(
-        "/ws/socket.io/?EIO=4&transport=polling&sid=abc",
+        f"/ws/socket.io/?EIO=4&transport=polling&sid={sid}",
         data=b'40{"token":"someones.jwt.token"}',
         headers=ALICE_COOKIE,
     )
