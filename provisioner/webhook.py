@@ -46,6 +46,7 @@ from aiohttp import web
 from provisioner.catalog import courses_for, no_course_reason
 from provisioner.course import Course
 from provisioner.errors import (
+    ActAsDenied,
     AdminAccount,
     ApiError,
     BadInput,
@@ -319,6 +320,14 @@ def create_app(
             # sender's retries; the answer says nothing was provisioned.
             log.info("webhook skipped an admin", webhook_id=msg_id, email=signup.email)
             return answer("admin_skipped", 200, email=signup.email, skipped=str(exc))
+        except ActAsDenied as exc:
+            # Permanent until the operator changes the proxy's access rules (and then the
+            # person's own first sign-in provisions them): a retry cannot succeed, so a
+            # 2xx stops the sender's; the answer says why nothing was provisioned.
+            log.warning(
+                "webhook refused by the access rules", webhook_id=msg_id, email=signup.email
+            )
+            return answer("access_denied", 200, email=signup.email, skipped=str(exc))
         except Refused as exc:
             log.error(
                 "webhook refused by OpenWebUI state",

@@ -155,6 +155,27 @@ async def test_webhook_for_an_admin_is_2xx_skipped_so_the_sender_stops_retrying(
     assert bare_fake.chats_of("admin@example.edu") == []
 
 
+async def test_webhook_for_someone_the_access_rules_refuse_is_2xx_skipped(
+    listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course, aiohttp_client: Any
+) -> None:
+    """A retry can never succeed (the rules refuse the email): the sender is told to stop,
+    with the reason, and nobody is created."""
+    settings = await listener(domains=("school.edu",))
+    token = settings.token_file.read_text(encoding="utf-8").strip()
+    async with make_http_client(settings) as http:
+        api = OpenWebUI(Transport(settings, token, http))
+        provisioner = Provisioner(api, settings, sleep=FastClock(CLOCK_SPEED).sleep)
+        client = await aiohttp_client(
+            create_app([course], (KEY,), provisioner, deadline_s=5, clock=lambda: NOW)
+        )
+        body = json.dumps({"email": EMAIL}).encode()
+        response = await client.post("/webhooks/signup", data=body, headers=headers(body))
+        assert response.status == 200
+        answer = await response.json()
+        assert "OWUI_PROXY_ALLOWED_EMAIL_DOMAINS" in answer["skipped"]
+    assert bare_fake.users.get(EMAIL) is None
+
+
 async def test_a_refused_service_token(
     listener: MakeListener, bare_fake: FakeOpenWebUI, course: Course
 ) -> None:
