@@ -55,12 +55,13 @@ from bench.procs import Procs, free_port, wait_http
 from proxy import browser, logs, socketio
 from proxy import server as proxy_server
 from proxy.app import Runtime, access_line, create_app
-from proxy.headers import build_upstream_headers, stripped_names
+from proxy.headers import forwarded_view
 from proxy.observe import observed
-from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
-from proxy.relay import send, stream_back
-from proxy.respond import request_id
+from proxy.public import PublicHandler
+from proxy.relay import stream_back
+from proxy.scope import Scope as ProxyScope
 from proxy.settings import Settings
+from proxy.target import read_target
 from proxy.websocket import is_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,107 +98,89 @@ REQUESTS = {
 
 
 @dataclass
-class Scope:
-    """What one request carries from stage to stage."""
+class Step:
+    """What one request carries from stage to stage: the handler's own scope, and what
+    its dispatch stage makes (split here into the exchange and the response)."""
 
     request: web.Request
-    websocket: bool = False
-    identity: Any = None
-    headers: Any = None
+    scope: Any = None
+    relayed: Any = None
     response: Any = None
     out: web.StreamResponse | None = None
 
 
-async def release_gate(rig: Rig, s: Scope) -> None:
-    """``_Public.handle``: never relay to a release the proxy would fail open against."""
-    await rig.runtime.release.permit()
+async def release_gate(rig: Rig, s: Step) -> None:
+    """``PublicHandler.release_gate``: never relay to a release the proxy would fail open
+    against."""
+    assert await rig.handler.release_gate(s.scope) is None
 
 
-async def edge_refusals(rig: Rig, s: Scope) -> None:
-    """Every refusal ``PublicHandler.__call__`` decides without an identity, and the
-    sign-out checks after it (none refuses here: the request is an ordinary one)."""
-
+async def edge_refusals(rig: Rig, s: Step) -> None:
+    """The scope's facts read once (``PublicHandler.scope``: the target, the WebSocket
+    test, the forwarded view), then ``PublicHandler.edge_refusals`` (none refuses here:
+    the request is an ordinary one)."""
     h, r = rig.handler, s.request
-    assert r.raw_path.startswith("/")
-    assert browser.account_creation(r.raw_path.partition("?")[0]) is None
-    s.websocket = is_websocket(r)
-    if s.websocket and h.public_origin is not None:
-        assert browser.origin_allowed(r.headers.get("Origin"), h.public_origin)
-    if not s.websocket and h.public_origin is not None and socketio.is_socketio_path(r.path):
-        assert socketio.polling_origin_allowed(
-            r.method, r.headers.getall("Origin", []), r.rel_url.raw_query_string, h.public_origin
+    if hasattr(h, "scope"):
+        s.scope = h.scope(r)
+    else:  # a checkout whose handler builds it inline (main before issue 23 phase 2)
+        s.scope = ProxyScope(
+            request=r,
+            target=read_target(r.raw_path),
+            websocket=is_websocket(r),
+            forwarded=forwarded_view(
+                r.headers, peer=r.remote, scheme=r.scheme, host=r.host, policy=h.policy
+            ),
+            relayed=r.raw_path,
         )
-    assert not stripped_names(r.headers.items(), h.policy)
-    if h.allow_api_keys and not s.websocket:
-        assert not browser.api_key_allowed(r.headers.getall("Authorization", []), r.path)
-    assert not (
-        browser.canonical_path(r.path) == browser.SIGNOUT_PATH
-        and browser.cross_site(
-            r.headers.get("Sec-Fetch-Site"),
-            r.headers.get("Origin"),
-            h.public_origin or browser.origin_of(f"{r.scheme}://{r.host}"),
-        )
-    )
-    assert not browser.is_signout(r.method, r.path)
-    assert not socketio.is_polling_post(r.method, r.path)
+    assert await h.edge_refusals(s.scope) is None
 
 
-async def identity(rig: Rig, s: Scope) -> None:
-    """Forward-auth with the decision cache warm: the key, the lookup, the hit counted."""
-
-    s.identity = await rig.handler.authenticator.authenticate(s.request)
-    s.request[IDENTITY_KEY] = s.identity
-
-
-async def access_rules(rig: Rig, s: Scope) -> None:
-    """The allowed domains and groups, and the decision counted."""
-    assert rig.handler.access.check(s.identity) is None
-    rig.handler.metrics.count_decision("identity")
+async def identity(rig: Rig, s: Step) -> None:
+    """``PublicHandler.identify``: forward-auth with the decision cache warm (the key, the
+    lookup, the hit counted)."""
+    assert await rig.handler.identify(s.scope) is None
+    assert s.scope.identity is not None
 
 
-async def outbound_headers(rig: Rig, s: Scope) -> None:
-    """The header set OpenWebUI gets: stripped, hop-by-hop dropped, X-Forwarded-*, the id,
-    the identity injected."""
-
-    r = s.request
-    s.headers = build_upstream_headers(
-        r.headers.items(),
-        peer=r.remote,
-        scheme=r.scheme,
-        host=r.host,
-        identity=s.identity,
-        policy=rig.handler.policy,
-        request_id=request_id(r),
-    )
+async def access_rules(rig: Rig, s: Step) -> None:
+    """``PublicHandler.admit``: the access rules, the decision counted, the credentials the
+    request carries bound to the person (wrk's request carries none)."""
+    assert await rig.handler.admit(s.scope) is None
 
 
-async def upstream_exchange(rig: Rig, s: Scope) -> None:
-    """The request head written to a pooled connection and the response head read back,
-    timed for the latency histogram (the histogram itself is observation's)."""
-
-    started = time.perf_counter()
-    s.response = await send(s.request, s.headers, rig.handler.upstream)
-    s.request[UPSTREAM_SECONDS_KEY] = time.perf_counter() - started
+async def outbound_headers(rig: Rig, s: Step) -> None:
+    """``PublicHandler.outbound``: the header set OpenWebUI gets (stripped names logged,
+    hop-by-hop dropped, X-Forwarded-*, the id, the identity injected)."""
+    assert await rig.handler.outbound(s.scope) is None
 
 
-async def response(rig: Rig, s: Scope) -> None:
-    """The body read, the connection back in the pool, the response headers filtered, the
-    client's answer built, prepared (``X-Request-ID`` added) and written."""
-
-    h, r = rig.handler, s.request
-    assert not (
-        h.signin_hook is not None
-        and s.response.status == 200
-        and browser.is_signin(r.method, r.path)
-    )
-    assert s.response.status != 401
-
-    s.out = await stream_back(r, s.response)
+async def upstream_exchange(rig: Rig, s: Step) -> None:
+    """The dispatch stage's relay up to the response head: the request head written to a
+    pooled connection and the response head read back, timed and observed in the latency
+    histogram (``PublicHandler._send``)."""
+    h, scope = rig.handler, s.scope
+    assert not scope.websocket
+    assert not browser.is_signout(scope.request.method, scope.target)
+    assert not socketio.is_polling_post(scope.request.method, scope.target.route)
+    s.relayed = h._relayed_request(scope)
+    s.response = await h._send(scope, s.relayed)
 
 
-async def observation(rig: Rig, s: Scope) -> None:
+async def response(rig: Rig, s: Step) -> None:
+    """The rest of ``PublicHandler._relay``: the body read, the connection back in the pool,
+    the response headers filtered, the client's answer built, prepared (``X-Request-ID``
+    added) and written."""
+
+    h, scope = rig.handler, s.scope
+    assert not (h.signin_hook is not None and browser.is_signin(s.request.method, scope.target))
+    assert not scope.drop_token_cookie
+    assert s.response.status == 200
+    s.out = await stream_back(s.relayed, s.response, extra_headers=None)
+
+
+async def observation(rig: Rig, s: Step) -> None:
     """The observation middleware around the handler (request id, its log context, the
-    request counted, the access line), and the upstream latency histogram."""
+    request counted, the access line)."""
 
     out = s.out
     assert out is not None
@@ -205,11 +188,10 @@ async def observation(rig: Rig, s: Scope) -> None:
     async def answered(_request: web.Request) -> web.StreamResponse:
         return out
 
-    rig.handler.metrics.upstream_latency.observe(s.request[UPSTREAM_SECONDS_KEY])
     await rig.observe(s.request, answered)
 
 
-Stage = Callable[["Rig", Scope], Awaitable[None]]
+Stage = Callable[["Rig", Step], Awaitable[None]]
 STAGES: list[tuple[str, Stage]] = [
     ("release gate", release_gate),
     ("edge refusals", edge_refusals),
@@ -261,7 +243,12 @@ class Rig:
         runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await runner.setup()  # runs the app's start-up: its handler exists from here
         handler = PublicHandler(
-            settings, runtime.authenticator, runtime.upstream, runtime.metrics, runtime.signin_hook
+            settings,
+            runtime.authenticator,
+            runtime.upstream,
+            runtime.metrics,
+            runtime.release,
+            runtime.signin_hook,
         )
         # What serve() does once listening, where the checkout has it (the GC freeze).
         freeze = getattr(proxy_server, "_freeze_what_lives_for_good", None)
@@ -363,7 +350,7 @@ async def stage_phase(rig: Rig, count: int, marks: Marks, only: str | None) -> d
     gc.disable()
     try:
         for request in requests:
-            scope = Scope(request)
+            scope = Step(request)
             for name, stage in STAGES:
                 if name == only:
                     marks.toggle()

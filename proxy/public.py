@@ -115,7 +115,16 @@ class PublicHandler:
             )
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        scope = Scope(
+        scope = self.scope(request)
+        for stage in self.stages:
+            answer = await stage(scope)
+            if answer is not None:
+                return answer
+        raise RuntimeError("no stage answered")  # dispatch always does
+
+    def scope(self, request: web.Request) -> Scope:
+        """The facts every stage decides on, each read from ``request`` once."""
+        return Scope(
             request=request,
             target=read_target(request.raw_path),
             websocket=is_websocket(request),
@@ -128,11 +137,6 @@ class PublicHandler:
             ),
             relayed=request.raw_path,
         )
-        for stage in self.stages:
-            answer = await stage(scope)
-            if answer is not None:
-                return answer
-        raise RuntimeError("no stage answered")  # dispatch always does
 
     # --- 1. release gate ------------------------------------------------------------------
 
