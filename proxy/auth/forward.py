@@ -31,7 +31,8 @@ import contextlib
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from typing import NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -128,18 +129,58 @@ def identity_bytes(identity: Identity) -> int:
     )
 
 
-def decision_key(asked: Mapping[str, str]) -> bytes:
-    """What the cache is keyed by: a digest of every header the auth service is sent (so no
-    session cookie sits in memory twice).
+class Asked(NamedTuple):
+    """What the auth service is asked about one request: every value its headers are built
+    from (:meth:`headers`), so its decision can depend on these and nothing else."""
 
-    Injective: each name and value goes in behind its length and a colon (``6:Cookie5:s=abc``),
-    so the text splits back into exactly one list of names and values (no separator a value
-    could contain), and that text's UTF-8 is exact (no character folded into another). Values
-    that UTF-8 cannot carry exactly never get here: :meth:`ForwardAuthenticator._outbound`
-    refuses them first. One string and one hash call: this runs on every request.
-    """
-    text = "".join([f"{len(n)}:{n}{len(v)}:{v}" for n, v in sorted(asked.items())])
-    return hashlib.sha256(text.encode("utf-8")).digest()
+    method: str
+    proto: str
+    host: str
+    uri: str
+    for_: str
+    accept: str
+    cookie: str  # "" for none
+
+    def headers(self) -> dict[str, str]:
+        """The header set the auth service is sent."""
+        headers = {
+            "X-Forwarded-Method": self.method,
+            "X-Forwarded-Proto": self.proto,
+            "X-Forwarded-Host": self.host,
+            "X-Forwarded-Uri": self.uri,
+            "X-Forwarded-For": self.for_,
+            "X-Original-URL": f"{self.proto}://{self.host}{self.uri}",
+            "Accept": self.accept,
+        }
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+        return headers
+
+
+def _checked(asked: Asked) -> bytes:
+    """``asked``'s values, each behind its length and a colon (``3:GET5:https...``), as
+    UTF-8: the text splits back into exactly one tuple of values (no separator a value could
+    contain), and its UTF-8 is exact (no character folded into another). A value UTF-8
+    cannot carry exactly is refused (BadRequest), naming its header: :func:`_exact` says
+    why. One f-string and one encode: this runs on every request."""
+    m, p, h, u, f, a, c = asked
+    text = f"{len(m)}:{m}{len(p)}:{p}{len(h)}:{h}{len(u)}:{u}{len(f)}:{f}{len(a)}:{a}{len(c)}:{c}"
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Every header value is made of these values alone: one of them is not exact.
+        name = next(name for name, value in asked.headers().items() if not _exact(value))
+        raise BadRequest(f"{name} holds bytes that are not UTF-8; refused, not guessed") from None
+
+
+def decision_key(asked: Asked) -> bytes:
+    """What the cache is keyed by: a digest of every value the auth service's headers are
+    built from (so no session cookie sits in memory twice).
+
+    Injective over what the service is sent: :meth:`Asked.headers` is a function of these
+    values, and :func:`_checked`'s text is an injective encoding of them. Built from the
+    values, not from the header set, so a cache hit never builds the header set."""
+    return hashlib.sha256(_checked(asked)).digest()
 
 
 def _exact(value: str) -> bool:
@@ -247,7 +288,7 @@ class ForwardAuthenticator:
             await asyncio.sleep(PROBE_INTERVAL_S)
             await self.probe()
 
-    def _outbound(self, request: web.Request, cookie: str, fwd: Forwarded | None) -> dict[str, str]:
+    def _asked(self, request: web.Request, cookie: str, fwd: Forwarded | None) -> Asked:
         if fwd is None:
             fwd = forwarded_view(
                 request.headers,
@@ -258,25 +299,15 @@ class ForwardAuthenticator:
             )
         # With a public URL, our own name (the policy's), not whatever Host the client typed:
         # auth services (Authelia) pick their access rules and cookie domain by it.
-        proto, host = fwd.proto, fwd.host
-        base = f"{proto}://{host}"
-        headers = {
-            "X-Forwarded-Method": request.method,
-            "X-Forwarded-Proto": proto,
-            "X-Forwarded-Host": host,
-            "X-Forwarded-Uri": request.raw_path,
-            "X-Forwarded-For": fwd.for_,
-            "X-Original-URL": base + request.raw_path,
-            "Accept": request.headers.get("Accept", "*/*"),
-        }
-        if cookie:
-            headers["Cookie"] = cookie
-        # One check of all the values together (the usual case: all fine), then the one
-        # to name: joining adds no character, so the whole is exact when each part is.
-        if not _exact("".join(headers.values())):
-            name = next(name for name, value in headers.items() if not _exact(value))
-            raise BadRequest(f"{name} holds bytes that are not UTF-8; refused, not guessed")
-        return headers
+        return Asked(
+            request.method,
+            fwd.proto,
+            fwd.host,
+            request.raw_path,
+            fwd.for_,
+            request.headers.get("Accept", "*/*"),
+            cookie,
+        )
 
     def _count(self, what: str) -> None:
         if self.metrics is not None:
@@ -285,37 +316,41 @@ class ForwardAuthenticator:
     async def authenticate(
         self, request: web.Request, forwarded: Forwarded | None = None
     ) -> Identity | Denied:
-        cookie = "; ".join(request.headers.getall("Cookie", []))
-        asked = self._outbound(request, cookie, forwarded)  # first: refuses bytes not UTF-8
+        cookie = "; ".join(request.headers.getall("Cookie", ()))
+        asked = self._asked(request, cookie, forwarded)
+        checked = _checked(asked)  # first: refuses bytes not UTF-8
         if not cookie:
-            return await self._ask(request, asked, None, cookie)
+            return await self._ask(request, asked, None)
         # A session the service renewed a moment ago is asked about as renewed (renewal.py).
         current = self.renewals.current(cookie)
         if current != cookie:
-            asked = self._outbound(request, current, forwarded)
-        key = decision_key(asked) if self.cache is not None else None
-        if key is not None and self.cache is not None:
+            asked = asked._replace(cookie=current)
+            checked = _checked(asked)
+        key = None
+        if self.cache is not None:
+            key = hashlib.sha256(checked).digest()  # decision_key(asked), encoded once
             cached = self.cache.get(key)
             self._count("hit" if cached is not None else "miss")
             if cached is not None:
                 return cached
         async with self.renewals.turn(current) as sent:
             if sent != current:  # renewed while this call waited for its turn
-                asked = self._outbound(request, sent, forwarded)
+                asked = asked._replace(cookie=sent)
                 key = decision_key(asked) if self.cache is not None else None
-            return await self._ask(request, asked, key, sent)
+            return await self._ask(request, asked, key)
 
     async def _ask(
-        self, request: web.Request, asked: dict[str, str], key: bytes | None, cookie: str
+        self, request: web.Request, asked: Asked, key: bytes | None
     ) -> Identity | Denied:
-        """One call to the auth service about ``request``, with the headers ``asked``."""
+        """One call to the auth service about ``request``, as ``asked``."""
+        cookie = asked.cookie
         if self.metrics is not None:
             self.metrics.forward_auth_calls.inc()
         started = time.perf_counter()
         try:
             async with self.session.get(
                 self.url,
-                headers=asked,
+                headers=asked.headers(),
                 allow_redirects=False,
                 timeout=self.timeout,
             ) as response:

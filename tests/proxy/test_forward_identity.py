@@ -11,51 +11,48 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.auth.forward import decision_key
+from proxy.auth.forward import Asked, decision_key
 from tests.proxy.conftest import ALICE_COOKIE
 from tests.proxy.rawhttp import raw_request
 
 # --- the cache key ---------------------------------------------------------------------------
 
-# Header values as aiohttp hands them over: any text, plus lone surrogates for raw bytes.
+# Values as aiohttp hands them over: any text, plus lone surrogates for raw bytes.
 _values = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=12)
-_asked = st.dictionaries(
-    st.sampled_from(["Cookie", "X-Forwarded-Uri", "X-Forwarded-Host", "Accept"]),
-    _values,
-    min_size=1,
-)
+_asked = st.builds(Asked, *[_values] * len(Asked._fields))
 
 
-def _exact_bytes(asked: dict[str, str]) -> tuple[tuple[bytes, bytes], ...] | None:
+def _exact_bytes(asked: Asked) -> tuple[tuple[bytes, bytes], ...] | None:
     """What the auth service would be sent, or None where the proxy refuses to send it."""
     try:
         return tuple(
-            (name.encode("utf-8"), value.encode("utf-8")) for name, value in sorted(asked.items())
+            (name.encode("utf-8"), value.encode("utf-8"))
+            for name, value in sorted(asked.headers().items())
         )
     except UnicodeEncodeError:
         return None
 
 
 @st.composite
-def _neighbours(draw: st.DrawFn) -> tuple[dict[str, str], dict[str, str]]:
-    """Two header sets that differ in one character, one split point, or not at all: the
+def _neighbours(draw: st.DrawFn) -> tuple[Asked, Asked]:
+    """Two questions that differ in one character, one split point, or not at all: the
     near misses a collision hides in (random pairs would almost never be close)."""
     a = draw(_asked)
-    b = dict(a)
-    name = draw(st.sampled_from(sorted(a)))
-    value = a[name]
-    how = draw(st.sampled_from(["replace", "insert", "move-to-other-name", "same"]))
+    b = list(a)
+    field = draw(st.integers(0, len(a) - 1))
+    value = a[field]
+    how = draw(st.sampled_from(["replace", "insert", "move-to-other-field", "same"]))
     at = draw(st.integers(0, len(value)))
     char = draw(st.characters(codec=None, exclude_categories=()))
     if how == "replace" and value:
         at = min(at, len(value) - 1)
-        b[name] = value[:at] + char + value[at + 1 :]
+        b[field] = value[:at] + char + value[at + 1 :]
     elif how == "insert":
-        b[name] = value[:at] + char + value[at:]
-    elif how == "move-to-other-name":
-        other = draw(st.sampled_from(["Cookie", "X-Forwarded-Uri", "X-Forwarded-Host", "Accept"]))
-        b[name], b[other] = value[:at], value[at:] + b.get(other, "")
-    return a, b
+        b[field] = value[:at] + char + value[at:]
+    elif how == "move-to-other-field":
+        other = draw(st.integers(0, len(a) - 1))
+        b[field], b[other] = value[:at], value[at:] + b[other]
+    return a, Asked(*b)
 
 
 @given(_neighbours())
@@ -67,6 +64,11 @@ def test_decision_key_is_injective_over_what_the_auth_service_is_sent(pair) -> N
     assert (decision_key(a) == decision_key(b)) == (sent_a == sent_b)
 
 
+def _question(cookie: str = "s=abc", **values: str) -> Asked:
+    base = dict.fromkeys(Asked._fields, "") | {"method": "GET", "accept": "*/*"}
+    return Asked(**(base | values | {"cookie": cookie}))
+
+
 @pytest.mark.parametrize(
     ("a", "b"),
     [
@@ -76,11 +78,22 @@ def test_decision_key_is_injective_over_what_the_auth_service_is_sent(pair) -> N
     ],
 )
 def test_keys_that_used_to_collide_differ(a: str, b: str) -> None:
-    assert decision_key({"Cookie": a}) != decision_key({"Cookie": b})
+    assert decision_key(_question(a)) != decision_key(_question(b))
 
 
-def test_values_cannot_shift_into_names() -> None:
-    assert decision_key({"A": "x\x00B\x00y"}) != decision_key({"A": "x", "B": "y"})
+def test_values_cannot_shift_into_other_fields() -> None:
+    assert decision_key(_question(host="x\x00B\x00y", uri="")) != decision_key(
+        _question(host="x", uri="y")
+    )
+
+
+def test_every_value_the_header_set_is_built_from_is_in_the_key() -> None:
+    """A field left out of the key would let one request's answer stand in for another's."""
+    base = _question()
+    for field in Asked._fields:
+        changed = base._replace(**{field: getattr(base, field) + "z"})
+        assert changed.headers() != base.headers()
+        assert decision_key(changed) != decision_key(base), field
 
 
 def _utf8(text: str) -> str:
