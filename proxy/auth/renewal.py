@@ -67,6 +67,8 @@ class Renewals:
         one page load. The chain is followed to its end, and every session on the way is
         pointed at that end, so the next look-up takes one step.
         """
+        if not self._renewed:  # nothing renewed lately (the usual case): no digest to make
+            return cookie
         start = self.session(cookie)
         session, key = start, _digest(start)
         passed: list[bytes] = []
