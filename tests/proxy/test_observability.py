@@ -4,7 +4,9 @@ lines that report the bytes actually sent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,18 @@ async def test_a_two_worker_scrape_counts_every_request(start_proxy) -> None:  #
                 c.get(proxy.public + "/x", headers=ALICE_COOKIE) as response,
             ):
                 assert response.status == 200
-        async with session.get(proxy.admin + "/metrics") as response:
-            text = await response.text()
+        # Each worker hands its tallies over as the loop iteration that counted ends, which
+        # may be just after the client has its answer: a scrape is that late at most.
+        deadline = time.monotonic() + 5
+        while True:
+            async with session.get(proxy.admin + "/metrics") as response:
+                text = await response.text()
+            counted = _metric(
+                text, "owui_proxy_requests_total", listener="public", status_class="2xx"
+            )
+            if counted >= requests or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         proxy.process.send_signal(2)  # SIGINT
         code, out = await proxy.wait_exit()
     assert code == 0
@@ -45,7 +57,6 @@ async def test_a_two_worker_scrape_counts_every_request(start_proxy) -> None:  #
         if line.startswith("{") and '"listening"' in line
     }
     assert len(served) == 2  # both workers were up
-    counted = _metric(text, "owui_proxy_requests_total", listener="public", status_class="2xx")
     assert counted == requests
     assert _metric(text, "owui_proxy_build_info", version=version()) == 1
 
