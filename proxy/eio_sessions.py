@@ -39,7 +39,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from proxy.secretfile import SecretFileError, read_secret_lines
+from proxy.secretfile import SecretFileError, first_secret_line
 
 MIN_SECRET_CHARS = 32
 # Made when this module is first imported, in the parent before it forks workers: every
@@ -55,12 +55,9 @@ class SessionSecretError(Exception):
 def read_session_secret(path: Path) -> bytes:
     """The first secret line of ``path``: at least 32 visible ASCII characters."""
     try:
-        lines = read_secret_lines(path)
+        number, secret = first_secret_line(path)
     except SecretFileError as exc:
         raise SessionSecretError(str(exc)) from exc
-    if not lines:
-        raise SessionSecretError(f"{path} holds no secret")
-    number, secret = lines[0]
     if len(secret) < MIN_SECRET_CHARS or not all("!" <= ch <= "~" for ch in secret):
         raise SessionSecretError(
             f"{path}:{number}: the secret must be at least {MIN_SECRET_CHARS} visible ASCII "

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from proxy.errors import ConfigProblems
-from proxy.secretfile import SecretFileError, read_secret_lines
+from proxy.secretfile import SecretFileError, first_secret_line
 
 MIN_KEY_CHARS = 32
 # 64 bits: two of 100,000 people sharing one is a chance of about 1 in 4 billion.
@@ -41,12 +41,9 @@ class PseudonymKeyError(ConfigProblems):
 def load_key(path: Path) -> bytes:
     """The first line of ``path`` that is neither blank nor a comment, checked."""
     try:
-        lines = read_secret_lines(path)
+        number, key = first_secret_line(path, "key")
     except SecretFileError as exc:
         raise PseudonymKeyError(str(exc)) from exc
-    if not lines:
-        raise PseudonymKeyError(f"{path}: holds no key")
-    number, key = lines[0]
     if len(key) < MIN_KEY_CHARS:
         raise PseudonymKeyError(
             f"{path}:{number}: the key is shorter than {MIN_KEY_CHARS} characters; make one "

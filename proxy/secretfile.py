@@ -64,3 +64,12 @@ def _read_up_to(fd: int, limit: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def first_secret_line(path: Path, what: str = "secret") -> tuple[int, str]:
+    """``(line number, text)`` of the file's first secret line (:func:`read_secret_lines`);
+    raises :class:`SecretFileError` when there is none, naming ``what`` was expected."""
+    lines = read_secret_lines(path)
+    if not lines:
+        raise SecretFileError(f"{path} holds no {what}")
+    return lines[0]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.secretfile import SecretFileError, read_secret_lines
+from proxy.secretfile import SecretFileError, first_secret_line
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the spec's marker for a secret, not a secret
 MIN_KEY_BYTES = 24  # the spec: at least 24 bytes (192 bits) of key
@@ -52,12 +52,9 @@ def read_secret_file(path: Path) -> str:
     """The first ``whsec_`` secret in ``path`` (checked); raises :class:`BadSecret` naming
     the file and line, never the secret."""
     try:
-        lines = read_secret_lines(path)
+        number, secret = first_secret_line(path)
     except SecretFileError as exc:
         raise BadSecret(str(exc)) from exc
-    if not lines:
-        raise BadSecret(f"{path} holds no secret")
-    number, secret = lines[0]
     try:
         secret_key(secret)
     except BadSecret as exc:
