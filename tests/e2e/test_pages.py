@@ -60,10 +60,24 @@ def gate(stack: Stack, relay: FaultRelay) -> Iterator[Stack]:
 def normal(relay: FaultRelay, gate: Stack) -> Iterator[FaultRelay]:
     """The relay passing everything, and the proxy knowing the release is the real one."""
     relay.mode = "normal"
-    httpx.get(f"{gate.admin_url}/readyz", timeout=30)  # reads the release again
+    _ready_again(gate)
     yield relay
     relay.mode = "normal"
-    httpx.get(f"{gate.admin_url}/readyz", timeout=30)
+    _ready_again(gate)
+
+
+def _ready_again(gate: Stack) -> None:
+    """Wait until the proxy's own background check has seen the real OpenWebUI again.
+
+    ``/readyz`` answers from that check (every 5 s) without reading anything itself, and a
+    proxy that last saw a refused release reads it again at most once a second: a page
+    loaded right after the fault is cleared may still get the maintenance page. With the
+    one worker this gate runs, ``/readyz`` at 200 means the next request is relayed.
+    """
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{gate.admin_url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() < deadline, "the proxy did not become ready again in 30 s"
+        time.sleep(0.25)
 
 
 def signed_in(browser: Browser, gate: Stack, email: str, locale: str) -> Page:  # noqa: F811
