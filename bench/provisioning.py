@@ -176,11 +176,15 @@ async def status_row(
         seconds = time.perf_counter() - started
     lines = in_roster_order(found)
     row = _row(len(users), seconds, calls, sum(line.state == "failed" for line in lines))
-    row["wrong_end_states"] = [
+    wrong = [
         f"{line.email} {line.module}: {line.state} {line.where} {line.detail[:200]}"
         for line in lines
         if (line.state, line.where) != ("present", "archived")
-    ][:10]
+    ]
+    expected = len(users) * len(course.modules)
+    if len(lines) != expected:  # a person or module with no row at all is wrong too
+        wrong.insert(0, f"{len(lines)} rows for {expected} (people x modules)")
+    row["wrong_end_states"] = wrong[:10]
     return row
 
 
