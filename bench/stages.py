@@ -59,6 +59,7 @@ from proxy.headers import forwarded_view
 from proxy.observe import observed
 from proxy.public import PublicHandler
 from proxy.relay import stream_back
+from proxy.respond import REQUEST_ID_KEY, new_request_id
 from proxy.scope import Scope as ProxyScope
 from proxy.settings import Settings
 from proxy.target import read_target
@@ -287,7 +288,9 @@ class Rig:
 
     def requests(self, count: int) -> list[web.Request]:
         """``count`` fresh requests, each parsed from the raw bytes by aiohttp's own parser
-        (nothing cached between them), routed as the app routes them."""
+        (nothing cached between them), routed as the app routes them, with a request id as
+        the observation middleware gives it before the handler runs (the handler's stages
+        run before the observation stage here)."""
         from aiohttp.http_writer import StreamWriter
         from aiohttp.web_protocol import RequestPayloadError
 
@@ -307,7 +310,9 @@ class Rig:
             )
             (message, payload), *_ = parser.feed_data(self.raw)[0]
             writer = StreamWriter(self.protocol, loop)
-            out.append(self.app._make_request(message, payload, self.protocol, writer, task))
+            request = self.app._make_request(message, payload, self.protocol, writer, task)
+            request[REQUEST_ID_KEY] = new_request_id()
+            out.append(request)
         return out
 
     async def route(self, request: web.Request) -> None:
