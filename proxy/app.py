@@ -28,7 +28,7 @@ from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
 from proxy.observe import Seen, observed
 from proxy.pages import PAGES_KEY, Pages
-from proxy.pseudonym import Pseudonyms, person
+from proxy.pseudonym import Pseudonyms
 from proxy.public import PublicHandler
 from proxy.readiness import CHECK_EVERY_S, UpstreamReadiness
 from proxy.relay import no_early_continue
@@ -129,6 +129,11 @@ def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None 
     identity = notes.identity if notes is not None else None
     upstream_s = notes.upstream_s if notes is not None else None
     email = identity.email if identity is not None else None
+    # What ``person()`` names them by, without its dict and ``**`` (one per request).
+    pseudonym: str | logs.Absent | None = logs.ABSENT
+    if pseudonyms is not None:
+        pseudonym, email = (pseudonyms.of(email) if email is not None else None), None
+    client_request_id = request.headers.get(REQUEST_ID_HEADER)
     logs.access(
         request_id=seen.request_id,
         listener="public",
@@ -138,9 +143,10 @@ def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None 
         body_bytes=body_bytes(seen.response),
         duration_ms=seen.duration_ms,
         upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
-        **person(email, pseudonyms),
+        email=email,
+        pseudonym=pseudonym,
         peer=request.remote,
-        client_request_id=logs.sanitise(request.headers.get(REQUEST_ID_HEADER)),
+        client_request_id=None if client_request_id is None else logs.sanitise(client_request_id),
     )
 
 

@@ -118,11 +118,11 @@ def _write_pending() -> None:
 _string = json.encoder.encode_basestring_ascii
 
 
-class _Absent(enum.Enum):
+class Absent(enum.Enum):
     ABSENT = enum.auto()
 
 
-ABSENT = _Absent.ABSENT  # no pseudonym field at all (not even null)
+ABSENT = Absent.ABSENT  # no pseudonym field at all (not even null)
 
 
 def access(
@@ -136,7 +136,7 @@ def access(
     duration_ms: float | None = None,
     upstream_ms: float | None = None,
     email: str | None = None,
-    pseudonym: str | _Absent | None = ABSENT,
+    pseudonym: str | Absent | None = ABSENT,
     peer: str | None = None,
     client_request_id: str | None = None,
 ) -> None:
