@@ -457,6 +457,26 @@ async def _fixed(_request: web.BaseRequest) -> web.Response:
     )
 
 
+async def _application() -> web.AppRunner:
+    """aiohttp's ``Application`` shaped as the public app (the catch-all route, one
+    middleware, one ``on_response_prepare`` hook) around the fixed answer: what the
+    application layer costs over ``web.Server``."""
+
+    @web.middleware
+    async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def hook(_request: web.Request, _response: web.StreamResponse) -> None:
+        pass
+
+    app = web.Application(middlewares=[passing], handler_args={"max_field_size": 65536})
+    app.on_response_prepare.append(hook)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _fixed)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    return runner
+
+
 @dataclass
 class GcTimes:
     """How often the collector ran and how long it took, by generation (gc.callbacks)."""
@@ -483,10 +503,14 @@ async def whole_rows(
     runner = await proxy_server._start(rig.app, "127.0.0.1:0", rig.settings, False)
     rig.closers.insert(0, runner.cleanup)
     public_port = runner.addresses[0][1]
+    application = await _application()
+    rig.closers.insert(0, application.cleanup)
+    assert application.server is not None
     # (row, protocol factory to serve, or the port of the listener already serving)
     servers: list[tuple[str, Callable[[], asyncio.Protocol] | None, int | None]] = [
         ("bare httptools server (client + loop)", _Null, None),
         ("aiohttp web.Server, fixed answer", web.Server(_fixed), None),
+        ("aiohttp Application as the public app's, fixed answer", application.server, None),
         ("floor (bench/floor.py)", web.Server(floor_handler(upstream_port, log)), None),
         ("owui-proxy public listener", None, public_port),
     ]
