@@ -12,6 +12,7 @@ Then the handler (``proxy/public.py``): authenticate, build headers, relay.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -141,8 +142,9 @@ def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None 
         path=request.path,  # no query string: it may carry secrets
         status=seen.status,
         body_bytes=body_bytes(seen.response),
-        duration_ms=seen.duration_ms,
-        upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
+        # Rounded to a tenth where the line is written (logs.access), in one conversion.
+        duration_ms=(time.perf_counter() - seen.started) * 1000,
+        upstream_ms=upstream_s * 1000 if upstream_s is not None else None,
         email=email,
         pseudonym=pseudonym,
         peer=request.remote,
