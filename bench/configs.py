@@ -31,6 +31,11 @@ STATIC_BODY = '{"ok":true,"user":"$http_x_user_email"}'
 # release there before it relays anything, and refuses an upstream that names none.
 CONFIG_BODY = '{"version":"0.12.4","features":{"enable_signup":true}}'
 
+# What they answer on ``GET /api/v1/auths/``, OpenWebUI's "whose session is this": the
+# bench's person, so a request carrying an OpenWebUI token (``bench.stages --request
+# browser``) is bound to them as behind OpenWebUI (``proxy/owners.py``).
+SESSION_BODY = f'{{"id":"bench","email":"{BENCH_EMAIL}","name":"{BENCH_NAME}","role":"user"}}'
+
 
 def _nginx_common(workdir: Path, name: str) -> str:
     (workdir / f"{name}-tmp").mkdir(exist_ok=True)  # temp paths of _nginx_http_common
@@ -57,8 +62,8 @@ def _nginx_http_common(workdir: Path, name: str) -> str:
 
 
 def nginx_static(workdir: Path, name: str, port: int) -> Path:
-    """Static upstream (``return 200`` small JSON, and OpenWebUI's release on
-    ``/api/config``) and fake forward-auth service.
+    """Static upstream (``return 200`` small JSON, OpenWebUI's release on ``/api/config``
+    and its session owner on ``/api/v1/auths/``) and fake forward-auth service.
 
     ``/oauth2/auth`` answers 200 with oauth2-proxy's identity headers, like oauth2-proxy
     for a valid session cookie; each call is one line in ``<name>-auth.log``, which is how
@@ -82,6 +87,10 @@ http {{
     location = /api/config {{
       default_type application/json;
       return 200 '{CONFIG_BODY}';
+    }}
+    location = /api/v1/auths/ {{
+      default_type application/json;
+      return 200 '{SESSION_BODY}';
     }}
     location / {{
       default_type application/json;

@@ -59,6 +59,7 @@ from proxy.headers import forwarded_view
 from proxy.observe import observed
 from proxy.public import PublicHandler
 from proxy.relay import stream_back
+from proxy.respond import REQUEST_ID_KEY, new_request_id
 from proxy.scope import Scope as ProxyScope
 from proxy.settings import Settings
 from proxy.target import read_target
@@ -287,7 +288,9 @@ class Rig:
 
     def requests(self, count: int) -> list[web.Request]:
         """``count`` fresh requests, each parsed from the raw bytes by aiohttp's own parser
-        (nothing cached between them), routed as the app routes them."""
+        (nothing cached between them), routed as the app routes them, with a request id as
+        the observation middleware gives it before the handler runs (the handler's stages
+        run before the observation stage here)."""
         from aiohttp.http_writer import StreamWriter
         from aiohttp.web_protocol import RequestPayloadError
 
@@ -307,7 +310,9 @@ class Rig:
             )
             (message, payload), *_ = parser.feed_data(self.raw)[0]
             writer = StreamWriter(self.protocol, loop)
-            out.append(self.app._make_request(message, payload, self.protocol, writer, task))
+            request = self.app._make_request(message, payload, self.protocol, writer, task)
+            request[REQUEST_ID_KEY] = new_request_id()
+            out.append(request)
         return out
 
     async def route(self, request: web.Request) -> None:
@@ -452,6 +457,26 @@ async def _fixed(_request: web.BaseRequest) -> web.Response:
     )
 
 
+async def _application() -> web.AppRunner:
+    """aiohttp's ``Application`` shaped as the public app (the catch-all route, one
+    middleware, one ``on_response_prepare`` hook) around the fixed answer: what the
+    application layer costs over ``web.Server``."""
+
+    @web.middleware
+    async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request)  # type: ignore[no-any-return]
+
+    async def hook(_request: web.Request, _response: web.StreamResponse) -> None:
+        pass
+
+    app = web.Application(middlewares=[passing], handler_args={"max_field_size": 65536})
+    app.on_response_prepare.append(hook)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _fixed)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    return runner
+
+
 @dataclass
 class GcTimes:
     """How often the collector ran and how long it took, by generation (gc.callbacks)."""
@@ -478,10 +503,14 @@ async def whole_rows(
     runner = await proxy_server._start(rig.app, "127.0.0.1:0", rig.settings, False)
     rig.closers.insert(0, runner.cleanup)
     public_port = runner.addresses[0][1]
+    application = await _application()
+    rig.closers.insert(0, application.cleanup)
+    assert application.server is not None
     # (row, protocol factory to serve, or the port of the listener already serving)
     servers: list[tuple[str, Callable[[], asyncio.Protocol] | None, int | None]] = [
         ("bare httptools server (client + loop)", _Null, None),
         ("aiohttp web.Server, fixed answer", web.Server(_fixed), None),
+        ("aiohttp Application as the public app's, fixed answer", application.server, None),
         ("floor (bench/floor.py)", web.Server(floor_handler(upstream_port, log)), None),
         ("owui-proxy public listener", None, public_port),
     ]

@@ -12,6 +12,7 @@ Then the handler (``proxy/public.py``): authenticate, build headers, relay.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,19 +22,20 @@ from aiohttp import web
 
 from proxy import logs
 from proxy.auth.base import Authenticator
-from proxy.auth.cookies import relay_auth_cookies
+from proxy.auth.cookies import add_to, kept
 from proxy.auth.forward import AUTH_MAX_FIELD_BYTES, ForwardAuthenticator
 from proxy.browser import SIGNOUT_PATH
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
 from proxy.observe import Seen, observed
 from proxy.pages import PAGES_KEY, Pages
-from proxy.pseudonym import Pseudonyms, person
-from proxy.public import IDENTITY_KEY, UPSTREAM_SECONDS_KEY, PublicHandler
+from proxy.pseudonym import Pseudonyms
+from proxy.public import PublicHandler
 from proxy.readiness import CHECK_EVERY_S, UpstreamReadiness
 from proxy.relay import no_early_continue
 from proxy.release_watch import RefusalSignal, ReleaseWatch
 from proxy.respond import request_id
+from proxy.scope import notes_of
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 from proxy.upstream import Upstream
@@ -124,9 +126,15 @@ def make_authenticator(
 def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None = None) -> None:
     """The public listener's record of a request: its one ``access`` line (the person by
     ``pseudonym`` instead of ``email`` when there is a key: ``proxy/pseudonym.py``)."""
-    identity = request.get(IDENTITY_KEY)
-    upstream_s = request.get(UPSTREAM_SECONDS_KEY)
+    notes = notes_of(request)  # None: the handler never ran
+    identity = notes.identity if notes is not None else None
+    upstream_s = notes.upstream_s if notes is not None else None
     email = identity.email if identity is not None else None
+    # What ``person()`` names them by, without its dict and ``**`` (one per request).
+    pseudonym: str | logs.Absent | None = logs.ABSENT
+    if pseudonyms is not None:
+        pseudonym, email = (pseudonyms.of(email) if email is not None else None), None
+    client_request_id = request.headers.get(REQUEST_ID_HEADER)
     logs.access(
         request_id=seen.request_id,
         listener="public",
@@ -134,11 +142,13 @@ def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None 
         path=request.path,  # no query string: it may carry secrets
         status=seen.status,
         body_bytes=body_bytes(seen.response),
-        duration_ms=seen.duration_ms,
-        upstream_ms=round(upstream_s * 1000, 1) if upstream_s is not None else None,
-        **person(email, pseudonyms),
+        # Rounded to a tenth where the line is written (logs.access), in one conversion.
+        duration_ms=(time.perf_counter() - seen.started) * 1000,
+        upstream_ms=upstream_s * 1000 if upstream_s is not None else None,
+        email=email,
+        pseudonym=pseudonym,
         peer=request.remote,
-        client_request_id=logs.sanitise(request.headers.get(REQUEST_ID_HEADER)),
+        client_request_id=None if client_request_id is None else logs.sanitise(client_request_id),
     )
 
 
@@ -158,8 +168,18 @@ def body_bytes(response: web.StreamResponse | None) -> int:
     return 0
 
 
-async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers[REQUEST_ID_HEADER] = request_id(request)
+async def _answer_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The public app's one ``on_response_prepare`` hook, for every answer: ``X-Request-ID``,
+    then the auth service's cookies (``proxy/auth/cookies.py``). One hook, both read from
+    the request's notes (``proxy/scope.py``): each hook is a coroutine per answer, and each
+    value kept under a key of its own a look-up (a missed one, with no cookies, ~4k
+    instructions)."""
+    notes = notes_of(request)
+    headers = response.headers
+    headers[REQUEST_ID_HEADER] = notes.request_id if notes is not None else request_id(request)
+    cookies = kept(request, notes)
+    if cookies:
+        add_to(headers, cookies)
 
 
 class _Public:
@@ -208,9 +228,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app[PAGES_KEY] = Pages(settings.logout_url or SIGNOUT_PATH, settings.pages_dir)
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
-    app.on_response_prepare.append(_add_request_id)
-    # The auth service's renewed or cleared session cookie, on any answer (auth/cookies.py).
-    app.on_response_prepare.append(relay_auth_cookies)
+    # The request id and the auth service's renewed or cleared session cookie, on any answer.
+    app.on_response_prepare.append(_answer_headers)
     # No early 100 Continue: the relay sends it once the caller is authenticated.
     # Any decoded path, line breaks included: the handler reads the target itself (400).
     app.router.add_route("*", r"/{tail:[\s\S]*}", public.handle, expect_handler=no_early_continue)

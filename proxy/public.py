@@ -39,7 +39,7 @@ from proxy.pseudonym import Pseudonyms, person
 from proxy.relay import read_body, read_whole, send, stream_back, whole_response
 from proxy.release_watch import ReleaseWatch
 from proxy.respond import error_response, request_id
-from proxy.scope import Scope
+from proxy.scope import NOTES_KEY, Notes, Scope
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 from proxy.socketio import TokenGuard
@@ -47,8 +47,6 @@ from proxy.target import read_target
 from proxy.upstream import Upstream
 from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
-IDENTITY_KEY = web.RequestKey("owui_identity", Identity)
-UPSTREAM_SECONDS_KEY = web.RequestKey("owui_upstream_s", float)
 # A 401 body worth reading to recognise "User mismatch"; OpenWebUI's is ~50 bytes.
 _MISMATCH_401_MAX_BYTES = 4096
 
@@ -123,7 +121,9 @@ class PublicHandler:
         raise RuntimeError("no stage answered")  # dispatch always does
 
     def scope(self, request: web.Request) -> Scope:
-        """The facts every stage decides on, each read from ``request`` once."""
+        """The facts every stage decides on, each read from ``request`` once; its notes
+        kept on ``request`` for its answer and its access line (``proxy/scope.py``)."""
+        notes = request[NOTES_KEY] = Notes(request_id(request))
         return Scope(
             request=request,
             target=read_target(request.raw_path),
@@ -136,6 +136,7 @@ class PublicHandler:
                 policy=self.policy,
             ),
             relayed=request.raw_path,
+            notes=notes,
         )
 
     # --- 1. release gate ------------------------------------------------------------------
@@ -193,7 +194,7 @@ class PublicHandler:
         if isinstance(result, Denied):
             self.metrics.count_decision("denied")
             return self._deny(scope, result)
-        scope.identity = request[IDENTITY_KEY] = result
+        scope.identity = scope.notes.identity = result
         return None
 
     def _deny(self, scope: Scope, denied: Denied) -> web.StreamResponse:
@@ -375,7 +376,7 @@ class PublicHandler:
             host=request.host,
             identity=scope.identity,
             policy=self.policy,
-            request_id=request_id(request),
+            request_id=scope.notes.request_id,
             forwarded=scope.forwarded,
         )
         if scope.identity is None:
@@ -459,7 +460,7 @@ class PublicHandler:
             buffered=buffered,
         )
         elapsed = time.perf_counter() - started
-        scope.request[UPSTREAM_SECONDS_KEY] = elapsed
+        scope.notes.upstream_s = elapsed
         self.metrics.upstream_latency.observe(elapsed)
         return response
 

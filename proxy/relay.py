@@ -50,10 +50,12 @@ async def continue_if_expected(request: web.Request) -> None:
     :func:`send` and :func:`read_body` call it, and they run only once the caller is
     authenticated (public listener) or its service token checked (internal listener).
     """
+    # The header first: almost no request expects, and a missed ``request.get`` costs a
+    # caught KeyError (~4k instructions, on every request with a body).
     if (
-        request.version >= (1, 1)
+        request.headers.get("Expect", "").lower() == "100-continue"
+        and request.version >= (1, 1)
         and not request.get(_CONTINUE_SENT)
-        and request.headers.get("Expect", "").lower() == "100-continue"
     ):
         request[_CONTINUE_SENT] = True
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -11,9 +11,9 @@ from aiohttp import web
 from proxy.headers import Forwarded
 from proxy.identity import Identity
 
-# The ``Set-Cookie`` values the identity source got with its answer for this request (a
-# refreshed session, or a cleared one with a denial); absent when there were none. Added
-# to whatever answer the client gets, by ``proxy/auth/cookies.py``.
+# The ``Set-Cookie`` values the identity source got with its answer for a request no
+# public handler holds (an identity source used on its own); the public listener's go in
+# the request's notes (``proxy/scope.py``). Both through ``proxy/auth/cookies.py``'s ``keep``.
 AUTH_COOKIES_KEY = web.RequestKey("owui_auth_cookies", tuple[str, ...])
 
 
@@ -35,8 +35,8 @@ class Authenticator(Protocol):
     :class:`Denied`; it raises ``AuthServiceUnavailable`` when it cannot decide. An unusable
     identity value is ``BadIdentity`` (502) from an auth service, a 401 ``Denied`` from a
     token. It never reads identity from the client's own identity headers. Cookies the
-    source's answer sets for the client go into ``request[AUTH_COOKIES_KEY]``, never into
-    a cache.
+    source's answer sets for the client go to ``proxy.auth.cookies.keep``, never into a
+    cache.
     """
 
     async def start(self) -> None:

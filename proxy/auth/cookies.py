@@ -7,10 +7,12 @@ the same way, and services clear their cookie with a ``401``. The browser learns
 if the answer it gets carries that ``Set-Cookie`` (nginx's ``auth_request_set`` +
 ``add_header``); otherwise it keeps the old cookie and the session dies with it.
 
-One ``on_response_prepare`` hook adds them, after the upstream's own ``Set-Cookie``, to any
-answer: relayed or streamed, a WebSocket's ``101``, the proxy's own pages and errors, a
-login redirect. aiohttp runs that signal for every response it prepares, raised
-``HTTPException`` answers included.
+The identity source hands them to :func:`keep`, which puts them in the request's notes
+(``proxy/scope.py``); the public app's one ``on_response_prepare`` hook (``proxy/app.py``)
+adds them with :func:`add_to`, after the upstream's own ``Set-Cookie``, to any answer:
+relayed or streamed, a WebSocket's ``101``, the proxy's own pages and errors, a login
+redirect. aiohttp runs that signal for every response it prepares, raised ``HTTPException``
+answers included.
 
 An answer that carries a session cookie belongs to one person: it is marked ``private``, so
 that no shared cache (a CDN in front of nginx) keeps it for others.
@@ -18,17 +20,38 @@ that no shared cache (a CDN in front of nginx) keeps it for others.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.auth.base import AUTH_COOKIES_KEY
+from proxy.scope import Notes, notes_of
 
 
-async def relay_auth_cookies(request: web.Request, response: web.StreamResponse) -> None:
-    """The public app's ``on_response_prepare`` hook."""
-    cookies = request.get(AUTH_COOKIES_KEY)
-    if not cookies:
-        return
-    headers = response.headers
+def keep(request: web.Request, cookies: tuple[str, ...]) -> None:
+    """Hand ``cookies`` to whatever answer ``request`` gets: in its notes, or, for a request
+    no public handler holds (an identity source used on its own), under ``AUTH_COOKIES_KEY``."""
+    notes = notes_of(request)
+    if notes is not None:
+        notes.auth_cookies = cookies
+    else:
+        request[AUTH_COOKIES_KEY] = cookies
+
+
+def kept(request: web.Request, notes: Notes | None) -> tuple[str, ...]:
+    """What :func:`keep` was given for ``request``, whose notes are ``notes`` (None: it has
+    none), or nothing."""
+    if notes is not None:
+        return notes.auth_cookies
+    try:
+        return request[AUTH_COOKIES_KEY]
+    except KeyError:
+        return ()
+
+
+def add_to(headers: CIMultiDict[str], cookies: Sequence[str]) -> None:
+    """The cookies added to an answer's ``headers``, which then belong to one person."""
     for cookie in cookies:
         headers.add("Set-Cookie", cookie)
     headers["Cache-Control"] = private_cache_control(headers.getall("Cache-Control", []))

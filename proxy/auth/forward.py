@@ -40,7 +40,8 @@ from aiohttp.http_exceptions import LineTooLong
 from multidict import CIMultiDictProxy
 
 from proxy import logs
-from proxy.auth.base import AUTH_COOKIES_KEY, Denied
+from proxy.auth.base import Denied
+from proxy.auth.cookies import keep
 from proxy.auth.renewal import Renewals
 from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest, IdentityTooLarge
 from proxy.headers import Forwarded, HeaderPolicy, forwarded_view
@@ -369,7 +370,7 @@ class ForwardAuthenticator:
         denied = status in (401, 403) or (300 <= status < 400 and "Location" in headers)
         cookies = self._cookies(headers) if decided or denied else ()
         if cookies:
-            request[AUTH_COOKIES_KEY] = cookies
+            keep(request, cookies)
             if cookie:
                 self.renewals.renewed(cookie, cookies)
         if decided:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import json
 import os
 from typing import Any
 
@@ -18,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDict
 from structlog.testing import capture_logs
 
+from proxy import logs
 from proxy.app import create_app
 from proxy.auth.cookies import private_cache_control
 from proxy.settings import Settings
@@ -95,6 +98,11 @@ async def test_refreshed_session_cookie_reaches_the_client_on_every_kind_of_answ
     assert response.status == status
     assert _auth_cookies(response.headers) == [REFRESHED]
     assert response.headers["Cache-Control"].startswith(("private", "no-store"))
+    # The same response hook sets the request id: once, the one OpenWebUI was sent.
+    (rid,) = response.headers.getall("X-Request-ID")
+    assert len(rid) == 32
+    if kind == "relayed":
+        assert fake_upstream.last().values("X-Request-ID") == [rid]
     if kind == "upstream-cookie":
         # Merged: OpenWebUI's own token cookie goes out too, before the auth service's.
         cookies = response.headers.getall("Set-Cookie")
@@ -140,6 +148,7 @@ async def test_websocket_upgrade_carries_both_the_upstreams_and_the_auth_service
     status, headers = await _upgrade(proxy.host, proxy.port, list(ALICE_COOKIE.items()))
     assert status == 101
     assert headers.getall("Set-Cookie") == ["upstream-ws=1; Path=/", REFRESHED]
+    assert len(headers.getall("X-Request-ID")) == 1
 
 
 async def test_denials_carry_the_cleared_cookie_as_json_and_as_a_login_redirect(
@@ -157,6 +166,34 @@ async def test_denials_carry_the_cleared_cookie_as_json_and_as_a_login_redirect(
     assert page.status == 302  # the login redirect, raised as an aiohttp HTTPFound
     assert _auth_cookies(page.headers) == [CLEARED]
     assert page.headers["Cache-Control"] == "no-store"
+    assert len(api.headers.getall("X-Request-ID")) == len(page.headers.getall("X-Request-ID")) == 1
+    assert fake_upstream.seen == []
+
+
+async def test_answers_the_handler_never_ran_for_carry_a_request_id_and_no_cookie(
+    proxy, fake_auth, fake_upstream, monkeypatch
+) -> None:
+    """No route (``OPTIONS *``): the observation middleware's id, in the access line too. An
+    expectation refused before any handler (417): ``-``, as no id was given."""
+    fake_auth.set_cookies = (REFRESHED,)
+    sink = io.StringIO()
+    monkeypatch.setattr(logs._access, "out", sink)
+    star = await raw_request(
+        proxy.host, proxy.port, "*", list(ALICE_COOKIE.items()), method="OPTIONS"
+    )
+    assert star.status == 404
+    (rid,) = star.headers.getall("X-Request-ID")
+    await asyncio.sleep(0)  # the access line is written when the loop iteration ends
+    (line,) = [json.loads(text) for text in sink.getvalue().splitlines()]
+    assert (line["request_id"], line["email"], line["upstream_ms"]) == (rid, None, None)
+    refused = await raw_request(
+        proxy.host, proxy.port, "/", [*ALICE_COOKIE.items(), ("Expect", "teapot")]
+    )
+    assert refused.status == 417
+    assert refused.headers.getall("X-Request-ID") == ["-"]
+    for answer in (star, refused):
+        assert _auth_cookies(answer.headers) == []
+    assert fake_auth.seen == []
     assert fake_upstream.seen == []
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from proxy import logs
@@ -387,6 +389,10 @@ _TRICKY = '"quoted" \\ back\tslash\nnew\x00line é \U0001f600 \udcff'
             },
             id="escapes-and-edge-numbers",
         ),
+        pytest.param(
+            {"request_id": "r", "duration_ms": 2.6749999, "upstream_ms": 0.05},
+            id="milliseconds-rounded-to-a-tenth",
+        ),
     ],
 )
 def test_the_access_line_is_what_json_dumps_writes(monkeypatch, sink, fields) -> None:
@@ -401,8 +407,8 @@ def test_the_access_line_is_what_json_dumps_writes(monkeypatch, sink, fields) ->
         "path": fields.get("path"),
         "status": fields.get("status"),
         "bytes": fields.get("body_bytes"),
-        "duration_ms": fields.get("duration_ms"),
-        "upstream_ms": fields.get("upstream_ms"),
+        "duration_ms": _tenth(fields.get("duration_ms")),
+        "upstream_ms": _tenth(fields.get("upstream_ms")),
         **(
             {"pseudonym": fields["pseudonym"]}
             if "pseudonym" in fields
@@ -415,3 +421,21 @@ def test_the_access_line_is_what_json_dumps_writes(monkeypatch, sink, fields) ->
         "timestamp": "2026-11-18T11:06:40.250000Z",
     }
     assert sink.getvalue() == json.dumps(expected) + "\n"
+
+
+def _tenth(ms: float | None) -> float | None:
+    return None if ms is None else round(ms, 1)
+
+
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=1e5),
+        st.floats(min_value=0, max_value=2e16),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0.05, 0.15, 0.25, 2.675, 1e15, 1e15 - 0.05, 2.0**49 + 0.5]),
+    )
+)
+def test_milliseconds_are_written_as_rounding_them_wrote_them(ms: float) -> None:
+    """``%.1f`` in the range it is used, the long way outside it: what the line held when
+    its callers rounded (``repr`` of a finite float is what ``json.dumps`` writes)."""
+    assert logs._tenths(ms) == repr(round(ms, 1))
