@@ -150,15 +150,38 @@ def test_every_dashboard_panel_returns_a_series_while_traffic_flows(
         wait_for("every panel answers", all_answer, one_round, timeout=120)
     except AssertionError:
         raise AssertionError("panels without a series:\n" + "\n".join(empty)) from None
-    # Real numbers, not only series: the requests panel counts what was sent.
-    requests = prometheus.query(
-        f'sum(owui_proxy_requests_total{{job="{PROXY_JOB}", listener="public"}})'
+    # Real numbers, not only series: the requests panel counts what was sent, the receiver's
+    # the student's delivery. A series can exist at 0 before that: the delivery ends a few
+    # seconds after the sign-in (its threads made and archived), then waits for a scrape.
+    wait_for(
+        "the public requests counted",
+        lambda: (
+            _value(
+                prometheus,
+                f'sum(owui_proxy_requests_total{{job="{PROXY_JOB}", listener="public"}})',
+            )
+            > 0
+        ),
+        lambda: None,
     )
-    assert float(requests[0]["value"][1]) > 0
-    provisioned = prometheus.query(
-        f'owui_provision_webhook_deliveries_total{{job="{RECEIVER_JOB}", outcome="provisioned"}}'
+    wait_for(
+        "the student's delivery counted as provisioned",
+        lambda: (
+            _value(
+                prometheus,
+                "owui_provision_webhook_deliveries_total"
+                f'{{job="{RECEIVER_JOB}", outcome="provisioned"}}',
+            )
+            >= 1
+        ),
+        lambda: None,
     )
-    assert float(provisioned[0]["value"][1]) >= 1
+
+
+def _value(prometheus: PrometheusServer, expression: str) -> float:
+    """The one value ``expression`` has now (0 without a series)."""
+    series = prometheus.query(expression)
+    return float(series[0]["value"][1]) if series else 0.0
 
 
 def test_stopping_the_auth_service_fires_the_alert_and_starting_it_resolves_it(

@@ -109,11 +109,18 @@ def signin_head(length: int = len(BODY)) -> bytes:
     ).encode()
 
 
-async def abandoned_signin(port: int, after: float) -> None:
-    """A whole sign-in request, then the caller gives up and disconnects."""
+async def abandoned_signin(port: int, owui: SlowOpenWebUI, after: float) -> None:
+    """A whole sign-in request, then the caller gives up and disconnects ``after`` seconds
+    once OpenWebUI has begun the first sign-in (not on a clock of its own: on a loaded
+    machine every caller could leave before the proxy has read one request, and the test
+    would tell nothing)."""
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(signin_head() + BODY)
     await writer.drain()
+    for _ in range(1000):  # 10 s at most
+        if owui.arrived:
+            break
+        await asyncio.sleep(0.01)
     await asyncio.sleep(after)
     writer.transport.abort()
 
@@ -125,7 +132,7 @@ async def test_abandoned_signins_of_one_email_never_overlap_upstream(listener: L
     callers = 8
     # Each gives up while OpenWebUI is still at work on the first sign-in.
     await asyncio.gather(
-        *[abandoned_signin(listener.port, after=0.05 + 0.01 * i) for i in range(callers)]
+        *[abandoned_signin(listener.port, owui, after=0.01 * i) for i in range(callers)]
     )
     for _ in range(int(callers * owui.delay / 0.05) + 100):  # until the upstream is done
         if owui.finished == owui.arrived >= 2:
