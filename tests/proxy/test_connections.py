@@ -35,9 +35,14 @@ async def port() -> AsyncIterator[int]:
     await runner.cleanup()
 
 
-async def _closed_after(reader: asyncio.StreamReader, limit: float) -> float:
-    """Seconds until the server closes (EOF, unanswered); fails past ``limit``."""
-    started = time.monotonic()
+async def _closed_after(
+    reader: asyncio.StreamReader, limit: float, started: float | None = None
+) -> float:
+    """Seconds from ``started`` (now by default) until the server closes (EOF, unanswered);
+    fails past ``limit``. A timer the server started before this client could look at the
+    clock needs ``started`` taken before the step that starts it: on a loaded machine the
+    client may resume a good while after the server's timer began."""
+    started = time.monotonic() if started is None else started
     assert await asyncio.wait_for(reader.read(), timeout=limit) == b""
     return time.monotonic() - started
 
@@ -46,8 +51,9 @@ GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 async def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout(port) -> None:
+    started = time.monotonic()  # the server's head timer starts as it accepts
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    elapsed = await _closed_after(reader, 5)
+    elapsed = await _closed_after(reader, 5, started)
     writer.close()
     assert HEAD_S - 0.1 < elapsed < HEAD_S + 0.5
 
@@ -70,11 +76,12 @@ async def test_a_head_in_time_is_served_and_the_idle_timeout_follows(port) -> No
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(GET[:10])
     await asyncio.sleep(HEAD_S / 2)
+    started = time.monotonic()  # the server's idle timer starts once it has answered
     writer.write(GET[10:])
     await writer.drain()
     assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
     # Kept alive: silence past the head timeout is fine, up to the idle timeout.
-    elapsed = await _closed_after(reader, 5)
+    elapsed = await _closed_after(reader, 5, started)
     writer.close()
     assert IDLE_S - 0.2 < elapsed < IDLE_S + 0.6
 
