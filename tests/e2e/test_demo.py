@@ -60,7 +60,8 @@ def test_the_demo_prints_its_url_and_ctrl_c_stops_every_process(stack: Stack) ->
         for line in stdout:
             lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 300
@@ -82,7 +83,9 @@ def test_the_demo_prints_its_url_and_ctrl_c_stops_every_process(stack: Stack) ->
     finally:
         process.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does
         code = process.wait(timeout=90)
-    time.sleep(1)
+    # Its last lines ("stopped") are read by the pump thread: wait for it to reach the end
+    # of the output, not for a second of its time (a loaded machine may not run it by then).
+    pumping.join(timeout=30)
     while not lines.empty():
         seen.append(lines.get_nowait())
     assert code == 0, "".join(seen)
