@@ -191,7 +191,11 @@ async def _events_via_other_process(
         await asyncio.wait_for(done.wait(), timeout=60)
     finally:
         await sio.disconnect()
-    await asyncio.sleep(0.5)  # nginx writes the socket's line as it closes
+    # nginx writes the socket's line once it has seen the close, on its own time.
+    deadline = time.monotonic() + 30
+    while not topology.upstream_of("/ws/socket.io/", since=offset):
+        assert time.monotonic() < deadline, "nginx logged no line for the closed socket"
+        await asyncio.sleep(0.1)
     assert topology.upstream_of("/ws/socket.io/", since=offset) == [holder]
     events = [e["data"] for _, e in timed if e["chat_id"] == chat_id]
     return holder, topology.url(other), events
