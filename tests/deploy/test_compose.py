@@ -267,7 +267,12 @@ async def test_nginx_sends_oauth2_to_the_auth_service_and_everything_else_to_the
         start = await session.get(f"{base}/oauth2/start?rd=%2F")
         assert "X-Request-ID" not in start.headers
         assert "oauth2-proxy stand-in" in await start.text()
+    # podman reads the stand-in's output on its own time: wait for the last request's line.
+    deadline = time.monotonic() + 30
     served = project.logs("oauth2-proxy").splitlines()[before:]
+    while "GET /oauth2/start" not in served and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        served = project.logs("oauth2-proxy").splitlines()[before:]
     # The auth service saw the login page and the proxy's forward-auth questions, nothing else.
     paths = {line.split()[1] for line in served if line.startswith(("GET ", "POST "))}
     assert paths == {"/oauth2/start", "/oauth2/auth"}, served
