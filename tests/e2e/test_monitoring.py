@@ -124,10 +124,17 @@ def test_both_targets_are_scraped(gate: Stack, prometheus: PrometheusServer) -> 
         lambda: prometheus.targets_up() == {PROXY_JOB: "up", RECEIVER_JOB: "up"},
         lambda: None,
     )
-    assert [s["value"][1] for s in prometheus.query(f'owui_proxy_ready{{job="{PROXY_JOB}"}}')] in (
-        ["0"],
-        ["1"],
-    )
+    # A target shows "up" as its scrape is reported, a moment before the scrape's samples are
+    # committed: wait for the series, then read it.
+    ready: list[str] = []
+
+    def read_ready() -> bool:
+        series = prometheus.query(f'owui_proxy_ready{{job="{PROXY_JOB}"}}')
+        ready[:] = [s["value"][1] for s in series]
+        return ready != []
+
+    wait_for("the proxy's readiness scraped", read_ready, lambda: None)
+    assert ready in (["0"], ["1"])
 
 
 def test_every_dashboard_panel_returns_a_series_while_traffic_flows(
