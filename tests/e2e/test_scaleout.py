@@ -149,6 +149,17 @@ def test_postgres_holds_exactly_those_threads(
     assert reported == survivors
 
 
+def _logged(topology: ScaleOut, path: str, since: int, count: int) -> list[str]:
+    """:meth:`ScaleOut.upstream_of` once nginx has logged ``count`` requests for ``path``
+    (30 s at most): it writes a request's line after sending the answer, so a loaded
+    machine can hand the answer on through the proxy before nginx has written it."""
+    deadline = time.monotonic() + 30
+    while len(found := topology.upstream_of(path, since=since)) < count:
+        assert time.monotonic() < deadline, f"nginx logged {len(found)} of {count} for {path}"
+        time.sleep(0.1)
+    return found
+
+
 def _sign_in_through_proxy(topology: ScaleOut, email: str) -> tuple[str, httpx.Cookies]:
     """Demo IdP login, then OpenWebUI's trusted-header sign-in through the two-worker proxy."""
     with httpx.Client(timeout=30) as client:
@@ -176,7 +187,7 @@ async def _events_via_other_process(
     async with httpx.AsyncClient(base_url=topology.url("public"), cookies=cookies) as client:
         me = await client.get("/api/v1/auths/", headers={"Authorization": f"Bearer {token}"})
         assert me.status_code == 200, me.text
-    (holder,) = set(topology.upstream_of("/api/v1/auths/", since=offset))
+    (holder,) = set(_logged(topology, "/api/v1/auths/", offset, 1))
     other = next(p for p in PROCESSES if topology.url(p).removeprefix("http://") != holder)
     offset = topology.log_offset()
     sio = await socketchat.connect(topology.url("public"), token, cookies)
@@ -228,7 +239,7 @@ def test_a_user_stays_on_one_process(topology: ScaleOut) -> None:
         for _ in range(10):
             response = client.get("/api/v1/auths/", headers={"Authorization": f"Bearer {token}"})
             assert response.status_code == 200
-    assert len(set(topology.upstream_of("/api/v1/auths/", since=offset))) == 1
+    assert len(set(_logged(topology, "/api/v1/auths/", offset, 10))) == 1
 
 
 async def _connect(topology: ScaleOut, token: str, cookies: httpx.Cookies) -> socketio.AsyncClient:
@@ -273,7 +284,7 @@ def test_when_one_process_dies_its_users_move_to_the_other(topology: ScaleOut) -
         offset = topology.log_offset()
         me = client.get("/api/v1/auths/", headers=auth)
         assert me.status_code == 200
-        (pinned,) = set(topology.upstream_of("/api/v1/auths/", since=offset))
+        (pinned,) = set(_logged(topology, "/api/v1/auths/", offset, 1))
         victim = next(p for p in PROCESSES if topology.url(p).endswith(pinned))
         survivor = topology.url(next(p for p in PROCESSES if p != victim)).removeprefix("http://")
         heard, joined = asyncio.run(_socket_through_a_death(topology, token, cookies, victim))
@@ -288,7 +299,7 @@ def test_when_one_process_dies_its_users_move_to_the_other(topology: ScaleOut) -
     assert signin.status_code == 200
     # The proxy stays ready: its upstream (nginx) answers; nginx knows the rest.
     assert httpx.get(f"{topology.url('admin')}/readyz", timeout=10).status_code == 200
-    served = topology.upstream_of("/api/v1/auths/", since=offset)
+    served = _logged(topology, "/api/v1/auths/", offset, 5)
     # Within fail_timeout nginx goes straight to the survivor; a request that tries the dead
     # process first shows both addresses.
     assert set(served) <= {survivor, f"{pinned}, {survivor}"}
