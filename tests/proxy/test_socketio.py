@@ -147,6 +147,17 @@ def test_cache_key_is_injective() -> None:
         ("a", "b\ud800"),  # a lone surrogate (JSON can carry one) must neither crash nor merge
         ("a", "b\ufffd"),
         ("a", "b?"),
+        # The length prefix's own characters inside the values, and empty values.
+        ("1:a", ""),
+        ("1", ":a"),
+        ("", "1:a"),
+        ("a", ""),
+        ("", "a"),
+        ("10:", "aaaaaaa"),
+        # A surrogate pair as two code points, and the character it stands for.
+        ("\ud83d\ude00", ""),
+        ("\U0001f600", ""),
+        ("\ud83d", "\ude00"),
     ]
     keys = {owners.cache_key(token, email) for token, email in pairs}
     assert len(keys) == len(pairs)
