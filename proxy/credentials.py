@@ -21,17 +21,19 @@ refuses the request, a cookie that is not theirs is dropped from a page load.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from http.cookies import _unquote
+from typing import NamedTuple
 
 from multidict import CIMultiDictProxy, MultiMapping
 
 TOKEN_COOKIE = "token"  # noqa: S105 (the cookie's name, not a secret)
 
 
-@dataclass(frozen=True, slots=True)
-class Carried:
-    """The credentials of one request: from headers, and from ``token`` cookies."""
+class Carried(NamedTuple):
+    """The credentials of one request: from headers, and from ``token`` cookies.
+
+    A named tuple: immutable as a frozen dataclass is, and about half the instructions to
+    make (one per request that carries a credential)."""
 
     headers: tuple[str, ...]
     cookies: tuple[str, ...]
@@ -48,13 +50,14 @@ def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: 
     found: dict[str, None] = {}
     for value in headers.getall("Authorization", ()):
         # HTTPBearer: what follows the first space, stripped (of Unicode spaces too).
-        credential = value.partition(" ")[2].strip()
+        rest = value.partition(" ")[2]
+        credential = rest.strip()
         if credential:
             found[credential] = None
-        # OpenWebUI's own reader: the second of exactly two parts split on single spaces.
-        parts = value.split(" ")
-        if len(parts) == 2 and parts[1]:
-            found[parts[1]] = None
+        # OpenWebUI's own reader: the second of exactly two parts split on single spaces,
+        # which is what follows the first space when no other space does (no list made).
+        if rest and " " not in rest:
+            found[rest] = None
     for value in headers.getall(api_key_header, ()):
         if value:
             found[value] = None
@@ -76,9 +79,11 @@ def token_cookies(header: str) -> list[str]:
             continue
         key, sep, value = chunk.partition("=")
         if sep and key.strip() == TOKEN_COOKIE:
-            unquoted = _unquote(value.strip())
-            if unquoted:
-                values.append(unquoted)
+            value = value.strip()
+            if value.startswith('"'):  # else _unquote returns it as it is: no call
+                value = _unquote(value)
+            if value:
+                values.append(value)
     return values
 
 

@@ -37,6 +37,8 @@ CARRIED_ROWS: list[tuple[str, list[tuple[str, str]], tuple[str, ...], tuple[str,
     ("x-api-key", [("X-Api-Key", "sk-a")], ("sk-a",), ()),
     ("cookie", [("Cookie", "a=1; token=eyJx; b=2")], (), ("eyJx",)),
     ("quoted cookie, unquoted as Starlette does", [("Cookie", 'token="sk-a"')], (), ("sk-a",)),
+    ("a quote on one side only is kept", [("Cookie", 'token="sk-a')], (), ('"sk-a',)),
+    ("a lone quote is kept", [("Cookie", 'token="')], (), ('"',)),
     ("spaces around", [("Cookie", " token = sk-a ;x=1")], (), ("sk-a",)),
     ("every token cookie", [("Cookie", "token=a; token=b"), ("Cookie", "token=c")], (), "abc"),
     ("similar names are not it", [("Cookie", "xtoken=a; token_b=b; tokens=c")], (), ()),
@@ -53,6 +55,14 @@ def test_carried(headers, from_headers, from_cookies) -> None:
     found = carried(CIMultiDict(headers), "x-api-key")
     assert found.headers == tuple(from_headers)
     assert found.cookies == tuple(from_cookies)
+
+
+def test_carried_is_true_when_anything_is_carried() -> None:
+    """The admit stage skips the binding when nothing is carried: never when something is."""
+    assert not carried(CIMultiDict([("Accept", "*/*")]), "x-api-key")
+    assert carried(CIMultiDict([("Authorization", "Bearer a")]), "x-api-key")
+    assert carried(CIMultiDict([("Cookie", "token=a")]), "x-api-key")
+    assert carried(CIMultiDict([("X-Api-Key", "a")]), "x-api-key")
 
 
 def test_the_configured_api_key_header_is_read() -> None:
