@@ -52,6 +52,7 @@ from aiohttp import web
 from bench import configs
 from bench.floor import floor_handler
 from bench.procs import Procs, free_port, wait_http
+from proxy import app as proxy_app
 from proxy import browser, logs, socketio
 from proxy import server as proxy_server
 from proxy.app import Runtime, access_line, create_app
@@ -269,7 +270,7 @@ class Rig:
             runtime,
             app,
             handler,
-            observed("public", runtime.metrics, access_line),
+            _observation(app, runtime),
             protocol,
             raw,
         )
@@ -320,6 +321,15 @@ class Rig:
         match.add_app(self.app)
         match.freeze()
         request._match_info = match
+
+
+def _observation(app: web.Application, runtime: Any) -> Any:
+    """The public app's observation, as its route runs it (``app.PUBLIC_KEY``), or, in a
+    checkout where it is a middleware, that middleware."""
+    public_key = getattr(proxy_app, "PUBLIC_KEY", None)
+    if public_key is not None:
+        return app[public_key].observation.around
+    return observed("public", runtime.metrics, access_line)
 
 
 async def _never(_request: web.BaseRequest) -> web.StreamResponse:
@@ -458,20 +468,34 @@ async def _fixed(_request: web.BaseRequest) -> web.Response:
 
 
 async def _application() -> web.AppRunner:
-    """aiohttp's ``Application`` shaped as the public app (the catch-all route, one
-    middleware, one ``on_response_prepare`` hook) around the fixed answer: what the
-    application layer costs over ``web.Server``."""
-
-    @web.middleware
-    async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
-        return await handler(request)  # type: ignore[no-any-return]
+    """aiohttp's ``Application`` shaped as the public app around the fixed answer (its one
+    route, one ``on_response_prepare`` hook, and the observation's layer: a wrapper around
+    the route, or where the checkout has no ``proxy/catchall.py`` the catch-all pattern and
+    one middleware): what the application layer costs over ``web.Server``."""
 
     async def hook(_request: web.Request, _response: web.StreamResponse) -> None:
         pass
 
-    app = web.Application(middlewares=[passing], handler_args={"max_field_size": 65536})
+    try:
+        from proxy.catchall import CatchAll
+    except ImportError:  # a checkout from before it
+
+        @web.middleware
+        async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
+            return await handler(request)  # type: ignore[no-any-return]
+
+        app = web.Application(middlewares=[passing], handler_args={"max_field_size": 65536})
+        app.router.add_route("*", r"/{tail:[\s\S]*}", _fixed)
+    else:
+
+        async def around(request: web.Request) -> web.StreamResponse:
+            return await _fixed(request)
+
+        app = web.Application(handler_args={"max_field_size": 65536})
+        everything = CatchAll()
+        app.router.register_resource(everything)
+        everything.add_route("*", around)
     app.on_response_prepare.append(hook)
-    app.router.add_route("*", r"/{tail:[\s\S]*}", _fixed)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     return runner

@@ -1,11 +1,13 @@
 """Wiring: the shared runtime, the public app and the admin app, assembled in one place.
 
-The public app has one route and one middleware, ``proxy/observe.py``'s (shared with the
-internal listener): request id, the JSON answer to a ``ProxyError``, 499 and mid-body cuts,
-request metrics, and then :func:`access_line`, so the access line records the final status
-of everything, errors included. A middleware, not a wrapper around the route: targets no
-route can match (``OPTIONS *``, ``CONNECT host:port``) must get an id, an access line and
-a count too.
+The public app has one route, which every target with a path reaches
+(``proxy/catchall.py``), and no middleware: the route runs ``proxy/observe.py``'s
+observation (shared with the internal listener) around the handler: request id, the JSON
+answer to a ``ProxyError``, 499 and mid-body cuts, request metrics, and then
+:func:`access_line`, so the access line records the final status of everything, errors
+included. The answers aiohttp makes before the route (a target without a path such as
+``CONNECT host:port``, a refused ``Expect``) are observed by the app's response hook, so they
+get an id, an access line and a count too.
 
 Then the handler (``proxy/public.py``): authenticate, build headers, relay.
 """
@@ -25,16 +27,17 @@ from proxy.auth.base import Authenticator
 from proxy.auth.cookies import add_to, kept
 from proxy.auth.forward import AUTH_MAX_FIELD_BYTES, ForwardAuthenticator
 from proxy.browser import SIGNOUT_PATH
+from proxy.catchall import CatchAll
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
-from proxy.observe import Seen, observed
+from proxy.observe import Observation, Seen
 from proxy.pages import PAGES_KEY, Pages
 from proxy.pseudonym import Pseudonyms
 from proxy.public import PublicHandler
 from proxy.readiness import CHECK_EVERY_S, UpstreamReadiness
 from proxy.relay import no_early_continue
 from proxy.release_watch import RefusalSignal, ReleaseWatch
-from proxy.respond import request_id
+from proxy.respond import REQUEST_ID_KEY
 from proxy.scope import notes_of
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
@@ -168,40 +171,52 @@ def body_bytes(response: web.StreamResponse | None) -> int:
     return 0
 
 
-async def _answer_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """The public app's one ``on_response_prepare`` hook, for every answer: ``X-Request-ID``,
-    then the auth service's cookies (``proxy/auth/cookies.py``). One hook, both read from
-    the request's notes (``proxy/scope.py``): each hook is a coroutine per answer, and each
-    value kept under a key of its own a look-up (a missed one, with no cookies, ~4k
-    instructions)."""
-    notes = notes_of(request)
-    headers = response.headers
-    headers[REQUEST_ID_HEADER] = notes.request_id if notes is not None else request_id(request)
-    cookies = kept(request, notes)
-    if cookies:
-        add_to(headers, cookies)
-
-
 class _Public:
-    """Holds the handler, made once the runtime exists (after the app is frozen)."""
+    """The public app's route: the observation around the handler, which is made once the
+    runtime exists (after the app is frozen); and the app's one response hook."""
 
-    def __init__(self) -> None:
+    def __init__(self, observation: Observation) -> None:
+        self.observation = observation
         self.handler: PublicHandler | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if self.handler is None:  # a request beat start-up
-            raise web.HTTPServiceUnavailable()
-        return await self.handler(request)
+        return await self.observation.around(request, self.handler or _not_started)
+
+    async def answer_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The one ``on_response_prepare`` hook, for every answer: ``X-Request-ID``, then the
+        auth service's cookies (``proxy/auth/cookies.py``). One hook, both read from the
+        request's notes (``proxy/scope.py``): each hook is a coroutine per answer, and each
+        value kept under a key of its own a look-up (a missed one, with no cookies, ~4k
+        instructions). An answer no route gave is observed here (:meth:`Observation.unrouted`)."""
+        notes = notes_of(request)
+        headers = response.headers
+        if notes is not None:
+            headers[REQUEST_ID_HEADER] = notes.request_id
+        else:
+            try:  # the handler never ran: the route (a 503 before start-up), or no route
+                rid = request[REQUEST_ID_KEY]
+            except KeyError:
+                rid = self.observation.unrouted(request, response)
+            headers[REQUEST_ID_HEADER] = rid
+        cookies = kept(request, notes)
+        if cookies:
+            add_to(headers, cookies)
+
+
+async def _not_started(_request: web.Request) -> web.StreamResponse:
+    raise web.HTTPServiceUnavailable()  # a request beat start-up
+
+
+PUBLIC_KEY = web.AppKey("owui_public", _Public)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Application:
     """The public listener's app. Without ``runtime`` it starts and closes its own."""
     owned = runtime is None
     rt = runtime if runtime is not None else Runtime(settings)
-    public = _Public()
     record = partial(access_line, pseudonyms=Pseudonyms.from_file(settings.log_pseudonym_key_file))
+    public = _Public(Observation("public", rt.metrics, record))
     app = web.Application(
-        middlewares=[observed("public", rt.metrics, record)],
         # Bodies are streamed, never read whole; the relay enforces max_body_bytes itself.
         client_max_size=settings.max_body_bytes,
         handler_args={"max_field_size": 65536},
@@ -229,10 +244,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(close_websockets)
     # The request id and the auth service's renewed or cleared session cookie, on any answer.
-    app.on_response_prepare.append(_answer_headers)
+    # Observes the answers no route gave, too.
+    app.on_response_prepare.append(public.answer_headers)
+    app[PUBLIC_KEY] = public
     # No early 100 Continue: the relay sends it once the caller is authenticated.
-    # Any decoded path, line breaks included: the handler reads the target itself (400).
-    app.router.add_route("*", r"/{tail:[\s\S]*}", public.handle, expect_handler=no_early_continue)
+    # Any path, line breaks included: the handler reads the target itself (400).
+    everything = CatchAll()
+    app.router.register_resource(everything)
+    everything.add_route("*", public.handle, expect_handler=no_early_continue)
     return app
 
 

@@ -1,7 +1,8 @@
 """The one observation middleware, shared by the public and the internal listener.
 
-Outermost on each listener's app, so it sees every request (targets no route can match,
-``OPTIONS *`` and ``CONNECT host:port``, included) and its final status, errors included:
+Around every request of a listener (targets no route can match, ``OPTIONS *`` and
+``CONNECT host:port``, included: see :class:`Observation` for how), so it sees its final
+status, errors included:
 
 1. gives the request its id (``proxy/respond.py``), bound into every log line;
 2. turns a ``ProxyError`` into its JSON answer, inside the above, so what is recorded is the
@@ -13,8 +14,8 @@ Outermost on each listener's app, so it sees every request (targets no route can
    hands what it saw (:class:`Seen`) to the listener's own record: the public access line,
    the internal audit line.
 
-One middleware, not several: the machinery is a few per cent of a small request (issue 7's
-profile).
+One observation, not several middlewares: the machinery is a few per cent of a small
+request (issue 7's profile).
 """
 
 from __future__ import annotations
@@ -56,13 +57,25 @@ class Seen:
 Record = Callable[[web.Request, Seen], None]
 
 
-def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
-    """The middleware for ``listener``; ``record`` writes the listener's line for a request
-    (it runs last, with the request id still bound)."""
-    log = logs.get()
+class Observation:
+    """The observation of one listener's requests; ``record`` writes the listener's line for
+    a request (it runs last, with the request id still bound).
 
-    @web.middleware
-    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    The internal listener runs it as its outermost middleware (:func:`observed`). The public
+    app runs :meth:`around` from its one route, which every target with a path reaches
+    (``proxy/catchall.py``), and :meth:`unrouted` from its response hook for the answers
+    aiohttp makes before any route (a target without a path, ``CONNECT host:port``; a
+    refused ``Expect``): no middleware, whose machinery is ~3 % of a small request.
+    """
+
+    def __init__(self, listener: str, metrics: Metrics, record: Record) -> None:
+        self.listener = listener
+        self.metrics = metrics
+        self.record = record
+        self.log = logs.get()
+
+    async def around(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """``handler``'s answer to ``request``, observed."""
         rid = new_request_id()
         request[REQUEST_ID_KEY] = rid
         bound = logs.request_id.set(rid)
@@ -71,9 +84,9 @@ def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
             try:
                 response = await handler(request)
             except ProxyError as exc:
-                log.warning("request_failed", status=exc.status, reason=exc.reason)
+                self.log.warning("request_failed", status=exc.status, reason=exc.reason)
                 if isinstance(exc, UpstreamError):
-                    metrics.count_upstream_error(listener, exc)
+                    self.metrics.count_upstream_error(self.listener, exc)
                 seen.error = exc
                 response = from_exception(request, exc)
             seen.status = response.status
@@ -92,8 +105,8 @@ def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
             # here; re-raising would have aiohttp log a traceback for an everyday event.
             if isinstance(exc, UpstreamBrokeOff):
                 seen.status, seen.broke_off = MID_BODY_STATUS, True
-                log.warning("upstream_broke_off", status=seen.status, reason=str(exc))
-                metrics.upstream_errors.labels(listener, MID_BODY_KIND).inc()
+                self.log.warning("upstream_broke_off", status=seen.status, reason=str(exc))
+                self.metrics.upstream_errors.labels(self.listener, MID_BODY_KIND).inc()
             else:
                 seen.status, seen.client_left = CLIENT_CLOSED_STATUS, True
             _cut(request)
@@ -101,12 +114,35 @@ def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
             # as the client gone, quietly.
             return web.Response(status=seen.status)
         except Exception:
-            log.exception("unhandled_error")
+            self.log.exception("unhandled_error")
             raise
         finally:
-            metrics.count_request(listener, seen.status)
-            record(request, seen)
+            self.metrics.count_request(self.listener, seen.status)
+            self.record(request, seen)
             logs.request_id.reset(bound)
+
+    def unrouted(self, request: web.Request, response: web.StreamResponse) -> str:
+        """Observe an answer aiohttp made before any route ran (call it as the answer is
+        prepared): the request gets its id, its count and its line. Returns the id."""
+        rid = new_request_id()
+        request[REQUEST_ID_KEY] = rid
+        seen = Seen(rid, time.perf_counter(), response.status, response)
+        bound = logs.request_id.set(rid)
+        try:
+            self.metrics.count_request(self.listener, seen.status)
+            self.record(request, seen)
+        finally:
+            logs.request_id.reset(bound)
+        return rid
+
+
+def observed(listener: str, metrics: Metrics, record: Record) -> Middleware:
+    """:class:`Observation` as a middleware (the internal listener's outermost)."""
+    observation = Observation(listener, metrics, record)
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await observation.around(request, handler)
 
     return observe
 

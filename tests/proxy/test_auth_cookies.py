@@ -173,8 +173,8 @@ async def test_denials_carry_the_cleared_cookie_as_json_and_as_a_login_redirect(
 async def test_answers_the_handler_never_ran_for_carry_a_request_id_and_no_cookie(
     proxy, fake_auth, fake_upstream, monkeypatch
 ) -> None:
-    """No route (``OPTIONS *``): the observation middleware's id, in the access line too. An
-    expectation refused before any handler (417): ``-``, as no id was given."""
+    """No route (``OPTIONS *``), or an expectation refused before the route (417): each is
+    observed as it is answered (an id, the same in its access line), and no cookie."""
     fake_auth.set_cookies = (REFRESHED,)
     sink = io.StringIO()
     monkeypatch.setattr(logs._access, "out", sink)
@@ -190,7 +190,14 @@ async def test_answers_the_handler_never_ran_for_carry_a_request_id_and_no_cooki
         proxy.host, proxy.port, "/", [*ALICE_COOKIE.items(), ("Expect", "teapot")]
     )
     assert refused.status == 417
-    assert refused.headers.getall("X-Request-ID") == ["-"]
+    (refused_id,) = refused.headers.getall("X-Request-ID")
+    assert len(refused_id) == 32 and refused_id != rid
+    await asyncio.sleep(0)
+    lines = [json.loads(text) for text in sink.getvalue().splitlines()]
+    assert [(x["request_id"], x["status"], x["method"]) for x in lines] == [
+        (rid, 404, "OPTIONS"),
+        (refused_id, 417, "GET"),
+    ]
     for answer in (star, refused):
         assert _auth_cookies(answer.headers) == []
     assert fake_auth.seen == []
