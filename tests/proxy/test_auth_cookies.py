@@ -191,7 +191,8 @@ async def test_answers_the_handler_never_ran_for_carry_a_request_id_and_no_cooki
     )
     assert refused.status == 417
     (refused_id,) = refused.headers.getall("X-Request-ID")
-    assert len(refused_id) == 32 and refused_id != rid
+    assert len(refused_id) == 32
+    assert refused_id != rid
     await asyncio.sleep(0)
     lines = [json.loads(text) for text in sink.getvalue().splitlines()]
     assert [(x["request_id"], x["status"], x["method"]) for x in lines] == [

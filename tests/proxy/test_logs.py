@@ -95,7 +95,9 @@ def test_a_forked_worker_gets_ids_of_its_own() -> None:
 @pytest.mark.parametrize(("method", "target"), [("OPTIONS", "*"), ("CONNECT", "evil.test:443")])
 async def test_a_target_no_route_matches_is_still_observed(proxy, sink, method, target) -> None:
     """aiohttp answers these itself; they still get an id, an access line and a count."""
+    from proxy.app import PUBLIC_KEY
     from tests.proxy.rawhttp import raw_request
+    from tests.proxy.test_process import _metric
 
     server = proxy.server
     response = await raw_request(server.host, server.port, target, [], method=method)
@@ -104,6 +106,8 @@ async def test_a_target_no_route_matches_is_still_observed(proxy, sink, method, 
     assert line["method"] == method
     assert line["status"] == response.status
     assert response.headers["X-Request-ID"] == line["request_id"]
+    text = server.app[PUBLIC_KEY].observation.metrics.render().decode()
+    assert _metric(text, "owui_proxy_requests_total", listener="public", status_class="4xx") == 1
 
 
 async def test_upstream_breaking_mid_body_is_logged_502_not_client_closed(proxy, sink) -> None:
