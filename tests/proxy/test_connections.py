@@ -98,6 +98,24 @@ async def test_the_head_timeout_runs_again_from_the_next_requests_first_byte(por
     assert HEAD_S - 0.1 < elapsed < HEAD_S + 0.5
 
 
+async def test_a_head_that_starts_before_the_last_timer_is_due_still_gets_the_whole_timeout(
+    port,
+) -> None:
+    """The next request's first byte comes while the timer armed for the connection's open is
+    still pending: that timer must not cut the new head short (it waits for the new
+    deadline), and the new head still times out once its own deadline passes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(GET)
+    assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(HEAD_S / 2)  # the open's timer is due in about HEAD_S / 2
+    started = time.monotonic()
+    writer.write(GET[:10])  # a head that never ends
+    await writer.drain()
+    elapsed = await _closed_after(reader, 5, started)
+    writer.close()
+    assert HEAD_S - 0.1 < elapsed < HEAD_S + 0.5
+
+
 async def test_a_stalled_request_body_is_408(make_proxy, fake_upstream) -> None:
     proxy = await make_proxy(body_timeout_s=0.5)
     reader, writer = await asyncio.open_connection(proxy.server.host, proxy.server.port)
