@@ -41,7 +41,7 @@ import collections
 import enum
 import re
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -709,17 +709,21 @@ class Pool:
         self.busy: set[_Connection] = set()
         self.sweeper: asyncio.TimerHandle | None = None
 
-    async def request(
+    def request(
         self,
         method: str,
         target: str,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterable[bytes] | None,
-    ) -> Response:
-        """Send one request; return the response once its head is in.
+    ) -> Coroutine[None, None, Response]:
+        """Send one request; the awaitable resolves with the response once its head is in.
 
         ``headers`` is sent exactly as given. A streamed body is sent with the
         ``Content-Length`` the headers carry or, without one, chunked.
+
+        Not a coroutine itself (one level fewer between the caller and the head, on every
+        request): it edits and encodes the head at once (a ``BadRequest`` is raised here)
+        and hands back :meth:`_exchange`'s coroutine.
         """
         if isinstance(body, _REPLAYABLE):
             if body is not None:
@@ -735,18 +739,11 @@ class Pool:
         head = encode_head(method, self.origin.prefix + target, headers)
         retry = isinstance(body, _REPLAYABLE) and method in _IDEMPOTENT
         # An idle connection is taken without a coroutine: the usual case, on every request.
-        conn = self._take_idle() or await self._connect()
-        try:
-            return await self._exchange(conn, method, head, headers, body, retry=retry)
-        except _Stale:
-            # The upstream closed a pooled connection as the request went out: once more,
-            # on a new connection (an idle one might be just as stale).
-            conn = await self._connect()
-            return await self._exchange(conn, method, head, headers, body, retry=False)
+        return self._exchange(self._take_idle(), method, head, headers, body, retry=retry)
 
     async def _exchange(
         self,
-        conn: _Connection,
+        conn: _Connection | None,
         method: str,
         head: bytes,
         headers: CIMultiDict[str],
@@ -754,6 +751,14 @@ class Pool:
         *,
         retry: bool,
     ) -> Response:
+        """The request on ``conn`` (None: a new connection); its response once the head is in.
+
+        With ``retry``, a pooled connection the upstream closed as the request went out
+        (nothing came back) is given up and the request sent once more on a new connection
+        (an idle one might be just as stale).
+        """
+        if conn is None:
+            conn = await self._connect()
         exchange, head_waiter = conn.start(no_body=method == "HEAD")
         assert conn.transport is not None
         try:
@@ -794,13 +799,14 @@ class Pool:
             return head_waiter.result()
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, ConnectionError):
-                # Nothing came back (malformed bytes would be a ProtocolError): a pooled
-                # connection may just have been closed by the upstream.
-                if retry and conn.reused and not exchange.got_bytes:
-                    raise _Stale() from exc
+            if not isinstance(exc, ConnectionError):
+                raise
+            # Nothing came back (malformed bytes would be a ProtocolError): a pooled
+            # connection may just have been closed by the upstream.
+            if not (retry and conn.reused and not exchange.got_bytes):
                 raise ConnectionBroke(f"upstream unreachable ({type(exc).__name__})") from exc
-            raise
+        # Stale: once more, on a new connection, outside the handler (no chained context).
+        return await self._exchange(None, method, head, headers, body, retry=False)
 
     def _take_idle(self) -> _Connection | None:
         """The most recently used idle connection that is still fresh, if any."""
@@ -871,10 +877,6 @@ class Pool:
             conn.close()
         self.idle.clear()
         self.busy.clear()
-
-
-class _Stale(Exception):
-    """A pooled connection turned out closed before any answer: try a new one."""
 
 
 def _expire_head(waiter: asyncio.Future[Response]) -> None:
