@@ -60,6 +60,9 @@ MAX_HEAD_BYTES = 64 * 1024
 # can close them under a request in flight.
 IDLE_EXPIRY_S = 4.0
 MAX_IDLE = 256
+# A deadline closer than this is due: uvloop's timers count milliseconds (libuv's), so a
+# timer set for less would fire no later than now.
+_TIMER_RESOLUTION_S = 0.001
 
 # A target must not contain spaces or control characters (CR, LF and NUL among them).
 _BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
@@ -310,6 +313,7 @@ class _Exchange:
         "feeding",
         "got_bytes",
         "head_bytes",
+        "head_deadline",
         "head_size",
         "head_waiter",
         "header_items",
@@ -334,6 +338,7 @@ class _Exchange:
         # Both None once retired (see retire).
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.head_waiter: asyncio.Future[Response] | None = conn.loop.create_future()
+        self.head_deadline: float | None = None  # loop time the head is due (once awaited)
         self.error: BaseException | None = None  # why the phase is FAILED
         # the head, while it arrives
         self.reason = ""
@@ -589,6 +594,9 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0  # loop time it went back to the pool
         self.exchange: _Exchange | None = None
+        # The head timer (see time_head) and the loop time it fires at.
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_timer_at = 0.0
 
     def start(self, no_body: bool) -> tuple[_Exchange, asyncio.Future[Response]]:
         """A fresh exchange for the next request, and the future that resolves with its
@@ -599,6 +607,43 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         await self.flow.drain(self.loop, self.pool.idle_timeout_s)
+
+    def time_head(self, exchange: _Exchange, timeout_s: float) -> None:
+        """Fail ``exchange``'s head waiter with ``TimeoutError`` if no head is in ``timeout_s``
+        from now.
+
+        One timer per connection, not one set and cancelled on every request: it is left
+        running when a head arrives, and when it fires early for the exchange in flight
+        (armed for an earlier one, whose deadline came first) it is moved on to this one's
+        deadline. So a head is never timed out early, and no later than a timer of its own
+        would have done it.
+        """
+        deadline = exchange.head_deadline = self.loop.time() + timeout_s
+        timer = self.head_timer
+        if timer is None or self.head_timer_at > deadline:  # (the latter: timeout_s shrank)
+            if timer is not None:
+                timer.cancel()
+            self.head_timer = self.loop.call_at(deadline, self._head_timer_fired)
+            self.head_timer_at = deadline
+
+    def _head_timer_fired(self) -> None:
+        self.head_timer = None
+        exchange = self.exchange
+        if exchange is None:
+            return  # idle, or closed: nothing to time
+        waiter, deadline = exchange.head_waiter, exchange.head_deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # the head is in (or failed), or its wait has not begun
+        if deadline - self.loop.time() > _TIMER_RESOLUTION_S:
+            self.head_timer = self.loop.call_at(deadline, self._head_timer_fired)
+            self.head_timer_at = deadline
+        else:
+            waiter.set_exception(TimeoutError())
+
+    def _stop_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
 
     def finish(self) -> None:
         """The caller is done with the response: reuse the connection if that is safe."""
@@ -623,6 +668,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self.closed = True
+        self._stop_head_timer()
         exchange = self.exchange
         if exchange is not None:
             exchange.fail(ConnectionResetError("upstream connection closed"))
@@ -656,6 +702,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_head_timer()
         self.pool.forget(self)
         exchange = self.exchange
         if exchange is not None and not (exc is None and exchange.ended_cleanly()):
@@ -789,13 +836,11 @@ class Pool:
                 # The response head. If the upstream answered before reading the whole body
                 # (a refusal, say), the body keeps going until the response is released;
                 # then the connection is reused only if it all went.
-                timer = self.loop.call_later(self.response_timeout_s, _expire_head, head_waiter)
+                conn.time_head(exchange, self.response_timeout_s)
                 try:
                     await head_waiter
                 except TimeoutError as exc:
                     raise HeadTimeout("upstream did not answer in time") from exc
-                finally:
-                    timer.cancel()
             return head_waiter.result()
         except BaseException as exc:
             conn.close()
@@ -877,11 +922,6 @@ class Pool:
             conn.close()
         self.idle.clear()
         self.busy.clear()
-
-
-def _expire_head(waiter: asyncio.Future[Response]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 async def _write_body(

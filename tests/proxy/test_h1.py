@@ -362,6 +362,37 @@ async def test_a_silent_upstream_is_a_timeout(scripted) -> None:
     await pool.close()
 
 
+async def test_the_response_timeout_counts_from_each_request_on_a_reused_connection(
+    scripted,
+) -> None:
+    """One head timer per connection, left running between requests: it must neither time
+    out a later request early (armed for an earlier one) nor miss one (fired while idle)."""
+    delays = [0.0, 0.2, 0.0, 0.05, 5.0]
+
+    async def script(conn: Conn) -> None:
+        while True:
+            await conn.head()
+            await asyncio.sleep(delays.pop(0))
+            await conn.send(ok())
+
+    upstream = await scripted(script)
+    pool = pool_for(upstream.url, response=0.3)
+    loop = asyncio.get_running_loop()
+    assert await get(pool) == (200, b"hello")  # the timer is armed for 0.3 s from here
+    await asyncio.sleep(0.2)
+    # Answered 0.4 s after the first request went out, 0.2 s after this one: in time.
+    assert await get(pool) == (200, b"hello")
+    assert await get(pool) == (200, b"hello")
+    await asyncio.sleep(0.5)  # the timer fires while the connection is idle
+    assert await get(pool) == (200, b"hello")
+    started = loop.time()
+    with pytest.raises(h1.HeadTimeout):
+        await pool.request("GET", "/", hdrs(), None)
+    assert 0.3 - 0.002 <= loop.time() - started < 1.5
+    assert len(upstream.conns) == 1
+    await pool.close()
+
+
 async def test_a_stalled_body_is_a_stall_and_a_cut_body_is_not(scripted) -> None:
     async def stall(conn: Conn) -> None:
         await conn.head()
