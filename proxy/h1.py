@@ -47,7 +47,7 @@ from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from proxy.errors import BadRequest
 
@@ -69,6 +69,11 @@ _BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2: methods, field names
 
 _REPLAYABLE = (type(None), bytes)
+# Header names the client edits, as istr: a multidict looks them up without folding the
+# name's case again on every request (a plain str is folded each time).
+_CONTENT_LENGTH = istr("Content-Length")
+_TRANSFER_ENCODING = istr("Transfer-Encoding")
+_HOST = istr("Host")
 _BODY_EXPECTED = frozenset({"POST", "PUT", "PATCH"})
 # Resent once on a new connection if a pooled one turns out closed (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -774,15 +779,15 @@ class Pool:
         """
         if isinstance(body, _REPLAYABLE):
             if body is not None:
-                headers["Content-Length"] = str(len(body))
+                headers[_CONTENT_LENGTH] = str(len(body))
             elif method in _BODY_EXPECTED:
-                headers["Content-Length"] = "0"  # some servers answer 411 without it
+                headers[_CONTENT_LENGTH] = "0"  # some servers answer 411 without it
             else:
-                headers.popall("Content-Length", None)
-        elif "Content-Length" not in headers:
-            headers["Transfer-Encoding"] = "chunked"
-        if "Host" not in headers:
-            headers["Host"] = self.origin.netloc
+                headers.popall(_CONTENT_LENGTH, None)
+        elif _CONTENT_LENGTH not in headers:
+            headers[_TRANSFER_ENCODING] = "chunked"
+        if _HOST not in headers:
+            headers[_HOST] = self.origin.netloc
         head = encode_head(method, self.origin.prefix + target, headers)
         retry = isinstance(body, _REPLAYABLE) and method in _IDEMPOTENT
         # An idle connection is taken without a coroutine: the usual case, on every request.
@@ -816,7 +821,7 @@ class Pool:
                 exchange.request_sent = True
             else:
                 conn.transport.write(head)
-                chunked = "Content-Length" not in headers
+                chunked = _CONTENT_LENGTH not in headers
                 writer = exchange.writer = self.loop.create_task(
                     _write_body(conn, exchange, body, chunked)
                 )
