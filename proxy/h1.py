@@ -238,6 +238,12 @@ class Response:
                 return
             yield chunk
 
+    def read_now(self) -> bytes | None:
+        """The whole body if all of it is here already (a small answer, usually), without a
+        coroutine; None if some is still to come (then :meth:`read` waits for it)."""
+        exchange = self._exchange
+        return exchange.take_all() if exchange.phase is _COMPLETE else None
+
     async def read(self) -> bytes:
         exchange = self._exchange
         if exchange.phase is _COMPLETE:  # all of it is here already: a small answer, usually

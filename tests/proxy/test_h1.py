@@ -179,6 +179,36 @@ async def test_sequential_requests_share_one_connection(scripted) -> None:
     await pool.close()
 
 
+async def test_read_now_takes_a_complete_body_and_nothing_of_an_incomplete_one(
+    scripted,
+) -> None:
+    async def script(conn: Conn) -> None:
+        await conn.head()
+        await conn.send(ok(b"whole"))
+        await conn.head()
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf-")
+        await asyncio.sleep(0.1)
+        await conn.send(b"after")
+        await conn.head()
+        await conn.send(ok(b"again"))
+        await asyncio.sleep(5)
+
+    upstream = await scripted(script)
+    pool = pool_for(upstream.url)
+    response = await pool.request("GET", "/", hdrs(), None)
+    await asyncio.sleep(0.05)  # the body, if it came apart from the head
+    assert response.read_now() == b"whole"
+    response.release()
+    response = await pool.request("GET", "/", hdrs(), None)
+    await asyncio.sleep(0.05)
+    assert response.read_now() is None  # half of it is here: nothing is taken
+    assert await response.read() == b"half-after"
+    response.release()
+    assert await get(pool) == (200, b"again")
+    assert len(upstream.conns) == 1  # each response ended whole: the connection was reused
+    await pool.close()
+
+
 @pytest.mark.parametrize(
     "response",
     [
