@@ -340,7 +340,7 @@ class _Exchange:
         "writer",
     )
 
-    def __init__(self, conn: _Connection, *, no_body: bool) -> None:
+    def __init__(self, conn: _Connection, no_body: bool) -> None:
         self.conn = conn
         self.phase = _AWAITING_HEAD
         self.no_body = no_body  # HEAD: the head is the whole response
@@ -609,12 +609,11 @@ class _Connection(asyncio.Protocol):
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_timer_at = 0.0
 
-    def start(self, no_body: bool) -> tuple[_Exchange, asyncio.Future[Response]]:
-        """A fresh exchange for the next request, and the future that resolves with its
-        response once the head is in."""
-        exchange = self.exchange = _Exchange(self, no_body=no_body)
-        assert exchange.head_waiter is not None
-        return exchange, exchange.head_waiter
+    def start(self, no_body: bool) -> _Exchange:
+        """A fresh exchange for the next request (its head waiter resolves with the
+        response once the head is in)."""
+        exchange = self.exchange = _Exchange(self, no_body)
+        return exchange
 
     async def drain(self) -> None:
         await self.flow.drain(self.loop, self.pool.idle_timeout_s)
@@ -817,7 +816,9 @@ class Pool:
         """
         if conn is None:
             conn = await self._connect()
-        exchange, head_waiter = conn.start(no_body=method == "HEAD")
+        exchange = conn.start(method == "HEAD")
+        head_waiter = exchange.head_waiter
+        assert head_waiter is not None
         assert conn.transport is not None
         try:
             if isinstance(body, _REPLAYABLE):
