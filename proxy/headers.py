@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.identity import Identity
 from proxy.settings import IPNetwork, Settings
@@ -112,20 +112,27 @@ class HeaderPolicy:
     # The names of those verdicts that pass: ``name in set`` is the cheapest test there is,
     # and the header loops below run once per header of every request.
     _passing: set[str] = field(init=False, repr=False, compare=False, default_factory=set)
+    # The names of those verdicts that refuse and are no identity header (Host, Connection):
+    # refused without a word. A name found in neither set is judged again, never guessed.
+    _refused_quietly: set[str] = field(init=False, repr=False, compare=False, default_factory=set)
 
     def passes(self, name: str) -> bool:
         """Whether a client header named ``name`` may reach OpenWebUI (Connection aside)."""
         verdict = self._verdicts.get(name)
         if verdict is None:
             normalised = normalise(name)
-            verdict = normalised not in self.protected and normalised not in _DROPPED
+            protected = normalised in self.protected
+            verdict = not protected and normalised not in _DROPPED
             if len(name) <= _MAX_CACHED_NAME:  # bounded in bytes too, not only in entries
                 if len(self._verdicts) >= _MAX_VERDICTS:
                     self._verdicts.clear()
                     self._passing.clear()
+                    self._refused_quietly.clear()
                 self._verdicts[name] = verdict
                 if verdict:
                     self._passing.add(name)
+                elif not protected:
+                    self._refused_quietly.add(name)
         return verdict
 
     def __post_init__(self) -> None:
@@ -292,6 +299,72 @@ def build_upstream_headers(
         for name, value in identity_headers(identity, policy):
             out[name] = value
     return out
+
+
+def request_headers_upstream(
+    request_headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    *,
+    identity: Identity | None,
+    policy: HeaderPolicy,
+    request_id: str | None,
+    forwarded: Forwarded,
+) -> tuple[CIMultiDict[str], list[str]]:
+    """:func:`build_upstream_headers` and :func:`stripped_names` of one request's own
+    multidict, in one pass over its names: (the header set, the stripped names).
+
+    The same set, in the same order: the request's multidict copied whole (multidict
+    clones one of its own kind without keying every name again), then every name that does
+    not pass taken out with all its copies and spellings. A multidict's names are its
+    distinct names up to ``str.lower`` (multidict 7 iterates each once), and names equal
+    up to ``str.lower`` are judged alike (:func:`normalise` lower-cases), so judging the
+    names it iterates judges every header. When ``Connection`` lists a name that would
+    otherwise pass (rare), :func:`build_upstream_headers` builds the set instead."""
+    passing = policy._passing
+    refused = [name for name in request_headers if name not in passing]
+    refused = [name for name in refused if not policy.passes(name)] if refused else refused
+    if not refused:
+        out = CIMultiDict(request_headers)
+        stripped: list[str] = []
+    else:
+        protected, quietly = policy.protected, policy._refused_quietly
+        stripped = []
+        for name in refused:
+            if name not in quietly and normalise(name) in protected:
+                # Every copy and spelling, as the table's function names them (a spoof).
+                stripped = stripped_names(request_headers.items(), policy)
+                break
+        listed: set[str] = set()
+        for name in refused:
+            if _is_connection(name):
+                for value in request_headers.getall(name, ()):
+                    listed.update(_connection_lists(value))
+        listed.difference_update(_DROPPED)
+        if listed:
+            built = build_upstream_headers(
+                request_headers.items(),
+                peer=None,
+                scheme="",
+                host="",
+                identity=identity,
+                policy=policy,
+                request_id=request_id,
+                forwarded=forwarded,
+            )
+            return built, stripped
+        out = CIMultiDict(request_headers)
+        for name in refused:
+            out.popall(name, None)
+    # Proxy-owned names, none left among the request's: adding them is setting them.
+    out.add("Host", forwarded.host)
+    out.add("X-Forwarded-For", forwarded.for_)
+    out.add("X-Forwarded-Proto", forwarded.proto)
+    out.add("X-Forwarded-Host", forwarded.host)
+    if request_id is not None:
+        out.add(REQUEST_ID_HEADER, request_id)
+    if identity is not None:
+        for name, value in identity_headers(identity, policy):
+            out[name] = value
+    return out, stripped
 
 
 # Response header name -> hop-by-hop: OpenWebUI sends the same few names on every answer.

@@ -27,12 +27,7 @@ from proxy.access import AccessRules, Refusal
 from proxy.auth.base import Authenticator, Denied
 from proxy.eio_sessions import SessionSeals, is_handshake
 from proxy.errors import AccessDenied, BadRequest, Forbidden
-from proxy.headers import (
-    HeaderPolicy,
-    build_upstream_headers,
-    forwarded_view,
-    stripped_names,
-)
+from proxy.headers import HeaderPolicy, forwarded_view, request_headers_upstream
 from proxy.identity import Identity
 from proxy.metrics import Metrics
 from proxy.pseudonym import Pseudonyms, person
@@ -364,21 +359,17 @@ class PublicHandler:
     # --- 5. outbound ----------------------------------------------------------------------
 
     async def outbound(self, scope: Scope) -> None:
-        request = scope.request
-        stripped = stripped_names(request.headers.items(), self.policy)
-        if stripped:
-            # Names only: the values are exactly what an attacker wants to see echoed.
-            self.log.warning("identity_headers_stripped", names=stripped)
-        headers = build_upstream_headers(
-            request.headers.items(),
-            peer=request.remote,
-            scheme=request.scheme,
-            host=request.host,
+        # One pass over the client's names: the header set and the names stripped from it.
+        headers, stripped = request_headers_upstream(
+            scope.request.headers,
             identity=scope.identity,
             policy=self.policy,
             request_id=scope.notes.request_id,
             forwarded=scope.forwarded,
         )
+        if stripped:
+            # Names only: the values are exactly what an attacker wants to see echoed.
+            self.log.warning("identity_headers_stripped", names=stripped)
         if scope.identity is None:
             # API-key pass-through: the key is the only credential OpenWebUI may see; a
             # session cookie riding along must not authenticate anything.
