@@ -167,6 +167,10 @@ class Forwarded(NamedTuple):
     host: str
 
 
+# A named tuple's own __new__ is a Python function (a frame per request): this is the C
+# constructor it calls, given the fields in order.
+_made = tuple.__new__
+
 # Connection value -> the normalised names it lists: the same few values ("keep-alive",
 # "close", "Upgrade") arrive on request after request. Bounded as the verdicts.
 _listed_by: dict[str, frozenset[str]] = {}
@@ -216,7 +220,7 @@ def forwarded_view(
         for_, proto = peer_text, scheme
     if policy.public is not None:
         proto, host = policy.public
-    return Forwarded(for_, proto, host)
+    return _made(Forwarded, (for_, proto, host))  # Forwarded(for_, proto, host), in C
 
 
 def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPolicy) -> list[str]:

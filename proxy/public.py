@@ -119,19 +119,22 @@ class PublicHandler:
         """The facts every stage decides on, each read from ``request`` once; its notes
         kept on ``request`` for its answer and its access line (``proxy/scope.py``)."""
         notes = request[NOTES_KEY] = Notes(request_id(request))
+        raw_path = request.raw_path
+        # Positional, in Scope's field order (request, target, websocket, forwarded,
+        # relayed, notes): keywords would cost a dict per request.
         return Scope(
-            request=request,
-            target=read_target(request.raw_path),
-            websocket=is_websocket(request),
-            forwarded=forwarded_view(
+            request,
+            read_target(raw_path),
+            is_websocket(request),
+            forwarded_view(
                 request.headers,
                 peer=request.remote,
                 scheme=request.scheme,
                 host=request.host,
                 policy=self.policy,
             ),
-            relayed=request.raw_path,
-            notes=notes,
+            raw_path,
+            notes,
         )
 
     # --- 1. release gate ------------------------------------------------------------------
