@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from proxy.identity import Identity
 from proxy.settings import IPNetwork, Settings
@@ -71,6 +71,13 @@ PROXY_OWNED = frozenset(
 REQUEST_ID_HEADER = "X-Request-ID"
 
 _DROPPED = HOP_BY_HOP | PROXY_OWNED
+# The names the proxy sets, as keys made once: a multidict lower-cases and hashes a plain
+# str on every add (an istr carries its folded form, hashed once).
+_HOST = istr("Host")
+_FORWARDED_FOR = istr("X-Forwarded-For")
+_FORWARDED_PROTO = istr("X-Forwarded-Proto")
+_FORWARDED_HOST = istr("X-Forwarded-Host")
+_REQUEST_ID = istr(REQUEST_ID_HEADER)
 _MAX_VERDICTS = 4096
 _MAX_CACHED_NAME = 64  # longer names are judged every time, never kept
 
@@ -105,6 +112,8 @@ class HeaderPolicy:
         )
 
     protected: frozenset[str] = field(init=False)
+    # The identity headers' names (email, name, groups) as keys made once (see _HOST).
+    _identity_keys: tuple[istr, istr, istr] = field(init=False, repr=False, compare=False)
     # name -> passes (neither protected nor proxy-owned nor hop-by-hop): clients send the
     # same few dozen names on every request, so each is judged once. Bounded: cleared
     # when full, as names are the client's to choose.
@@ -141,6 +150,8 @@ class HeaderPolicy:
         names = (self.email_header, self.name_header, self.groups_header, self.role_header)
         protected = frozenset(normalise(h) for h in (*names, "Proxy-Authorization"))
         object.__setattr__(self, "protected", protected)
+        keys = (istr(self.email_header), istr(self.name_header), istr(self.groups_header))
+        object.__setattr__(self, "_identity_keys", keys)
 
     def is_trusted(self, peer: str | None) -> bool:
         """Whether ``peer`` (an IP address) is a front proxy whose X-Forwarded-* we believe."""
@@ -240,13 +251,14 @@ def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPol
 
 def identity_headers(identity: Identity, policy: HeaderPolicy) -> list[tuple[str, str]]:
     """The headers that tell OpenWebUI who the user is. Never the role header."""
-    out = [(policy.email_header, identity.email)]
+    email_key, name_key, groups_key = policy._identity_keys  # the names, as multidict keys
+    out: list[tuple[str, str]] = [(email_key, identity.email)]
     name = identity.name_header_value()
     if name is not None:
-        out.append((policy.name_header, name))
+        out.append((name_key, name))
     groups = identity.groups_header_value()
     if groups is not None:
-        out.append((policy.groups_header, groups))
+        out.append((groups_key, groups))
     return out
 
 
@@ -324,8 +336,10 @@ def request_headers_upstream(
     names it iterates judges every header. When ``Connection`` lists a name that would
     otherwise pass (rare), :func:`build_upstream_headers` builds the set instead."""
     passing = policy._passing
-    refused = [name for name in request_headers if name not in passing]
-    refused = [name for name in refused if not policy.passes(name)] if refused else refused
+    refused: list[str] = []
+    for name in request_headers:  # a loop, not a comprehension: no function made per call
+        if name not in passing and not policy.passes(name):
+            refused.append(name)
     if not refused:
         out = CIMultiDict(request_headers)
         stripped: list[str] = []
@@ -359,12 +373,12 @@ def request_headers_upstream(
         for name in refused:
             out.popall(name, None)
     # Proxy-owned names, none left among the request's: adding them is setting them.
-    out.add("Host", forwarded.host)
-    out.add("X-Forwarded-For", forwarded.for_)
-    out.add("X-Forwarded-Proto", forwarded.proto)
-    out.add("X-Forwarded-Host", forwarded.host)
+    out.add(_HOST, forwarded.host)
+    out.add(_FORWARDED_FOR, forwarded.for_)
+    out.add(_FORWARDED_PROTO, forwarded.proto)
+    out.add(_FORWARDED_HOST, forwarded.host)
     if request_id is not None:
-        out.add(REQUEST_ID_HEADER, request_id)
+        out.add(_REQUEST_ID, request_id)
     if identity is not None:
         for name, value in identity_headers(identity, policy):
             out[name] = value
