@@ -265,7 +265,7 @@ class PublicHandler:
         always works: what is not the person's is left out of it (OpenWebUI revokes the
         token a sign-out carries, whoever's it is).
         """
-        if not carried:
+        if carried is credentials.NONE or not carried:  # NONE first: no __bool__ call
             return None
         request = scope.request
         signout = browser.is_signout(request.method, scope.target)

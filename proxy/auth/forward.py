@@ -355,7 +355,8 @@ class ForwardAuthenticator:
         if self.cache is not None:
             key = blake2b(checked, digest_size=32).digest()  # decision_key(asked), encoded once
             cached = self.cache.get(key)
-            self._count("hit" if cached is not None else "miss")
+            if self.metrics is not None:  # self._count, inlined: one call less per request
+                self.metrics.count_cache("hit" if cached is not None else "miss")
             if cached is not None:
                 return cached
         async with self.renewals.turn(current) as sent:
