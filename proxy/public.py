@@ -120,11 +120,12 @@ class PublicHandler:
         kept on ``request`` for its answer and its access line (``proxy/scope.py``)."""
         notes = request[NOTES_KEY] = Notes(request_id(request))
         raw_path = request.raw_path
+        target = read_target(raw_path)
         # Positional, in Scope's field order (request, target, websocket, forwarded,
-        # relayed, notes): keywords would cost a dict per request.
+        # relayed, notes, socketio): keywords would cost a dict per request.
         return Scope(
             request,
-            read_target(raw_path),
+            target,
             is_websocket(request),
             forwarded_view(
                 request.headers,
@@ -135,6 +136,7 @@ class PublicHandler:
             ),
             raw_path,
             notes,
+            socketio.is_socketio_path(target.route),
         )
 
     # --- 1. release gate ------------------------------------------------------------------
@@ -161,7 +163,7 @@ class PublicHandler:
                 if not browser.origin_allowed(request.headers.get("Origin"), self.public_origin):
                     self.metrics.count_decision("cross_origin_websocket")
                     raise Forbidden("cross-origin WebSocket refused")
-            elif socketio.is_socketio_path(target.route) and not socketio.polling_origin_allowed(
+            elif scope.socketio and not socketio.polling_origin_allowed(
                 request.method,
                 request.headers.getall("Origin", []),
                 target.query,
@@ -226,7 +228,7 @@ class PublicHandler:
         self.metrics.count_decision("identity")
         carried = credentials.carried(scope.request.headers, self.api_key_header)
         refused = await self._bind_credentials(scope, identity, carried)
-        if refused is None and socketio.is_socketio_path(scope.target.route):
+        if refused is None and scope.socketio:
             self._bind_engineio_session(scope, identity)
         return refused
 
@@ -402,7 +404,7 @@ class PublicHandler:
         assert scope.headers is not None
         self.metrics.open_websockets.inc()
         checked = scope.identity  # narrowed for the closure
-        on_socketio_path = socketio.is_socketio_path(scope.target.route)
+        on_socketio_path = scope.socketio
         check = None
         if checked is not None:
 
@@ -462,9 +464,9 @@ class PublicHandler:
     def _opens_engineio_session(scope: Scope) -> bool:
         """A long-polling handshake: its answer names the new session's id."""
         return (
-            not scope.websocket
+            scope.socketio  # first: false for almost every request
+            and not scope.websocket
             and scope.request.method == "GET"
-            and socketio.is_socketio_path(scope.target.route)
             and is_handshake(scope.target.query)
         )
 
@@ -472,7 +474,7 @@ class PublicHandler:
         request, headers, identity = scope.request, scope.headers, scope.identity
         assert headers is not None
         buffered = None
-        if identity is not None and socketio.is_polling_post(request.method, scope.target.route):
+        if identity is not None and request.method == "POST" and scope.socketio:  # polling
             limit = min(socketio.POLLING_BODY_LIMIT, self.upstream.max_body_bytes)
             buffered = await read_body(request, limit, self.upstream.body_timeout_s)
             if not await self.token_guard.polling_payload_allowed(buffered, identity):
