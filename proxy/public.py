@@ -121,6 +121,11 @@ class PublicHandler:
         notes = request[NOTES_KEY] = Notes(request_id(request))
         raw_path = request.raw_path
         target = read_target(raw_path)
+        policy = self.policy
+        if policy.public is None:
+            scheme, host = request.scheme, request.host
+        else:  # the view is the public URL's scheme and host: the request's go unread
+            scheme = host = ""
         # Positional, in Scope's field order (request, target, websocket, forwarded,
         # relayed, notes, socketio): keywords would cost a dict per request.
         return Scope(
@@ -128,11 +133,7 @@ class PublicHandler:
             target,
             is_websocket(request),
             forwarded_view(
-                request.headers,
-                peer=request.remote,
-                scheme=request.scheme,
-                host=request.host,
-                policy=self.policy,
+                request.headers, peer=request.remote, scheme=scheme, host=host, policy=policy
             ),
             raw_path,
             notes,

@@ -466,3 +466,23 @@ def test_one_pass_names_a_spoofed_identity_header_whatever_was_judged_before() -
             "X-User-Name",
             "X-User-Groups",
         ]
+
+
+@pytest.mark.parametrize("peer", ["192.0.2.7", "10.1.2.3"])  # untrusted, a trusted proxy
+@pytest.mark.parametrize(
+    "sent",
+    [[], [("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", "evil.example")]],
+)
+def test_with_a_public_url_the_view_never_depends_on_the_request_scheme_or_host(
+    peer: str, sent: H
+) -> None:
+    """The public handler's scope does not read the request's scheme and host when a
+    public URL is configured: the forwarded view must be the same whatever they are."""
+    headers = CIMultiDictProxy(CIMultiDict(sent))
+    seen = {
+        forwarded_view(headers, peer=peer, scheme=scheme, host=host, policy=PUBLIC_POLICY)
+        for scheme, host in [("http", "evil.example"), ("https", "x:1"), ("", "")]
+    }
+    assert len(seen) == 1
+    (view,) = seen
+    assert (view.proto, view.host) == ("https", "chat.example.edu")
