@@ -43,6 +43,8 @@ class Carried(NamedTuple):
 
 
 NONE = Carried((), ())
+# A named tuple's own __new__ is a Python function (a frame per call): its C constructor.
+_made = tuple.__new__
 
 
 def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: str) -> Carried:
@@ -68,7 +70,7 @@ def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: 
                 cookies[value] = None
     if not found and not cookies:
         return NONE
-    return Carried(tuple(found), tuple(cookies))
+    return _made(Carried, (tuple(found), tuple(cookies)))  # Carried(...), in C
 
 
 def token_cookies(header: str) -> list[str]:

@@ -41,13 +41,13 @@ import collections
 import enum
 import re
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from proxy.errors import BadRequest
 
@@ -60,12 +60,20 @@ MAX_HEAD_BYTES = 64 * 1024
 # can close them under a request in flight.
 IDLE_EXPIRY_S = 4.0
 MAX_IDLE = 256
+# A deadline closer than this is due: uvloop's timers count milliseconds (libuv's), so a
+# timer set for less would fire no later than now.
+_TIMER_RESOLUTION_S = 0.001
 
 # A target must not contain spaces or control characters (CR, LF and NUL among them).
 _BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 5.6.2: methods, field names
 
 _REPLAYABLE = (type(None), bytes)
+# Header names the client edits, as istr: a multidict looks them up without folding the
+# name's case again on every request (a plain str is folded each time).
+_CONTENT_LENGTH = istr("Content-Length")
+_TRANSFER_ENCODING = istr("Transfer-Encoding")
+_HOST = istr("Host")
 _BODY_EXPECTED = frozenset({"POST", "PUT", "PATCH"})
 # Resent once on a new connection if a pooled one turns out closed (RFC 9110 9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -230,6 +238,12 @@ class Response:
                 return
             yield chunk
 
+    def read_now(self) -> bytes | None:
+        """The whole body if all of it is here already (a small answer, usually), without a
+        coroutine; None if some is still to come (then :meth:`read` waits for it)."""
+        exchange = self._exchange
+        return exchange.take_all() if exchange.phase is _COMPLETE else None
+
     async def read(self) -> bytes:
         exchange = self._exchange
         if exchange.phase is _COMPLETE:  # all of it is here already: a small answer, usually
@@ -310,6 +324,7 @@ class _Exchange:
         "feeding",
         "got_bytes",
         "head_bytes",
+        "head_deadline",
         "head_size",
         "head_waiter",
         "header_items",
@@ -325,7 +340,7 @@ class _Exchange:
         "writer",
     )
 
-    def __init__(self, conn: _Connection, *, no_body: bool) -> None:
+    def __init__(self, conn: _Connection, no_body: bool) -> None:
         self.conn = conn
         self.phase = _AWAITING_HEAD
         self.no_body = no_body  # HEAD: the head is the whole response
@@ -334,6 +349,7 @@ class _Exchange:
         # Both None once retired (see retire).
         self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.head_waiter: asyncio.Future[Response] | None = conn.loop.create_future()
+        self.head_deadline: float | None = None  # loop time the head is due (once awaited)
         self.error: BaseException | None = None  # why the phase is FAILED
         # the head, while it arrives
         self.reason = ""
@@ -589,16 +605,55 @@ class _Connection(asyncio.Protocol):
         self.reused = False
         self.idle_since = 0.0  # loop time it went back to the pool
         self.exchange: _Exchange | None = None
+        # The head timer (see time_head) and the loop time it fires at.
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_timer_at = 0.0
 
-    def start(self, no_body: bool) -> tuple[_Exchange, asyncio.Future[Response]]:
-        """A fresh exchange for the next request, and the future that resolves with its
-        response once the head is in."""
-        exchange = self.exchange = _Exchange(self, no_body=no_body)
-        assert exchange.head_waiter is not None
-        return exchange, exchange.head_waiter
+    def start(self, no_body: bool) -> _Exchange:
+        """A fresh exchange for the next request (its head waiter resolves with the
+        response once the head is in)."""
+        exchange = self.exchange = _Exchange(self, no_body)
+        return exchange
 
     async def drain(self) -> None:
         await self.flow.drain(self.loop, self.pool.idle_timeout_s)
+
+    def time_head(self, exchange: _Exchange, timeout_s: float) -> None:
+        """Fail ``exchange``'s head waiter with ``TimeoutError`` if no head is in ``timeout_s``
+        from now.
+
+        One timer per connection, not one set and cancelled on every request: it is left
+        running when a head arrives, and when it fires early for the exchange in flight
+        (armed for an earlier one, whose deadline came first) it is moved on to this one's
+        deadline. So a head is never timed out early, and no later than a timer of its own
+        would have done it.
+        """
+        deadline = exchange.head_deadline = self.loop.time() + timeout_s
+        timer = self.head_timer
+        if timer is None or self.head_timer_at > deadline:  # (the latter: timeout_s shrank)
+            if timer is not None:
+                timer.cancel()
+            self.head_timer = self.loop.call_at(deadline, self._head_timer_fired)
+            self.head_timer_at = deadline
+
+    def _head_timer_fired(self) -> None:
+        self.head_timer = None
+        exchange = self.exchange
+        if exchange is None:
+            return  # idle, or closed: nothing to time
+        waiter, deadline = exchange.head_waiter, exchange.head_deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return  # the head is in (or failed), or its wait has not begun
+        if deadline - self.loop.time() > _TIMER_RESOLUTION_S:
+            self.head_timer = self.loop.call_at(deadline, self._head_timer_fired)
+            self.head_timer_at = deadline
+        else:
+            waiter.set_exception(TimeoutError())
+
+    def _stop_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
 
     def finish(self) -> None:
         """The caller is done with the response: reuse the connection if that is safe."""
@@ -623,6 +678,7 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self.closed = True
+        self._stop_head_timer()
         exchange = self.exchange
         if exchange is not None:
             exchange.fail(ConnectionResetError("upstream connection closed"))
@@ -656,6 +712,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._stop_head_timer()
         self.pool.forget(self)
         exchange = self.exchange
         if exchange is not None and not (exc is None and exchange.ended_cleanly()):
@@ -709,44 +766,41 @@ class Pool:
         self.busy: set[_Connection] = set()
         self.sweeper: asyncio.TimerHandle | None = None
 
-    async def request(
+    def request(
         self,
         method: str,
         target: str,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterable[bytes] | None,
-    ) -> Response:
-        """Send one request; return the response once its head is in.
+    ) -> Coroutine[None, None, Response]:
+        """Send one request; the awaitable resolves with the response once its head is in.
 
         ``headers`` is sent exactly as given. A streamed body is sent with the
         ``Content-Length`` the headers carry or, without one, chunked.
+
+        Not a coroutine itself (one level fewer between the caller and the head, on every
+        request): it edits and encodes the head at once (a ``BadRequest`` is raised here)
+        and hands back :meth:`_exchange`'s coroutine.
         """
         if isinstance(body, _REPLAYABLE):
             if body is not None:
-                headers["Content-Length"] = str(len(body))
+                headers[_CONTENT_LENGTH] = str(len(body))
             elif method in _BODY_EXPECTED:
-                headers["Content-Length"] = "0"  # some servers answer 411 without it
+                headers[_CONTENT_LENGTH] = "0"  # some servers answer 411 without it
             else:
-                headers.popall("Content-Length", None)
-        elif "Content-Length" not in headers:
-            headers["Transfer-Encoding"] = "chunked"
-        if "Host" not in headers:
-            headers["Host"] = self.origin.netloc
+                headers.popall(_CONTENT_LENGTH, None)
+        elif _CONTENT_LENGTH not in headers:
+            headers[_TRANSFER_ENCODING] = "chunked"
+        if _HOST not in headers:
+            headers[_HOST] = self.origin.netloc
         head = encode_head(method, self.origin.prefix + target, headers)
         retry = isinstance(body, _REPLAYABLE) and method in _IDEMPOTENT
         # An idle connection is taken without a coroutine: the usual case, on every request.
-        conn = self._take_idle() or await self._connect()
-        try:
-            return await self._exchange(conn, method, head, headers, body, retry=retry)
-        except _Stale:
-            # The upstream closed a pooled connection as the request went out: once more,
-            # on a new connection (an idle one might be just as stale).
-            conn = await self._connect()
-            return await self._exchange(conn, method, head, headers, body, retry=False)
+        return self._exchange(self._take_idle(), method, head, headers, body, retry=retry)
 
     async def _exchange(
         self,
-        conn: _Connection,
+        conn: _Connection | None,
         method: str,
         head: bytes,
         headers: CIMultiDict[str],
@@ -754,7 +808,17 @@ class Pool:
         *,
         retry: bool,
     ) -> Response:
-        exchange, head_waiter = conn.start(no_body=method == "HEAD")
+        """The request on ``conn`` (None: a new connection); its response once the head is in.
+
+        With ``retry``, a pooled connection the upstream closed as the request went out
+        (nothing came back) is given up and the request sent once more on a new connection
+        (an idle one might be just as stale).
+        """
+        if conn is None:
+            conn = await self._connect()
+        exchange = conn.start(method == "HEAD")
+        head_waiter = exchange.head_waiter
+        assert head_waiter is not None
         assert conn.transport is not None
         try:
             if isinstance(body, _REPLAYABLE):
@@ -764,7 +828,7 @@ class Pool:
                 exchange.request_sent = True
             else:
                 conn.transport.write(head)
-                chunked = "Content-Length" not in headers
+                chunked = _CONTENT_LENGTH not in headers
                 writer = exchange.writer = self.loop.create_task(
                     _write_body(conn, exchange, body, chunked)
                 )
@@ -784,23 +848,22 @@ class Pool:
                 # The response head. If the upstream answered before reading the whole body
                 # (a refusal, say), the body keeps going until the response is released;
                 # then the connection is reused only if it all went.
-                timer = self.loop.call_later(self.response_timeout_s, _expire_head, head_waiter)
+                conn.time_head(exchange, self.response_timeout_s)
                 try:
                     await head_waiter
                 except TimeoutError as exc:
                     raise HeadTimeout("upstream did not answer in time") from exc
-                finally:
-                    timer.cancel()
             return head_waiter.result()
         except BaseException as exc:
             conn.close()
-            if isinstance(exc, ConnectionError):
-                # Nothing came back (malformed bytes would be a ProtocolError): a pooled
-                # connection may just have been closed by the upstream.
-                if retry and conn.reused and not exchange.got_bytes:
-                    raise _Stale() from exc
+            if not isinstance(exc, ConnectionError):
+                raise
+            # Nothing came back (malformed bytes would be a ProtocolError): a pooled
+            # connection may just have been closed by the upstream.
+            if not (retry and conn.reused and not exchange.got_bytes):
                 raise ConnectionBroke(f"upstream unreachable ({type(exc).__name__})") from exc
-            raise
+        # Stale: once more, on a new connection, outside the handler (no chained context).
+        return await self._exchange(None, method, head, headers, body, retry=False)
 
     def _take_idle(self) -> _Connection | None:
         """The most recently used idle connection that is still fresh, if any."""
@@ -871,15 +934,6 @@ class Pool:
             conn.close()
         self.idle.clear()
         self.busy.clear()
-
-
-class _Stale(Exception):
-    """A pooled connection turned out closed before any answer: try a new one."""
-
-
-def _expire_head(waiter: asyncio.Future[Response]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 async def _write_body(

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from proxy.identity import Identity
 from proxy.settings import IPNetwork, Settings
@@ -71,6 +71,13 @@ PROXY_OWNED = frozenset(
 REQUEST_ID_HEADER = "X-Request-ID"
 
 _DROPPED = HOP_BY_HOP | PROXY_OWNED
+# The names the proxy sets, as keys made once: a multidict lower-cases and hashes a plain
+# str on every add (an istr carries its folded form, hashed once).
+_HOST = istr("Host")
+_FORWARDED_FOR = istr("X-Forwarded-For")
+_FORWARDED_PROTO = istr("X-Forwarded-Proto")
+_FORWARDED_HOST = istr("X-Forwarded-Host")
+_REQUEST_ID = istr(REQUEST_ID_HEADER)
 _MAX_VERDICTS = 4096
 _MAX_CACHED_NAME = 64  # longer names are judged every time, never kept
 
@@ -105,6 +112,8 @@ class HeaderPolicy:
         )
 
     protected: frozenset[str] = field(init=False)
+    # The identity headers' names (email, name, groups) as keys made once (see _HOST).
+    _identity_keys: tuple[istr, istr, istr] = field(init=False, repr=False, compare=False)
     # name -> passes (neither protected nor proxy-owned nor hop-by-hop): clients send the
     # same few dozen names on every request, so each is judged once. Bounded: cleared
     # when full, as names are the client's to choose.
@@ -112,20 +121,27 @@ class HeaderPolicy:
     # The names of those verdicts that pass: ``name in set`` is the cheapest test there is,
     # and the header loops below run once per header of every request.
     _passing: set[str] = field(init=False, repr=False, compare=False, default_factory=set)
+    # The names of those verdicts that refuse and are no identity header (Host, Connection):
+    # refused without a word. A name found in neither set is judged again, never guessed.
+    _refused_quietly: set[str] = field(init=False, repr=False, compare=False, default_factory=set)
 
     def passes(self, name: str) -> bool:
         """Whether a client header named ``name`` may reach OpenWebUI (Connection aside)."""
         verdict = self._verdicts.get(name)
         if verdict is None:
             normalised = normalise(name)
-            verdict = normalised not in self.protected and normalised not in _DROPPED
+            protected = normalised in self.protected
+            verdict = not protected and normalised not in _DROPPED
             if len(name) <= _MAX_CACHED_NAME:  # bounded in bytes too, not only in entries
                 if len(self._verdicts) >= _MAX_VERDICTS:
                     self._verdicts.clear()
                     self._passing.clear()
+                    self._refused_quietly.clear()
                 self._verdicts[name] = verdict
                 if verdict:
                     self._passing.add(name)
+                elif not protected:
+                    self._refused_quietly.add(name)
         return verdict
 
     def __post_init__(self) -> None:
@@ -134,6 +150,8 @@ class HeaderPolicy:
         names = (self.email_header, self.name_header, self.groups_header, self.role_header)
         protected = frozenset(normalise(h) for h in (*names, "Proxy-Authorization"))
         object.__setattr__(self, "protected", protected)
+        keys = (istr(self.email_header), istr(self.name_header), istr(self.groups_header))
+        object.__setattr__(self, "_identity_keys", keys)
 
     def is_trusted(self, peer: str | None) -> bool:
         """Whether ``peer`` (an IP address) is a front proxy whose X-Forwarded-* we believe."""
@@ -159,6 +177,10 @@ class Forwarded(NamedTuple):
     proto: str
     host: str
 
+
+# A named tuple's own __new__ is a Python function (a frame per request): this is the C
+# constructor it calls, given the fields in order.
+_made = tuple.__new__
 
 # Connection value -> the normalised names it lists: the same few values ("keep-alive",
 # "close", "Upgrade") arrive on request after request. Bounded as the verdicts.
@@ -209,7 +231,7 @@ def forwarded_view(
         for_, proto = peer_text, scheme
     if policy.public is not None:
         proto, host = policy.public
-    return Forwarded(for_, proto, host)
+    return _made(Forwarded, (for_, proto, host))  # Forwarded(for_, proto, host), in C
 
 
 def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPolicy) -> list[str]:
@@ -229,13 +251,14 @@ def stripped_names(request_headers: Iterable[tuple[str, str]], policy: HeaderPol
 
 def identity_headers(identity: Identity, policy: HeaderPolicy) -> list[tuple[str, str]]:
     """The headers that tell OpenWebUI who the user is. Never the role header."""
-    out = [(policy.email_header, identity.email)]
+    email_key, name_key, groups_key = policy._identity_keys  # the names, as multidict keys
+    out: list[tuple[str, str]] = [(email_key, identity.email)]
     name = identity.name_header_value()
     if name is not None:
-        out.append((policy.name_header, name))
+        out.append((name_key, name))
     groups = identity.groups_header_value()
     if groups is not None:
-        out.append((policy.groups_header, groups))
+        out.append((groups_key, groups))
     return out
 
 
@@ -292,6 +315,74 @@ def build_upstream_headers(
         for name, value in identity_headers(identity, policy):
             out[name] = value
     return out
+
+
+def request_headers_upstream(
+    request_headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    *,
+    identity: Identity | None,
+    policy: HeaderPolicy,
+    request_id: str | None,
+    forwarded: Forwarded,
+) -> tuple[CIMultiDict[str], list[str]]:
+    """:func:`build_upstream_headers` and :func:`stripped_names` of one request's own
+    multidict, in one pass over its names: (the header set, the stripped names).
+
+    The same set, in the same order: the request's multidict copied whole (multidict
+    clones one of its own kind without keying every name again), then every name that does
+    not pass taken out with all its copies and spellings. A multidict's names are its
+    distinct names up to ``str.lower`` (multidict 7 iterates each once), and names equal
+    up to ``str.lower`` are judged alike (:func:`normalise` lower-cases), so judging the
+    names it iterates judges every header. When ``Connection`` lists a name that would
+    otherwise pass (rare), :func:`build_upstream_headers` builds the set instead."""
+    passing = policy._passing
+    refused: list[str] = []
+    for name in request_headers:  # a loop, not a comprehension: no function made per call
+        if name not in passing and not policy.passes(name):
+            refused.append(name)
+    if not refused:
+        out = CIMultiDict(request_headers)
+        stripped: list[str] = []
+    else:
+        protected, quietly = policy.protected, policy._refused_quietly
+        stripped = []
+        for name in refused:
+            if name not in quietly and normalise(name) in protected:
+                # Every copy and spelling, as the table's function names them (a spoof).
+                stripped = stripped_names(request_headers.items(), policy)
+                break
+        listed: set[str] = set()
+        for name in refused:
+            if _is_connection(name):
+                for value in request_headers.getall(name, ()):
+                    listed.update(_connection_lists(value))
+        listed.difference_update(_DROPPED)
+        if listed:
+            built = build_upstream_headers(
+                request_headers.items(),
+                peer=None,
+                scheme="",
+                host="",
+                identity=identity,
+                policy=policy,
+                request_id=request_id,
+                forwarded=forwarded,
+            )
+            return built, stripped
+        out = CIMultiDict(request_headers)
+        for name in refused:
+            out.popall(name, None)
+    # Proxy-owned names, none left among the request's: adding them is setting them.
+    out.add(_HOST, forwarded.host)
+    out.add(_FORWARDED_FOR, forwarded.for_)
+    out.add(_FORWARDED_PROTO, forwarded.proto)
+    out.add(_FORWARDED_HOST, forwarded.host)
+    if request_id is not None:
+        out.add(_REQUEST_ID, request_id)
+    if identity is not None:
+        for name, value in identity_headers(identity, policy):
+            out[name] = value
+    return out, stripped
 
 
 # Response header name -> hop-by-hop: OpenWebUI sends the same few names on every answer.

@@ -27,12 +27,7 @@ from proxy.access import AccessRules, Refusal
 from proxy.auth.base import Authenticator, Denied
 from proxy.eio_sessions import SessionSeals, is_handshake
 from proxy.errors import AccessDenied, BadRequest, Forbidden
-from proxy.headers import (
-    HeaderPolicy,
-    build_upstream_headers,
-    forwarded_view,
-    stripped_names,
-)
+from proxy.headers import HeaderPolicy, forwarded_view, request_headers_upstream
 from proxy.identity import Identity
 from proxy.metrics import Metrics
 from proxy.pseudonym import Pseudonyms, person
@@ -124,19 +119,25 @@ class PublicHandler:
         """The facts every stage decides on, each read from ``request`` once; its notes
         kept on ``request`` for its answer and its access line (``proxy/scope.py``)."""
         notes = request[NOTES_KEY] = Notes(request_id(request))
+        raw_path = request.raw_path
+        target = read_target(raw_path)
+        policy = self.policy
+        if policy.public is None:
+            scheme, host = request.scheme, request.host
+        else:  # the view is the public URL's scheme and host: the request's go unread
+            scheme = host = ""
+        # Positional, in Scope's field order (request, target, websocket, forwarded,
+        # relayed, notes, socketio): keywords would cost a dict per request.
         return Scope(
-            request=request,
-            target=read_target(request.raw_path),
-            websocket=is_websocket(request),
-            forwarded=forwarded_view(
-                request.headers,
-                peer=request.remote,
-                scheme=request.scheme,
-                host=request.host,
-                policy=self.policy,
+            request,
+            target,
+            is_websocket(request),
+            forwarded_view(
+                request.headers, peer=request.remote, scheme=scheme, host=host, policy=policy
             ),
-            relayed=request.raw_path,
-            notes=notes,
+            raw_path,
+            notes,
+            socketio.is_socketio_path(target.route),
         )
 
     # --- 1. release gate ------------------------------------------------------------------
@@ -163,7 +164,7 @@ class PublicHandler:
                 if not browser.origin_allowed(request.headers.get("Origin"), self.public_origin):
                     self.metrics.count_decision("cross_origin_websocket")
                     raise Forbidden("cross-origin WebSocket refused")
-            elif socketio.is_socketio_path(target.route) and not socketio.polling_origin_allowed(
+            elif scope.socketio and not socketio.polling_origin_allowed(
                 request.method,
                 request.headers.getall("Origin", []),
                 target.query,
@@ -228,7 +229,7 @@ class PublicHandler:
         self.metrics.count_decision("identity")
         carried = credentials.carried(scope.request.headers, self.api_key_header)
         refused = await self._bind_credentials(scope, identity, carried)
-        if refused is None and socketio.is_socketio_path(scope.target.route):
+        if refused is None and scope.socketio:
             self._bind_engineio_session(scope, identity)
         return refused
 
@@ -267,7 +268,7 @@ class PublicHandler:
         always works: what is not the person's is left out of it (OpenWebUI revokes the
         token a sign-out carries, whoever's it is).
         """
-        if not carried:
+        if carried is credentials.NONE or not carried:  # NONE first: no __bool__ call
             return None
         request = scope.request
         signout = browser.is_signout(request.method, scope.target)
@@ -364,21 +365,17 @@ class PublicHandler:
     # --- 5. outbound ----------------------------------------------------------------------
 
     async def outbound(self, scope: Scope) -> None:
-        request = scope.request
-        stripped = stripped_names(request.headers.items(), self.policy)
-        if stripped:
-            # Names only: the values are exactly what an attacker wants to see echoed.
-            self.log.warning("identity_headers_stripped", names=stripped)
-        headers = build_upstream_headers(
-            request.headers.items(),
-            peer=request.remote,
-            scheme=request.scheme,
-            host=request.host,
+        # One pass over the client's names: the header set and the names stripped from it.
+        headers, stripped = request_headers_upstream(
+            scope.request.headers,
             identity=scope.identity,
             policy=self.policy,
             request_id=scope.notes.request_id,
             forwarded=scope.forwarded,
         )
+        if stripped:
+            # Names only: the values are exactly what an attacker wants to see echoed.
+            self.log.warning("identity_headers_stripped", names=stripped)
         if scope.identity is None:
             # API-key pass-through: the key is the only credential OpenWebUI may see; a
             # session cookie riding along must not authenticate anything.
@@ -408,7 +405,7 @@ class PublicHandler:
         assert scope.headers is not None
         self.metrics.open_websockets.inc()
         checked = scope.identity  # narrowed for the closure
-        on_socketio_path = socketio.is_socketio_path(scope.target.route)
+        on_socketio_path = scope.socketio
         check = None
         if checked is not None:
 
@@ -468,9 +465,9 @@ class PublicHandler:
     def _opens_engineio_session(scope: Scope) -> bool:
         """A long-polling handshake: its answer names the new session's id."""
         return (
-            not scope.websocket
+            scope.socketio  # first: false for almost every request
+            and not scope.websocket
             and scope.request.method == "GET"
-            and socketio.is_socketio_path(scope.target.route)
             and is_handshake(scope.target.query)
         )
 
@@ -478,7 +475,7 @@ class PublicHandler:
         request, headers, identity = scope.request, scope.headers, scope.identity
         assert headers is not None
         buffered = None
-        if identity is not None and socketio.is_polling_post(request.method, scope.target.route):
+        if identity is not None and request.method == "POST" and scope.socketio:  # polling
             limit = min(socketio.POLLING_BODY_LIMIT, self.upstream.max_body_bytes)
             buffered = await read_body(request, limit, self.upstream.body_timeout_s)
             if not await self.token_guard.polling_payload_allowed(buffered, identity):

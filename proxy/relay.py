@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
 from proxy import h1
@@ -124,6 +124,10 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
 
 async def read_whole(response: h1.Response) -> bytes:
     """Read a (small) body whole and release the response; failures become proxy errors."""
+    body = response.read_now()
+    if body is not None:  # all of it is in already: nothing to wait for, nothing to fail
+        response.release()
+        return body
     try:
         return await response.read()
     except h1.BodyBrokeOff as exc:
@@ -148,7 +152,7 @@ def whole_response(
 ) -> web.Response:
     """The client's answer for an upstream response whose body was read whole (``read_whole``)."""
     headers = filter_response_headers(response.header_list)
-    headers.popall("Content-Length", None)
+    headers.popall(hdrs.CONTENT_LENGTH, None)  # an istr: looked up without folding its case
     if extra:
         headers.extend(extra)
     return web.Response(status=response.status, body=body, headers=headers)
@@ -166,7 +170,12 @@ async def stream_back(
     sent in one write instead: nothing to stream, and one write costs less than three.
     """
     if _in_one_write(request, response):
-        body = await read_whole(response)
+        # Usually all of it arrived with the head: taken without read_whole's coroutines.
+        body = response.read_now()
+        if body is None:
+            body = await read_whole(response)
+        else:
+            response.release()
         whole = whole_response(response, body, extra_headers)
         await whole.prepare(request)
         await whole.write_eof()

@@ -61,7 +61,8 @@ def notes_of(request: web.Request) -> Notes | None:
 class Scope:
     """The facts of one public request, filled in stage by stage.
 
-    ``target`` and ``websocket`` are read before the first stage, ``forwarded`` too (the
+    ``target``, ``websocket`` and ``socketio`` are read before the first stage,
+    ``forwarded`` too (the
     auth service and OpenWebUI are told the same); ``identity`` is set by the identify
     stage (None: an API key, whose owner the admit stage judges); ``relayed`` is the
     target that goes upstream (the raw one, unless the admit stage unsealed an Engine.IO
@@ -74,6 +75,9 @@ class Scope:
     forwarded: Forwarded
     relayed: str
     notes: Notes
+    # The target's path may reach OpenWebUI's Socket.IO app (socketio.is_socketio_path of
+    # its fold): the edge, admit, outbound and dispatch stages all ask.
+    socketio: bool
     identity: Identity | None = None
     # The admit stage found a token cookie that is not the person's on a page load or a
     # sign-out: it is left out of what is relayed, and the answer tells the browser to

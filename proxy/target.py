@@ -69,6 +69,11 @@ class Target(NamedTuple):
     problem: str | None
 
 
+# A named tuple's own __new__ is a Python function (one frame per request): this is the
+# C constructor it calls, given the fields in order.
+_made = tuple.__new__
+
+
 def read_target(raw: str) -> Target:
     """Read a raw request target (path and query, as the client sent them)."""
     if not raw.startswith("/"):
@@ -90,7 +95,7 @@ def read_target(raw: str) -> Target:
         route = canonical_path(path, decoded=True)
     else:  # canonical_path's own fast path, inlined: almost every request
         route = path.lower().rstrip("/") or "/"
-    return Target(raw, path, query, route, problem)
+    return _made(Target, (raw, path, query, route, problem))
 
 
 def _escape_problem(head: str, path: str) -> str | None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.auth.forward import Asked, decision_key
+from proxy.auth.forward import Asked, _checked, decision_key
 from tests.proxy.conftest import ALICE_COOKIE
 from tests.proxy.rawhttp import raw_request
 
@@ -94,6 +94,19 @@ def test_every_value_the_header_set_is_built_from_is_in_the_key() -> None:
         changed = base._replace(**{field: getattr(base, field) + "z"})
         assert changed.headers() != base.headers()
         assert decision_key(changed) != decision_key(base), field
+
+
+@pytest.mark.parametrize("length", [0, 9, 10, 1023, 1024, 1025, 5000])
+def test_long_values_are_length_prefixed_as_short_ones(length: int) -> None:
+    """The lengths come from a table up to 1,023 and are formatted past it: the same text
+    either way, so values at the table's edge cannot shift into their neighbours."""
+    for field in Asked._fields[:-1]:
+        question = _question(**{field: "a" * length})
+        expected = "".join(f"{len(v)}:{v}" for v in question[:-1]) + question.cookie
+        assert _checked(question) == expected.encode("utf-8"), field
+    longer = _question(uri="u" * length, accept="xy")
+    shifted = _question(uri="u" * length + "x", accept="y")
+    assert decision_key(longer) != decision_key(shifted)
 
 
 def _utf8(text: str) -> str:

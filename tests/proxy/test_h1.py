@@ -179,6 +179,36 @@ async def test_sequential_requests_share_one_connection(scripted) -> None:
     await pool.close()
 
 
+async def test_read_now_takes_a_complete_body_and_nothing_of_an_incomplete_one(
+    scripted,
+) -> None:
+    async def script(conn: Conn) -> None:
+        await conn.head()
+        await conn.send(ok(b"whole"))
+        await conn.head()
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf-")
+        await asyncio.sleep(0.1)
+        await conn.send(b"after")
+        await conn.head()
+        await conn.send(ok(b"again"))
+        await asyncio.sleep(5)
+
+    upstream = await scripted(script)
+    pool = pool_for(upstream.url)
+    response = await pool.request("GET", "/", hdrs(), None)
+    await asyncio.sleep(0.05)  # the body, if it came apart from the head
+    assert response.read_now() == b"whole"
+    response.release()
+    response = await pool.request("GET", "/", hdrs(), None)
+    await asyncio.sleep(0.05)
+    assert response.read_now() is None  # half of it is here: nothing is taken
+    assert await response.read() == b"half-after"
+    response.release()
+    assert await get(pool) == (200, b"again")
+    assert len(upstream.conns) == 1  # each response ended whole: the connection was reused
+    await pool.close()
+
+
 @pytest.mark.parametrize(
     "response",
     [
@@ -359,6 +389,37 @@ async def test_a_silent_upstream_is_a_timeout(scripted) -> None:
     pool = pool_for(upstream.url, response=0.2)
     with pytest.raises(h1.HeadTimeout):
         await pool.request("GET", "/", hdrs(), None)
+    await pool.close()
+
+
+async def test_the_response_timeout_counts_from_each_request_on_a_reused_connection(
+    scripted,
+) -> None:
+    """One head timer per connection, left running between requests: it must neither time
+    out a later request early (armed for an earlier one) nor miss one (fired while idle)."""
+    delays = [0.0, 0.2, 0.0, 0.05, 5.0]
+
+    async def script(conn: Conn) -> None:
+        while True:
+            await conn.head()
+            await asyncio.sleep(delays.pop(0))
+            await conn.send(ok())
+
+    upstream = await scripted(script)
+    pool = pool_for(upstream.url, response=0.3)
+    loop = asyncio.get_running_loop()
+    assert await get(pool) == (200, b"hello")  # the timer is armed for 0.3 s from here
+    await asyncio.sleep(0.2)
+    # Answered 0.4 s after the first request went out, 0.2 s after this one: in time.
+    assert await get(pool) == (200, b"hello")
+    assert await get(pool) == (200, b"hello")
+    await asyncio.sleep(0.5)  # the timer fires while the connection is idle
+    assert await get(pool) == (200, b"hello")
+    started = loop.time()
+    with pytest.raises(h1.HeadTimeout):
+        await pool.request("GET", "/", hdrs(), None)
+    assert 0.3 - 0.002 <= loop.time() - started < 1.5
+    assert len(upstream.conns) == 1
     await pool.close()
 
 

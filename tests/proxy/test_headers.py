@@ -7,11 +7,14 @@ import ipaddress
 from dataclasses import dataclass, field
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.headers import (
     HeaderPolicy,
     build_upstream_headers,
     filter_response_headers,
+    forwarded_view,
+    request_headers_upstream,
     stripped_names,
 )
 from proxy.identity import Identity
@@ -322,6 +325,60 @@ def test_header_policy(row: Row) -> None:
     assert stripped_names(row.sent, POLICY) == row.stripped
 
 
+# Identity headers that are one name, or a name the proxy sets: set over each other.
+CLASHING_POLICIES = [
+    dataclasses.replace(POLICY, name_header="x-user-EMAIL"),
+    dataclasses.replace(PUBLIC_POLICY, groups_header="X_Forwarded_Host"),
+]
+
+
+EXTRA_SETS: list[H] = [
+    [],
+    [("Host", "a"), ("Cookie", "x=1")],
+    [("Connection", "keep-alive"), ("Keep-Alive", "5"), ("Accept", "*/*")],
+    [("Connection", "X-Hop, keep-alive"), ("X-Hop", "1"), ("x_hop", "2"), ("X-End", "3")],
+    [("connection", "close"), ("Connection", "x-end"), ("X-End", "3"), ("X-Other", "4")],
+    [("X_User_Email", "e"), ("x-user-email", "f"), ("X-USER-EMAIL", "g"), ("A", "1")],
+    [("Proxy-Authorization", "p"), ("Host", "h"), ("HOST", "i"), ("X-Request-Id", "r")],
+    [("Transfer_Encoding", "chunked"), ("X-Thing", "1"), ("x-thing", "2"), ("X-THING", "3")],
+    [("Connection", "X-User-Email"), ("X-User-Email", "evil"), ("B", "2")],
+]
+
+
+@pytest.mark.parametrize(
+    "sent", [r.sent for r in ROWS] + EXTRA_SETS, ids=[r.id for r in ROWS] + [""] * len(EXTRA_SETS)
+)
+@pytest.mark.parametrize("identity", [ALICE, None])
+@pytest.mark.parametrize("policy", [POLICY, PUBLIC_POLICY, *CLASHING_POLICIES])
+def test_one_pass_over_a_multidict_is_the_policy_exactly(
+    sent: H, identity: Identity | None, policy: HeaderPolicy
+) -> None:
+    """The public listener's one pass over the request's own multidict gives exactly the
+    header set (names, values, order) and the stripped names the table's functions give."""
+    request_headers = CIMultiDictProxy(CIMultiDict(sent))
+    forwarded = forwarded_view(
+        request_headers, peer="10.1.2.3", scheme="http", host="chat.example.edu", policy=policy
+    )
+    expected = build_upstream_headers(
+        request_headers.items(),
+        peer="10.1.2.3",
+        scheme="http",
+        host="chat.example.edu",
+        identity=identity,
+        policy=policy,
+        request_id="rid-1",
+        forwarded=forwarded,
+    )
+    out, stripped = request_headers_upstream(
+        request_headers, identity=identity, policy=policy, request_id="rid-1", forwarded=forwarded
+    )
+    assert list(out.items()) == list(expected.items())
+    assert stripped == stripped_names(request_headers.items(), policy)
+    # A copy: what the outbound stage changes on it never reaches the request's headers.
+    out.popall("Cookie", None)
+    assert list(request_headers.items()) == sent
+
+
 RESPONSE_ROWS = [
     (
         "Set-Cookie duplicates kept",
@@ -381,3 +438,51 @@ def test_long_header_names_are_judged_every_time_and_never_kept() -> None:
     assert policy.passes("X-" + "a" * 300)
     assert policy.passes("Accept")
     assert set(policy._verdicts) == {"Accept"}
+
+
+def test_one_pass_names_a_spoofed_identity_header_whatever_was_judged_before() -> None:
+    """A refused name is only taken for a quiet one (Host, Connection) when it was judged
+    so: an identity header too long to be kept as a verdict is named every time."""
+    long_email = "X-User-Email-" + "x" * 80
+    policy = dataclasses.replace(POLICY, email_header=long_email)
+    sent = [("Host", "h"), (long_email, "evil@x.io"), ("Connection", "close"), ("A", "1")]
+    request_headers = CIMultiDictProxy(CIMultiDict(sent))
+    forwarded = forwarded_view(
+        request_headers, peer="192.0.2.7", scheme="http", host="h", policy=policy
+    )
+    for _ in range(3):
+        out, stripped = request_headers_upstream(
+            request_headers, identity=ALICE, policy=policy, request_id=None, forwarded=forwarded
+        )
+        assert stripped == [long_email]
+        assert out.getall(long_email) == ["alice@example.edu"]
+        assert [name for name, _ in out.items()] == [
+            "A",
+            "Host",
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            long_email,
+            "X-User-Name",
+            "X-User-Groups",
+        ]
+
+
+@pytest.mark.parametrize("peer", ["192.0.2.7", "10.1.2.3"])  # untrusted, a trusted proxy
+@pytest.mark.parametrize(
+    "sent",
+    [[], [("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", "evil.example")]],
+)
+def test_with_a_public_url_the_view_never_depends_on_the_request_scheme_or_host(
+    peer: str, sent: H
+) -> None:
+    """The public handler's scope does not read the request's scheme and host when a
+    public URL is configured: the forwarded view must be the same whatever they are."""
+    headers = CIMultiDictProxy(CIMultiDict(sent))
+    seen = {
+        forwarded_view(headers, peer=peer, scheme=scheme, host=host, policy=PUBLIC_POLICY)
+        for scheme, host in [("http", "evil.example"), ("https", "x:1"), ("", "")]
+    }
+    assert len(seen) == 1
+    (view,) = seen
+    assert (view.proto, view.host) == ("https", "chat.example.edu")
