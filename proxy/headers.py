@@ -402,6 +402,16 @@ def _hop_by_hop(name: str) -> bool:
 
 def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
     """The upstream's response headers minus hop-by-hop ones (and those its Connection lists)."""
+    return CIMultiDict(response_header_items(upstream_headers))
+
+
+def response_header_items(
+    upstream_headers: Iterable[tuple[str, str]], *, drop_length: bool = False
+) -> list[tuple[str, str]]:
+    """:func:`filter_response_headers` as the list of pairs aiohttp's response is built from
+    (it copies whatever mapping it is given: a multidict built here would be built twice);
+    with ``drop_length``, without ``Content-Length`` (the body is sent whole, and aiohttp
+    counts it)."""
     kept: list[tuple[str, str]] = []
     listed: set[str] = set()
     for item in upstream_headers:
@@ -410,10 +420,12 @@ def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMu
         if hop is None:
             hop = _hop_by_hop(name)
         if not hop:
+            if drop_length and len(name) == 14 and name.lower() == "content-length":
+                continue
             kept.append(item)
         elif _is_connection(name):
             listed.update(_connection_lists(item[1]))
     listed.difference_update(HOP_BY_HOP)
     if listed:
         kept = [item for item in kept if normalise(item[0]) not in listed]
-    return CIMultiDict(kept)
+    return kept

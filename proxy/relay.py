@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import h1
 from proxy.errors import BodyStalled, BodyTooLarge
-from proxy.headers import filter_response_headers
+from proxy.headers import response_header_items
 from proxy.upstream import Upstream, checked_target
 from proxy.upstream_errors import Stage, translate
 
@@ -151,10 +151,10 @@ def whole_response(
     response: h1.Response, body: bytes, extra: CIMultiDict[str] | None = None
 ) -> web.Response:
     """The client's answer for an upstream response whose body was read whole (``read_whole``)."""
-    headers = filter_response_headers(response.header_list)
-    headers.popall(hdrs.CONTENT_LENGTH, None)  # an istr: looked up without folding its case
+    # A list: aiohttp builds the response's multidict from it (it would copy a multidict).
+    headers = response_header_items(response.header_list, drop_length=True)
     if extra:
-        headers.extend(extra)
+        headers.extend(extra.items())
     return web.Response(status=response.status, body=body, headers=headers)
 
 
@@ -181,9 +181,9 @@ async def stream_back(
         await whole.write_eof()
         return whole
     try:
-        headers = filter_response_headers(response.header_list)
+        headers = response_header_items(response.header_list)
         if extra_headers:
-            headers.extend(extra_headers)
+            headers.extend(extra_headers.items())
         out = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
         await out.prepare(request)
         try:

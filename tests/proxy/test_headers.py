@@ -15,6 +15,7 @@ from proxy.headers import (
     filter_response_headers,
     forwarded_view,
     request_headers_upstream,
+    response_header_items,
     stripped_names,
 )
 from proxy.identity import Identity
@@ -486,3 +487,21 @@ def test_with_a_public_url_the_view_never_depends_on_the_request_scheme_or_host(
     assert len(seen) == 1
     (view,) = seen
     assert (view.proto, view.host) == ("https", "chat.example.edu")
+
+
+@pytest.mark.parametrize(
+    ("sent", "present", "absent"),
+    [r[1:] for r in RESPONSE_ROWS],
+    ids=[r[0] for r in RESPONSE_ROWS],
+)
+def test_response_header_items_are_the_policys_pairs_in_order(
+    sent: H, present: H, absent: list[str]
+) -> None:
+    """The list aiohttp's response is built from: the same pairs as the multidict, in the
+    upstream's order; with ``drop_length``, no Content-Length in any spelling."""
+    items = response_header_items(sent)
+    assert items == list(filter_response_headers(sent).items())
+    dropped = response_header_items(
+        [("content-LENGTH", "7"), *sent, ("CONTENT-LENGTH", "9")], drop_length=True
+    )
+    assert dropped == [item for item in items if item[0].lower() != "content-length"]
