@@ -21,6 +21,7 @@ from functools import partial
 
 import aiohttp
 from aiohttp import web
+from multidict import istr
 
 from proxy import logs
 from proxy.auth.base import Authenticator
@@ -38,10 +39,13 @@ from proxy.readiness import CHECK_EVERY_S, UpstreamReadiness
 from proxy.relay import no_early_continue
 from proxy.release_watch import RefusalSignal, ReleaseWatch
 from proxy.respond import REQUEST_ID_KEY
-from proxy.scope import notes_of
+from proxy.scope import NOTES_KEY, notes_of
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 from proxy.upstream import Upstream
+
+# The answer's request id header, case-folded once (a str name is folded on every set).
+_REQUEST_ID = istr(REQUEST_ID_HEADER)
 
 # How long an idle connection to the forward-auth service is kept for reuse (aiohttp's
 # default, made explicit: the fd count after a burst depends on it).
@@ -137,7 +141,7 @@ def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None 
     pseudonym: str | logs.Absent | None = logs.ABSENT
     if pseudonyms is not None:
         pseudonym, email = (pseudonyms.of(email) if email is not None else None), None
-    client_request_id = request.headers.get(REQUEST_ID_HEADER)
+    client_request_id = request.headers.get(_REQUEST_ID)
     logs.access(
         request_id=seen.request_id,
         listener="public",
@@ -188,17 +192,19 @@ class _Public:
         request's notes (``proxy/scope.py``): each hook is a coroutine per answer, and each
         value kept under a key of its own a look-up (a missed one, with no cookies, ~4k
         instructions). An answer no route gave is observed here (:meth:`Observation.unrouted`)."""
-        notes = notes_of(request)
         headers = response.headers
-        if notes is not None:
-            headers[REQUEST_ID_HEADER] = notes.request_id
-        else:
-            try:  # the handler never ran: the route (a 503 before start-up), or no route
+        try:
+            notes = request[NOTES_KEY]
+        except KeyError:  # the handler never ran: the route's 503 before start-up, or no route
+            try:
                 rid = request[REQUEST_ID_KEY]
             except KeyError:
                 rid = self.observation.unrouted(request, response)
-            headers[REQUEST_ID_HEADER] = rid
-        cookies = kept(request, notes)
+            headers[_REQUEST_ID] = rid
+            cookies = kept(request, None)
+        else:
+            headers[_REQUEST_ID] = notes.request_id
+            cookies = notes.auth_cookies
         if cookies:
             add_to(headers, cookies)
 
