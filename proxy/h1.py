@@ -41,7 +41,7 @@ import collections
 import enum
 import re
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -772,11 +772,14 @@ class Pool:
         target: str,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterable[bytes] | None,
+        failed: Callable[[UpstreamFailure], BaseException] | None = None,
     ) -> Coroutine[None, None, Response]:
         """Send one request; the awaitable resolves with the response once its head is in.
 
         ``headers`` is sent exactly as given. A streamed body is sent with the
-        ``Content-Length`` the headers carry or, without one, chunked.
+        ``Content-Length`` the headers carry or, without one, chunked. With ``failed``, an
+        :class:`UpstreamFailure` is raised as ``failed(failure)`` instead (chained to it): a
+        caller that translates failures needs no coroutine of its own around this one.
 
         Not a coroutine itself (one level fewer between the caller and the head, on every
         request): it edits and encodes the head at once (a ``BadRequest`` is raised here)
@@ -796,7 +799,7 @@ class Pool:
         head = encode_head(method, self.origin.prefix + target, headers)
         retry = isinstance(body, _REPLAYABLE) and method in _IDEMPOTENT
         # An idle connection is taken without a coroutine: the usual case, on every request.
-        return self._exchange(self._take_idle(), method, head, headers, body, retry=retry)
+        return self._exchange(self._take_idle(), method, head, headers, body, retry, failed)
 
     async def _exchange(
         self,
@@ -805,65 +808,71 @@ class Pool:
         head: bytes,
         headers: CIMultiDict[str],
         body: bytes | AsyncIterable[bytes] | None,
-        *,
         retry: bool,
+        failed: Callable[[UpstreamFailure], BaseException] | None,
     ) -> Response:
         """The request on ``conn`` (None: a new connection); its response once the head is in.
 
         With ``retry``, a pooled connection the upstream closed as the request went out
         (nothing came back) is given up and the request sent once more on a new connection
-        (an idle one might be just as stale).
+        (an idle one might be just as stale). With ``failed``, an :class:`UpstreamFailure`
+        is raised as ``failed`` makes it (see :meth:`request`).
         """
-        if conn is None:
-            conn = await self._connect()
-        exchange = conn.start(method == "HEAD")
-        head_waiter = exchange.head_waiter
-        assert head_waiter is not None
-        assert conn.transport is not None
         try:
-            if isinstance(body, _REPLAYABLE):
-                conn.transport.write(head + body if body else head)
-                if conn.flow.write_paused:  # the response timeout counts from the last byte sent
-                    await conn.drain()
-                exchange.request_sent = True
-            else:
-                conn.transport.write(head)
-                chunked = _CONTENT_LENGTH not in headers
-                writer = exchange.writer = self.loop.create_task(
-                    _write_body(conn, exchange, body, chunked)
-                )
-                writer.add_done_callback(_retrieve)
-                done, _ = await asyncio.wait(
-                    (writer, head_waiter), return_when=asyncio.FIRST_COMPLETED
-                )
-                # A writer cancelled by close() (the upstream sent garbage, say) is not the
-                # error: the head waiter holds the real one, raised below.
-                failed = None if writer not in done or writer.cancelled() else writer.exception()
-                # A write that failed because the upstream answered and closed is no error.
-                if failed is not None and not (
-                    isinstance(failed, ConnectionError) and head_waiter.done()
-                ):
-                    raise failed
-            if not head_waiter.done():
-                # The response head. If the upstream answered before reading the whole body
-                # (a refusal, say), the body keeps going until the response is released;
-                # then the connection is reused only if it all went.
-                conn.time_head(exchange, self.response_timeout_s)
-                try:
-                    await head_waiter
-                except TimeoutError as exc:
-                    raise HeadTimeout("upstream did not answer in time") from exc
-            return head_waiter.result()
-        except BaseException as exc:
-            conn.close()
-            if not isinstance(exc, ConnectionError):
+            if conn is None:
+                conn = await self._connect()
+            exchange = conn.start(method == "HEAD")
+            head_waiter = exchange.head_waiter
+            assert head_waiter is not None
+            assert conn.transport is not None
+            try:
+                if isinstance(body, _REPLAYABLE):
+                    conn.transport.write(head + body if body else head)
+                    if conn.flow.write_paused:  # the response timeout counts from the last byte
+                        await conn.drain()
+                    exchange.request_sent = True
+                else:
+                    conn.transport.write(head)
+                    chunked = _CONTENT_LENGTH not in headers
+                    writer = exchange.writer = self.loop.create_task(
+                        _write_body(conn, exchange, body, chunked)
+                    )
+                    writer.add_done_callback(_retrieve)
+                    done, _ = await asyncio.wait(
+                        (writer, head_waiter), return_when=asyncio.FIRST_COMPLETED
+                    )
+                    # A writer cancelled by close() (the upstream sent garbage, say) is not
+                    # the error: the head waiter holds the real one, raised below.
+                    broke = None if writer not in done or writer.cancelled() else writer.exception()
+                    # A write that failed because the upstream answered and closed is no error.
+                    if broke is not None and not (
+                        isinstance(broke, ConnectionError) and head_waiter.done()
+                    ):
+                        raise broke
+                if not head_waiter.done():
+                    # The response head. If the upstream answered before reading the whole
+                    # body (a refusal, say), the body keeps going until the response is
+                    # released; then the connection is reused only if it all went.
+                    conn.time_head(exchange, self.response_timeout_s)
+                    try:
+                        await head_waiter
+                    except TimeoutError as exc:
+                        raise HeadTimeout("upstream did not answer in time") from exc
+                return head_waiter.result()
+            except BaseException as exc:
+                conn.close()
+                if not isinstance(exc, ConnectionError):
+                    raise
+                # Nothing came back (malformed bytes would be a ProtocolError): a pooled
+                # connection may just have been closed by the upstream.
+                if not (retry and conn.reused and not exchange.got_bytes):
+                    raise ConnectionBroke(f"upstream unreachable ({type(exc).__name__})") from exc
+            # Stale: once more, on a new connection, outside the handler (no chained context).
+            return await self._exchange(None, method, head, headers, body, False, None)
+        except UpstreamFailure as exc:
+            if failed is None:
                 raise
-            # Nothing came back (malformed bytes would be a ProtocolError): a pooled
-            # connection may just have been closed by the upstream.
-            if not (retry and conn.reused and not exchange.got_bytes):
-                raise ConnectionBroke(f"upstream unreachable ({type(exc).__name__})") from exc
-        # Stale: once more, on a new connection, outside the handler (no chained context).
-        return await self._exchange(None, method, head, headers, body, retry=False)
+            raise failed(exc) from exc
 
     def _take_idle(self) -> _Connection | None:
         """The most recently used idle connection that is still fresh, if any."""

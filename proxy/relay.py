@@ -13,7 +13,7 @@ client's own errors become ``proxy.errors`` here; the upstream's failures are ha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -80,7 +80,7 @@ async def _client_chunks(request: web.Request, limit: int, timeout: float) -> As
         yield chunk
 
 
-async def send(
+def send(
     request: web.Request,
     headers: CIMultiDict[str],
     upstream: Upstream,
@@ -88,28 +88,39 @@ async def send(
     method: str | None = None,
     with_body: bool = True,
     buffered: bytes | None = None,
-) -> h1.Response:
-    """Send ``request`` upstream with exactly ``headers``; return the response, head read.
+) -> Awaitable[h1.Response]:
+    """Send ``request`` upstream with exactly ``headers``; await the response, head read.
 
     The body streams from the client, unless ``with_body`` is false (none is sent) or
     ``buffered`` holds it, already read (see :func:`read_body`). The caller must
     ``release()`` the response. Raises ``BodyTooLarge``, ``BodyStalled`` or an
     ``UpstreamError``.
+
+    Not a coroutine itself when no body streams (most requests): the pool's own coroutine
+    is handed back, translating its failures (one level fewer between the handler and the
+    head). A ``BadRequest`` or ``BodyTooLarge`` may so be raised by the call itself.
     """
     target = checked_target(request.raw_path)
     declared = request.content_length
     if declared is not None and declared > upstream.max_body_bytes:
         raise BodyTooLarge(f"request body exceeds {upstream.max_body_bytes} bytes")
-    body: bytes | AsyncIterator[bytes] | None = None
-    if buffered is not None:
-        body = buffered
-    elif with_body and request.body_exists:
-        await continue_if_expected(request)
-        body = _client_chunks(request, upstream.max_body_bytes, upstream.body_timeout_s)
-    try:
-        return await upstream.pool.request(method or request.method, target, headers, body)
-    except h1.UpstreamFailure as exc:
-        raise translate(exc, Stage.BEFORE_RESPONSE) from exc
+    if buffered is None and with_body and request.body_exists:
+        return _send_streamed(request, headers, upstream, method or request.method, target)
+    return upstream.pool.request(method or request.method, target, headers, buffered, _failed)
+
+
+async def _send_streamed(
+    request: web.Request, headers: CIMultiDict[str], upstream: Upstream, method: str, target: str
+) -> h1.Response:
+    """:func:`send` with the body streamed from the client (``100 Continue`` first, if
+    the client waits for one)."""
+    await continue_if_expected(request)
+    body = _client_chunks(request, upstream.max_body_bytes, upstream.body_timeout_s)
+    return await upstream.pool.request(method, target, headers, body, _failed)
+
+
+def _failed(exc: h1.UpstreamFailure) -> Exception:
+    return translate(exc, Stage.BEFORE_RESPONSE)
 
 
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:

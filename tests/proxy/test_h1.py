@@ -338,6 +338,35 @@ async def test_a_huge_response_head_is_refused(scripted) -> None:
     await pool.close()
 
 
+class _Translated(Exception):
+    pass
+
+
+async def test_a_failure_is_raised_as_the_callers_translation_chained_to_it(scripted) -> None:
+    upstream = await scripted(serve_forever(b"NOT HTTP AT ALL\r\n\r\n"))
+    pool = pool_for(upstream.url)
+    seen: list[h1.UpstreamFailure] = []
+
+    def failed(exc: h1.UpstreamFailure) -> BaseException:
+        seen.append(exc)
+        return _Translated(str(exc))
+
+    with pytest.raises(_Translated) as caught:
+        await pool.request("GET", "/", hdrs(), None, failed)
+    assert len(seen) == 1
+    assert isinstance(seen[0], h1.ProtocolError)
+    assert caught.value.__cause__ is seen[0]
+    assert not pool.idle
+    await pool.close()
+
+
+async def test_a_request_head_refused_with_a_translation_is_still_a_bad_request() -> None:
+    pool = pool_for("http://127.0.0.1:9")
+    with pytest.raises(BadRequest):
+        await pool.request("GET", "/a b", hdrs(), None, lambda exc: _Translated(str(exc)))
+    await pool.close()
+
+
 async def test_bytes_nobody_asked_for_retire_an_idle_connection(scripted) -> None:
     async def script(conn: Conn) -> None:
         while True:
