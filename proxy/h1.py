@@ -301,6 +301,27 @@ def _framing(
     return length, encoding, content_type
 
 
+# Content-Type values seen, and their media types: the same few on every response. Bounded
+# in number and length, as the values are the upstream's.
+_MEDIA_TYPES: dict[str, str] = {}
+_MAX_MEDIA_TYPES = 256
+_MAX_MEDIA_TYPE_KEY = 128
+
+
+def _media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type value, lower-case, without parameters ("" if none)."""
+    if content_type is None:
+        return ""
+    media = _MEDIA_TYPES.get(content_type)
+    if media is None:
+        media = content_type.partition(";")[0].strip().lower()
+        if len(content_type) <= _MAX_MEDIA_TYPE_KEY:
+            if len(_MEDIA_TYPES) >= _MAX_MEDIA_TYPES:
+                _MEDIA_TYPES.clear()
+            _MEDIA_TYPES[content_type] = media
+    return media
+
+
 # Module constants: an enum member looked up on its class costs a descriptor call each time.
 _AWAITING_HEAD = Phase.AWAITING_HEAD
 _RECEIVING_BODY = Phase.RECEIVING_BODY
@@ -453,7 +474,7 @@ class _Exchange:
         ):
             return  # feed refuses it once the parser returns
         length_text, encoding, content_type = _framing(self.header_items)
-        chunked = "chunked" in (encoding or "").lower()
+        chunked = encoding is not None and "chunked" in encoding.lower()
         length = int(length_text) if length_text is not None and not chunked else None
         bodiless = self.no_body or status in (204, 304)
         if bodiless:
@@ -467,7 +488,7 @@ class _Exchange:
             self.reason.strip(),
             self.header_items,
             length,
-            (content_type or "").partition(";")[0].strip().lower(),
+            _media_type(content_type),
             self,
         )
         self.phase = _RECEIVING_BODY
@@ -608,12 +629,6 @@ class _Connection(asyncio.Protocol):
         # The head timer (see time_head) and the loop time it fires at.
         self.head_timer: asyncio.TimerHandle | None = None
         self.head_timer_at = 0.0
-
-    def start(self, no_body: bool) -> _Exchange:
-        """A fresh exchange for the next request (its head waiter resolves with the
-        response once the head is in)."""
-        exchange = self.exchange = _Exchange(self, no_body)
-        return exchange
 
     async def drain(self) -> None:
         await self.flow.drain(self.loop, self.pool.idle_timeout_s)
@@ -821,7 +836,8 @@ class Pool:
         try:
             if conn is None:
                 conn = await self._connect()
-            exchange = conn.start(method == "HEAD")
+            # A fresh exchange: nothing of an earlier response can leak into this one.
+            exchange = conn.exchange = _Exchange(conn, method == "HEAD")
             head_waiter = exchange.head_waiter
             assert head_waiter is not None
             assert conn.transport is not None
