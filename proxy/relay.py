@@ -147,17 +147,6 @@ async def read_whole(response: h1.Response) -> bytes:
         response.release()
 
 
-def _in_one_write(request: web.Request, response: h1.Response) -> bool:
-    length = response.content_length
-    return (
-        length is not None
-        and length <= ONE_WRITE_MAX_BYTES
-        and request.method != "HEAD"
-        and response.status not in (204, 304)
-        and response.content_type != "text/event-stream"
-    )
-
-
 def whole_response(
     response: h1.Response, body: bytes, extra: CIMultiDict[str] | None = None
 ) -> web.Response:
@@ -180,14 +169,25 @@ async def stream_back(
     A small body of known length (not an event stream, not a HEAD answer) is read whole and
     sent in one write instead: nothing to stream, and one write costs less than three.
     """
-    if _in_one_write(request, response):
+    length = response.content_length
+    if (
+        length is not None
+        and length <= ONE_WRITE_MAX_BYTES
+        and request.method != "HEAD"
+        and response.status not in (204, 304)
+        and response.content_type != "text/event-stream"
+    ):
         # Usually all of it arrived with the head: taken without read_whole's coroutines.
         body = response.read_now()
         if body is None:
             body = await read_whole(response)
         else:
             response.release()
-        whole = whole_response(response, body, extra_headers)
+        # whole_response's, inline (one call fewer on most requests).
+        headers = response_header_items(response.header_list, drop_length=True)
+        if extra_headers:
+            headers.extend(extra_headers.items())
+        whole = web.Response(status=response.status, body=body, headers=headers)
         await whole.prepare(request)
         await whole.write_eof()
         return whole
