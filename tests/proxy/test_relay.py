@@ -255,3 +255,12 @@ async def test_ambiguous_framing_refused_before_upstream(proxy, fake_upstream, t
     writer.close()
     assert answer.split(b"\r\n")[0].endswith(b"400 Bad Request")
     assert fake_upstream.seen == []
+
+
+async def test_a_small_answer_in_one_write_carries_one_content_length_its_size(proxy) -> None:
+    for target in ("/gzip", "/"):
+        response = await raw_request(proxy.host, proxy.port, target, list(ALICE_COOKIE.items()))
+        assert response.status == 200, target
+        assert response.headers.getall("Content-Length") == [str(len(response.body))], target
+        assert "Transfer-Encoding" not in response.headers, target
+        assert response.body, target
