@@ -159,6 +159,22 @@ def test_a_target_with_whitespace_or_controls_is_refused(target: str) -> None:
         h1.encode_head("GET", target, hdrs())
 
 
+def test_the_target_check_refuses_exactly_spaces_and_ascii_controls() -> None:
+    # Other non-printable characters (Latin-1 controls, separators, surrogate-escaped
+    # bytes) are not the check's to refuse.
+    for code in [*range(0x300), 0x2028, 0x3000, 0xDC80, 0xDCFF]:
+        refused = code <= 0x20 or code == 0x7F
+        assert _target_refusal(f"/a{chr(code)}b") == refused, hex(code)
+
+
+def _target_refusal(target: str) -> bool:
+    try:
+        h1.encode_head("GET", target, hdrs())
+    except BadRequest as exc:
+        return "whitespace or control" in str(exc)
+    return False
+
+
 def test_the_head_is_exactly_the_headers_given_in_order() -> None:
     headers = CIMultiDict([("Host", "h"), ("X-A", "1"), ("x-a", "2"), ("X-Name", "Ada Löwe")])
     head = h1.encode_head("POST", "/p?q=%2F", headers)
