@@ -675,7 +675,17 @@ class _Connection(asyncio.Protocol):
     def finish(self) -> None:
         """The caller is done with the response: reuse the connection if that is safe."""
         exchange = self.exchange
-        if exchange is not None and exchange.reusable and not self.closed:
+        if exchange is None:
+            self.close()
+            return
+        # exchange.reusable and exchange.retire(), inline: two calls fewer on every request.
+        if (
+            exchange.phase is _COMPLETE
+            and exchange.keep_alive
+            and exchange.request_sent
+            and not exchange.chunks
+            and not self.closed
+        ):
             self.exchange = None
             if self.flow.read_paused:
                 self.flow.resume_reading()
@@ -683,8 +693,8 @@ class _Connection(asyncio.Protocol):
         else:
             self.close()
             self.exchange = None
-        if exchange is not None:
-            exchange.retire()
+        exchange.parser = None
+        exchange.head_waiter = None
 
     def close(self) -> None:
         """Drop the connection now: unsent bytes are discarded, waiters woken, writer stopped.
