@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
 
-from aiohttp import hdrs, web
+from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import h1
@@ -187,8 +187,6 @@ async def stream_back(
         headers = response_header_items(response.header_list, drop_length=True)
         if extra_headers:
             headers.extend(extra_headers.items())
-        # Last, where aiohttp would add it (it counts the body the same way when absent).
-        headers.append((hdrs.CONTENT_LENGTH, str(len(body))))
         whole = web.Response(status=response.status, body=body, headers=headers)
         await whole.prepare(request)
         await whole.write_eof()
