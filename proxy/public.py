@@ -15,8 +15,9 @@ is built; only then is anything relayed. Each stage reads the request through th
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
+from typing import Any, NoReturn
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -46,8 +47,11 @@ from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 _MISMATCH_401_MAX_BYTES = 4096
 
 # A stage answers the request (a response; an error it raises is answered the same way)
-# or returns None to let the next stage run.
-Stage = Callable[[Scope], Awaitable[web.StreamResponse | None]]
+# or returns None to let the next stage run. A stage that may have to wait (an auth-service
+# call, the relay) returns a coroutine giving the same, awaited before the next stage runs;
+# one that never waits on its common path is a plain function (no coroutine per request).
+Answer = web.StreamResponse | None
+Stage = Callable[[Scope], Answer | Coroutine[Any, Any, Answer]]
 
 
 class PublicHandler:
@@ -110,9 +114,14 @@ class PublicHandler:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         scope = self.scope(request)
         for stage in self.stages:
-            answer = await stage(scope)
-            if answer is not None:
-                return answer
+            answer = stage(scope)
+            if answer is None:
+                continue
+            if type(answer) is CoroutineType:  # a stage that may wait: its answer awaited
+                answer = await answer
+                if answer is None:
+                    continue
+            return answer  # type: ignore[return-value]  # not a coroutine: a response
         raise RuntimeError("no stage answered")  # dispatch always does
 
     def scope(self, request: web.Request) -> Scope:
@@ -142,12 +151,13 @@ class PublicHandler:
 
     # --- 1. release gate ------------------------------------------------------------------
 
-    async def release_gate(self, scope: Scope) -> None:
-        await self.release.permit()
+    def release_gate(self, scope: Scope) -> Coroutine[Any, Any, None] | None:
+        # Known safe (almost always): no coroutine. Otherwise permit() looks again or raises.
+        return None if self.release.permitted() else self.release.permit()
 
     # --- 2. edge refusals -----------------------------------------------------------------
 
-    async def edge_refusals(self, scope: Scope) -> None:
+    def edge_refusals(self, scope: Scope) -> None:
         target, request = scope.target, scope.request
         if target.raw[:1] != "/":
             raise BadRequest(target.problem)  # absolute-form, "*": before anything else
@@ -364,7 +374,7 @@ class PublicHandler:
 
     # --- 5. outbound ----------------------------------------------------------------------
 
-    async def outbound(self, scope: Scope) -> None:
+    def outbound(self, scope: Scope) -> None:
         # One pass over the client's names: the header set and the names stripped from it.
         headers, stripped = request_headers_upstream(
             scope.request.headers,
