@@ -225,23 +225,27 @@ class PublicHandler:
 
     # --- 4. admit -------------------------------------------------------------------------
 
-    async def admit(self, scope: Scope) -> web.StreamResponse | None:
+    def admit(self, scope: Scope) -> Coroutine[Any, Any, Answer] | None:
+        # A plain function: a request that carries no credential is admitted without a
+        # coroutine; one that does gets _bind_credentials' (an owner may have to be asked).
         identity = scope.identity
         if identity is None:
-            return await self._admit_api_key(scope)
+            return self._admit_api_key(scope)
         refusal = self.access.check(identity)
         if refusal is not None:
             if browser.is_signout(scope.request.method, scope.target):
                 # The refusal page's own way out: answered here, OpenWebUI never sees them.
-                return await self._signout(scope, relay=False)
+                return self._signout(scope, relay=False)
             self.metrics.count_decision("access_denied")
             self._access_denied(identity, refusal)
         self.metrics.count_decision("identity")
         carried = credentials.carried(scope.request.headers, self.api_key_header)
-        refused = await self._bind_credentials(scope, identity, carried)
-        if refused is None and scope.socketio:
-            self._bind_engineio_session(scope, identity)
-        return refused
+        if carried is credentials.NONE:
+            if scope.socketio:
+                self._bind_engineio_session(scope, identity)
+            return None
+        # The Engine.IO session is bound there too, once every credential is.
+        return self._bind_credentials(scope, identity, carried, session=True)
 
     async def _admit_api_key(self, scope: Scope) -> web.StreamResponse | None:
         """An API key without SSO: OpenWebUI names its owner, who must pass the access rules
@@ -267,7 +271,7 @@ class PublicHandler:
         return await self._bind_credentials(scope, owner, others)
 
     async def _bind_credentials(
-        self, scope: Scope, who: Identity, carried: credentials.Carried
+        self, scope: Scope, who: Identity, carried: credentials.Carried, session: bool = False
     ) -> web.StreamResponse | None:
         """Every OpenWebUI credential the request carries must be ``who``'s own.
 
@@ -276,9 +280,12 @@ class PublicHandler:
         same way, except on a page load: there it is left out of the relayed request and
         the browser told to delete it (a stale cookie must not cost the page). Sign-out
         always works: what is not the person's is left out of it (OpenWebUI revokes the
-        token a sign-out carries, whoever's it is).
+        token a sign-out carries, whoever's it is). With ``session``, an Engine.IO session
+        the target names is then bound to ``who`` (:meth:`_bind_engineio_session`).
         """
         if carried is credentials.NONE or not carried:  # NONE first: no __bool__ call
+            if session and scope.socketio:
+                self._bind_engineio_session(scope, who)
             return None
         request = scope.request
         signout = browser.is_signout(request.method, scope.target)
@@ -305,6 +312,8 @@ class PublicHandler:
                 return self._credential_refused(scope, who, owner, cookie=True)
             self.log.info("foreign_token_cookie_dropped", **person(who.email, self.pseudonyms))
             scope.drop_token_cookie = True
+        if session and scope.socketio:
+            self._bind_engineio_session(scope, who)
         return None
 
     def _bind_engineio_session(self, scope: Scope, who: Identity) -> None:
