@@ -49,28 +49,34 @@ _made = tuple.__new__
 
 def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: str) -> Carried:
     """Every OpenWebUI credential in ``headers`` (distinct values, in order)."""
-    found: dict[str, None] = {}
+    found: list[str] = []
     for value in headers.getall("Authorization", ()):
         # HTTPBearer: what follows the first space, stripped (of Unicode spaces too).
         rest = value.partition(" ")[2]
         credential = rest.strip()
         if credential:
-            found[credential] = None
+            found.append(credential)
         # OpenWebUI's own reader: the second of exactly two parts split on single spaces,
         # which is what follows the first space when no other space does (no list made).
-        if rest and " " not in rest:
-            found[rest] = None
+        # Equal to the stripped one (almost always: the very same string), it is in already.
+        if rest and rest != credential and " " not in rest:
+            found.append(rest)
     for value in headers.getall(api_key_header, ()):
         if value:
-            found[value] = None
-    cookies: dict[str, None] = {}
+            found.append(value)
+    cookies: list[str] = []
     for header in headers.getall("Cookie", ()):
         if TOKEN_COOKIE in header:  # almost every other request: no token cookie at all
-            for value in token_cookies(header):
-                cookies[value] = None
+            cookies += token_cookies(header)
     if not found and not cookies:
         return NONE
-    return _made(Carried, (tuple(found), tuple(cookies)))  # Carried(...), in C
+    return _made(Carried, (_distinct(found), _distinct(cookies)))  # Carried(...), in C
+
+
+def _distinct(values: list[str]) -> tuple[str, ...]:
+    """``values`` in order, each once: through a dict (linear, however many) only when
+    there are several; one (almost every request) is not hashed at all."""
+    return tuple(dict.fromkeys(values)) if len(values) > 1 else tuple(values)
 
 
 def token_cookies(header: str) -> list[str]:

@@ -15,8 +15,9 @@ is built; only then is anything relayed. Each stage reads the request through th
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from collections.abc import Callable, Coroutine
+from types import CoroutineType
+from typing import Any, NoReturn
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -46,8 +47,11 @@ from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 _MISMATCH_401_MAX_BYTES = 4096
 
 # A stage answers the request (a response; an error it raises is answered the same way)
-# or returns None to let the next stage run.
-Stage = Callable[[Scope], Awaitable[web.StreamResponse | None]]
+# or returns None to let the next stage run. A stage that may have to wait (an auth-service
+# call, the relay) returns a coroutine giving the same, awaited before the next stage runs;
+# one that never waits on its common path is a plain function (no coroutine per request).
+Answer = web.StreamResponse | None
+Stage = Callable[[Scope], Answer | Coroutine[Any, Any, Answer]]
 
 
 class PublicHandler:
@@ -110,9 +114,14 @@ class PublicHandler:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         scope = self.scope(request)
         for stage in self.stages:
-            answer = await stage(scope)
-            if answer is not None:
-                return answer
+            answer = stage(scope)
+            if answer is None:
+                continue
+            if type(answer) is CoroutineType:  # a stage that may wait: its answer awaited
+                answer = await answer
+                if answer is None:
+                    continue
+            return answer  # type: ignore[return-value]  # not a coroutine: a response
         raise RuntimeError("no stage answered")  # dispatch always does
 
     def scope(self, request: web.Request) -> Scope:
@@ -142,12 +151,13 @@ class PublicHandler:
 
     # --- 1. release gate ------------------------------------------------------------------
 
-    async def release_gate(self, scope: Scope) -> None:
-        await self.release.permit()
+    def release_gate(self, scope: Scope) -> Coroutine[Any, Any, None] | None:
+        # Known safe (almost always): no coroutine. Otherwise permit() looks again or raises.
+        return None if self.release.permitted() else self.release.permit()
 
     # --- 2. edge refusals -----------------------------------------------------------------
 
-    async def edge_refusals(self, scope: Scope) -> None:
+    def edge_refusals(self, scope: Scope) -> None:
         target, request = scope.target, scope.request
         if target.raw[:1] != "/":
             raise BadRequest(target.problem)  # absolute-form, "*": before anything else
@@ -215,23 +225,27 @@ class PublicHandler:
 
     # --- 4. admit -------------------------------------------------------------------------
 
-    async def admit(self, scope: Scope) -> web.StreamResponse | None:
+    def admit(self, scope: Scope) -> Coroutine[Any, Any, Answer] | None:
+        # A plain function: a request that carries no credential is admitted without a
+        # coroutine; one that does gets _bind_credentials' (an owner may have to be asked).
         identity = scope.identity
         if identity is None:
-            return await self._admit_api_key(scope)
+            return self._admit_api_key(scope)
         refusal = self.access.check(identity)
         if refusal is not None:
             if browser.is_signout(scope.request.method, scope.target):
                 # The refusal page's own way out: answered here, OpenWebUI never sees them.
-                return await self._signout(scope, relay=False)
+                return self._signout(scope, relay=False)
             self.metrics.count_decision("access_denied")
             self._access_denied(identity, refusal)
         self.metrics.count_decision("identity")
         carried = credentials.carried(scope.request.headers, self.api_key_header)
-        refused = await self._bind_credentials(scope, identity, carried)
-        if refused is None and scope.socketio:
-            self._bind_engineio_session(scope, identity)
-        return refused
+        if carried is credentials.NONE:
+            if scope.socketio:
+                self._bind_engineio_session(scope, identity)
+            return None
+        # The Engine.IO session is bound there too, once every credential is.
+        return self._bind_credentials(scope, identity, carried, session=True)
 
     async def _admit_api_key(self, scope: Scope) -> web.StreamResponse | None:
         """An API key without SSO: OpenWebUI names its owner, who must pass the access rules
@@ -257,7 +271,7 @@ class PublicHandler:
         return await self._bind_credentials(scope, owner, others)
 
     async def _bind_credentials(
-        self, scope: Scope, who: Identity, carried: credentials.Carried
+        self, scope: Scope, who: Identity, carried: credentials.Carried, session: bool = False
     ) -> web.StreamResponse | None:
         """Every OpenWebUI credential the request carries must be ``who``'s own.
 
@@ -266,9 +280,12 @@ class PublicHandler:
         same way, except on a page load: there it is left out of the relayed request and
         the browser told to delete it (a stale cookie must not cost the page). Sign-out
         always works: what is not the person's is left out of it (OpenWebUI revokes the
-        token a sign-out carries, whoever's it is).
+        token a sign-out carries, whoever's it is). With ``session``, an Engine.IO session
+        the target names is then bound to ``who`` (:meth:`_bind_engineio_session`).
         """
         if carried is credentials.NONE or not carried:  # NONE first: no __bool__ call
+            if session and scope.socketio:
+                self._bind_engineio_session(scope, who)
             return None
         request = scope.request
         signout = browser.is_signout(request.method, scope.target)
@@ -295,6 +312,8 @@ class PublicHandler:
                 return self._credential_refused(scope, who, owner, cookie=True)
             self.log.info("foreign_token_cookie_dropped", **person(who.email, self.pseudonyms))
             scope.drop_token_cookie = True
+        if session and scope.socketio:
+            self._bind_engineio_session(scope, who)
         return None
 
     def _bind_engineio_session(self, scope: Scope, who: Identity) -> None:
@@ -364,7 +383,7 @@ class PublicHandler:
 
     # --- 5. outbound ----------------------------------------------------------------------
 
-    async def outbound(self, scope: Scope) -> None:
+    def outbound(self, scope: Scope) -> None:
         # One pass over the client's names: the header set and the names stripped from it.
         headers, stripped = request_headers_upstream(
             scope.request.headers,

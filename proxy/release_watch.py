@@ -118,8 +118,10 @@ class ReleaseWatch:
             if self._reads == reads:
                 await self._read()
 
-    async def permit(self) -> None:
-        """Raise :class:`UnsafeRelease` unless the release is known and safe (per request)."""
+    def permitted(self) -> bool:
+        """The per-request check that never suspends: True when the release is known and
+        safe (a reading due again is refreshed in the background); False when
+        :meth:`permit` must be awaited (it looks again or raises)."""
         if self.refusals is not None and self.refusals.count != self._refusals_seen:
             self._refusals_seen = self.refusals.count
             if self.problem is None and self.assessment is not None:
@@ -131,6 +133,12 @@ class ReleaseWatch:
             stale = self._read_at is None or self.clock() - self._read_at >= RECHECK_S
             if stale and (self._background is None or self._background.done()):
                 self._background = asyncio.create_task(self.refresh())
+            return True
+        return False
+
+    async def permit(self) -> None:
+        """Raise :class:`UnsafeRelease` unless the release is known and safe (per request)."""
+        if self.permitted():
             return
         if self._read_at is None or self.clock() - self._read_at >= 1.0:
             await self.refresh()  # not known to be safe: look again first, never relay blind

@@ -65,6 +65,26 @@ def test_carried_is_true_when_anything_is_carried() -> None:
     assert carried(CIMultiDict([("X-Api-Key", "a")]), "x-api-key")
 
 
+def test_carried_values_are_distinct_and_in_order_across_headers() -> None:
+    headers = CIMultiDict(
+        [
+            ("Authorization", "Bearer a"),
+            ("x-api-key", "b"),
+            ("Authorization", "Basic b"),
+            ("Authorization", "Bearer \ta"),
+            ("x-api-key", "a"),
+            ("Cookie", "token=c; token=d"),
+            ("Cookie", "token=c"),
+        ]
+    )
+    found = carried(headers, "x-api-key")
+    assert found.headers == ("a", "b", "\ta")
+    assert found.cookies == ("c", "d")
+    one = carried(CIMultiDict([("Authorization", "Bearer a"), ("Cookie", "token=a")]), "k")
+    assert one.headers == ("a",)
+    assert one.cookies == ("a",)
+
+
 def test_the_configured_api_key_header_is_read() -> None:
     headers = CIMultiDict([("X-Custom-Key", "sk-a"), ("X-Api-Key", "sk-b")])
     assert carried(headers, "x-custom-key").headers == ("sk-a",)

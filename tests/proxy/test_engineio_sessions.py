@@ -197,3 +197,26 @@ async def test_the_binding_holds_across_proxies_sharing_the_secret(
     assert await _polls(second, sid, BOB_COOKIE, 3) == [200] * 3
     assert await _polls(second, sid, ALICE_COOKIE, 3) == [403] * 3
     assert await _polls(stranger, sid, BOB_COOKIE, 1) == [403]  # fail closed without it
+
+
+async def test_the_session_is_bound_after_the_credentials_the_request_carries(
+    proxy, fake_upstream
+) -> None:
+    """The UI sends its OpenWebUI token along: Bob's own token and his session pass; someone
+    else's token is refused before the session is looked at; his session is Alice's with
+    none of her own tokens."""
+    own = {"Cookie": f"{BOB_COOKIE['Cookie']}; token=tok.bob@example.edu"}
+    sid = await _open(proxy, own)
+    read = await proxy.get(
+        f"{OPEN}&sid={sid}", headers={**own, "Authorization": "Bearer tok.bob@example.edu"}
+    )
+    assert read.status == 200
+    assert _to_openwebui(fake_upstream)[-1] == f"{OPEN}&sid=eio-1"
+    stolen = await proxy.get(
+        f"{OPEN}&sid={sid}", headers={**own, "Authorization": "Bearer tok.alice@example.edu"}
+    )
+    assert stolen.status == 401
+    alice = {"Cookie": f"{ALICE_COOKIE['Cookie']}; token=tok.alice@example.edu"}
+    theirs = await proxy.get(f"{OPEN}&sid={sid}", headers=alice)
+    assert theirs.status == 403
+    assert len(_to_openwebui(fake_upstream)) == 2  # the handshake and Bob's own read
