@@ -7,6 +7,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.headers import (
@@ -378,6 +380,67 @@ def test_one_pass_over_a_multidict_is_the_policy_exactly(
     # A copy: what the outbound stage changes on it never reaches the request's headers.
     out.popall("Cookie", None)
     assert list(request_headers.items()) == sent
+
+
+# Names whose case mappings differ between str.lower, str.casefold and str.upper (the long
+# s, the Kelvin sign, the dotted and dotless i, sharp s, a ligature) beside the names the
+# policy protects: the one pass relies on the multidict grouping names exactly as the
+# policy's str.lower does (a grouping by casefold would let "X-U\u017fer-Email" stand for
+# "X-User-Email" and hide it); an upgrade of multidict that changes that fails here.
+_NAME_PARTS = [
+    "X-User-Email",
+    "x-user-email",
+    "X-User-Role",
+    "X-U\u017fer-Email",
+    "X-User-Ema\u0131l",
+    "X-User-Ema\u0130l",
+    "X-USER-EMAIL",
+    "X_User_Email",
+    "\u212aeep-Alive",
+    "Keep-Alive",
+    "Stra\u00dfe",
+    "STRASSE",
+    "\ufb00",
+    "FF",
+    "Accept",
+    "Connection",
+    "Host",
+    "X-Forwarded-For",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_NAME_PARTS), st.sampled_from(["1", "Keep-Alive", "X-User-Email"])
+        ),
+        max_size=8,
+    ),
+    st.sampled_from([POLICY, PUBLIC_POLICY]),
+)
+def test_one_pass_equals_the_policy_for_names_that_fold_differently(
+    sent: H, policy: HeaderPolicy
+) -> None:
+    request_headers = CIMultiDictProxy(CIMultiDict(sent))
+    forwarded = forwarded_view(
+        request_headers, peer="10.1.2.3", scheme="http", host="chat.example.edu", policy=policy
+    )
+    expected = build_upstream_headers(
+        request_headers.items(),
+        peer="10.1.2.3",
+        scheme="http",
+        host="chat.example.edu",
+        identity=ALICE,
+        policy=policy,
+        request_id="rid-1",
+        forwarded=forwarded,
+    )
+    out, stripped = request_headers_upstream(
+        request_headers, identity=ALICE, policy=policy, request_id="rid-1", forwarded=forwarded
+    )
+    assert list(out.items()) == list(expected.items())
+    assert stripped == stripped_names(request_headers.items(), policy)
 
 
 RESPONSE_ROWS = [
