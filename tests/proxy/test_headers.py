@@ -328,6 +328,32 @@ def test_header_policy(row: Row) -> None:
     assert stripped_names(row.sent, POLICY) == row.stripped
 
 
+def _one_pass_is_the_policy(
+    request_headers: CIMultiDictProxy[str], identity: Identity | None, policy: HeaderPolicy
+) -> CIMultiDict[str]:
+    """Asserts that the one pass gives the header set (names, values, order) and the stripped
+    names the table's functions give; returns the one pass's set."""
+    forwarded = forwarded_view(
+        request_headers, peer="10.1.2.3", scheme="http", host="chat.example.edu", policy=policy
+    )
+    expected = build_upstream_headers(
+        request_headers.items(),
+        peer="10.1.2.3",
+        scheme="http",
+        host="chat.example.edu",
+        identity=identity,
+        policy=policy,
+        request_id="rid-1",
+        forwarded=forwarded,
+    )
+    out, stripped = request_headers_upstream(
+        request_headers, identity=identity, policy=policy, request_id="rid-1", forwarded=forwarded
+    )
+    assert list(out.items()) == list(expected.items())
+    assert stripped == stripped_names(request_headers.items(), policy)
+    return out
+
+
 # Identity headers that are one name, or a name the proxy sets: set over each other.
 CLASHING_POLICIES = [
     dataclasses.replace(POLICY, name_header="x-user-EMAIL"),
@@ -359,24 +385,7 @@ def test_one_pass_over_a_multidict_is_the_policy_exactly(
     """The public listener's one pass over the request's own multidict gives exactly the
     header set (names, values, order) and the stripped names the table's functions give."""
     request_headers = CIMultiDictProxy(CIMultiDict(sent))
-    forwarded = forwarded_view(
-        request_headers, peer="10.1.2.3", scheme="http", host="chat.example.edu", policy=policy
-    )
-    expected = build_upstream_headers(
-        request_headers.items(),
-        peer="10.1.2.3",
-        scheme="http",
-        host="chat.example.edu",
-        identity=identity,
-        policy=policy,
-        request_id="rid-1",
-        forwarded=forwarded,
-    )
-    out, stripped = request_headers_upstream(
-        request_headers, identity=identity, policy=policy, request_id="rid-1", forwarded=forwarded
-    )
-    assert list(out.items()) == list(expected.items())
-    assert stripped == stripped_names(request_headers.items(), policy)
+    out = _one_pass_is_the_policy(request_headers, identity, policy)
     # A copy: what the outbound stage changes on it never reaches the request's headers.
     out.popall("Cookie", None)
     assert list(request_headers.items()) == sent
@@ -422,25 +431,7 @@ _NAME_PARTS = [
 def test_one_pass_equals_the_policy_for_names_that_fold_differently(
     sent: H, policy: HeaderPolicy
 ) -> None:
-    request_headers = CIMultiDictProxy(CIMultiDict(sent))
-    forwarded = forwarded_view(
-        request_headers, peer="10.1.2.3", scheme="http", host="chat.example.edu", policy=policy
-    )
-    expected = build_upstream_headers(
-        request_headers.items(),
-        peer="10.1.2.3",
-        scheme="http",
-        host="chat.example.edu",
-        identity=ALICE,
-        policy=policy,
-        request_id="rid-1",
-        forwarded=forwarded,
-    )
-    out, stripped = request_headers_upstream(
-        request_headers, identity=ALICE, policy=policy, request_id="rid-1", forwarded=forwarded
-    )
-    assert list(out.items()) == list(expected.items())
-    assert stripped == stripped_names(request_headers.items(), policy)
+    _one_pass_is_the_policy(CIMultiDictProxy(CIMultiDict(sent)), ALICE, policy)
 
 
 RESPONSE_ROWS = [
