@@ -183,11 +183,7 @@ async def stream_back(
             body = await read_whole(response)
         else:
             response.release()
-        # whole_response's, inline (one call fewer on most requests).
-        headers = response_header_items(response.header_list, drop_length=True)
-        if extra_headers:
-            headers.extend(extra_headers.items())
-        whole = web.Response(status=response.status, body=body, headers=headers)
+        whole = whole_response(response, body, extra_headers)
         await whole.prepare(request)
         await whole.write_eof()
         return whole
