@@ -63,9 +63,10 @@ class Scope:
 
     ``target``, ``websocket`` and ``socketio`` are read before the first stage,
     ``forwarded`` too (the auth service and OpenWebUI are told the same); ``identity`` is
-    set by the identify stage (None: an API key, whose owner the admit stage judges); ``relayed`` is the
-    target that goes upstream (the raw one, unless the admit stage unsealed an Engine.IO
-    session id); ``headers`` is set by the outbound stage; ``notes`` is on the request too.
+    set by the identify stage (None: an API key, whose owner the admit stage judges);
+    ``relayed`` is the target that goes upstream (the raw one, unless the admit stage
+    unsealed an Engine.IO session id); ``headers`` is set by the outbound stage; ``notes``
+    is on the request too.
     """
 
     request: web.Request
