@@ -19,6 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy import h1
+from proxy.answer import WholeAnswer, carries_body
 from proxy.errors import BodyStalled, BodyTooLarge
 from proxy.headers import response_header_items
 from proxy.upstream import Upstream, checked_target
@@ -151,11 +152,17 @@ def whole_response(
     response: h1.Response, body: bytes, extra: CIMultiDict[str] | None = None
 ) -> web.Response:
     """The client's answer for an upstream response whose body was read whole (``read_whole``)."""
-    # A list: aiohttp builds the response's multidict from it (it would copy a multidict).
+    return web.Response(status=response.status, body=body, headers=_whole_headers(response, extra))
+
+
+def _whole_headers(response: h1.Response, extra: CIMultiDict[str] | None) -> list[tuple[str, str]]:
+    """The headers of an answer whose body is sent whole: the upstream's, filtered, without
+    ``Content-Length`` (counted by whoever sends the body), and ``extra``. A list: aiohttp
+    builds the answer's multidict from it (it would copy a multidict)."""
     headers = response_header_items(response.header_list, drop_length=True)
     if extra:
         headers.extend(extra.items())
-    return web.Response(status=response.status, body=body, headers=headers)
+    return headers
 
 
 async def stream_back(
@@ -166,16 +173,16 @@ async def stream_back(
 ) -> web.StreamResponse:
     """Stream ``response`` to the client chunk by chunk, then release it.
 
-    A small body of known length (not an event stream, not a HEAD answer) is read whole and
-    sent in one write instead: nothing to stream, and one write costs less than three.
+    A small body of known length (not an event stream; one the method and status allow: not
+    to ``HEAD``, not a 204 or 304) is read whole and sent with its head in one write instead
+    (``proxy/answer.py``): nothing to stream, and one write costs less than three.
     """
     length = response.content_length
     if (
         length is not None
         and length <= ONE_WRITE_MAX_BYTES
-        and request.method != "HEAD"
-        and response.status not in (204, 304)
         and response.content_type != "text/event-stream"
+        and carries_body(request.method, response.status)
     ):
         # Usually all of it arrived with the head: taken without read_whole's coroutines.
         body = response.read_now()
@@ -183,9 +190,8 @@ async def stream_back(
             body = await read_whole(response)
         else:
             response.release()
-        whole = whole_response(response, body, extra_headers)
+        whole = WholeAnswer(response.status, _whole_headers(response, extra_headers), body)
         await whole.prepare(request)
-        await whole.write_eof()
         return whole
     try:
         headers = response_header_items(response.header_list)

@@ -1,0 +1,90 @@
+"""An answer whose whole body is in memory, written to the client in one go.
+
+``web.Response`` sends a small body through six nested coroutines (``prepare``, ``_start``
+twice, ``_prepare_headers``, ``_write_headers``, the writer's ``write_headers``), then
+``write_eof`` through three more: about a fifth of a small relayed request's instructions.
+:class:`WholeAnswer` makes the same bytes in one method: the head aiohttp would make (its
+``Content-Length``, default ``Content-Type``, ``Date``, ``Server`` and ``Connection``, the
+app's ``on_response_prepare`` hooks, aiohttp's own header serialiser, which refuses control
+characters), then the head and body in one write.
+
+It is only for a body the status and method allow (:func:`carries_body`): anything else
+(``HEAD``, 1xx, 204, 304, a 2xx to ``CONNECT``) is a plain ``web.Response``. The bytes are
+aiohttp's own, which ``tests/proxy/test_answer.py`` checks against ``web.Response`` case by
+case: a later aiohttp that changes its answer fails that test, not a client.
+"""
+
+from __future__ import annotations
+
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http_writer import _serialize_headers
+
+# Past this many bytes the head and body go to the transport as two buffers, not copied
+# into one (aiohttp's own threshold for the same choice is lower; a copy of a few KiB is
+# cheaper than a second buffer).
+_JOIN_MAX_BYTES = 16 * 1024
+
+
+def carries_body(method: str, status: int) -> bool:
+    """An answer with this status, to a request with this method, may carry a body."""
+    return not must_be_empty_body(method, status)
+
+
+class WholeAnswer(web.StreamResponse):
+    """``status``, ``headers`` and ``body`` (no ``Content-Length``: it is counted here),
+    sent when prepared. Only where :func:`carries_body` holds."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        super().__init__(status=status, headers=headers)
+        self.whole_body = body
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        if self._eof_sent:  # aiohttp prepares what the handler returns: already sent
+            return None
+        assert self._payload_writer is None, "a WholeAnswer is prepared once"
+        assert carries_body(request.method, self._status), "a body this answer must not carry"
+        writer = self._payload_writer = request._payload_writer
+        self._req = request
+        keep_alive = self._keep_alive
+        if keep_alive is None:
+            keep_alive = self._keep_alive = request.keep_alive
+        body = self.whole_body
+        headers = self._headers
+        # What StreamResponse._prepare_headers adds, in its order, for a body of known length.
+        headers[hdrs.CONTENT_LENGTH] = str(len(body))
+        if body:
+            headers.setdefault(hdrs.CONTENT_TYPE, "application/octet-stream")
+        if hdrs.DATE not in headers:
+            headers[hdrs.DATE] = rfc822_formatted_time()
+        headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)
+        version = request.version
+        if hdrs.CONNECTION not in headers:
+            if keep_alive:
+                if version == HttpVersion10:
+                    headers[hdrs.CONNECTION] = "keep-alive"
+            elif version == HttpVersion11:
+                headers[hdrs.CONNECTION] = "close"
+        await request._prepare_hook(self)
+        head = _serialize_headers(
+            f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}", headers
+        )
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ClientConnectionResetError("Cannot write to closing transport")
+        if len(body) <= _JOIN_MAX_BYTES:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        # What write_eof leaves: sent, counted as aiohttp counts it (head included).
+        self._eof_sent = True
+        self._body_length = len(head) + len(body)
+        self._req = None
+        self._payload_writer = None
+        protocol = request.protocol
+        if protocol._paused:  # the client reads slower than we write: wait as aiohttp does
+            await protocol._drain_helper()
+        return writer
