@@ -549,6 +549,7 @@ class _Exchange:
                 await waiter
             except TimeoutError as exc:
                 conn.close()
+                del waiter  # it holds exc, whose traceback holds this frame: no cycle
                 raise BodyStalled("upstream body stalled") from exc
             finally:
                 timer.cancel()
@@ -712,8 +713,14 @@ class _Connection(asyncio.Protocol):
             head = exchange.head_waiter
             if head is not None and head.done() and not head.cancelled():
                 head.exception()  # retrieved: nobody may be waiting any more
-            if exchange.writer is not None and not exchange.writer.done():
-                exchange.writer.cancel()
+            writer = exchange.writer
+            if writer is not None and not writer.done():
+                writer.cancel()
+            # No references back: the connection and its exchange, the exchange and its
+            # parser (which holds its callbacks), the writer (whose error's traceback holds
+            # both) would otherwise be cycles, freed only by the garbage collector. The
+            # response's reader keeps the exchange, for its error.
+            self.exchange = exchange.writer = exchange.parser = exchange.head_waiter = None
         if self.transport is not None:
             self.flow.lost("closed")
         self.pool.forget(self)
@@ -888,6 +895,9 @@ class Pool:
                         raise HeadTimeout("upstream did not answer in time") from exc
                 return head_waiter.result()
             except BaseException as exc:
+                # The head waiter may hold exc, whose traceback holds this frame: without the
+                # waiter here, no cycle keeps the exchange until the garbage collector runs.
+                head_waiter = None
                 conn.close()
                 if not isinstance(exc, ConnectionError):
                     raise

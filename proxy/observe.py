@@ -120,6 +120,9 @@ class Observation:
             self.metrics.count_request(self.listener, seen.status)
             self.record(request, seen)
             logs.request_id.reset(bound)
+            # The error's traceback holds this frame, which holds seen: a cycle, which would
+            # keep the request and all it refers to until the garbage collector came by.
+            seen.error = None
 
     def unrouted(self, request: web.Request, response: web.StreamResponse) -> str:
         """Observe an answer aiohttp made before any route ran (call it as the answer is

@@ -73,6 +73,13 @@ async def _client_chunks(request: web.Request, limit: int, timeout: float) -> As
                 chunk = await content.read(CHUNK)
         except TimeoutError as exc:
             raise BodyStalled(f"no request body bytes for {timeout:g} s") from exc
+        except ConnectionError as exc:
+            # The client went away. aiohttp keeps the error on the body's stream as well as
+            # raising it, so the error's traceback (the stream's own frames) and the stream
+            # hold each other: a cycle that kept the whole request, its buffers too, until
+            # the garbage collector came by. A fresh error, and the stream's without one.
+            exc.__traceback__ = None
+            raise ConnectionResetError(*exc.args) from None
         if not chunk:
             return
         seen += len(chunk)

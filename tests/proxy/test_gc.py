@@ -9,11 +9,13 @@ import os
 import signal
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from proxy import server
 from tests.proxy.conftest import ALICE_COOKIE
 from tests.proxy.test_internal_process import free_port
+from tests.proxy.test_process import _abort_mid_download, _abort_mid_upload
 
 
 async def test_a_serving_worker_keeps_its_start_up_objects_out_of_collections(
@@ -43,3 +45,96 @@ async def test_a_serving_worker_keeps_its_start_up_objects_out_of_collections(
         os.kill(os.getpid(), signal.SIGTERM)  # serve() drains on it, as in production
         await serving
         gc.unfreeze()
+
+
+async def _send_and_leave(host: str, port: int, raw: bytes, wait_s: float = 0.2) -> None:
+    """Send ``raw``, wait a moment, then reset the connection (no FIN: an abort)."""
+    _reader, writer = await asyncio.open_connection(host, port)
+    writer.write(raw)
+    await writer.drain()
+    await asyncio.sleep(wait_s)
+    writer.transport.abort()
+
+
+async def _ask(host: str, port: int, raw: bytes) -> None:
+    """Send ``raw`` and read the answer whole (the connection closes after it)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(raw)
+    await writer.drain()
+    await asyncio.wait_for(reader.read(), 15)
+    writer.close()
+
+
+_COOKIE = b"Cookie: _oauth2_proxy=alice-session\r\n"
+# Each fault the relay meets, as a client makes it happen.
+FAULTS = {
+    "client aborts mid-upload": _abort_mid_upload,
+    "client aborts mid-download": _abort_mid_download,
+    "client leaves before the answer": lambda host, port: _send_and_leave(
+        host, port, b"GET /slow?delay=0.5 HTTP/1.1\r\nHost: p\r\n" + _COOKIE + b"\r\n"
+    ),
+    "upstream breaks off mid-body": lambda host, port: _ask(
+        host, port, b"GET /broken HTTP/1.1\r\nHost: p\r\nConnection: close\r\n" + _COOKIE + b"\r\n"
+    ),
+    "upstream answers too late": lambda host, port: _ask(
+        host,
+        port,
+        b"GET /slow?delay=2 HTTP/1.1\r\nHost: p\r\nConnection: close\r\n" + _COOKIE + b"\r\n",
+    ),
+    "upstream stalls mid-body": lambda host, port: _ask(
+        host, port, b"GET /sse HTTP/1.1\r\nHost: p\r\nConnection: close\r\n" + _COOKIE + b"\r\n"
+    ),
+    "body too large": lambda host, port: _ask(
+        host,
+        port,
+        b"POST /upload HTTP/1.1\r\nHost: p\r\nConnection: close\r\n"
+        + _COOKIE
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"10000\r\n"
+        + b"u" * 65536
+        + b"\r\n" * 3,
+    ),
+}
+
+
+def _ours(garbage: list[object]) -> list[str]:
+    """What of ``garbage`` the proxy made: its own objects, the server's requests and their
+    body streams, and buffers (the test's client side is plain asyncio)."""
+    kinds = []
+    for thing in garbage:
+        kind = type(thing)
+        module = kind.__module__
+        if (
+            module.startswith("proxy.")
+            or module in ("aiohttp.web_request", "aiohttp.web_protocol", "aiohttp.streams")
+            or kind in (bytes, bytearray, memoryview)
+        ):
+            kinds.append(f"{module}.{kind.__qualname__}")
+    return sorted(kinds)
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+async def test_a_fault_leaves_no_cyclic_garbage(make_proxy, fault: str) -> None:
+    """A request that ends in a fault frees what it held by reference counting, as one that
+    succeeds does: nothing waits for the garbage collector, an aborted transfer's buffers
+    least of all."""
+    # A second to answer in and between body bytes; a body of at most 1,000 bytes where a
+    # larger one is the fault.
+    limit = {"max_body_bytes": 1000} if fault == "body too large" else {}
+    client = await make_proxy(response_timeout_s=1, idle_timeout_s=1, **limit)
+    host, port = "127.0.0.1", client.server.port
+    cause = FAULTS[fault]
+    await cause(host, port)  # warm: pools, first-use caches
+    await asyncio.sleep(2.5)
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(3):
+            await cause(host, port)
+        await asyncio.sleep(2.5)  # every request of it done, its connections closed
+        gc.collect()
+        found = _ours(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert found == []
