@@ -23,6 +23,7 @@ async def test_a_serving_worker_keeps_its_start_up_objects_out_of_collections(
 ) -> None:
     port = free_port()
     settings = settings_for(listen=f"127.0.0.1:{port}", admin_listen=f"127.0.0.1:{free_port()}")
+    thresholds = gc.get_threshold()
     serving = asyncio.create_task(server.serve(settings))
     try:
         async with aiohttp.ClientSession() as session:
@@ -41,10 +42,12 @@ async def test_a_serving_worker_keeps_its_start_up_objects_out_of_collections(
         # frozen ones it leaves alone. The apps were made at start: frozen.
         assert gc.get_freeze_count() > 0
         assert not any(isinstance(o, web.Application) for o in gc.get_objects())
+        assert gc.get_threshold()[0] == server.YOUNG_THRESHOLD
     finally:
         os.kill(os.getpid(), signal.SIGTERM)  # serve() drains on it, as in production
         await serving
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 async def _send_and_leave(host: str, port: int, raw: bytes, wait_s: float = 0.2) -> None:
@@ -116,8 +119,8 @@ def _ours(garbage: list[object]) -> list[str]:
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 async def test_a_fault_leaves_no_cyclic_garbage(make_proxy, fault: str) -> None:
     """A request that ends in a fault frees what it held by reference counting, as one that
-    succeeds does: nothing waits for the garbage collector, an aborted transfer's buffers
-    least of all."""
+    succeeds does: nothing waits for the garbage collector (whose youngest generation runs
+    rarely, ``server.YOUNG_THRESHOLD``), an aborted transfer's buffers least of all."""
     # A second to answer in and between body bytes; a body of at most 1,000 bytes where a
     # larger one is the fault.
     limit = {"max_body_bytes": 1000} if fault == "body too large" else {}
