@@ -227,4 +227,12 @@ async def relay_websocket(
             await up.close(code=link.code)
         if not client.closed:
             await client.close(code=link.code)
+        for ws in (up, client):
+            error = ws.exception()
+            if error is not None:
+                # aiohttp keeps the error a socket's close met, and its traceback holds the
+                # socket (the close's frame); met while the handler was being cancelled, its
+                # context is that cancellation, whose traceback holds every frame of the
+                # handler (the pumps among them). Both cycles, freed only by the collector.
+                error.__traceback__ = error.__context__ = None
     return client
