@@ -139,3 +139,23 @@ class BodyStalled(ProxyError):
 class BodyTooLarge(ProxyError):
     status = 413
     public = "request body too large"
+
+
+def drop_frames(error: BaseException) -> None:
+    """Drop the tracebacks along ``error``'s chain (its causes and contexts).
+
+    For a failed call to another service (the auth service, OpenWebUI's side requests):
+    it is recorded by its kind and message, never its traceback, and a library's traceback
+    can hold the error itself (aiohttp's connector keeps the connect errors it met in a list
+    its frame holds), a cycle only the garbage collector frees, on every refused request
+    while the service is down.
+    """
+    pending = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)

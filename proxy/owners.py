@@ -36,7 +36,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from proxy.auth.forward import DecisionCache
-from proxy.errors import UpstreamTimeout, UpstreamUnavailable
+from proxy.errors import UpstreamTimeout, UpstreamUnavailable, drop_frames
 from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.upstream import Upstream
@@ -197,5 +197,6 @@ class Owners:
             ) as response:
                 return response.status, await response.read(), response.content_type
         except (TimeoutError, aiohttp.ClientError) as exc:
+            drop_frames(exc)
             # Answered as the upstream-failure table says: a timeout is a 504.
             raise translate(exc, Stage.SIDE_REQUEST) from exc

@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict
 
+from proxy.errors import drop_frames
 from proxy.upstream import Upstream
 from proxy.upstream_errors import Stage, translate
 
@@ -186,6 +187,7 @@ async def relay_websocket(
                 compress=0,
             )
     except (aiohttp.ClientError, TimeoutError) as exc:
+        drop_frames(exc)
         raise translate(exc, Stage.WEBSOCKET) from exc
 
     client = web.WebSocketResponse(

@@ -43,7 +43,13 @@ from proxy import logs
 from proxy.auth.base import Denied
 from proxy.auth.cookies import keep
 from proxy.auth.renewal import Renewals
-from proxy.errors import AuthServiceUnavailable, BadIdentity, BadRequest, IdentityTooLarge
+from proxy.errors import (
+    AuthServiceUnavailable,
+    BadIdentity,
+    BadRequest,
+    IdentityTooLarge,
+    drop_frames,
+)
 from proxy.headers import Forwarded, HeaderPolicy, forwarded_view
 from proxy.identity import Identity, InvalidIdentity, make_identity
 from proxy.metrics import Metrics
@@ -300,6 +306,7 @@ class ForwardAuthenticator:
                 await response.read()
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
+            drop_frames(exc)
             self._problem = f"auth service unreachable ({type(exc).__name__})"
             return
         self._problem = None if status < 500 else f"auth service answered {status}"
@@ -384,6 +391,7 @@ class ForwardAuthenticator:
                 headers = response.headers
                 await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
+            drop_frames(exc)
             if _too_large(exc):
                 raise self._refuse_too_large() from exc
             self._count_error("timeout" if isinstance(exc, TimeoutError) else "unreachable")

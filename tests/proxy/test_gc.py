@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import signal
+from typing import Any
 
 import aiohttp
 import pytest
@@ -137,7 +138,25 @@ async def _ws_abort(host: str, port: int) -> None:
     writer.transport.abort()
 
 
+_CLOSED = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+_GET = b"GET /x HTTP/1.1\r\nHost: p\r\nConnection: close\r\n" + _COOKIE + b"\r\n"
 FAULTS["client aborts a WebSocket"] = _ws_abort
+FAULTS["auth service unreachable"] = lambda host, port: _ask(host, port, _GET)
+FAULTS["upstream unreachable"] = lambda host, port: _ask(host, port, _GET)
+FAULTS["upstream unreachable for a WebSocket"] = lambda host, port: _ask(
+    host,
+    port,
+    b"GET /ws HTTP/1.1\r\nHost: p\r\n" + _COOKIE + b"Upgrade: websocket\r\n"
+    b"Connection: Upgrade, close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    b"Sec-WebSocket-Version: 13\r\n\r\n",
+)
+# What a fault needs besides the fakes.
+_SETTINGS: dict[str, dict[str, Any]] = {
+    "body too large": {"max_body_bytes": 1000},
+    "auth service unreachable": {"forward_auth_url": _CLOSED + "/oauth2/auth"},
+    "upstream unreachable": {"upstream": _CLOSED},
+    "upstream unreachable for a WebSocket": {"upstream": _CLOSED},
+}
 
 
 async def _garbage_after(fault: str) -> list[str]:
@@ -147,16 +166,15 @@ async def _garbage_after(fault: str) -> list[str]:
     auth = TestServer(FakeAuthService(users={"alice-session": ALICE}).app())
     await upstream.start_server()
     await auth.start_server()
-    # A second to answer in and between body bytes; a body of at most 1,000 bytes where a
-    # larger one is the fault.
-    settings = Settings(
-        upstream=str(upstream.make_url("/")),
-        auth="forward",
-        forward_auth_url=str(auth.make_url("/oauth2/auth")),
-        response_timeout_s=1,
-        idle_timeout_s=1,
-        **({"max_body_bytes": 1000} if fault == "body too large" else {}),
-    )
+    # A second to answer in and between body bytes; what the fault needs besides.
+    values: dict[str, Any] = {
+        "upstream": str(upstream.make_url("/")),
+        "auth": "forward",
+        "forward_auth_url": str(auth.make_url("/oauth2/auth")),
+        "response_timeout_s": 1,
+        "idle_timeout_s": 1,
+    }
+    settings = Settings(**{**values, **_SETTINGS.get(fault, {})})
     proxy = TestServer(create_app(settings))
     await proxy.start_server()
     try:
