@@ -26,6 +26,7 @@ them fails there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -67,6 +68,8 @@ class _GuardedHandler(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm()
+        if self._task_handler is not None:
+            self._task_handler.add_done_callback(_let_go_of_cancellation)
 
     def data_received(self, data: bytes) -> None:
         if data and not self._busy and self._head_deadline is None:
@@ -155,3 +158,14 @@ class GuardedRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         return _GuardedServer(await super()._make_server(), self._header_timeout_s)
+
+
+def _let_go_of_cancellation(task: asyncio.Task[None]) -> None:
+    """A connection's task, cancelled (the client's connection dropped), keeps the error
+    that ended it, and the error's traceback holds aiohttp's frame, which holds the task
+    (it asks the task whether it is being cancelled): a cycle holding the connection's
+    last request, its unread body too, until the garbage collector came by. Asked for
+    its error once, a cancelled task hands it over and lets go of it."""
+    if task.cancelled():
+        with contextlib.suppress(asyncio.CancelledError):
+            task.exception()

@@ -141,6 +141,7 @@ async def _ws_abort(host: str, port: int) -> None:
 _CLOSED = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 _GET = b"GET /x HTTP/1.1\r\nHost: p\r\nConnection: close\r\n" + _COOKIE + b"\r\n"
 FAULTS["client aborts a WebSocket"] = _ws_abort
+FAULTS["client aborts an upload refused as too large"] = _abort_mid_upload
 FAULTS["auth service unreachable"] = lambda host, port: _ask(host, port, _GET)
 FAULTS["upstream unreachable"] = lambda host, port: _ask(host, port, _GET)
 FAULTS["upstream unreachable for a WebSocket"] = lambda host, port: _ask(
@@ -153,6 +154,7 @@ FAULTS["upstream unreachable for a WebSocket"] = lambda host, port: _ask(
 # What a fault needs besides the fakes.
 _SETTINGS: dict[str, dict[str, Any]] = {
     "body too large": {"max_body_bytes": 1000},
+    "client aborts an upload refused as too large": {"max_body_bytes": 1000},
     "auth service unreachable": {"forward_auth_url": _CLOSED + "/oauth2/auth"},
     "upstream unreachable": {"upstream": _CLOSED},
     "upstream unreachable for a WebSocket": {"upstream": _CLOSED},
@@ -175,18 +177,18 @@ async def _garbage_after(fault: str) -> list[str]:
         "idle_timeout_s": 1,
     }
     settings = Settings(**{**values, **_SETTINGS.get(fault, {})})
-    proxy = TestServer(create_app(settings))
-    await proxy.start_server()
+    # Served as serve() serves it: its runner, its connection handler, its settings.
+    runner = await server._start(create_app(settings), "127.0.0.1:0", settings, False)
     try:
-        assert proxy.port is not None
+        port = runner.addresses[0][1]
         cause = FAULTS[fault]
-        await cause("127.0.0.1", proxy.port)  # warm: pools, first-use caches
+        await cause("127.0.0.1", port)  # warm: pools, first-use caches
         await asyncio.sleep(2.5)
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
             for _ in range(3):
-                await cause("127.0.0.1", proxy.port)
+                await cause("127.0.0.1", port)
             await asyncio.sleep(2.5)  # every request of it done, its connections closed
             gc.collect()
             return _ours(gc.garbage)
@@ -194,7 +196,7 @@ async def _garbage_after(fault: str) -> list[str]:
             gc.set_debug(0)
             gc.garbage.clear()
     finally:
-        await proxy.close()
+        await runner.cleanup()
         await auth.close()
         await upstream.close()
 
