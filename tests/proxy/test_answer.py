@@ -114,37 +114,20 @@ def test_answers_that_must_be_empty_are_not_whole_answers(method: str, status: i
     assert not carries_body(method, status)
 
 
-async def test_a_header_with_a_line_break_is_refused(aiohttp_server: Any) -> None:
-    refused: list[BaseException] = []
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        answer = WholeAnswer(200, [("X-Bad", "a\r\nSet-Cookie: evil=1")], b"x")
-        try:
-            await answer.prepare(request)
-        except ValueError as exc:
-            refused.append(exc)
-            raise
-        return answer
-
-    app = web.Application()
-    app.router.add_get("/", handler)
-    server = await aiohttp_server(app)
-    got = await _exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert got.startswith(b"HTTP/1.1 500 ")
-    assert b"evil" not in got
-    assert len(refused) == 1
-
-
-async def test_a_client_gone_is_a_connection_error(aiohttp_server: Any) -> None:
+async def _serving(
+    aiohttp_server: Any, answer: WholeAnswer, *, client_gone: bool = False
+) -> tuple[int, list[BaseException]]:
+    """A server whose one route prepares ``answer`` (with ``client_gone``, after closing the
+    client's connection); its port, and what the prepare raised."""
     raised: list[BaseException] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        assert request.transport is not None
-        request.transport.close()  # the client went away while the answer was made
-        answer = WholeAnswer(200, [], b"too late")
+        if client_gone:
+            assert request.transport is not None
+            request.transport.close()  # the client went away while the answer was made
         try:
             await answer.prepare(request)
-        except ConnectionError as exc:
+        except Exception as exc:
             raised.append(exc)
             raise
         return answer
@@ -152,7 +135,23 @@ async def test_a_client_gone_is_a_connection_error(aiohttp_server: Any) -> None:
     app = web.Application()
     app.router.add_get("/", handler)
     server = await aiohttp_server(app)
-    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    return server.port, raised
+
+
+async def test_a_header_with_a_line_break_is_refused(aiohttp_server: Any) -> None:
+    answer = WholeAnswer(200, [("X-Bad", "a\r\nSet-Cookie: evil=1")], b"x")
+    port, raised = await _serving(aiohttp_server, answer)
+    got = await _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 500 ")
+    assert b"evil" not in got
+    assert len(raised) == 1
+    assert isinstance(raised[0], ValueError)
+
+
+async def test_a_client_gone_is_a_connection_error(aiohttp_server: Any) -> None:
+    answer = WholeAnswer(200, [], b"too late")
+    port, raised = await _serving(aiohttp_server, answer, client_gone=True)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert await asyncio.wait_for(reader.read(), 10) == b""
     writer.close()
