@@ -74,8 +74,42 @@ class Target(NamedTuple):
 _made = tuple.__new__
 
 
+# Path -> its reading as a target of its own (no query), for paths read without a problem:
+# clients send the same few paths again and again ("/", the UI's API calls, the Socket.IO
+# path), and reading one costs a regex match and a tuple built (~7k instructions), finding
+# it ~1k. Keyed by the path alone: a query string may carry a secret, and is never kept.
+# Bounded as the header verdicts (``proxy/headers.py``): cleared when full, as paths are
+# the client's to choose; long ones are read every time.
+_known: dict[str, Target] = {}
+_MAX_KNOWN = 1024
+_MAX_KNOWN_PATH = 256
+
+
 def read_target(raw: str) -> Target:
-    """Read a raw request target (path and query, as the client sent them)."""
+    """Read a raw request target (path and query, as the client sent them): :func:`_read`'s
+    reading, from :data:`_known` when the path is there.
+
+    A path read without a problem reads the same with any query after it, unless that query
+    holds a ``#`` (a fragment, refused wherever it is): then, and for any path not known,
+    the target is read in full."""
+    head, mark, query = raw.partition("?")
+    known = _known.get(head)
+    if known is not None:
+        if not mark:
+            return known
+        if "#" not in query:
+            return _made(Target, (raw, known.path, query, known.route, None))
+    target = _read(raw)
+    if target.problem is None and len(head) <= _MAX_KNOWN_PATH:
+        if len(_known) >= _MAX_KNOWN:
+            _known.clear()
+        # The path's own reading: this one's, without the query (tests/proxy/test_target.py).
+        _known[head] = _made(Target, (head, target.path, "", target.route, None))
+    return target
+
+
+def _read(raw: str) -> Target:
+    """Read a raw request target, every time (:func:`read_target` remembers paths)."""
     if not raw.startswith("/"):
         return Target(raw, "", "", "", NOT_A_PATH)
     head, _, query = raw.partition("?")

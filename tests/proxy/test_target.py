@@ -4,7 +4,10 @@ app refusing what servers may read differently (every row relayed on the old mai
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from proxy import target as target_module
 from proxy.target import NOT_A_PATH, read_target
 from tests.proxy.conftest import ALICE_COOKIE
 from tests.proxy.rawhttp import raw_request
@@ -123,3 +126,52 @@ async def test_what_every_server_reads_alike_is_still_relayed_byte_for_byte(
         response = await raw_request(proxy.host, proxy.port, target, list(ALICE_COOKIE.items()))
         assert response.status == 200, target
         assert fake_upstream.last().raw_path == target
+
+
+# --- the known paths: read_target's memory of paths read without a problem -----------------
+
+# What a target is made of, the awkward parts over-represented: separators, escapes (valid,
+# broken, overlong, of controls), dot segments, case, characters servers disagree about.
+# fmt: off
+_PIECES = [
+    "/", "//", "/.", "/..", "a", "A", "api", "v1", "socket.io", "?", "#", "?#", "&", "=",
+    "%", "%2F", "%2f", "%25", "%23", "%3F", "%C3%A9", "%C0%AF", "%FF", "%00", "%zz", ";",
+    "\\", " ", "\u00e9", "|", "*", "http://x", "SignUp", "auths", "token=secret",
+]
+# fmt: on
+_RAW_TARGETS = st.lists(st.sampled_from(_PIECES), max_size=8).map("".join) | st.text(max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(raw=_RAW_TARGETS, other_query=st.sampled_from(["", "?", "?x=1", "?a#b", "?#", "??"]))
+def test_a_known_path_reads_exactly_as_the_target_read_in_full(raw: str, other_query: str) -> None:
+    """Whatever is remembered, from whichever target, every target still reads exactly as
+    the full reading does: the target itself, its path alone, and its path with another query
+    (each read twice: the first may be remembered, the second may be found)."""
+    head = raw.partition("?")[0]
+    for text in (raw, head, head + other_query, raw, head, head + other_query):
+        assert read_target(text) == target_module._read(text), text
+    for path, known in target_module._known.items():
+        assert known == target_module._read(path)
+        assert known.problem is None
+        assert known.query == ""
+
+
+def test_no_query_string_is_remembered(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query may carry a secret: only paths are kept."""
+    monkeypatch.setattr(target_module, "_known", {})
+    read_target("/api/x?token=query-secret")
+    read_target("/api/x?token=query-secret")
+    assert "/api/x" in target_module._known
+    assert not [k for k in target_module._known if "secret" in k]
+    assert not [t for t in target_module._known.values() if "secret" in "".join(t[:4])]
+
+
+def test_the_known_paths_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(target_module, "_known", {})
+    for n in range(3 * target_module._MAX_KNOWN):
+        read_target(f"/p/{n}")
+    assert 0 < len(target_module._known) <= target_module._MAX_KNOWN
+    read_target("/" + "x" * target_module._MAX_KNOWN_PATH)  # too long to keep
+    assert ("/" + "x" * target_module._MAX_KNOWN_PATH) not in target_module._known
+    assert read_target("/p/0") == target_module._read("/p/0")
