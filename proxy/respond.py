@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from aiohttp import web
 
@@ -23,6 +23,11 @@ class _Ids:
 
     Unique without a syscall per request (uuid4 reads os.urandom each time). They name a
     request in logs and answers, they are no secret: predictability costs nothing.
+
+    Id ``n`` is ``f"{prefix}{n:016x}"``, made without formatting a number per id (~2.5k
+    instructions): ids come in blocks of 256 sharing their first 30 digits, formatted once a
+    block, and the last two are the byte ``n % 256`` in hex from a table, so each id is one
+    concatenation, all in C (``tests/proxy/test_logs.py`` compares them with the formula).
     """
 
     def __init__(self) -> None:
@@ -30,10 +35,17 @@ class _Ids:
 
     def reset(self) -> None:
         self.prefix = os.urandom(8).hex()
-        self.counter = itertools.count()
+        heads = map(f"{self.prefix}{{:014x}}".format, itertools.count())
+        self.stream: Iterator[str] = itertools.chain.from_iterable(map(_block, heads))
 
-    def next(self) -> str:
-        return f"{self.prefix}{next(self.counter):016x}"
+
+# The 256 bytes in hex, in order: the last two digits of the ids of one block.
+_BYTES = tuple(f"{n:02x}" for n in range(256))
+
+
+def _block(head: str) -> Iterator[str]:
+    """The 256 ids that start with ``head``, in order."""
+    return map(head.__add__, _BYTES)
 
 
 _ids = _Ids()
@@ -42,7 +54,7 @@ os.register_at_fork(after_in_child=_ids.reset)
 
 
 def new_request_id() -> str:
-    return _ids.next()
+    return next(_ids.stream)
 
 
 def request_id(request: web.Request) -> str:

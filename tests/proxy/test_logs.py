@@ -81,6 +81,20 @@ def test_request_ids_are_unique_hex() -> None:
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
 
 
+def test_request_ids_are_the_prefix_and_the_counter_in_hex() -> None:
+    """Made a block at a time (``proxy/respond.py``): still id ``n`` is the process's prefix
+    and ``n`` in 16 hex digits, across block boundaries."""
+    from proxy import respond
+
+    respond._ids.reset()
+    ids = [respond.new_request_id() for _ in range(5 * 256 + 3)]
+    prefix = respond._ids.prefix
+    assert ids == [f"{prefix}{n:016x}" for n in range(len(ids))]
+    respond._ids.reset()
+    assert respond._ids.prefix != prefix
+    assert respond.new_request_id() == f"{respond._ids.prefix}{0:016x}"
+
+
 def test_a_forked_worker_gets_ids_of_its_own() -> None:
     import multiprocessing
 
