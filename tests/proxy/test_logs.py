@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -141,25 +142,46 @@ async def test_upstream_breaking_mid_body_is_logged_502_not_client_closed(proxy,
 
 
 @pytest.mark.parametrize(
-    "now",
+    "now_ns",
     [
-        pytest.param(1_795_000_000.25, id="quarter"),
-        pytest.param(1_795_000_000.000001, id="one-microsecond-below-float-precision"),
-        pytest.param(1_795_000_000.0, id="whole-second-no-fraction"),
-        pytest.param(1_795_000_059.9999996, id="rounds-up-into-the-next-minute"),
-        pytest.param(1_795_003_599.999999, id="last-microsecond-of-an-hour"),
+        pytest.param(1_795_000_000_250_000_000, id="quarter"),
+        pytest.param(1_795_000_000_000_001_000, id="one-microsecond"),
+        pytest.param(1_795_000_000_000_000_999, id="below-a-microsecond-no-fraction"),
+        pytest.param(1_795_000_000_000_000_000, id="whole-second-no-fraction"),
+        pytest.param(1_795_000_059_999_999_999, id="last-nanosecond-of-a-minute-floored"),
+        pytest.param(1_795_003_599_999_999_000, id="last-microsecond-of-an-hour"),
+        pytest.param(1_795_003_600_000_999_000, id="just-below-a-millisecond"),
     ],
 )
-def test_access_timestamp_is_isoformat_utc_with_z(monkeypatch, sink, now) -> None:
-    """The text structlog's ``TimeStamper(fmt="iso", utc=True)`` writes for the same time
-    (``datetime.isoformat``: no fraction when it is zero), the date part cached per second."""
-    monkeypatch.setattr(logs.time, "time", lambda: now)
-    monkeypatch.setattr(logs._access, "second", -1)
+def test_access_timestamp_is_isoformat_utc_with_z(monkeypatch, sink, now_ns) -> None:
+    """The text structlog's ``TimeStamper(fmt="iso", utc=True)`` writes for the same clock
+    reading (``datetime.now``: the nanoseconds floored to microseconds; ``isoformat``: no
+    fraction when they are zero), the date part cached per second."""
+    monkeypatch.setattr(logs.time, "time_ns", lambda: now_ns)
+    monkeypatch.setattr(logs._access, "second_us", -1)
     logs.access(request_id="r")
     logs.access(request_id="r")  # the second from the cache
-    expected = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat()
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    expected = (epoch + datetime.timedelta(microseconds=now_ns // 1000)).isoformat()
     expected = expected.replace("+00:00", "Z")
     assert [json.loads(x)["timestamp"] for x in sink.getvalue().splitlines()] == [expected] * 2
+
+
+def test_access_timestamp_reads_the_clock_structlog_reads() -> None:
+    """Between the times structlog's own stamper gives just before and just after, over
+    many seconds' worth of cached and uncached seconds."""
+    stamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+
+    def parsed(text: str) -> datetime.datetime:
+        return datetime.datetime.fromisoformat(text)
+
+    for n in range(2000):
+        if n % 100 == 0:
+            logs._access.second_us = -1  # as a new second would
+        before = parsed(stamper(None, "info", {})["timestamp"])
+        ours = parsed(logs._timestamp())
+        after = parsed(stamper(None, "info", {})["timestamp"])
+        assert before <= ours <= after
 
 
 class _Writes(io.StringIO):
@@ -416,7 +438,7 @@ _TRICKY = '"quoted" \\ back\tslash\nnew\x00line é \U0001f600 \udcff'
 def test_the_access_line_is_what_json_dumps_writes(monkeypatch, sink, fields) -> None:
     """Formatted by hand for speed: character for character ``json.dumps`` of the same
     fields in the same order (its string escaping, ``ensure_ascii``, separators)."""
-    monkeypatch.setattr(logs.time, "time", lambda: 1_795_000_000.25)
+    monkeypatch.setattr(logs.time, "time_ns", lambda: 1_795_000_000_250_000_000)
     logs.access(**fields)
     expected = {
         "request_id": fields["request_id"],
