@@ -159,16 +159,17 @@ class PublicHandler:
 
     def edge_refusals(self, scope: Scope) -> None:
         target, request = scope.target, scope.request
-        if target.raw[:1] != "/":
-            raise BadRequest(target.problem)  # absolute-form, "*": before anything else
+        problem = target.problem  # None for almost every request: one test, not three
+        if problem is not None and target.raw[:1] != "/":
+            raise BadRequest(problem)  # absolute-form, "*": before anything else
         creates = browser.account_creation(target)
         if creates is not None:
             # Users exist only through the trusted sign-in. On the fold of the target: any
             # spelling that could reach one of them is refused, whatever else is wrong with it.
             self.metrics.count_decision("account_creation_refused")
             raise Forbidden(f"{creates} is not available behind owui-gate")
-        if target.problem is not None:
-            raise BadRequest(f"refused: {target.problem}")
+        if problem is not None:
+            raise BadRequest(f"refused: {problem}")
         if self.public_origin is not None:
             if scope.websocket:
                 if not browser.origin_allowed(request.headers.get("Origin"), self.public_origin):

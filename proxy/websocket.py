@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import WebSocketError, WSMsgType, web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, istr
 
 from proxy.errors import drop_frames
 from proxy.upstream import Upstream
@@ -38,12 +38,19 @@ AnyWS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 FrameCheck = Callable[[str], Awaitable[bool]]
 
 
+# The names asked for on every request, as multidict keys made once: a str key is
+# case-folded again on every look-up.
+_UPGRADE = istr("Upgrade")
+_CONNECTION = istr("Connection")
+
+
 def is_websocket(request: web.Request) -> bool:
     """A WebSocket upgrade request (RFC 6455 4.1)."""
     headers = request.headers
-    if headers.get("Upgrade", "").lower() != "websocket":
+    upgrade = headers.get(_UPGRADE)
+    if upgrade is None or upgrade.lower() != "websocket":
         return False  # most requests: decided without parsing Connection
-    connection = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
+    connection = {t.strip().lower() for t in headers.get(_CONNECTION, "").split(",")}
     return request.method == "GET" and "upgrade" in connection
 
 
