@@ -127,9 +127,9 @@ class PublicHandler:
     def scope(self, request: web.Request) -> Scope:
         """The facts every stage decides on, each read from ``request`` once; its notes
         kept on ``request`` for its answer and its access line (``proxy/scope.py``)."""
-        notes = request[NOTES_KEY] = Notes(request_id(request))
         raw_path = request.raw_path
         target = read_target(raw_path)
+        notes = request[NOTES_KEY] = Notes(request_id(request), target)
         policy = self.policy
         if policy.public is None:
             scheme, host = request.scheme, request.host

@@ -30,13 +30,15 @@ from proxy.target import Target
 class Notes:
     """What one public request's stages leave for its answer and its access line.
 
-    ``request_id`` is the observation middleware's (read once by the scope), ``identity``
+    ``request_id`` is the observation middleware's (read once by the scope), ``target`` the
+    scope's (the access line's path, when it says the same as ``request.path``), ``identity``
     the identify stage's (as on the scope), ``auth_cookies`` the identity source's
     (``proxy/auth/cookies.py``), ``upstream_s`` the dispatch stage's: seconds from sending
     the request upstream to its response head.
     """
 
     request_id: str
+    target: Target
     identity: Identity | None = None
     auth_cookies: tuple[str, ...] = ()
     upstream_s: float | None = None

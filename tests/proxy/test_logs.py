@@ -479,3 +479,62 @@ def test_milliseconds_are_written_as_rounding_them_wrote_them(ms: float) -> None
     """``%.1f`` in the range it is used, the long way outside it: what the line held when
     its callers rounded (``repr`` of a finite float is what ``json.dumps`` writes)."""
     assert logs._tenths(ms) == repr(round(ms, 1))
+
+
+# --- the access line's path: the target's own when it needs no decoding ----------------------
+
+# Pieces of request targets aiohttp's parser accepts on a request line, the awkward ones
+# over-represented: escapes (of "/", "%", "?", "#", non-ASCII, broken), dot segments, "+",
+# ";", "#", "?", characters a path may not hold raw.
+# fmt: off
+_TARGET_PIECES = [
+    "/", "//", "/.", "/..", "a", "Z", "0", "-._~", "!$&'()*+,=:@", ";", "?", "#", "?#", "&",
+    "%", "%2F", "%2f", "%25", "%23", "%3F", "%2B", "%20", "%C3%A9", "%FF", "%zz", "\\", "|",
+    "\u00e9", "socket.io", "auths",
+]
+# fmt: on
+
+
+def _parsed_request(raw: str) -> aiohttp.web.Request | None:
+    """``raw`` as the public listener's request: parsed by aiohttp's own parser (None: it
+    refuses the request line)."""
+    from unittest import mock
+
+    from aiohttp import web
+    from aiohttp.http_parser import HttpRequestParser
+
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = mock.Mock(ssl_context=None, peername=("127.0.0.1", 1), sockname=None)
+        parser = HttpRequestParser(protocol, loop, 2**16, max_line_size=8190)
+        head = f"GET {raw} HTTP/1.1\r\nHost: x\r\n\r\n".encode("utf-8", "surrogateescape")
+        try:
+            (message, payload), *_ = parser.feed_data(head)[0]
+        except Exception:
+            return None
+        return web.Request(message, payload, protocol, mock.Mock(), mock.Mock(), loop)
+    finally:
+        loop.close()
+
+
+@given(raw=st.lists(st.sampled_from(_TARGET_PIECES), max_size=8).map(lambda p: "/" + "".join(p)))
+def test_the_access_line_path_is_the_requests_path(raw: str) -> None:
+    """``access_line`` takes the path from the target the handler read when the target says
+    the same as ``request.path`` (yarl's decoding) without any decoding: for every target
+    aiohttp accepts, the line holds ``request.path``."""
+    from proxy.app import access_line
+    from proxy.observe import Seen
+    from proxy.scope import NOTES_KEY, Notes
+    from proxy.target import read_target
+
+    request = _parsed_request(raw)
+    if request is None:
+        return
+    request[NOTES_KEY] = Notes("r", read_target(request.raw_path))
+    out, logs._access.out = logs._access.out, io.StringIO()
+    try:
+        access_line(request, Seen("r", 0.0, 200))  # outside a loop: written at once
+        (line,) = logs._access.out.getvalue().splitlines()
+    finally:
+        logs._access.out = out
+    assert json.loads(line)["path"] == request.path
