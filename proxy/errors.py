@@ -144,11 +144,12 @@ class BodyTooLarge(ProxyError):
 def drop_frames(error: BaseException) -> None:
     """Drop the tracebacks along ``error``'s chain (its causes and contexts).
 
-    For a failed call to another service (the auth service, OpenWebUI's side requests):
-    it is recorded by its kind and message, never its traceback, and a library's traceback
-    can hold the error itself (aiohttp's connector keeps the connect errors it met in a list
-    its frame holds), a cycle only the garbage collector frees, on every refused request
-    while the service is down.
+    For an error a library keeps as well as raises, which the proxy records by its kind and
+    message, never its traceback: the library's traceback then holds the error itself, a
+    cycle only the garbage collector frees. aiohttp's connector keeps the connect errors it
+    met in a list its frame holds (a failed call to the auth service or a side request, on
+    every refused request while the service is down); aiohttp's body stream keeps the error
+    of a client that went away (``proxy/relay.py``).
     """
     pending = [error]
     seen: set[int] = set()

@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 
 from proxy import h1
 from proxy.answer import WholeAnswer, carries_body
-from proxy.errors import BodyStalled, BodyTooLarge
+from proxy.errors import BodyStalled, BodyTooLarge, drop_frames
 from proxy.headers import response_header_items
 from proxy.upstream import Upstream, checked_target
 from proxy.upstream_errors import Stage, translate
@@ -77,8 +77,8 @@ async def _client_chunks(request: web.Request, limit: int, timeout: float) -> As
             # The client went away. aiohttp keeps the error on the body's stream as well as
             # raising it, so the error's traceback (the stream's own frames) and the stream
             # hold each other: a cycle that kept the whole request, its buffers too, until
-            # the garbage collector came by. A fresh error, and the stream's without one.
-            exc.__traceback__ = None
+            # the garbage collector came by. A fresh error, and the stream's without frames.
+            drop_frames(exc)
             raise ConnectionResetError(*exc.args) from None
         if not chunk:
             return
