@@ -457,7 +457,9 @@ class _Exchange:
         self.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_items.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+        # A name is an ASCII token (the parser refuses any other), so decoding it as UTF-8
+        # (the default: no codec name to look up) gives what Latin-1 would.
+        self.header_items.append((name.decode(), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
