@@ -154,12 +154,14 @@ def encode_head(method: str, target: str, headers: CIMultiDict[str]) -> bytes:
     names = headers.keys()
     if not (method in _CHECKED_TOKENS and _CHECKED_TOKENS.issuperset(names)):
         _check_tokens(method, names)
+    lines = [f"{method} {target} HTTP/1.1", *map(": ".join, headers.items()), "", ""]
     # The method, the target and the names cannot hold a CR, LF or NUL (checked above), so
-    # only a value can: looked for in the values alone (memchr), not counted in the head.
-    values = "".join(headers.values())
-    if "\r" in values or "\n" in values or "\x00" in values:
+    # only a value can: looked for (memchr) in the lines before the breaks go between them,
+    # not counted in the head (a scan of every character, twice).
+    unbroken = "".join(lines)
+    if "\r" in unbroken or "\n" in unbroken or "\x00" in unbroken:
         raise BadRequest("a header contains CR, LF or NUL")
-    text = "\r\n".join([f"{method} {target} HTTP/1.1", *map(": ".join, headers.items()), "", ""])
+    text = "\r\n".join(lines)
     try:
         # surrogateescape gives bytes aiohttp's server decoded that way back as they were.
         return text.encode("utf-8", "surrogateescape")
