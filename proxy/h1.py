@@ -276,7 +276,7 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
-# The lengths of Content-Type, Content-Length and Transfer-Encoding: only headers this long
+# The lengths of Content-Type, Content-Length and Transfer-Encoding: only names this long
 # are compared with them.
 _FRAMING_LENGTHS = frozenset({12, 14, 17})
 
@@ -285,24 +285,6 @@ def _fields_size(header_items: list[tuple[str, str]]) -> int:
     """The header fields' size in bytes as received (name, ": ", value, CRLF): names are
     Latin-1 and values surrogate-escaped UTF-8, so encoding gives the bytes back."""
     return sum(len(n) + len(v.encode("utf-8", "surrogateescape")) + 4 for n, v in header_items)
-
-
-def _framing(
-    header_items: list[tuple[str, str]],
-) -> tuple[str | None, str | None, str | None]:
-    """The first Content-Length, Transfer-Encoding and Content-Type values (None: absent),
-    as ``CIMultiDict.get`` would find them, without building one for the whole head."""
-    length = encoding = content_type = None
-    for name, value in header_items:
-        if len(name) in _FRAMING_LENGTHS:
-            lowered = name.lower()
-            if lowered == "content-length":
-                length = value if length is None else length
-            elif lowered == "transfer-encoding":
-                encoding = value if encoding is None else encoding
-            elif lowered == "content-type":
-                content_type = value if content_type is None else content_type
-    return length, encoding, content_type
 
 
 # Content-Type values seen, and their media types: the same few on every response. Bounded
@@ -344,6 +326,7 @@ class _Exchange:
     __slots__ = (
         "chunk_waiter",
         "chunks",
+        "coding_field",
         "conn",
         "error",
         "feeding",
@@ -354,6 +337,7 @@ class _Exchange:
         "head_waiter",
         "header_items",
         "keep_alive",
+        "length_field",
         "no_body",
         "parser",
         "phase",
@@ -361,6 +345,7 @@ class _Exchange:
         "queued",
         "reason",
         "request_sent",
+        "type_field",
         "until_close",
         "writer",
     )
@@ -379,6 +364,11 @@ class _Exchange:
         # the head, while it arrives
         self.reason = ""
         self.header_items: list[tuple[str, str]] = []
+        # The first Content-Length, Transfer-Encoding and Content-Type values (None: absent),
+        # picked out as they arrive (see on_header).
+        self.length_field: str | None = None
+        self.coding_field: str | None = None
+        self.type_field: str | None = None
         self.head_bytes = 0  # bytes received while the head is incomplete
         self.head_size = 0  # the header fields' size of informational heads before this one
         self.feeding = 0  # the size of the bytes being parsed right now
@@ -461,7 +451,20 @@ class _Exchange:
     def on_header(self, name: bytes, value: bytes) -> None:
         # A name is an ASCII token (the parser refuses any other), so decoding it as UTF-8
         # (the default: no codec name to look up) gives what Latin-1 would.
-        self.header_items.append((name.decode(), value.decode("utf-8", "surrogateescape")))
+        text = value.decode("utf-8", "surrogateescape")
+        self.header_items.append((name.decode(), text))
+        # The framing headers' first values, as CIMultiDict.get would find them: picked out
+        # here, as the headers arrive, not in a second pass over them all.
+        if len(name) in _FRAMING_LENGTHS:
+            lowered = name.lower()
+            if lowered == b"content-length":
+                if self.length_field is None:
+                    self.length_field = text
+            elif lowered == b"transfer-encoding":
+                if self.coding_field is None:
+                    self.coding_field = text
+            elif lowered == b"content-type" and self.type_field is None:
+                self.type_field = text
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -472,6 +475,7 @@ class _Exchange:
             self.head_size += _fields_size(self.header_items)
             self.reason = ""
             self.header_items = []
+            self.length_field = self.coding_field = self.type_field = None
             return
         # A head that arrived whole within fewer bytes than the limit is within it: the
         # exact size is worked out only when it might not be.
@@ -479,7 +483,7 @@ class _Exchange:
             self.head_size + _fields_size(self.header_items) > MAX_HEAD_BYTES
         ):
             return  # feed refuses it once the parser returns
-        length_text, encoding, content_type = _framing(self.header_items)
+        length_text, encoding, content_type = self.length_field, self.coding_field, self.type_field
         chunked = encoding is not None and "chunked" in encoding.lower()
         length = int(length_text) if length_text is not None and not chunked else None
         bodiless = self.no_body or status in (204, 304)
@@ -489,12 +493,14 @@ class _Exchange:
         # Asked now: llhttp forgets the message's flags once it is complete. A HEAD answer
         # and a body that ends with the connection leave nothing to reuse.
         self.keep_alive = parser.should_keep_alive() and not self.no_body and not self.until_close
+        # _media_type's cache asked here first: a call fewer for a type seen before.
+        media = "" if content_type is None else _MEDIA_TYPES.get(content_type)
         response = Response(
             status,
             self.reason.strip(),
             self.header_items,
             length,
-            _media_type(content_type),
+            _media_type(content_type) if media is None else media,
             self,
         )
         self.phase = _RECEIVING_BODY
