@@ -519,13 +519,18 @@ class _Exchange:
         self.queued += len(body)
         if self.queued > HIGH_WATER:
             self.conn.flow.pause_reading()
-        self._wake()
+        # _wake, inline (here and below): a call fewer for every chunk and every response.
+        waiter = self.chunk_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         # The end of an informational response (still awaiting the head) changes nothing.
         if self.phase is _RECEIVING_BODY:
             self.phase = _COMPLETE
-            self._wake()
+            waiter = self.chunk_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     # --- the reader's side -------------------------------------------------------------------
 
