@@ -319,8 +319,8 @@ class _Exchange:
     """One request and its response on a connection, from the first byte sent to release.
 
     It is the parser's callback object: httptools calls the ``on_*`` methods while
-    :meth:`feed` runs. Made fresh for each request, so nothing of one response can leak
-    into the next.
+    :meth:`_Connection.data_received` feeds it bytes. Made fresh for each request, so
+    nothing of one response can leak into the next.
     """
 
     __slots__ = (
@@ -395,28 +395,6 @@ class _Exchange:
         self.parser = None
         self.head_waiter = None
 
-    def feed(self, data: bytes) -> None:
-        parser = self.parser
-        assert parser is not None  # a retired exchange gets no bytes: the connection forgot it
-        self.got_bytes = True
-        in_head = self.phase is _AWAITING_HEAD
-        self.feeding = len(data)
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            # Complete: the response stands, the extra bytes only end the connection.
-            why = "bytes after the message" if self.poisoned else type(exc).__name__
-            self.fail(ProtocolError(f"upstream sent malformed HTTP ({why})"))
-            self.conn.close()
-            return
-        if in_head:
-            # Counted while the head is incomplete (httptools holds a partial header in
-            # memory): more than the limit without the head ending is refused.
-            self.head_bytes += len(data)
-            if self.phase is _AWAITING_HEAD and self.head_bytes > MAX_HEAD_BYTES:
-                self.fail(ProtocolError("upstream response head too large"))
-                self.conn.close()
-
     def ended_cleanly(self) -> bool:
         """The upstream closed its side cleanly (a FIN): that ends a body without length.
         True if the response is complete now."""
@@ -482,7 +460,7 @@ class _Exchange:
         if self.head_bytes + self.feeding > MAX_HEAD_BYTES and (
             self.head_size + _fields_size(self.header_items) > MAX_HEAD_BYTES
         ):
-            return  # feed refuses it once the parser returns
+            return  # refused once the parser returns (see _Connection.data_received)
         length_text, encoding, content_type = self.length_field, self.coding_field, self.type_field
         chunked = encoding is not None and "chunked" in encoding.lower()
         length = int(length_text) if length_text is not None and not chunked else None
@@ -752,7 +730,28 @@ class _Connection(asyncio.Protocol):
         if exchange is None:
             self.close()  # bytes nobody asked for: this connection cannot be trusted
             return
-        exchange.feed(data)
+        # The bytes go to the exchange's parser from here, not through a method of the
+        # exchange: a call fewer for every chunk that arrives.
+        parser = exchange.parser
+        assert parser is not None  # a retired exchange gets no bytes: the connection forgot it
+        exchange.got_bytes = True
+        in_head = exchange.phase is _AWAITING_HEAD
+        exchange.feeding = len(data)
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            # Complete: the response stands, the extra bytes only end the connection.
+            why = "bytes after the message" if exchange.poisoned else type(exc).__name__
+            exchange.fail(ProtocolError(f"upstream sent malformed HTTP ({why})"))
+            self.close()
+            return
+        if in_head:
+            # Counted while the head is incomplete (httptools holds a partial header in
+            # memory): more than the limit without the head ending is refused.
+            exchange.head_bytes += len(data)
+            if exchange.phase is _AWAITING_HEAD and exchange.head_bytes > MAX_HEAD_BYTES:
+                exchange.fail(ProtocolError("upstream response head too large"))
+                self.close()
 
     def eof_received(self) -> bool:
         if self.exchange is not None:
