@@ -209,23 +209,16 @@ class Response:
         "status",
     )
 
-    def __init__(
-        self,
-        status: int,
-        reason: str,
-        header_list: list[tuple[str, str]],
-        content_length: int | None,
-        content_type: str,
-        exchange: _Exchange,
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.header_list = header_list  # as received, in order: what the relay filters
-        self.content_length = content_length
-        self.content_type = content_type  # lower-case, without parameters ("" if none)
-        self._headers: CIMultiDict[str] | None = None
-        self._exchange = exchange
-        self._released = False
+    # Set by _Exchange.on_headers_complete, the one place a Response is made, on an object
+    # from object.__new__: no __init__ call (the slot wrapper and a frame) for every response.
+    status: int
+    reason: str
+    header_list: list[tuple[str, str]]  # as received, in order: what the relay filters
+    content_length: int | None
+    content_type: str  # lower-case, without parameters ("" if none)
+    _headers: CIMultiDict[str] | None
+    _exchange: _Exchange
+    _released: bool
 
     @property
     def headers(self) -> CIMultiDict[str]:
@@ -313,6 +306,7 @@ _AWAITING_HEAD = Phase.AWAITING_HEAD
 _RECEIVING_BODY = Phase.RECEIVING_BODY
 _COMPLETE = Phase.COMPLETE
 _FAILED = Phase.FAILED
+_new_response = object.__new__
 
 
 class _Exchange:
@@ -473,14 +467,15 @@ class _Exchange:
         self.keep_alive = parser.should_keep_alive() and not self.no_body and not self.until_close
         # _media_type's cache asked here first: a call fewer for a type seen before.
         media = "" if content_type is None else _MEDIA_TYPES.get(content_type)
-        response = Response(
-            status,
-            self.reason.strip(),
-            self.header_items,
-            length,
-            _media_type(content_type) if media is None else media,
-            self,
-        )
+        response = _new_response(Response)
+        response.status = status
+        response.reason = self.reason.strip()
+        response.header_list = self.header_items
+        response.content_length = length
+        response.content_type = _media_type(content_type) if media is None else media
+        response._headers = None
+        response._exchange = self
+        response._released = False
         self.phase = _RECEIVING_BODY
         head = self.head_waiter
         if head is not None and not head.done():
