@@ -157,3 +157,65 @@ async def test_a_client_gone_is_a_connection_error(aiohttp_server: Any) -> None:
     writer.close()
     assert len(raised) == 1
     assert isinstance(raised[0], ClientConnectionResetError)
+
+
+def _nested_app() -> web.Application:
+    """Two hooks on the app, one on a sub-app the routes live in: every hook adds its own
+    ``X-Hook`` line, so the answer's bytes show which ran, in which order, given what."""
+
+    def hook(name: str) -> Any:
+        async def add(request: web.Request, response: web.StreamResponse) -> None:
+            response.headers.add("X-Hook", f"{name} {type(response).__name__} {request.path}")
+
+        return add
+
+    async def plain(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200, headers=[("Content-Type", "text/plain")], body=b"x")
+
+    async def whole(request: web.Request) -> web.StreamResponse:
+        answer = WholeAnswer(200, [("Content-Type", "text/plain")], b"x")
+        await answer.prepare(request)
+        return answer
+
+    sub = web.Application()
+    sub.router.add_get("/plain", plain)
+    sub.router.add_get("/whole", whole)
+    sub.on_response_prepare.append(hook("inner"))
+    app = web.Application()
+    app.on_response_prepare.append(hook("outer-1"))
+    app.on_response_prepare.append(hook("outer-2"))
+    app.add_subapp("/sub", sub)
+    return app
+
+
+async def test_the_hooks_of_every_app_run_as_for_aiohttps_response(aiohttp_server: Any) -> None:
+    server = await aiohttp_server(_nested_app())
+    answers = []
+    for path in ("/sub/plain", "/sub/whole"):
+        raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        answers.append(_DATE.sub(b"\r\nDate: *\r\n", await _exchange(server.port, raw)))
+    plain, whole = answers
+    hooks = re.findall(rb"X-Hook: ([^\r]*)\r\n", whole)
+    assert hooks == [
+        b"outer-1 WholeAnswer /sub/whole",
+        b"outer-2 WholeAnswer /sub/whole",
+        b"inner WholeAnswer /sub/whole",
+    ]
+    assert whole == plain.replace(b"Response /sub/plain", b"WholeAnswer /sub/whole")
+
+
+async def test_a_request_without_apps_runs_no_hook(aiohttp_raw_server: Any) -> None:
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        answer = WholeAnswer(200, [("Content-Type", "text/plain")], b"low level")
+        await answer.prepare(request)
+        return answer
+
+    async def plain(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response(status=200, headers=[("Content-Type", "text/plain")], body=b"low level")
+
+    answers = []
+    for chosen in (plain, handler):
+        server = await aiohttp_raw_server(chosen)
+        raw = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        answers.append(_DATE.sub(b"\r\nDate: *\r\n", await _exchange(server.port, raw)))
+    assert answers[1] == answers[0]
