@@ -385,19 +385,44 @@ def request_headers_upstream(
     return out, stripped
 
 
-# Response header name -> hop-by-hop: OpenWebUI sends the same few names on every answer.
-_hop_verdicts: dict[str, bool] = {}
+# What a response header's name makes of it: passed on, dropped as hop-by-hop, dropped as
+# the Connection header (whose value lists more names to drop), or passed on unless the
+# body is counted again (Content-Length). OpenWebUI sends the same few names on every
+# answer: each is judged once (bounded as the request side's verdicts).
+_PASSES, _HOP_BY_HOP, _CONNECTION, _LENGTH = range(4)
+_response_kinds: dict[str, int] = {}
 
 
-def _hop_by_hop(name: str) -> bool:
-    verdict = _hop_verdicts.get(name)
-    if verdict is None:
-        verdict = normalise(name) in HOP_BY_HOP
-        if len(name) <= _MAX_CACHED_NAME:  # bounded as the request side's verdicts
-            if len(_hop_verdicts) >= _MAX_VERDICTS:
-                _hop_verdicts.clear()
-            _hop_verdicts[name] = verdict
-    return verdict
+def _response_kind(name: str) -> int:
+    kind = _response_kinds.get(name)
+    if kind is None:
+        if normalise(name) in HOP_BY_HOP:
+            kind = _CONNECTION if _is_connection(name) else _HOP_BY_HOP
+        elif len(name) == 14 and name.lower() == "content-length":
+            kind = _LENGTH
+        else:
+            kind = _PASSES
+        if len(name) <= _MAX_CACHED_NAME:
+            if len(_response_kinds) >= _MAX_VERDICTS:
+                _response_kinds.clear()
+            _response_kinds[name] = kind
+    return kind
+
+
+# Connection value -> the names it lists beyond the hop-by-hop ones (dropped anyway): the
+# usual "keep-alive" and "close" list none. Bounded as the verdicts.
+_listed_beyond: dict[str, frozenset[str]] = {}
+
+
+def _listed_beyond_hop_by_hop(value: str) -> frozenset[str]:
+    listed = _listed_beyond.get(value)
+    if listed is None:
+        listed = _connection_lists(value) - HOP_BY_HOP
+        if len(value) <= _MAX_CACHED_NAME:
+            if len(_listed_beyond) >= _MAX_VERDICTS:
+                _listed_beyond.clear()
+            _listed_beyond[value] = listed
+    return listed
 
 
 def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
@@ -412,20 +437,17 @@ def response_header_items(
     (it copies whatever mapping it is given: a multidict built here would be built twice);
     with ``drop_length``, without ``Content-Length`` (the body is sent whole, and aiohttp
     counts it)."""
+    kinds = _response_kinds
     kept: list[tuple[str, str]] = []
-    listed: set[str] = set()
+    listed: frozenset[str] | None = None  # names Connection lists, beyond the hop-by-hop
     for item in upstream_headers:
-        name = item[0]
-        hop = _hop_verdicts.get(name)
-        if hop is None:
-            hop = _hop_by_hop(name)
-        if not hop:
-            if drop_length and len(name) == 14 and name.lower() == "content-length":
-                continue
+        kind = kinds.get(item[0])
+        if kind is None:
+            kind = _response_kind(item[0])
+        if not kind or (kind == _LENGTH and not drop_length):  # not kind: it passes
             kept.append(item)
-        elif _is_connection(name):
-            listed.update(_connection_lists(item[1]))
-    listed.difference_update(HOP_BY_HOP)
+        elif kind == _CONNECTION and (more := _listed_beyond_hop_by_hop(item[1])):
+            listed = more if listed is None else listed | more
     if listed:
         kept = [item for item in kept if normalise(item[0]) not in listed]
     return kept

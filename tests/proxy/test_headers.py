@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy.headers import (
+    HOP_BY_HOP,
     HeaderPolicy,
     build_upstream_headers,
     filter_response_headers,
     forwarded_view,
+    normalise,
     request_headers_upstream,
     response_header_items,
     stripped_names,
@@ -559,3 +561,60 @@ def test_response_header_items_are_the_policys_pairs_in_order(
         [("content-LENGTH", "7"), *sent, ("CONTENT-LENGTH", "9")], drop_length=True
     )
     assert dropped == [item for item in items if item[0].lower() != "content-length"]
+
+
+def _response_policy(sent: H, drop_length: bool) -> H:
+    """The response policy as the docstrings state it, judged name by name every time: no
+    hop-by-hop name (as :func:`normalise` reads it), no name a Connection header lists, and
+    with ``drop_length`` no Content-Length (any case)."""
+    listed = {
+        normalise(token)
+        for name, value in sent
+        if len(name) == 10 and normalise(name) == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+    return [
+        (name, value)
+        for name, value in sent
+        if normalise(name) not in HOP_BY_HOP
+        and normalise(name) not in listed
+        and not (drop_length and len(name) == 14 and name.lower() == "content-length")
+    ]
+
+
+_RESPONSE_NAMES = [
+    "Content-Length",
+    "content-LENGTH",
+    "Content_Length",
+    " Content-Length",
+    "Connection",
+    "CONNECTION",
+    " Connection",
+    "Connection_",
+    "Keep-Alive",
+    "Keep_Alive",
+    "\u212aeep-Alive",
+    "Transfer-Encoding",
+    "X-Hop",
+    "x_hop",
+    "Set-Cookie",
+    "Date",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_RESPONSE_NAMES),
+            st.sampled_from(["1", "keep-alive", "close", "X-Hop", "x_hop, Keep-Alive", " , "]),
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_response_header_items_are_the_policy_as_stated(sent: H, drop_length: bool) -> None:
+    expected = _response_policy(sent, drop_length)
+    for _ in range(2):  # judged, then remembered
+        assert response_header_items(sent, drop_length=drop_length) == expected
