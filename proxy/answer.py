@@ -22,6 +22,8 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 from aiohttp.helpers import must_be_empty_body, rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
+from aiohttp.web_response import REASON_PHRASES
+from multidict import CIMultiDict
 
 # Past this many bytes the head and body go to the transport as two buffers, not copied
 # into one (aiohttp's own threshold for the same choice is lower; a copy of a few KiB is
@@ -42,7 +44,12 @@ class WholeAnswer(web.StreamResponse):
     sent when prepared. Only where :func:`carries_body` holds."""
 
     def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        super().__init__(status=status, headers=headers)
+        # What StreamResponse.__init__ sets for a status without a reason given, without its
+        # keyword call and status method (the bytes are checked against web.Response's).
+        self._state = {}
+        self._headers = CIMultiDict(headers)
+        self._status = int(status)
+        self._reason = REASON_PHRASES.get(status, "")
         self.whole_body = body
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
