@@ -59,9 +59,12 @@ class WholeAnswer(web.StreamResponse):
         assert carries_body(request.method, self._status), "a body this answer must not carry"
         writer = self._payload_writer = request._payload_writer
         self._req = request
+        # The request's fields read directly (each of its properties is a Python call; the
+        # values are those the properties give).
+        protocol = request._protocol
         keep_alive = self._keep_alive
         if keep_alive is None:
-            keep_alive = self._keep_alive = request.keep_alive
+            keep_alive = self._keep_alive = not request._message.should_close  # .keep_alive
         body = self.whole_body
         headers = self._headers
         # What StreamResponse._prepare_headers adds, in its order, for a body of known length.
@@ -71,7 +74,7 @@ class WholeAnswer(web.StreamResponse):
         if hdrs.DATE not in headers:
             headers[hdrs.DATE] = rfc822_formatted_time()
         headers.setdefault(hdrs.SERVER, SERVER_SOFTWARE)
-        version = request.version
+        version = request._version
         if hdrs.CONNECTION not in headers:
             if keep_alive:
                 if version == HttpVersion10:
@@ -95,7 +98,7 @@ class WholeAnswer(web.StreamResponse):
         head = _serialize_headers(
             f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}", headers
         )
-        transport = request.transport
+        transport = protocol.transport
         if transport is None or transport.is_closing():
             raise ClientConnectionResetError("Cannot write to closing transport")
         if len(body) <= _JOIN_MAX_BYTES:
@@ -107,7 +110,6 @@ class WholeAnswer(web.StreamResponse):
         self._body_length = len(head) + len(body)
         self._req = None
         self._payload_writer = None
-        protocol = request.protocol
         if protocol._paused:  # the client reads slower than we write: wait as aiohttp does
             await protocol._drain_helper()
         return writer
