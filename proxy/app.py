@@ -229,7 +229,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     """The public listener's app. Without ``runtime`` it starts and closes its own."""
     owned = runtime is None
     rt = runtime if runtime is not None else Runtime(settings)
-    record = partial(access_line, pseudonyms=Pseudonyms.from_file(settings.log_pseudonym_key_file))
+    pseudonyms = Pseudonyms.from_file(settings.log_pseudonym_key_file)
+    # Without a key, the line itself: a partial with a keyword builds a dict on every call.
+    record = access_line if pseudonyms is None else partial(access_line, pseudonyms=pseudonyms)
     public = _Public(Observation("public", rt.metrics, record))
     app = web.Application(
         # Bodies are streamed, never read whole; the relay enforces max_body_bytes itself.
