@@ -77,7 +77,9 @@ class Observation:
     async def around(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """``handler``'s answer to ``request``, observed."""
         rid = new_request_id()
-        request[REQUEST_ID_KEY] = rid
+        # Into the request's storage directly: its __setitem__, a Python method, only adds a
+        # warning for a plain str key, and REQUEST_ID_KEY is a RequestKey.
+        request._state[REQUEST_ID_KEY] = rid
         bound = logs.request_id.set(rid)
         seen = Seen(rid, time.perf_counter())
         try:
@@ -89,7 +91,7 @@ class Observation:
                     self.metrics.count_upstream_error(self.listener, exc)
                 seen.error = exc
                 response = from_exception(request, exc)
-            seen.status = response.status
+            seen.status = response._status  # .status, without the property's call
             seen.response = response
             return response
         except web.HTTPException as exc:
