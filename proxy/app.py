@@ -153,20 +153,22 @@ def access_line(request: web.Request, seen: Seen, pseudonyms: Pseudonyms | None 
     if pseudonyms is not None:
         pseudonym, email = (pseudonyms.of(email) if email is not None else None), None
     client_request_id = request.headers.get(_REQUEST_ID)
+    # By position, in logs.access's order (each field named alongside): matching twelve
+    # keywords costs ~800 instructions a line.
     logs.access(
-        request_id=seen.request_id,
-        listener="public",
-        method=request.method,
-        path=path,
-        status=seen.status,
-        body_bytes=body_bytes(seen.response),
-        # Rounded to a tenth where the line is written (logs.access), in one conversion.
-        duration_ms=(time.perf_counter() - seen.started) * 1000,
-        upstream_ms=upstream_s * 1000 if upstream_s is not None else None,
-        email=email,
-        pseudonym=pseudonym,
-        peer=request.remote,
-        client_request_id=None if client_request_id is None else logs.sanitise(client_request_id),
+        seen.request_id,  # request_id
+        "public",  # listener
+        request.method,  # method
+        path,  # path
+        seen.status,  # status
+        body_bytes(seen.response),  # body_bytes
+        # duration_ms: rounded to a tenth where the line is written, in one conversion.
+        (time.perf_counter() - seen.started) * 1000,
+        upstream_s * 1000 if upstream_s is not None else None,  # upstream_ms
+        email,  # email
+        pseudonym,  # pseudonym
+        request.remote,  # peer
+        None if client_request_id is None else logs.sanitise(client_request_id),  # client's id
     )
 
 

@@ -142,7 +142,6 @@ ABSENT = Absent.ABSENT  # no pseudonym field at all (not even null)
 
 
 def access(
-    *,
     request_id: str,
     listener: str = "public",
     method: str | None = None,
@@ -171,7 +170,9 @@ def access(
     ``pseudonym`` when one is given (even ``None``); the milliseconds to a tenth, as
     ``round(ms, 1)`` (:func:`_tenths`). No field name is secret-like
     (``tests/proxy/test_logs.py`` checks them against ``redact``'s pattern): ``redact``
-    does not run here.
+    does not run here. The fields may be given by position, in the line's order: the
+    public listener's line does, as twelve keywords cost more to match than the line's
+    formatting of two of them.
     """
     out = _access.out
     if out is None:

@@ -56,6 +56,38 @@ async def test_one_access_line_per_request_with_the_documented_fields(proxy, sin
     assert "alice-session" not in sink.getvalue()
 
 
+async def test_every_field_of_the_public_access_line_is_in_its_place(proxy, sink) -> None:
+    """Each field holds its own value (the line is written from positional arguments)."""
+    response = await proxy.get("/api/x", headers={**ALICE_COOKIE, "X-Request-ID": "abc"})
+    body = await response.read()
+    (line,) = lines(sink)
+    assert list(line) == [
+        "request_id",
+        "listener",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "upstream_ms",
+        "email",
+        "peer",
+        "client_request_id",
+        "event",
+        "level",
+        "timestamp",
+    ]
+    assert line["request_id"] == response.headers["X-Request-ID"]
+    assert (line["listener"], line["method"], line["path"]) == ("public", "GET", "/api/x")
+    assert line["status"] == 200
+    assert line["bytes"] >= len(body) > 0  # what went out (a relayed answer's head too)
+    assert isinstance(line["duration_ms"], float)
+    assert isinstance(line["upstream_ms"], float)
+    assert 0 <= line["upstream_ms"] <= line["duration_ms"]
+    assert (line["email"], line["peer"]) == ("alice@example.edu", "127.0.0.1")
+    assert line["client_request_id"] == "abc"
+
+
 async def test_no_access_field_name_is_one_redaction_would_blank(proxy, sink) -> None:
     """structlog's ``redact`` does not run on this line: its names must not need it."""
     await proxy.get("/", headers=ALICE_COOKIE)
