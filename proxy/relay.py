@@ -197,7 +197,11 @@ async def stream_back(
             body = await read_whole(response)
         else:
             response.release()
-        whole = WholeAnswer(response.status, _whole_headers(response, extra_headers), body)
+        # _whole_headers, inline (the one answer every small relayed body gets).
+        headers = response_header_items(response.header_list, drop_length=True)
+        if extra_headers:
+            headers.extend(extra_headers.items())
+        whole = WholeAnswer(response.status, headers, body)
         await whole.prepare(request)
         return whole
     try:
