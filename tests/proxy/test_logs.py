@@ -465,6 +465,10 @@ _TRICKY = '"quoted" \\ back\tslash\nnew\x00line é \U0001f600 \udcff'
             {"request_id": "r", "duration_ms": 2.6749999, "upstream_ms": 0.05},
             id="milliseconds-rounded-to-a-tenth",
         ),
+        pytest.param(
+            {"request_id": "r", "duration_ms": 2e16, "upstream_ms": -0.05},
+            id="milliseconds-written-the-long-way",
+        ),
     ],
 )
 def test_the_access_line_is_what_json_dumps_writes(monkeypatch, sink, fields) -> None:
