@@ -30,6 +30,10 @@ from multidict import CIMultiDict
 # cheaper than a second buffer).
 _JOIN_MAX_BYTES = 16 * 1024
 
+# (HTTP version, status, reason) -> the status line WholeAnswer.prepare writes for them.
+_status_lines: dict[tuple[tuple[int, int], int, str], str] = {}
+_MAX_STATUS_LINES = 256
+
 # The hook WholeAnswer.prepare inlines, for the requests whose hook it is.
 _REQUEST_PREPARE_HOOK = web.Request._prepare_hook
 
@@ -95,9 +99,16 @@ class WholeAnswer(web.StreamResponse):
                             await receiver(request, self)
         else:  # a request of another kind (a BaseRequest has no apps): its own hook
             await request._prepare_hook(self)
-        head = _serialize_headers(
-            f"HTTP/{version[0]}.{version[1]} {self._status} {self._reason}", headers
-        )
+        # The status line, made once per version, status and reason (after the hooks, which
+        # may set the status): formatting its three numbers costs ~1.5k instructions.
+        status, reason = self._status, self._reason
+        status_line = _status_lines.get((version, status, reason))
+        if status_line is None:
+            status_line = f"HTTP/{version[0]}.{version[1]} {status} {reason}"
+            if len(_status_lines) >= _MAX_STATUS_LINES:  # bounded: the version is the client's
+                _status_lines.clear()
+            _status_lines[(version, status, reason)] = status_line
+        head = _serialize_headers(status_line, headers)
         transport = protocol.transport
         if transport is None or transport.is_closing():
             raise ClientConnectionResetError("Cannot write to closing transport")
