@@ -16,6 +16,8 @@ case: a later aiohttp that changes its answer fails that test, not a client.
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.client_exceptions import ClientConnectionResetError
@@ -38,6 +40,7 @@ _MAX_STATUS_LINES = 256
 _REQUEST_PREPARE_HOOK = web.Request._prepare_hook
 
 
+@functools.lru_cache(maxsize=128)  # a hit is one C call, not a Python one and aiohttp's
 def carries_body(method: str, status: int) -> bool:
     """An answer with this status, to a request with this method, may carry a body."""
     return not must_be_empty_body(method, status)
