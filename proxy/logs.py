@@ -134,6 +134,10 @@ def _tenths(ms: float) -> str:
     return repr(round(ms, 1))
 
 
+# The statuses an answer may have, as json.dumps writes them: looked up, not converted.
+_STATUS_TEXT = {status: repr(status) for status in range(100, 1000)}
+
+
 class Absent(enum.Enum):
     ABSENT = enum.auto()
 
@@ -200,7 +204,7 @@ def access(
         f'{{"request_id": {string(request_id)}, "listener": {string(listener)}, '
         f'"method": {null if method is None else string(method)}, '
         f'"path": {null if path is None else string(path)}, '
-        f'"status": {null if status is None else repr(status)}, '
+        f'"status": {null if status is None else _STATUS_TEXT.get(status) or repr(status)}, '
         f'"bytes": {null if body_bytes is None else repr(body_bytes)}, '
         f'"duration_ms": {duration}, "upstream_ms": {upstream}, '
         f"{person}, "
