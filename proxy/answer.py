@@ -63,7 +63,8 @@ class WholeAnswer(web.StreamResponse):
         if self._eof_sent:  # aiohttp prepares what the handler returns: already sent
             return None
         assert self._payload_writer is None, "a WholeAnswer is prepared once"
-        assert carries_body(request.method, self._status), "a body this answer must not carry"
+        # request._method: what request.method returns, without the property's look-up.
+        assert carries_body(request._method, self._status), "a body this answer must not carry"
         writer = self._payload_writer = request._payload_writer
         self._req = request
         # The request's fields read directly (each of its properties is a Python call; the

@@ -189,7 +189,7 @@ async def stream_back(
         length is not None
         and length <= ONE_WRITE_MAX_BYTES
         and response.content_type != "text/event-stream"
-        and carries_body(request.method, response.status)
+        and carries_body(request._method, response.status)  # what .method returns
     ):
         # Usually all of it arrived with the head: taken without read_whole's coroutines.
         body = response.read_now()
