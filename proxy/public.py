@@ -70,6 +70,11 @@ class PublicHandler:
         self.access = AccessRules.public(settings)
         self.signin_hook = signin_hook
         self.authenticator = authenticator
+        # A source that can answer from a cache without a coroutine (forward-auth's decided)
+        # is asked that way: a coroutine made and run costs more than the cache hit itself.
+        self.decided: Callable[..., Any] = getattr(
+            authenticator, "decided", authenticator.authenticate
+        )
         self.upstream = upstream
         self.metrics = metrics
         self.release = release
@@ -202,7 +207,9 @@ class PublicHandler:
         ):
             self.metrics.count_decision("api_key")
             return None
-        result = await self.authenticator.authenticate(request, scope.forwarded)
+        result = self.decided(request, scope.forwarded)
+        if type(result) is CoroutineType:  # not decided from a cache: the source is asked
+            result = await result
         if isinstance(result, Denied):
             self.metrics.count_decision("denied")
             return self._deny(scope, result)

@@ -30,9 +30,9 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from hashlib import blake2b
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import aiohttp
 from aiohttp import web
@@ -348,11 +348,22 @@ class ForwardAuthenticator:
     async def authenticate(
         self, request: web.Request, forwarded: Forwarded | None = None
     ) -> Identity | Denied:
+        decided = self.decided(request, forwarded)
+        if isinstance(decided, Identity):
+            return decided
+        return await decided
+
+    def decided(
+        self, request: web.Request, forwarded: Forwarded | None = None
+    ) -> Identity | Coroutine[Any, Any, Identity | Denied]:
+        """:meth:`authenticate`'s answer when the decision cache has it (an identity, no
+        coroutine made: almost every request), else the coroutine that finds it out (the
+        auth service asked), given what was worked out here so nothing is done twice."""
         cookie = "; ".join(request.headers.getall("Cookie", ()))
         asked = self._asked(request, cookie, forwarded)
         checked = _checked(asked)  # first: refuses bytes not UTF-8
         if not cookie:
-            return await self._ask(request, asked, None)
+            return self._ask(request, asked, None)
         # A session the service renewed a moment ago is asked about as renewed (renewal.py).
         current = self.renewals.current(cookie)
         if current != cookie:
@@ -366,6 +377,12 @@ class ForwardAuthenticator:
                 self.metrics.count_cache("hit" if cached is not None else "miss")
             if cached is not None:
                 return cached
+        return self._in_turn(request, asked, current, key)
+
+    async def _in_turn(
+        self, request: web.Request, asked: Asked, current: str, key: bytes | None
+    ) -> Identity | Denied:
+        """The auth service asked about a session cookie, in that session's turn."""
         async with self.renewals.turn(current) as sent:
             if sent != current:  # renewed while this call waited for its turn
                 asked = asked._replace(cookie=sent)
