@@ -70,7 +70,14 @@ def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: 
             cookies += token_cookies(header)
     if not found and not cookies:
         return NONE
-    return _made(Carried, (_distinct(found), _distinct(cookies)))  # Carried(...), in C
+    # _distinct of each, inlined (two calls fewer per request that carries a credential).
+    return _made(
+        Carried,
+        (
+            tuple(dict.fromkeys(found)) if len(found) > 1 else tuple(found),
+            tuple(dict.fromkeys(cookies)) if len(cookies) > 1 else tuple(cookies),
+        ),
+    )  # Carried(...), in C
 
 
 def _distinct(values: list[str]) -> tuple[str, ...]:

@@ -252,6 +252,21 @@ class PublicHandler:
             if scope.socketio:
                 self._bind_engineio_session(scope, identity)
             return None
+        # Every credential already known to be theirs (almost every request that carries
+        # one): admitted here, without the coroutine that could ask OpenWebUI whose one is.
+        # What the loops decide is what _bind_credentials decides when nothing is asked.
+        cached = self.owners.cached
+        for credential in carried.headers:
+            if not cached(credential, identity):
+                break
+        else:
+            for credential in carried.cookies:
+                if credential not in carried.headers and not cached(credential, identity):
+                    break
+            else:
+                if scope.socketio:
+                    self._bind_engineio_session(scope, identity)
+                return None
         # The Engine.IO session is bound there too, once every credential is.
         return self._bind_credentials(scope, identity, carried, session=True)
 
