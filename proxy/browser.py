@@ -46,7 +46,7 @@ _ACCOUNT_CREATION = (
 # Tool-server OAuth (OpenWebUI's /oauth/clients/...) links a user's tools; it creates no user.
 _NOT_ACCOUNT_CREATION = ("/oauth/clients/",)
 # What a canonical path + "/" must start with to be any of them.
-_ACCOUNT_CREATION_PREFIXES = tuple(
+ACCOUNT_CREATION_PREFIXES = tuple(
     endpoint if endpoint.endswith("/") else endpoint + "/" for endpoint, _ in _ACCOUNT_CREATION
 )
 # Sec-Fetch-Site values of a request the user started on our own site (or typed/bookmarked).
@@ -60,7 +60,7 @@ def account_creation(target: Target) -> str | None:
     one of them is refused, whatever else is wrong with the target.
     """
     canonical = target.route + "/"
-    if not canonical.startswith(_ACCOUNT_CREATION_PREFIXES):  # one C call, most requests
+    if not canonical.startswith(ACCOUNT_CREATION_PREFIXES):  # one C call, most requests
         return None
     if canonical.startswith(_NOT_ACCOUNT_CREATION):
         return None

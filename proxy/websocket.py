@@ -40,14 +40,14 @@ FrameCheck = Callable[[str], Awaitable[bool]]
 
 # The names asked for on every request, as multidict keys made once: a str key is
 # case-folded again on every look-up.
-_UPGRADE = istr("Upgrade")
+UPGRADE = istr("Upgrade")
 _CONNECTION = istr("Connection")
 
 
 def is_websocket(request: web.Request) -> bool:
     """A WebSocket upgrade request (RFC 6455 4.1)."""
     headers = request.headers
-    upgrade = headers.get(_UPGRADE)
+    upgrade = headers.get(UPGRADE)
     if upgrade is None or upgrade.lower() != "websocket":
         return False  # most requests: decided without parsing Connection
     connection = {t.strip().lower() for t in headers.get(_CONNECTION, "").split(",")}
