@@ -55,7 +55,8 @@ class Renewals:
         self.size = size
         self.clock = clock
         self._names: set[str] = set()
-        self._renewed: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        # Read by the forward authenticator too: empty, no cookie can have been renewed.
+        self.recent: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
         self._turns: dict[bytes, _Turn] = {}
 
     def current(self, cookie: str) -> str:
@@ -67,21 +68,21 @@ class Renewals:
         one page load. The chain is followed to its end, and every session on the way is
         pointed at that end, so the next look-up takes one step.
         """
-        if not self._renewed:  # nothing renewed lately (the usual case): no digest to make
+        if not self.recent:  # nothing renewed lately (the usual case): no digest to make
             return cookie
         start = self.session(cookie)
         session, key = start, _digest(start)
         passed: list[bytes] = []
         now = self.clock()
-        while (entry := self._renewed.get(key)) is not None and key not in passed:
+        while (entry := self.recent.get(key)) is not None and key not in passed:
             expires, renewal = entry
             if now >= expires:
-                del self._renewed[key]
+                del self.recent[key]
                 break
             passed.append(key)
             session, key = renewal, _digest(renewal)
         for earlier in passed[:-1]:
-            self._renewed[earlier] = (self._renewed[earlier][0], session)
+            self.recent[earlier] = (self.recent[earlier][0], session)
         return cookie if session == start else self._with_session(cookie, session)
 
     def session(self, cookie: str) -> str:
@@ -128,13 +129,13 @@ class Renewals:
         if new == old:
             return
         key = _digest(old)
-        self._renewed[key] = (self.clock() + self.hold_s, new)
-        self._renewed.move_to_end(key)
-        while len(self._renewed) > self.size:
-            self._renewed.popitem(last=False)
+        self.recent[key] = (self.clock() + self.hold_s, new)
+        self.recent.move_to_end(key)
+        while len(self.recent) > self.size:
+            self.recent.popitem(last=False)
 
     def __len__(self) -> int:
-        return len(self._renewed)
+        return len(self.recent)
 
     @property
     def turns(self) -> int:
