@@ -68,6 +68,9 @@ class PublicHandler:
     ) -> None:
         self.policy = HeaderPolicy.from_settings(settings)
         self.access = AccessRules.public(settings)
+        # Rules equal to the empty ones pass everyone, so admit need not ask them. Compared
+        # whole (frozen, every field): a kind of rule added later counts without an edit here.
+        self.any_rules = self.access != AccessRules()
         self.signin_hook = signin_hook
         self.authenticator = authenticator
         # A source that can answer from a cache without a coroutine (forward-auth's decided)
@@ -250,7 +253,8 @@ class PublicHandler:
         identity = scope.identity
         if identity is None:
             return self._admit_api_key(scope)
-        refusal = self.access.check(identity)
+        # No rules configured: check would pass everyone; not asked (a call fewer).
+        refusal = self.access.check(identity) if self.any_rules else None
         if refusal is not None:
             if browser.is_signout(scope.request.method, scope.target):
                 # The refusal page's own way out: answered here, OpenWebUI never sees them.
