@@ -187,26 +187,14 @@ def access(
         person = f'"email": {null if email is None else string(email)}'
     else:
         person = f'"pseudonym": {null if pseudonym is None else string(pseudonym)}'
-    # _tenths, its usual branch written out: two Python calls fewer a line.
-    if duration_ms is None:
-        duration = null
-    elif 0.0 <= duration_ms < 1e15:
-        duration = "%.1f" % duration_ms  # noqa: UP031 (as in _tenths)
-    else:
-        duration = _tenths(duration_ms)
-    if upstream_ms is None:
-        upstream = null
-    elif 0.0 <= upstream_ms < 1e15:
-        upstream = "%.1f" % upstream_ms  # noqa: UP031 (as in _tenths)
-    else:
-        upstream = _tenths(upstream_ms)
     line = (
         f'{{"request_id": {string(request_id)}, "listener": {string(listener)}, '
         f'"method": {null if method is None else string(method)}, '
         f'"path": {null if path is None else string(path)}, '
         f'"status": {null if status is None else _STATUS_TEXT.get(status) or repr(status)}, '
         f'"bytes": {null if body_bytes is None else repr(body_bytes)}, '
-        f'"duration_ms": {duration}, "upstream_ms": {upstream}, '
+        f'"duration_ms": {null if duration_ms is None else _tenths(duration_ms)}, '
+        f'"upstream_ms": {null if upstream_ms is None else _tenths(upstream_ms)}, '
         f"{person}, "
         f'"peer": {null if peer is None else string(peer)}, '
         f'"client_request_id": {null if client_request_id is None else string(client_request_id)}, '
