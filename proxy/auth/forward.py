@@ -359,23 +359,8 @@ class ForwardAuthenticator:
         """:meth:`authenticate`'s answer when the decision cache has it (an identity, no
         coroutine made: almost every request), else the coroutine that finds it out (the
         auth service asked), given what was worked out here so nothing is done twice."""
-        headers = request.headers
-        cookie = "; ".join(headers.getall("Cookie", ()))
-        if forwarded is None:
-            asked = self._asked(request, cookie, None)
-        else:  # _asked with the view given, inlined: a call fewer per request
-            asked = _made(
-                Asked,
-                (
-                    request.method,
-                    forwarded.proto,
-                    forwarded.host,
-                    request.raw_path,
-                    forwarded.for_,
-                    headers.get("Accept", "*/*"),
-                    cookie,
-                ),
-            )
+        cookie = "; ".join(request.headers.getall("Cookie", ()))
+        asked = self._asked(request, cookie, forwarded)
         checked = _checked(asked)  # first: refuses bytes not UTF-8
         if not cookie:
             return self._ask(request, asked, None)
