@@ -227,6 +227,8 @@ class PublicHandler:
         if isinstance(result, Denied):
             self.metrics.count_decision("denied")
             return self._deny(scope, result)
+        if not isinstance(result, Identity):  # fail closed: any other answer lets nothing through
+            raise TypeError(f"identity source answered {type(result).__name__}")
         scope.identity = scope.notes.identity = result
         return None
 
