@@ -112,10 +112,7 @@ class Owners:
         """Whether ``identity`` is already known to own ``credential`` (no question asked):
         the path almost every request takes, without a coroutine."""
         email = identity.email
-        # cache_key(credential, email), inlined: this runs for every credential of every
-        # request that carries one, and a call costs about what the digest does.
-        text = f"{len(credential)}:{credential}{email}"
-        key = blake2b(text.encode("utf-8", "surrogatepass"), digest_size=32).digest()
+        key = cache_key(credential, email)
         owner = self.cache.get(key)
         return owner is not None and owner.email == email
 

@@ -34,14 +34,14 @@ from proxy.metrics import Metrics
 from proxy.pseudonym import Pseudonyms, person
 from proxy.relay import read_body, read_whole, send, stream_back, whole_response
 from proxy.release_watch import ReleaseWatch
-from proxy.respond import REQUEST_ID_KEY, error_response
+from proxy.respond import error_response, request_id
 from proxy.scope import NOTES_KEY, Notes, Scope
 from proxy.settings import Settings
 from proxy.signin_hook import SigninHook
 from proxy.socketio import TokenGuard
 from proxy.target import read_target
 from proxy.upstream import Upstream
-from proxy.websocket import UPGRADE, OpenLinks, is_websocket, relay_websocket
+from proxy.websocket import OpenLinks, is_websocket, relay_websocket
 
 # A 401 body worth reading to recognise "User mismatch"; OpenWebUI's is ~50 bytes.
 _MISMATCH_401_MAX_BYTES = 4096
@@ -137,12 +137,7 @@ class PublicHandler:
         kept on ``request`` for its answer and its access line (``proxy/scope.py``)."""
         raw_path = request.raw_path
         target = read_target(raw_path)
-        try:  # respond.request_id, inlined: a call fewer per request
-            rid = request[REQUEST_ID_KEY]
-        except KeyError:
-            rid = "-"
-        notes = request[NOTES_KEY] = Notes(rid, target)
-        headers = request.headers
+        notes = request[NOTES_KEY] = Notes(request_id(request), target)
         policy = self.policy
         if policy.public is None:
             scheme, host = request.scheme, request.host
@@ -150,17 +145,16 @@ class PublicHandler:
             scheme = host = ""
         # Positional, in Scope's field order (request, target, websocket, forwarded,
         # relayed, notes, socketio): keywords would cost a dict per request.
-        # is_websocket's first test, inlined: without an Upgrade header (almost every
-        # request) it is not a WebSocket, decided without a call. The route is lower-cased
-        # already: socketio.is_socketio_path's test on it is the substring test alone.
         return Scope(
             request,
             target,
-            headers.get(UPGRADE) is not None and is_websocket(request),
-            forwarded_view(headers, peer=request.remote, scheme=scheme, host=host, policy=policy),
+            is_websocket(request),
+            forwarded_view(
+                request.headers, peer=request.remote, scheme=scheme, host=host, policy=policy
+            ),
             raw_path,
             notes,
-            "socket.io" in target.route,
+            socketio.is_socketio_path(target.route),
         )
 
     # --- 1. release gate ------------------------------------------------------------------
@@ -176,12 +170,7 @@ class PublicHandler:
         problem = target.problem  # None for almost every request: one test, not three
         if problem is not None and target.raw[:1] != "/":
             raise BadRequest(problem)  # absolute-form, "*": before anything else
-        # browser.account_creation's first test, inlined: it decides almost every path.
-        creates = (
-            browser.account_creation(target)
-            if (target.route + "/").startswith(browser.ACCOUNT_CREATION_PREFIXES)
-            else None
-        )
+        creates = browser.account_creation(target)
         if creates is not None:
             # Users exist only through the trusted sign-in. On the fold of the target: any
             # spelling that could reach one of them is refused, whatever else is wrong with it.

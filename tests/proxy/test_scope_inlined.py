@@ -1,6 +1,6 @@
-"""The public handler's scope decides with inlined copies of two tests: the Socket.IO path
-test on the target's route, and the account-creation prefix test. Each must say what the
-function it stands for says."""
+"""Two facts the edge relies on: the target's route is lower-case, so the Socket.IO path
+test on it is a substring test, and the account-creation prefix test never misses an
+account-creation path."""
 
 from __future__ import annotations
 
