@@ -21,12 +21,17 @@ aiohttp would build and hands it a protocol subclass; the only aiohttp internals
 are the server's handler arguments and loop (``_kwargs``, ``_loop``).
 ``tests/proxy/test_connections.py`` pins the behaviour, so an aiohttp upgrade that moves
 them fails there.
+
+The same protocol answers what aiohttp's parser refuses (a 400 for a malformed or oversized
+head) with the status and its phrase only: aiohttp's own text quotes the request's bytes
+(``tests/proxy/test_refusal_echo.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +42,16 @@ from aiohttp.streams import StreamReader
 HEADER_TIMEOUT_S = 10
 KEEPALIVE_TIMEOUT_S = 75
 BODY_TIMEOUT_S = 60
+
+
+def refusal_text(status: int) -> str:
+    """The body of aiohttp's own error answer: the status and its phrase, nothing of the
+    request."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return f"{status} {phrase}\n"
 
 
 class _GuardedHandler(web.RequestHandler):
@@ -82,6 +97,23 @@ class _GuardedHandler(web.RequestHandler):
             self._head_timer.cancel()
             self._head_timer = None
         super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's answer to a request it could not read or handle, without the request's
+        bytes: the message it writes for a refused head quotes the line it choked on (an
+        oversized ``Cookie`` line, a token after a bad character), which would hand an
+        HttpOnly session cookie to a script that can make a request too big and read the
+        answer. The status and its phrase say what happened; the log keeps the error's name
+        (``proxy/logs.py``)."""
+        if message is not None:
+            message = refusal_text(status)
+        return super().handle_error(request, status, exc, message)
 
     def head_arrived(self) -> None:
         self._busy = True
