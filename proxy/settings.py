@@ -203,6 +203,13 @@ def _check_listen(value: str) -> str:
 def _check_header_name(value: str) -> str:
     if not _HEADER_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid HTTP header name")
+    # "'" is legal in a header name, so a name copied with its .env quotes would load, and
+    # the proxy would strip and inject 'X-User-Email' (quotes and all) while OpenWebUI
+    # reads the client's own X-User-Email. No header anyone configures has one.
+    if "'" in value:
+        raise ValueError(
+            f"{value!r}: quotes are read as part of the name; write the name without them"
+        )
     return value
 
 
