@@ -67,3 +67,27 @@ def unknown_variables(
         for name in sorted(environ)
         if name.upper().startswith(prefix) and name.upper()[len(prefix) :] not in fields
     ]
+
+
+def unclear_variables(environ: Mapping[str, str], prefix: str) -> list[str]:
+    """One line per variable starting with ``prefix`` (any case) that says nothing or says it
+    twice, sorted: a value of only blanks (read as "unset", which for the access rules is
+    "everyone"), or one setting under two spellings (names are read in any case, and which
+    of the two wins is nobody's choice)."""
+    spellings: dict[str, list[str]] = {}
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(prefix):
+            continue
+        spellings.setdefault(name.upper(), []).append(name)
+        if not environ[name].strip(" \t\r\n"):
+            problems.append(
+                f"{name}: set but empty; remove it to use the default, or give it a value"
+            )
+    for names in spellings.values():
+        if len(names) > 1:
+            problems.append(
+                f"{', '.join(names)}: the same setting set more than once (names are read in "
+                "any case); keep one"
+            )
+    return sorted(problems)

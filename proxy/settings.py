@@ -42,7 +42,7 @@ from proxy.eio_sessions import SessionSecretError, read_session_secret
 from proxy.identity import InvalidIdentity, check_group
 from proxy.pages import PagesError, load_folder
 from proxy.pseudonym import PseudonymKeyError, load_key
-from proxy.setting_names import Hint, unknown, unknown_variables
+from proxy.setting_names import Hint, unclear_variables, unknown, unknown_variables
 from proxy.tokens import TokenFileError, load_tokens
 from proxy.webhooks import BadSecret, read_secret_file
 
@@ -154,6 +154,12 @@ def _split_list(value: Any) -> Any:
     """
     if isinstance(value, str):
         items = [item.strip(" \t\r") for item in re.split(r"[,\n]", value)]
+        if not any(items):
+            # Read as "no items", which for the access rules means "everyone".
+            raise ValueError(
+                "empty: no items, only separators or blanks; remove the setting to use its "
+                "default, or name the items"
+            )
         return [item for item in items if item]
     return value
 
@@ -777,11 +783,13 @@ def load_settings(config_file: Path | None = None) -> Settings:
     """Build the settings from the environment and an optional TOML file.
 
     Raises :class:`SettingsError` listing every problem found: a variable with our prefix
-    that names no setting among them (a typo must not leave a setting at its default).
+    that names no setting, is empty or is set twice in two cases among them (a typo must
+    not leave a setting at its default).
     """
     problems = unknown_variables(
         os.environ, ENV_PREFIX, Settings.model_fields, OAUTH2_PROXY_SPELLINGS
     )
+    problems += unclear_variables(os.environ, ENV_PREFIX)
     file_values: dict[str, Any] = {}
     if config_file is not None:
         try:

@@ -62,3 +62,46 @@ def test_the_quoted_email_header_would_let_the_clients_header_through() -> None:
     """Why the above matters: the policy protects the configured spelling only."""
     policy = HeaderPolicy("'X-User-Email'", "X-User-Name", "X-User-Groups", "X-User-Role")
     assert policy.passes("X-User-Email")
+
+
+# --- a value that is there but says nothing, or two values for one setting ---------------
+
+EMPTY_ROWS = [
+    # The access rules: an empty value used to load as "no rule", everyone in.
+    ("OWUI_PROXY_ALLOWED_GROUPS", ""),
+    ("OWUI_PROXY_ALLOWED_GROUPS", " "),
+    ("OWUI_PROXY_ALLOWED_GROUPS", ","),
+    ("OWUI_PROXY_ALLOWED_GROUPS", " ,\t, "),
+    ("OWUI_PROXY_ALLOWED_EMAIL_DOMAINS", ""),
+    ("OWUI_PROXY_ALLOWED_EMAIL_DOMAINS", ","),
+    # Any other setting: empty is not "the default", it is a value left out by mistake.
+    ("OWUI_PROXY_LOG_PSEUDONYM_KEY_FILE", ""),
+    ("OWUI_PROXY_SESSION_SECRET_FILE", ""),
+    ("OWUI_PROXY_JWT_REQUIRE_EMAIL_VERIFIED", ""),
+    ("OWUI_PROXY_INTERNAL_ALLOW", ","),
+    ("OWUI_PROXY_TRUSTED_PROXIES", ""),
+]
+
+
+@pytest.mark.parametrize(("setting", "value"), EMPTY_ROWS)
+def test_a_setting_set_to_nothing_is_refused(env, setting, value) -> None:
+    text = _problems(env, **{setting: value})
+    assert setting in text
+    assert "empty" in text
+
+
+def test_the_same_setting_in_two_cases_is_refused(env) -> None:
+    """Settings are read in any case; two spellings of one used to load with either value."""
+    text = _problems(env, OWUI_PROXY_ALLOWED_GROUPS="staff", owui_proxy_allowed_groups="pupils")
+    assert "OWUI_PROXY_ALLOWED_GROUPS" in text
+    assert "owui_proxy_allowed_groups" in text
+    assert "more than once" in text
+
+
+def test_a_toml_list_of_nothing_is_refused(env, tmp_path) -> None:
+    env(**BASE)
+    config = tmp_path / "p.toml"
+    config.write_text('allowed_groups = ","\n')
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert "allowed_groups" in "\n".join(caught.value.problems)
