@@ -221,6 +221,12 @@ def _check_header_name(value: str) -> str:
 
 def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
+    if "@" in parts.netloc:
+        # Never echoed: the settings are logged at start, and the upstream's were dropped.
+        raise ValueError(
+            "credentials in the URL (user:password@) are refused: the settings are logged "
+            "at start; write the URL without them"
+        )
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{value!r} is not an http(s) URL")
     return value.rstrip("/") if parts.path in ("", "/") else value

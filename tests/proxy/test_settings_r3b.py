@@ -105,3 +105,38 @@ def test_a_toml_list_of_nothing_is_refused(env, tmp_path) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(config)
     assert "allowed_groups" in "\n".join(caught.value.problems)
+
+
+# --- URLs carrying credentials --------------------------------------------------------------
+
+URL_SETTINGS = {
+    "OWUI_PROXY_UPSTREAM": "http://{}127.0.0.1:8080",
+    "OWUI_PROXY_FORWARD_AUTH_URL": "http://{}127.0.0.1:4180/oauth2/auth",
+    "OWUI_PROXY_PUBLIC_URL": "https://{}chat.example.edu",
+    "OWUI_PROXY_LOGOUT_URL": "https://{}idp.example.edu/logout",
+    "OWUI_PROXY_SIGNIN_HOOK_URL": "http://{}127.0.0.1:8090/webhooks/signup",
+}
+
+
+@pytest.mark.parametrize("setting", sorted(URL_SETTINGS))
+@pytest.mark.parametrize("userinfo", ["svc:s3cret-pass@", "svc@", ":s3cret-pass@"])
+def test_a_url_with_credentials_is_refused(env, setting, userinfo) -> None:
+    """The settings are logged at start (the password with them), and the upstream's were
+    silently dropped: never loaded, and the error does not repeat the secret."""
+    text = _problems(env, **{setting: URL_SETTINGS[setting].format(userinfo)})
+    assert setting in text
+    assert "credentials" in text
+    assert "s3cret-pass" not in text
+
+
+def test_a_jwks_url_with_credentials_is_refused(env) -> None:
+    text = _problems(
+        env,
+        OWUI_PROXY_AUTH="jwt",
+        OWUI_PROXY_JWT_SOURCE="header:X-Jwt",
+        OWUI_PROXY_JWT_ISSUER="https://idp",
+        OWUI_PROXY_JWT_AUDIENCE="chat",
+        OWUI_PROXY_JWT_JWKS_URL="https://svc:s3cret-pass@idp/jwks",
+    )
+    assert "OWUI_PROXY_JWT_JWKS_URL" in text
+    assert "s3cret-pass" not in text
