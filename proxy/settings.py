@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from functools import cached_property
@@ -272,6 +273,28 @@ def login_loop(login_url: str, public_url: str, auth_path_prefix: str) -> str | 
         f"{origin_of(public_url)}{auth_path_prefix}start) and route the prefix to the auth "
         "service in nginx (deploy/nginx), or set the prefix your nginx routes there"
     )
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds, or nothing when it cannot be listed (reported elsewhere)."""
+    try:
+        return list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return []
+
+
+def _refuse_world_writable(*paths: Path) -> None:
+    """Files the proxy trusts (a key, its pages) that anyone may change, or add to."""
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # a missing file is reported by the check that reads it
+        if mode & stat.S_IWOTH:
+            raise ValueError(
+                f"{path} is world-writable (mode {stat.S_IMODE(mode):04o}): anyone may change "
+                f"what the proxy trusts; run: chmod o-w {path}"
+            )
 
 
 def _check_network(value: str) -> IPNetwork:
@@ -612,10 +635,20 @@ class Settings(BaseSettings):
     def _check_pages(cls, value: Path | None) -> Path | None:
         """Every template checked at load, so its problems are listed with the others'."""
         if value is not None:
+            # Served on the public origin: whoever may write a page, or add one, writes script.
+            _refuse_world_writable(value, *_entries(value))
             try:
                 load_folder(value)
             except PagesError as exc:
                 raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("jwt_key_file")
+    @classmethod
+    def _check_jwt_key_file(cls, value: Path | None) -> Path | None:
+        """Public, so readable is fine; whoever may write it signs any identity."""
+        if value is not None:
+            _refuse_world_writable(value)
         return value
 
     @field_validator("log_pseudonym_key_file")

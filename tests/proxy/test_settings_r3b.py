@@ -4,6 +4,7 @@ as a weaker configuration (review round 3b, settings)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,66 @@ def test_a_jwks_url_with_credentials_is_refused(env) -> None:
     )
     assert "OWUI_PROXY_JWT_JWKS_URL" in text
     assert "s3cret-pass" not in text
+
+
+# --- files the proxy trusts, writable by anyone --------------------------------------------
+
+
+def _pem(tmp_path) -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    path = tmp_path / "issuer.pem"
+    path.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return str(path)
+
+
+def _jwt_env(key_file: str) -> dict[str, str]:
+    return {
+        "OWUI_PROXY_AUTH": "jwt",
+        "OWUI_PROXY_JWT_SOURCE": "header:X-Jwt",
+        "OWUI_PROXY_JWT_ISSUER": "https://idp",
+        "OWUI_PROXY_JWT_AUDIENCE": "chat",
+        "OWUI_PROXY_JWT_KEY_FILE": key_file,
+    }
+
+
+def test_a_world_writable_jwt_key_file_is_refused(env, tmp_path) -> None:
+    """Whoever may write the issuer's public key puts in their own and signs any identity
+    (at the next start)."""
+    key_file = _pem(tmp_path)
+    env(**{**BASE, **_jwt_env(key_file)})
+    os.environ.pop("OWUI_PROXY_FORWARD_AUTH_URL")
+    Path(key_file).chmod(0o644)
+    assert load_settings().jwt_key_file == Path(key_file)  # public: readable is fine
+    Path(key_file).chmod(0o646)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    text = "\n".join(caught.value.problems)
+    assert "OWUI_PROXY_JWT_KEY_FILE" in text
+    assert "world-writable" in text
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_a_world_writable_pages_folder_is_refused(env, tmp_path, what) -> None:
+    """The pages are served on the public origin: whoever may write them writes script
+    there (at the next start)."""
+    folder = tmp_path / "pages"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    page = folder / "openwebui-down.en.html"
+    page.write_text("<p>down</p>\n", encoding="utf-8")
+    page.chmod(0o644)
+    env(**BASE, OWUI_PROXY_PAGES_DIR=str(folder))
+    assert load_settings().pages_dir == folder
+    (folder if what == "folder" else page).chmod(0o777 if what == "folder" else 0o666)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    text = "\n".join(caught.value.problems)
+    assert "OWUI_PROXY_PAGES_DIR" in text
+    assert "world-writable" in text
