@@ -297,11 +297,26 @@ def _refuse_world_writable(*paths: Path) -> None:
             )
 
 
-def _check_network(value: str) -> IPNetwork:
+def _check_network(value: Any) -> IPNetwork:
+    """An address or a network exactly as written: ``10.0.0.0/0`` (meant /8) or
+    ``10.89.1.2/8`` (meant /32) are not silently widened to what their prefix says."""
     try:
-        return ipaddress.ip_network(value, strict=False)
+        network = ipaddress.ip_network(value, strict=False)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
+    if network.prefixlen == 0:
+        raise ValueError(
+            f"{value!r} is every address: any client's X-Forwarded-* would be believed; "
+            "name the front proxies' own addresses"
+        )
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} has host bits set, so it means all of {network}; write {network} if "
+            "that is meant, or the address alone for that one address"
+        ) from None
+    return network
 
 
 Listen = Annotated[str, AfterValidator(_check_listen)]

@@ -204,3 +204,33 @@ def test_a_world_writable_pages_folder_is_refused(env, tmp_path, what) -> None:
     text = "\n".join(caught.value.problems)
     assert "OWUI_PROXY_PAGES_DIR" in text
     assert "world-writable" in text
+
+
+# --- front proxies trusted more widely than written -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("10.0.0.0/0", "every address"),  # meant /8: was read as 0.0.0.0/0
+        ("10.89.1.2/0", "every address"),
+        ("0.0.0.0/0", "every address"),
+        ("::/0", "every address"),
+        ("10.89.1.2/8", "host bits"),  # meant /32: was read as all of 10.0.0.0/8
+        ("192.168.1.10/24", "host bits"),
+        ("fd00::5/64", "host bits"),
+    ],
+)
+def test_a_network_wider_than_written_is_refused(env, value, fragment) -> None:
+    """X-Forwarded-For/-Proto/-Host of every peer inside are believed, so a network read
+    wider than the operator wrote lets clients there say where they come from and, without
+    a public URL, which host they asked for (the auth service may choose rules by both)."""
+    text = _problems(env, OWUI_PROXY_TRUSTED_PROXIES=f"127.0.0.1/32,{value}")
+    assert "OWUI_PROXY_TRUSTED_PROXIES" in text
+    assert fragment in text
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/8", "10.89.1.2", "10.89.1.2/32", "::1", "fd00::/8"])
+def test_a_network_as_written_loads(env, value) -> None:
+    env(**BASE, OWUI_PROXY_TRUSTED_PROXIES=value)
+    assert load_settings().trusted_proxies
