@@ -91,3 +91,33 @@ def unclear_variables(environ: Mapping[str, str], prefix: str) -> list[str]:
                 "any case); keep one"
             )
     return sorted(problems)
+
+
+# Other programs' prefixes, never read as a misspelling of ours.
+_OTHER_PREFIXES = ("OWUI_PROVISION_", "OWUI_GATE_", "OAUTH2_PROXY_")
+
+
+def misspelt_prefixes(
+    environ: Mapping[str, str], prefix: str, known: Iterable[str], *, cutoff: float = 0.8
+) -> list[str]:
+    """One line per variable that names a setting under a misspelt ``prefix`` (``OWUI_PORXY_``,
+    ``OWUI-PROXY-``, blanks around the name), sorted: only names starting with ``prefix``
+    are read, so such a variable was never looked at and its setting kept its default."""
+    fields = sorted((n.upper() for n in known), key=len, reverse=True)
+    problems = []
+    for name in sorted(environ):
+        if name.upper().startswith(prefix):
+            continue  # read, or reported by unknown_variables
+        folded = name.strip(" \t\r\n").upper().replace("-", "_")
+        if folded.startswith(_OTHER_PREFIXES):
+            continue
+        for field in fields:
+            head = folded[: -len(field)]
+            if not folded.endswith(field) or not head:
+                continue
+            if head == prefix or difflib.SequenceMatcher(None, head, prefix).ratio() >= cutoff:
+                problems.append(
+                    f"{name!r}: not read (a misspelt prefix?); did you mean {prefix}{field}?"
+                )
+                break
+    return problems

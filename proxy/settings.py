@@ -43,7 +43,13 @@ from proxy.eio_sessions import SessionSecretError, read_session_secret
 from proxy.identity import InvalidIdentity, check_group
 from proxy.pages import PagesError, load_folder
 from proxy.pseudonym import PseudonymKeyError, load_key
-from proxy.setting_names import Hint, unclear_variables, unknown, unknown_variables
+from proxy.setting_names import (
+    Hint,
+    misspelt_prefixes,
+    unclear_variables,
+    unknown,
+    unknown_variables,
+)
 from proxy.tokens import TokenFileError, load_tokens
 from proxy.webhooks import BadSecret, read_secret_file
 
@@ -844,6 +850,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         os.environ, ENV_PREFIX, Settings.model_fields, OAUTH2_PROXY_SPELLINGS
     )
     problems += unclear_variables(os.environ, ENV_PREFIX)
+    problems += misspelt_prefixes(os.environ, ENV_PREFIX, Settings.model_fields)
     file_values: dict[str, Any] = {}
     if config_file is not None:
         try:

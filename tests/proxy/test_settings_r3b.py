@@ -234,3 +234,51 @@ def test_a_network_wider_than_written_is_refused(env, value, fragment) -> None:
 def test_a_network_as_written_loads(env, value) -> None:
     env(**BASE, OWUI_PROXY_TRUSTED_PROXIES=value)
     assert load_settings().trusted_proxies
+
+
+# --- a misspelt prefix: the variable was never looked at -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "OWUI_PORXY_ALLOWED_GROUPS",
+        "OWUI_PRXY_ALLOWED_GROUPS",
+        "OWUIPROXY_ALLOWED_GROUPS",
+        "OWUI-PROXY-ALLOWED-GROUPS",
+        "OWUI_PROXY-ALLOWED_GROUPS",
+        "OWI_PROXY_ALLOWED_EMAIL_DOMAINS",
+        "OUWI_PROXY_ALLOWED_EMAIL_DOMAINS",
+        "owui_porxy_allowed_groups",
+        "WUI_PROXY_ALLOWED_GROUPS",
+        " OWUI_PROXY_ALLOWED_GROUPS",
+        "OWUI_PROXY_ALLOWED_GROUPS ",
+    ],
+)
+def test_a_misspelt_prefix_is_refused(env, name) -> None:
+    """Only names starting with OWUI_PROXY_ were checked, so a typo in the prefix itself left
+    the access rules at "everyone", without a word."""
+    text = _problems(env, **{name: "staff"})
+    assert name in text
+    assert "OWUI_PROXY_ALLOWED_" in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "OWUI_PROVISION_EMAIL_HEADER",  # the provisioner's, same suffix
+        "OWUI_PROVISION_URL",
+        "OAUTH2_PROXY_UPSTREAMS",
+        "OAUTH2_PROXY_EMAIL_DOMAINS",
+        "OWUI_GATE_PROXY",
+        "WEBUI_AUTH_TRUSTED_EMAIL_HEADER",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "PROXY_LISTEN",
+        "LOG_LEVEL",
+        "WORKERS",
+    ],
+)
+def test_other_programs_variables_are_left_alone(env, name) -> None:
+    env(**BASE, **{name: "x"})
+    load_settings()
