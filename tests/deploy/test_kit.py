@@ -438,3 +438,43 @@ def test_every_setting_a_shipped_file_names_exists() -> None:
     }
     assert len(named) > 20  # the scan sees the files
     assert sorted(item for item in named if item[1] not in known) == []
+
+
+def topologies() -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """``(name, proxy settings, OpenWebUI environment)`` of every shipped topology."""
+    found = [("systemd", env_file(ENV / "owui-proxy.env"), env_file(ENV / "open-webui.env"))]
+    services = compose()["services"]
+    found.append(
+        (
+            "compose",
+            {k: str(v) for k, v in services["owui-proxy"]["environment"].items()},
+            {k: str(v) for k, v in services["open-webui"]["environment"].items()},
+        )
+    )
+    k8s = REPO / "deploy" / "kubernetes" / "base" / "owui-proxy.yaml"
+    docs = [d for d in yaml.safe_load_all(k8s.read_text(encoding="utf-8")) if d]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (owui,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "open-webui"
+    ]
+    owui_env = {e["name"]: str(e["value"]) for e in owui.get("env", []) if "value" in e}
+    found.append(("kubernetes", {k: str(v) for k, v in config["data"].items()}, owui_env))
+    return found
+
+
+@pytest.mark.parametrize(("name", "proxy", "owui"), topologies(), ids=[t[0] for t in topologies()])
+def test_openwebui_trusts_exactly_the_headers_the_proxy_owns(name, proxy, owui) -> None:
+    """Every header OpenWebUI believes (WEBUI_AUTH_TRUSTED_*_HEADER) is one the proxy strips
+    from clients and sets itself: a name that differs (X-Groups here, X-User-Groups there)
+    is one the proxy passes through from any client. The role header is never trusted."""
+    for kind in ("EMAIL", "NAME", "GROUPS"):
+        trusted = owui.get(f"WEBUI_AUTH_TRUSTED_{kind}_HEADER")
+        if trusted is None:
+            assert kind != "EMAIL", name  # trusted-header mode is the point
+            continue
+        setting = f"{kind.lower()}_header"
+        ours = proxy.get(f"OWUI_PROXY_{setting.upper()}", Settings.model_fields[setting].default)
+        assert trusted.lower() == ours.lower(), (name, kind)
+    assert "WEBUI_AUTH_TRUSTED_ROLE_HEADER" not in owui, name
+    assert owui.get("FORWARDED_ALLOW_IPS") == "127.0.0.1", name
