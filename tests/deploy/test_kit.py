@@ -478,3 +478,10 @@ def test_openwebui_trusts_exactly_the_headers_the_proxy_owns(name, proxy, owui) 
         assert trusted.lower() == ours.lower(), (name, kind)
     assert "WEBUI_AUTH_TRUSTED_ROLE_HEADER" not in owui, name
     assert owui.get("FORWARDED_ALLOW_IPS") == "127.0.0.1", name
+    # Where OpenWebUI reads API keys (its default: x-api-key) is where the proxy checks that
+    # a key is the person's own.
+    api_key = proxy.get(
+        "OWUI_PROXY_OPENWEBUI_API_KEY_HEADER",
+        Settings.model_fields["openwebui_api_key_header"].default,
+    )
+    assert owui.get("CUSTOM_API_KEY_HEADER", "x-api-key").lower() == api_key.lower(), name
