@@ -682,6 +682,18 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from exc
         return value
 
+    @field_validator("allowed_email_domains", "allowed_groups", mode="before")
+    @classmethod
+    def _check_rule_given(cls, value: Any) -> Any:
+        """An access rule given as an empty TOML array reads as a rule and means none:
+        everyone in. (An empty or blank variable is refused by load_settings.)"""
+        if isinstance(value, list) and not value:
+            raise ValueError(
+                "empty: no items, which lets everyone in; remove the setting if that is "
+                "meant, or name the items"
+            )
+        return value
+
     @field_validator("allowed_email_domains")
     @classmethod
     def _check_domains(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -282,3 +282,16 @@ def test_a_misspelt_prefix_is_refused(env, name) -> None:
 def test_other_programs_variables_are_left_alone(env, name) -> None:
     env(**BASE, **{name: "x"})
     load_settings()
+
+
+@pytest.mark.parametrize("key", ["allowed_groups", "allowed_email_domains"])
+def test_an_empty_toml_access_rule_is_refused(env, tmp_path, key) -> None:
+    """``allowed_groups = []`` reads as a rule and means "no rule", everyone in."""
+    env(**BASE)
+    config = tmp_path / "p.toml"
+    config.write_text(f"{key} = []\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    text = "\n".join(caught.value.problems)
+    assert f"OWUI_PROXY_{key.upper()}" in text
+    assert "empty" in text
