@@ -873,6 +873,10 @@ def load_settings(config_file: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             problems.append(f"--config {config_file}: not valid TOML ({exc})")
             raise SettingsError(problems) from exc
+        try:
+            _refuse_world_writable(config_file)
+        except ValueError as exc:
+            problems.append(f"--config {exc}")
     try:
         settings = Settings(**file_values)
     except ValidationError as exc:

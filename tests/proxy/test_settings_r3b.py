@@ -295,3 +295,18 @@ def test_an_empty_toml_access_rule_is_refused(env, tmp_path, key) -> None:
     text = "\n".join(caught.value.problems)
     assert f"OWUI_PROXY_{key.upper()}" in text
     assert "empty" in text
+
+
+def test_a_world_writable_config_file_is_refused(env, tmp_path) -> None:
+    """Whoever may write the TOML file chooses the access rules (at the next start)."""
+    env(**BASE)
+    config = tmp_path / "p.toml"
+    config.write_text('allowed_groups = ["staff"]\n')
+    config.chmod(0o644)
+    assert load_settings(config).allowed_groups == ("staff",)
+    config.chmod(0o666)
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    text = "\n".join(caught.value.problems)
+    assert str(config) in text
+    assert "world-writable" in text
