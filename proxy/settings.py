@@ -199,8 +199,23 @@ def _never_matches(item: str) -> str | None:
     return None
 
 
+def _refuse_blanks(value: str, *, inside: bool) -> None:
+    """Blanks around a value (``inside``: anywhere), and control characters anywhere: a CRLF
+    env file's CR, a stray space. Such a value loaded as written and failed at run time."""
+    if (
+        value != value.strip()
+        or (inside and any(ch.isspace() for ch in value))
+        or not value.isprintable()
+    ):
+        raise ValueError(
+            f"{value!r} has blanks or control characters in it (an env file with CRLF line "
+            "ends?); write the value alone"
+        )
+
+
 def _check_listen(value: str) -> str:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:/absolute/path``."""
+    _refuse_blanks(value, inside=not value.startswith("unix:"))
     if value.startswith("unix:"):
         if not value[5:].startswith("/"):
             raise ValueError(
@@ -234,6 +249,7 @@ def _check_http_url(value: str) -> str:
             "credentials in the URL (user:password@) are refused: the settings are logged "
             "at start; write the URL without them"
         )
+    _refuse_blanks(value, inside=True)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{value!r} is not an http(s) URL")
     return value.rstrip("/") if parts.path in ("", "/") else value

@@ -310,3 +310,27 @@ def test_a_world_writable_config_file_is_refused(env, tmp_path) -> None:
     text = "\n".join(caught.value.problems)
     assert str(config) in text
     assert "world-writable" in text
+
+
+# --- blanks and line ends carried into a value (a CRLF env file, a stray space) ------------
+
+BLANK_VALUES = {
+    "OWUI_PROXY_UPSTREAM": "http://127.0.0.1:8080",
+    "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:4180/oauth2/auth",
+    "OWUI_PROXY_PUBLIC_URL": "https://chat.example.edu",
+    "OWUI_PROXY_LOGOUT_URL": "https://chat.example.edu/oauth2/sign_out",
+    "OWUI_PROXY_LISTEN": "127.0.0.1:8100",
+    "OWUI_PROXY_ADMIN_LISTEN": "127.0.0.1:9100",
+    "OWUI_PROXY_INTERNAL_LISTEN": "127.0.0.1:8101",
+}
+
+
+@pytest.mark.parametrize("setting", sorted(BLANK_VALUES))
+@pytest.mark.parametrize("form", ["{}\r", "{} ", " {}", "{}\t", "{}\x00"[:-1] + "\x0b"])
+def test_a_value_with_blanks_or_line_ends_is_refused(env, setting, form) -> None:
+    """Such a value loaded as written: a public URL ending in CR made every WebSocket's
+    Origin a mismatch and every login's rd= a URL no auth service accepts; a listener's
+    failed only when the proxy tried to bind it."""
+    text = _problems(env, **{setting: form.format(BLANK_VALUES[setting])})
+    assert setting in text
+    assert "blank" in text
