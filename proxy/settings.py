@@ -635,6 +635,14 @@ class Settings(BaseSettings):
                 raise ValueError("Authorization carries OpenWebUI's own token; use another header")
         return value
 
+    @field_validator("jwt_issuer", "jwt_email_claim", "jwt_name_claim", "jwt_groups_claim")
+    @classmethod
+    def _check_jwt_names(cls, value: str | None) -> str | None:
+        """Compared exactly with what a token says: a CR or a space around matches none."""
+        if value is not None:
+            _refuse_blanks(value, inside=False)
+        return value
+
     @field_validator("internal_tokens_file")
     @classmethod
     def _check_tokens_file(cls, value: Path | None) -> Path | None:

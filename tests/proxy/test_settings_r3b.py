@@ -334,3 +334,35 @@ def test_a_value_with_blanks_or_line_ends_is_refused(env, setting, form) -> None
     text = _problems(env, **{setting: form.format(BLANK_VALUES[setting])})
     assert setting in text
     assert "blank" in text
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "OWUI_PROXY_JWT_ISSUER",
+        "OWUI_PROXY_JWT_EMAIL_CLAIM",
+        "OWUI_PROXY_JWT_NAME_CLAIM",
+        "OWUI_PROXY_JWT_GROUPS_CLAIM",
+    ],
+)
+def test_a_jwt_setting_with_a_line_end_is_refused(env, setting) -> None:
+    """An issuer ending in CR matches no token's 'iss': nobody could sign in, and nothing
+    said why."""
+    values = {
+        "OWUI_PROXY_AUTH": "jwt",
+        "OWUI_PROXY_JWT_SOURCE": "header:X-Jwt",
+        "OWUI_PROXY_JWT_ISSUER": "https://idp",
+        "OWUI_PROXY_JWT_AUDIENCE": "chat",
+        "OWUI_PROXY_JWT_JWKS_URL": "https://idp/jwks",
+        "OWUI_PROXY_JWT_EMAIL_CLAIM": "email",
+        "OWUI_PROXY_JWT_NAME_CLAIM": "name",
+        "OWUI_PROXY_JWT_GROUPS_CLAIM": "groups",
+    }
+    values[setting] += "\r"
+    env(**{**BASE, **values})
+    os.environ.pop("OWUI_PROXY_FORWARD_AUTH_URL")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    text = "\n".join(caught.value.problems)
+    assert setting in text
+    assert "blank" in text
