@@ -1,4 +1,5 @@
-"""Reading a file that holds secrets: a regular file, not world-readable, small, ASCII.
+"""Reading a file that holds secrets: a regular file, neither world-readable nor
+world-writable, small, ASCII.
 
 One reader for every secret file the proxy takes (the internal listener's service tokens,
 the first-sign-in hook's webhook secret), so each gets the same checks and the same plain
@@ -34,6 +35,13 @@ def read_secret_lines(path: Path) -> list[tuple[int, str]]:
             if mode & stat.S_IROTH:
                 raise SecretFileError(
                     f"{path} is world-readable (mode {stat.S_IMODE(mode):04o}); "
+                    f"run: chmod 600 {path}"
+                )
+            if mode & stat.S_IWOTH:
+                # Whoever may write it chooses the secret: a token of their own on the
+                # internal listener after the next SIGHUP, a hook secret to forge events.
+                raise SecretFileError(
+                    f"{path} is world-writable (mode {stat.S_IMODE(mode):04o}); "
                     f"run: chmod 600 {path}"
                 )
             data = _read_up_to(fd, MAX_FILE_BYTES + 1)

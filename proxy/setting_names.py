@@ -67,3 +67,57 @@ def unknown_variables(
         for name in sorted(environ)
         if name.upper().startswith(prefix) and name.upper()[len(prefix) :] not in fields
     ]
+
+
+def unclear_variables(environ: Mapping[str, str], prefix: str) -> list[str]:
+    """One line per variable starting with ``prefix`` (any case) that says nothing or says it
+    twice, sorted: a value of only blanks (read as "unset", which for the access rules is
+    "everyone"), or one setting under two spellings (names are read in any case, and which
+    of the two wins is nobody's choice)."""
+    spellings: dict[str, list[str]] = {}
+    problems = []
+    for name in sorted(environ):
+        if not name.upper().startswith(prefix):
+            continue
+        spellings.setdefault(name.upper(), []).append(name)
+        if not environ[name].strip(" \t\r\n"):
+            problems.append(
+                f"{name}: set but empty; remove it to use the default, or give it a value"
+            )
+    for names in spellings.values():
+        if len(names) > 1:
+            problems.append(
+                f"{', '.join(names)}: the same setting set more than once (names are read in "
+                "any case); keep one"
+            )
+    return sorted(problems)
+
+
+# Other programs' prefixes, never read as a misspelling of ours.
+_OTHER_PREFIXES = ("OWUI_PROVISION_", "OWUI_GATE_", "OAUTH2_PROXY_")
+
+
+def misspelt_prefixes(
+    environ: Mapping[str, str], prefix: str, known: Iterable[str], *, cutoff: float = 0.8
+) -> list[str]:
+    """One line per variable that names a setting under a misspelt ``prefix`` (``OWUI_PORXY_``,
+    ``OWUI-PROXY-``, blanks around the name), sorted: only names starting with ``prefix``
+    are read, so such a variable was never looked at and its setting kept its default."""
+    fields = sorted((n.upper() for n in known), key=len, reverse=True)
+    problems = []
+    for name in sorted(environ):
+        if name.upper().startswith(prefix):
+            continue  # read, or reported by unknown_variables
+        folded = name.strip(" \t\r\n").upper().replace("-", "_")
+        if folded.startswith(_OTHER_PREFIXES):
+            continue
+        for field in fields:
+            head = folded[: -len(field)]
+            if not folded.endswith(field) or not head:
+                continue
+            if head == prefix or difflib.SequenceMatcher(None, head, prefix).ratio() >= cutoff:
+                problems.append(
+                    f"{name!r}: not read (a misspelt prefix?); did you mean {prefix}{field}?"
+                )
+                break
+    return problems

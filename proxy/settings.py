@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from functools import cached_property
@@ -42,7 +43,13 @@ from proxy.eio_sessions import SessionSecretError, read_session_secret
 from proxy.identity import InvalidIdentity, check_group
 from proxy.pages import PagesError, load_folder
 from proxy.pseudonym import PseudonymKeyError, load_key
-from proxy.setting_names import Hint, unknown, unknown_variables
+from proxy.setting_names import (
+    Hint,
+    misspelt_prefixes,
+    unclear_variables,
+    unknown,
+    unknown_variables,
+)
 from proxy.tokens import TokenFileError, load_tokens
 from proxy.webhooks import BadSecret, read_secret_file
 
@@ -154,6 +161,12 @@ def _split_list(value: Any) -> Any:
     """
     if isinstance(value, str):
         items = [item.strip(" \t\r") for item in re.split(r"[,\n]", value)]
+        if not any(items):
+            # Read as "no items", which for the access rules means "everyone".
+            raise ValueError(
+                "empty: no items, only separators or blanks; remove the setting to use its "
+                "default, or name the items"
+            )
         return [item for item in items if item]
     return value
 
@@ -186,8 +199,23 @@ def _never_matches(item: str) -> str | None:
     return None
 
 
+def _refuse_blanks(value: str, *, inside: bool) -> None:
+    """Blanks around a value (``inside``: anywhere), and control characters anywhere: a CRLF
+    env file's CR, a stray space. Such a value loaded as written and failed at run time."""
+    if (
+        value != value.strip()
+        or (inside and any(ch.isspace() for ch in value))
+        or not value.isprintable()
+    ):
+        raise ValueError(
+            f"{value!r} has blanks or control characters in it (an env file with CRLF line "
+            "ends?); write the value alone"
+        )
+
+
 def _check_listen(value: str) -> str:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6) or ``unix:/absolute/path``."""
+    _refuse_blanks(value, inside=not value.startswith("unix:"))
     if value.startswith("unix:"):
         if not value[5:].startswith("/"):
             raise ValueError(
@@ -203,11 +231,25 @@ def _check_listen(value: str) -> str:
 def _check_header_name(value: str) -> str:
     if not _HEADER_NAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a valid HTTP header name")
+    # "'" is legal in a header name, so a name copied with its .env quotes would load, and
+    # the proxy would strip and inject 'X-User-Email' (quotes and all) while OpenWebUI
+    # reads the client's own X-User-Email. No header anyone configures has one.
+    if "'" in value:
+        raise ValueError(
+            f"{value!r}: quotes are read as part of the name; write the name without them"
+        )
     return value
 
 
 def _check_http_url(value: str) -> str:
     parts = urlsplit(value)
+    if "@" in parts.netloc:
+        # Never echoed: the settings are logged at start, and the upstream's were dropped.
+        raise ValueError(
+            "credentials in the URL (user:password@) are refused: the settings are logged "
+            "at start; write the URL without them"
+        )
+    _refuse_blanks(value, inside=True)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(f"{value!r} is not an http(s) URL")
     return value.rstrip("/") if parts.path in ("", "/") else value
@@ -255,11 +297,48 @@ def login_loop(login_url: str, public_url: str, auth_path_prefix: str) -> str | 
     )
 
 
-def _check_network(value: str) -> IPNetwork:
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds, or nothing when it cannot be listed (reported elsewhere)."""
     try:
-        return ipaddress.ip_network(value, strict=False)
+        return list(folder.iterdir()) if folder.is_dir() else []
+    except OSError:
+        return []
+
+
+def _refuse_world_writable(*paths: Path) -> None:
+    """Files the proxy trusts (a key, its pages) that anyone may change, or add to."""
+    for path in paths:
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # a missing file is reported by the check that reads it
+        if mode & stat.S_IWOTH:
+            raise ValueError(
+                f"{path} is world-writable (mode {stat.S_IMODE(mode):04o}): anyone may change "
+                f"what the proxy trusts; run: chmod o-w {path}"
+            )
+
+
+def _check_network(value: Any) -> IPNetwork:
+    """An address or a network exactly as written: ``10.0.0.0/0`` (meant /8) or
+    ``10.89.1.2/8`` (meant /32) are not silently widened to what their prefix says."""
+    try:
+        network = ipaddress.ip_network(value, strict=False)
     except ValueError as exc:
         raise ValueError(f"{value!r} is not an IP address or CIDR") from exc
+    if network.prefixlen == 0:
+        raise ValueError(
+            f"{value!r} is every address: any client's X-Forwarded-* would be believed; "
+            "name the front proxies' own addresses"
+        )
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} has host bits set, so it means all of {network}; write {network} if "
+            "that is meant, or the address alone for that one address"
+        ) from None
+    return network
 
 
 Listen = Annotated[str, AfterValidator(_check_listen)]
@@ -556,6 +635,14 @@ class Settings(BaseSettings):
                 raise ValueError("Authorization carries OpenWebUI's own token; use another header")
         return value
 
+    @field_validator("jwt_issuer", "jwt_email_claim", "jwt_name_claim", "jwt_groups_claim")
+    @classmethod
+    def _check_jwt_names(cls, value: str | None) -> str | None:
+        """Compared exactly with what a token says: a CR or a space around matches none."""
+        if value is not None:
+            _refuse_blanks(value, inside=False)
+        return value
+
     @field_validator("internal_tokens_file")
     @classmethod
     def _check_tokens_file(cls, value: Path | None) -> Path | None:
@@ -593,10 +680,20 @@ class Settings(BaseSettings):
     def _check_pages(cls, value: Path | None) -> Path | None:
         """Every template checked at load, so its problems are listed with the others'."""
         if value is not None:
+            # Served on the public origin: whoever may write a page, or add one, writes script.
+            _refuse_world_writable(value, *_entries(value))
             try:
                 load_folder(value)
             except PagesError as exc:
                 raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("jwt_key_file")
+    @classmethod
+    def _check_jwt_key_file(cls, value: Path | None) -> Path | None:
+        """Public, so readable is fine; whoever may write it signs any identity."""
+        if value is not None:
+            _refuse_world_writable(value)
         return value
 
     @field_validator("log_pseudonym_key_file")
@@ -607,6 +704,18 @@ class Settings(BaseSettings):
                 load_key(value)
             except PseudonymKeyError as exc:
                 raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("allowed_email_domains", "allowed_groups", mode="before")
+    @classmethod
+    def _check_rule_given(cls, value: Any) -> Any:
+        """An access rule given as an empty TOML array reads as a rule and means none:
+        everyone in. (An empty or blank variable is refused by load_settings.)"""
+        if isinstance(value, list) and not value:
+            raise ValueError(
+                "empty: no items, which lets everyone in; remove the setting if that is "
+                "meant, or name the items"
+            )
         return value
 
     @field_validator("allowed_email_domains")
@@ -770,11 +879,14 @@ def load_settings(config_file: Path | None = None) -> Settings:
     """Build the settings from the environment and an optional TOML file.
 
     Raises :class:`SettingsError` listing every problem found: a variable with our prefix
-    that names no setting among them (a typo must not leave a setting at its default).
+    that names no setting, is empty or is set twice in two cases among them (a typo must
+    not leave a setting at its default).
     """
     problems = unknown_variables(
         os.environ, ENV_PREFIX, Settings.model_fields, OAUTH2_PROXY_SPELLINGS
     )
+    problems += unclear_variables(os.environ, ENV_PREFIX)
+    problems += misspelt_prefixes(os.environ, ENV_PREFIX, Settings.model_fields)
     file_values: dict[str, Any] = {}
     if config_file is not None:
         try:
@@ -785,6 +897,10 @@ def load_settings(config_file: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             problems.append(f"--config {config_file}: not valid TOML ({exc})")
             raise SettingsError(problems) from exc
+        try:
+            _refuse_world_writable(config_file)
+        except ValueError as exc:
+            problems.append(f"--config {exc}")
     try:
         settings = Settings(**file_values)
     except ValidationError as exc:

@@ -368,3 +368,120 @@ def test_the_auth_service_image_is_new_enough_for_every_provider_the_docs_name()
     assert len(pins) == 1
     (version,) = pins
     assert tuple(map(int, version)) >= (7, 8, 0)
+
+
+# --- every shipped file, each class of mistake checked over all of them -------------------
+
+DEPLOY = REPO / "deploy"
+_SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|(^|_)KEY)$", re.IGNORECASE)
+
+
+def shipped_variables() -> list[tuple[str, str, str]]:
+    """``(file, name, value)`` of every variable a shipped file sets: the env examples, the
+    compose services' environment and the Kubernetes ConfigMaps and container env."""
+    found: list[tuple[str, str, str]] = []
+    for path in sorted((DEPLOY / "env").glob("*.env")):
+        found += [(path.name, k, v) for k, v in env_file(path).items()]
+    for name, service in yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"].items():
+        environment = service.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(item.split("=", 1) for item in environment)
+        found += [(f"compose {name}", k, str(v)) for k, v in environment.items()]
+    for path in sorted((DEPLOY / "kubernetes").rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not doc:
+                continue
+            if doc.get("kind") == "ConfigMap":
+                found += [(path.name, k, str(v)) for k, v in (doc.get("data") or {}).items()]
+            spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for container in spec.get("containers", []) + spec.get("initContainers", []):
+                found += [
+                    (path.name, e["name"], str(e["value"]))
+                    for e in container.get("env", [])
+                    if "value" in e
+                ]
+    return found
+
+
+def test_no_shipped_file_sets_a_secret() -> None:
+    """A placeholder secret in an example (WEBUI_SECRET_KEY=change-me-...) works: an operator
+    who misses the edit runs with a key everyone can read, and OpenWebUI signs its session
+    tokens with it. Left empty, OpenWebUI refuses to start ("WEBUI_SECRET_KEY is not set").
+    A path to a secret (…_FILE, a TLS key) is fine."""
+    found = shipped_variables()
+    assert any(name == "WEBUI_SECRET_KEY" for _, name, _ in found)  # the scan sees the files
+    set_secrets = [
+        f"{where}: {name}"
+        for where, name, value in found
+        if _SECRET_NAME.search(name) and value and not value.startswith("/")
+    ]
+    assert set_secrets == []
+
+
+_SETTING_NAME = re.compile(r"\b(OWUI_PRO(?:XY|VISION)_[A-Z0-9_]*[A-Z0-9])\b(?![_*])")
+
+
+def test_every_setting_a_shipped_file_names_exists() -> None:
+    """A misspelt variable in a shipped file is the operator's typo, made for them: every
+    OWUI_PROXY_* and OWUI_PROVISION_* name in every file under deploy/ (set or mentioned) is
+    a setting."""
+    from provisioner.settings import Settings as ProvisionSettings
+
+    known = {f"OWUI_PROXY_{n.upper()}" for n in Settings.model_fields} | {
+        f"OWUI_PROVISION_{n.upper()}" for n in ProvisionSettings.model_fields
+    }
+    files = [p for p in sorted(DEPLOY.rglob("*")) if p.is_file() and p.suffix != ".lock"]
+    named = {
+        (str(p.relative_to(DEPLOY)), m)
+        for p in files
+        for m in _SETTING_NAME.findall(p.read_text(encoding="utf-8", errors="replace"))
+    }
+    assert len(named) > 20  # the scan sees the files
+    assert sorted(item for item in named if item[1] not in known) == []
+
+
+def topologies() -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """``(name, proxy settings, OpenWebUI environment)`` of every shipped topology."""
+    found = [("systemd", env_file(ENV / "owui-proxy.env"), env_file(ENV / "open-webui.env"))]
+    services = compose()["services"]
+    found.append(
+        (
+            "compose",
+            {k: str(v) for k, v in services["owui-proxy"]["environment"].items()},
+            {k: str(v) for k, v in services["open-webui"]["environment"].items()},
+        )
+    )
+    k8s = REPO / "deploy" / "kubernetes" / "base" / "owui-proxy.yaml"
+    docs = [d for d in yaml.safe_load_all(k8s.read_text(encoding="utf-8")) if d]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (owui,) = [
+        c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "open-webui"
+    ]
+    owui_env = {e["name"]: str(e["value"]) for e in owui.get("env", []) if "value" in e}
+    found.append(("kubernetes", {k: str(v) for k, v in config["data"].items()}, owui_env))
+    return found
+
+
+@pytest.mark.parametrize(("name", "proxy", "owui"), topologies(), ids=[t[0] for t in topologies()])
+def test_openwebui_trusts_exactly_the_headers_the_proxy_owns(name, proxy, owui) -> None:
+    """Every header OpenWebUI believes (WEBUI_AUTH_TRUSTED_*_HEADER) is one the proxy strips
+    from clients and sets itself: a name that differs (X-Groups here, X-User-Groups there)
+    is one the proxy passes through from any client. The role header is never trusted."""
+    for kind in ("EMAIL", "NAME", "GROUPS"):
+        trusted = owui.get(f"WEBUI_AUTH_TRUSTED_{kind}_HEADER")
+        if trusted is None:
+            assert kind != "EMAIL", name  # trusted-header mode is the point
+            continue
+        setting = f"{kind.lower()}_header"
+        ours = proxy.get(f"OWUI_PROXY_{setting.upper()}", Settings.model_fields[setting].default)
+        assert trusted.lower() == ours.lower(), (name, kind)
+    assert "WEBUI_AUTH_TRUSTED_ROLE_HEADER" not in owui, name
+    assert owui.get("FORWARDED_ALLOW_IPS") == "127.0.0.1", name
+    # Where OpenWebUI reads API keys (its default: x-api-key) is where the proxy checks that
+    # a key is the person's own.
+    api_key = proxy.get(
+        "OWUI_PROXY_OPENWEBUI_API_KEY_HEADER",
+        Settings.model_fields["openwebui_api_key_header"].default,
+    )
+    assert owui.get("CUSTOM_API_KEY_HEADER", "x-api-key").lower() == api_key.lower(), name
