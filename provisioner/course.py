@@ -300,6 +300,8 @@ def parse_course(text: str, source: str) -> Course:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CourseFileError([f"{source}: not valid TOML: {exc}"]) from exc
+    except RecursionError as exc:  # arrays or inline tables nested deeper than tomllib goes
+        raise CourseFileError([f"{source}: not valid TOML: nested too deeply"]) from exc
     found, covered = _layout_problems(data)
     found += _duplicate_ids(data)
     try:
