@@ -63,7 +63,7 @@ from yarl import URL
 
 from proxy import chat_update, h1, logs
 from proxy.access import AccessRules
-from proxy.allowlist import Allowed, Allowlist
+from proxy.allowlist import SIGNIN, Allowed, Allowlist
 from proxy.errors import (
     AccessDenied,
     ActAsRefused,
@@ -114,7 +114,6 @@ OVERRIDE_HEADERS = frozenset(
         "x-forwarded-path",
     }
 )
-SIGNIN = ("POST", "/api/v1/auths/signin")
 # A sign-in body is OpenWebUI's SigninForm, which trusted-header sign-in ignores: small.
 SIGNIN_MAX_BODY_BYTES = 16 * 1024
 # A chat update is read whole to be checked: one message of a course's first_message (at
