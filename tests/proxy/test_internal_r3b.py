@@ -62,3 +62,113 @@ async def test_a_param_rule_never_opens_an_account_endpoint(
     assert response.status == 403
     assert "account" in (await response.json())["error"]
     assert fake.seen == []
+
+
+async def test_a_sign_in_openwebui_has_not_answered_in_time_still_holds_its_email(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """The proxy gives up waiting (504), but OpenWebUI goes on creating the account: the
+    next sign-in of that email must not reach it before the first one has finished there."""
+    import asyncio
+
+    from proxy import server
+    from tests.proxy.rawhttp import raw_request
+    from tests.proxy.test_internal import make_settings
+    from tests.proxy.test_relay import _closed_port
+
+    in_flight = 0
+    most = 0
+
+    async def signin(request: web.Request) -> web.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.35)  # longer than the proxy waits (0.2 s)
+        finally:
+            in_flight -= 1
+        return web.json_response({"email": "a@school.edu", "role": "user", "token": "t"})
+
+    async def config(_request: web.Request) -> web.Response:
+        return web.json_response({"onboarding": False})
+
+    app = web.Application(handler_args={"handler_cancellation": False})
+    app.router.add_post("/api/v1/auths/signin", signin)
+    app.router.add_get("/api/config", config)
+    upstream_server = await aiohttp_server(app)
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(tmp_path, str(upstream_server.make_url("/")), response_timeout_s=0.2)
+    upstream = Upstream.open(settings)
+    port = _closed_port()
+    runner = await server._start(
+        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
+    )
+    headers = [
+        ("Proxy-Authorization", f"Bearer {TOKEN}"),
+        ("X-User-Email", "a@school.edu"),
+        ("Content-Type", "application/json"),
+    ]
+    try:
+        statuses = []
+        for _ in range(2):  # one after the other, each given up on by the proxy
+            answer = await raw_request(
+                "127.0.0.1",
+                port,
+                "/api/v1/auths/signin",
+                headers,
+                method="POST",
+                body=b'{"email":"","password":""}',
+            )
+            statuses.append(answer.status)
+        await asyncio.sleep(1.5)
+    finally:
+        await runner.cleanup()
+        await upstream.close()
+    assert statuses[0] == 504
+    assert most == 1
+
+
+async def _second_sign_in_waits(failure: Exception) -> float:
+    """Seconds the next sign-in of an email waited after one that failed with ``failure``."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from proxy.internal import SigninGuard
+
+    guard = SigninGuard(SimpleNamespace(response_timeout_s=30), unanswered_hold_s=0.5)  # type: ignore[arg-type]
+
+    async def failing() -> Any:
+        raise failure
+
+    async def answering() -> Any:
+        raise LookupError("answered")  # stands in for an answer: the lock was taken
+
+    with pytest.raises(type(failure)):
+        await guard.sign_in("a@school.edu", failing)
+    started = time.monotonic()
+    with pytest.raises(LookupError):
+        await guard.sign_in("a@school.edu", answering)
+    waited = time.monotonic() - started
+    await asyncio.wait_for(guard.close(), 5)
+    return waited
+
+
+def _upstream_error(cause: Exception) -> Exception:
+    from proxy.errors import UpstreamTimeout
+
+    error = UpstreamTimeout("upstream did not answer")
+    error.__cause__ = cause
+    return error
+
+
+async def test_a_sign_in_that_got_no_answer_holds_its_email_a_while() -> None:
+    from proxy import h1
+
+    assert await _second_sign_in_waits(_upstream_error(h1.HeadTimeout("late"))) >= 0.4
+
+
+async def test_a_sign_in_that_reached_no_openwebui_holds_nothing() -> None:
+    from proxy import h1
+
+    assert await _second_sign_in_waits(_upstream_error(h1.ConnectFailed("refused"))) < 0.3
