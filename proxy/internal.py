@@ -284,8 +284,10 @@ class SigninGuard:
         )
         response = await send(probe, headers, self.upstream, with_body=False)
         body = await read_whole(response)
-        onboarding = _json_field(body, "onboarding") if response.status == 200 else None
-        if response.status != 200 or onboarding not in (True, False, None):
+        config = _json_object(body) if response.status == 200 else None
+        # A missing "onboarding" is a release without the field; no JSON object is no config.
+        onboarding = config.get("onboarding") if config is not None else None
+        if config is None or onboarding not in (True, False, None):
             raise UpstreamError(f"GET {CONFIG_PATH} answered {response.status}, not its config")
         if onboarding is True:
             raise ActAsRefused(
@@ -315,13 +317,19 @@ def _retrieved(answer: asyncio.Future[Any]) -> None:
         answer.exception()
 
 
-def _json_field(body: bytes, name: str) -> object:
-    """``body[name]`` if ``body`` is a JSON object, else None."""
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """``body`` as a JSON object, else None (not JSON, not an object, nested too deeply)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return data.get(name) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _json_field(body: bytes, name: str) -> object:
+    """``body[name]`` if ``body`` is a JSON object, else None."""
+    data = _json_object(body)
+    return data.get(name) if data is not None else None
 
 
 class InternalHandler:
@@ -438,8 +446,8 @@ class InternalHandler:
             return whole_response(read, stored)
         try:
             chat = json.loads(stored)
-        except ValueError as exc:
-            raise UpstreamError("GET of the chat answered 200 without JSON") from exc
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+            raise UpstreamError("GET of the chat answered 200 without JSON it can read") from exc
         reason = chat_update.refusal(body, chat)
         if reason is not None:
             raise ChatUpdateRefused(f"chat update refused: {reason}")

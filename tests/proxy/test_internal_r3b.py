@@ -172,3 +172,85 @@ async def test_a_sign_in_that_reached_no_openwebui_holds_nothing() -> None:
     from proxy import h1
 
     assert await _second_sign_in_waits(_upstream_error(h1.ConnectFailed("refused"))) < 0.3
+
+
+async def test_a_stored_chat_nested_too_deeply_is_a_clear_502_not_a_500(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """The chat an update is checked against is the person's own content, as OpenWebUI
+    answers it: nested deeper than the JSON decoder goes, it is no chat the check can
+    read (502, nothing posted), never an unhandled RecursionError."""
+    from tests.proxy.test_chat_update import HEADERS, UUID, stored_thread, the_provisioners_update
+
+    deep = b'{"chat": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}"
+    posted: list[bytes] = []
+
+    async def read(_request: web.Request) -> web.Response:
+        return web.Response(body=deep, content_type="application/json")
+
+    async def update(request: web.Request) -> web.Response:
+        posted.append(await request.read())
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get(f"/api/v1/chats/{UUID}", read)
+    app.router.add_post(f"/api/v1/chats/{UUID}", update)
+    server = await aiohttp_server(app)
+    write_tokens(tmp_path / "tokens", TOKEN)
+    from tests.proxy.test_internal import make_settings
+
+    settings = make_settings(tmp_path, str(server.make_url("/")))
+    upstream = Upstream.open(settings)
+    client = await aiohttp_client(create_internal_app(settings, upstream))
+    try:
+        body = the_provisioners_update(stored_thread())
+        response = await client.post(f"/api/v1/chats/{UUID}", data=body, headers=HEADERS)
+        assert response.status == 502
+        assert "JSON" in (await response.json())["error"]
+        assert posted == []
+    finally:
+        await upstream.close()
+
+
+@pytest.mark.parametrize(
+    ("config", "answer"),
+    [
+        pytest.param(b'{"onboarding": false}', b'{"x": ' + b"[" * 100_000, id="deep-answer"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, b"", id="deep-config"),
+        pytest.param(b"<html>OpenWebUI</html>", b"", id="config-not-json"),
+        pytest.param(b'["onboarding", false]', b"", id="config-not-an-object"),
+    ],
+)
+async def test_openwebui_answers_the_guard_cannot_read_are_a_clear_502(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path, config: bytes, answer: bytes
+) -> None:
+    """The sign-in guard reads /api/config (onboarding?) and the sign-in answer (an admin?):
+    what it cannot read as a JSON object fails closed with 502, never a 500, and a config it
+    cannot read lets no sign-in through (OpenWebUI's first account becomes admin)."""
+    from tests.proxy.test_internal import make_settings
+
+    signins = 0
+
+    async def signin(_request: web.Request) -> web.Response:
+        nonlocal signins
+        signins += 1
+        return web.Response(body=answer, content_type="application/json")
+
+    async def read_config(_request: web.Request) -> web.Response:
+        return web.Response(body=config, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/api/v1/auths/signin", signin)
+    app.router.add_get("/api/config", read_config)
+    server = await aiohttp_server(app)
+    write_tokens(tmp_path / "tokens", TOKEN)
+    settings = make_settings(tmp_path, str(server.make_url("/")))
+    upstream = Upstream.open(settings)
+    client = await aiohttp_client(create_internal_app(settings, upstream))
+    headers = {**AUTH, **ACT, "Content-Type": "application/json"}
+    try:
+        response = await client.post("/api/v1/auths/signin", json={}, headers=headers)
+        assert response.status == 502
+        assert signins == (1 if answer else 0)
+    finally:
+        await upstream.close()
