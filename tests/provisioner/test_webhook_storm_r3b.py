@@ -13,6 +13,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from provisioner.course import Course
 from provisioner.provision import Provisioner
 from provisioner.webhook import create_app
@@ -100,3 +102,26 @@ async def test_two_deliveries_naming_one_person_provision_them_once(
     assert fake.count("POST", "/api/v1/chats/new") == 2  # one per module, not two
     assert fake.count("DELETE", "/api/v1/chats/.*") == 0
     assert len(fake.chats_of("ada@example.edu")) == 2
+
+
+async def test_a_delivery_that_runs_out_of_time_waiting_leaves_nothing_held() -> None:
+    from provisioner.webhook import Admission
+
+    admission = Admission(concurrency=1, queue=1)
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def first() -> None:
+        async with admission.person("ada@example.edu"):
+            entered.set()
+            await release.wait()
+
+    holder = asyncio.create_task(first())
+    await entered.wait()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05), admission.person("ada@example.edu"):
+            pass  # never reached: ada's first delivery still runs
+    release.set()
+    await holder
+    assert admission.admitted == 0
+    assert admission._people == {}
