@@ -356,7 +356,11 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     settings = load_settings()
     async with _openwebui(settings) as api:
         app = create_app(
-            courses, secrets, Provisioner(api, settings), deadline_s=settings.webhook_deadline_s
+            courses,
+            secrets,
+            Provisioner(api, settings),
+            deadline_s=settings.webhook_deadline_s,
+            concurrency=settings.concurrency,
         )
         runner = make_runner(app)
         await runner.setup()

@@ -110,10 +110,16 @@ _KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
 
 
 def _code_lines(text: str) -> list[tuple[int, str]]:
-    """``(line number, line)`` for every line outside a multi-line string."""
+    """``(line number, line)`` for every line outside a multi-line string.
+
+    Lines end at LF (CRLF too) only, as TOML counts them: ``splitlines()`` would also cut
+    at U+2028, U+2029 and U+0085, which a TOML string may hold, misnumbering every line
+    after it.
+    """
     lines: list[tuple[int, str]] = []
     inside: str | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
         if inside is None:
             lines.append((number, line))
         for quote in ('"""', "'''"):
@@ -286,6 +292,17 @@ def _duplicate_ids(data: dict[str, Any]) -> list[tuple[Loc, str]]:
     return problems
 
 
+def _invalid_modules_only(error: Any) -> bool:
+    """Pydantic's "at least one module" when there are modules, each of them invalid: those
+    are reported on their own; telling the author there is none would be wrong."""
+    return (
+        error["type"] == "too_short"
+        and tuple(error["loc"]) == ("modules",)
+        and isinstance(error.get("input"), list)
+        and len(error["input"]) > 0
+    )
+
+
 def _explained(loc: Loc, covered: set[Loc]) -> bool:
     return any(loc[: len(prefix)] == prefix for prefix in covered)
 
@@ -300,6 +317,8 @@ def parse_course(text: str, source: str) -> Course:
         data: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise CourseFileError([f"{source}: not valid TOML: {exc}"]) from exc
+    except RecursionError as exc:  # arrays or inline tables nested deeper than tomllib goes
+        raise CourseFileError([f"{source}: not valid TOML: nested too deeply"]) from exc
     found, covered = _layout_problems(data)
     found += _duplicate_ids(data)
     try:
@@ -311,6 +330,7 @@ def parse_course(text: str, source: str) -> Course:
             # Repeated ids are already in ``found``, with every other error.
             if error["type"] != "duplicate_module_id"
             and not _explained(tuple(error["loc"]), covered)
+            and not _invalid_modules_only(error)
         ]
     else:
         if not found:

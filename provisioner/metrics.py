@@ -22,6 +22,7 @@ OUTCOMES = (
     "openwebui_error",
     "failed",
     "deadline",
+    "busy",
     "duplicate",
     "in_progress",
     "bad_request",

@@ -128,7 +128,11 @@ class Settings(BaseSettings):
         "('Module 1: Introduction [welcome/intro]').",
     )
     concurrency: int = Field(
-        4, ge=1, le=64, description="Users provisioned at once by 'bulk' (--concurrency wins)."
+        4,
+        ge=1,
+        le=64,
+        description="Users provisioned at once by 'bulk' (--concurrency wins) "
+        "and by the webhook receiver.",
     )
     lookup_email: LookupEmail | None = Field(
         None,

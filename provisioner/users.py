@@ -164,7 +164,7 @@ def _records_json_lines(text: str) -> Iterator[tuple[int, Record]]:
             continue
         try:
             value = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             value = None
         if not isinstance(value, dict):
             yield number, "not a JSON object (JSON Lines: one object a line)"

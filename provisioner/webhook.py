@@ -27,15 +27,25 @@ proxy process sees it, so again after a restart), Clerk's ``user.created``, or a
 The receiver answers 2xx only once the user's threads exist (or when there is nothing to
 provision), so a sender that retries on anything else never loses a signup;
 provisioning is idempotent, so retries and repeated ``user.seen`` events are harmless.
+
+A storm of deliveries (term start) is bounded (:class:`Admission`): at most
+``concurrency`` people are provisioned at once (a person waiting out the settle pause
+gives up their place meanwhile), at most ``queue`` more wait for a place, and anything
+beyond is answered ``503`` with ``Retry-After`` at once, before any call to OpenWebUI.
+Deliveries naming the same person (Clerk's ``user.created`` and the proxy's ``user.seen``,
+or ``user.seen`` from several proxy processes) run one after the other, so the second
+finds the first one's threads instead of creating its own to be deleted. Waiting counts
+towards the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +83,9 @@ MAX_BODY_BYTES = 256 * 1024
 MAX_REMEMBERED = 50_000
 # What an event type or a refusal reason may show of attacker-chosen text.
 _MAX_SHOWN = 100
+# People provisioned at once, and deliveries that may wait for a place (see Admission).
+DEFAULT_CONCURRENCY = 4
+DEFAULT_QUEUE = 256
 
 
 # A Svix/Clerk secret may carry 16 bytes of key; ours (proxy.webhooks.new_secret) carry 32.
@@ -153,6 +166,48 @@ class Deliveries:
         return len(self._handled)
 
 
+class Busy(Exception):
+    """More deliveries are waiting than the receiver queues: the sender should retry later."""
+
+
+class Admission:
+    """How many deliveries reach OpenWebUI at once, and that one person's run one at a time.
+
+    :meth:`person` first waits for the deliveries of the same email before it (no slot is
+    held meanwhile), then for one of ``concurrency`` slots. A delivery that would make more
+    than ``concurrency + queue`` of them admitted at once is refused (:class:`Busy`) rather
+    than queued, so a storm costs bounded memory and connections.
+    """
+
+    def __init__(self, concurrency: int, queue: int) -> None:
+        if concurrency < 1 or queue < 0:
+            raise ValueError("concurrency must be at least 1 and queue at least 0")
+        self.slot = asyncio.Semaphore(concurrency)
+        self.limit = concurrency + queue
+        self.admitted = 0
+        self._people: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def person(self, email: str) -> AsyncIterator[asyncio.Semaphore]:
+        """Hold ``email``'s turn and a slot (yielded: the provisioner may lend it out while
+        it waits); :class:`Busy` at once when the queue is full."""
+        if self.admitted >= self.limit:
+            raise Busy()
+        self.admitted += 1
+        lock, users = self._people.get(email, (asyncio.Lock(), 0))
+        self._people[email] = (lock, users + 1)
+        try:
+            async with lock, self.slot:
+                yield self.slot
+        finally:
+            self.admitted -= 1
+            lock, users = self._people[email]
+            if users == 1:
+                del self._people[email]
+            else:
+                self._people[email] = (lock, users - 1)
+
+
 class Ignored(Exception):
     """A well-formed event that is not a signup (e.g. Clerk's ``user.updated``)."""
 
@@ -225,6 +280,8 @@ def create_app(
     clock: Callable[[], float] = time.time,
     body_timeout_s: float = BODY_TIMEOUT_S,
     deliveries: Deliveries | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    queue: int = DEFAULT_QUEUE,
 ) -> web.Application:
     """The receiver: ``POST /webhooks/signup``. Read, verify, skip a replay, parse, choose
     courses, provision, answer.
@@ -232,15 +289,20 @@ def create_app(
     Also ``GET /healthz`` (the receiver is up) and ``GET /metrics`` (Prometheus).
 
     ``courses`` are every course file the receiver serves; each event gets those its
-    groups choose (:func:`provisioner.catalog.courses_for`).
+    groups choose (:func:`provisioner.catalog.courses_for`). ``concurrency`` and ``queue``
+    bound a storm of deliveries (:class:`Admission`).
     """
 
     metrics = WebhookMetrics([course.course.id for course in courses])
     seen = deliveries if deliveries is not None else Deliveries(clock=clock)
+    admission = Admission(concurrency, queue)
+    retry_after = str(max(1, round(deadline_s)))
 
-    def answer(outcome: str, status: int, **body: Any) -> web.Response:
+    def answer(
+        outcome: str, status: int, headers: dict[str, str] | None = None, **body: Any
+    ) -> web.Response:
         metrics.deliveries.labels(outcome).inc()
-        return web.json_response(body, status=status)
+        return web.json_response(body, status=status, headers=headers)
 
     async def signup(request: web.Request) -> web.Response:
         try:
@@ -309,9 +371,19 @@ def create_app(
             )
         course_ids = [course.course.id for course in chosen]
         try:
-            with metrics.seconds.time():
-                async with asyncio.timeout(deadline_s):
-                    results = await provisioner.provision_user(chosen, signup.email, signup.name)
+            async with asyncio.timeout(deadline_s), admission.person(signup.email) as slot:
+                with metrics.seconds.time():
+                    results = await provisioner.provision_user(
+                        chosen, signup.email, signup.name, slot=slot
+                    )
+        except Busy:
+            log.warning("webhook refused: too many deliveries waiting", webhook_id=msg_id)
+            return answer(
+                "busy",
+                503,
+                headers={"Retry-After": retry_after},
+                error="the receiver is busy with other signups; retry later",
+            )
         except TimeoutError:
             log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
             return answer("deadline", 503, error="provisioning is taking too long; retry later")

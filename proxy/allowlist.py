@@ -25,6 +25,12 @@ UUID-only ``{id}`` keeps those out. Any other ``{param}`` matches one segment of
 ``[A-Za-z0-9_-]``.
 The query string is never matched on and is relayed as sent.
 
+OpenWebUI's account endpoints (``/api/v1/auths/...``, ``/oauth/...``) hand out tokens and
+API keys or change who a user is; of those only ``POST /api/v1/auths/signin`` is ever
+relayed (the internal listener guards it), whatever rule matched: the settings refuse a
+rule naming another one, and this keeps a ``{param}`` rule from matching one
+(``GET /api/v1/{section}/api_key``).
+
 A rule may end in one ``/`` (``GET /api/v1/folders/``): OpenWebUI's routes declared as
 ``"/"`` under a router prefix answer only that spelling (without the slash, a redirect). It
 matches a target ending in exactly that one slash, and a rule without one never does.
@@ -62,6 +68,14 @@ _ENCODED_REFUSALS = {
 
 
 _EMPTY_SEGMENT = "empty path segment ('//' or a trailing '/')"
+
+# OpenWebUI's account endpoints, compared lower-cased (as the settings check rules); only
+# SIGNIN of them is ever relayed.
+ACCOUNT_PREFIXES = ("/api/v1/auths", "/oauth")
+SIGNIN = ("POST", "/api/v1/auths/signin")
+_ACCOUNT_REFUSAL = (
+    f"an OpenWebUI account endpoint: of those only {SIGNIN[0]} {SIGNIN[1]} is ever relayed"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,8 @@ class Allowlist:
             return Refused("the path reads differently to OpenWebUI's server")
         for rule in self.rules:
             if rule.matches(method, segments):
+                if (method, path) != SIGNIN and path.lower().startswith(ACCOUNT_PREFIXES):
+                    return Refused(_ACCOUNT_REFUSAL)
                 return Allowed(rule=rule, path=path, query=query)
         if segments[-1] == "":
             return Refused(_EMPTY_SEGMENT)

@@ -63,7 +63,7 @@ from yarl import URL
 
 from proxy import chat_update, h1, logs
 from proxy.access import AccessRules
-from proxy.allowlist import Allowed, Allowlist
+from proxy.allowlist import SIGNIN, Allowed, Allowlist
 from proxy.errors import (
     AccessDenied,
     ActAsRefused,
@@ -114,7 +114,6 @@ OVERRIDE_HEADERS = frozenset(
         "x-forwarded-path",
     }
 )
-SIGNIN = ("POST", "/api/v1/auths/signin")
 # A sign-in body is OpenWebUI's SigninForm, which trusted-header sign-in ignores: small.
 SIGNIN_MAX_BODY_BYTES = 16 * 1024
 # A chat update is read whole to be checked: one message of a course's first_message (at
@@ -173,6 +172,10 @@ class _Audit:
         }
 
 
+# Upstream failures (the cause of the relay's UpstreamError) where no connection was made,
+# so OpenWebUI cannot be at work on the request.
+_NOTHING_SENT = (h1.ConnectFailed, h1.ConnectTimeout)
+
 # The request's audit, filled in by the gates, written by InternalHandler.record.
 _AUDIT_KEY = web.RequestKey("owui_internal_audit", _Audit)
 
@@ -180,13 +183,18 @@ _AUDIT_KEY = web.RequestKey("owui_internal_audit", _Audit)
 class SigninGuard:
     """Sign-in through the internal listener yields ordinary users' tokens only."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, unanswered_hold_s: float | None = None) -> None:
         self.upstream = upstream
+        # How long an email stays held after its sign-in got no answer (see sign_in).
+        self.unanswered_hold_s = (
+            upstream.response_timeout_s if unanswered_hold_s is None else unanswered_hold_s
+        )
         # Once OpenWebUI has a user it keeps having one; until then, ask every time.
         self.onboarded = False
         self._signing_in: dict[str, tuple[asyncio.Lock, int]] = {}
-        # Sign-ins still running for callers that left (the loop keeps only weak references).
-        self._exchanges: set[asyncio.Task[tuple[h1.Response, bytes]]] = set()
+        # Sign-ins still running for callers that left, or holding an email after a lost
+        # answer (the loop keeps only weak references).
+        self._exchanges: set[asyncio.Task[None]] = set()
 
     async def sign_in(
         self, email: str, exchange: Callable[[], Awaitable[h1.Response]]
@@ -194,29 +202,49 @@ class SigninGuard:
         """Run ``exchange`` (the upstream sign-in, its body already read from the caller)
         under :meth:`one_at_a_time`; return OpenWebUI's answer, read whole.
 
-        The lock covers exactly the upstream exchange: the caller's body was read before it
-        was taken (a caller trickling its body holds nothing), and it is released only once
+        The lock covers the upstream exchange: the caller's body was read before it was
+        taken (a caller trickling its body holds nothing), and it is released only once
         OpenWebUI has answered. The exchange runs as a task of its own, shielded, so a caller
         that times out or disconnects (which cancels its handler) does not cut it short:
         OpenWebUI would still be creating the account while the next sign-in of that email
-        went ahead.
+        went ahead. When the request reached OpenWebUI but no answer came back (the proxy
+        stopped waiting, the connection broke), OpenWebUI may still be creating the account,
+        since its server does not stop a handler whose client left: the caller gets its
+        error at once, and the email stays held for :attr:`unanswered_hold_s` (the upstream's
+        response timeout) more before the next sign-in of it goes ahead. No connection at
+        all holds nothing.
         """
-        task = asyncio.create_task(self._exchange(email, exchange))
+        answer: asyncio.Future[tuple[h1.Response, bytes]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        task = asyncio.create_task(self._exchange(email, exchange, answer))
         self._exchanges.add(task)
-        task.add_done_callback(self._finished)
-        return await asyncio.shield(task)
+        task.add_done_callback(self._exchanges.discard)
+        answer.add_done_callback(_retrieved)
+        return await asyncio.shield(answer)
 
     async def _exchange(
-        self, email: str, exchange: Callable[[], Awaitable[h1.Response]]
-    ) -> tuple[h1.Response, bytes]:
-        async with self.one_at_a_time(email):
-            response = await exchange()
-            return response, await read_whole(response)
-
-    def _finished(self, task: asyncio.Task[tuple[h1.Response, bytes]]) -> None:
-        self._exchanges.discard(task)
-        if not task.cancelled():
-            task.exception()  # a caller that left never reads it: retrieved here, not logged
+        self,
+        email: str,
+        exchange: Callable[[], Awaitable[h1.Response]],
+        answer: asyncio.Future[tuple[h1.Response, bytes]],
+    ) -> None:
+        try:
+            async with self.one_at_a_time(email):
+                try:
+                    response = await exchange()
+                except Exception as exc:  # no answer: OpenWebUI may still be at work
+                    answer.set_exception(exc)
+                    if not isinstance(exc.__cause__, _NOTHING_SENT):
+                        await asyncio.sleep(self.unanswered_hold_s)
+                    return
+                try:
+                    answer.set_result((response, await read_whole(response)))
+                except Exception as exc:
+                    answer.set_exception(exc)  # answered, body cut: the account exists
+        finally:
+            if not answer.done():  # cancelled (the process is stopping)
+                answer.cancel()
 
     async def close(self) -> None:
         """Cancel the sign-ins of callers that left (the process is stopping)."""
@@ -256,8 +284,10 @@ class SigninGuard:
         )
         response = await send(probe, headers, self.upstream, with_body=False)
         body = await read_whole(response)
-        onboarding = _json_field(body, "onboarding") if response.status == 200 else None
-        if response.status != 200 or onboarding not in (True, False, None):
+        config = _json_object(body) if response.status == 200 else None
+        # A missing "onboarding" is a release without the field; no JSON object is no config.
+        onboarding = config.get("onboarding") if config is not None else None
+        if config is None or onboarding not in (True, False, None):
             raise UpstreamError(f"GET {CONFIG_PATH} answered {response.status}, not its config")
         if onboarding is True:
             raise ActAsRefused(
@@ -281,13 +311,25 @@ class SigninGuard:
         return whole_response(response, body)
 
 
-def _json_field(body: bytes, name: str) -> object:
-    """``body[name]`` if ``body`` is a JSON object, else None."""
+def _retrieved(answer: asyncio.Future[Any]) -> None:
+    """A caller that left never reads its sign-in's outcome: retrieved here, not logged."""
+    if not answer.cancelled():
+        answer.exception()
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """``body`` as a JSON object, else None (not JSON, not an object, nested too deeply)."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
-    return data.get(name) if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _json_field(body: bytes, name: str) -> object:
+    """``body[name]`` if ``body`` is a JSON object, else None."""
+    data = _json_object(body)
+    return data.get(name) if data is not None else None
 
 
 class InternalHandler:
@@ -404,8 +446,8 @@ class InternalHandler:
             return whole_response(read, stored)
         try:
             chat = json.loads(stored)
-        except ValueError as exc:
-            raise UpstreamError("GET of the chat answered 200 without JSON") from exc
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+            raise UpstreamError("GET of the chat answered 200 without JSON it can read") from exc
         reason = chat_update.refusal(body, chat)
         if reason is not None:
             raise ChatUpdateRefused(f"chat update refused: {reason}")
