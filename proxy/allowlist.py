@@ -73,6 +73,14 @@ _EMPTY_SEGMENT = "empty path segment ('//' or a trailing '/')"
 # SIGNIN of them is ever relayed.
 ACCOUNT_PREFIXES = ("/api/v1/auths", "/oauth")
 SIGNIN = ("POST", "/api/v1/auths/signin")
+
+
+def reaches_account(method: str, path: str) -> bool:
+    """Whether ``method path`` is one of OpenWebUI's account endpoints other than the
+    sign-in: never relayed, whatever rule matched, and no rule may name one (the settings)."""
+    return (method, path) != SIGNIN and path.lower().startswith(ACCOUNT_PREFIXES)
+
+
 _ACCOUNT_REFUSAL = (
     f"an OpenWebUI account endpoint: of those only {SIGNIN[0]} {SIGNIN[1]} is ever relayed"
 )
@@ -153,7 +161,7 @@ class Allowlist:
             return Refused("the path reads differently to OpenWebUI's server")
         for rule in self.rules:
             if rule.matches(method, segments):
-                if (method, path) != SIGNIN and path.lower().startswith(ACCOUNT_PREFIXES):
+                if reaches_account(method, path):
                     return Refused(_ACCOUNT_REFUSAL)
                 return Allowed(rule=rule, path=path, query=query)
         if segments[-1] == "":

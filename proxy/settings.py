@@ -36,7 +36,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from proxy.allowlist import Allowlist
+from proxy.allowlist import SIGNIN, Allowlist, reaches_account
 from proxy.browser import origin_of
 from proxy.connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEPALIVE_TIMEOUT_S
 from proxy.eio_sessions import SessionSecretError, read_session_secret
@@ -80,8 +80,6 @@ DEFAULT_INTERNAL_ALLOW: tuple[str, ...] = (
 
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _ALLOW_RULE = re.compile(r"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/[A-Za-z0-9._~{}/-]*)$")
-_SIGNIN_RULE = "POST /api/v1/auths/signin"
-_ACCOUNT_PREFIXES = ("/api/v1/auths", "/oauth")
 _DOMAIN_RULE = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)+$")
 _PATH_PREFIX = re.compile(r"^/(?:[A-Za-z0-9._~-]+/)+$")
 _HMAC_OR_NONE = re.compile(r"^(none|HS\d+)$", re.IGNORECASE)
@@ -766,15 +764,11 @@ class Settings(BaseSettings):
         Allowlist(value)  # every rule parses, here at load rather than at listener start
         # Account endpoints hand out tokens or change who a user is; only the sign-in is
         # guarded (no admin token, not during onboarding: proxy/internal.py).
-        accounts = [
-            rule
-            for rule in value
-            if rule != _SIGNIN_RULE and rule.split(" ", 1)[1].lower().startswith(_ACCOUNT_PREFIXES)
-        ]
+        accounts = [rule for rule in value if reaches_account(*rule.split(" ", 1))]
         if accounts:
             raise ValueError(
                 f"rule(s) {accounts!r} reach OpenWebUI's account endpoints; of those only "
-                f"'{_SIGNIN_RULE}' may be allowed (it is the one the proxy guards)"
+                f"'{' '.join(SIGNIN)}' may be allowed (it is the one the proxy guards)"
             )
         return value
 
