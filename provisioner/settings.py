@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from provisioner.errors import ConfigError
 from proxy.identity import InvalidIdentity, validate_email
-from proxy.setting_names import unknown_variables
+from proxy.setting_names import misspelt_prefixes, unclear_variables, unknown_variables
 
 ENV_PREFIX = "OWUI_PROVISION_"
 MIN_TOKEN_CHARS = 32  # the proxy refuses shorter service tokens
@@ -160,9 +160,13 @@ def load_settings() -> Settings:
     """Read the settings from the environment; raise :class:`ConfigError` listing every problem.
 
     A variable with our prefix that names no setting is a problem too: a typo such as
-    ``OWUI_PROVISION_MAX_ATEMPTS`` would otherwise be ignored without a word.
+    ``OWUI_PROVISION_MAX_ATEMPTS`` would otherwise be ignored without a word. So is one set
+    to nothing (read as unset), one setting under two spellings of case, and a setting's
+    name under a misspelt prefix (``OWUI_PROVISON_CONCURRENCY``), which is never read.
     """
     problems = unknown_variables(os.environ, ENV_PREFIX, Settings.model_fields)
+    problems += unclear_variables(os.environ, ENV_PREFIX)
+    problems += misspelt_prefixes(os.environ, ENV_PREFIX, Settings.model_fields)
     try:
         settings = Settings()  # required fields come from the environment
     except ValidationError as exc:

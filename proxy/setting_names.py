@@ -93,8 +93,9 @@ def unclear_variables(environ: Mapping[str, str], prefix: str) -> list[str]:
     return sorted(problems)
 
 
-# Other programs' prefixes, never read as a misspelling of ours.
-_OTHER_PREFIXES = ("OWUI_PROVISION_", "OWUI_GATE_", "OAUTH2_PROXY_")
+# The project's prefixes and other programs', never read as a misspelling of the one checked
+# (a name under the checked one, as written, is read and skipped; spelt otherwise it is checked).
+_OTHER_PREFIXES = ("OWUI_PROXY_", "OWUI_PROVISION_", "OWUI_GATE_", "OAUTH2_PROXY_")
 
 
 def misspelt_prefixes(
@@ -104,12 +105,13 @@ def misspelt_prefixes(
     ``OWUI-PROXY-``, blanks around the name), sorted: only names starting with ``prefix``
     are read, so such a variable was never looked at and its setting kept its default."""
     fields = sorted((n.upper() for n in known), key=len, reverse=True)
+    others = tuple(other for other in _OTHER_PREFIXES if other != prefix)
     problems = []
     for name in sorted(environ):
         if name.upper().startswith(prefix):
             continue  # read, or reported by unknown_variables
         folded = name.strip(" \t\r\n").upper().replace("-", "_")
-        if folded.startswith(_OTHER_PREFIXES):
+        if folded.startswith(others):
             continue
         for field in fields:
             head = folded[: -len(field)]
