@@ -14,7 +14,14 @@ endpoints that read them by hand: ``/api/config``, sign-out, the session answer)
   the others gave one.
 
 Every value any of those readers could take is returned, from every copy of each header:
-more than OpenWebUI uses, never less, so no credential reaches it unchecked. The carrier
+more than OpenWebUI uses, never less, so no credential reaches it unchecked. Each is read
+from the bytes OpenWebUI reads: aiohttp's server decodes a header's bytes as UTF-8 (those
+that are not become lone surrogates), Starlette as Latin-1, and ``str.strip`` takes
+``\x85`` and ``\xa0`` off the Latin-1 reading only (``\x85token=sk-...`` is a ``token``
+cookie to OpenWebUI, and was none to a UTF-8 reading). So every value is read as Latin-1
+(:func:`as_openwebui_reads`) before it is parsed; a credential holding anything but ASCII
+then is exactly OpenWebUI's reading, which it never issued (``proxy/owners.py`` refuses it
+without asking). The carrier
 matters to the policy (``proxy/public.py``): a header credential that is not the person's
 refuses the request, a cookie that is not theirs is dropped from a page load.
 """
@@ -47,10 +54,22 @@ NONE = Carried((), ())
 _made = tuple.__new__
 
 
+def as_openwebui_reads(value: str) -> str:
+    """A header value from aiohttp's server, as OpenWebUI's Starlette reads the same bytes:
+    Latin-1 (aiohttp decoded them as UTF-8, surrogate-escaped, which gives them back).
+    An ASCII value (almost every one) reads the same both ways, and is returned as it is."""
+    if value.isascii():
+        return value
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
+
+
 def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: str) -> Carried:
-    """Every OpenWebUI credential in ``headers`` (distinct values, in order)."""
+    """Every OpenWebUI credential in ``headers`` (distinct values, in order), each as
+    OpenWebUI reads it (:func:`as_openwebui_reads`)."""
     found: list[str] = []
     for value in headers.getall("Authorization", ()):
+        if not value.isascii():  # as_openwebui_reads, inline: the test is all most pay
+            value = value.encode("utf-8", "surrogateescape").decode("latin-1")
         # HTTPBearer: what follows the first space, stripped (of Unicode spaces too).
         rest = value.partition(" ")[2]
         credential = rest.strip()
@@ -63,7 +82,7 @@ def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: 
             found.append(rest)
     for value in headers.getall(api_key_header, ()):
         if value:
-            found.append(value)
+            found.append(as_openwebui_reads(value))
     cookies: list[str] = []
     for header in headers.getall("Cookie", ()):
         if TOKEN_COOKIE in header:  # almost every other request: no token cookie at all
@@ -83,7 +102,10 @@ def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: 
 
 
 def token_cookies(header: str) -> list[str]:
-    """Every value of a ``token`` cookie in one ``Cookie`` header, as Starlette reads each."""
+    """Every value of a ``token`` cookie in one ``Cookie`` header (from aiohttp's server),
+    as Starlette reads each (from the same bytes: :func:`as_openwebui_reads`)."""
+    if not header.isascii():
+        header = header.encode("utf-8", "surrogateescape").decode("latin-1")
     values = []
     for chunk in header.split(";"):
         if TOKEN_COOKIE not in chunk:
@@ -99,10 +121,16 @@ def token_cookies(header: str) -> list[str]:
 
 
 def without_token_cookie(cookie_headers: list[str]) -> list[str]:
-    """The ``Cookie`` headers with every ``token`` cookie taken out (others kept as sent)."""
+    """The ``Cookie`` headers with every ``token`` cookie taken out (others kept as sent):
+    every chunk whose name Starlette reads as ``token`` (from the bytes: ``;`` and ``=`` are
+    ASCII, so aiohttp's reading splits into the same chunks)."""
     kept = []
     for header in cookie_headers:
-        chunks = [c for c in header.split(";") if c.partition("=")[0].strip() != TOKEN_COOKIE]
+        chunks = [
+            c
+            for c in header.split(";")
+            if as_openwebui_reads(c.partition("=")[0]).strip() != TOKEN_COOKIE
+        ]
         joined = ";".join(chunks).strip()
         if joined:
             kept.append(joined)

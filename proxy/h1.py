@@ -16,8 +16,13 @@ Whether the connection may carry the next request is read off the finished excha
   what enables response smuggling: duplicate or invalid ``Content-Length``, both
   ``Content-Length`` and ``Transfer-Encoding``, bare CR or LF, malformed chunks.
 - **Writing**: the head and a body already in memory go out in one ``write``. A streamed
-  body keeps the client's ``Content-Length`` when it sent one, else goes chunked. Every
-  write waits for the socket to drain (``pause_writing``/``resume_writing``).
+  body keeps the client's ``Content-Length`` when it sent one (one decimal number, written
+  out again), else goes chunked. A streamed body is written as exactly the length its head
+  declares: one that would go past it, or ends short, is refused (``BadRequest``) and its
+  connection closed, and no byte past the declared length is ever written (the upstream
+  would read those as its next request: aiohttp's server hands over a gzip-coded body
+  inflated, under the client's ``Content-Length`` of the coded one). Every write waits
+  for the socket to drain (``pause_writing``/``resume_writing``).
 - **Reading**: chunks queue until the reader takes them; past ``HIGH_WATER`` bytes the
   socket stops reading (``pause_reading``) until the queue drains below ``LOW_WATER``.
 - **Timeouts**: connect, the wait for response headers (counted from the end of the
@@ -837,6 +842,8 @@ class Pool:
                 headers.popall(_CONTENT_LENGTH, None)
         elif _CONTENT_LENGTH not in headers:
             headers[_TRANSFER_ENCODING] = "chunked"
+        else:  # the length the body is written to (see _write_body), and only it
+            headers[_CONTENT_LENGTH] = str(_declared_length(headers.getall(_CONTENT_LENGTH)))
         if _HOST not in headers:
             headers[_HOST] = self.origin.netloc
         head = encode_head(method, self.origin.prefix + target, headers)
@@ -877,9 +884,10 @@ class Pool:
                     exchange.request_sent = True
                 else:
                     conn.transport.write(head)
-                    chunked = _CONTENT_LENGTH not in headers
+                    declared = headers.get(_CONTENT_LENGTH)  # one number (see request)
+                    length = None if declared is None else int(declared)  # None: chunked
                     writer = exchange.writer = self.loop.create_task(
-                        _write_body(conn, exchange, body, chunked)
+                        _write_body(conn, exchange, body, length)
                     )
                     writer.add_done_callback(_retrieve)
                     done, _ = await asyncio.wait(
@@ -992,21 +1000,42 @@ class Pool:
         self.busy.clear()
 
 
+def _declared_length(values: list[str]) -> int:
+    """The one length a streamed body's ``Content-Length`` headers declare: a decimal
+    number, once (copies that say the same count once); anything else is a BadRequest."""
+    first = values[0]
+    if not (first.isascii() and first.isdigit()) or any(v != first for v in values):
+        raise BadRequest("Content-Length is not one decimal number")
+    return int(first)
+
+
 async def _write_body(
-    conn: _Connection, exchange: _Exchange, body: AsyncIterable[bytes], chunked: bool
+    conn: _Connection, exchange: _Exchange, body: AsyncIterable[bytes], length: int | None
 ) -> None:
+    """Write ``body`` chunked (``length`` None) or as exactly ``length`` bytes.
+
+    A body longer than ``length`` is refused before a byte past it is written, one shorter
+    once it ends: either way ``request_sent`` stays false, so the connection (on which the
+    upstream reads the body to the declared length) is closed, never reused.
+    """
     transport = conn.transport
     assert transport is not None
+    left = length
     async for chunk in body:
         if not chunk:
             continue
         if conn.closed:
             raise ConnectionResetError("upstream connection lost")
-        if chunked:
+        if left is None:
             transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+        elif len(chunk) > left:
+            raise BadRequest("the request body is longer than its Content-Length says")
         else:
+            left -= len(chunk)
             transport.write(chunk)
         await conn.drain()
-    if chunked:
+    if left is None:
         transport.write(b"0\r\n\r\n")
+    elif left:
+        raise BadRequest("the request body is shorter than its Content-Length says")
     exchange.request_sent = True

@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
 from multidict import CIMultiDict, CIMultiDictProxy, istr
@@ -204,7 +204,7 @@ def _is_connection(name: str) -> bool:
 
 
 def forwarded_view(
-    request_headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    request_headers: CIMultiDictProxy[str] | CIMultiDict[str] | Iterable[tuple[str, str]],
     *,
     peer: str | None,
     scheme: str,
@@ -214,14 +214,22 @@ def forwarded_view(
     """X-Forwarded-For/-Proto/-Host for a request from ``peer``.
 
     A client's own values are believed only when ``peer`` is a trusted front proxy; then
-    ``peer`` is appended to the chain it sent. Otherwise the chain starts at ``peer``. With
-    a public URL configured, proto and host are always that URL's.
+    ``peer`` is appended to the chain it sent: every ``X-Forwarded-For`` line of it, in
+    order (a header sent as several lines is one list, RFC 9110 5.3; front proxies such as
+    HAProxy add a line of their own after the client's, and that last entry is the only one
+    anybody can believe). Otherwise the chain starts at ``peer``. With a public URL
+    configured, proto and host are always that URL's.
     """
     peer_text = peer or "unknown"
     if policy.trusted_proxies and policy.is_trusted(peer):
-        if not hasattr(request_headers, "get"):  # not isinstance(Mapping): an ABC check
+        if not hasattr(request_headers, "getall"):  # not isinstance(...): an ABC check
             request_headers = CIMultiDict(request_headers)
-        chain = request_headers.get("X-Forwarded-For", "").strip()
+        request_headers = cast("CIMultiDict[str]", request_headers)  # a multidict either way
+        lines = request_headers.getall("X-Forwarded-For", ())
+        if len(lines) == 1:  # the usual case: one line, no list joined
+            chain = lines[0].strip()
+        else:
+            chain = ", ".join(entry for line in lines if (entry := line.strip()))
         proto = request_headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
         fwd_host = request_headers.get("X-Forwarded-Host", "").split(",")[0].strip()
         for_ = f"{chain}, {peer_text}" if chain else peer_text

@@ -20,7 +20,10 @@ another user's account whatever header came along), compared with ASCII case fol
 by an injective BLAKE2b-256 digest (no credential is kept), at most ``size`` of them; a credential's
 owner never changes, and OpenWebUI still checks the credential itself on every request.
 Concurrent questions about one credential share one lookup. What OpenWebUI refuses is
-returned as its answer (:class:`Refused`), never cached.
+returned as its answer (:class:`Refused`), never cached. A credential that is not ASCII
+(read from the bytes as OpenWebUI reads them: ``proxy/credentials.py``) is refused without
+asking: OpenWebUI issues none (JWTs, ``sk-`` keys), and the question could not carry its
+bytes as they came (aiohttp's client sends text as UTF-8, and drops lone surrogates).
 """
 
 from __future__ import annotations
@@ -92,6 +95,15 @@ def cache_key(credential: str, email: str) -> bytes:
     return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=32).digest()
 
 
+# The answer to a credential that is not ASCII (see the module docstring).
+NOT_ISSUED = Refused(
+    401,
+    b"a credential that is not ASCII: OpenWebUI issues none",
+    "text/plain",
+    own=True,
+)
+
+
 class Owners:
     """Asks OpenWebUI whose a credential is; caches the owners it names."""
 
@@ -120,6 +132,8 @@ class Owners:
         """The credential's owner, asked with ``identity``'s headers when given (so OpenWebUI
         can refuse someone else's session JWT outright); raises ``UpstreamError`` if
         OpenWebUI cannot be asked."""
+        if not credential.isascii():
+            return NOT_ISSUED  # never asked about as other bytes than the ones that came
         key = cache_key(credential, identity.email if identity is not None else "")
         cached = self.cache.get(key)
         if cached is not None:

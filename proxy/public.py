@@ -54,6 +54,16 @@ Answer = web.StreamResponse | None
 Stage = Callable[[Scope], Answer | Coroutine[Any, Any, Answer]]
 
 
+def _own_origin(request: web.Request) -> str:
+    """The origin the client says it reached (no public URL configured): its scheme and
+    ``Host``; 400 for a Host that is no ``host[:port]`` (a port that is not a number, an
+    unclosed IPv6 bracket), which would otherwise end the request in a 500."""
+    try:
+        return browser.origin_of(f"{request.scheme}://{request.host}")
+    except ValueError as exc:
+        raise BadRequest("the Host header is not a host[:port]") from exc
+
+
 class PublicHandler:
     """Everything the public listener needs, resolved once at start."""
 
@@ -194,7 +204,7 @@ class PublicHandler:
         if target.route == browser.SIGNOUT_PATH and browser.cross_site(
             request.headers.get("Sec-Fetch-Site"),
             request.headers.get("Origin"),
-            self.public_origin or browser.origin_of(f"{request.scheme}://{request.host}"),
+            self.public_origin or _own_origin(request),
         ):
             self.metrics.count_decision("cross_site_signout")
             raise Forbidden("cross-site sign-out refused")

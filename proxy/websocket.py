@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import WebSocketError, WSMsgType, web
 from multidict import CIMultiDict, istr
 
-from proxy.errors import drop_frames
+from proxy.errors import BadRequest, drop_frames
 from proxy.upstream import Upstream
 from proxy.upstream_errors import Stage, translate
 
@@ -174,7 +174,9 @@ async def relay_websocket(
     open_links: OpenLinks | None = None,
     check: FrameCheck | None = None,
 ) -> web.StreamResponse:
-    """Relay a WebSocket upgrade with exactly ``headers`` (handshake headers aside).
+    """Relay a WebSocket upgrade with exactly ``headers`` (handshake headers aside); a
+    header value whose bytes are not UTF-8 is refused (BadRequest): aiohttp's client would
+    send other bytes than those that came (and were checked).
 
     ``check``, when given, sees every client text frame first; False closes both sides
     with 1008 (policy violation) and the frame never reaches the upstream.
@@ -182,6 +184,13 @@ async def relay_websocket(
     outbound: CIMultiDict[str] = CIMultiDict(
         (k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE
     )
+    for name, value in outbound.items():
+        if not _exact(value):
+            # aiohttp's client would drop those bytes: OpenWebUI would read another header
+            # than the one checked ("tok\x85en=..." would reach it as a token cookie).
+            raise BadRequest(
+                f"{name} holds bytes that are not UTF-8; a WebSocket upgrade cannot relay them"
+            )
     try:
         async with asyncio.timeout(upstream.connect_timeout_s + upstream.response_timeout_s):
             up = await upstream.session.ws_connect(

@@ -30,8 +30,13 @@ CARRIED_ROWS: list[tuple[str, list[tuple[str, str]], tuple[str, ...], tuple[str,
     ("bearer", [("Authorization", "Bearer sk-a")], ("sk-a",), ()),
     ("any scheme (OpenWebUI's split reader)", [("Authorization", "Basic sk-a")], ("sk-a",), ()),
     ("rest after the first space", [("Authorization", "Bearer a b")], ("a b",), ()),
-    ("stripped as HTTPBearer does", [("Authorization", "Bearer  a\u00a0")], ("a",), ()),
-    ("two parts, not stripped", [("Authorization", "Basic \u00a0a")], ("a", "\u00a0a"), ()),
+    # Values as aiohttp's server hands them over: a byte that is not UTF-8 (here \xa0, NBSP
+    # in Latin-1, which is how OpenWebUI reads it) as a lone surrogate.
+    ("stripped as HTTPBearer does", [("Authorization", "Bearer  a\udca0")], ("a",), ()),
+    ("two parts, not stripped", [("Authorization", "Basic \udca0a")], ("a", "\xa0a"), ()),
+    # UTF-8 NBSP (C2 A0) is "\xc2\xa0" to OpenWebUI: only its last byte is a space there.
+    ("as Latin-1", [("Authorization", "Bearer a\u00a0")], ("a\xc2", "a\xc2\xa0"), ()),
+    ("cookie name read as Latin-1", [("Cookie", "\udc85token=b")], (), ("b",)),
     ("every copy", [("Authorization", "Bearer a"), ("Authorization", "Bearer b")], ("a", "b"), ()),
     ("no credential after the scheme", [("Authorization", "Bearer")], (), ()),
     ("x-api-key", [("X-Api-Key", "sk-a")], ("sk-a",), ()),
