@@ -245,7 +245,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app = web.Application(
         # Bodies are streamed, never read whole; the relay enforces max_body_bytes itself.
         client_max_size=settings.max_body_bytes,
-        handler_args={"max_field_size": 65536},
+        # A body goes upstream as the client sent it: aiohttp would inflate a gzip or
+        # deflate body, which the head's Content-Length and Content-Encoding no longer
+        # describe (and what a guard checked would not be what OpenWebUI reads).
+        handler_args={"max_field_size": 65536, "auto_decompress": False},
     )
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

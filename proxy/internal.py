@@ -557,7 +557,9 @@ def create_internal_app(
     handler = InternalHandler(settings, upstream, tokens, allowlist, counted)
     app = web.Application(
         middlewares=[observed("internal", counted, handler.record), _every_request(handler)],
-        handler_args={"max_field_size": 65536},
+        # Bodies as the caller sent them, never inflated: what the guards read (a sign-in,
+        # a chat update) is what OpenWebUI reads (proxy/app.py).
+        handler_args={"max_field_size": 65536, "auto_decompress": False},
     )
     app[TOKENS_KEY] = tokens
     app[AUDIT_KEY] = True

@@ -1,4 +1,4 @@
-"""A streamed request body goes upstream as exactly the length its head declares.
+"""A request body goes upstream as the client sent it, at exactly the length its head declares.
 
 aiohttp's server inflates a request body the client sent with ``Content-Encoding: gzip``
 (or deflate) before the handler reads it, and the relay passed the client's
@@ -6,7 +6,10 @@ aiohttp's server inflates a request body the client sent with ``Content-Encoding
 declared length as the body and everything after it as the next request on that pooled
 connection: a signed-in person could send a second request, with any identity header they
 liked, past every check of the proxy (request smuggling). Here the upstream is uvicorn with
-httptools and Starlette, as OpenWebUI runs.
+httptools and Starlette, as OpenWebUI runs. The public and internal listeners now take
+bodies uninflated (``auto_decompress`` off), so a coded body goes upstream coded, under its
+own length; and the exchange writes a streamed body at exactly its declared length or
+refuses it, whatever hands it over.
 """
 
 from __future__ import annotations
@@ -42,14 +45,16 @@ class OpenWebUI:
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str | None]] = []
+        self.bodies: list[tuple[bytes, str | None]] = []  # each body, and its coding
 
     def app(self) -> Starlette:
         async def config(_request: Request) -> JSONResponse:
             return JSONResponse({"version": "0.12.4", "features": {}})
 
         async def anything(request: Request) -> JSONResponse:
-            await request.body()
+            body = await request.body()
             self.seen.append((request.url.path, request.headers.get("x-user-email")))
+            self.bodies.append((body, request.headers.get("content-encoding")))
             return JSONResponse({"ok": True})
 
         return Starlette(
@@ -106,22 +111,28 @@ async def test_a_coded_body_cannot_carry_a_second_request(
         forward_auth_url=str(auth_server.make_url("/oauth2/auth")),
     )
     proxy = await aiohttp_client(create_app(settings))
+    coded = _coded_as(code, SMUGGLED)
     response = await raw_request(
         proxy.host,
         proxy.port,
         "/api/v1/chats/new",
         [("Cookie", "_oauth2_proxy=bob-session"), ("Content-Encoding", coding)],
         method="POST",
-        body=_coded_as(code, SMUGGLED),
+        body=coded,
     )
-    assert response.status == 400
+    # Relayed as sent: the coded bytes under their own length and coding, one request.
+    assert response.status == 200
     # A request that still follows on the pooled connection is read as itself.
     after = await raw_request(
         proxy.host, proxy.port, "/api/v1/chats/list", [("Cookie", "_oauth2_proxy=bob-session")]
     )
     assert after.status == 200
     await asyncio.sleep(0.05)
-    assert owui.seen == [("/api/v1/chats/list", "bob@example.edu")]
+    assert owui.seen == [
+        ("/api/v1/chats/new", "bob@example.edu"),
+        ("/api/v1/chats/list", "bob@example.edu"),
+    ]
+    assert owui.bodies[0] == (coded, coding)
 
 
 # --- the writer itself, against a raw upstream ---------------------------------------------
