@@ -68,8 +68,7 @@ def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: 
     OpenWebUI reads it (:func:`as_openwebui_reads`)."""
     found: list[str] = []
     for value in headers.getall("Authorization", ()):
-        if not value.isascii():  # as_openwebui_reads, inline: the test is all most pay
-            value = value.encode("utf-8", "surrogateescape").decode("latin-1")
+        value = as_openwebui_reads(value)
         # HTTPBearer: what follows the first space, stripped (of Unicode spaces too).
         rest = value.partition(" ")[2]
         credential = rest.strip()
@@ -104,8 +103,7 @@ def carried(headers: MultiMapping[str] | CIMultiDictProxy[str], api_key_header: 
 def token_cookies(header: str) -> list[str]:
     """Every value of a ``token`` cookie in one ``Cookie`` header (from aiohttp's server),
     as Starlette reads each (from the same bytes: :func:`as_openwebui_reads`)."""
-    if not header.isascii():
-        header = header.encode("utf-8", "surrogateescape").decode("latin-1")
+    header = as_openwebui_reads(header)
     values = []
     for chunk in header.split(";"):
         if TOKEN_COOKIE not in chunk:
