@@ -10,24 +10,15 @@ headers) and its logs were told the address the client made up.
 
 from __future__ import annotations
 
-import ipaddress
-
 from multidict import CIMultiDict
 
 from proxy.headers import (
-    HeaderPolicy,
     build_upstream_headers,
     forwarded_view,
     request_headers_upstream,
 )
+from tests.proxy.test_headers import POLICY  # 10.0.0.0/8 trusted
 
-POLICY = HeaderPolicy(
-    email_header="X-User-Email",
-    name_header="X-User-Name",
-    groups_header="X-User-Groups",
-    role_header="X-User-Role",
-    trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
-)
 SENT = [
     ("X-Forwarded-For", "6.6.6.6"),  # the client's own, forged
     ("X-Forwarded-For", "203.0.113.9"),  # the line the trusted front proxy added

@@ -10,12 +10,7 @@ import pytest
 
 from proxy.headers import HeaderPolicy
 from proxy.settings import SettingsError, load_settings
-
-BASE = {
-    "OWUI_PROXY_UPSTREAM": "http://127.0.0.1:8080",
-    "OWUI_PROXY_AUTH": "forward",
-    "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:4180/oauth2/auth",
-}
+from tests.proxy.test_settings_names import BASE
 
 
 @pytest.fixture
