@@ -212,7 +212,8 @@ class Transport:
                 if retry_after is not None and retry_after > self._settings.retry_after_max_s:
                     raise Unavailable(
                         f"{method} {path}: {problem}, and Retry-After asks for "
-                        f"{retry_after:.0f} s (more than OWUI_PROVISION_RETRY_AFTER_MAX_S)"
+                        f"{retry_after:.0f} s (more than OWUI_PROVISION_RETRY_AFTER_MAX_S)",
+                        retry_after,
                     )
             if attempt == attempts:
                 break
@@ -232,7 +233,7 @@ class Transport:
             )
             await self._sleep(delay)
         tries = "once (not retried: not safe to repeat)" if attempts == 1 else f"{attempts} times"
-        raise Unavailable(f"{method} {path}: {problem}; tried {tries}")
+        raise Unavailable(f"{method} {path}: {problem}; tried {tries}", retry_after)
 
     def _note_server_time(self, response: httpx.Response) -> None:
         date = response.headers.get("Date")

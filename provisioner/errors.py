@@ -189,7 +189,15 @@ class ApiError(ProvisionError):
 
 
 class Unavailable(ProvisionError):
-    """Transient failures (connection errors, 5xx, 429) lasted through every retry."""
+    """Transient failures (connection errors, 5xx, 429) lasted through every retry.
+
+    ``retry_after`` is the last answer's ``Retry-After`` in seconds, if it had one: a caller
+    that tries again itself (the archive toggle, never retried by the transport) waits it out.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotConverged(ProvisionError):

@@ -414,7 +414,14 @@ class Provisioner:
                 return
             try:
                 after = await session.toggle_archive(chat_id)
-            except Unavailable:  # flipped or not: a read tells
+            except Unavailable as exc:  # flipped or not: a read tells
+                # A Retry-After (429, 503) is waited out before anything else is asked, as
+                # the transport does for every call it retries itself; one beyond the limit
+                # fails the user, as it does for every other call.
+                if exc.retry_after is not None:
+                    if exc.retry_after > self._settings.retry_after_max_s:
+                        raise
+                    await self._sleep(exc.retry_after)
                 after = await session.get_chat(chat_id)
             if after is None or after.get("archived") is True:
                 return
