@@ -31,6 +31,7 @@ from provisioner.course import Course
 from provisioner.errors import BadInput, ProvisionError
 from provisioner.preview import ALREADY, LEFT_ALONE, NO_ACCOUNT, PlannedModule, Preview
 from provisioner.provision import ModuleResult, Provisioner
+from provisioner.slots import Slots
 from provisioner.stopping import until_stopped
 from provisioner.users import InvalidRow, Roster, UserRow
 
@@ -78,10 +79,11 @@ async def run_bulk(
     users at once; return the failures.
 
     ``concurrency`` bounds the users making calls: a user waiting out the settle pause
-    (see provision.py) gives its place to the next one meanwhile. A user whose groups
+    (see provision.py) gives its place to the next one meanwhile, and gets one back before
+    any user not yet started (:class:`provisioner.slots.Slots`). A user whose groups
     choose no course is not called for at all (so no account is made).
     """
-    gate = asyncio.Semaphore(concurrency)
+    gate = Slots(concurrency)
     failures: list[Failure] = []
 
     def report(result: ModuleResult) -> None:

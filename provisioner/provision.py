@@ -67,6 +67,7 @@ from provisioner.folders import (
     plan_folder,
 )
 from provisioner.settings import Settings
+from provisioner.slots import Slots
 from provisioner.threads import (
     Key,
     Thread,
@@ -202,7 +203,7 @@ class Provisioner:
         name: str | None = None,
         *,
         on_result: Callable[[ModuleResult], None] | None = None,
-        slot: asyncio.Semaphore | None = None,
+        slot: asyncio.Semaphore | Slots | None = None,
     ) -> list[ModuleResult]:
         """Every module of every course in ``courses`` for ``email``: one archived thread each.
 
@@ -289,7 +290,7 @@ class Provisioner:
             f"(last seen: {state}); run again"
         )
 
-    async def _pause(self, seconds: float, slot: asyncio.Semaphore | None) -> None:
+    async def _pause(self, seconds: float, slot: asyncio.Semaphore | Slots | None) -> None:
         if slot is None:
             await self._sleep(seconds)
             return
@@ -297,7 +298,8 @@ class Provisioner:
         try:
             await self._sleep(seconds)
         finally:
-            await slot.acquire()
+            # Back before users not yet started, where the slot says so (see slots.py).
+            await (slot.resume() if isinstance(slot, Slots) else slot.acquire())
 
     def _server_now(self) -> float:
         """The server's clock as last seen (the local clock until an answer had a Date)."""
