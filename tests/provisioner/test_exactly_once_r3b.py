@@ -7,7 +7,7 @@ import pytest
 from provisioner.course import Course
 from provisioner.errors import Unavailable
 from provisioner.provision import Provisioner
-from provisioner.threads import MARKER_KEY
+from provisioner.threads import MARKER_KEY, build_chat
 from tests.provisioner.fake_owui import Call, FakeOpenWebUI, FastClock
 
 EMAIL = "ada@example.edu"
@@ -49,3 +49,71 @@ async def test_a_retry_after_beyond_the_limit_on_the_toggle_fails_the_user(
         await provisioner.provision_user([course], EMAIL)
 
     assert [c.status for c in fake.calls if c.path.endswith("/archive")] == [429]
+
+
+async def test_a_toggle_that_landed_but_whose_answer_was_lost_is_not_undone(
+    provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
+) -> None:
+    """The archive endpoint toggles: after a failed answer the chat is read, and a toggle
+    that did land is never made again (which would un-archive the thread)."""
+    lost = 2  # both modules' first toggles land, and then the answer fails
+
+    def fail_after_landing(_: object) -> None:
+        nonlocal lost
+        if lost:
+            lost -= 1
+            raise RuntimeError("the answer is lost after the toggle landed")
+
+    fake.on_archive = fail_after_landing
+    results = await provisioner.provision_user([course], EMAIL)
+
+    assert all(result.archived for result in results)
+    only_archived(fake, "intro")
+    only_archived(fake, "next")
+    assert fake.count("POST", ARCHIVE) == 2  # one toggle a module: none repeated
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/auths/signin"),
+        ("GET", "/api/v1/chats/all"),
+        ("POST", "/api/v1/chats/new"),
+        ("POST", ARCHIVE),
+        ("GET", r"/api/v1/chats/[0-9a-f-]+"),
+    ],
+)
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_busy_answer_at_any_step_still_ends_in_one_archived_thread(
+    provisioner: Provisioner,
+    fake: FakeOpenWebUI,
+    course: Course,
+    method: str,
+    path: str,
+    status: int,
+) -> None:
+    fake.add_chat(fake.add_user(EMAIL), build_chat(course, course.modules[1]), created_at=1)
+    fake.fail(method, path, status, headers={"Retry-After": "1"})
+
+    await provisioner.provision_user([course], EMAIL)
+
+    only_archived(fake, "intro")
+    only_archived(fake, "next")
+
+
+async def test_a_create_that_landed_but_whose_answer_was_lost_leaves_one_thread(
+    provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
+) -> None:
+    lost = 2
+
+    def fail_after_landing(_: object) -> None:
+        nonlocal lost
+        if lost:
+            lost -= 1
+            raise RuntimeError("the answer is lost after the chat was made")
+
+    fake.on_create = fail_after_landing
+    await provisioner.provision_user([course], EMAIL)
+
+    only_archived(fake, "intro")
+    only_archived(fake, "next")
