@@ -447,8 +447,13 @@ class _Exchange:
         parser = self.parser
         assert parser is not None  # it is the parser calling
         status = parser.get_status_code()
-        if 100 <= status < 200:
-            # Informational (100 Continue, 103 Early Hints): the real answer follows.
+        if not 200 <= status <= 599:  # one comparison for the usual final answer
+            if not 100 <= status < 200:
+                # RFC 9110 15: invalid; relayed, it would be an invalid status line.
+                self.fail(ProtocolError(f"upstream sent an invalid status ({status})"))
+                raise _Poisoned()
+            # Informational (100 Continue, 103 Early Hints): the real answer follows. (A
+            # 101 ends in llhttp's HttpParserUpgrade: see _Connection.data_received.)
             self.head_size += _fields_size(self.header_items)
             self.reason = ""
             self.header_items = []
@@ -739,7 +744,7 @@ class _Connection(asyncio.Protocol):
         exchange.feeding = len(data)
         try:
             parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except _PARSER_ERRORS as exc:
             # Complete: the response stands, the extra bytes only end the connection.
             why = "bytes after the message" if exchange.poisoned else type(exc).__name__
             exchange.fail(ProtocolError(f"upstream sent malformed HTTP ({why})"))
@@ -781,6 +786,11 @@ def _retrieve(task: asyncio.Task[None]) -> None:
     warning."""
     if not task.cancelled():
         task.exception()
+
+
+# What llhttp raises for bytes it will not take as a response: HttpParserUpgrade (after a
+# 101, which no request of this client asks for) is no HttpParserError subclass.
+_PARSER_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class _Poisoned(Exception):
