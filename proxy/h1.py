@@ -428,7 +428,14 @@ class _Exchange:
     def on_header(self, name: bytes, value: bytes) -> None:
         # A name is an ASCII token (the parser refuses any other), so decoding it as UTF-8
         # (the default: no codec name to look up) gives what Latin-1 would.
-        text = value.decode("utf-8", "surrogateescape")
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            # aiohttp's serialiser drops what it cannot encode as UTF-8, byte by byte: relayed,
+            # "Location: /\xff/evil.example/" would leave as "//evil.example/" (another host),
+            # "a=1\xff; Dom\xffain=x" gain a Domain. Refused, as a WebSocket's such header is.
+            self.fail(ProtocolError("upstream sent a header value that is not UTF-8"))
+            raise _Poisoned() from None
         self.header_items.append((name.decode(), text))
         # The framing headers' first values, as CIMultiDict.get would find them: picked out
         # here, as the headers arrive, not in a second pass over them all.

@@ -169,3 +169,57 @@ async def test_a_stream_cut_at_the_end_of_the_shutdown_grace_resets_the_client(
         await asyncio.wait_for(serving, 15)
         gc.unfreeze()
         gc.set_threshold(*thresholds)
+
+
+def answers(response: bytes) -> Answer:
+    async def answer(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(response)
+        await writer.drain()
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # aiohttp's serialiser drops bytes that are not UTF-8: a local redirect became one to
+        # another host, a cookie gained an attribute.
+        b"Location: /\xff/evil.example/",
+        b"Set-Cookie: a=1\xff; Dom\xffain=evil.example",
+        b'Content-Disposition: attachment; filename="caf\xe9.txt"',
+    ],
+)
+@pytest.mark.parametrize("size", [0, 70_000])  # answered whole, or streamed
+async def test_a_response_header_that_is_not_utf8_is_refused_not_relayed_changed(
+    aiohttp_client, raw_upstream, settings_for, header, size
+) -> None:
+    from proxy.app import create_app
+
+    url = await raw_upstream(
+        answers(
+            b"HTTP/1.1 200 OK\r\n%s\r\nContent-Length: %d\r\n\r\n%s" % (header, size, b"a" * size)
+        )
+    )
+    client = await aiohttp_client(create_app(settings_for(upstream=url)))
+    assert client.port is not None
+    request = b"GET /x HTTP/1.1\r\nHost: p\r\nConnection: close\r\n" + COOKIE + b"\r\n"
+    data, _ = await _read_to_end(client.port, request)
+    assert data.startswith(b"HTTP/1.1 502 "), data[:300]
+    assert b"evil.example" not in data
+    assert b"caf" not in data
+
+
+async def test_a_response_header_in_utf8_is_relayed_as_received(
+    aiohttp_client, raw_upstream, settings_for
+) -> None:
+    from proxy.app import create_app
+
+    url = await raw_upstream(
+        answers(b"HTTP/1.1 200 OK\r\nX-Name: caf\xc3\xa9\r\nContent-Length: 2\r\n\r\nok")
+    )
+    client = await aiohttp_client(create_app(settings_for(upstream=url)))
+    assert client.port is not None
+    request = b"GET /x HTTP/1.1\r\nHost: p\r\nConnection: close\r\n" + COOKIE + b"\r\n"
+    data, _ = await _read_to_end(client.port, request)
+    assert data.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nX-Name: caf\xc3\xa9\r\n" in data
