@@ -428,7 +428,14 @@ class _Exchange:
     def on_header(self, name: bytes, value: bytes) -> None:
         # A name is an ASCII token (the parser refuses any other), so decoding it as UTF-8
         # (the default: no codec name to look up) gives what Latin-1 would.
-        text = value.decode("utf-8", "surrogateescape")
+        try:
+            text = value.decode()
+        except UnicodeDecodeError:
+            # aiohttp's serialiser drops what it cannot encode as UTF-8, byte by byte: relayed,
+            # "Location: /\xff/evil.example/" would leave as "//evil.example/" (another host),
+            # "a=1\xff; Dom\xffain=x" gain a Domain. Refused, as a WebSocket's such header is.
+            self.fail(ProtocolError("upstream sent a header value that is not UTF-8"))
+            raise _Poisoned() from None
         self.header_items.append((name.decode(), text))
         # The framing headers' first values, as CIMultiDict.get would find them: picked out
         # here, as the headers arrive, not in a second pass over them all.
@@ -447,8 +454,13 @@ class _Exchange:
         parser = self.parser
         assert parser is not None  # it is the parser calling
         status = parser.get_status_code()
-        if 100 <= status < 200:
-            # Informational (100 Continue, 103 Early Hints): the real answer follows.
+        if not 200 <= status <= 599:  # one comparison for the usual final answer
+            if not 100 <= status < 200:
+                # RFC 9110 15: invalid; relayed, it would be an invalid status line.
+                self.fail(ProtocolError(f"upstream sent an invalid status ({status})"))
+                raise _Poisoned()
+            # Informational (100 Continue, 103 Early Hints): the real answer follows. (A
+            # 101 ends in llhttp's HttpParserUpgrade: see _Connection.data_received.)
             self.head_size += _fields_size(self.header_items)
             self.reason = ""
             self.header_items = []
@@ -739,7 +751,7 @@ class _Connection(asyncio.Protocol):
         exchange.feeding = len(data)
         try:
             parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except _PARSER_ERRORS as exc:
             # Complete: the response stands, the extra bytes only end the connection.
             why = "bytes after the message" if exchange.poisoned else type(exc).__name__
             exchange.fail(ProtocolError(f"upstream sent malformed HTTP ({why})"))
@@ -781,6 +793,11 @@ def _retrieve(task: asyncio.Task[None]) -> None:
     warning."""
     if not task.cancelled():
         task.exception()
+
+
+# What llhttp raises for bytes it will not take as a response: HttpParserUpgrade (after a
+# 101, which no request of this client asks for) is no HttpParserError subclass.
+_PARSER_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
 
 class _Poisoned(Exception):

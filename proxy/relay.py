@@ -13,6 +13,9 @@ client's own errors become ``proxy.errors`` here; the upstream's failures are ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable
 
 from aiohttp import web
@@ -214,8 +217,37 @@ async def stream_back(
             async for chunk in response.iter_chunks():
                 await out.write(chunk)
         except h1.BodyBrokeOff as exc:
+            _reset(request)
             raise translate(exc, Stage.MID_BODY) from exc
         await out.write_eof()
         return out
     finally:
         response.release()
+
+
+# SO_LINGER on, for 0 s: closing the socket sends a reset, not a FIN.
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+
+def _reset(request: web.Request) -> None:
+    """Reset the client's connection (RST): the relayed body broke off.
+
+    A clean close (FIN) is no signal of that for a body without a length of its own: to an
+    HTTP/1.0 client (no chunked framing) a response read to the close is complete, and a
+    truncated stream or download would look whole. A reset is noticed by every client.
+    """
+    transport = request.transport
+    if transport is not None:
+        reset(transport)
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Close ``transport`` with a reset (RST) rather than a FIN; unsent bytes are dropped."""
+    if transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        # A socket that refuses lingering (a unix one may): its close still cuts.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()  # type: ignore[attr-defined]  # a Transport's, which this is

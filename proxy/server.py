@@ -51,6 +51,7 @@ from proxy.errors import ConfigProblems
 from proxy.internal import AUDIT_KEY, create_internal_app
 from proxy.internal import AuditAccessLogger as AuditLog
 from proxy.metrics import MULTIPROC_ENV
+from proxy.relay import reset
 from proxy.release_watch import RefusalSignal
 from proxy.settings import Settings
 
@@ -101,6 +102,10 @@ async def _drain(runners: list[web.AppRunner], grace: float) -> None:
         for runner in runners:
             if runner.server is not None:
                 for connection in runner.server.connections:
+                    # A reset, not a FIN: a stream cut here must not look complete to a
+                    # client whose body ends with the connection (HTTP/1.0).
+                    if connection.transport is not None:
+                        reset(connection.transport)
                     # Closing the transport cancels the handler (handler_cancellation).
                     connection.force_close()
 

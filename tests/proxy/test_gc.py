@@ -4,6 +4,7 @@ every full collection walked ~60,000 start-up objects, a pause of tens of millis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import signal
@@ -66,11 +67,13 @@ async def _send_and_leave(host: str, port: int, raw: bytes, wait_s: float = 0.2)
 
 
 async def _ask(host: str, port: int, raw: bytes) -> None:
-    """Send ``raw`` and read the answer whole (the connection closes after it)."""
+    """Send ``raw`` and read the answer whole (the connection closes after it, or is reset:
+    a body broken off mid-way is, proxy/relay.py)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(raw)
     await writer.drain()
-    await asyncio.wait_for(reader.read(), 15)
+    with contextlib.suppress(ConnectionResetError):
+        await asyncio.wait_for(reader.read(), 15)
     writer.close()
 
 

@@ -1,0 +1,80 @@
+"""The release read takes OpenWebUI's ``/api/config`` whole, however it arrives: one
+``content.read(n)`` returns what is buffered, so a config that came in two TCP segments (any
+config larger than one segment, across a real network) was read half, taken as no JSON,
+and the proxy answered 503 to every request (each read split again)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from proxy.release_watch import ReleaseWatch
+from proxy.upstream import Upstream
+
+CONFIG = json.dumps({"version": "0.12.4", "features": {}, "padding": "x" * 4000}).encode()
+
+
+@pytest.fixture
+async def split_config() -> AsyncIterator[Callable[[], str]]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            half = len(CONFIG) // 2
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(CONFIG), CONFIG[:half])
+            )
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the rest in a later segment
+            writer.write(CONFIG[half:])
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield lambda: f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    server.close()
+
+
+async def test_a_config_in_two_segments_is_read_whole(settings_for, split_config) -> None:
+    upstream = Upstream.open(settings_for(upstream=split_config()))
+    watch = ReleaseWatch(upstream)
+    try:
+        await watch.start()
+        assert watch.problem is None
+        await watch.permit()
+    finally:
+        await watch.close()
+        await upstream.close()
+
+
+async def test_a_config_past_the_limit_is_not_read_whole(settings_for, monkeypatch) -> None:
+    from proxy import release_watch
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(CONFIG), CONFIG)
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    monkeypatch.setattr(release_watch, "_MAX_CONFIG_BYTES", 100)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    upstream = Upstream.open(
+        settings_for(upstream=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    )
+    watch = ReleaseWatch(upstream)
+    try:
+        await watch.start()
+        assert watch.problem is not None  # no JSON read from a cut-off config: not relayed
+    finally:
+        await watch.close()
+        await upstream.close()
+        server.close()
