@@ -141,7 +141,10 @@ class Renewals:
         if not owned:
             return
         old = "; ".join(owned)
-        new = self.session(apply_set_cookies(sent, set_cookies))
+        # The session it became: the service's cookies only ("" when the answer deleted
+        # them all), never the header's other cookies (OpenWebUI's token), which are this
+        # request's and must not ride along with another carrying the same old session.
+        new = "; ".join(self._owned(apply_set_cookies(sent, set_cookies)))
         if new == old:
             return
         key = _digest(old)

@@ -104,3 +104,13 @@ async def test_another_browser_with_the_same_plain_cookie_is_not_the_person_who_
         body = await response.json()
     assert body.get("email") != "victim@school.edu"
     assert response.status == 401
+
+
+def test_a_cleared_session_renews_to_no_session_never_to_the_other_cookies() -> None:
+    """An answer that deletes the session (a denial's Max-Age=0) renews it to nothing: the
+    other cookies of the header it came with (OpenWebUI's ``token``) are that request's,
+    never sent with another request carrying the same old session."""
+    renewals = Renewals()
+    renewals.renewed("sid=S1; token=A", ["sid=; Path=/; Max-Age=0"])
+    assert renewals.current("sid=S1; token=B") == "token=B"
+    assert renewals.current("token=B; sid=S1; lang=en") == "token=B; lang=en"
