@@ -39,6 +39,12 @@ MAX_NAME = 256
 # limit and the JWT size limit bound what arrives; the decision cache is bounded in bytes).
 MAX_GROUPS = 10_000
 MAX_GROUP = 256  # characters in one group name
+# OpenWebUI's Starlette reads the UTF-8 bytes of the groups header as Latin-1 before it
+# strip()s each name: a name's last byte 0x85 or 0xA0 reads as NEL or NO-BREAK SPACE and is
+# cut off, so names ending in the two characters that differ only there become one: "X\u00e0"
+# (C3 A0) and "X\u00c5" (C3 85) are both its "X\u00c3". Refused, but for U+00A0 (C2 A0),
+# whose partner U+0085 is a control refused anyway: no other name reads as it does.
+_CUT = (0x85, 0xA0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +127,9 @@ def check_group(name: object) -> str:
     trimmed, folded or normalised here, so ``staff\u00a0`` is not ``staff``. What cannot
     reach OpenWebUI exactly is refused rather than changed: OpenWebUI (0.12.4,
     ``routers/auths.py``) splits the groups header on commas and ``strip()``s each name, so
-    a comma, a control character (C0 or C1: U+001F and U+0085 are among what it strips) or
-    a space or tab at either end would make it read another name than the one checked here.
+    a comma, a control character (C0 or C1: U+001F and U+0085 are among what it strips), a
+    space or tab at either end, or a last character that reads as another name's (``_CUT``)
+    would make it read another name than the one checked here.
     """
     if not isinstance(name, str):
         raise InvalidIdentity("groups must be strings")
@@ -133,6 +140,8 @@ def check_group(name: object) -> str:
         raise InvalidIdentity("a group name contains a control character")
     if name != name.strip(OWS):
         raise InvalidIdentity("a group name starts or ends with a space or tab")
+    if not name.isascii() and name[-1] != "\u00a0" and name[-1].encode()[-1] in _CUT:
+        raise InvalidIdentity("a group name ends in a character OpenWebUI reads as another")
     if len(name) > MAX_GROUP:
         raise InvalidIdentity("a group name is too long")
     return name

@@ -67,6 +67,10 @@ _PASS_ON = ("Location", "WWW-Authenticate")
 # ids; a longer answer is refused as that person's identity problem (IdentityTooLarge),
 # not taken for an auth service that failed.
 AUTH_MAX_FIELD_BYTES = 256 * 1024
+# The most of an answer's body read: nothing in it is used, and a small one read to its end
+# lets the connection be used again; a larger one is left unread and its connection closed,
+# never held in memory.
+MAX_ANSWER_BODY = 64 * 1024
 # How long /readyz mentions the last answer refused as too large.
 NOTICE_WINDOW_S = 600.0
 # What the decision cache may hold, in (estimated) bytes: a person in thousands of groups
@@ -303,7 +307,7 @@ class ForwardAuthenticator:
                 allow_redirects=False,
                 timeout=self.timeout,
             ) as response:
-                await response.read()
+                await _drain(response)
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
             drop_frames(exc)
@@ -408,7 +412,7 @@ class ForwardAuthenticator:
             ) as response:
                 status = response.status
                 headers = response.headers
-                await response.read()
+                await _drain(response)
         except (TimeoutError, aiohttp.ClientError) as exc:
             drop_frames(exc)
             if _too_large(exc):
@@ -474,6 +478,17 @@ class ForwardAuthenticator:
     def _count_error(self, kind: str) -> None:
         if self.metrics is not None:
             self.metrics.auth_service_errors.labels(kind).inc()
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read ``response``'s body to its end if that is within :data:`MAX_ANSWER_BODY`, else
+    stop there (leaving the rest unread closes the connection on release)."""
+    left = MAX_ANSWER_BODY
+    while left > 0:
+        chunk = await response.content.read(left)
+        if not chunk:
+            return
+        left -= len(chunk)
 
 
 def _too_large(exc: BaseException) -> bool:

@@ -223,7 +223,8 @@ class JwksCache:
             raise JwksError(f"cannot fetch: {type(exc).__name__}") from exc
         try:
             return json.loads(body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # RecursionError: a document nested deeper than the parser goes, no ValueError.
             raise JwksError("response is not JSON") from exc
 
 

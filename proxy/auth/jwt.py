@@ -206,6 +206,11 @@ class JwtAuthenticator:
             return _deny(f"no token in {self._source_label}")
         if len(token) > MAX_TOKEN_BYTES:
             return _deny("token too large")
+        # A compact JWT is base64url and dots. Header bytes that are not UTF-8 arrive as lone
+        # surrogates, which PyJWT cannot encode (UnicodeEncodeError, no PyJWTError): refused
+        # here, with any other character no JWT has.
+        if not token.isascii():
+            return _deny("token is not a well-formed JWT")
         return token
 
     async def _key(self, kid: str | None, alg: str) -> PyJWK | PublicKey | Denied:

@@ -16,8 +16,9 @@ renewed one instead. The browser gets the renewal with the answer to the call th
 
 The session is the part of the ``Cookie`` header the auth service owns: the cookies whose
 names it has set (learned from its ``Set-Cookie``, at most :data:`NAMES`), sorted by name,
-so OpenWebUI's own cookies and the order a browser sends them in do not matter. Before the
-service has set any, the whole header stands for the session.
+so OpenWebUI's own cookies and the order a browser sends them in do not matter. A header
+holding none of them carries no session: it takes its turn as a whole, and is never renewed
+(the same plain header, ``lang=en``, can come from anyone's browser).
 
 What is remembered is a cookie (a credential), so briefly: a digest of the old session, the
 new one, at most :data:`SIZE` of them. Within that window whoever presents the old cookie
@@ -70,7 +71,10 @@ class Renewals:
         """
         if not self.recent:  # nothing renewed lately (the usual case): no digest to make
             return cookie
-        start = self.session(cookie)
+        owned = self._owned(cookie)
+        if not owned:  # none of the service's cookies: no session, nothing renewed
+            return cookie
+        start = "; ".join(owned)
         session, key = start, _digest(start)
         passed: list[bytes] = []
         now = self.clock()
@@ -86,11 +90,16 @@ class Renewals:
         return cookie if session == start else self._with_session(cookie, session)
 
     def session(self, cookie: str) -> str:
-        """The part of ``cookie`` the auth service owns, in a canonical order."""
-        if not self._names:
-            return cookie
-        owned = sorted(p for p in _pairs(cookie) if p.partition("=")[0].strip() in self._names)
+        """The part of ``cookie`` the auth service owns, in a canonical order (``cookie``
+        itself when it holds none of the service's cookies: what its turn is taken by)."""
+        owned = self._owned(cookie)
         return "; ".join(owned) if owned else cookie
+
+    def _owned(self, cookie: str) -> list[str]:
+        """The pairs of ``cookie`` whose names the auth service has set, sorted."""
+        if not self._names:
+            return []
+        return sorted(p for p in _pairs(cookie) if p.partition("=")[0].strip() in self._names)
 
     def _with_session(self, cookie: str, session: str) -> str:
         others = [p for p in _pairs(cookie) if p.partition("=")[0].strip() not in self._names]
@@ -124,8 +133,18 @@ class Renewals:
             name = header.partition(";")[0].partition("=")[0].strip()
             if name and len(self._names) < NAMES:
                 self._names.add(name)
-        old = self.session(sent)
-        new = self.session(apply_set_cookies(sent, set_cookies))
+        # Only a session is renewed: a ``Cookie`` header holding none of the service's
+        # cookies (a browser not signed in) is no one's, and the cookie its answer set (a
+        # login redirect's session id, authenticated once that person signs in) must never
+        # be sent for whoever else sends the same header.
+        owned = self._owned(sent)
+        if not owned:
+            return
+        old = "; ".join(owned)
+        # The session it became: the service's cookies only ("" when the answer deleted
+        # them all), never the header's other cookies (OpenWebUI's token), which are this
+        # request's and must not ride along with another carrying the same old session.
+        new = "; ".join(self._owned(apply_set_cookies(sent, set_cookies)))
         if new == old:
             return
         key = _digest(old)
