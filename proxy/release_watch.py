@@ -177,7 +177,7 @@ class ReleaseWatch:
             return
         try:
             config = json.loads(body) if status == 200 else None
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser
             config = None
         if not isinstance(config, dict):
             self._unread_because = f"upstream answered GET {_CONFIG_PATH} with {status}"

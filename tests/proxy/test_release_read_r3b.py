@@ -78,3 +78,34 @@ async def test_a_config_past_the_limit_is_not_read_whole(settings_for, monkeypat
         await watch.close()
         await upstream.close()
         server.close()
+
+
+async def test_a_config_nested_past_the_parser_is_unreadable_not_a_crash(settings_for) -> None:
+    """JSON nested deeper than Python's parser goes raises RecursionError, not ValueError: the
+    release is then unknown (nothing relayed), never an exception out of the read."""
+    nested = b"[" * 200_000 + b"]" * 200_000
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(nested), nested)
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    upstream = Upstream.open(
+        settings_for(upstream=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    )
+    watch = ReleaseWatch(upstream)
+    try:
+        await watch.start()
+        assert watch.problem is not None
+        assert "without a JSON object" in watch.problem
+    finally:
+        await watch.close()
+        await upstream.close()
+        server.close()
