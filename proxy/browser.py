@@ -157,6 +157,6 @@ def is_user_mismatch(status: int, body: bytes) -> bool:
         return False
     try:
         detail = json.loads(body).get("detail")
-    except (ValueError, AttributeError):
+    except (ValueError, RecursionError, AttributeError):
         return False
     return bool(detail == MISMATCH_DETAIL)

@@ -125,7 +125,7 @@ class SessionSeals:
             return body
         try:
             opened = json.loads(first[1:])
-        except ValueError:
+        except (ValueError, RecursionError):
             return body
         if not isinstance(opened, dict) or not isinstance(opened.get("sid"), str):
             return body

@@ -77,7 +77,7 @@ def owner_in(body: bytes) -> str | None:
     """The account email in OpenWebUI's answer (``{"email": ...}``), if it names one."""
     try:
         answer = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser
         return None
     owner = answer.get("email") if isinstance(answer, dict) else None
     return owner if isinstance(owner, str) and owner else None

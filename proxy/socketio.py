@@ -218,6 +218,10 @@ def message_tokens(frame: str) -> list[str]:
         message = json.loads(text)
     except ValueError:
         return []  # neither server's JSON decoder (stdlib, orjson) reads more than stdlib's
+    except RecursionError as exc:
+        # Nested past this process's parser; a server with a higher recursion limit (or
+        # orjson's 1,024 levels) may still read it, and a token in it: refused.
+        raise Refused("a message nested too deeply to read") from exc
     if not isinstance(message, dict) or "token" not in message:
         return []
     token = message["token"]
