@@ -141,7 +141,11 @@ def check_group(name: object) -> str:
     if name != name.strip(OWS):
         raise InvalidIdentity("a group name starts or ends with a space or tab")
     if not name.isascii() and name[-1] != "\u00a0" and name[-1].encode()[-1] in _CUT:
-        raise InvalidIdentity("a group name ends in a character OpenWebUI reads as another")
+        raise InvalidIdentity(
+            f"the group name {name[:64]!r} ends in a character OpenWebUI cuts off (its last "
+            "UTF-8 byte reads as a space there), so it would share an OpenWebUI group with "
+            "other names; rename the group in the identity provider"
+        )
     if len(name) > MAX_GROUP:
         raise InvalidIdentity("a group name is too long")
     return name
