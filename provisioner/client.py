@@ -55,6 +55,11 @@ EXPORT_BATCH_SIZE = 100
 MAX_ARCHIVED_PAGES = 100
 
 
+# What an answer that is no JSON we can read raises: not JSON, or nested deeper than the
+# parser goes (RecursionError is no ValueError).
+UNREADABLE = (ValueError, RecursionError)
+
+
 def _no_cookies() -> http.cookiejar.CookieJar:
     # A jar whose policy allows no domain stores nothing. (A ``CookieJar`` is passed as is;
     # an ``httpx.Cookies`` would be copied into a default jar that keeps everything.)
@@ -84,7 +89,7 @@ def _refusal_code(response: httpx.Response) -> str | None:
     """The proxy's machine-readable reason for a refusal (``code``), if it gave one."""
     try:
         body = response.json()
-    except ValueError:
+    except UNREADABLE:
         return None
     code = body.get("code") if isinstance(body, dict) else None
     return code if isinstance(code, str) else None
@@ -94,7 +99,7 @@ def _from_the_proxy(response: httpx.Response) -> bool:
     """Whether an error answer is the proxy's own: JSON with ``error`` and ``request_id``."""
     try:
         body = response.json()
-    except ValueError:
+    except UNREADABLE:
         return False
     return isinstance(body, dict) and "error" in body and "request_id" in body
 
@@ -107,7 +112,7 @@ def _explanation(response: httpx.Response) -> tuple[str, bool]:
     """
     try:
         body = response.json()
-    except ValueError:
+    except UNREADABLE:
         body = None
     if isinstance(body, dict):
         for key, from_openwebui in (("detail", True), ("error", False)):
@@ -456,7 +461,7 @@ _CREDENTIALS_REFUSED = "The email or password provided is incorrect"
 def _dict(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
-    except ValueError:
+    except UNREADABLE:
         body = None
     if not isinstance(body, dict):
         raise Unavailable(
@@ -476,7 +481,7 @@ def _json_lines_or_list(response: httpx.Response) -> list[dict[str, Any]]:
         body = json.loads(text) if text.lstrip().startswith("[") else None
         if body is None:
             body = [json.loads(line) for line in text.split("\n") if line.strip()]
-    except ValueError:
+    except UNREADABLE:
         body = None
     if not isinstance(body, list):
         raise Unavailable(
@@ -489,7 +494,7 @@ def _json_lines_or_list(response: httpx.Response) -> list[dict[str, Any]]:
 def _list_of_dicts(response: httpx.Response) -> list[dict[str, Any]]:
     try:
         body = response.json()
-    except ValueError:
+    except UNREADABLE:
         body = None
     if not isinstance(body, list):
         raise Unavailable(
