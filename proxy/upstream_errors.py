@@ -107,7 +107,9 @@ TABLE: tuple[Row, ...] = (
         _BEFORE,
         h1.ProtocolError,
         UpstreamUnavailable,
-        "malformed or ambiguous HTTP, a response head over 64 KiB, bytes beyond the response",
+        "malformed or ambiguous HTTP, a status outside 100-599, a 101 to a request that asked "
+        "for no upgrade, a header value that is not UTF-8, a response head over 64 KiB, bytes "
+        "beyond the response",
     ),
     Row(
         _BEFORE,
