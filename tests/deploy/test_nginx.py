@@ -623,3 +623,95 @@ async def test_chain_streamed_body_over_the_limit_is_refused(chain: Chain) -> No
         client.post(chain.url("/upload"), data=body()) as response,
     ):
         assert response.status == 413
+
+
+# --- HTTP/2 cannot upgrade -----------------------------------------------------------------
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+    )
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    """One header as an HPACK literal without indexing, new name, no Huffman (RFC 7541 6.2.2)."""
+    out = b"\x00"
+    for text in (name, value):
+        data = text.encode()
+        assert len(data) < 127  # a one-byte length prefix is enough for these tests
+        out += bytes([len(data)]) + data
+    return out
+
+
+def _h2_get(port: int, tls: TestTLS, headers: list[tuple[str, str]]) -> bytes:
+    """Send one HTTP/2 request, hand-framed (so no client library drops headers), and read a bit."""
+    ctx = tls.client_context()
+    ctx.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=SERVER_NAME) as sock,
+    ):
+        assert sock.selected_alpn_protocol() == "h2"
+        block = b"".join(_hpack_literal(n, v) for n, v in headers)
+        sock.sendall(
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+            + _h2_frame(4, 0, 0, b"")  # SETTINGS
+            + _h2_frame(1, 0x5, 1, block)  # HEADERS, END_HEADERS | END_STREAM
+        )
+        sock.settimeout(3)
+        received = b""
+        with contextlib.suppress(OSError):
+            while len(received) < 65536:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        return received
+
+
+async def test_http2_request_is_never_forwarded_as_an_upgrade(
+    edge_only: EdgeOnly, tls: TestTLS
+) -> None:
+    """An HTTP/2 stream cannot switch protocols, so its `upgrade` header is not passed on.
+
+    Otherwise nginx asks the proxy for a WebSocket (Upgrade + Connection: upgrade), the proxy
+    opens one to OpenWebUI and answers 101, and nginx, unable to upgrade an HTTP/2 stream,
+    logs an alert and leaves the stream without an answer while that WebSocket stays open.
+    """
+    await asyncio.to_thread(
+        _h2_get,
+        edge_only.https,
+        tls,
+        [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/ws/socket.io/?EIO=4&transport=websocket"),
+            (":authority", SERVER_NAME),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ],
+    )
+    seen = edge_only.fake.last()
+    names = seen.names_normalised()
+    assert "upgrade" not in names, seen.headers
+    assert [v for v in seen.values("Connection") if "upgrade" in v.lower()] == [], seen.headers
+
+
+async def test_http1_websocket_upgrade_still_forwarded(edge_only: EdgeOnly) -> None:
+    """The HTTP/1.1 WebSocket handshake still reaches the proxy as an upgrade."""
+    response = await raw_https(
+        edge_only.https,
+        [
+            "GET /api/v1/chats/ HTTP/1.1",
+            f"Host: {SERVER_NAME}",
+            "Upgrade: websocket",
+            "Connection: close",
+        ],
+        ctx=edge_only.tls.client_context(),
+    )
+    assert response.status == 200
+    seen = edge_only.fake.last()
+    assert seen.values("Upgrade") == ["websocket"]
+    assert seen.values("Connection") == ["upgrade"]
