@@ -715,3 +715,15 @@ async def test_http1_websocket_upgrade_still_forwarded(edge_only: EdgeOnly) -> N
     seen = edge_only.fake.last()
     assert seen.values("Upgrade") == ["websocket"]
     assert seen.values("Connection") == ["upgrade"]
+
+
+async def test_default_server_error_pages_hide_the_version(edge_only: EdgeOnly) -> None:
+    """A malformed request answered by the catch-all server does not name nginx's version."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge_only.http)
+    writer.write(b"GET / HTTP/1.1\r\n\r\n")  # no Host: 400 from the default server
+    await writer.drain()
+    head = (await asyncio.wait_for(reader.read(), 10)).decode("latin-1")
+    writer.close()
+    assert head.startswith("HTTP/1.1 400"), head
+    assert not re.search(r"nginx/\d", head), head
+    assert edge_only.fake.seen == []
