@@ -727,3 +727,58 @@ async def test_default_server_error_pages_hide_the_version(edge_only: EdgeOnly) 
     assert head.startswith("HTTP/1.1 400"), head
     assert not re.search(r"nginx/\d", head), head
     assert edge_only.fake.seen == []
+
+
+# --- every OpenWebUI stream gets the long timeouts ---------------------------------------
+
+
+class ShortOrdinaryTimeout(Nginx):
+    """The shipped config with the ordinary paths' 130 s read timeout scaled down to 1 s."""
+
+    def write_config(self) -> Path:
+        conf = super().write_config()
+        site = self.prefix / "owui-gate.conf"
+        text = site.read_text(encoding="utf-8")
+        assert text.count("proxy_read_timeout 130s;") == 1
+        site.write_text(text.replace("proxy_read_timeout 130s;", "proxy_read_timeout 1s;"))
+        return conf
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/chat/completions",
+        "/api/v1/messages",  # Anthropic Messages API: chat_completion, streamed as SSE
+        "/api/message",
+        "/api/v1/terminals/srv/api/terminals/sess",  # terminal WebSocket (routers/terminals.py)
+    ],
+)
+async def test_edge_long_streams_survive_silence_over_the_ordinary_timeout(
+    tmp_path: Path, tls: TestTLS, nginx_bin: str, path: str
+) -> None:
+    """OpenWebUI's streams (completions, also via its Anthropic-style API; terminals) get the
+    long read timeout: a model may think for minutes before its next token."""
+    gate = asyncio.Event()
+    server = TestServer(streaming_app(gate), host="127.0.0.1")  # binds port 0: no race
+    await server.start_server()
+    https = free_port()
+    nginx = ShortOrdinaryTimeout(
+        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{server.port}", tls.cert, tls.key,
+    )  # fmt: skip
+    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+    try:
+        async with (
+            session(tls.client_context()) as client,
+            client.post(f"https://{SERVER_NAME}:{https}{path}", json={}) as response,
+        ):
+            assert await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15) == (
+                b"data: first\n\n"
+            )
+            await asyncio.sleep(2.5)  # silence longer than the (scaled) ordinary timeout
+            gate.set()
+            assert await asyncio.wait_for(response.content.read(), 15) == b"data: last\n\n"
+    finally:
+        gate.set()
+        nginx.stop()
+        await server.close()
