@@ -782,3 +782,36 @@ async def test_edge_long_streams_survive_silence_over_the_ordinary_timeout(
         gate.set()
         nginx.stop()
         await server.close()
+
+
+# --- header limits: nginx lets through what the proxy accepts --------------------------
+
+
+async def test_edge_passes_a_header_line_the_proxy_accepts(
+    tmp_path: Path, tls: TestTLS, nginx_bin: str
+) -> None:
+    """A 60 KB Cookie line (a big auth-service session in 4 KB parts) is within the proxy's
+    64 KiB header-field limit (proxy/app.py max_field_size), so nginx must not refuse it."""
+    fake = FakeUpstream()
+    server = TestServer(fake.app(), host="127.0.0.1")  # binds port 0: no race
+    await server.start_server(max_field_size=65536)  # the proxy's public listener's limit
+    https = free_port()
+    nginx = Nginx(
+        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{server.port}", tls.cert, tls.key,
+    )  # fmt: skip
+    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+    cookie = "; ".join(f"_oauth2_proxy_{i}={'a' * 3990}" for i in range(15))
+    assert 60000 < len("Cookie: " + cookie) < 65536
+    try:
+        response = await raw_https(
+            https,
+            ["GET /api/v1/chats/ HTTP/1.1", f"Host: {SERVER_NAME}", f"Cookie: {cookie}",
+             "Connection: close"],
+            ctx=tls.client_context(),
+        )  # fmt: skip
+        assert response.status == 200
+        assert fake.last().values("Cookie") == [cookie]
+    finally:
+        nginx.stop()
+        await server.close()
