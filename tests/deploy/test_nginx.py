@@ -815,3 +815,41 @@ async def test_edge_passes_a_header_line_the_proxy_accepts(
     finally:
         nginx.stop()
         await server.close()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/chats/", "/oauth2/callback?code=x&state=y"])
+async def test_edge_relays_a_response_head_as_big_as_the_session_it_accepts(
+    tmp_path: Path, tls: TestTLS, nginx_bin: str, path: str
+) -> None:
+    """The session cookie nginx accepts on requests (up to 64 KiB) is set, and renewed, in
+    Set-Cookie answers: by the auth service's callback under /oauth2/, and relayed by the
+    proxy. nginx must pass such a response head on instead of answering 502."""
+    parts = [f"_oauth2_proxy_{i}={'a' * 3990}; Path=/; Secure; HttpOnly" for i in range(15)]
+
+    async def handler(request: web.Request) -> web.Response:
+        response = web.Response(text="ok")
+        for part in parts:
+            response.headers.add("Set-Cookie", part)
+        return response
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    server = TestServer(app, host="127.0.0.1")  # binds port 0: no race
+    await server.start_server()
+    https = free_port()
+    nginx = Nginx(
+        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
+        f"127.0.0.1:{server.port}", tls.cert, tls.key, auth=f"127.0.0.1:{server.port}",
+    )  # fmt: skip
+    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+    try:
+        response = await raw_https(
+            https,
+            [f"GET {path} HTTP/1.1", f"Host: {SERVER_NAME}", "Connection: close"],
+            ctx=tls.client_context(),
+        )
+        assert response.status == 200
+        assert [v for k, v in response.headers if k.lower() == "set-cookie"] == parts
+    finally:
+        nginx.stop()
+        await server.close()
