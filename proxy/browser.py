@@ -51,6 +51,10 @@ ACCOUNT_CREATION_PREFIXES = tuple(
 )
 # Sec-Fetch-Site values of a request the user started on our own site (or typed/bookmarked).
 _FIRST_PARTY = frozenset({"same-origin", "none"})
+# Accept: the ranges that decide page or JSON, an RFC 9110 qvalue, how much is read.
+_HTML_OR_JSON = frozenset({"text/html", "application/json", "application/*", "*/*"})
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?", re.ASCII)
+_MAX_ACCEPT = 4096
 
 
 def account_creation(target: Target) -> str | None:
@@ -108,8 +112,40 @@ def origin_allowed(origin: str | None, public_origin: str) -> bool:
 
 
 def is_browser_navigation(method: str, accept: str | None, websocket: bool) -> bool:
-    """A page load (GET/HEAD asking for HTML), as opposed to an API call."""
-    return not websocket and method in ("GET", "HEAD") and "text/html" in (accept or "").lower()
+    """A page load (GET/HEAD asking for HTML), as opposed to an API call.
+
+    HTML must be acceptable (``text/html`` with a q-value above 0) and preferred at least as
+    much as JSON (``application/json``, ``application/*`` or ``*/*``): a script that asks
+    for JSON first, or refuses HTML (``text/html;q=0``), gets JSON, never a page.
+    """
+    if websocket or method not in ("GET", "HEAD"):
+        return False
+    lowered = (accept or "").lower()
+    if "text/html" not in lowered:  # one C call, most API calls
+        return False
+    return _prefers_html(lowered[:_MAX_ACCEPT])
+
+
+def _prefers_html(accept: str) -> bool:
+    html_q = json_q = 0.0
+    for item in accept.split(","):
+        media, _, params = item.partition(";")
+        media = media.strip(" \t")
+        if media not in _HTML_OR_JSON:
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip(" \t") == "q":
+                valid = _QVALUE.fullmatch(value.strip(" \t"))
+                q = float(valid[0]) if valid else -1.0
+        if q < 0:
+            continue  # an unreadable q-value: the range is ignored
+        if media == "text/html":
+            html_q = max(html_q, q)
+        else:
+            json_q = max(json_q, q)
+    return html_q > 0 and html_q >= json_q
 
 
 def login_redirect(login_url: str, public_url: str, raw_target: str) -> str:

@@ -16,6 +16,11 @@ from proxy.errors import ProxyError
 from proxy.pages import PAGES_KEY, Page, is_page_load, page_for
 
 REQUEST_ID_KEY = web.RequestKey("owui_request_id", str)
+# On every JSON error the proxy answers itself: a refusal may name the person signed in
+# (no cache may keep it), may echo parts of the request (never sniffed as HTML), and on the
+# public listener the same URL answers a page load with HTML (a cache must tell them apart).
+_JSON_ERROR_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_PUBLIC_VARY = "Accept, Accept-Language"
 
 
 class _Ids:
@@ -81,11 +86,15 @@ def error_response(
     body = {"error": message, "request_id": request_id(request)}
     if code is not None:
         body["code"] = code
-    return web.json_response(
+    response = web.json_response(
         body,
         status=status,
         headers=dict(headers) if headers else None,
     )
+    response.headers.update(_JSON_ERROR_HEADERS)
+    if pages is not None:
+        response.headers["Vary"] = _PUBLIC_VARY
+    return response
 
 
 def from_exception(request: web.Request, exc: ProxyError) -> web.Response:
