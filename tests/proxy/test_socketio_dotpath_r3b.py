@@ -12,7 +12,10 @@ target.path.lower()``), files this change may not touch: strict xfail until then
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import os
 from typing import Any
 
 import pytest
@@ -67,3 +70,33 @@ async def test_an_api_key_reaches_no_socketio_path_through_dot_segments(
     answer = await raw_request(server.host, server.port, DOTTED, key, method="POST", body=stolen)
     assert answer.status in (401, 403)
     assert not any(s.body == stolen for s in fake_upstream.seen)
+
+
+@pytest.mark.xfail(
+    strict=True, reason="needs proxy/public.py to decide Socket.IO on Target.path, not route"
+)
+async def test_a_dotted_socketio_path_upgrades_nobody_elses_session(
+    proxy, fake_upstream: Any
+) -> None:
+    response = await proxy.get(OPEN, headers=BOB_COOKIE)
+    bare = json.loads((await response.text())[1:])["sid"].rpartition(".")[0]
+    server = proxy.server
+    target = f"/ws/socket.io/../../api/x?EIO=4&transport=websocket&sid={bare}"
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [
+            f"GET {target} HTTP/1.1",
+            f"Host: {server.host}:{server.port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+            "Cookie: " + ALICE_COOKIE["Cookie"],
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 403")
+    assert not any("sid=" + bare in s.raw_path for s in fake_upstream.seen)
