@@ -262,3 +262,20 @@ def polling_origin_allowed(
     if origins:
         return browser.origin_allowed(origins[0], public_origin)
     return method in ("GET", "HEAD") and "j" not in parse_qs(raw_query)
+
+
+# python-engineio's own path in OpenWebUI 0.12.4 (``socketio_path='/ws/socket.io'``), as its
+# ASGIApp holds it (a trailing slash added).
+ENGINEIO_PATH = "/ws/socket.io/"
+
+
+def serves_engineio(path: str) -> bool:
+    """Whether python-engineio answers ``path`` (the server's reading: :attr:`Target.path`).
+
+    Its ASGIApp's own test, exactly: the path, a trailing slash added, starts with its path
+    (case-sensitive, dot segments unresolved). For positive decisions — a long-polling
+    handshake's answer is sealed only here — where :func:`is_socketio_path`, broad on
+    purpose, would let any endpoint whose answer a person controls (a file downloaded as
+    ``.../content/socket.io``) mint a seal for an id of their choice.
+    """
+    return (path if path.endswith("/") else path + "/").startswith(ENGINEIO_PATH)
