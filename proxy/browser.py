@@ -159,8 +159,10 @@ def login_redirect(login_url: str, public_url: str, raw_target: str) -> str:
     return f"{login_url}{separator}rd={quote(rd, safe='')}"
 
 
-def api_key_allowed(authorizations: list[str], target: Target) -> bool:
-    """Exactly one ``Authorization: Bearer sk-...``, to a path that checks the key.
+def api_key_allowed(authorizations: list[str], target: Target, socketio: bool) -> bool:
+    """Exactly one ``Authorization: Bearer sk-...``, to a path that checks the key, not one
+    that may reach Socket.IO (``socketio``: the scope's ``is_socketio_path`` of the server's
+    reading, ``/ws/socket.io/../../x`` included).
 
     Decided on the target's fold, so ``/x/../api/v1/auths/signup`` counts as a sign-up.
     """
@@ -169,7 +171,7 @@ def api_key_allowed(authorizations: list[str], target: Target) -> bool:
     # may carry a stolen session token. No trimming, no Unicode spaces, one form only.
     if len(authorizations) != 1 or not _API_KEY_AUTHORIZATION.fullmatch(authorizations[0]):
         return False
-    if "socket.io" in target.route:
+    if socketio:
         return False  # Socket.IO reads tokens from its packets, never from Authorization
     resolved = target.route + "/"
     return not resolved.startswith(_NO_API_KEY_PREFIXES)

@@ -164,7 +164,9 @@ class PublicHandler:
             ),
             raw_path,
             notes,
-            socketio.is_socketio_path(target.route),
+            # The server's reading, dot segments unresolved: python-engineio serves
+            # /ws/socket.io/../../x as its own, whose fold (route) is /x.
+            socketio.is_socketio_path(target.path),
         )
 
     # --- 1. release gate ------------------------------------------------------------------
@@ -216,7 +218,9 @@ class PublicHandler:
         if (
             self.allow_api_keys
             and not scope.websocket
-            and browser.api_key_allowed(request.headers.getall("Authorization", []), scope.target)
+            and browser.api_key_allowed(
+                request.headers.getall("Authorization", []), scope.target, scope.socketio
+            )
         ):
             self.metrics.count_decision("api_key")
             return None
@@ -527,6 +531,9 @@ class PublicHandler:
             and not scope.websocket
             and scope.request.method == "GET"
             and is_handshake(scope.target.query)
+            # Only python-engineio's own path: any other answer a person controls (a file
+            # downloaded as .../content/socket.io) would have them a seal for any id.
+            and socketio.serves_engineio(scope.target.path)
         )
 
     async def _relay(self, scope: Scope) -> web.StreamResponse:

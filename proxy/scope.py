@@ -78,7 +78,8 @@ class Scope:
     relayed: str
     notes: Notes
     # The target's path may reach OpenWebUI's Socket.IO app (socketio.is_socketio_path of
-    # its fold): the edge, admit, outbound and dispatch stages all ask.
+    # the server's reading, Target.path: dot segments unresolved, as python-engineio serves
+    # them): the edge, identify, admit, outbound and dispatch stages all ask.
     socketio: bool
     identity: Identity | None = None
     # The admit stage found a token cookie that is not the person's on a page load or a

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy import browser
+from proxy import browser, socketio
 from proxy.target import canonical_path, read_target
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 from tests.proxy.rawhttp import raw_request
@@ -79,7 +79,9 @@ API_KEY_ROWS = [
     ids=[r[0] for r in API_KEY_ROWS],
 )
 def test_api_key_policy(authorizations, path, allowed) -> None:
-    assert browser.api_key_allowed(authorizations, read_target(path)) is allowed
+    target = read_target(path)
+    on_socketio = socketio.is_socketio_path(target.path)
+    assert browser.api_key_allowed(authorizations, target, on_socketio) is allowed
 
 
 NAVIGATION_ROWS = [

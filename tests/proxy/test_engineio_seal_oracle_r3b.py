@@ -38,10 +38,6 @@ def file_download(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(FakeUpstream, "_dispatch", serving_a_file)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs proxy/public.py's _opens_engineio_session to ask socketio.serves_engineio",
-)
 async def test_no_seal_for_an_answer_that_is_not_engineios_handshake(proxy, fake_upstream) -> None:
     response = await proxy.get(FILE, headers=BOB_COOKIE)
     assert response.status == 200

@@ -5,9 +5,8 @@ path that *starts with* ``/ws/socket.io/``, unresolved: ``/ws/socket.io/../../ap
 long-polling endpoint there. The target's fold (``Target.route``) resolves the dot segments
 to ``/api/x``: decided on it, such a request skipped the session seal and the token guard.
 
-The fix is in ``proxy/public.py`` (``is_socketio_path(target.path)``, the server's reading,
-not the fold) and ``proxy/browser.py`` (``api_key_allowed``: ``"socket.io" in
-target.path.lower()``), files this change may not touch: strict xfail until then.
+The scope now asks ``is_socketio_path`` of ``Target.path``, the server's reading, not of
+the fold, and ``api_key_allowed`` takes the scope's answer.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import json
 import os
 from typing import Any
 
-import pytest
-
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 from tests.proxy.rawhttp import raw_request
 
@@ -27,9 +24,6 @@ OPEN = "/ws/socket.io/?EIO=4&transport=polling"
 DOTTED = "/ws/socket.io/../../api/x?EIO=4&transport=polling"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs proxy/public.py to decide Socket.IO on Target.path, not route"
-)
 async def test_a_dotted_socketio_path_is_no_way_around_the_seal(proxy, fake_upstream: Any) -> None:
     response = await proxy.get(OPEN, headers=BOB_COOKIE)
     sid = json.loads((await response.text())[1:])["sid"]
@@ -41,9 +35,6 @@ async def test_a_dotted_socketio_path_is_no_way_around_the_seal(proxy, fake_upst
     assert not any("sid=" + bare in s.raw_path for s in fake_upstream.seen)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs proxy/public.py to decide Socket.IO on Target.path, not route"
-)
 async def test_a_dotted_socketio_path_is_no_way_around_the_token_guard(
     proxy, fake_upstream: Any
 ) -> None:
@@ -55,9 +46,6 @@ async def test_a_dotted_socketio_path_is_no_way_around_the_token_guard(
     assert not any(s.body == stolen for s in fake_upstream.seen)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs proxy/browser.py's api_key_allowed to read Target.path, not route"
-)
 async def test_an_api_key_reaches_no_socketio_path_through_dot_segments(
     make_proxy, fake_upstream: Any
 ) -> None:
@@ -72,9 +60,6 @@ async def test_an_api_key_reaches_no_socketio_path_through_dot_segments(
     assert not any(s.body == stolen for s in fake_upstream.seen)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs proxy/public.py to decide Socket.IO on Target.path, not route"
-)
 async def test_a_dotted_socketio_path_upgrades_nobody_elses_session(
     proxy, fake_upstream: Any
 ) -> None:

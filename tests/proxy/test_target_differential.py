@@ -186,7 +186,8 @@ def _agree(
     if endpoint == "signout":
         assert browser.is_signout(method, target), (raw, reading)
     if endpoint in AUTHS:
-        assert not browser.api_key_allowed(["Bearer sk-x"], target), (raw, reading)
+        on_socketio = socketio.is_socketio_path(target.path)
+        assert not browser.api_key_allowed(["Bearer sk-x"], target, on_socketio), (raw, reading)
     if browser.is_signin(method, target):
         # The first-sign-in hook fires on exactly what the server signs in.
         assert endpoint == "signin", (raw, reading)
