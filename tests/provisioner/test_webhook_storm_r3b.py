@@ -26,15 +26,9 @@ def _body(email: str) -> bytes:
     return json.dumps({"email": email, "name": None}).encode()
 
 
-async def test_a_storm_of_signups_reaches_openwebui_a_few_people_at_a_time(
-    aiohttp_client: Any, provisioner: Provisioner, course: Course, fake: FakeOpenWebUI
-) -> None:
-    fake.slow("POST", "/api/v1/auths/signin", 0.05)
-    client = await aiohttp_client(
-        create_app([course], (KEY,), provisioner, deadline_s=60, clock=lambda: NOW, concurrency=3)
-    )
-    people = [f"s{n}@example.edu" for n in range(24)]
-    answers = await asyncio.gather(
+async def _sign_up_at_once(client: Any, people: list[str]) -> list[Any]:
+    """One signup delivery per person, all at once (message id: the email's local part)."""
+    return await asyncio.gather(
         *(
             client.post(
                 "/webhooks/signup",
@@ -44,6 +38,17 @@ async def test_a_storm_of_signups_reaches_openwebui_a_few_people_at_a_time(
             for p in people
         )
     )
+
+
+async def test_a_storm_of_signups_reaches_openwebui_a_few_people_at_a_time(
+    aiohttp_client: Any, provisioner: Provisioner, course: Course, fake: FakeOpenWebUI
+) -> None:
+    fake.slow("POST", "/api/v1/auths/signin", 0.05)
+    client = await aiohttp_client(
+        create_app([course], (KEY,), provisioner, deadline_s=60, clock=lambda: NOW, concurrency=3)
+    )
+    people = [f"s{n}@example.edu" for n in range(24)]
+    answers = await _sign_up_at_once(client, people)
     assert [a.status for a in answers] == [200] * len(people)
     assert fake.peak_in_flight <= 3
     for person in people:
@@ -66,16 +71,7 @@ async def test_more_waiting_than_the_queue_holds_is_503_with_retry_after(
         )
     )
     people = [f"q{n}@example.edu" for n in range(6)]
-    answers = await asyncio.gather(
-        *(
-            client.post(
-                "/webhooks/signup",
-                data=_body(p),
-                headers=headers(_body(p), msg_id=f"msg_{p.split('@')[0]}"),
-            )
-            for p in people
-        )
-    )
+    answers = await _sign_up_at_once(client, people)
     statuses = sorted(a.status for a in answers)
     assert statuses == [200, 200, 200, 503, 503, 503]
     for answer in answers:
