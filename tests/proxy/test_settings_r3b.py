@@ -10,20 +10,9 @@ import pytest
 
 from proxy.headers import HeaderPolicy
 from proxy.settings import SettingsError, load_settings
-from tests.proxy.test_settings_names import BASE
 
-
-@pytest.fixture
-def env(monkeypatch):
-    for name in list(os.environ):
-        if name.upper().startswith("OWUI_PROXY_"):
-            monkeypatch.delenv(name)
-
-    def set_env(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-
-    return set_env
+# env (tests/proxy/conftest.py): no OWUI_PROXY_* from the machine; sets BASE, then values.
+from tests.proxy.conftest import SETTINGS_BASE as BASE
 
 
 def _problems(env, **changes: str) -> str:
