@@ -71,10 +71,8 @@ async def test_a_sign_in_openwebui_has_not_answered_in_time_still_holds_its_emai
     next sign-in of that email must not reach it before the first one has finished there."""
     import asyncio
 
-    from proxy import server
+    from tests.proxy.internal_listener import internal_listener, signing_in
     from tests.proxy.rawhttp import raw_request
-    from tests.proxy.test_internal import make_settings
-    from tests.proxy.test_relay import _closed_port
 
     in_flight = 0
     most = 0
@@ -89,26 +87,13 @@ async def test_a_sign_in_openwebui_has_not_answered_in_time_still_holds_its_emai
             in_flight -= 1
         return web.json_response({"email": "a@school.edu", "role": "user", "token": "t"})
 
-    async def config(_request: web.Request) -> web.Response:
-        return web.json_response({"onboarding": False})
-
-    app = web.Application(handler_args={"handler_cancellation": False})
-    app.router.add_post("/api/v1/auths/signin", signin)
-    app.router.add_get("/api/config", config)
-    upstream_server = await aiohttp_server(app)
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(upstream_server.make_url("/")), response_timeout_s=0.2)
-    upstream = Upstream.open(settings)
-    port = _closed_port()
-    runner = await server._start(
-        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
-    )
+    owui = signing_in(signin, handler_args={"handler_cancellation": False})
     headers = [
         ("Proxy-Authorization", f"Bearer {TOKEN}"),
         ("X-User-Email", "a@school.edu"),
         ("Content-Type", "application/json"),
     ]
-    try:
+    async with internal_listener(aiohttp_server, tmp_path, owui, response_timeout_s=0.2) as port:
         statuses = []
         for _ in range(2):  # one after the other, each given up on by the proxy
             answer = await raw_request(
@@ -121,9 +106,6 @@ async def test_a_sign_in_openwebui_has_not_answered_in_time_still_holds_its_emai
             )
             statuses.append(answer.status)
         await asyncio.sleep(1.5)
-    finally:
-        await runner.cleanup()
-        await upstream.close()
     assert statuses[0] == 504
     assert most == 1
 
@@ -227,6 +209,7 @@ async def test_openwebui_answers_the_guard_cannot_read_are_a_clear_502(
     """The sign-in guard reads /api/config (onboarding?) and the sign-in answer (an admin?):
     what it cannot read as a JSON object fails closed with 502, never a 500, and a config it
     cannot read lets no sign-in through (OpenWebUI's first account becomes admin)."""
+    from tests.proxy.internal_listener import signing_in
     from tests.proxy.test_internal import make_settings
 
     signins = 0
@@ -239,10 +222,7 @@ async def test_openwebui_answers_the_guard_cannot_read_are_a_clear_502(
     async def read_config(_request: web.Request) -> web.Response:
         return web.Response(body=config, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/api/v1/auths/signin", signin)
-    app.router.add_get("/api/config", read_config)
-    server = await aiohttp_server(app)
+    server = await aiohttp_server(signing_in(signin, read_config))
     write_tokens(tmp_path / "tokens", TOKEN)
     settings = make_settings(tmp_path, str(server.make_url("/")))
     upstream = Upstream.open(settings)
