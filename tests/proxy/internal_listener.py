@@ -1,6 +1,6 @@
-"""The internal listener as ``owui-proxy`` runs it (``server._start``: a client that
-disconnects cancels its handler there), in front of a test OpenWebUI; and such an
-OpenWebUI that only signs people in."""
+"""The internal listener in front of a test OpenWebUI: as ``owui-proxy`` runs it
+(``server._start``: a client that disconnects cancels its handler there), or as a
+``TestClient``; and such an OpenWebUI that only signs people in."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from proxy import server
 from proxy.internal import create_internal_app
@@ -51,4 +52,24 @@ async def internal_listener(
         yield port
     finally:
         await runner.cleanup()
+        await upstream.close()
+
+
+@asynccontextmanager
+async def internal_client(
+    aiohttp_client: Any,
+    aiohttp_server: Any,
+    tmp_path: Path,
+    owui: web.Application,
+    **settings: Any,
+) -> AsyncIterator[TestClient[Any, Any]]:
+    """The internal app (the service token ``TOKEN``, ``settings`` over test_internal's) in
+    front of ``owui``, as a test client."""
+    owui_server = await aiohttp_server(owui)
+    write_tokens(tmp_path / "tokens", TOKEN)
+    values = make_settings(tmp_path, str(owui_server.make_url("/")), **settings)
+    upstream = Upstream.open(values)
+    try:
+        yield await aiohttp_client(create_internal_app(values, upstream))
+    finally:
         await upstream.close()

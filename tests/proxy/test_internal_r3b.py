@@ -177,21 +177,14 @@ async def test_a_stored_chat_nested_too_deeply_is_a_clear_502_not_a_500(
     app = web.Application()
     app.router.add_get(f"/api/v1/chats/{UUID}", read)
     app.router.add_post(f"/api/v1/chats/{UUID}", update)
-    server = await aiohttp_server(app)
-    write_tokens(tmp_path / "tokens", TOKEN)
-    from tests.proxy.test_internal import make_settings
+    from tests.proxy.internal_listener import internal_client
 
-    settings = make_settings(tmp_path, str(server.make_url("/")))
-    upstream = Upstream.open(settings)
-    client = await aiohttp_client(create_internal_app(settings, upstream))
-    try:
+    async with internal_client(aiohttp_client, aiohttp_server, tmp_path, app) as client:
         body = the_provisioners_update(stored_thread())
         response = await client.post(f"/api/v1/chats/{UUID}", data=body, headers=HEADERS)
         assert response.status == 502
         assert "JSON" in (await response.json())["error"]
         assert posted == []
-    finally:
-        await upstream.close()
 
 
 @pytest.mark.parametrize(
@@ -209,8 +202,7 @@ async def test_openwebui_answers_the_guard_cannot_read_are_a_clear_502(
     """The sign-in guard reads /api/config (onboarding?) and the sign-in answer (an admin?):
     what it cannot read as a JSON object fails closed with 502, never a 500, and a config it
     cannot read lets no sign-in through (OpenWebUI's first account becomes admin)."""
-    from tests.proxy.internal_listener import signing_in
-    from tests.proxy.test_internal import make_settings
+    from tests.proxy.internal_listener import internal_client, signing_in
 
     signins = 0
 
@@ -222,15 +214,9 @@ async def test_openwebui_answers_the_guard_cannot_read_are_a_clear_502(
     async def read_config(_request: web.Request) -> web.Response:
         return web.Response(body=config, content_type="application/json")
 
-    server = await aiohttp_server(signing_in(signin, read_config))
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(server.make_url("/")))
-    upstream = Upstream.open(settings)
-    client = await aiohttp_client(create_internal_app(settings, upstream))
+    owui = signing_in(signin, read_config)
     headers = {**AUTH, **ACT, "Content-Type": "application/json"}
-    try:
+    async with internal_client(aiohttp_client, aiohttp_server, tmp_path, owui) as client:
         response = await client.post("/api/v1/auths/signin", json={}, headers=headers)
         assert response.status == 502
         assert signins == (1 if answer else 0)
-    finally:
-        await upstream.close()
