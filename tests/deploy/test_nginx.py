@@ -767,12 +767,12 @@ async def test_edge_long_streams_survive_silence_over_the_ordinary_timeout(
     """OpenWebUI's streams (completions, also via its Anthropic-style API; terminals) get the
     long read timeout: a model may think for minutes before its next token."""
     gate = asyncio.Event()
-    edge = edge_in_front_of(tmp_path, tls, streaming_app(gate), nginx_class=ShortOrdinaryTimeout)
-    async with edge as running:
+    app = streaming_app(gate)
+    async with edge_in_front_of(tmp_path, tls, app, nginx_class=ShortOrdinaryTimeout) as edge:
         try:
             async with (
                 session(tls.client_context()) as client,
-                client.post(f"https://{SERVER_NAME}:{running.https}{path}", json={}) as response,
+                client.post(f"https://{SERVER_NAME}:{edge.https}{path}", json={}) as response,
             ):
                 assert await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15) == (
                     b"data: first\n\n"
