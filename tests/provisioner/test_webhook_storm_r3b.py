@@ -18,6 +18,7 @@ import pytest
 from provisioner.course import Course
 from provisioner.provision import Provisioner
 from provisioner.webhook import create_app
+from tests.holding import held_elsewhere
 from tests.provisioner.fake_owui import FakeOpenWebUI
 from tests.provisioner.test_webhook import KEY, NOW, headers
 
@@ -104,20 +105,9 @@ async def test_a_delivery_that_runs_out_of_time_waiting_leaves_nothing_held() ->
     from provisioner.webhook import Admission
 
     admission = Admission(concurrency=1, queue=1)
-    entered = asyncio.Event()
-    release = asyncio.Event()
-
-    async def first() -> None:
-        async with admission.person("ada@example.edu"):
-            entered.set()
-            await release.wait()
-
-    holder = asyncio.create_task(first())
-    await entered.wait()
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05), admission.person("ada@example.edu"):
-            pass  # never reached: ada's first delivery still runs
-    release.set()
-    await holder
+    async with held_elsewhere(admission.person("ada@example.edu")):  # ada's first delivery
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05), admission.person("ada@example.edu"):
+                pass  # never reached: ada's first delivery still runs
     assert admission.admitted == 0
     assert admission._people == {}
