@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import WSMsgType, web
 
+from proxy.owners import SESSION_PATH, STATUS_PATH
 from proxy.readiness import USER_AGENT as READINESS_AGENT
 from proxy.release_watch import USER_AGENT as RELEASE_CHECK_AGENT
 
@@ -141,6 +142,10 @@ class FakeUpstream:
 
     def last(self) -> Seen:
         return self.seen[-1]
+
+    def relayed(self) -> list[Seen]:
+        """What reached the fake as relayed requests, not the proxy's owner lookups."""
+        return [s for s in self.seen if s.raw_path not in (SESSION_PATH, STATUS_PATH)]
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path

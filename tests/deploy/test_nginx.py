@@ -16,6 +16,7 @@ import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -80,6 +81,51 @@ def test_no_route_to_admin_or_internal_listeners() -> None:
 
 
 @dataclass
+class Edge:
+    """The shipped nginx running in front of test upstreams on loopback."""
+
+    nginx: Nginx
+    https: int
+    http: int
+
+
+@contextlib.asynccontextmanager
+async def edge_in_front_of(
+    tmp_path: Path,
+    tls: TestTLS,
+    app: web.Application,
+    *,
+    auth: web.Application | None = None,
+    auth_is_upstream: bool = False,
+    nginx_class: type[Nginx] = Nginx,
+    **start: Any,
+) -> AsyncIterator[Edge]:
+    """``app`` served as the proxy (``start`` goes to its ``start_server``), nginx in front.
+    The auth service is ``auth`` served beside it, or ``app`` itself (``auth_is_upstream``),
+    or else the default address, where nothing listens."""
+    server = TestServer(app, host="127.0.0.1")  # binds port 0: no race
+    await server.start_server(**start)
+    auth_server = None if auth is None else TestServer(auth, host="127.0.0.1")
+    if auth_server is not None:
+        await auth_server.start_server()
+    https, http = free_port(), free_port()
+    nginx = nginx_class(
+        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{http}",
+        f"127.0.0.1:{server.port}", tls.cert, tls.key,
+    )  # fmt: skip
+    if auth_is_upstream or auth_server is not None:
+        nginx.auth = f"127.0.0.1:{server.port if auth_server is None else auth_server.port}"
+    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
+    try:
+        yield Edge(nginx, https, http)
+    finally:
+        nginx.stop()
+        await server.close()
+        if auth_server is not None:
+            await auth_server.close()
+
+
+@dataclass
 class EdgeOnly:
     fake: FakeUpstream
     nginx: Nginx
@@ -91,23 +137,8 @@ class EdgeOnly:
 @pytest.fixture
 async def edge_only(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterator[EdgeOnly]:
     fake = FakeUpstream()
-    server = TestServer(fake.app(), host="127.0.0.1")  # binds port 0: no race
-    await server.start_server()
-    https, http = free_port(), free_port()
-    nginx = Nginx(
-        tmp_path / "nginx",
-        f"127.0.0.1:{https}",
-        f"127.0.0.1:{http}",
-        f"127.0.0.1:{server.port}",
-        tls.cert,
-        tls.key,
-    )
-    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
-    try:
-        yield EdgeOnly(fake, nginx, https, http, tls)
-    finally:
-        nginx.stop()
-        await server.close()
+    async with edge_in_front_of(tmp_path, tls, fake.app()) as edge:
+        yield EdgeOnly(fake, edge.nginx, edge.https, edge.http, tls)
 
 
 # --- the auth prefix: /oauth2/ goes to the auth service, everything else to the proxy -------
@@ -133,23 +164,8 @@ class Routed:
 async def routed(tmp_path: Path, tls: TestTLS, nginx_bin: str) -> AsyncIterator[Routed]:
     """nginx in front of two recording upstreams: one as the proxy, one as the auth service."""
     proxy, auth = FakeUpstream(), FakeUpstream()
-    proxy_server = TestServer(proxy.app(), host="127.0.0.1")  # binds port 0: no race
-    auth_server = TestServer(auth.app(), host="127.0.0.1")  # binds port 0: no race
-    await proxy_server.start_server()
-    await auth_server.start_server()
-    https = free_port()
-    nginx = Nginx(
-        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
-        f"127.0.0.1:{proxy_server.port}", tls.cert, tls.key,
-        auth=f"127.0.0.1:{auth_server.port}",
-    )  # fmt: skip
-    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
-    try:
-        yield Routed(proxy, auth, https, tls)
-    finally:
-        nginx.stop()
-        await proxy_server.close()
-        await auth_server.close()
+    async with edge_in_front_of(tmp_path, tls, proxy.app(), auth=auth.app()) as edge:
+        yield Routed(proxy, auth, edge.https, tls)
 
 
 @pytest.mark.parametrize(
@@ -379,33 +395,25 @@ async def test_edge_streams_events_unbuffered(
 ) -> None:
     """On streaming paths (and any other), nginx passes each event on as it arrives."""
     gate = asyncio.Event()
-    server = TestServer(streaming_app(gate), host="127.0.0.1")  # binds port 0: no race
-    await server.start_server()
-    https = free_port()
-    nginx = Nginx(
-        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
-        f"127.0.0.1:{server.port}", tls.cert, tls.key,
-    )  # fmt: skip
-    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
-    try:
-        async with (
-            session(tls.client_context()) as client,
-            client.post(f"https://{SERVER_NAME}:{https}{path}", json={}) as response,
-        ):
-            first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15)
-            assert first == b"data: first\n\n"  # while the upstream still holds the stream
-            gate.set()
-            assert await asyncio.wait_for(response.content.read(), 15) == b"data: last\n\n"
-        async with (
-            session(tls.client_context()) as client,
-            client.ws_connect(f"https://{SERVER_NAME}:{https}/ws/socket.io/") as ws,
-        ):
-            await ws.send_str("ping-through-nginx")
-            assert (await ws.receive(timeout=10)).data == "ping-through-nginx"
-    finally:
-        gate.set()  # let the held stream end, or closing the server waits for it
-        nginx.stop()
-        await server.close()
+    async with edge_in_front_of(tmp_path, tls, streaming_app(gate)) as edge:
+        https = edge.https
+        try:
+            async with (
+                session(tls.client_context()) as client,
+                client.post(f"https://{SERVER_NAME}:{https}{path}", json={}) as response,
+            ):
+                first = await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15)
+                assert first == b"data: first\n\n"  # while the upstream still holds the stream
+                gate.set()
+                assert await asyncio.wait_for(response.content.read(), 15) == b"data: last\n\n"
+            async with (
+                session(tls.client_context()) as client,
+                client.ws_connect(f"https://{SERVER_NAME}:{https}/ws/socket.io/") as ws,
+            ):
+                await ws.send_str("ping-through-nginx")
+                assert (await ws.receive(timeout=10)).data == "ping-through-nginx"
+        finally:
+            gate.set()  # let the held stream end, or closing the server waits for it
 
 
 # --- the whole chain: client -> nginx -> proxy -> recording upstream ----------------------
@@ -759,29 +767,21 @@ async def test_edge_long_streams_survive_silence_over_the_ordinary_timeout(
     """OpenWebUI's streams (completions, also via its Anthropic-style API; terminals) get the
     long read timeout: a model may think for minutes before its next token."""
     gate = asyncio.Event()
-    server = TestServer(streaming_app(gate), host="127.0.0.1")  # binds port 0: no race
-    await server.start_server()
-    https = free_port()
-    nginx = ShortOrdinaryTimeout(
-        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
-        f"127.0.0.1:{server.port}", tls.cert, tls.key,
-    )  # fmt: skip
-    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
-    try:
-        async with (
-            session(tls.client_context()) as client,
-            client.post(f"https://{SERVER_NAME}:{https}{path}", json={}) as response,
-        ):
-            assert await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15) == (
-                b"data: first\n\n"
-            )
-            await asyncio.sleep(2.5)  # silence longer than the (scaled) ordinary timeout
+    app = streaming_app(gate)
+    async with edge_in_front_of(tmp_path, tls, app, nginx_class=ShortOrdinaryTimeout) as edge:
+        try:
+            async with (
+                session(tls.client_context()) as client,
+                client.post(f"https://{SERVER_NAME}:{edge.https}{path}", json={}) as response,
+            ):
+                assert await asyncio.wait_for(response.content.readuntil(b"\n\n"), 15) == (
+                    b"data: first\n\n"
+                )
+                await asyncio.sleep(2.5)  # silence longer than the (scaled) ordinary timeout
+                gate.set()
+                assert await asyncio.wait_for(response.content.read(), 15) == b"data: last\n\n"
+        finally:
             gate.set()
-            assert await asyncio.wait_for(response.content.read(), 15) == b"data: last\n\n"
-    finally:
-        gate.set()
-        nginx.stop()
-        await server.close()
 
 
 # --- header limits: nginx lets through what the proxy accepts --------------------------
@@ -793,28 +793,18 @@ async def test_edge_passes_a_header_line_the_proxy_accepts(
     """A 60 KB Cookie line (a big auth-service session in 4 KB parts) is within the proxy's
     64 KiB header-field limit (proxy/app.py max_field_size), so nginx must not refuse it."""
     fake = FakeUpstream()
-    server = TestServer(fake.app(), host="127.0.0.1")  # binds port 0: no race
-    await server.start_server(max_field_size=65536)  # the proxy's public listener's limit
-    https = free_port()
-    nginx = Nginx(
-        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
-        f"127.0.0.1:{server.port}", tls.cert, tls.key,
-    )  # fmt: skip
-    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
-    cookie = "; ".join(f"_oauth2_proxy_{i}={'a' * 3990}" for i in range(15))
-    assert 60000 < len("Cookie: " + cookie) < 65536
-    try:
+    # max_field_size: the proxy's public listener's limit
+    async with edge_in_front_of(tmp_path, tls, fake.app(), max_field_size=65536) as edge:
+        cookie = "; ".join(f"_oauth2_proxy_{i}={'a' * 3990}" for i in range(15))
+        assert 60000 < len("Cookie: " + cookie) < 65536
         response = await raw_https(
-            https,
+            edge.https,
             ["GET /api/v1/chats/ HTTP/1.1", f"Host: {SERVER_NAME}", f"Cookie: {cookie}",
              "Connection: close"],
             ctx=tls.client_context(),
         )  # fmt: skip
         assert response.status == 200
         assert fake.last().values("Cookie") == [cookie]
-    finally:
-        nginx.stop()
-        await server.close()
 
 
 @pytest.mark.parametrize("path", ["/api/v1/chats/", "/oauth2/callback?code=x&state=y"])
@@ -834,22 +824,11 @@ async def test_edge_relays_a_response_head_as_big_as_the_session_it_accepts(
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handler)
-    server = TestServer(app, host="127.0.0.1")  # binds port 0: no race
-    await server.start_server()
-    https = free_port()
-    nginx = Nginx(
-        tmp_path / "nginx", f"127.0.0.1:{https}", f"127.0.0.1:{free_port()}",
-        f"127.0.0.1:{server.port}", tls.cert, tls.key, auth=f"127.0.0.1:{server.port}",
-    )  # fmt: skip
-    await asyncio.to_thread(nginx.start, ("127.0.0.1", https))
-    try:
+    async with edge_in_front_of(tmp_path, tls, app, auth_is_upstream=True) as edge:
         response = await raw_https(
-            https,
+            edge.https,
             [f"GET {path} HTTP/1.1", f"Host: {SERVER_NAME}", "Connection: close"],
             ctx=tls.client_context(),
         )
         assert response.status == 200
         assert [v for k, v in response.headers if k.lower() == "set-cookie"] == parts
-    finally:
-        nginx.stop()
-        await server.close()

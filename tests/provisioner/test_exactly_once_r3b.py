@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from provisioner.course import Course
@@ -12,6 +14,20 @@ from tests.provisioner.fake_owui import Call, FakeOpenWebUI, FastClock
 
 EMAIL = "ada@example.edu"
 ARCHIVE = r"/api/v1/chats/[^/]+/archive"
+
+
+def lose_answers(times: int, what: str) -> Callable[[object], None]:
+    """A hook for the fake that lets the first ``times`` calls land, then loses each answer
+    (raises ``RuntimeError``: the answer is lost after ``what``)."""
+    left = times
+
+    def fail_after_landing(_: object) -> None:
+        nonlocal left
+        if left:
+            left -= 1
+            raise RuntimeError(f"the answer is lost after {what}")
+
+    return fail_after_landing
 
 
 def only_archived(fake: FakeOpenWebUI, module: str) -> None:
@@ -56,15 +72,8 @@ async def test_a_toggle_that_landed_but_whose_answer_was_lost_is_not_undone(
 ) -> None:
     """The archive endpoint toggles: after a failed answer the chat is read, and a toggle
     that did land is never made again (which would un-archive the thread)."""
-    lost = 2  # both modules' first toggles land, and then the answer fails
-
-    def fail_after_landing(_: object) -> None:
-        nonlocal lost
-        if lost:
-            lost -= 1
-            raise RuntimeError("the answer is lost after the toggle landed")
-
-    fake.on_archive = fail_after_landing
+    # both modules' first toggles land, and then the answer fails
+    fake.on_archive = lose_answers(2, "the toggle landed")
     results = await provisioner.provision_user([course], EMAIL)
 
     assert all(result.archived for result in results)
@@ -104,15 +113,7 @@ async def test_a_busy_answer_at_any_step_still_ends_in_one_archived_thread(
 async def test_a_create_that_landed_but_whose_answer_was_lost_leaves_one_thread(
     provisioner: Provisioner, fake: FakeOpenWebUI, course: Course
 ) -> None:
-    lost = 2
-
-    def fail_after_landing(_: object) -> None:
-        nonlocal lost
-        if lost:
-            lost -= 1
-            raise RuntimeError("the answer is lost after the chat was made")
-
-    fake.on_create = fail_after_landing
+    fake.on_create = lose_answers(2, "the chat was made")
     await provisioner.provision_user([course], EMAIL)
 
     only_archived(fake, "intro")

@@ -18,12 +18,27 @@ import pytest
 from provisioner.course import Course
 from provisioner.provision import Provisioner
 from provisioner.webhook import create_app
+from tests.holding import held_elsewhere
 from tests.provisioner.fake_owui import FakeOpenWebUI
 from tests.provisioner.test_webhook import KEY, NOW, headers
 
 
 def _body(email: str) -> bytes:
     return json.dumps({"email": email, "name": None}).encode()
+
+
+async def _sign_up_at_once(client: Any, people: list[str]) -> list[Any]:
+    """One signup delivery per person, all at once (message id: the email's local part)."""
+    return await asyncio.gather(
+        *(
+            client.post(
+                "/webhooks/signup",
+                data=_body(p),
+                headers=headers(_body(p), msg_id=f"msg_{p.split('@')[0]}"),
+            )
+            for p in people
+        )
+    )
 
 
 async def test_a_storm_of_signups_reaches_openwebui_a_few_people_at_a_time(
@@ -34,16 +49,7 @@ async def test_a_storm_of_signups_reaches_openwebui_a_few_people_at_a_time(
         create_app([course], (KEY,), provisioner, deadline_s=60, clock=lambda: NOW, concurrency=3)
     )
     people = [f"s{n}@example.edu" for n in range(24)]
-    answers = await asyncio.gather(
-        *(
-            client.post(
-                "/webhooks/signup",
-                data=_body(p),
-                headers=headers(_body(p), msg_id=f"msg_{p.split('@')[0]}"),
-            )
-            for p in people
-        )
-    )
+    answers = await _sign_up_at_once(client, people)
     assert [a.status for a in answers] == [200] * len(people)
     assert fake.peak_in_flight <= 3
     for person in people:
@@ -66,16 +72,7 @@ async def test_more_waiting_than_the_queue_holds_is_503_with_retry_after(
         )
     )
     people = [f"q{n}@example.edu" for n in range(6)]
-    answers = await asyncio.gather(
-        *(
-            client.post(
-                "/webhooks/signup",
-                data=_body(p),
-                headers=headers(_body(p), msg_id=f"msg_{p.split('@')[0]}"),
-            )
-            for p in people
-        )
-    )
+    answers = await _sign_up_at_once(client, people)
     statuses = sorted(a.status for a in answers)
     assert statuses == [200, 200, 200, 503, 503, 503]
     for answer in answers:
@@ -108,20 +105,9 @@ async def test_a_delivery_that_runs_out_of_time_waiting_leaves_nothing_held() ->
     from provisioner.webhook import Admission
 
     admission = Admission(concurrency=1, queue=1)
-    entered = asyncio.Event()
-    release = asyncio.Event()
-
-    async def first() -> None:
-        async with admission.person("ada@example.edu"):
-            entered.set()
-            await release.wait()
-
-    holder = asyncio.create_task(first())
-    await entered.wait()
-    with pytest.raises(TimeoutError):
-        async with asyncio.timeout(0.05), admission.person("ada@example.edu"):
-            pass  # never reached: ada's first delivery still runs
-    release.set()
-    await holder
+    async with held_elsewhere(admission.person("ada@example.edu")):  # ada's first delivery
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05), admission.person("ada@example.edu"):
+                pass  # never reached: ada's first delivery still runs
     assert admission.admitted == 0
     assert admission._people == {}

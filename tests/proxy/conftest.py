@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,28 @@ ALICE_COOKIE = {"Cookie": "_oauth2_proxy=alice-session"}
 BOB_COOKIE = {"Cookie": "_oauth2_proxy=bob-session"}
 
 MakeProxy = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+# The least an environment needs for ``load_settings`` to load (forward auth on loopback).
+SETTINGS_BASE = {
+    "OWUI_PROXY_UPSTREAM": "http://127.0.0.1:8080",
+    "OWUI_PROXY_AUTH": "forward",
+    "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:4180/oauth2/auth",
+}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """No OWUI_PROXY_* variable (in any case) from the machine; ``env(**values)`` sets
+    ``SETTINGS_BASE``, then ``values``. (Some settings tests define their own ``env``.)"""
+    for name in list(os.environ):
+        if name.upper().startswith("OWUI_PROXY_"):
+            monkeypatch.delenv(name)
+
+    def set_env(**values: str) -> None:
+        for name, value in {**SETTINGS_BASE, **values}.items():
+            monkeypatch.setenv(name, value)
+
+    return set_env
 
 
 @pytest.fixture

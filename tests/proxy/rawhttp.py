@@ -48,6 +48,17 @@ async def raw_request(
     return RawResponse(int(status_line.split()[1]), parsed, rest)
 
 
+async def raw_exchange(host: str, port: int, data: bytes, timeout: float = 30) -> bytes:
+    """``data`` sent as it is on a fresh connection; all that comes back until it closes."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=timeout)
+    finally:
+        writer.close()
+
+
 def _dechunk(data: bytes) -> bytes:
     out = b""
     while data:

@@ -165,28 +165,26 @@ async def test_denials_are_counted_on_the_metrics_endpoint(settings_for, aiohttp
 async def test_internal_act_as_target_must_pass_the_domain_rule(
     aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
 ) -> None:
-    from proxy.internal import create_internal_app
-    from proxy.upstream import Upstream
     from tests.fakes import FakeUpstream
-    from tests.proxy.test_internal import AUTH, TOKEN, audits, make_settings, write_tokens
+    from tests.proxy.internal_listener import internal_client
+    from tests.proxy.test_internal import AUTH, audits
 
     fake = FakeUpstream()
-    server = await aiohttp_server(fake.app())
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(
+    async with internal_client(
+        aiohttp_client,
+        aiohttp_server,
         tmp_path,
-        str(server.make_url("/")),
+        fake.app(),
         allowed_email_domains="school.edu",
         allowed_groups="y9",  # cannot apply here: the act-as names no groups
-    )
-    upstream = Upstream.open(settings)
-    client = await aiohttp_client(create_internal_app(settings, upstream))
-    with capture_logs() as logs:
-        outside = await client.get("/api/config", headers={**AUTH, "X-User-Email": "k@evil.io"})
-        inside = await client.get("/api/config", headers={**AUTH, "X-User-Email": "k@school.edu"})
-    assert outside.status == 403
-    assert (await outside.json())["code"] == "access_denied"
-    assert inside.status == 200
-    assert [line["outcome"] for line in audits(logs)] == ["access_denied", "relayed"]
-    assert len(fake.seen) == 1
-    await upstream.close()
+    ) as client:
+        with capture_logs() as logs:
+            outside = await client.get("/api/config", headers={**AUTH, "X-User-Email": "k@evil.io"})
+            inside = await client.get(
+                "/api/config", headers={**AUTH, "X-User-Email": "k@school.edu"}
+            )
+        assert outside.status == 403
+        assert (await outside.json())["code"] == "access_denied"
+        assert inside.status == 200
+        assert [line["outcome"] for line in audits(logs)] == ["access_denied", "relayed"]
+        assert len(fake.seen) == 1

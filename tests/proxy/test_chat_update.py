@@ -16,10 +16,9 @@ from aiohttp.test_utils import TestClient
 from provisioner import threads
 from provisioner.course import parse_course
 from proxy.chat_update import MARKER_KEY, is_update, refusal
-from proxy.internal import create_internal_app
-from proxy.upstream import Upstream
 from tests.provisioner.conftest import COURSE_TOML
-from tests.proxy.test_internal import STUDENT, TOKEN, UUID, make_settings, write_tokens
+from tests.proxy.internal_listener import internal_client
+from tests.proxy.test_internal import STUDENT, TOKEN, UUID
 
 COURSE = parse_course(COURSE_TOML, "demo.toml")
 MODULE = COURSE.modules[0]
@@ -178,13 +177,8 @@ async def listener(
     aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
 ) -> AsyncIterator[tuple[TestClient[Any, Any], Chats]]:
     chats = Chats(stored_thread())
-    server = await aiohttp_server(chats.app())
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(server.make_url("/")))
-    upstream = Upstream.open(settings)
-    client = await aiohttp_client(create_internal_app(settings, upstream))
-    yield client, chats
-    await upstream.close()
+    async with internal_client(aiohttp_client, aiohttp_server, tmp_path, chats.app()) as client:
+        yield client, chats
 
 
 HEADERS = {

@@ -9,30 +9,22 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from proxy.connections import GuardedRunner
 from proxy.eio_sessions import SessionSeals
 from tests.proxy.conftest import ALICE_COOKIE
+from tests.proxy.guarded_site import guarded_site, ok
 
 HEAD_S = 0.5
 IDLE_S = 1.5
 
 
-async def _ok(_request: web.Request) -> web.Response:
-    return web.Response(text="ok")
-
-
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
     app = web.Application()
-    app.router.add_get("/", _ok)
-    runner = GuardedRunner(
+    app.router.add_get("/", ok)
+    async with guarded_site(
         app, header_timeout_s=HEAD_S, keepalive_timeout=IDLE_S, handler_cancellation=True
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site.port
-    await runner.cleanup()
+    ) as port:
+        yield port
 
 
 async def _closed_after(

@@ -16,17 +16,14 @@ import json
 from typing import Any
 
 import pytest
-from fastapi.security.utils import get_authorization_scheme_param
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 from starlette.requests import cookie_parser
 
 from proxy.credentials import carried, token_cookies, without_token_cookie
-from proxy.owners import SESSION_PATH, STATUS_PATH
-from tests.proxy.rawhttp import raw_request
-from tests.proxy.test_jwt import JwksEndpoint
-from tests.proxy.test_jwt_app import HEADER, key, stack  # noqa: F401 (fixtures)
+from tests.proxy.authorization_readings import assert_every_reading_is_carried
+from tests.proxy.jwt_signed import SignedIn, key, signed_in, stack  # noqa: F401 (fixtures)
 
 # Bytes the readers disagree on (NEL, NBSP, a UTF-8 lead byte, UTF-8 NBSP) and plain ones.
 _BYTES = st.lists(
@@ -67,13 +64,7 @@ def test_every_token_cookie_openwebui_reads_from_the_bytes_is_carried(raw: bytes
 @given(raw=_BYTES.map(lambda b: b.replace(b"token", b"Bearer ")))
 def test_every_authorization_openwebui_reads_from_the_bytes_is_carried(raw: bytes) -> None:
     found = carried(CIMultiDict([("Authorization", _aiohttp(raw))]), "x-api-key").headers
-    value = _starlette(raw)
-    scheme, credential = get_authorization_scheme_param(value)
-    if scheme and credential:
-        assert credential in found
-    parts = value.split(" ")
-    if len(parts) == 2 and parts[1]:
-        assert parts[1] in found
+    assert_every_reading_is_carried(_starlette(raw), found)
 
 
 @pytest.mark.parametrize(
@@ -86,56 +77,39 @@ def test_every_authorization_openwebui_reads_from_the_bytes_is_carried(raw: byte
     ],
 )
 async def test_someone_elses_key_behind_a_latin1_space_is_not_relayed(
-    stack,  # noqa: F811
-    key,  # noqa: F811
+    signed_in: SignedIn,  # noqa: F811
     fake_upstream,
     cookie: str,
 ) -> None:
     """Ada is signed in (a JWT); Alice's key ``sk-123`` in a cookie OpenWebUI reads."""
-    s = await stack(JwksEndpoint([key]))
-    response = await raw_request(
-        s.public.host,
-        s.public.port,
-        "/api/v1/chats/list",
-        [(HEADER, key.mint()), ("Accept", "application/json"), ("Cookie", cookie)],
+    response = await signed_in.request(
+        "/api/v1/chats/list", ("Accept", "application/json"), ("Cookie", cookie)
     )
     assert response.status == 401
-    relayed = [r for r in fake_upstream.seen if r.raw_path not in (SESSION_PATH, STATUS_PATH)]
+    relayed = fake_upstream.relayed()
     assert relayed == []
 
 
 async def test_the_same_on_a_page_load_is_dropped_for_openwebui_too(
-    stack,  # noqa: F811
-    key,  # noqa: F811
+    signed_in: SignedIn,  # noqa: F811
     fake_upstream,
 ) -> None:
-    s = await stack(JwksEndpoint([key]))
-    response = await raw_request(
-        s.public.host,
-        s.public.port,
-        "/c/1",
-        [(HEADER, key.mint()), ("Accept", "text/html"), ("Cookie", "a=1; \x85token=sk-123")],
+    response = await signed_in.request(
+        "/c/1", ("Accept", "text/html"), ("Cookie", "a=1; \x85token=sk-123")
     )
     assert response.status == 200
-    relayed = [r for r in fake_upstream.seen if r.raw_path not in (SESSION_PATH, STATUS_PATH)]
+    relayed = fake_upstream.relayed()
     (seen,) = relayed
     for value in seen.values("Cookie"):
         assert "token" not in cookie_parser(value)  # Seen keeps the bytes as Latin-1
 
 
 async def test_a_non_ascii_credential_is_refused_without_asking_openwebui(
-    stack,  # noqa: F811
-    key,  # noqa: F811
+    signed_in: SignedIn,  # noqa: F811
     fake_upstream,
 ) -> None:
     """OpenWebUI issues no such credential, and the proxy could not ask about its bytes."""
-    s = await stack(JwksEndpoint([key]))
-    response = await raw_request(
-        s.public.host,
-        s.public.port,
-        "/api/v1/chats/list",
-        [(HEADER, key.mint()), ("Authorization", "Bearer sk-12\x853")],
-    )
+    response = await signed_in.request("/api/v1/chats/list", ("Authorization", "Bearer sk-12\x853"))
     assert response.status == 401
     assert (await_json(response))["code"] == "credential_owner_unknown"
     # Neither asked about (its bytes could not be sent as they came) nor relayed.

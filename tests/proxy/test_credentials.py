@@ -8,10 +8,8 @@ then the public listener against the fake OpenWebUI, whose API key ``sk-123`` is
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
-from fastapi.security.utils import get_authorization_scheme_param
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
@@ -20,6 +18,7 @@ from starlette.requests import cookie_parser
 from proxy import browser
 from proxy.credentials import carried, token_cookies, without_token_cookie
 from proxy.owners import SESSION_PATH, STATUS_PATH
+from tests.proxy.authorization_readings import assert_every_reading_is_carried
 from tests.proxy.conftest import ALICE_COOKIE, BOB_COOKIE
 
 ALICE_KEY = "sk-123"
@@ -113,17 +112,7 @@ def test_every_token_starlette_reads_is_carried(header: str) -> None:
 def test_every_authorization_reading_is_carried(value: str) -> None:
     """FastAPI's HTTPBearer (first-space split) and OpenWebUI's own split-on-spaces reader."""
     found = carried(CIMultiDict([("Authorization", value)]), "x-api-key").headers
-    scheme, credential = get_authorization_scheme_param(value)
-    if scheme and credential:
-        assert credential in found
-    parts = value.split(" ")
-    if len(parts) == 2 and parts[1]:
-        assert parts[1] in found
-
-
-def _relayed(fake_upstream: Any) -> list[Any]:
-    """What reached the fake as a relayed request (not the proxy's owner lookups)."""
-    return [s for s in fake_upstream.seen if s.raw_path not in LOOKUPS]
+    assert_every_reading_is_carried(value, found)
 
 
 # --- someone else's credential with your SSO session ------------------------------------------
@@ -158,7 +147,7 @@ async def test_another_persons_credential_with_your_session_is_refused(
     response = await proxy.get("/api/v1/chats/list", headers={**BOB_COOKIE, **headers})
     assert response.status == 401
     assert browser.CLEAR_TOKEN_COOKIE in response.headers.getall("Set-Cookie")
-    assert _relayed(fake_upstream) == []
+    assert fake_upstream.relayed() == []
 
 
 async def test_your_own_key_with_your_session_is_relayed(proxy, fake_upstream) -> None:
@@ -175,7 +164,7 @@ async def test_a_credential_openwebui_refuses_is_answered_by_openwebui(proxy, fa
     )
     assert response.status == 401
     assert await response.json() == {"detail": "Invalid token"}
-    assert _relayed(fake_upstream) == []
+    assert fake_upstream.relayed() == []
 
 
 async def test_a_stale_cookie_on_a_page_load_is_dropped_not_refused(proxy, fake_upstream):
@@ -188,7 +177,7 @@ async def test_a_stale_cookie_on_a_page_load_is_dropped_not_refused(proxy, fake_
     )
     assert response.status == 200
     assert browser.CLEAR_TOKEN_COOKIE in response.headers.getall("Set-Cookie")
-    (relayed,) = _relayed(fake_upstream)
+    (relayed,) = fake_upstream.relayed()
     assert relayed.values("Cookie") == ["_oauth2_proxy=bob-session; a=1; b=2"]
 
 
@@ -202,7 +191,7 @@ async def test_sign_out_leaves_out_what_is_not_yours(proxy, fake_upstream) -> No
         },
     )
     assert response.status == 200
-    (relayed,) = _relayed(fake_upstream)
+    (relayed,) = fake_upstream.relayed()
     assert relayed.values("Authorization") == []
     assert relayed.values("Cookie") == ["_oauth2_proxy=bob-session"]
 
@@ -225,7 +214,7 @@ async def test_an_api_key_passes_the_access_rules_as_its_owner(make_proxy, fake_
     proxy = await make_proxy(allow_api_keys=True, allowed_email_domains="example.edu")
     response = await proxy.get("/api/models", headers={"Authorization": f"Bearer {ALICE_KEY}"})
     assert response.status == 200
-    assert _relayed(fake_upstream)[-1].values("Authorization") == [f"Bearer {ALICE_KEY}"]
+    assert fake_upstream.relayed()[-1].values("Authorization") == [f"Bearer {ALICE_KEY}"]
 
 
 async def test_the_key_of_someone_the_rules_refuse_is_refused(make_proxy, fake_upstream):
@@ -235,7 +224,7 @@ async def test_the_key_of_someone_the_rules_refuse_is_refused(make_proxy, fake_u
     body = await response.json()
     assert body["code"] == "access_denied"
     assert "domain" in body["error"]
-    assert _relayed(fake_upstream) == []
+    assert fake_upstream.relayed() == []
 
 
 async def test_api_keys_never_pass_a_group_rule(make_proxy, fake_upstream) -> None:
@@ -245,7 +234,7 @@ async def test_api_keys_never_pass_a_group_rule(make_proxy, fake_upstream) -> No
     response = await proxy.get("/api/models", headers={"Authorization": f"Bearer {ALICE_KEY}"})
     assert response.status == 403
     assert "group" in (await response.json())["error"]
-    assert _relayed(fake_upstream) == []
+    assert fake_upstream.relayed() == []
 
 
 async def test_a_bogus_key_reaches_nothing(make_proxy, fake_upstream) -> None:
@@ -254,7 +243,7 @@ async def test_a_bogus_key_reaches_nothing(make_proxy, fake_upstream) -> None:
     for path in ("/api/config", "/api/version", "/static/favicon.png", "/health"):
         response = await proxy.get(path, headers={"Authorization": "Bearer sk-bogus"})
         assert response.status == 401, path
-    assert _relayed(fake_upstream) == []
+    assert fake_upstream.relayed() == []
 
 
 async def test_a_key_with_another_persons_key_beside_it_is_refused(make_proxy, fake_upstream):
@@ -264,7 +253,7 @@ async def test_a_key_with_another_persons_key_beside_it_is_refused(make_proxy, f
         "/api/models", headers={"Authorization": "Bearer sk-bob", "X-Api-Key": ALICE_KEY}
     )
     assert response.status == 401
-    assert _relayed(fake_upstream) == []
+    assert fake_upstream.relayed() == []
 
 
 async def test_whose_credential_was_used_is_logged_by_pseudonym(make_proxy, tmp_path) -> None:

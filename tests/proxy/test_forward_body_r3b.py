@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
-from proxy.auth.forward import ForwardAuthenticator
 from proxy.identity import Identity
-from proxy.settings import Settings
+from tests.proxy.forward_service import authenticator_of
 
 CHUNK = b"x" * (1024 * 1024)
 STREAMED_MB = 128
@@ -41,54 +39,33 @@ class Streaming:
         return response
 
 
-async def _authenticator(aiohttp_server, service: Streaming) -> tuple[ForwardAuthenticator, Any]:
-    app = web.Application()
-    app.router.add_get("/auth", service.handle)
-    server = await aiohttp_server(app)
-    settings = Settings(
-        upstream="http://127.0.0.1:9",
-        auth="forward",
-        forward_auth_url=str(server.make_url("/auth")),
-        public_url="https://chat.test",
-        auth_timeout_s=20,
-    )
-    session = aiohttp.ClientSession()
-    return ForwardAuthenticator(settings, session), session
-
-
 async def test_a_huge_answer_body_is_not_buffered(aiohttp_server, aiohttp_client) -> None:
     service = Streaming(202)
-    auth, session = await _authenticator(aiohttp_server, service)
-    outcome: list[Any] = []
+    async with authenticator_of(aiohttp_server, service.handle, auth_timeout_s=20) as auth:
+        outcome: list[Any] = []
 
-    async def handler(request: web.Request) -> web.Response:
-        outcome.append(await auth.authenticate(request))
-        return web.Response(text="ok")
+        async def handler(request: web.Request) -> web.Response:
+            outcome.append(await auth.authenticate(request))
+            return web.Response(text="ok")
 
-    front = web.Application()
-    front.router.add_get("/", handler)
-    client = await aiohttp_client(await aiohttp_server(front))
-    try:
+        front = web.Application()
+        front.router.add_get("/", handler)
+        client = await aiohttp_client(await aiohttp_server(front))
         async with client.get("/", headers={"Cookie": "_oauth2_proxy=s"}) as response:
             assert response.status == 200
         assert isinstance(outcome[0], Identity)
         assert outcome[0].email == "a@school.edu"
         await asyncio.sleep(0.2)
         assert service.sent < STREAMED_MB * len(CHUNK) // 4  # was all of it
-    finally:
-        await session.close()
 
 
 async def test_the_probe_does_not_buffer_a_huge_body(aiohttp_server) -> None:
     service = Streaming(200)
-    auth, session = await _authenticator(aiohttp_server, service)
-    try:
+    async with authenticator_of(aiohttp_server, service.handle, auth_timeout_s=20) as auth:
         await auth.probe()
         assert auth.problem() is None
         await asyncio.sleep(0.2)
         assert service.sent < STREAMED_MB * len(CHUNK) // 4
-    finally:
-        await session.close()
 
 
 async def test_a_small_answer_body_is_read_and_the_connection_kept(aiohttp_server) -> None:
@@ -99,17 +76,7 @@ async def test_a_small_answer_body_is_read_and_the_connection_kept(aiohttp_serve
         peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         return web.Response(status=401, text="unauthorized " * 100)
 
-    app = web.Application()
-    app.router.add_get("/auth", handle)
-    server = await aiohttp_server(app)
-    settings = Settings(
-        upstream="http://127.0.0.1:9",
-        auth="forward",
-        forward_auth_url=str(server.make_url("/auth")),
-        public_url="https://chat.test",
-    )
-    async with aiohttp.ClientSession() as session:
-        auth = ForwardAuthenticator(settings, session)
+    async with authenticator_of(aiohttp_server, handle) as auth:
         for _ in range(3):
             await auth.probe()
     assert len(peers) == 3

@@ -11,13 +11,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from proxy import server
-from proxy.internal import create_internal_app
-from proxy.upstream import Upstream
 from tests.fakes import FakeUpstream
-from tests.proxy.rawhttp import raw_request
-from tests.proxy.test_internal import STUDENT, TOKEN, audits, make_settings, write_tokens
-from tests.proxy.test_relay import _closed_port
+from tests.proxy.internal_listener import internal_listener, signing_in
+from tests.proxy.rawhttp import raw_exchange, raw_request
+from tests.proxy.test_internal import STUDENT, TOKEN, audits
 
 AUTH = ("Proxy-Authorization", f"Bearer {TOKEN}")
 
@@ -28,30 +25,15 @@ class Listener:
         self.upstream = fake
 
     async def send(self, raw: bytes) -> bytes:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        try:
-            writer.write(raw)
-            await writer.drain()
-            return await asyncio.wait_for(reader.read(), timeout=10)
-        finally:
-            writer.close()
+        return await raw_exchange("127.0.0.1", self.port, raw, timeout=10)
 
 
 @pytest.fixture
 async def listener(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Listener]:
     """The internal app behind the very runner ``owui-proxy`` uses (``server._start``)."""
     fake = FakeUpstream()
-    upstream_server = await aiohttp_server(fake.app())
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(upstream_server.make_url("/")))
-    upstream = Upstream.open(settings)
-    port = _closed_port()
-    runner = await server._start(
-        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
-    )
-    yield Listener(port, fake)
-    await runner.cleanup()
-    await upstream.close()
+    async with internal_listener(aiohttp_server, tmp_path, fake.app()) as port:
+        yield Listener(port, fake)
 
 
 PARSER_REFUSALS = [
@@ -169,21 +151,7 @@ async def test_sign_ins_of_one_email_are_serialised(aiohttp_server: Any, tmp_pat
         in_flight[email] -= 1
         return web.json_response({"email": email, "role": "user", "token": "t"})
 
-    async def config(_request: web.Request) -> web.Response:
-        return web.json_response({"onboarding": False})
-
-    app = web.Application()
-    app.router.add_post("/api/v1/auths/signin", signin)
-    app.router.add_get("/api/config", config)
-    upstream_server = await aiohttp_server(app)
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(upstream_server.make_url("/")))
-    upstream = Upstream.open(settings)
-    port = _closed_port()
-    runner = await server._start(
-        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
-    )
-    try:
+    async with internal_listener(aiohttp_server, tmp_path, signing_in(signin)) as port:
         with capture_logs():
             answers = await asyncio.gather(
                 *[
@@ -198,8 +166,5 @@ async def test_sign_ins_of_one_email_are_serialised(aiohttp_server: Any, tmp_pat
                     for email in ["a@school.edu"] * 5 + ["b@school.edu"] * 2
                 ]
             )
-    finally:
-        await runner.cleanup()
-        await upstream.close()
     assert [a.status for a in answers] == [200] * 7
     assert most == {"a@school.edu": 1, "b@school.edu": 1}

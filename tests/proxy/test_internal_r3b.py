@@ -71,10 +71,8 @@ async def test_a_sign_in_openwebui_has_not_answered_in_time_still_holds_its_emai
     next sign-in of that email must not reach it before the first one has finished there."""
     import asyncio
 
-    from proxy import server
+    from tests.proxy.internal_listener import internal_listener, signing_in
     from tests.proxy.rawhttp import raw_request
-    from tests.proxy.test_internal import make_settings
-    from tests.proxy.test_relay import _closed_port
 
     in_flight = 0
     most = 0
@@ -89,26 +87,13 @@ async def test_a_sign_in_openwebui_has_not_answered_in_time_still_holds_its_emai
             in_flight -= 1
         return web.json_response({"email": "a@school.edu", "role": "user", "token": "t"})
 
-    async def config(_request: web.Request) -> web.Response:
-        return web.json_response({"onboarding": False})
-
-    app = web.Application(handler_args={"handler_cancellation": False})
-    app.router.add_post("/api/v1/auths/signin", signin)
-    app.router.add_get("/api/config", config)
-    upstream_server = await aiohttp_server(app)
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(upstream_server.make_url("/")), response_timeout_s=0.2)
-    upstream = Upstream.open(settings)
-    port = _closed_port()
-    runner = await server._start(
-        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
-    )
+    owui = signing_in(signin, handler_args={"handler_cancellation": False})
     headers = [
         ("Proxy-Authorization", f"Bearer {TOKEN}"),
         ("X-User-Email", "a@school.edu"),
         ("Content-Type", "application/json"),
     ]
-    try:
+    async with internal_listener(aiohttp_server, tmp_path, owui, response_timeout_s=0.2) as port:
         statuses = []
         for _ in range(2):  # one after the other, each given up on by the proxy
             answer = await raw_request(
@@ -121,9 +106,6 @@ async def test_a_sign_in_openwebui_has_not_answered_in_time_still_holds_its_emai
             )
             statuses.append(answer.status)
         await asyncio.sleep(1.5)
-    finally:
-        await runner.cleanup()
-        await upstream.close()
     assert statuses[0] == 504
     assert most == 1
 
@@ -195,21 +177,14 @@ async def test_a_stored_chat_nested_too_deeply_is_a_clear_502_not_a_500(
     app = web.Application()
     app.router.add_get(f"/api/v1/chats/{UUID}", read)
     app.router.add_post(f"/api/v1/chats/{UUID}", update)
-    server = await aiohttp_server(app)
-    write_tokens(tmp_path / "tokens", TOKEN)
-    from tests.proxy.test_internal import make_settings
+    from tests.proxy.internal_listener import internal_client
 
-    settings = make_settings(tmp_path, str(server.make_url("/")))
-    upstream = Upstream.open(settings)
-    client = await aiohttp_client(create_internal_app(settings, upstream))
-    try:
+    async with internal_client(aiohttp_client, aiohttp_server, tmp_path, app) as client:
         body = the_provisioners_update(stored_thread())
         response = await client.post(f"/api/v1/chats/{UUID}", data=body, headers=HEADERS)
         assert response.status == 502
         assert "JSON" in (await response.json())["error"]
         assert posted == []
-    finally:
-        await upstream.close()
 
 
 @pytest.mark.parametrize(
@@ -227,7 +202,7 @@ async def test_openwebui_answers_the_guard_cannot_read_are_a_clear_502(
     """The sign-in guard reads /api/config (onboarding?) and the sign-in answer (an admin?):
     what it cannot read as a JSON object fails closed with 502, never a 500, and a config it
     cannot read lets no sign-in through (OpenWebUI's first account becomes admin)."""
-    from tests.proxy.test_internal import make_settings
+    from tests.proxy.internal_listener import internal_client, signing_in
 
     signins = 0
 
@@ -239,18 +214,9 @@ async def test_openwebui_answers_the_guard_cannot_read_are_a_clear_502(
     async def read_config(_request: web.Request) -> web.Response:
         return web.Response(body=config, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/api/v1/auths/signin", signin)
-    app.router.add_get("/api/config", read_config)
-    server = await aiohttp_server(app)
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(server.make_url("/")))
-    upstream = Upstream.open(settings)
-    client = await aiohttp_client(create_internal_app(settings, upstream))
+    owui = signing_in(signin, read_config)
     headers = {**AUTH, **ACT, "Content-Type": "application/json"}
-    try:
+    async with internal_client(aiohttp_client, aiohttp_server, tmp_path, owui) as client:
         response = await client.post("/api/v1/auths/signin", json={}, headers=headers)
         assert response.status == 502
         assert signins == (1 if answer else 0)
-    finally:
-        await upstream.close()

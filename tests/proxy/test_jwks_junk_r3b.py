@@ -7,11 +7,9 @@ runs in ``start``) and, later, an unknown ``kid`` that triggered a refetch got a
 
 from __future__ import annotations
 
-import aiohttp
 import pytest
-from aiohttp import web
 
-from proxy.auth.jwks import JwksCache
+from tests.proxy.jwks_cache import answering, started_cache
 
 NESTED = b"[" * 100_000 + b"]" * 100_000
 NESTED_IN_KEYS = b'{"keys": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}"
@@ -26,27 +24,11 @@ NESTED_IN_KEYS = b'{"keys": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}"
     ],
 )
 async def test_a_deeply_nested_jwks_is_a_failed_fetch(aiohttp_server, body: bytes) -> None:
-    async def handler(_: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/jwks", handler)
-    server = await aiohttp_server(app)
-    async with aiohttp.ClientSession() as session:
-        cache = JwksCache(
-            str(server.make_url("/jwks")),
-            session,
-            algorithms=("RS256",),
-            timeout_s=5,
-            refresh_s=3600,
-            min_refetch_s=0,
-        )
-        await cache.start()  # raised RecursionError before the fix
-        try:
-            assert "not JSON" in (cache.problem() or "")
-            assert (cache.fetches, cache.fetch_failures, cache.key_count) == (1, 1, 0)
-            # An unknown kid refetches: the same junk is again a failed fetch, not a raise.
-            assert await cache.key_for("any") is None
-            assert (cache.fetches, cache.fetch_failures) == (2, 2)
-        finally:
-            await cache.close()
+    server = await aiohttp_server(answering(body))
+    # start() raised RecursionError before the fix
+    async with started_cache(str(server.make_url("/jwks")), min_refetch_s=0) as cache:
+        assert "not JSON" in (cache.problem() or "")
+        assert (cache.fetches, cache.fetch_failures, cache.key_count) == (1, 1, 0)
+        # An unknown kid refetches: the same junk is again a failed fetch, not a raise.
+        assert await cache.key_for("any") is None
+        assert (cache.fetches, cache.fetch_failures) == (2, 2)

@@ -29,10 +29,11 @@ from jwt.warnings import InsecureKeyLengthWarning
 from structlog.testing import capture_logs
 
 from proxy.auth.base import Denied
-from proxy.auth.jwks import JwksCache, JwksError, parse_jwks
+from proxy.auth.jwks import JwksError, parse_jwks
 from proxy.auth.jwt import JwtAuthenticator
 from proxy.errors import AuthServiceUnavailable
 from proxy.settings import Settings
+from tests.proxy.jwks_cache import answering, started_cache
 
 ISSUER = "https://idp.test"
 AUDIENCE = "owui-gate-test"
@@ -690,35 +691,22 @@ async def test_unknown_kid_refetches_at_most_once_per_window(aiohttp_server, key
     endpoint = JwksEndpoint([keys.rsa])
     server = await aiohttp_server(endpoint.app())
     clock = FakeClock()
-    async with aiohttp.ClientSession() as session:
-        cache = JwksCache(
-            str(server.make_url("/jwks")),
-            session,
-            algorithms=("RS256",),
-            timeout_s=5,
-            refresh_s=3600,
-            min_refetch_s=10,
-            monotonic=clock,
-        )
-        await cache.start()
-        try:
-            assert endpoint.fetches == 1
-            assert await cache.key_for("rsa-1") is not None
-            clock.now += 5  # inside the window: unknown kids get no refetch
-            assert await cache.key_for("junk") is None
-            assert endpoint.fetches == 1
-            clock.now += 6  # window over: 30 concurrent unknown kids, one fetch between them
-            found = await asyncio.gather(*(cache.key_for(f"junk-{i}") for i in range(30)))
-            assert found == [None] * 30
-            assert endpoint.fetches == 2
-            endpoint.keys = [keys.rsa, keys.rotated]
-            assert await cache.key_for("rsa-2") is None  # still rate-limited
-            clock.now += 10
-            assert await cache.key_for("rsa-2") is not None
-            assert endpoint.fetches == 3
-            assert cache.fetch_failures == 0
-        finally:
-            await cache.close()
+    async with started_cache(str(server.make_url("/jwks")), monotonic=clock) as cache:
+        assert endpoint.fetches == 1
+        assert await cache.key_for("rsa-1") is not None
+        clock.now += 5  # inside the window: unknown kids get no refetch
+        assert await cache.key_for("junk") is None
+        assert endpoint.fetches == 1
+        clock.now += 6  # window over: 30 concurrent unknown kids, one fetch between them
+        found = await asyncio.gather(*(cache.key_for(f"junk-{i}") for i in range(30)))
+        assert found == [None] * 30
+        assert endpoint.fetches == 2
+        endpoint.keys = [keys.rsa, keys.rotated]
+        assert await cache.key_for("rsa-2") is None  # still rate-limited
+        clock.now += 10
+        assert await cache.key_for("rsa-2") is not None
+        assert endpoint.fetches == 3
+        assert cache.fetch_failures == 0
 
 
 @pytest.mark.parametrize(
@@ -735,24 +723,10 @@ async def test_unknown_kid_refetches_at_most_once_per_window(aiohttp_server, key
 )
 async def test_unusable_jwks_documents(aiohttp_server, document: Any, problem: str) -> None:
     """A document with nothing usable is a failed fetch, reported, never an empty key set."""
-
-    async def handler(_: web.Request) -> web.Response:
-        return web.json_response(document)
-
-    app = web.Application()
-    app.router.add_get("/jwks", handler)
-    server = await aiohttp_server(app)
-    async with aiohttp.ClientSession() as session:
-        cache = JwksCache(
-            str(server.make_url("/jwks")),
-            session,
-            algorithms=("RS256", "ES256"),
-            timeout_s=5,
-            refresh_s=3600,
-            min_refetch_s=10,
-        )
-        await cache.start()
-        await cache.close()
+    server = await aiohttp_server(answering(document))
+    url = str(server.make_url("/jwks"))
+    async with started_cache(url, algorithms=("RS256", "ES256")) as cache:
+        pass
     assert problem in (cache.problem() or "")
     assert (cache.fetches, cache.fetch_failures, cache.key_count) == (1, 1, 0)
 

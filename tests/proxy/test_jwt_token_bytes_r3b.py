@@ -8,7 +8,6 @@ ASCII only. Sent over a socket, byte for byte, in the header and in the cookie s
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +20,7 @@ from proxy.app import Runtime, create_app
 from proxy.auth.base import Denied
 from proxy.auth.jwt import JwtAuthenticator
 from proxy.settings import Settings
+from tests.proxy.rawhttp import raw_exchange
 
 HEADER = "Cf-Access-Jwt-Assertion"
 COOKIE = "CF_Authorization"
@@ -32,7 +32,8 @@ TOKENS = [
 ]
 
 
-async def _status(tmp_path: Path, aiohttp_server, source: str, line: bytes) -> int:
+def _jwt_settings(tmp_path: Path, upstream: str, source: str, **more: str) -> Settings:
+    """JWT settings verifying with a fresh RSA key's public half (a key file)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = tmp_path / "key.pem"
     pem.write_bytes(
@@ -40,14 +41,19 @@ async def _status(tmp_path: Path, aiohttp_server, source: str, line: bytes) -> i
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    settings = Settings(
-        upstream="http://127.0.0.1:9",
+    return Settings(
+        upstream=upstream,
         auth="jwt",
         jwt_source=source,
         jwt_issuer="https://idp.test",
         jwt_audience=("aud",),
         jwt_key_file=pem,
+        **more,
     )
+
+
+async def _status(tmp_path: Path, aiohttp_server, source: str, line: bytes) -> int:
+    settings = _jwt_settings(tmp_path, "http://127.0.0.1:9", source)
     async with aiohttp.ClientSession() as session:
         auth = JwtAuthenticator(settings, session)
         await auth.start()
@@ -60,11 +66,11 @@ async def _status(tmp_path: Path, aiohttp_server, source: str, line: bytes) -> i
         app = web.Application()
         app.router.add_get("/", handler)
         server = await aiohttp_server(app)
-        reader, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + line + b"\r\n\r\n")
-        await writer.drain()
-        answer = await reader.read()
-        writer.close()
+        answer = await raw_exchange(
+            server.host,
+            server.port,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + line + b"\r\n\r\n",
+        )
     return int(answer.split(b" ", 2)[1])
 
 
@@ -89,38 +95,26 @@ async def test_through_the_public_listener(
     tmp_path: Path, aiohttp_server, upstream_server, fake_upstream, token: bytes
 ) -> None:
     """The whole proxy: a clear 401, nothing reaches OpenWebUI."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = tmp_path / "key.pem"
-    pem.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    settings = Settings(
-        upstream=str(upstream_server.make_url("/")),
-        auth="jwt",
-        jwt_source=f"header:{HEADER}",
-        jwt_issuer="https://idp.test",
-        jwt_audience=("aud",),
-        jwt_key_file=pem,
+    settings = _jwt_settings(
+        tmp_path,
+        str(upstream_server.make_url("/")),
+        f"header:{HEADER}",
         public_url="https://chat.example.edu",
     )
     runtime = Runtime(settings)
     await runtime.start()
     try:
         server = await aiohttp_server(create_app(settings, runtime))
-        reader, writer = await asyncio.open_connection(server.host, server.port)
-        writer.write(
+        answer = await raw_exchange(
+            server.host,
+            server.port,
             b"GET /api/v1/chats/list HTTP/1.1\r\nHost: chat.example.edu\r\n"
             b"Accept: application/json\r\nConnection: close\r\n"
             + HEADER.encode()
             + b": "
             + token
-            + b"\r\n\r\n"
+            + b"\r\n\r\n",
         )
-        await writer.drain()
-        answer = await reader.read()
-        writer.close()
     finally:
         await runtime.close()
     assert answer.startswith(b"HTTP/1.1 401 ")

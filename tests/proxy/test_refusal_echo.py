@@ -10,7 +10,6 @@ listener as ``owui-proxy`` starts it.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,7 +17,9 @@ from aiohttp import web
 
 from proxy import server as proxy_server
 from proxy.app import create_app
-from proxy.connections import GuardedRunner, refusal_text
+from proxy.connections import refusal_text
+from tests.proxy.guarded_site import guarded_site, ok
+from tests.proxy.rawhttp import raw_exchange
 
 SECRET = b"s3cr3t-session-value"
 
@@ -55,20 +56,11 @@ MALFORMED = [
 ]
 
 
-async def _ok(_request: web.Request) -> web.Response:
-    return web.Response(text="ok")
-
-
 async def _answer(port: int, raw: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write(raw)
-        await writer.drain()
-        return await asyncio.wait_for(reader.read(), timeout=10)
+        return await raw_exchange("127.0.0.1", port, raw, timeout=10)
     except ConnectionResetError:  # refused and closed while the rest was still being sent
         return b""
-    finally:
-        writer.close()
 
 
 def _check(answer: bytes) -> None:
@@ -84,13 +76,9 @@ def _check(answer: bytes) -> None:
 @pytest.fixture
 async def guarded_port() -> AsyncIterator[int]:
     app = web.Application()
-    app.router.add_route("*", "/", _ok)
-    runner = GuardedRunner(app, header_timeout_s=5, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield site.port
-    await runner.cleanup()
+    app.router.add_route("*", "/", ok)
+    async with guarded_site(app, header_timeout_s=5, handler_cancellation=True) as port:
+        yield port
 
 
 @pytest.mark.parametrize(("what", "raw"), MALFORMED, ids=[m[0] for m in MALFORMED])

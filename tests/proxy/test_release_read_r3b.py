@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -17,95 +19,77 @@ from proxy.upstream import Upstream
 CONFIG = json.dumps({"version": "0.12.4", "features": {}, "padding": "x" * 4000}).encode()
 
 
-@pytest.fixture
-async def split_config() -> AsyncIterator[Callable[[], str]]:
+@asynccontextmanager
+async def serving_config(body: bytes, *, split: bool = False) -> AsyncIterator[str]:
+    """A raw-socket OpenWebUI answering ``body`` as its config (in two segments, 0.1 s
+    apart, if ``split``): its URL."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
-            half = len(CONFIG) // 2
+            half = len(body) // 2 if split else len(body)
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(CONFIG), CONFIG[:half])
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body[:half])
             )
             await writer.drain()
-            await asyncio.sleep(0.1)  # the rest in a later segment
-            writer.write(CONFIG[half:])
-            await writer.drain()
+            if split:
+                await asyncio.sleep(0.1)  # the rest in a later segment
+                writer.write(body[half:])
+                await writer.drain()
         finally:
             writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    yield lambda: f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    server.close()
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
 
 
-async def test_a_config_in_two_segments_is_read_whole(settings_for, split_config) -> None:
-    upstream = Upstream.open(settings_for(upstream=split_config()))
+@asynccontextmanager
+async def started_watch(settings_for: Any, url: str) -> AsyncIterator[ReleaseWatch]:
+    """The release watch of an upstream at ``url``, started (its first read done)."""
+    upstream = Upstream.open(settings_for(upstream=url))
     watch = ReleaseWatch(upstream)
     try:
         await watch.start()
-        assert watch.problem is None
-        await watch.permit()
+        yield watch
     finally:
         await watch.close()
         await upstream.close()
+
+
+@pytest.fixture
+async def split_config() -> AsyncIterator[str]:
+    async with serving_config(CONFIG, split=True) as url:
+        yield url
+
+
+async def test_a_config_in_two_segments_is_read_whole(settings_for, split_config) -> None:
+    async with started_watch(settings_for, split_config) as watch:
+        assert watch.problem is None
+        await watch.permit()
 
 
 async def test_a_config_past_the_limit_is_not_read_whole(settings_for, monkeypatch) -> None:
     from proxy import release_watch
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(CONFIG), CONFIG)
-            )
-            await writer.drain()
-        finally:
-            writer.close()
-
     monkeypatch.setattr(release_watch, "_MAX_CONFIG_BYTES", 100)
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    upstream = Upstream.open(
-        settings_for(upstream=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    )
-    watch = ReleaseWatch(upstream)
-    try:
-        await watch.start()
+    async with (
+        serving_config(CONFIG) as url,
+        started_watch(settings_for, url) as watch,
+    ):
         assert watch.problem is not None  # no JSON read from a cut-off config: not relayed
-    finally:
-        await watch.close()
-        await upstream.close()
-        server.close()
 
 
 async def test_a_config_nested_past_the_parser_is_unreadable_not_a_crash(settings_for) -> None:
     """JSON nested deeper than Python's parser goes raises RecursionError, not ValueError: the
     release is then unknown (nothing relayed), never an exception out of the read."""
     nested = b"[" * 200_000 + b"]" * 200_000
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(nested), nested)
-            )
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    upstream = Upstream.open(
-        settings_for(upstream=f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
-    )
-    watch = ReleaseWatch(upstream)
-    try:
-        await watch.start()
+    async with (
+        serving_config(nested) as url,
+        started_watch(settings_for, url) as watch,
+    ):
         assert watch.problem is not None
         assert "without a JSON object" in watch.problem
-    finally:
-        await watch.close()
-        await upstream.close()
-        server.close()

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from proxy.auth.renewal import Renewals, apply_set_cookies
+from tests.holding import held_elsewhere
 
 PAST = "Thu, 01 Jan 1970 00:00:00 GMT"
 FUTURE = "Fri, 01 Jan 2100 00:00:00 GMT"
@@ -126,25 +127,15 @@ async def test_calls_with_one_session_take_turns_and_follow_its_renewal() -> Non
 
 async def test_a_call_given_up_while_waiting_leaves_no_turn_behind() -> None:
     renewals = Renewals()
-    holding = asyncio.Event()
-    release = asyncio.Event()
-
-    async def hold() -> None:
-        async with renewals.turn("s=1"):
-            holding.set()
-            await release.wait()
 
     async def wait() -> None:
         async with renewals.turn("s=1"):
             raise AssertionError("never reached")
 
-    holder = asyncio.create_task(hold())
-    await holding.wait()
-    waiter = asyncio.create_task(wait())
-    await asyncio.sleep(0.01)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    release.set()
-    await holder
+    async with held_elsewhere(renewals.turn("s=1")):
+        waiter = asyncio.create_task(wait())
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
     assert renewals.turns == 0

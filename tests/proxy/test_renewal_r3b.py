@@ -14,15 +14,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from proxy.auth.base import Denied
-from proxy.auth.forward import ForwardAuthenticator
 from proxy.auth.renewal import Renewals
 from proxy.identity import Identity
-from proxy.settings import Settings
+from tests.proxy.forward_service import authenticator_of
 
 
 def test_a_cookie_without_the_services_session_is_never_renewed() -> None:
@@ -64,30 +62,19 @@ class SessionIdService:
 @pytest.fixture
 async def gate(aiohttp_server, aiohttp_client) -> AsyncIterator[tuple[Any, SessionIdService]]:
     service = SessionIdService()
-    app = web.Application()
-    app.router.add_get("/auth", service.handle)
-    server = await aiohttp_server(app)
-    settings = Settings(
-        upstream="http://127.0.0.1:9",
-        auth="forward",
-        forward_auth_url=str(server.make_url("/auth")),
-        public_url="https://chat.test",
-    )
-    session = aiohttp.ClientSession()
-    auth = ForwardAuthenticator(settings, session)
+    async with authenticator_of(aiohttp_server, service.handle) as auth:
 
-    async def handler(request: web.Request) -> web.Response:
-        outcome = await auth.authenticate(request)
-        if isinstance(outcome, Denied):
-            return web.json_response({"denied": outcome.status}, status=outcome.status)
-        assert isinstance(outcome, Identity)
-        return web.json_response({"email": outcome.email})
+        async def handler(request: web.Request) -> web.Response:
+            outcome = await auth.authenticate(request)
+            if isinstance(outcome, Denied):
+                return web.json_response({"denied": outcome.status}, status=outcome.status)
+            assert isinstance(outcome, Identity)
+            return web.json_response({"email": outcome.email})
 
-    front = web.Application()
-    front.router.add_get("/{tail:.*}", handler)
-    client = await aiohttp_client(await aiohttp_server(front))
-    yield client, service
-    await session.close()
+        front = web.Application()
+        front.router.add_get("/{tail:.*}", handler)
+        client = await aiohttp_client(await aiohttp_server(front))
+        yield client, service
 
 
 async def test_another_browser_with_the_same_plain_cookie_is_not_the_person_who_signed_in(

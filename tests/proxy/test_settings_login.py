@@ -7,7 +7,7 @@ login redirect, forever. The table covers where the login URL may and may not po
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 
 import pytest
 
@@ -15,12 +15,6 @@ from proxy.settings import Settings, SettingsError, load_settings, login_loop
 
 PUBLIC = "https://chat.example.edu"
 AK = "/outpost.goauthentik.io/"
-BASE = {
-    "OWUI_PROXY_UPSTREAM": "http://127.0.0.1:8080",
-    "OWUI_PROXY_AUTH": "forward",
-    "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:4180/oauth2/auth",
-    "OWUI_PROXY_PUBLIC_URL": PUBLIC,
-}
 
 ROWS = [
     # (id, login_url, auth_path_prefix, loops)
@@ -57,16 +51,9 @@ def test_login_loop_table(login_url: str, prefix: str, loops: bool) -> None:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch):
-    for name in list(os.environ):
-        if name.startswith("OWUI_PROXY_"):
-            monkeypatch.delenv(name)
-
-    def set_env(**values: str) -> None:
-        for name, value in {**BASE, **values}.items():
-            monkeypatch.setenv(name, value)
-
-    return set_env
+def env(env: Callable[..., None]) -> Callable[..., None]:
+    """tests/proxy/conftest.py's ``env``, the chat host as the public URL in its base."""
+    return lambda **values: env(**{"OWUI_PROXY_PUBLIC_URL": PUBLIC, **values})
 
 
 def test_a_looping_login_url_is_refused_at_start(env) -> None:

@@ -17,26 +17,10 @@ import pytest
 
 from proxy.setting_names import Hint, unknown, unknown_variables
 from proxy.settings import OAUTH2_PROXY_SPELLINGS, Settings, SettingsError, load_settings
+from tests.proxy.conftest import SETTINGS_BASE
 
 REPO = Path(__file__).resolve().parents[2]
-BASE = {
-    "OWUI_PROXY_UPSTREAM": "http://127.0.0.1:8080",
-    "OWUI_PROXY_AUTH": "forward",
-    "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:4180/oauth2/auth",
-}
-
-
-@pytest.fixture
-def env(monkeypatch):
-    for name in list(os.environ):
-        if name.upper().startswith("OWUI_PROXY_"):
-            monkeypatch.delenv(name)
-
-    def set_env(**values: str) -> None:
-        for name, value in {**BASE, **values}.items():
-            monkeypatch.setenv(name, value)
-
-    return set_env
+BASE = SETTINGS_BASE  # env (tests/proxy/conftest.py) sets it, then the test's values
 
 
 def _problems(config: Path | None = None) -> list[str]:

@@ -10,27 +10,29 @@ import pytest
 
 from proxy.headers import HeaderPolicy
 from proxy.settings import SettingsError, load_settings
-from tests.proxy.test_settings_names import BASE
+
+# env (tests/proxy/conftest.py): no OWUI_PROXY_* from the machine; sets BASE, then values.
+from tests.proxy.conftest import SETTINGS_BASE as BASE
 
 
-@pytest.fixture
-def env(monkeypatch):
-    for name in list(os.environ):
-        if name.upper().startswith("OWUI_PROXY_"):
-            monkeypatch.delenv(name)
-
-    def set_env(**values: str) -> None:
-        for name, value in values.items():
-            monkeypatch.setenv(name, value)
-
-    return set_env
+def _load_problems(config: Path | None = None) -> str:
+    """The problems loading the settings (from the environment, and ``config``) names."""
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    return "\n".join(caught.value.problems)
 
 
 def _problems(env, **changes: str) -> str:
     env(**{**BASE, **changes})
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    return "\n".join(caught.value.problems)
+    return _load_problems()
+
+
+def _toml(env, tmp_path: Path, text: str) -> Path:
+    """The base environment, and a TOML config file holding ``text``."""
+    env(**BASE)
+    config = tmp_path / "p.toml"
+    config.write_text(text)
+    return config
 
 
 HEADER_SETTINGS = [
@@ -95,12 +97,8 @@ def test_the_same_setting_in_two_cases_is_refused(env) -> None:
 
 
 def test_a_toml_list_of_nothing_is_refused(env, tmp_path) -> None:
-    env(**BASE)
-    config = tmp_path / "p.toml"
-    config.write_text('allowed_groups = ","\n')
-    with pytest.raises(SettingsError) as caught:
-        load_settings(config)
-    assert "allowed_groups" in "\n".join(caught.value.problems)
+    config = _toml(env, tmp_path, 'allowed_groups = ","\n')
+    assert "allowed_groups" in _load_problems(config)
 
 
 # --- URLs carrying credentials --------------------------------------------------------------
@@ -174,9 +172,7 @@ def test_a_world_writable_jwt_key_file_is_refused(env, tmp_path) -> None:
     Path(key_file).chmod(0o644)
     assert load_settings().jwt_key_file == Path(key_file)  # public: readable is fine
     Path(key_file).chmod(0o646)
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    text = "\n".join(caught.value.problems)
+    text = _load_problems()
     assert "OWUI_PROXY_JWT_KEY_FILE" in text
     assert "world-writable" in text
 
@@ -194,9 +190,7 @@ def test_a_world_writable_pages_folder_is_refused(env, tmp_path, what) -> None:
     env(**BASE, OWUI_PROXY_PAGES_DIR=str(folder))
     assert load_settings().pages_dir == folder
     (folder if what == "folder" else page).chmod(0o777 if what == "folder" else 0o666)
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    text = "\n".join(caught.value.problems)
+    text = _load_problems()
     assert "OWUI_PROXY_PAGES_DIR" in text
     assert "world-writable" in text
 
@@ -282,27 +276,19 @@ def test_other_programs_variables_are_left_alone(env, name) -> None:
 @pytest.mark.parametrize("key", ["allowed_groups", "allowed_email_domains"])
 def test_an_empty_toml_access_rule_is_refused(env, tmp_path, key) -> None:
     """``allowed_groups = []`` reads as a rule and means "no rule", everyone in."""
-    env(**BASE)
-    config = tmp_path / "p.toml"
-    config.write_text(f"{key} = []\n")
-    with pytest.raises(SettingsError) as caught:
-        load_settings(config)
-    text = "\n".join(caught.value.problems)
+    config = _toml(env, tmp_path, f"{key} = []\n")
+    text = _load_problems(config)
     assert f"OWUI_PROXY_{key.upper()}" in text
     assert "empty" in text
 
 
 def test_a_world_writable_config_file_is_refused(env, tmp_path) -> None:
     """Whoever may write the TOML file chooses the access rules (at the next start)."""
-    env(**BASE)
-    config = tmp_path / "p.toml"
-    config.write_text('allowed_groups = ["staff"]\n')
+    config = _toml(env, tmp_path, 'allowed_groups = ["staff"]\n')
     config.chmod(0o644)
     assert load_settings(config).allowed_groups == ("staff",)
     config.chmod(0o666)
-    with pytest.raises(SettingsError) as caught:
-        load_settings(config)
-    text = "\n".join(caught.value.problems)
+    text = _load_problems(config)
     assert str(config) in text
     assert "world-writable" in text
 
@@ -356,8 +342,6 @@ def test_a_jwt_setting_with_a_line_end_is_refused(env, setting) -> None:
     values[setting] += "\r"
     env(**{**BASE, **values})
     os.environ.pop("OWUI_PROXY_FORWARD_AUTH_URL")
-    with pytest.raises(SettingsError) as caught:
-        load_settings()
-    text = "\n".join(caught.value.problems)
+    text = _load_problems()
     assert setting in text
     assert "blank" in text

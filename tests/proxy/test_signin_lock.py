@@ -19,12 +19,9 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from proxy import server
-from proxy.internal import create_internal_app
-from proxy.upstream import Upstream
+from tests.proxy.internal_listener import internal_listener
 from tests.proxy.rawhttp import raw_request
-from tests.proxy.test_internal import TOKEN, make_settings, write_tokens
-from tests.proxy.test_relay import _closed_port
+from tests.proxy.test_internal import TOKEN
 
 EMAIL = "first-time@school.edu"
 BODY = b'{"email":"","password":""}'
@@ -87,18 +84,9 @@ async def listener(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Listene
     """The internal app behind the runner ``owui-proxy`` uses: a client that disconnects
     cancels its handler there (``handler_cancellation``), as in production."""
     owui = SlowOpenWebUI(delay=0.25)
-    upstream_server = await aiohttp_server(owui.app())
-    write_tokens(tmp_path / "tokens", TOKEN)
-    settings = make_settings(tmp_path, str(upstream_server.make_url("/")), body_timeout_s=5)
-    upstream = Upstream.open(settings)
-    port = _closed_port()
-    runner = await server._start(
-        create_internal_app(settings, upstream), f"127.0.0.1:{port}", settings, False
-    )
-    with capture_logs():
-        yield Listener(port, owui)
-    await runner.cleanup()
-    await upstream.close()
+    async with internal_listener(aiohttp_server, tmp_path, owui.app(), body_timeout_s=5) as port:
+        with capture_logs():
+            yield Listener(port, owui)
 
 
 def signin_head(length: int = len(BODY)) -> bytes:

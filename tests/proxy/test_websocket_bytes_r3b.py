@@ -14,8 +14,7 @@ import asyncio
 
 from starlette.requests import cookie_parser
 
-from tests.proxy.test_jwt import JwksEndpoint
-from tests.proxy.test_jwt_app import HEADER, key, stack  # noqa: F401 (fixtures)
+from tests.proxy.jwt_signed import SignedIn, key, signed_in, stack  # noqa: F401 (fixtures)
 
 UPGRADE = [
     ("Upgrade", "websocket"),
@@ -26,10 +25,12 @@ UPGRADE = [
 ]
 
 
-async def _upgrade(host: str, port: int, headers: list[tuple[str, str]]) -> bytes:
+async def _upgrade(ada: SignedIn, *headers: tuple[str, str]) -> bytes:
+    """Ada's WebSocket upgrade with ``headers`` added, sent as Latin-1 bytes: the status line."""
+    host, port = ada.host, ada.port
     reader, writer = await asyncio.open_connection(host, port)
     lines = ["GET /ws/socket.io/?EIO=4&transport=websocket HTTP/1.1", f"Host: {host}:{port}"]
-    lines += [f"{name}: {value}" for name, value in headers]
+    lines += [f"{name}: {value}" for name, value in ada.headers(*UPGRADE, *headers)]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     await writer.drain()
     status_line = await asyncio.wait_for(reader.readline(), 10)
@@ -38,16 +39,10 @@ async def _upgrade(host: str, port: int, headers: list[tuple[str, str]]) -> byte
 
 
 async def test_a_cookie_that_aiohttp_would_rewrite_is_refused(
-    stack,  # noqa: F811
-    key,  # noqa: F811
+    signed_in: SignedIn,  # noqa: F811
     fake_upstream,
 ) -> None:
-    s = await stack(JwksEndpoint([key]))
-    status = await _upgrade(
-        s.public.host,
-        s.public.port,
-        [(HEADER, key.mint()), *UPGRADE, ("Cookie", "a=1; tok\x85en=sk-123")],
-    )
+    status = await _upgrade(signed_in, ("Cookie", "a=1; tok\x85en=sk-123"))
     handshakes = [r for r in fake_upstream.seen if r.raw_path.startswith("/ws/")]
     for seen in handshakes:  # what OpenWebUI would read, had it been relayed
         for value in seen.values("Cookie"):
@@ -57,16 +52,10 @@ async def test_a_cookie_that_aiohttp_would_rewrite_is_refused(
 
 
 async def test_an_upgrade_with_utf8_headers_is_relayed(
-    stack,  # noqa: F811
-    key,  # noqa: F811
+    signed_in: SignedIn,  # noqa: F811
     fake_upstream,
 ) -> None:
-    s = await stack(JwksEndpoint([key]))
-    status = await _upgrade(
-        s.public.host,
-        s.public.port,
-        [(HEADER, key.mint()), *UPGRADE, ("X-Note", "Ängström".encode().decode("latin-1"))],
-    )
+    status = await _upgrade(signed_in, ("X-Note", "Ängström".encode().decode("latin-1")))
     assert status.startswith(b"HTTP/1.1 101 ")
     (seen,) = [r for r in fake_upstream.seen if r.raw_path.startswith("/ws/")]
     assert seen.values("X-Note") == ["Ängström".encode().decode("latin-1")]
