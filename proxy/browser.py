@@ -44,8 +44,11 @@ _ACCOUNT_CREATION = (
     ("/api/v1/scim/", "SCIM provisioning"),
     ("/oauth/", "OAuth sign-in"),
 )
-# Tool-server OAuth (OpenWebUI's /oauth/clients/...) links a user's tools; it creates no user.
-_NOT_ACCOUNT_CREATION = ("/oauth/clients/",)
+# Tool-server OAuth links a user's tools; it creates no user. Exactly OpenWebUI's two routes
+# (main.py: /oauth/clients/{client_id}/authorize and .../callback, declared before the
+# sign-in's), on a reading plus "/": anything else under /oauth/clients/ is the sign-in's
+# /oauth/{provider}/... (/oauth/clients/login is the OAuth sign-in, provider "clients").
+_NOT_ACCOUNT_CREATION = re.compile(r"/oauth/clients/[^/]+/(?:authorize|callback)/")
 # What a canonical path + "/" must start with to be any of them.
 ACCOUNT_CREATION_PREFIXES = tuple(
     endpoint if endpoint.endswith("/") else endpoint + "/" for endpoint, _ in _ACCOUNT_CREATION
@@ -97,7 +100,7 @@ def _account_creation(reading: str) -> str | None:
     canonical = reading + "/"
     if not canonical.startswith(ACCOUNT_CREATION_PREFIXES):  # one C call, most requests
         return None
-    if canonical.startswith(_NOT_ACCOUNT_CREATION):
+    if _NOT_ACCOUNT_CREATION.fullmatch(canonical):
         return None
     for endpoint, what in _ACCOUNT_CREATION:
         if canonical.startswith(endpoint if endpoint.endswith("/") else endpoint + "/"):

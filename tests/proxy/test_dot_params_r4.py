@@ -136,3 +136,27 @@ async def test_an_api_key_is_kept_off_a_dotted_auths_path(make_proxy, fake_upstr
         server.host, server.port, "/api/v1/chats/", [("Authorization", "Bearer sk-123")]
     )
     assert answer.status == 200
+
+
+@pytest.mark.parametrize(
+    ("raw", "endpoint"),
+    [
+        ("/oauth/clients/login", "oauth_login"),
+        ("/oauth/clients/callback", "oauth_callback"),
+        ("/oauth/clients/x/callback", "oauth_clients"),
+        ("/oauth/clients/login/callback", "oauth_clients"),
+        ("/oauth/clients/x/authorize", "oauth_clients"),
+    ],
+)
+async def test_tool_server_oauth_is_exactly_its_two_routes(
+    server: OpenWebUIServer, raw: str, endpoint: str
+) -> None:
+    """``/oauth/clients/...`` is left alone only where OpenWebUI routes it to tool-server
+    OAuth (``/oauth/clients/{client_id}/authorize`` and ``.../callback``): its router sends
+    ``/oauth/clients/login`` to the OAuth sign-in, provider ``clients``, which the prefix
+    ``/oauth/clients/`` let through."""
+    reading = await server.read("GET", raw.encode("ascii"))
+    assert reading is not None
+    assert reading.endpoint == endpoint
+    refused = browser.account_creation(read_target(raw)) is not None
+    assert refused is (endpoint in ACCOUNT_CREATION), raw
