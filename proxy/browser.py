@@ -28,6 +28,7 @@ CLEAR_TOKEN_COOKIE = "token=; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; 
 # Reachable without any valid credential, so never relayed on the strength of an
 # (unchecked) "sk-" prefix: sign-up would let anyone create accounts, even the first admin.
 _NO_API_KEY_PREFIXES = ("/api/v1/auths/", "/oauth/")
+_SLASHES = re.compile("/+")
 _API_KEY_AUTHORIZATION = re.compile(r"(?i:bearer) sk-[A-Za-z0-9_-]+", re.ASCII)
 
 
@@ -43,8 +44,11 @@ _ACCOUNT_CREATION = (
     ("/api/v1/scim/", "SCIM provisioning"),
     ("/oauth/", "OAuth sign-in"),
 )
-# Tool-server OAuth (OpenWebUI's /oauth/clients/...) links a user's tools; it creates no user.
-_NOT_ACCOUNT_CREATION = ("/oauth/clients/",)
+# Tool-server OAuth links a user's tools; it creates no user. Exactly OpenWebUI's two routes
+# (main.py: /oauth/clients/{client_id}/authorize and .../callback, declared before the
+# sign-in's), on a reading plus "/": anything else under /oauth/clients/ is the sign-in's
+# /oauth/{provider}/... (/oauth/clients/login is the OAuth sign-in, provider "clients").
+_NOT_ACCOUNT_CREATION = re.compile(r"/oauth/clients/[^/]+/(?:authorize|callback)/")
 # What a canonical path + "/" must start with to be any of them.
 ACCOUNT_CREATION_PREFIXES = tuple(
     endpoint if endpoint.endswith("/") else endpoint + "/" for endpoint, _ in _ACCOUNT_CREATION
@@ -57,16 +61,46 @@ _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?", re.ASCII)
 _MAX_ACCEPT = 4096
 
 
+def deny_readings(target: Target) -> tuple[str, ...]:
+    """The readings of ``target`` a deny list must test, each lower-cased and without a
+    trailing slash: its fold (``Target.route``, dot segments resolved), and, when the path
+    has a dot segment, the server's own reading with only its slashes merged.
+
+    The fold alone is not enough: Starlette never resolves dot segments, and takes them as
+    route parameters (``{provider}`` matches ``..``, ``{provider:path}`` any number of
+    them), so ``/oauth/../login`` is OpenWebUI's OAuth sign-in (provider ``..``) while its
+    fold, ``/login``, is on no deny list. Nor the server's reading alone: other readers
+    (front proxies, clients) resolve them. A path without ``/.`` has no dot segment, and
+    its one reading is the fold (almost every request: one C call).
+    """
+    path = target.path
+    if "/." not in path:
+        return (target.route,)
+    kept = _SLASHES.sub("/", path).lower().rstrip("/") or "/"
+    return (target.route, kept)
+
+
 def account_creation(target: Target) -> str | None:
     """What an account-creation endpoint does (for the refusal), or None for other paths.
 
-    Decided on the target's fold (``Target.route``): any spelling a server could route to
-    one of them is refused, whatever else is wrong with the target.
+    Decided on every reading a deny list tests (:func:`deny_readings`): any spelling a
+    server could route to one of them is refused, whatever else is wrong with the target.
     """
-    canonical = target.route + "/"
+    route = target.route
+    if not (route + "/").startswith(ACCOUNT_CREATION_PREFIXES) and "/." not in target.path:
+        return None  # two C calls: almost every request (deny_readings' one reading, inlined)
+    for reading in deny_readings(target):
+        what = _account_creation(reading)
+        if what is not None:
+            return what
+    return None
+
+
+def _account_creation(reading: str) -> str | None:
+    canonical = reading + "/"
     if not canonical.startswith(ACCOUNT_CREATION_PREFIXES):  # one C call, most requests
         return None
-    if canonical.startswith(_NOT_ACCOUNT_CREATION):
+    if _NOT_ACCOUNT_CREATION.fullmatch(canonical):
         return None
     for endpoint, what in _ACCOUNT_CREATION:
         if canonical.startswith(endpoint if endpoint.endswith("/") else endpoint + "/"):
@@ -164,7 +198,10 @@ def api_key_allowed(authorizations: list[str], target: Target, socketio: bool) -
     that may reach Socket.IO (``socketio``: the scope's ``is_socketio_path`` of the server's
     reading, ``/ws/socket.io/../../x`` included).
 
-    Decided on the target's fold, so ``/x/../api/v1/auths/signup`` counts as a sign-up.
+    Decided on every reading a deny list tests (:func:`deny_readings`), so
+    ``/x/../api/v1/auths/signup`` counts as a sign-up, and
+    ``/api/v1/auths/oauth/sessions/../../../x`` (OpenWebUI's ``{provider:path}``) as under
+    ``/api/v1/auths``.
     """
     # The raw value, whole: OpenWebUI splits it on one space, and a value it cannot parse
     # makes it fall back to other credentials (CUSTOM_API_KEY_HEADER, x-api-key), which
@@ -173,8 +210,9 @@ def api_key_allowed(authorizations: list[str], target: Target, socketio: bool) -
         return False
     if socketio:
         return False  # Socket.IO reads tokens from its packets, never from Authorization
-    resolved = target.route + "/"
-    return not resolved.startswith(_NO_API_KEY_PREFIXES)
+    return not any(
+        (reading + "/").startswith(_NO_API_KEY_PREFIXES) for reading in deny_readings(target)
+    )
 
 
 def is_signin(method: str, target: Target) -> bool:

@@ -203,6 +203,14 @@ def _is_connection(name: str) -> bool:
     return len(name) == 10 and normalise(name) == "connection"
 
 
+def _closest_entry(request_headers: CIMultiDict[str], name: str) -> str:
+    """The last entry of every line of ``name``: the one the closest hop (the trusted front
+    proxy) vouches for, whether it replaced the client's value or added its own after it;
+    the entries before it are the client's to choose. Empty: none."""
+    lines = request_headers.getall(name, ())
+    return lines[-1].rpartition(",")[2].strip() if lines else ""
+
+
 def forwarded_view(
     request_headers: CIMultiDictProxy[str] | CIMultiDict[str] | Iterable[tuple[str, str]],
     *,
@@ -217,8 +225,9 @@ def forwarded_view(
     ``peer`` is appended to the chain it sent: every ``X-Forwarded-For`` line of it, in
     order (a header sent as several lines is one list, RFC 9110 5.3; front proxies such as
     HAProxy add a line of their own after the client's, and that last entry is the only one
-    anybody can believe). Otherwise the chain starts at ``peer``. With a public URL
-    configured, proto and host are always that URL's.
+    anybody can believe); its proto and host are the last entry of their lines, for the
+    same reason. Otherwise the chain starts at ``peer``. With a public URL configured, proto
+    and host are always that URL's.
     """
     peer_text = peer or "unknown"
     if policy.trusted_proxies and policy.is_trusted(peer):
@@ -230,8 +239,8 @@ def forwarded_view(
             chain = lines[0].strip()
         else:
             chain = ", ".join(entry for line in lines if (entry := line.strip()))
-        proto = request_headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-        fwd_host = request_headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        proto = _closest_entry(request_headers, "X-Forwarded-Proto").lower()
+        fwd_host = _closest_entry(request_headers, "X-Forwarded-Host")
         for_ = f"{chain}, {peer_text}" if chain else peer_text
         proto = proto if proto in ("http", "https") else scheme
         host = fwd_host or host

@@ -30,8 +30,10 @@ Left alone, because every server behind the proxy reads them the same way (as da
 literally): ``%2F`` (model ids with a slash), ``%25``, ``%3F``, ``%23`` and other escapes in
 file names, and empty or dot segments (``//``, ``..``), which uvicorn and Starlette keep as
 they are and the shipped nginx configurations pass on unnormalised; deny lists decide on
-:attr:`Target.route`, where they are merged and resolved. The query string is never decided
-on here; it is relayed as sent.
+:attr:`Target.route`, where they are merged and resolved, and, for a path with a dot
+segment, on ``path`` too (Starlette takes ``..`` as a route parameter: ``/oauth/../login``
+is the OAuth sign-in; ``proxy/browser.py``, ``deny_readings``). The query string is never
+decided on here; it is relayed as sent.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class Target(NamedTuple):
     ``raw`` is what is relayed. ``path`` is OpenWebUI's reading of it (decoded, nothing
     merged or resolved): positive decisions compare it exactly. ``route`` folds ``path``
     further (slashes merged, dot segments resolved, lower-cased, no trailing slash) and
-    only ever serves deny lists, where merging spellings is the safe direction. ``problem``
+    only ever serves deny lists (with ``path``: ``browser.deny_readings``), where merging
+    spellings is the safe direction. ``problem``
     says why the target is refused (None: it is not).
 
     A named tuple, not a frozen dataclass: made for every request, and a tuple is built in C.

@@ -33,6 +33,12 @@ _HANDSHAKE = frozenset(
     }
 )
 
+# An upgrade has no body: a client's framing headers on one would have the upstream wait for
+# it (uvicorn with httptools, as OpenWebUI runs, reads that body before it upgrades: the
+# handshake stalled into a 504). Transfer-Encoding is hop-by-hop, dropped already; any
+# spelling of either is left out (``_`` read as ``-``, as the header policy reads names).
+_NOT_RELAYED = _HANDSHAKE | {"content-length", "transfer-encoding"}
+
 AnyWS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 # Decides whether a client text frame may go upstream (``proxy/socketio.py``).
 FrameCheck = Callable[[str], Awaitable[bool]]
@@ -174,15 +180,15 @@ async def relay_websocket(
     open_links: OpenLinks | None = None,
     check: FrameCheck | None = None,
 ) -> web.StreamResponse:
-    """Relay a WebSocket upgrade with exactly ``headers`` (handshake headers aside); a
-    header value whose bytes are not UTF-8 is refused (BadRequest): aiohttp's client would
-    send other bytes than those that came (and were checked).
+    """Relay a WebSocket upgrade with exactly ``headers`` (handshake and body-framing headers
+    aside); a header value whose bytes are not UTF-8 is refused (BadRequest): aiohttp's
+    client would send other bytes than those that came (and were checked).
 
     ``check``, when given, sees every client text frame first; False closes both sides
     with 1008 (policy violation) and the frame never reaches the upstream.
     """
     outbound: CIMultiDict[str] = CIMultiDict(
-        (k, v) for k, v in headers.items() if k.lower() not in _HANDSHAKE
+        (k, v) for k, v in headers.items() if k.lower().replace("_", "-") not in _NOT_RELAYED
     )
     for name, value in outbound.items():
         if not _exact(value):
