@@ -220,7 +220,7 @@ class JwtAuthenticator:
             return self._pem_key
         if self._jwks is None:  # start() failed or was not called: fail closed
             raise AuthServiceUnavailable("JWT verification keys not loaded")
-        key = await self._jwks.key_for(kid)
+        key = await self._jwks.key_for(kid, alg)
         if key is not None:
             return key
         if self._jwks.key_count == 0:
