@@ -197,6 +197,10 @@ class JwksCache:
             return by_alg[alg]
         return next(iter(by_alg.values()))
 
+    def knows(self, kid: str | None) -> bool:
+        """Whether :meth:`key_for` would answer ``kid`` without a fetch."""
+        return self._lookup(kid) is not None
+
     def _lookup(self, kid: str | None) -> dict[str, PyJWK] | None:
         if kid is None:
             if self.key_count != 1:
