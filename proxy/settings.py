@@ -740,6 +740,25 @@ class Settings(BaseSettings):
             raise ValueError("; ".join(problems))
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_not_everyone(cls, value: tuple[IPNetwork, ...]) -> tuple[IPNetwork, ...]:
+        """Networks that together are every address of a family (``0.0.0.0/1`` and
+        ``128.0.0.0/1``) trust every client's X-Forwarded-*, as ``0.0.0.0/0`` would."""
+        v4 = [n for n in value if isinstance(n, ipaddress.IPv4Network)]
+        v6 = [n for n in value if isinstance(n, ipaddress.IPv6Network)]
+        for version, family in (
+            (4, ipaddress.collapse_addresses(v4)),
+            (6, ipaddress.collapse_addresses(v6)),
+        ):
+            if any(n.prefixlen == 0 for n in family):
+                written = ", ".join(str(n) for n in value if n.version == version)
+                raise ValueError(
+                    f"{written} together are every IPv{version} address: any client's "
+                    "X-Forwarded-* would be believed; name the front proxies' own addresses"
+                )
+        return value
+
     @field_validator("jwt_algorithms")
     @classmethod
     def _check_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:

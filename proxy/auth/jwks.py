@@ -43,15 +43,31 @@ class JwksError(Exception):
     """A JWKS could not be fetched or parsed. The message is safe to log."""
 
 
-def parse_jwks(document: Any, algorithms: Collection[str]) -> dict[str | None, PyJWK]:
-    """The usable signing keys of a JWKS document, by ``kid`` (``None`` for a key without one).
+# The JWK members that make the key itself (RFC 7638's thumbprint members): two entries that
+# agree on these are the same key, whatever else they say.
+_KEY_MEMBERS = ("kty", "crv", "n", "e", "x", "y")
+
+Keys = dict[str | None, dict[str, PyJWK]]
+
+
+def parse_jwks(document: Any, algorithms: Collection[str]) -> Keys:
+    """The usable signing keys of a JWKS document, by ``kid`` (``None`` for a key without one),
+    then by algorithm.
+
+    A ``kid`` may name one key per algorithm (the same RSA key published for RS256 and
+    PS256): the token's ``alg``, covered by its signature, says which. Two *different* keys
+    published under the same ``kid`` and algorithm make "which one" a guess: neither is
+    used (``jwks_duplicate_kid`` is logged), so tokens naming them are refused, never
+    checked against a key picked by the order of the document.
 
     Raises :class:`JwksError` when nothing usable is left, so that a broken document never
     replaces a good key set.
     """
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise JwksError("not a JWKS document (no 'keys' list)")
-    keys: dict[str | None, PyJWK] = {}
+    keys: Keys = {}
+    material: dict[tuple[str | None, str], dict[str, Any]] = {}
+    ambiguous: set[tuple[str | None, str]] = set()
     for entry in document["keys"]:
         if not isinstance(entry, dict):
             continue
@@ -67,7 +83,19 @@ def parse_jwks(document: Any, algorithms: Collection[str]) -> dict[str | None, P
             continue
         if key.algorithm_name not in algorithms:
             continue
-        keys[key.key_id] = key
+        slot = (key.key_id, key.algorithm_name)
+        members = {name: entry.get(name) for name in _KEY_MEMBERS}
+        if slot in material:
+            if material[slot] != members:
+                ambiguous.add(slot)
+            continue  # the same key listed twice: one is enough
+        material[slot] = members
+        keys.setdefault(key.key_id, {})[key.algorithm_name] = key
+    for kid, alg in sorted(ambiguous, key=str):
+        log.warning("jwks_duplicate_kid", kid=kid, alg=alg, used=False)
+        del keys[kid][alg]
+        if not keys[kid]:
+            del keys[kid]
     if not keys:
         raise JwksError("the JWKS holds no usable signing key for the accepted algorithms")
     return keys
@@ -105,7 +133,7 @@ class JwksCache:
         self._refresh_s = refresh_s
         self._min_refetch_s = min_refetch_s
         self._monotonic = monotonic
-        self._keys: dict[str | None, PyJWK] = {}
+        self._keys: Keys = {}
         self._lock = asyncio.Lock()
         self._last_attempt: float | None = None  # monotonic time the latest fetch started
         self._last_error: str | None = None  # None once the latest fetch succeeded
@@ -117,7 +145,7 @@ class JwksCache:
 
     @property
     def key_count(self) -> int:
-        return len(self._keys)
+        return sum(len(by_alg) for by_alg in self._keys.values())
 
     async def start(self) -> None:
         """Fetch once, then keep refreshing in the background.
@@ -148,25 +176,36 @@ class JwksCache:
         """True when the latest fetch failed (the cached keys may be out of date)."""
         return self._last_error is not None
 
-    async def key_for(self, kid: str | None) -> PyJWK | None:
+    async def key_for(self, kid: str | None, alg: str | None = None) -> PyJWK | None:
         """The key a token names, refetching the JWKS once (rate-limited) when it is unknown.
 
         A token without ``kid`` is accepted only while the issuer publishes exactly one key:
-        otherwise which key it means would be a guess.
+        otherwise which key it means would be a guess. Of the keys a ``kid`` names, the one
+        for ``alg``; a known ``kid`` without a key for ``alg`` answers one of its keys, which
+        the verification then refuses as a mismatch (no refetch: the ``kid`` is known).
         """
-        key = self._lookup(kid)
-        if key is not None:
-            return key
-        async with self._lock:
-            key = self._lookup(kid)  # another request may have refetched while we waited
-            if key is None and self._may_refetch():
-                await self._fetch()
-                key = self._lookup(kid)
-        return key
+        by_alg = self._lookup(kid)
+        if by_alg is None:
+            async with self._lock:
+                by_alg = self._lookup(kid)  # another request may have refetched meanwhile
+                if by_alg is None and self._may_refetch():
+                    await self._fetch()
+                    by_alg = self._lookup(kid)
+        if by_alg is None:
+            return None
+        if alg is not None and alg in by_alg:
+            return by_alg[alg]
+        return next(iter(by_alg.values()))
 
-    def _lookup(self, kid: str | None) -> PyJWK | None:
+    def knows(self, kid: str | None) -> bool:
+        """Whether :meth:`key_for` would answer ``kid`` without a fetch."""
+        return self._lookup(kid) is not None
+
+    def _lookup(self, kid: str | None) -> dict[str, PyJWK] | None:
         if kid is None:
-            return next(iter(self._keys.values())) if len(self._keys) == 1 else None
+            if self.key_count != 1:
+                return None
+            return next(iter(self._keys.values()))
         return self._keys.get(kid)
 
     def _may_refetch(self) -> bool:

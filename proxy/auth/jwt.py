@@ -40,6 +40,7 @@ from jwt.exceptions import (
     MissingRequiredClaimError,
     PyJWTError,
 )
+from jwt.types import Options
 
 from proxy.auth.base import Denied
 from proxy.auth.jwks import JwksCache, JwksError, PublicKey, load_pem_key
@@ -53,6 +54,19 @@ log = structlog.get_logger(__name__)
 # Real assertions are 1-3 KB; a bigger "token" is refused before any parsing.
 MAX_TOKEN_BYTES = 16 * 1024
 _REQUIRED_CLAIMS = ["exp", "iss", "aud"]
+# Every claim check, without the signature: what a token must pass before its unknown kid
+# may make the proxy refetch the JWKS (PyJWT turns the claim checks off with the signature's
+# unless they are asked for).
+_SIGNED: Options = {"require": _REQUIRED_CLAIMS, "enforce_minimum_key_length": True}
+_UNSIGNED: Options = {
+    **_SIGNED,
+    "verify_signature": False,
+    "verify_exp": True,
+    "verify_nbf": True,
+    "verify_iat": True,
+    "verify_aud": True,
+    "verify_iss": True,
+}
 
 
 class JwtAuthenticator:
@@ -165,9 +179,24 @@ class JwtAuthenticator:
         kid = header.get("kid")
         if kid is not None and not isinstance(kid, str):
             return _deny("kid is not a string")
-        key = await self._key(kid, alg)
+        key = await self._key(token, kid, alg)
         if isinstance(key, Denied):
             return key
+        return self._verified(token, key)
+
+    def _verified(self, token: str, key: PyJWK | PublicKey) -> Identity | Denied:
+        """The identity of a token whose signature ``key`` verifies, or why not."""
+        return self._checked(token, key, _SIGNED)
+
+    def _refused_unsigned(self, token: str) -> Denied | None:
+        """Why the token fails a check other than its signature's, or None. Never an
+        identity: nothing here has verified who signed it."""
+        outcome = self._checked(token, "", _UNSIGNED)
+        return outcome if isinstance(outcome, Denied) else None
+
+    def _checked(
+        self, token: str, key: PyJWK | PublicKey | str, options: Options
+    ) -> Identity | Denied:
         try:
             claims = jwt.decode(
                 token,
@@ -176,7 +205,7 @@ class JwtAuthenticator:
                 issuer=self._issuer,
                 audience=self._audience,
                 leeway=self._leeway,
-                options={"require": _REQUIRED_CLAIMS, "enforce_minimum_key_length": True},
+                options=options,
             )
         except PyJWTError as exc:
             return _deny(rejection_reason(exc))
@@ -213,14 +242,24 @@ class JwtAuthenticator:
             return _deny("token is not a well-formed JWT")
         return token
 
-    async def _key(self, kid: str | None, alg: str) -> PyJWK | PublicKey | Denied:
+    async def _key(self, token: str, kid: str | None, alg: str) -> PyJWK | PublicKey | Denied:
         if self._pem_key is not None:
             if alg not in self._pem_algorithms:
                 return _deny(f"alg {alg} does not fit the configured key")
             return self._pem_key
         if self._jwks is None:  # start() failed or was not called: fail closed
             raise AuthServiceUnavailable("JWT verification keys not loaded")
-        key = await self._jwks.key_for(kid)
+        if not self._jwks.knows(kid):
+            # An unknown kid may spend the JWKS refetch (one per window, for everyone): only a
+            # token that passes every check but its signature's may. Without this, anyone's
+            # junk token spent it just before a key rotation, and the new key's tokens were
+            # refused until the window ended. The claims decide nothing else: unsigned.
+            refused = self._refused_unsigned(token)
+            if refused is not None:
+                return _deny(
+                    f"unknown signing key kid={_short(kid)}, not refetched: {refused.reason}"
+                )
+        key = await self._jwks.key_for(kid, alg)
         if key is not None:
             return key
         if self._jwks.key_count == 0:
