@@ -920,6 +920,38 @@ def load_settings(config_file: Path | None = None) -> Settings:
         for error in exc.errors():
             problems.extend(_describe(error, config_file, set(file_values)).splitlines())
         raise SettingsError(problems) from exc
+    problems += _other_identity_source(settings, config_file, set(file_values))
     if problems:
         raise SettingsError(problems)
     return settings
+
+
+# The settings each identity source reads; under the other ``auth`` they are never read.
+_SOURCE_PREFIXES = {"forward": "forward_auth_", "jwt": "jwt_"}
+
+
+def _other_identity_source(
+    settings: Settings, config_file: Path | None, file_keys: set[str]
+) -> list[str]:
+    """Settings of the identity source not in use, given by the operator: each a problem.
+
+    ``OWUI_PROXY_AUTH=forward`` never reads a ``JWT_*`` setting (nor ``auth=jwt`` a
+    ``FORWARD_AUTH_*`` one): an operator who set ``JWT_REQUIRE_EMAIL_VERIFIED=true`` or
+    ``JWT_AUDIENCE`` believes a check is made that never is. Only what was given (the
+    environment or the file) counts, not defaults; Settings built in code are not judged.
+    """
+    problems = []
+    for auth, prefix in _SOURCE_PREFIXES.items():
+        if auth == settings.auth:
+            continue
+        for field in sorted(settings.model_fields_set):
+            if field.startswith(prefix):
+                where = f"{ENV_PREFIX}{field.upper()}"
+                if config_file is not None and field in file_keys:
+                    where += f" ({field} in {config_file})"
+                problems.append(
+                    f"{where}: set, but OWUI_PROXY_AUTH={settings.auth} never reads it "
+                    f"(it belongs to OWUI_PROXY_AUTH={auth}); remove it, or set "
+                    f"OWUI_PROXY_AUTH={auth}"
+                )
+    return problems

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -30,18 +30,28 @@ SETTINGS_BASE = {
     "OWUI_PROXY_AUTH": "forward",
     "OWUI_PROXY_FORWARD_AUTH_URL": "http://127.0.0.1:4180/oauth2/auth",
 }
+# The same for OWUI_PROXY_AUTH=jwt (no FORWARD_AUTH_*: that source's settings are refused).
+JWT_BASE = {
+    "OWUI_PROXY_UPSTREAM": "http://127.0.0.1:8080",
+    "OWUI_PROXY_AUTH": "jwt",
+    "OWUI_PROXY_JWT_SOURCE": "header:Cf-Access-Jwt-Assertion",
+    "OWUI_PROXY_JWT_JWKS_URL": "https://team.cloudflareaccess.com/cdn-cgi/access/certs",
+    "OWUI_PROXY_JWT_ISSUER": "https://team.cloudflareaccess.com",
+    "OWUI_PROXY_JWT_AUDIENCE": "aud-tag",
+}
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     """No OWUI_PROXY_* variable (in any case) from the machine; ``env(**values)`` sets
-    ``SETTINGS_BASE``, then ``values``. (Some settings tests define their own ``env``.)"""
+    ``SETTINGS_BASE`` (or the base given first: ``env(JWT_BASE, ...)``), then ``values``.
+    (Some settings tests define their own ``env``.)"""
     for name in list(os.environ):
         if name.upper().startswith("OWUI_PROXY_"):
             monkeypatch.delenv(name)
 
-    def set_env(**values: str) -> None:
-        for name, value in {**SETTINGS_BASE, **values}.items():
+    def set_env(base: Mapping[str, str] = SETTINGS_BASE, /, **values: str) -> None:
+        for name, value in {**base, **values}.items():
             monkeypatch.setenv(name, value)
 
     return set_env

@@ -17,7 +17,7 @@ import pytest
 
 from proxy.setting_names import Hint, unknown, unknown_variables
 from proxy.settings import OAUTH2_PROXY_SPELLINGS, Settings, SettingsError, load_settings
-from tests.proxy.conftest import SETTINGS_BASE
+from tests.proxy.conftest import JWT_BASE, SETTINGS_BASE
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = SETTINGS_BASE  # env (tests/proxy/conftest.py) sets it, then the test's values
@@ -111,7 +111,7 @@ NEVER_MATCH_ENV = [
 def test_a_list_that_can_never_match_is_refused_in_the_environment(
     env, monkeypatch, setting, value, items
 ) -> None:
-    env()
+    env(JWT_BASE if setting.startswith("JWT_") else SETTINGS_BASE)  # a source's own settings
     monkeypatch.setenv(f"OWUI_PROXY_{setting}", value)
     (problem,) = _problems()
     assert problem.startswith(f"OWUI_PROXY_{setting}: ")
