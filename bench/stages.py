@@ -483,31 +483,38 @@ async def _fixed(_request: web.BaseRequest) -> web.Response:
 async def _application() -> web.AppRunner:
     """aiohttp's ``Application`` shaped as the public app around the fixed answer (its one
     route, one ``on_response_prepare`` hook, and the observation's layer: a wrapper around
-    the route, or where the checkout has no ``proxy/catchall.py`` the catch-all pattern and
-    one middleware): what the application layer costs over ``web.Server``."""
+    the route; in checkouts from before ``EveryTarget``, their ``CatchAll`` or the catch-all
+    pattern and one middleware): what the application layer costs over ``web.Server``."""
 
     async def hook(_request: web.Request, _response: web.StreamResponse) -> None:
         pass
 
+    async def around(request: web.Request) -> web.StreamResponse:
+        return await _fixed(request)
+
+    async def no_continue(_request: web.Request) -> None:
+        pass
+
+    app = web.Application(handler_args={"max_field_size": 65536})
     try:
-        from proxy.catchall import CatchAll
+        from proxy.catchall import EveryTarget
     except ImportError:  # a checkout from before it
+        try:
+            from proxy.catchall import CatchAll  # type: ignore[attr-defined]
+        except ImportError:  # a checkout from before that
 
-        @web.middleware
-        async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
-            return await handler(request)  # type: ignore[no-any-return]
+            @web.middleware
+            async def passing(request: web.Request, handler: Any) -> web.StreamResponse:
+                return await handler(request)  # type: ignore[no-any-return]
 
-        app = web.Application(middlewares=[passing], handler_args={"max_field_size": 65536})
-        app.router.add_route("*", r"/{tail:[\s\S]*}", _fixed)
+            app = web.Application(middlewares=[passing], handler_args={"max_field_size": 65536})
+            app.router.add_route("*", r"/{tail:[\s\S]*}", _fixed)
+        else:
+            everything = CatchAll()
+            app.router.register_resource(everything)
+            everything.add_route("*", around)
     else:
-
-        async def around(request: web.Request) -> web.StreamResponse:
-            return await _fixed(request)
-
-        app = web.Application(handler_args={"max_field_size": 65536})
-        everything = CatchAll()
-        app.router.register_resource(everything)
-        everything.add_route("*", around)
+        app.router.register_resource(EveryTarget(around, no_continue))
     app.on_response_prepare.append(hook)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()

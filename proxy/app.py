@@ -1,13 +1,12 @@
 """Wiring: the shared runtime, the public app and the admin app, assembled in one place.
 
-The public app has one route, which every target with a path reaches
-(``proxy/catchall.py``), and no middleware: the route runs ``proxy/observe.py``'s
+The public app has one route, which every target reaches (``proxy/catchall.py``), and no
+middleware: the route runs ``proxy/observe.py``'s
 observation (shared with the internal listener) around the handler: request id, the JSON
 answer to a ``ProxyError``, 499 and mid-body cuts, request metrics, and then
 :func:`access_line`, so the access line records the final status of everything, errors
-included. The answers aiohttp makes before the route (a target without a path such as
-``CONNECT host:port``, a refused ``Expect``) are observed by the app's response hook, so they
-get an id, an access line and a count too.
+included. The answers aiohttp makes before the route (a refused ``Expect``) are observed by
+the app's response hook, so they get an id, an access line and a count too.
 
 Then the handler (``proxy/public.py``): authenticate, build headers, relay.
 """
@@ -28,7 +27,7 @@ from proxy.auth.base import Authenticator
 from proxy.auth.cookies import add_to, kept
 from proxy.auth.forward import AUTH_MAX_FIELD_BYTES, ForwardAuthenticator
 from proxy.browser import SIGNOUT_PATH
-from proxy.catchall import CatchAll
+from proxy.catchall import EveryTarget
 from proxy.headers import REQUEST_ID_HEADER
 from proxy.metrics import Metrics
 from proxy.observe import Observation, Seen
@@ -277,10 +276,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> web.Applic
     app.on_response_prepare.append(public.answer_headers)
     app[PUBLIC_KEY] = public
     # No early 100 Continue: the relay sends it once the caller is authenticated.
-    # Any path, line breaks included: the handler reads the target itself (400).
-    everything = CatchAll()
-    app.router.register_resource(everything)
-    everything.add_route("*", public.handle, expect_handler=no_early_continue)
+    # Every target, line breaks and `*` included: the handler reads it itself (400).
+    app.router.register_resource(EveryTarget(public.handle, no_early_continue))
     return app
 
 

@@ -1,42 +1,75 @@
-"""The public app's one resource: every target with a path, any method, to one handler.
+"""Each app's one resource: every request, whatever its target, to one handler.
 
 aiohttp's catch-all spelling, ``/{tail:[\\s\\S]*}``, runs a regular expression over the path
 of every request and unquotes what it captured into ``match_info``, which nothing here reads
-(the handler reads the raw target itself, ``proxy/target.py``): ~6.5k instructions of a
-small request. This resource matches the same paths (those that start with ``/``) without
-either; ``OPTIONS *`` and a target without a path (``CONNECT host:port``, an absolute-form
-target with none) match no resource, and aiohttp answers 404 itself, as before.
+(the handlers read the raw target themselves, ``proxy/target.py``). And a path resource,
+whatever its pattern, matches only targets whose path starts with ``/``: ``OPTIONS *``,
+``CONNECT host:port`` and an absolute-form target without a path match none, so aiohttp
+answered them itself, and answered ``Expect: 100-continue`` on them with its default handler
+(``100 Continue`` before anyone was authenticated, inviting a body).
+
+:class:`EveryTarget` is asked before any path look-up (aiohttp asks the resources of the
+kind ``add_domain`` registers first, for every request), matches every request, and
+resolves to the one route, with the caller's ``expect_handler``: every target meets the
+listener's own checks first (the public listener's target refusal, the internal listener's
+token check), and nothing is sent before them.
 """
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, NoReturn
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import (
+    AbstractResource,
+    AbstractRoute,
+    MatchedSubAppResource,
+    ResourceRoute,
+    UrlMappingMatchInfo,
+)
 from yarl import URL
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ExpectHandler = Callable[[web.Request], Awaitable[None]]
 
-class CatchAll(web.Resource):
-    """Every path that starts with ``/``; ``match_info`` is empty."""
+
+class EveryTarget(MatchedSubAppResource):
+    """Every request, any method, to ``handler``; ``match_info`` is empty.
+
+    A :class:`MatchedSubAppResource` only for where aiohttp's router looks for it: it has
+    neither a sub-application nor a rule, and resolves every request itself.
+    """
+
+    def __init__(self, handler: Handler, expect_handler: ExpectHandler) -> None:
+        AbstractResource.__init__(self)
+        self._prefix = ""
+        self._route = ResourceRoute("*", handler, self, expect_handler=expect_handler)
 
     @property
     def canonical(self) -> str:
-        return "/"  # indexed under "/", which aiohttp's look-up reaches for every path
+        return "*"
 
-    def _match(self, path: str) -> dict[str, str] | None:
-        return {} if path[:1] == "/" else None
+    def get_info(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"target": "*"}
 
-    def raw_match(self, path: str) -> bool:
-        return path == "/"
-
-    def add_prefix(self, prefix: str) -> NoReturn:
-        raise NotImplementedError("the public app is never mounted under a prefix")
-
-    def get_info(self) -> dict[str, str]:  # type: ignore[override]
-        return {"path": "/"}
-
-    def url_for(self, **parts: str) -> URL:
+    def url_for(self, *args: str, **kwargs: str) -> URL:
         return URL("/")
 
+    def add_prefix(self, prefix: str) -> NoReturn:
+        raise NotImplementedError("owui-gate's apps are never mounted under a prefix")
+
+    def raw_match(self, path: str) -> bool:
+        return True
+
+    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo, set[str]]:
+        return UrlMappingMatchInfo({}, self._route), {"*"}
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[AbstractRoute]:
+        return iter((self._route,))
+
     def __repr__(self) -> str:
-        return "<CatchAll>"
+        return "<EveryTarget>"

@@ -48,7 +48,7 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -58,19 +58,13 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.typedefs import Middleware
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
-from aiohttp.web_urldispatcher import (
-    AbstractResource,
-    AbstractRoute,
-    MatchedSubAppResource,
-    ResourceRoute,
-    UrlMappingMatchInfo,
-)
 from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import chat_update, h1, logs
 from proxy.access import AccessRules
 from proxy.allowlist import SIGNIN, Allowed, Allowlist
+from proxy.catchall import EveryTarget
 from proxy.errors import (
     AccessDenied,
     ActAsRefused,
@@ -575,8 +569,8 @@ def create_internal_app(
     app.on_response_prepare.append(_add_request_id)
     # Never called (the middleware answers everything); present so every target resolves,
     # with no early 100 Continue: the service token is checked before the caller may send a
-    # body. Every target, not only those with a path (see :class:`_EveryTarget`).
-    app.router.register_resource(_EveryTarget(_unreachable))
+    # body. Every target, not only those with a path (``proxy/catchall.py``).
+    app.router.register_resource(EveryTarget(_unreachable, no_early_continue))
     logs.get().info(
         "internal_listener_ready",
         rules=[str(rule) for rule in allowlist.rules],
@@ -598,52 +592,6 @@ def _every_request(internal: InternalHandler) -> Middleware:
 
 async def _unreachable(_request: web.Request) -> web.StreamResponse:  # pragma: no cover
     raise web.HTTPInternalServerError()
-
-
-class _EveryTarget(MatchedSubAppResource):
-    """One route for every request, whatever its target, with ``no_early_continue``.
-
-    A path resource (``/{tail:.*}``) matches only targets whose path starts with ``/``.
-    ``OPTIONS *``, ``CONNECT host:port`` and an absolute-form target without a path match
-    none; aiohttp then answers ``Expect: 100-continue`` with its default handler, i.e.
-    ``100 Continue`` before the middleware (and the token check) runs, inviting anyone to
-    send a body. aiohttp asks "matched" resources (the kind ``add_domain`` registers) before
-    any path look-up, for every request: this one matches them all, and resolves to a route
-    whose expect handler sends nothing (``proxy/relay.py``).
-    """
-
-    def __init__(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
-        AbstractResource.__init__(self)  # no sub-app and no rule: it resolves everything itself
-        self._prefix = ""
-        self._route = ResourceRoute("*", handler, self, expect_handler=no_early_continue)
-
-    @property
-    def canonical(self) -> str:
-        return "*"
-
-    def get_info(self) -> dict[str, Any]:  # type: ignore[override]
-        return {"target": "*"}
-
-    def url_for(self, *args: str, **kwargs: str) -> URL:
-        return URL("/")
-
-    def add_prefix(self, prefix: str) -> None:
-        raise NotImplementedError("the internal app is never mounted under a prefix")
-
-    def raw_match(self, path: str) -> bool:
-        return True
-
-    async def resolve(self, request: web.Request) -> tuple[UrlMappingMatchInfo, set[str]]:
-        return UrlMappingMatchInfo({}, self._route), {"*"}
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self) -> Iterator[AbstractRoute]:
-        return iter((self._route,))
-
-    def __repr__(self) -> str:
-        return "<EveryTarget>"
 
 
 class AuditAccessLogger(AbstractAccessLogger):

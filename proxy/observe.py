@@ -62,10 +62,10 @@ class Observation:
     a request (it runs last, with the request id still bound).
 
     The internal listener runs it as its outermost middleware (:func:`observed`). The public
-    app runs :meth:`around` from its one route, which every target with a path reaches
+    app runs :meth:`around` from its one route, which every target reaches
     (``proxy/catchall.py``), and :meth:`unrouted` from its response hook for the answers
-    aiohttp makes before any route (a target without a path, ``CONNECT host:port``; a
-    refused ``Expect``): no middleware, whose machinery is ~3 % of a small request.
+    aiohttp makes before the route (a refused ``Expect``): no middleware, whose machinery
+    is ~3 % of a small request.
     """
 
     def __init__(self, listener: str, metrics: Metrics, record: Record) -> None:

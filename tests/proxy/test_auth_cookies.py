@@ -170,18 +170,19 @@ async def test_denials_carry_the_cleared_cookie_as_json_and_as_a_login_redirect(
     assert fake_upstream.seen == []
 
 
-async def test_answers_the_handler_never_ran_for_carry_a_request_id_and_no_cookie(
+async def test_answers_before_any_identity_carry_a_request_id_and_no_cookie(
     proxy, fake_auth, fake_upstream, monkeypatch
 ) -> None:
-    """No route (``OPTIONS *``), or an expectation refused before the route (417): each is
-    observed as it is answered (an id, the same in its access line), and no cookie."""
+    """A target without a path (``OPTIONS *``, refused at the edge: 400), or an expectation
+    refused before the route (417): each is observed as it is answered (an id, the same in
+    its access line), and no cookie."""
     fake_auth.set_cookies = (REFRESHED,)
     sink = io.StringIO()
     monkeypatch.setattr(logs._access, "out", sink)
     star = await raw_request(
         proxy.host, proxy.port, "*", list(ALICE_COOKIE.items()), method="OPTIONS"
     )
-    assert star.status == 404
+    assert star.status == 400
     (rid,) = star.headers.getall("X-Request-ID")
     await asyncio.sleep(0)  # the access line is written when the loop iteration ends
     (line,) = [json.loads(text) for text in sink.getvalue().splitlines()]
@@ -196,7 +197,7 @@ async def test_answers_the_handler_never_ran_for_carry_a_request_id_and_no_cooki
     await asyncio.sleep(0)
     lines = [json.loads(text) for text in sink.getvalue().splitlines()]
     assert [(x["request_id"], x["status"], x["method"]) for x in lines] == [
-        (rid, 404, "OPTIONS"),
+        (rid, 400, "OPTIONS"),
         (refused_id, 417, "GET"),
     ]
     for answer in (star, refused):

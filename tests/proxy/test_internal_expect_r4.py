@@ -38,7 +38,7 @@ async def internal(
     await upstream.close()
 
 
-async def _first_answer(server: TestServer, method: str, target: str, extra: list[str]) -> bytes:
+async def first_answer(server: TestServer, method: str, target: str, extra: list[str]) -> bytes:
     reader, writer = await asyncio.open_connection(server.host, server.port)
     head = [
         f"{method} {target} HTTP/1.1",
@@ -70,7 +70,7 @@ async def test_no_100_continue_before_the_token_check(
     internal: tuple[TestServer, FakeUpstream], method: str, target: str
 ) -> None:
     server, fake = internal
-    first = await _first_answer(server, method, target, [])
+    first = await first_answer(server, method, target, [])
     assert not first.startswith(b"HTTP/1.1 100"), first
     assert first.startswith(b"HTTP/1.1 4"), first
     assert fake.seen == []
@@ -81,7 +81,7 @@ async def test_a_wrong_token_gets_no_100_continue_either(
     internal: tuple[TestServer, FakeUpstream], method: str, target: str
 ) -> None:
     server, fake = internal
-    first = await _first_answer(
+    first = await first_answer(
         server, method, target, ["Proxy-Authorization: Bearer not-the-token-0123456789abcdef"]
     )
     assert not first.startswith(b"HTTP/1.1 100"), first
