@@ -194,7 +194,8 @@ class Admission:
         if self.admitted >= self.limit:
             raise Busy()
         self.admitted += 1
-        lock, users = self._people.get(email, (asyncio.Lock(), 0))
+        held = self._people.get(email)
+        lock, users = held if held is not None else (asyncio.Lock(), 0)
         self._people[email] = (lock, users + 1)
         try:
             async with lock, self.slot:
