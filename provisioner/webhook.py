@@ -32,6 +32,7 @@ A storm of deliveries (term start) is bounded (:class:`Admission`): at most
 ``concurrency`` people are provisioned at once (a person waiting out the settle pause
 gives up their place meanwhile), at most ``queue`` more wait for a place, and anything
 beyond is answered ``503`` with ``Retry-After`` at once, before any call to OpenWebUI.
+A person back from the settle pause gets a place before any delivery not yet started.
 Deliveries naming the same person (Clerk's ``user.created`` and the proxy's ``user.seen``,
 or ``user.seen`` from several proxy processes) run one after the other, so the second
 finds the first one's threads instead of creating its own to be deleted. Waiting counts
@@ -66,6 +67,7 @@ from provisioner.errors import (
 )
 from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
+from provisioner.slots import Slots
 from provisioner.users import checked_identity
 from proxy import webhooks
 from proxy.connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedRunner
@@ -177,18 +179,25 @@ class Admission:
     held meanwhile), then for one of ``concurrency`` slots. A delivery that would make more
     than ``concurrency + queue`` of them admitted at once is refused (:class:`Busy`) rather
     than queued, so a storm costs bounded memory and connections.
+
+    The slots are :class:`provisioner.slots.Slots`: a person back from the settle pause gets
+    the next free slot before any delivery not yet started. With a first-come semaphore
+    they queued behind every waiting delivery, so under a full queue people whose threads
+    were already made ran out of their deadline (a 503 after the work, which the sender's
+    retry then repeated in part) while fresh deliveries started; now the deliveries that
+    run out of time are mostly those that never started, which cost nothing.
     """
 
     def __init__(self, concurrency: int, queue: int) -> None:
         if concurrency < 1 or queue < 0:
             raise ValueError("concurrency must be at least 1 and queue at least 0")
-        self.slot = asyncio.Semaphore(concurrency)
+        self.slot = Slots(concurrency)
         self.limit = concurrency + queue
         self.admitted = 0
         self._people: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def person(self, email: str) -> AsyncIterator[asyncio.Semaphore]:
+    async def person(self, email: str) -> AsyncIterator[Slots]:
         """Hold ``email``'s turn and a slot (yielded: the provisioner may lend it out while
         it waits); :class:`Busy` at once when the queue is full."""
         if self.admitted >= self.limit:

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
-from provisioner.webhook import Admission
+from provisioner.course import Course
+from provisioner.provision import Provisioner
+from provisioner.webhook import Admission, create_app
+from tests.provisioner.fake_owui import FakeOpenWebUI
+from tests.provisioner.test_webhook import KEY, NOW, headers
 
 
 def _body(email: str) -> bytes:
@@ -40,3 +45,30 @@ async def test_a_person_s_lock_is_made_once_however_many_deliveries_name_them(
     await asyncio.gather(*tasks)
     assert made == 1
     assert admission._people == {}
+
+
+async def test_a_person_back_from_the_settle_pause_goes_before_deliveries_not_started(
+    aiohttp_client: Any, provisioner: Provisioner, course: Course, fake: FakeOpenWebUI
+) -> None:
+    """With a first-come semaphore the first person, back from the pause, queued behind
+    every delivery waiting: under a full queue people whose threads were made ran out of
+    their deadline (a 503 after the work) while fresh deliveries started."""
+    fake.slow("POST", "/api/v1/auths/signin", 0.03)  # longer than the settle pause here
+    client = await aiohttp_client(
+        create_app([course], (KEY,), provisioner, deadline_s=60, clock=lambda: NOW, concurrency=1)
+    )
+    people = [f"p{n}@example.edu" for n in range(8)]
+
+    async def deliver(person: str) -> int:
+        body = _body(person)
+        answer = await client.post(
+            "/webhooks/signup", data=body, headers=headers(body, msg_id=f"msg_{person[:2]}")
+        )
+        return int(answer.status)
+
+    statuses = await asyncio.gather(*(deliver(p) for p in people))
+    assert statuses == [200] * len(people)
+    order = [(c.act_as, c.path) for c in fake.calls if c.act_as is not None]
+    first_done = len(order) - 1 - order[::-1].index((people[0], "/api/v1/chats/all"))
+    last_signin = order.index((people[-1], "/api/v1/auths/signin"))
+    assert first_done < last_signin, "the first person finished only after everyone started"
