@@ -67,7 +67,7 @@ from provisioner.folders import (
     plan_folder,
 )
 from provisioner.settings import Settings
-from provisioner.slots import Slots
+from provisioner.slots import Lease
 from provisioner.threads import (
     Key,
     Thread,
@@ -203,7 +203,7 @@ class Provisioner:
         name: str | None = None,
         *,
         on_result: Callable[[ModuleResult], None] | None = None,
-        slot: asyncio.Semaphore | Slots | None = None,
+        slot: Lease | None = None,
     ) -> list[ModuleResult]:
         """Every module of every course in ``courses`` for ``email``: one archived thread each.
 
@@ -290,7 +290,7 @@ class Provisioner:
             f"(last seen: {state}); run again"
         )
 
-    async def _pause(self, seconds: float, slot: asyncio.Semaphore | Slots | None) -> None:
+    async def _pause(self, seconds: float, slot: Lease | None) -> None:
         if slot is None:
             await self._sleep(seconds)
             return
@@ -298,8 +298,9 @@ class Provisioner:
         try:
             await self._sleep(seconds)
         finally:
-            # Back before users not yet started, where the slot says so (see slots.py).
-            await (slot.resume() if isinstance(slot, Slots) else slot.acquire())
+            # Back before users not yet started (see slots.py). Cancelled while waiting for
+            # it, the lease knows it holds nothing, and the holder gives nothing back.
+            await slot.resume()
 
     def _server_now(self) -> float:
         """The server's clock as last seen (the local clock until an answer had a Date)."""

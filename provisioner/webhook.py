@@ -67,7 +67,7 @@ from provisioner.errors import (
 )
 from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
-from provisioner.slots import Slots
+from provisioner.slots import Lease, Slots
 from provisioner.users import checked_identity
 from proxy import webhooks
 from proxy.connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedRunner
@@ -197,7 +197,7 @@ class Admission:
         self._people: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def person(self, email: str) -> AsyncIterator[Slots]:
+    async def person(self, email: str) -> AsyncIterator[Lease]:
         """Hold ``email``'s turn and a slot (yielded: the provisioner may lend it out while
         it waits); :class:`Busy` at once when the queue is full."""
         if self.admitted >= self.limit:
@@ -207,8 +207,8 @@ class Admission:
         lock, users = held if held is not None else (asyncio.Lock(), 0)
         self._people[email] = (lock, users + 1)
         try:
-            async with lock, self.slot:
-                yield self.slot
+            async with lock, self.slot.lease() as lease:
+                yield lease
         finally:
             self.admitted -= 1
             lock, users = self._people[email]
