@@ -27,6 +27,8 @@ proxy process sees it, so again after a restart), Clerk's ``user.created``, or a
 The receiver answers 2xx only once the user's threads exist (or when there is nothing to
 provision), so a sender that retries on anything else never loses a signup;
 provisioning is idempotent, so retries and repeated ``user.seen`` events are harmless.
+Every "retry later" answer (503, and the 409 of a replay still running) carries
+``Retry-After``.
 
 A storm of deliveries (term start) is bounded (:class:`Admission`): at most
 ``concurrency`` people are provisioned at once (a person waiting out the settle pause
@@ -308,10 +310,11 @@ def create_app(
     admission = Admission(concurrency, queue)
     retry_after = str(max(1, round(deadline_s)))
 
-    def answer(
-        outcome: str, status: int, headers: dict[str, str] | None = None, **body: Any
-    ) -> web.Response:
+    def answer(outcome: str, status: int, **body: Any) -> web.Response:
         metrics.deliveries.labels(outcome).inc()
+        # Every "retry later" says when: the busy queue, the deadline, OpenWebUI down or
+        # refusing for now (503), and a replay of a delivery still running (409).
+        headers = {"Retry-After": retry_after} if status in (409, 503) else None
         return web.json_response(body, status=status, headers=headers)
 
     async def signup(request: web.Request) -> web.Response:
@@ -388,12 +391,7 @@ def create_app(
                     )
         except Busy:
             log.warning("webhook refused: too many deliveries waiting", webhook_id=msg_id)
-            return answer(
-                "busy",
-                503,
-                headers={"Retry-After": retry_after},
-                error="the receiver is busy with other signups; retry later",
-            )
+            return answer("busy", 503, error="the receiver is busy with other signups; retry later")
         except TimeoutError:
             log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
             return answer("deadline", 503, error="provisioning is taking too long; retry later")
