@@ -295,12 +295,11 @@ class Provisioner:
             await self._sleep(seconds)
             return
         slot.release()
-        try:
-            await self._sleep(seconds)
-        finally:
-            # Back before users not yet started (see slots.py). Cancelled while waiting for
-            # it, the lease knows it holds nothing, and the holder gives nothing back.
-            await slot.resume()
+        # Cancelled while sleeping or while waiting for the slot back (before users not yet
+        # started, see slots.py), this user leaves at once: the lease knows it holds
+        # nothing, and the holder gives nothing back.
+        await self._sleep(seconds)
+        await slot.resume()
 
     def _server_now(self) -> float:
         """The server's clock as last seen (the local clock until an answer had a Date)."""

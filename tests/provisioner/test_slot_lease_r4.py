@@ -79,3 +79,35 @@ async def test_bulk_s_slots_are_not_handed_out_twice_either(provisioner: Provisi
     assert not c_in.is_set(), "c got in while b held the only slot"
     b_done.set()
     await asyncio.gather(second, third)
+
+
+async def test_a_deadline_during_the_pause_answers_at_once_without_waiting_for_a_slot(
+    provisioner: Provisioner,
+) -> None:
+    """Cancelled while it sleeps out the pause, a person does not first wait for a slot to
+    come free (the other holders may be sleeping out a 429's Retry-After) before leaving."""
+    admission = Admission(concurrency=1, queue=10)
+    b_in, b_done = asyncio.Event(), asyncio.Event()
+
+    async def a() -> None:
+        async with asyncio.timeout(0.1), admission.person("a@example.edu") as slot:
+            await provisioner._pause(100.0, slot)  # server seconds: 1 s here
+
+    async def b() -> None:
+        async with admission.person("b@example.edu"):
+            b_in.set()
+            await b_done.wait()
+
+    first = asyncio.create_task(a())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(b())
+    await b_in.wait()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(first, 2.0)  # b holds the slot for as long as it likes
+    assert loop.time() - started < 0.5
+    b_done.set()
+    await second
+    assert admission.admitted == 0
+    assert admission.slot._free == 1
