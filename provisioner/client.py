@@ -191,6 +191,10 @@ class Transport:
                 problem = "timed out"
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__})"
+            except httpx.RequestError as exc:
+                # Any other failure of the call (an answer whose body cannot be decoded:
+                # a compressed body cut short, or not compressed as it says).
+                problem = f"unreadable answer ({type(exc).__name__})"
             else:
                 self._note_server_time(response)
                 status = response.status_code
