@@ -264,6 +264,7 @@ async def run_bulk_cli(
             stopped = await until_stopped(everyone())
     else:
         stopped = await until_stopped(everyone())
+    await provisioner.settle()  # a sign-in Ctrl-C left running ends before the client closes
     stopped_by = [stopped] if stopped is not None else []
 
     if report is not None:

@@ -179,6 +179,8 @@ class Provisioner:
         self._config_ok = False
         self._config: dict[str, Any] | None = None  # as read by preflight()
         self._config_lock = asyncio.Lock()
+        # Sign-ins whose caller was cancelled (a webhook deadline, Ctrl-C), still running.
+        self._signins: set[asyncio.Task[UserSession]] = set()
 
     @property
     def api(self) -> OpenWebUI:
@@ -217,7 +219,7 @@ class Provisioner:
         """
         await self.preflight()
         try:
-            session = await self._api.signin(email, name)
+            session = await self._signin(email, name)
         except ApiError as exc:
             if exc.status == 403 and self._config is not None and signup_trap(self._config):
                 version = str(self._config.get("version"))  # a new user, sign-ups off
@@ -289,6 +291,31 @@ class Provisioner:
             f"{email}: not settled after {self._settings.converge_rounds} rounds "
             f"(last seen: {state}); run again"
         )
+
+    async def _signin(self, email: str, name: str | None) -> UserSession:
+        """Sign in as ``email``; a cancelled caller leaves at once, the sign-in runs on.
+
+        The first sign-in creates the account in several writes, and OpenWebUI 0.12.4 does
+        not undo the first when the request is cut short (the proxy cancels it when its
+        client goes): an account left without its credentials record, which no later
+        sign-in can use (:class:`AccountCannotSignIn`) until an admin deletes it. Under a
+        storm the webhook's deadline cut sign-ins that late. So the call itself is never
+        cancelled; :meth:`settle` waits for those still running before the client closes.
+        """
+        task = asyncio.ensure_future(self._api.signin(email, name))
+        self._signins.add(task)
+        task.add_done_callback(self._signin_done)
+        return await asyncio.shield(task)
+
+    def _signin_done(self, task: asyncio.Task[UserSession]) -> None:
+        self._signins.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller gone by then has no use for it
+
+    async def settle(self) -> None:
+        """Wait for the sign-ins cancelled callers left running (see :meth:`_signin`)."""
+        while self._signins:
+            await asyncio.gather(*self._signins, return_exceptions=True)
 
     async def _pause(self, seconds: float, slot: Lease | None) -> None:
         if slot is None:
