@@ -179,8 +179,9 @@ class Provisioner:
         self._config_ok = False
         self._config: dict[str, Any] | None = None  # as read by preflight()
         self._config_lock = asyncio.Lock()
-        # Sign-ins whose caller was cancelled (a webhook deadline, Ctrl-C), still running.
-        self._signins: set[asyncio.Task[UserSession]] = set()
+        # Sign-ins under way, by email: a caller cancelled meanwhile (a webhook deadline,
+        # Ctrl-C) leaves its sign-in running, and the next caller for that email joins it.
+        self._signins: dict[str, asyncio.Task[UserSession]] = {}
 
     @property
     def api(self) -> OpenWebUI:
@@ -219,7 +220,7 @@ class Provisioner:
         """
         await self.preflight()
         try:
-            session = await self._signin(email, name)
+            session = await self._signin(email, name, slot)
         except ApiError as exc:
             if exc.status == 403 and self._config is not None and signup_trap(self._config):
                 version = str(self._config.get("version"))  # a new user, sign-ups off
@@ -292,30 +293,41 @@ class Provisioner:
             f"(last seen: {state}); run again"
         )
 
-    async def _signin(self, email: str, name: str | None) -> UserSession:
+    async def _signin(self, email: str, name: str | None, slot: Lease | None) -> UserSession:
         """Sign in as ``email``; a cancelled caller leaves at once, the sign-in runs on.
 
         The first sign-in creates the account in several writes, and OpenWebUI 0.12.4 does
         not undo the first when the request is cut short (the proxy cancels it when its
-        client goes): an account left without its credentials record, which no later
-        sign-in can use (:class:`AccountCannotSignIn`) until an admin deletes it. Under a
-        storm the webhook's deadline cut sign-ins that late. So the call itself is never
-        cancelled; :meth:`settle` waits for those still running before the client closes.
+        client goes), nor when a second sign-in of the same new email collides with it: an
+        account left without its credentials record, which no later sign-in can use
+        (:class:`AccountCannotSignIn`) until an admin deletes it. Under a storm the
+        webhook's deadline cut sign-ins that late. So the call itself is never cancelled:
+        a caller's ``slot`` stays taken until it ends (the bound on calls at OpenWebUI
+        holds), the next caller for the same email joins it instead of signing in beside
+        it, and :meth:`settle` waits for those still running before the client closes.
         """
-        task = asyncio.ensure_future(self._api.signin(email, name))
-        self._signins.add(task)
-        task.add_done_callback(self._signin_done)
-        return await asyncio.shield(task)
+        task = self._signins.get(email)
+        if task is None:
+            task = asyncio.ensure_future(self._api.signin(email, name))
+            self._signins[email] = task
+            task.add_done_callback(lambda done: self._signin_done(email, done))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if slot is not None and not task.done():
+                slot.hand_to(task)
+            raise
 
-    def _signin_done(self, task: asyncio.Task[UserSession]) -> None:
-        self._signins.discard(task)
+    def _signin_done(self, email: str, task: asyncio.Task[UserSession]) -> None:
+        if self._signins.get(email) is task:
+            del self._signins[email]
         if not task.cancelled():
             task.exception()  # retrieved: a caller gone by then has no use for it
 
     async def settle(self) -> None:
         """Wait for the sign-ins cancelled callers left running (see :meth:`_signin`)."""
         while self._signins:
-            await asyncio.gather(*self._signins, return_exceptions=True)
+            await asyncio.gather(*self._signins.values(), return_exceptions=True)
 
     async def _pause(self, seconds: float, slot: Lease | None) -> None:
         if slot is None:

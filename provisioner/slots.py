@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import Any
 
 
 class Slots:
@@ -106,6 +107,13 @@ class Lease:
         if self.held:
             self.held = False
             self._slots.release()
+
+    def hand_to(self, work: asyncio.Future[Any]) -> None:
+        """Leave the slot taken until ``work`` ends, then release it (the holder is leaving
+        while a call it started runs on: that call still counts)."""
+        if self.held:
+            self.held = False
+            work.add_done_callback(lambda _: self._slots.release())
 
     async def resume(self) -> None:
         """The slot back, before any holder not yet started; not held if cancelled."""
