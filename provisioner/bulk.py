@@ -90,7 +90,7 @@ async def run_bulk(
         emit(result.as_json())
 
     async def one(row: UserRow) -> None:
-        async with gate:
+        async with gate.lease() as lease:
             chosen = courses_of(row, courses)
             try:
                 if not chosen:
@@ -104,7 +104,7 @@ async def run_bulk(
                     on_user(Outcome(row, planned=tuple(planned)))
                 else:
                     results = await provisioner.provision_user(
-                        chosen, row.email, row.name, on_result=report, slot=gate
+                        chosen, row.email, row.name, on_result=report, slot=lease
                     )
                     on_user(Outcome(row, tuple(results)))
             except ProvisionError as exc:
@@ -264,6 +264,7 @@ async def run_bulk_cli(
             stopped = await until_stopped(everyone())
     else:
         stopped = await until_stopped(everyone())
+    await provisioner.settle()  # a sign-in Ctrl-C left running ends before the client closes
     stopped_by = [stopped] if stopped is not None else []
 
     if report is not None:

@@ -355,10 +355,11 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     secrets = load_secrets(args.secret_file)
     settings = load_settings()
     async with _openwebui(settings) as api:
+        provisioner = Provisioner(api, settings)
         app = create_app(
             courses,
             secrets,
-            Provisioner(api, settings),
+            provisioner,
             deadline_s=settings.webhook_deadline_s,
             concurrency=settings.concurrency,
         )
@@ -382,6 +383,7 @@ async def _cmd_webhook(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             await stop.wait()
         finally:
             await runner.cleanup()
+            await provisioner.settle()  # sign-ins a deadline left running end first
     return EXIT_OK
 
 

@@ -53,6 +53,8 @@ EXPORT_BATCH_SIZE = 100
 # The archived list is filtered by the thread's tag, so one page is the rule; this bound
 # only stops a misbehaving server from keeping us paging for ever.
 MAX_ARCHIVED_PAGES = 100
+# Reads of a list longer than one page, until two in a row agree (see list_archived).
+MAX_ARCHIVED_READS = 4
 
 
 # What an answer that is no JSON we can read raises: not JSON, or nested deeper than the
@@ -189,6 +191,10 @@ class Transport:
                 problem = "timed out"
             except httpx.TransportError as exc:
                 problem = f"connection failed ({type(exc).__name__})"
+            except httpx.RequestError as exc:
+                # Any other failure of the call (an answer whose body cannot be decoded:
+                # a compressed body cut short, or not compressed as it says).
+                problem = f"unreadable answer ({type(exc).__name__})"
             else:
                 self._note_server_time(response)
                 status = response.status_code
@@ -286,9 +292,30 @@ class UserSession:
     async def list_archived(self, query: str) -> list[dict[str, Any]]:
         """Archived chats whose title contains ``query``, every page.
 
-        OpenWebUI pages this list 60 at a time. Ordering by ``created_at`` (never changes,
-        ties broken by id) keeps pages stable while other chats get archived meanwhile.
+        OpenWebUI pages this list 60 at a time by offset, ordered here by ``created_at``
+        (never changes, ties broken by id). A chat archived meanwhile only pushes later
+        ones a place further (read twice, never missed), but one that leaves the list
+        (deleted, un-archived) pulls the next page's first chat onto the page already read,
+        where neither read sees it. One page is one query, one snapshot; a longer list is
+        therefore read again until two reads in a row agree: a chat removed during a read
+        is in that read and not in the next, so they differ. (A chat archived after the
+        first read began was not archived when the caller read the active list before it,
+        so it is seen there.)
         """
+        previous = await self._archived_pages(query)
+        if len(previous) < ARCHIVED_PAGE_SIZE:
+            return previous
+        for _ in range(MAX_ARCHIVED_READS - 1):
+            current = await self._archived_pages(query)
+            if [c.get("id") for c in current] == [c.get("id") for c in previous]:
+                return current
+            previous = current
+        raise Unavailable(
+            f"GET /api/v1/chats/archived: the list for {query!r} changed during each of "
+            f"{MAX_ARCHIVED_READS} reads; try again"
+        )
+
+    async def _archived_pages(self, query: str) -> list[dict[str, Any]]:
         chats: list[dict[str, Any]] = []
         page = 1
         while True:

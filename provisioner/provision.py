@@ -67,7 +67,7 @@ from provisioner.folders import (
     plan_folder,
 )
 from provisioner.settings import Settings
-from provisioner.slots import Slots
+from provisioner.slots import Lease
 from provisioner.threads import (
     Key,
     Thread,
@@ -179,6 +179,9 @@ class Provisioner:
         self._config_ok = False
         self._config: dict[str, Any] | None = None  # as read by preflight()
         self._config_lock = asyncio.Lock()
+        # Sign-ins under way, by email: a caller cancelled meanwhile (a webhook deadline,
+        # Ctrl-C) leaves its sign-in running, and the next caller for that email joins it.
+        self._signins: dict[str, asyncio.Task[UserSession]] = {}
 
     @property
     def api(self) -> OpenWebUI:
@@ -203,7 +206,7 @@ class Provisioner:
         name: str | None = None,
         *,
         on_result: Callable[[ModuleResult], None] | None = None,
-        slot: asyncio.Semaphore | Slots | None = None,
+        slot: Lease | None = None,
     ) -> list[ModuleResult]:
         """Every module of every course in ``courses`` for ``email``: one archived thread each.
 
@@ -217,7 +220,7 @@ class Provisioner:
         """
         await self.preflight()
         try:
-            session = await self._api.signin(email, name)
+            session = await self._signin(email, name, slot)
         except ApiError as exc:
             if exc.status == 403 and self._config is not None and signup_trap(self._config):
                 version = str(self._config.get("version"))  # a new user, sign-ups off
@@ -290,16 +293,52 @@ class Provisioner:
             f"(last seen: {state}); run again"
         )
 
-    async def _pause(self, seconds: float, slot: asyncio.Semaphore | Slots | None) -> None:
+    async def _signin(self, email: str, name: str | None, slot: Lease | None) -> UserSession:
+        """Sign in as ``email``; a cancelled caller leaves at once, the sign-in runs on.
+
+        The first sign-in creates the account in several writes, and OpenWebUI 0.12.4 does
+        not undo the first when the request is cut short (the proxy cancels it when its
+        client goes), nor when a second sign-in of the same new email collides with it: an
+        account left without its credentials record, which no later sign-in can use
+        (:class:`AccountCannotSignIn`) until an admin deletes it. Under a storm the
+        webhook's deadline cut sign-ins that late. So the call itself is never cancelled:
+        a caller's ``slot`` stays taken until it ends (the bound on calls at OpenWebUI
+        holds), the next caller for the same email joins it instead of signing in beside
+        it, and :meth:`settle` waits for those still running before the client closes.
+        """
+        task = self._signins.get(email)
+        if task is None:
+            task = asyncio.ensure_future(self._api.signin(email, name))
+            self._signins[email] = task
+            task.add_done_callback(lambda done: self._signin_done(email, done))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if slot is not None and not task.done():
+                slot.hand_to(task)
+            raise
+
+    def _signin_done(self, email: str, task: asyncio.Task[UserSession]) -> None:
+        if self._signins.get(email) is task:
+            del self._signins[email]
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller gone by then has no use for it
+
+    async def settle(self) -> None:
+        """Wait for the sign-ins cancelled callers left running (see :meth:`_signin`)."""
+        while self._signins:
+            await asyncio.gather(*self._signins.values(), return_exceptions=True)
+
+    async def _pause(self, seconds: float, slot: Lease | None) -> None:
         if slot is None:
             await self._sleep(seconds)
             return
         slot.release()
-        try:
-            await self._sleep(seconds)
-        finally:
-            # Back before users not yet started, where the slot says so (see slots.py).
-            await (slot.resume() if isinstance(slot, Slots) else slot.acquire())
+        # Cancelled while sleeping or while waiting for the slot back (before users not yet
+        # started, see slots.py), this user leaves at once: the lease knows it holds
+        # nothing, and the holder gives nothing back.
+        await self._sleep(seconds)
+        await slot.resume()
 
     def _server_now(self) -> float:
         """The server's clock as last seen (the local clock until an answer had a Date)."""

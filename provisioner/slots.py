@@ -6,13 +6,23 @@ on a roster of thousands no user finishes (is reported, counted in the progress,
 to the report) before the whole roster has begun, and every user's state is held at
 once. :class:`Slots` hands a freed slot to a user coming back from its pause before any
 new user, so users finish in roster order, a few at a time, as the run goes.
+
+A holder takes its slot with :meth:`Slots.lease`, and lends it out and takes it back
+through the :class:`Lease`. The lease knows whether it holds the slot: a holder cancelled
+while waiting to take it back (the webhook's deadline) leaves without it, and the lease
+then gives nothing back. Releasing it unconditionally when the holder leaves, as a plain
+``async with`` does, gave the slot back a second time, and one more holder than the size
+got in.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import TracebackType
+from typing import Any
 
 
 class Slots:
@@ -36,6 +46,18 @@ class Slots:
     def release(self) -> None:
         self._free += 1
         self._hand_over()
+
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[Lease]:
+        """A slot for a holder starting, as a :class:`Lease`: released when the holder
+        leaves if, and only if, the holder holds it then."""
+        held = Lease(self)
+        await self.acquire()
+        held.held = True
+        try:
+            yield held
+        finally:
+            held.release()
 
     async def __aenter__(self) -> None:
         await self.acquire()
@@ -71,3 +93,30 @@ class Slots:
                 if not waiter.done():
                     self._free -= 1
                     waiter.set_result(None)
+
+
+class Lease:
+    """One holder's slot of :class:`Slots`: lent out (:meth:`release`) during a pause and
+    taken back (:meth:`resume`); released at most once, and only while held."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
+        self.held = False
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._slots.release()
+
+    def hand_to(self, work: asyncio.Future[Any]) -> None:
+        """Leave the slot taken until ``work`` ends, then release it (the holder is leaving
+        while a call it started runs on: that call still counts)."""
+        if self.held:
+            self.held = False
+            work.add_done_callback(lambda _: self._slots.release())
+
+    async def resume(self) -> None:
+        """The slot back, before any holder not yet started; not held if cancelled."""
+        if not self.held:
+            await self._slots.resume()
+            self.held = True

@@ -27,11 +27,14 @@ proxy process sees it, so again after a restart), Clerk's ``user.created``, or a
 The receiver answers 2xx only once the user's threads exist (or when there is nothing to
 provision), so a sender that retries on anything else never loses a signup;
 provisioning is idempotent, so retries and repeated ``user.seen`` events are harmless.
+Every "retry later" answer (503, and the 409 of a replay still running) carries
+``Retry-After``.
 
 A storm of deliveries (term start) is bounded (:class:`Admission`): at most
 ``concurrency`` people are provisioned at once (a person waiting out the settle pause
 gives up their place meanwhile), at most ``queue`` more wait for a place, and anything
 beyond is answered ``503`` with ``Retry-After`` at once, before any call to OpenWebUI.
+A person back from the settle pause gets a place before any delivery not yet started.
 Deliveries naming the same person (Clerk's ``user.created`` and the proxy's ``user.seen``,
 or ``user.seen`` from several proxy processes) run one after the other, so the second
 finds the first one's threads instead of creating its own to be deleted. Waiting counts
@@ -66,6 +69,7 @@ from provisioner.errors import (
 )
 from provisioner.metrics import WebhookMetrics
 from provisioner.provision import Provisioner
+from provisioner.slots import Lease, Slots
 from provisioner.users import checked_identity
 from proxy import webhooks
 from proxy.connections import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, GuardedRunner
@@ -177,28 +181,36 @@ class Admission:
     held meanwhile), then for one of ``concurrency`` slots. A delivery that would make more
     than ``concurrency + queue`` of them admitted at once is refused (:class:`Busy`) rather
     than queued, so a storm costs bounded memory and connections.
+
+    The slots are :class:`provisioner.slots.Slots`: a person back from the settle pause gets
+    the next free slot before any delivery not yet started. With a first-come semaphore
+    they queued behind every waiting delivery, so under a full queue people whose threads
+    were already made ran out of their deadline (a 503 after the work, which the sender's
+    retry then repeated in part) while fresh deliveries started; now the deliveries that
+    run out of time are mostly those that never started, which cost nothing.
     """
 
     def __init__(self, concurrency: int, queue: int) -> None:
         if concurrency < 1 or queue < 0:
             raise ValueError("concurrency must be at least 1 and queue at least 0")
-        self.slot = asyncio.Semaphore(concurrency)
+        self.slot = Slots(concurrency)
         self.limit = concurrency + queue
         self.admitted = 0
         self._people: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def person(self, email: str) -> AsyncIterator[asyncio.Semaphore]:
+    async def person(self, email: str) -> AsyncIterator[Lease]:
         """Hold ``email``'s turn and a slot (yielded: the provisioner may lend it out while
         it waits); :class:`Busy` at once when the queue is full."""
         if self.admitted >= self.limit:
             raise Busy()
         self.admitted += 1
-        lock, users = self._people.get(email, (asyncio.Lock(), 0))
+        held = self._people.get(email)
+        lock, users = held if held is not None else (asyncio.Lock(), 0)
         self._people[email] = (lock, users + 1)
         try:
-            async with lock, self.slot:
-                yield self.slot
+            async with lock, self.slot.lease() as lease:
+                yield lease
         finally:
             self.admitted -= 1
             lock, users = self._people[email]
@@ -298,10 +310,11 @@ def create_app(
     admission = Admission(concurrency, queue)
     retry_after = str(max(1, round(deadline_s)))
 
-    def answer(
-        outcome: str, status: int, headers: dict[str, str] | None = None, **body: Any
-    ) -> web.Response:
+    def answer(outcome: str, status: int, **body: Any) -> web.Response:
         metrics.deliveries.labels(outcome).inc()
+        # Every "retry later" says when: the busy queue, the deadline, OpenWebUI down or
+        # refusing for now (503), and a replay of a delivery still running (409).
+        headers = {"Retry-After": retry_after} if status in (409, 503) else None
         return web.json_response(body, status=status, headers=headers)
 
     async def signup(request: web.Request) -> web.Response:
@@ -378,12 +391,7 @@ def create_app(
                     )
         except Busy:
             log.warning("webhook refused: too many deliveries waiting", webhook_id=msg_id)
-            return answer(
-                "busy",
-                503,
-                headers={"Retry-After": retry_after},
-                error="the receiver is busy with other signups; retry later",
-            )
+            return answer("busy", 503, error="the receiver is busy with other signups; retry later")
         except TimeoutError:
             log.warning("webhook deadline passed", webhook_id=msg_id, email=signup.email)
             return answer("deadline", 503, error="provisioning is taking too long; retry later")
