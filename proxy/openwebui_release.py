@@ -36,8 +36,10 @@ PINNED_LISTED_FROM: Release = (0, 6, 34)
 NAME_DECODED_FROM: Release = (0, 6, 37)
 SIGNUP_INDEPENDENT_FROM: Release = (0, 8, 0)
 
-# ASCII digits only: \d and int() also take other scripts' digits.
-_RELEASE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)", re.ASCII)
+# ASCII digits only: \d and int() also take other scripts' digits. At most nine a part, and
+# never the start of a longer number: int() refuses a string of 4,300 digits or more
+# (ValueError), and the version is the upstream's answer (no release, refused, instead).
+_RELEASE = re.compile(r"^v?(\d{1,9})\.(\d{1,9})\.(\d{1,9})(?!\d)", re.ASCII)
 
 SIGNUP_FIX = (
     "as the OpenWebUI admin, turn on Admin Panel > Settings > General > 'Enable New Sign Ups' "

@@ -203,8 +203,14 @@ def load_folder(folder: Path) -> dict[str, dict[str, Template]]:
                 f"{', '.join(PLACEHOLDERS)}, LANG a lower-case language tag (de, pt-br)"
             )
             continue
+        # Only a regular file (a link to one included), and never more than one byte past
+        # the limit: a named pipe blocked the start, a device (/dev/zero) read without end.
         try:
-            data = path.read_bytes()[: _MAX_TEMPLATE_BYTES + 1]
+            if not path.is_file():
+                problems.append(f"{path}: not a regular file")
+                continue
+            with path.open("rb") as file:
+                data = file.read(_MAX_TEMPLATE_BYTES + 1)
         except OSError as exc:
             problems.append(f"{path}: cannot read ({exc.strerror})")
             continue

@@ -33,6 +33,10 @@ CHECK_EVERY_S = 5.0
 _STUCK_SLACK_S = 5.0
 # Names the proxy's own reads in OpenWebUI's access log (and lets test fakes tell them apart).
 USER_AGENT = "owui-gate-readiness"
+# Of /health's body (OpenWebUI's is ``{"status":true}``), what is read so a short one leaves
+# the connection reusable; the status decides, and a longer body is dropped with the
+# connection, never buffered (a body without end filled worker 0's memory every check).
+_HEALTH_BODY_BYTES = 4096
 
 
 class UpstreamReadiness:
@@ -95,7 +99,7 @@ async def upstream_health(upstream: Upstream) -> str | None:
             timeout=aiohttp.ClientTimeout(total=upstream.connect_timeout_s),
             allow_redirects=False,
         ) as response:
-            await response.read()
+            await response.content.read(_HEALTH_BODY_BYTES)
             return None if response.status == 200 else f"GET /health answered {response.status}"
     except (TimeoutError, aiohttp.ClientError) as exc:
         return f"GET /health failed ({type(exc).__name__})"
