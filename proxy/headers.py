@@ -403,20 +403,31 @@ def request_headers_upstream(
 
 
 # What a response header's name makes of it: passed on, dropped as hop-by-hop, dropped as
-# the Connection header (whose value lists more names to drop), or passed on unless the
-# body is counted again (Content-Length). OpenWebUI sends the same few names on every
-# answer: each is judged once (bounded as the request side's verdicts).
-_PASSES, _HOP_BY_HOP, _CONNECTION, _LENGTH = range(4)
+# the Connection header (whose value lists more names to drop), passed on unless the body
+# is counted again (Content-Length), or dropped as a CORS grant. OpenWebUI sends the same
+# few names on every answer: each is judged once (bounded as the request side's verdicts).
+_PASSES, _HOP_BY_HOP, _CONNECTION, _LENGTH, _CROSS_ORIGIN = range(5)
 _response_kinds: dict[str, int] = {}
+# CORS answers (Access-Control-Allow-Origin, -Credentials, ...) never leave the proxy.
+# OpenWebUI 0.12.4's default (CORS_ALLOW_ORIGIN "*" with credentials allowed: Starlette's
+# CORSMiddleware) echoes any request's Origin with Allow-Credentials whenever it carries a
+# cookie, so a page on another origin whose fetch carries the person's cookies (a sibling
+# subdomain is the same site: Lax cookies go along) could read their chats through the
+# proxy. Behind owui-gate OpenWebUI is one origin, whose own pages need no CORS, and a
+# preflight never passed (it carries no credentials: 401); nothing legitimate is lost.
+_CORS_PREFIX = "access-control-"
 
 
 def _response_kind(name: str) -> int:
     kind = _response_kinds.get(name)
     if kind is None:
-        if normalise(name) in HOP_BY_HOP:
+        folded = normalise(name)
+        if folded in HOP_BY_HOP:
             kind = _CONNECTION if _is_connection(name) else _HOP_BY_HOP
         elif len(name) == 14 and name.lower() == "content-length":
             kind = _LENGTH
+        elif folded.startswith(_CORS_PREFIX):
+            kind = _CROSS_ORIGIN
         else:
             kind = _PASSES
         if len(name) <= _MAX_CACHED_NAME:
@@ -443,7 +454,8 @@ def _listed_beyond_hop_by_hop(value: str) -> frozenset[str]:
 
 
 def filter_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> CIMultiDict[str]:
-    """The upstream's response headers minus hop-by-hop ones (and those its Connection lists)."""
+    """The upstream's response headers minus hop-by-hop ones (and those its Connection
+    lists) and CORS grants (``Access-Control-*``)."""
     return CIMultiDict(response_header_items(upstream_headers))
 
 

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import socket
 import zlib
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -33,6 +31,7 @@ from proxy.errors import BadRequest
 from proxy.settings import Settings
 from tests.proxy.rawhttp import raw_request
 from tests.proxy.test_h1 import Conn, hdrs, ok, pool_for, scripted  # noqa: F401 (fixture)
+from tests.proxy.uvicorn_serving import uvicorn_serving
 
 SMUGGLED = (
     b"POST /api/v1/users/admin-only HTTP/1.1\r\nHost: owui\r\n"
@@ -68,16 +67,8 @@ class OpenWebUI:
 @pytest.fixture
 async def openwebui() -> AsyncIterator[tuple[OpenWebUI, int]]:
     owui = OpenWebUI()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(owui.app(), http="httptools", lifespan="off", log_level="critical")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-        await asyncio.sleep(0.01)
-    yield owui, sock.getsockname()[1]
-    server.should_exit = True
-    await task
+    async with uvicorn_serving(owui.app()) as port:
+        yield owui, port
 
 
 def _deflate(data: bytes) -> bytes:

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from typing import Any
 
 import pytest
-import uvicorn
 
 from tests.proxy.conftest import ALICE_COOKIE
+from tests.proxy.uvicorn_serving import uvicorn_serving
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 
@@ -45,27 +44,10 @@ async def _echo_app(scope: Any, receive: Any, send: Any) -> None:
                 return
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 async def uvicorn_upstream() -> Any:
-    port = _free_port()
-    config = uvicorn.Config(
-        _echo_app, host="127.0.0.1", port=port, http="httptools", log_level="critical"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    for _ in range(200):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    await task
+    async with uvicorn_serving(_echo_app) as port:
+        yield f"http://127.0.0.1:{port}/"
 
 
 async def _upgrade_status(host: str, port: int, extra: list[str]) -> bytes:
