@@ -28,7 +28,7 @@ from proxy.access import AccessRules, Refusal
 from proxy.auth.base import Authenticator, Denied
 from proxy.eio_sessions import SessionSeals, is_handshake
 from proxy.errors import AccessDenied, BadRequest, Forbidden
-from proxy.headers import HeaderPolicy, forwarded_view, request_headers_upstream
+from proxy.headers import Forwarded, HeaderPolicy, forwarded_view, request_headers_upstream
 from proxy.identity import Identity
 from proxy.metrics import Metrics
 from proxy.pseudonym import Pseudonyms, person
@@ -54,12 +54,14 @@ Answer = web.StreamResponse | None
 Stage = Callable[[Scope], Answer | Coroutine[Any, Any, Answer]]
 
 
-def _own_origin(request: web.Request) -> str:
-    """The origin the client says it reached (no public URL configured): its scheme and
-    ``Host``; 400 for a Host that is no ``host[:port]`` (a port that is not a number, an
-    unclosed IPv6 bracket), which would otherwise end the request in a 500."""
+def _own_origin(forwarded: Forwarded) -> str:
+    """The origin the client says it reached (no public URL configured): the scheme and host
+    of the forwarded view, so a trusted front proxy's ``X-Forwarded-Proto``/``-Host`` count
+    (behind one that terminates TLS the browser's origin is ``https``, the proxy's own
+    scheme ``http``); 400 for a host that is no ``host[:port]`` (a port that is not a
+    number, an unclosed IPv6 bracket), which would otherwise end the request in a 500."""
     try:
-        return browser.origin_of(f"{request.scheme}://{request.host}")
+        return browser.origin_of(f"{forwarded.proto}://{forwarded.host}")
     except ValueError as exc:
         raise BadRequest("the Host header is not a host[:port]") from exc
 
@@ -206,7 +208,7 @@ class PublicHandler:
         if target.route == browser.SIGNOUT_PATH and browser.cross_site(
             request.headers.get("Sec-Fetch-Site"),
             request.headers.get("Origin"),
-            self.public_origin or _own_origin(request),
+            self.public_origin or _own_origin(scope.forwarded),
         ):
             self.metrics.count_decision("cross_site_signout")
             raise Forbidden("cross-site sign-out refused")
