@@ -42,7 +42,7 @@ from proxy.auth.forward import DecisionCache
 from proxy.errors import UpstreamTimeout, UpstreamUnavailable, drop_frames
 from proxy.headers import HeaderPolicy, identity_headers
 from proxy.identity import Identity, InvalidIdentity, make_identity
-from proxy.upstream import Upstream
+from proxy.upstream import SIDE_ANSWER_MAX_BYTES, Upstream, read_capped
 from proxy.upstream_errors import Stage, translate
 
 SESSION_PATH = "/api/v1/auths/"
@@ -94,6 +94,9 @@ def cache_key(credential: str, email: str) -> bytes:
     text = f"{len(credential)}:{credential}{email}"
     return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=32).digest()
 
+
+# The most of OpenWebUI's answer that is read: a longer one is cut, so it names nobody.
+_MAX_ANSWER_BYTES = SIDE_ANSWER_MAX_BYTES
 
 # The answer to a credential that is not ASCII (see the module docstring).
 NOT_ISSUED = Refused(
@@ -211,7 +214,8 @@ class Owners:
                     total=upstream.connect_timeout_s + upstream.response_timeout_s
                 ),
             ) as response:
-                return response.status, await response.read(), response.content_type
+                body = await read_capped(response.content, _MAX_ANSWER_BYTES)
+                return response.status, body, response.content_type
         except (TimeoutError, aiohttp.ClientError) as exc:
             drop_frames(exc)
             # Answered as the upstream-failure table says: a timeout is a 504.

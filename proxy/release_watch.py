@@ -37,14 +37,14 @@ import aiohttp
 from proxy import logs
 from proxy.errors import ConfigProblems, ProxyError, UpstreamUnavailable
 from proxy.openwebui_release import Assessment, assess
-from proxy.upstream import Upstream
+from proxy.upstream import SIDE_ANSWER_MAX_BYTES, Upstream, read_capped
 from proxy.upstream_errors import Stage, translate
 
 RECHECK_S = 60.0
 # Names the proxy's own reads in OpenWebUI's access log (and lets test fakes tell them apart).
 USER_AGENT = "owui-gate-release-check"
 _CONFIG_PATH = "/api/config"
-_MAX_CONFIG_BYTES = 1_000_000
+_MAX_CONFIG_BYTES = SIDE_ANSWER_MAX_BYTES
 
 
 class UnsafeRelease(ProxyError):
@@ -169,7 +169,7 @@ class ReleaseWatch:
                 # accepts connections but does not answer yet.
                 timeout=aiohttp.ClientTimeout(total=self.upstream.connect_timeout_s),
             ) as response:
-                body = await _read_capped(response.content, _MAX_CONFIG_BYTES)
+                body = await read_capped(response.content, _MAX_CONFIG_BYTES)
                 status = response.status
         except (TimeoutError, aiohttp.ClientError) as exc:
             self._unread_because = exc
@@ -210,15 +210,3 @@ class ReleaseWatch:
             self._log.warning(
                 "openwebui_release_warning", version=assessment.version, problem=warning
             )
-
-
-async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
-    """The body to its end, at most its first ``limit`` bytes (a longer one is cut there,
-    so no JSON is read from it). One ``read(limit)`` returns only what is buffered: a config
-    in two TCP segments was read half."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit and (chunk := await content.read(limit - size)):
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)

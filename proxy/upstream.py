@@ -18,6 +18,21 @@ from proxy.settings import Settings
 
 # aiohttp adds these when missing; we send exactly the header set the caller built.
 _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+# The most of an answer to one of the proxy's own side requests (the release's
+# /api/config, whose a credential is) that is read: they are small JSON objects, and a
+# longer one is cut there, so no JSON is read from it.
+SIDE_ANSWER_MAX_BYTES = 1_000_000
+
+
+async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body to its end, at most its first ``limit`` bytes. One ``read(limit)`` returns
+    only what is buffered: a config in two TCP segments was read half."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await content.read(limit - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
