@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from proxy.readiness import upstream_health
 from proxy.upstream import Upstream
+from tests.proxy.rawhttp import raw_server
 
 CHUNK = b"x" * (1 << 20)
 OFFERED = 512  # MiB the fake offers
@@ -39,11 +40,8 @@ async def endless_health(sent: list[int]) -> AsyncIterator[str]:
             sent.append(total)
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
+    async with raw_server(handle) as url:
+        yield url
 
 
 async def test_health_reads_a_bounded_part_of_the_body(settings_for) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from proxy.release_watch import ReleaseWatch
 from proxy.upstream import Upstream
+from tests.proxy.rawhttp import raw_server
 
 CONFIG = json.dumps({"version": "0.12.4", "features": {}, "padding": "x" * 4000}).encode()
 
@@ -40,11 +41,8 @@ async def serving_config(body: bytes, *, split: bool = False) -> AsyncIterator[s
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
+    async with raw_server(handle) as url:
+        yield url
 
 
 @asynccontextmanager
