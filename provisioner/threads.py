@@ -14,10 +14,20 @@ A thread carries its (course, module) twice, for two different readers:
 
 Clones and forks made in OpenWebUI copy the whole chat JSON, marker included, but add
 ``originalChatId``: they are the user's copies and never count as the course thread.
+
+A thread is *pristine* (ours to delete as a duplicate, to delete without
+``--including-replied``, to rewrite with ``--update-unreplied``) only while it holds
+nothing but the text we wrote. Counting messages is not enough: OpenWebUI lets the person
+edit any message of their own chats, the assistant's included, so a thread still holding
+one assistant message may hold the person's words. The opening message therefore carries
+the SHA-256 of the text we wrote (:data:`OPENING_KEY`); an opening whose text no longer
+has that digest, or has none (an edit that dropped it, a thread from before), is the
+person's, and kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Collection, Iterable
@@ -27,6 +37,13 @@ from typing import Any, Literal
 from provisioner.course import Course, Module
 
 MARKER_KEY = "owui_gate"
+# In the opening message: the SHA-256 (hex) of the text the provisioner wrote there.
+OPENING_KEY = "owui_gate_sha256"
+
+
+def text_digest(text: str) -> str:
+    """What :data:`OPENING_KEY` holds for a message whose content is ``text``."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 TitleTag = Literal["hidden", "visible"]
@@ -106,6 +123,7 @@ def build_chat(
         "modelName": model,
         "modelIdx": 0,
         "timestamp": int(now),
+        OPENING_KEY: text_digest(module.first_message),
     }
     return {
         "title": thread_title(course, module, title_tag),
@@ -265,6 +283,7 @@ def update_for(thread: Thread, course: Course, module: Module) -> dict[str, Any]
     model = course.model_for(module)
     message = {**thread.opening, "content": module.first_message, "model": model}
     message["modelName"] = model
+    message[OPENING_KEY] = text_digest(module.first_message)
     return {"history": {"messages": {message["id"]: message}}, "messages": [message]}
 
 
@@ -280,13 +299,20 @@ def _first_content(body: dict[str, Any]) -> str | None:
 
 
 def _pristine(body: dict[str, Any]) -> bool:
-    """True while the chat still holds only the assistant message we wrote."""
+    """True while the chat still holds only the assistant message we wrote, with the text
+    we wrote: an opening the person edited (its digest no longer matches, or is gone) is
+    theirs."""
     history = body.get("history")
     messages = history.get("messages") if isinstance(history, dict) else None
     if not isinstance(messages, dict) or len(messages) != 1:
         return False
     (only,) = messages.values()
-    return isinstance(only, dict) and only.get("role") == "assistant"
+    if not isinstance(only, dict) or only.get("role") != "assistant":
+        return False
+    content, digest = only.get("content"), only.get(OPENING_KEY)
+    # Plain ``==``: no secret here, and the digest is the person's to write (compare_digest
+    # would raise on a non-ASCII one).
+    return isinstance(content, str) and digest == text_digest(content)
 
 
 @dataclass(frozen=True, slots=True)
