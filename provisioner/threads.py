@@ -176,7 +176,7 @@ class Thread:
 def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | None:
     """The thread ``chat`` is for (course, module), or ``None`` if it is not one of ours."""
     body = chat.get("chat")
-    if not isinstance(body, dict) or body.get(MARKER_KEY) != marker(course_id, module_id):
+    if not isinstance(body, dict) or marked(body) != (course_id, module_id):
         return None
     if "originalChatId" in body:  # a clone or fork the user made
         return None
@@ -198,6 +198,22 @@ def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | 
 Key = tuple[str, str]  # (course id, module id)
 
 
+def marked(body: object) -> Key | None:
+    """The (course, module) a chat JSON's marker names, or ``None`` when it has none.
+
+    The one reading of the marker: the chat JSON is the person's to write, so the marker
+    may be anything at all; only two strings name a module (anything else, a list or a
+    dict that a set look-up would refuse, names none).
+    """
+    mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
+    if not isinstance(mark, dict):
+        return None
+    course_id, module_id = mark.get("course"), mark.get("module")
+    if not isinstance(course_id, str) or not isinstance(module_id, str):
+        return None
+    return (course_id, module_id)
+
+
 def threads_by_module(
     chats: Iterable[dict[str, Any]], wanted: Collection[Key]
 ) -> dict[Key, list[Thread]]:
@@ -207,17 +223,11 @@ def threads_by_module(
     """
     found: dict[Key, list[Thread]] = {key: [] for key in wanted}
     for chat in chats:
-        body = chat.get("chat")
-        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
-        if not isinstance(mark, dict):
-            continue
-        course_id, module_id = mark.get("course"), mark.get("module")
-        if not isinstance(course_id, str) or not isinstance(module_id, str):
-            continue
-        if (course_id, module_id) in found:
-            thread = as_thread(chat, course_id, module_id)
+        key = marked(chat.get("chat"))
+        if key is not None and key in found:
+            thread = as_thread(chat, *key)
             if thread is not None:
-                found[(course_id, module_id)].append(thread)
+                found[key].append(thread)
     return found
 
 
@@ -229,18 +239,14 @@ def course_threads(
     A module no course file still has is found too: the marker is the course's."""
     found: dict[Key, list[Thread]] = {}
     for chat in chats:
-        body = chat.get("chat")
-        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
-        if not isinstance(mark, dict):
+        key = marked(chat.get("chat"))
+        if key is None or key[0] not in course_ids:
             continue
-        course_id, module = mark.get("course"), mark.get("module")
-        if course_id not in course_ids or not isinstance(module, str):
+        if module_id is not None and key[1] != module_id:
             continue
-        if module_id is not None and module != module_id:
-            continue
-        thread = as_thread(chat, str(course_id), module)
+        thread = as_thread(chat, *key)
         if thread is not None:
-            found.setdefault((str(course_id), module), []).append(thread)
+            found.setdefault(key, []).append(thread)
     return found
 
 
@@ -255,12 +261,11 @@ def left_behind(chats: Iterable[dict[str, Any]], wanted: Collection[Key]) -> lis
         body = chat.get("chat")
         if not isinstance(body, dict) or "originalChatId" in body:
             continue
-        mark = body.get(MARKER_KEY)
-        if not isinstance(mark, dict):
+        key = marked(body)
+        if key is None or key[0] not in courses or key in wanted:
             continue
-        key = (mark.get("course"), mark.get("module"))
-        if key[0] in courses and key not in wanted and isinstance(chat.get("id"), str):
-            found.append(((str(key[0]), str(key[1])), str(chat["id"])))
+        if isinstance(chat.get("id"), str):
+            found.append((key, str(chat["id"])))
     return found
 
 
