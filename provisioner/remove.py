@@ -32,7 +32,7 @@ from provisioner.client import EXPORT_BATCH_SIZE, UserSession
 from provisioner.course import Course
 from provisioner.directory import Directory
 from provisioner.errors import NotConverged, PendingUser, ProvisionError
-from provisioner.folders import as_folders, is_course_folder
+from provisioner.folders import as_folders, is_made_course_folder
 from provisioner.provision import Provisioner
 from provisioner.threads import Thread
 from provisioner.users import UserRow
@@ -119,7 +119,7 @@ class Remover:
                 ]
                 folders = []
                 if self._module_id is None:
-                    folders = await self._empty_course_folders(session, course_ids)
+                    folders = await self._empty_course_folders(session, courses)
                 return [*deleted.values(), *kept, *folders]
             for (course_id, module_id), thread in doomed:
                 await session.delete_chat(thread.id)
@@ -130,12 +130,14 @@ class Remover:
         raise NotConverged(f"{email}: threads still there after {self._rounds} rounds; run again")
 
     async def _empty_course_folders(
-        self, session: UserSession, course_ids: Sequence[str]
+        self, session: UserSession, courses: Sequence[Course]
     ) -> list[Removal]:
         """Delete the courses' folders that now hold nothing (known only for a person below
-        100 chats, whose chats are read in one snapshot; others keep the folder)."""
+        100 chats, whose chats are read in one snapshot; others keep the folder). Only a
+        folder named exactly as the provisioner names it: one the person named with the
+        course's tag is theirs (:func:`is_made_course_folder`)."""
         folders = as_folders(await session.list_folders())
-        ours = [(f, c) for f in folders for c in course_ids if is_course_folder(f, c)]
+        ours = [(f, c.course.id) for f in folders for c in courses if is_made_course_folder(f, c)]
         if not ours:
             return []
         chats = await session.list_all()
