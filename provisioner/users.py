@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.errors import BadInput
+from provisioner.errors import BadInput, shown
 from proxy.identity import OWS, InvalidIdentity, parse_groups, validate_email, validate_name
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -206,7 +206,8 @@ def _course_ids(value: Any, column: str, known: Sequence[str]) -> tuple[str, ...
         raise _RowProblem(f"{column!r} must be text or a list of course ids")
     if not ids:
         raise _RowProblem(f"no course in {column!r}")
-    unknown = [course_id for course_id in ids if course_id not in known]
+    # Escaped: the cell may hold anything, line feeds included, and the message is printed.
+    unknown = [shown(course_id, newlines=False) for course_id in ids if course_id not in known]
     if unknown:
         raise _RowProblem(
             f"unknown course {', '.join(unknown)} in {column!r} "
