@@ -87,8 +87,9 @@ class Remover:
         await self._provisioner.preflight()
         await self._directory.prefetch(emails)
 
-    def _goes(self, thread: Thread) -> bool:
-        return self._including_replied or not thread.replied
+    def _goes(self, thread: Thread, text: str | None) -> bool:
+        """``text``: the module's current first message (``None`` for a retired module)."""
+        return self._including_replied or thread.ours_with(text)
 
     async def remove_user(self, courses: Sequence[Course], email: str) -> list[Removal]:
         """Delete the courses' threads of ``email`` until a look finds none left to delete."""
@@ -102,6 +103,7 @@ class Remover:
             raise PendingUser(email)
         session = await self._provisioner.api.signin(email, None)
         course_ids = [course.course.id for course in courses]
+        texts = {(c.course.id, m.id): m.first_message for c in courses for m in c.modules}
         deleted: dict[str, Removal] = {}
         for _ in range(self._rounds):
             found = await self._provisioner.look_at_courses(session, course_ids, self._module_id)
@@ -109,7 +111,7 @@ class Remover:
                 (key, thread)
                 for key, threads in found.items()
                 for thread in threads
-                if self._goes(thread)
+                if self._goes(thread, texts.get(key))
             ]
             if not doomed:
                 kept = [

@@ -110,7 +110,7 @@ def module_row(
     email: str, course: Course, module: Module, found: Sequence[Thread], folder: FolderPlan | None
 ) -> StatusRow:
     """The row for one module from the threads a look found (pure)."""
-    found_plan = plan(found)
+    found_plan = plan(found, module.first_message)
     if found_plan is None:
         return StatusRow(email, course.course.id, module.id, "missing")
     thread = found_plan.winner
@@ -120,7 +120,7 @@ def module_row(
         module.id,
         "present",
         where=where_is(thread, folder),
-        replied=thread.replied,
+        replied=not thread.ours_with(module.first_message),
         first_message_changed=thread.first_content != module.first_message,
         threads=len(found),
         chat_id=thread.id,

@@ -15,14 +15,18 @@ A thread carries its (course, module) twice, for two different readers:
 Clones and forks made in OpenWebUI copy the whole chat JSON, marker included, but add
 ``originalChatId``: they are the user's copies and never count as the course thread.
 
-A thread is *pristine* (ours to delete as a duplicate, to delete without
-``--including-replied``, to rewrite with ``--update-unreplied``) only while it holds
-nothing but the text we wrote. Counting messages is not enough: OpenWebUI lets the person
-edit any message of their own chats, the assistant's included, so a thread still holding
-one assistant message may hold the person's words. The opening message therefore carries
-the SHA-256 of the text we wrote (:data:`OPENING_KEY`); an opening whose text no longer
-has that digest, or has none (an edit that dropped it, a thread from before), is the
-person's, and kept.
+A thread is ours to delete as a duplicate, to delete without ``--including-replied`` or
+to rewrite with ``--update-unreplied`` only while it holds nothing but a text we wrote.
+Counting messages is not enough: OpenWebUI lets the person edit any message of their own
+chats, the assistant's included, so a thread still holding one assistant message may hold
+the person's words. The opening message therefore carries the SHA-256 of the text it was
+created with (:data:`OPENING_KEY`): the thread is *pristine* while its one message still
+has that text. The internal listener lets an update change only ``content``, ``model`` and
+``modelName`` (``proxy/chat_update.py``), so ``--update-unreplied`` cannot rewrite the
+digest: a thread also counts as ours while its one message holds exactly the course's
+current text (:meth:`Thread.ours_with`), and is rewritten only while pristine. An opening
+with any other text, or without a digest (an edit that dropped it, a thread from before),
+is the person's, and kept.
 """
 
 from __future__ import annotations
@@ -151,8 +155,9 @@ class Thread:
     id: str
     created_at: int
     archived: bool
+    # The one message still has the text it was created with (its digest matches).
     pristine: bool
-    # The only message while the thread is pristine (what ``--update-unreplied`` may rewrite).
+    # The only message, while the thread holds just one assistant message (edited or not).
     opening: dict[str, Any] | None = None
     folder_id: str | None = None
     # The text of the thread's first message (the root of its history), replied to or not.
@@ -160,8 +165,17 @@ class Thread:
 
     @property
     def replied(self) -> bool:
-        """The person has written in it (anything beyond our one message): theirs to keep."""
+        """The person may have written in it (anything beyond our one message, or in it):
+        theirs to keep, as far as the thread alone tells."""
         return not self.pristine
+
+    def ours_with(self, text: str | None) -> bool:
+        """Whether the thread holds nothing but a text we wrote: pristine, or its one
+        message is exactly ``text``, the module's current first message (``None`` when the
+        course no longer has the module)."""
+        if self.pristine:
+            return True
+        return text is not None and self.opening is not None and self.opening.get("content") == text
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -189,7 +203,7 @@ def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | 
         created_at=created_at,
         archived=chat.get("archived") is True,
         pristine=_pristine(body),
-        opening=_only_message(body) if _pristine(body) else None,
+        opening=_only_message(body) if _one_assistant_message(body) else None,
         folder_id=folder_id if isinstance(folder_id, str) else None,
         first_content=_first_content(body),
     )
@@ -283,12 +297,13 @@ def update_for(thread: Thread, course: Course, module: Module) -> dict[str, Any]
     keeps the stored ``currentId`` when the update names none; so a reply landing between
     our look and this update is kept, and still shown.
     """
-    if thread.opening is None or thread.opening.get("content") == module.first_message:
+    if not thread.pristine or thread.opening is None:
+        return None  # an opening whose text is not the one it was created with is theirs
+    if thread.opening.get("content") == module.first_message:
         return None
     model = course.model_for(module)
     message = {**thread.opening, "content": module.first_message, "model": model}
-    message["modelName"] = model
-    message[OPENING_KEY] = text_digest(module.first_message)
+    message["modelName"] = model  # the digest stays: the internal listener refuses more
     return {"history": {"messages": {message["id"]: message}}, "messages": [message]}
 
 
@@ -303,17 +318,23 @@ def _first_content(body: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def _pristine(body: dict[str, Any]) -> bool:
-    """True while the chat still holds only the assistant message we wrote, with the text
-    we wrote: an opening the person edited (its digest no longer matches, or is gone) is
-    theirs."""
+def _one_assistant_message(body: dict[str, Any]) -> bool:
+    """True while the chat holds one message, an assistant's (edited or not)."""
     history = body.get("history")
     messages = history.get("messages") if isinstance(history, dict) else None
     if not isinstance(messages, dict) or len(messages) != 1:
         return False
     (only,) = messages.values()
-    if not isinstance(only, dict) or only.get("role") != "assistant":
+    return isinstance(only, dict) and only.get("role") == "assistant"
+
+
+def _pristine(body: dict[str, Any]) -> bool:
+    """True while the chat still holds only the assistant message we wrote, with the text
+    it was created with: an opening the person edited (its digest no longer matches, or is
+    gone) is not pristine."""
+    if not _one_assistant_message(body):
         return False
+    (only,) = body["history"]["messages"].values()
     content, digest = only.get("content"), only.get(OPENING_KEY)
     # Plain ``==``: no secret here, and the digest is the person's to write (compare_digest
     # would raise on a non-ASCII one).
@@ -329,16 +350,20 @@ class Plan:
     keep: tuple[Thread, ...]  # extra threads holding the user's own messages: never deleted
 
 
-def plan(threads: Iterable[Thread]) -> Plan | None:
-    """Pick the winner and the duplicates to delete; ``None`` when there is no thread."""
+def plan(threads: Iterable[Thread], text: str | None = None) -> Plan | None:
+    """Pick the winner and the duplicates to delete; ``None`` when there is no thread.
+
+    ``text`` is the module's current first message: a duplicate holding exactly it is
+    ours too (:meth:`Thread.ours_with`); without it only pristine ones are.
+    """
     ordered = sorted(threads, key=lambda thread: thread.rank)
     if not ordered:
         return None
     winner, rest = ordered[0], ordered[1:]
     return Plan(
         winner=winner,
-        delete=tuple(thread for thread in rest if thread.pristine),
-        keep=tuple(thread for thread in rest if not thread.pristine),
+        delete=tuple(thread for thread in rest if thread.ours_with(text)),
+        keep=tuple(thread for thread in rest if not thread.ours_with(text)),
     )
 
 
@@ -369,7 +394,7 @@ def decide(
     """The step for one module, given the threads found and the course folder's id
     (``folder`` placement; ``None`` while it does not exist). A real run does it; a dry
     run only says it."""
-    found_plan = plan(found)
+    found_plan = plan(found, module.first_message)
     if found_plan is None:
         return Decision("create", None)
     winner = found_plan.winner

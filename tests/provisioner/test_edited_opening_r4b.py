@@ -11,6 +11,7 @@ leftover, and ``--update-unreplied`` wrote the course's text over it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from provisioner.client import OpenWebUI, Transport, make_http_client
 from provisioner.course import Course
 from provisioner.provision import Provisioner
 from provisioner.settings import Settings
-from provisioner.threads import MARKER_KEY, as_thread, build_chat, plan, update_for
+from provisioner.threads import MARKER_KEY, OPENING_KEY, as_thread, build_chat, plan, update_for
+from proxy.chat_update import refusal
 from tests.provisioner.cli_helpers import run
 from tests.provisioner.conftest import LOOKUP_EMAIL
 from tests.provisioner.fake_owui import SERVICE_TOKEN, FakeOpenWebUI, FastClock
@@ -74,24 +76,50 @@ def test_a_duplicate_holding_the_persons_text_is_kept_not_deleted(course: Course
     assert [t.id for t in decided.keep] == ["b"]
 
 
-def test_an_updated_opening_is_pristine_again(course: Course) -> None:
-    """Our own ``--update-unreplied`` rewrite is ours: the thread stays pristine."""
+def test_our_update_is_one_the_internal_listener_relays_and_the_thread_stays_ours(
+    course: Course,
+) -> None:
+    """``--update-unreplied`` may change only content, model and modelName (the internal
+    listener refuses more, ``proxy/chat_update.py``): the digest stays, and the rewritten
+    thread counts as ours through the course's current text."""
     module = course.modules[0]
     chat = build_chat(course, module)
     changed = module.model_copy(update={"first_message": "New text."})
     new_course = course.model_copy(update={"modules": (changed, *course.modules[1:])})
-    thread = as_thread(whole(chat), "demo", module.id)
+    stored = whole(chat)
+    thread = as_thread(stored, "demo", module.id)
     assert thread is not None
     update = update_for(thread, new_course, changed)
     assert update is not None
+    assert refusal(json.dumps({"chat": update}).encode(), stored) is None
     merged = {**chat, **update}  # top-level keys replace; the one message is replaced whole
     merged["history"] = {**chat["history"], "messages": update["history"]["messages"]}
 
     again = as_thread(whole(merged), "demo", module.id)
 
     assert again is not None
-    assert again.pristine
+    assert again.ours_with(changed.first_message)
+    assert not again.ours_with(THEIR_TEXT)
     assert update_for(again, new_course, changed) is None
+    decided = plan([again], changed.first_message)
+    assert decided is not None
+
+
+def test_a_duplicate_holding_the_current_text_is_still_deleted(course: Course) -> None:
+    module = course.modules[0]
+    first = as_thread(whole(build_chat(course, module), "a", 1), "demo", module.id)
+    rewritten = build_chat(course, module)
+    edit_opening(rewritten, module.first_message + " ")
+    edit_opening(rewritten, module.first_message)  # the text is the course's own again
+    rewritten["history"]["messages"][rewritten["history"]["currentId"]].pop(OPENING_KEY)
+    second = as_thread(whole(rewritten, "b", 2), "demo", module.id)
+    assert first is not None
+    assert second is not None
+
+    decided = plan([first, second], module.first_message)
+
+    assert decided is not None
+    assert [t.id for t in decided.delete] == ["b"]
 
 
 async def test_remove_keeps_a_thread_whose_opening_the_person_rewrote(
