@@ -129,13 +129,28 @@ def _records_csv(
 ) -> tuple[list[str], Iterator[tuple[int, Record]]]:
     """The header's column keys, then ``(line, record)`` for each non-blank data row."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = next(reader, None)
+
+    def unreadable(exc: csv.Error) -> BadInput:
+        # The csv module's own errors (a field over its 131072-character limit) are no
+        # BadInput: said here, with the line, instead of escaping as a traceback.
+        return BadInput(f"{source}:{max(reader.line_num, 1)}: not readable as CSV: {exc}")
+
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise unreadable(exc) from exc
     if header is None:
         raise BadInput(f"{source}: empty file; expected a header line such as 'email,name'")
     keys = [_key(column) for column in header]
 
+    def rows() -> Iterator[list[str]]:
+        try:
+            yield from reader
+        except csv.Error as exc:
+            raise unreadable(exc) from exc
+
     def records() -> Iterator[tuple[int, Record]]:
-        for record in reader:
+        for record in rows():
             if not any(cell.strip() for cell in record):
                 continue
             if len(record) != len(keys):
