@@ -28,10 +28,39 @@ from __future__ import annotations
 
 import errno
 import os
+import unicodedata
+
+# Characters a terminal, a log viewer or a spreadsheet acts on rather than shows: C0 and C1
+# controls (ESC starts ANSI sequences, CSI is U+009B), format characters (bidi overrides
+# and isolates that turn the rest of a line around, zero-width characters), and the line
+# and paragraph separators.
+_UNSHOWN = frozenset(("Cc", "Cf", "Zl", "Zp"))
+
+
+def shown(text: str, *, newlines: bool = True) -> str:
+    """``text`` with every character of :data:`_UNSHOWN` written as a Python escape
+    (``\\x1b``, ``\\u202e``), so it is shown rather than obeyed; line feeds stay line feeds
+    unless ``newlines`` is false (a value inside one line of a message)."""
+    if text.isascii() and text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if (char == "\n" and newlines) or unicodedata.category(char) not in _UNSHOWN:
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+    return "".join(out)
 
 
 class ProvisionError(Exception):
-    """Base of every error the provisioner reports. ``str()`` is safe to show."""
+    """Base of every error the provisioner reports. ``str()`` is safe to show: never a
+    secret, and no character a terminal would obey (:func:`shown`): messages carry values
+    from rosters, course files, webhook payloads and OpenWebUI's answers."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(shown(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class BadInput(ProvisionError):
@@ -42,6 +71,7 @@ class CourseFileError(BadInput):
     """One or more problems in a course file, each naming file, line and field."""
 
     def __init__(self, problems: list[str]) -> None:
+        problems = [shown(problem) for problem in problems]
         super().__init__("\n".join(problems))
         self.problems = problems
 

@@ -87,6 +87,16 @@ def is_course_folder(folder: Folder, course_id: str) -> bool:
     )
 
 
+def is_made_course_folder(folder: Folder, course: Course) -> bool:
+    """A top-level folder named exactly as the provisioner names the course folder (either
+    form): the only kind ever deleted when a course is removed. The name is the person's
+    to write, so one merely carrying the tag (``Homework [demo]``) may be theirs, with a
+    system prompt and files of theirs in it; it is left alone."""
+    return folder.parent_id is None and folder.name in {
+        folder_name(course, form) for form in FOLDER_FORMS
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class FolderPlan:
     """The course folder (the winner) and the duplicates that may be deleted."""
@@ -99,10 +109,17 @@ def plan_folder(folders: Sequence[Folder], course_id: str) -> FolderPlan | None:
     """The course's folder among a person's folders; ``None`` when there is none yet.
 
     A duplicate is only deleted when no folder lies inside it: deleting a folder deletes its
-    sub-folders, which would be the person's. (Its chats move to the top level.)
+    sub-folders, which would be the person's. (Its chats move to the top level.) And only
+    when it has the winner's very name: provisioners racing to make the folder give it the
+    same name, while a folder of the person's that merely carries the tag (the name is
+    theirs to write) may keep a system prompt and files of theirs: it is left alone.
     """
     ours = sorted((f for f in folders if is_course_folder(f, course_id)), key=lambda f: f.rank)
     if not ours:
         return None
+    winner = ours[0]
     parents = {folder.parent_id for folder in folders}
-    return FolderPlan(winner=ours[0], delete=tuple(f for f in ours[1:] if f.id not in parents))
+    return FolderPlan(
+        winner=winner,
+        delete=tuple(f for f in ours[1:] if f.id not in parents and f.name == winner.name),
+    )

@@ -32,7 +32,7 @@ from provisioner.client import EXPORT_BATCH_SIZE, UserSession
 from provisioner.course import Course
 from provisioner.directory import Directory
 from provisioner.errors import NotConverged, PendingUser, ProvisionError
-from provisioner.folders import as_folders, is_course_folder
+from provisioner.folders import as_folders, is_made_course_folder
 from provisioner.provision import Provisioner
 from provisioner.threads import Thread
 from provisioner.users import UserRow
@@ -87,8 +87,9 @@ class Remover:
         await self._provisioner.preflight()
         await self._directory.prefetch(emails)
 
-    def _goes(self, thread: Thread) -> bool:
-        return self._including_replied or not thread.replied
+    def _goes(self, thread: Thread, text: str | None) -> bool:
+        """``text``: the module's current first message (``None`` for a retired module)."""
+        return self._including_replied or thread.ours_with(text)
 
     async def remove_user(self, courses: Sequence[Course], email: str) -> list[Removal]:
         """Delete the courses' threads of ``email`` until a look finds none left to delete."""
@@ -102,6 +103,7 @@ class Remover:
             raise PendingUser(email)
         session = await self._provisioner.api.signin(email, None)
         course_ids = [course.course.id for course in courses]
+        texts = {(c.course.id, m.id): m.first_message for c in courses for m in c.modules}
         deleted: dict[str, Removal] = {}
         for _ in range(self._rounds):
             found = await self._provisioner.look_at_courses(session, course_ids, self._module_id)
@@ -109,7 +111,7 @@ class Remover:
                 (key, thread)
                 for key, threads in found.items()
                 for thread in threads
-                if self._goes(thread)
+                if self._goes(thread, texts.get(key))
             ]
             if not doomed:
                 kept = [
@@ -119,7 +121,7 @@ class Remover:
                 ]
                 folders = []
                 if self._module_id is None:
-                    folders = await self._empty_course_folders(session, course_ids)
+                    folders = await self._empty_course_folders(session, courses)
                 return [*deleted.values(), *kept, *folders]
             for (course_id, module_id), thread in doomed:
                 await session.delete_chat(thread.id)
@@ -130,12 +132,14 @@ class Remover:
         raise NotConverged(f"{email}: threads still there after {self._rounds} rounds; run again")
 
     async def _empty_course_folders(
-        self, session: UserSession, course_ids: Sequence[str]
+        self, session: UserSession, courses: Sequence[Course]
     ) -> list[Removal]:
         """Delete the courses' folders that now hold nothing (known only for a person below
-        100 chats, whose chats are read in one snapshot; others keep the folder)."""
+        100 chats, whose chats are read in one snapshot; others keep the folder). Only a
+        folder named exactly as the provisioner names it: one the person named with the
+        course's tag is theirs (:func:`is_made_course_folder`)."""
         folders = as_folders(await session.list_folders())
-        ours = [(f, c) for f in folders for c in course_ids if is_course_folder(f, c)]
+        ours = [(f, c.course.id) for f in folders for c in courses if is_made_course_folder(f, c)]
         if not ours:
             return []
         chats = await session.list_all()

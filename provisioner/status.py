@@ -73,12 +73,27 @@ class StatusRow:
         return [_cell(values[column]) for column in COLUMNS]
 
 
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection"); blanks before
+# it are skipped by some spreadsheets, so they are looked past.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def spreadsheet_cell(text: str) -> str:
+    """``text`` as a CSV cell a spreadsheet shows as text: a leading ``'`` when it would
+    otherwise start a formula (roster emails such as ``=1+2@x.edu`` are valid addresses,
+    and OpenWebUI's explanations end up in ``detail``). Every CSV an admin opens goes
+    through here."""
+    if text.startswith(_FORMULA_STARTS) or text.lstrip(" ").startswith(_FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    return str(value)
+    return spreadsheet_cell(str(value))
 
 
 def where_is(thread: Thread, folder: FolderPlan | None) -> Where:
@@ -95,7 +110,7 @@ def module_row(
     email: str, course: Course, module: Module, found: Sequence[Thread], folder: FolderPlan | None
 ) -> StatusRow:
     """The row for one module from the threads a look found (pure)."""
-    found_plan = plan(found)
+    found_plan = plan(found, module.first_message)
     if found_plan is None:
         return StatusRow(email, course.course.id, module.id, "missing")
     thread = found_plan.winner
@@ -105,7 +120,7 @@ def module_row(
         module.id,
         "present",
         where=where_is(thread, folder),
-        replied=thread.replied,
+        replied=not thread.ours_with(module.first_message),
         first_message_changed=thread.first_content != module.first_message,
         threads=len(found),
         chat_id=thread.id,

@@ -14,10 +14,24 @@ A thread carries its (course, module) twice, for two different readers:
 
 Clones and forks made in OpenWebUI copy the whole chat JSON, marker included, but add
 ``originalChatId``: they are the user's copies and never count as the course thread.
+
+A thread is ours to delete as a duplicate, to delete without ``--including-replied`` or
+to rewrite with ``--update-unreplied`` only while it holds nothing but a text we wrote.
+Counting messages is not enough: OpenWebUI lets the person edit any message of their own
+chats, the assistant's included, so a thread still holding one assistant message may hold
+the person's words. The opening message therefore carries the SHA-256 of the text it was
+created with (:data:`OPENING_KEY`): the thread is *pristine* while its one message still
+has that text. The internal listener lets an update change only ``content``, ``model`` and
+``modelName`` (``proxy/chat_update.py``), so ``--update-unreplied`` cannot rewrite the
+digest: a thread also counts as ours while its one message holds exactly the course's
+current text (:meth:`Thread.ours_with`), and is rewritten only while pristine. An opening
+with any other text, or without a digest (an edit that dropped it, a thread from before),
+is the person's, and kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Collection, Iterable
@@ -27,6 +41,13 @@ from typing import Any, Literal
 from provisioner.course import Course, Module
 
 MARKER_KEY = "owui_gate"
+# In the opening message: the SHA-256 (hex) of the text the provisioner wrote there.
+OPENING_KEY = "owui_gate_sha256"
+
+
+def text_digest(text: str) -> str:
+    """What :data:`OPENING_KEY` holds for a message whose content is ``text``."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 TitleTag = Literal["hidden", "visible"]
@@ -106,6 +127,7 @@ def build_chat(
         "modelName": model,
         "modelIdx": 0,
         "timestamp": int(now),
+        OPENING_KEY: text_digest(module.first_message),
     }
     return {
         "title": thread_title(course, module, title_tag),
@@ -133,8 +155,9 @@ class Thread:
     id: str
     created_at: int
     archived: bool
+    # The one message still has the text it was created with (its digest matches).
     pristine: bool
-    # The only message while the thread is pristine (what ``--update-unreplied`` may rewrite).
+    # The only message, while the thread holds just one assistant message (edited or not).
     opening: dict[str, Any] | None = None
     folder_id: str | None = None
     # The text of the thread's first message (the root of its history), replied to or not.
@@ -142,8 +165,17 @@ class Thread:
 
     @property
     def replied(self) -> bool:
-        """The person has written in it (anything beyond our one message): theirs to keep."""
+        """The person may have written in it (anything beyond our one message, or in it):
+        theirs to keep, as far as the thread alone tells."""
         return not self.pristine
+
+    def ours_with(self, text: str | None) -> bool:
+        """Whether the thread holds nothing but a text we wrote: pristine, or its one
+        message is exactly ``text``, the module's current first message (``None`` when the
+        course no longer has the module)."""
+        if self.pristine:
+            return True
+        return text is not None and self.opening is not None and self.opening.get("content") == text
 
     @property
     def rank(self) -> tuple[int, str]:
@@ -158,7 +190,7 @@ class Thread:
 def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | None:
     """The thread ``chat`` is for (course, module), or ``None`` if it is not one of ours."""
     body = chat.get("chat")
-    if not isinstance(body, dict) or body.get(MARKER_KEY) != marker(course_id, module_id):
+    if not isinstance(body, dict) or marked(body) != (course_id, module_id):
         return None
     if "originalChatId" in body:  # a clone or fork the user made
         return None
@@ -171,13 +203,29 @@ def as_thread(chat: dict[str, Any], course_id: str, module_id: str) -> Thread | 
         created_at=created_at,
         archived=chat.get("archived") is True,
         pristine=_pristine(body),
-        opening=_only_message(body) if _pristine(body) else None,
+        opening=_only_message(body) if _one_assistant_message(body) else None,
         folder_id=folder_id if isinstance(folder_id, str) else None,
         first_content=_first_content(body),
     )
 
 
 Key = tuple[str, str]  # (course id, module id)
+
+
+def marked(body: object) -> Key | None:
+    """The (course, module) a chat JSON's marker names, or ``None`` when it has none.
+
+    The one reading of the marker: the chat JSON is the person's to write, so the marker
+    may be anything at all; only two strings name a module (anything else, a list or a
+    dict that a set look-up would refuse, names none).
+    """
+    mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
+    if not isinstance(mark, dict):
+        return None
+    course_id, module_id = mark.get("course"), mark.get("module")
+    if not isinstance(course_id, str) or not isinstance(module_id, str):
+        return None
+    return (course_id, module_id)
 
 
 def threads_by_module(
@@ -189,17 +237,11 @@ def threads_by_module(
     """
     found: dict[Key, list[Thread]] = {key: [] for key in wanted}
     for chat in chats:
-        body = chat.get("chat")
-        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
-        if not isinstance(mark, dict):
-            continue
-        course_id, module_id = mark.get("course"), mark.get("module")
-        if not isinstance(course_id, str) or not isinstance(module_id, str):
-            continue
-        if (course_id, module_id) in found:
-            thread = as_thread(chat, course_id, module_id)
+        key = marked(chat.get("chat"))
+        if key is not None and key in found:
+            thread = as_thread(chat, *key)
             if thread is not None:
-                found[(course_id, module_id)].append(thread)
+                found[key].append(thread)
     return found
 
 
@@ -211,18 +253,14 @@ def course_threads(
     A module no course file still has is found too: the marker is the course's."""
     found: dict[Key, list[Thread]] = {}
     for chat in chats:
-        body = chat.get("chat")
-        mark = body.get(MARKER_KEY) if isinstance(body, dict) else None
-        if not isinstance(mark, dict):
+        key = marked(chat.get("chat"))
+        if key is None or key[0] not in course_ids:
             continue
-        course_id, module = mark.get("course"), mark.get("module")
-        if course_id not in course_ids or not isinstance(module, str):
+        if module_id is not None and key[1] != module_id:
             continue
-        if module_id is not None and module != module_id:
-            continue
-        thread = as_thread(chat, str(course_id), module)
+        thread = as_thread(chat, *key)
         if thread is not None:
-            found.setdefault((str(course_id), module), []).append(thread)
+            found.setdefault(key, []).append(thread)
     return found
 
 
@@ -237,12 +275,11 @@ def left_behind(chats: Iterable[dict[str, Any]], wanted: Collection[Key]) -> lis
         body = chat.get("chat")
         if not isinstance(body, dict) or "originalChatId" in body:
             continue
-        mark = body.get(MARKER_KEY)
-        if not isinstance(mark, dict):
+        key = marked(body)
+        if key is None or key[0] not in courses or key in wanted:
             continue
-        key = (mark.get("course"), mark.get("module"))
-        if key[0] in courses and key not in wanted and isinstance(chat.get("id"), str):
-            found.append(((str(key[0]), str(key[1])), str(chat["id"])))
+        if isinstance(chat.get("id"), str):
+            found.append((key, str(chat["id"])))
     return found
 
 
@@ -260,11 +297,13 @@ def update_for(thread: Thread, course: Course, module: Module) -> dict[str, Any]
     keeps the stored ``currentId`` when the update names none; so a reply landing between
     our look and this update is kept, and still shown.
     """
-    if thread.opening is None or thread.opening.get("content") == module.first_message:
+    if not thread.pristine or thread.opening is None:
+        return None  # an opening whose text is not the one it was created with is theirs
+    if thread.opening.get("content") == module.first_message:
         return None
     model = course.model_for(module)
     message = {**thread.opening, "content": module.first_message, "model": model}
-    message["modelName"] = model
+    message["modelName"] = model  # the digest stays: the internal listener refuses more
     return {"history": {"messages": {message["id"]: message}}, "messages": [message]}
 
 
@@ -279,14 +318,27 @@ def _first_content(body: dict[str, Any]) -> str | None:
     return content if isinstance(content, str) else None
 
 
-def _pristine(body: dict[str, Any]) -> bool:
-    """True while the chat still holds only the assistant message we wrote."""
+def _one_assistant_message(body: dict[str, Any]) -> bool:
+    """True while the chat holds one message, an assistant's (edited or not)."""
     history = body.get("history")
     messages = history.get("messages") if isinstance(history, dict) else None
     if not isinstance(messages, dict) or len(messages) != 1:
         return False
     (only,) = messages.values()
     return isinstance(only, dict) and only.get("role") == "assistant"
+
+
+def _pristine(body: dict[str, Any]) -> bool:
+    """True while the chat still holds only the assistant message we wrote, with the text
+    it was created with: an opening the person edited (its digest no longer matches, or is
+    gone) is not pristine."""
+    if not _one_assistant_message(body):
+        return False
+    (only,) = body["history"]["messages"].values()
+    content, digest = only.get("content"), only.get(OPENING_KEY)
+    # Plain ``==``: no secret here, and the digest is the person's to write (compare_digest
+    # would raise on a non-ASCII one).
+    return isinstance(content, str) and digest == text_digest(content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,16 +350,20 @@ class Plan:
     keep: tuple[Thread, ...]  # extra threads holding the user's own messages: never deleted
 
 
-def plan(threads: Iterable[Thread]) -> Plan | None:
-    """Pick the winner and the duplicates to delete; ``None`` when there is no thread."""
+def plan(threads: Iterable[Thread], text: str | None = None) -> Plan | None:
+    """Pick the winner and the duplicates to delete; ``None`` when there is no thread.
+
+    ``text`` is the module's current first message: a duplicate holding exactly it is
+    ours too (:meth:`Thread.ours_with`); without it only pristine ones are.
+    """
     ordered = sorted(threads, key=lambda thread: thread.rank)
     if not ordered:
         return None
     winner, rest = ordered[0], ordered[1:]
     return Plan(
         winner=winner,
-        delete=tuple(thread for thread in rest if thread.pristine),
-        keep=tuple(thread for thread in rest if not thread.pristine),
+        delete=tuple(thread for thread in rest if thread.ours_with(text)),
+        keep=tuple(thread for thread in rest if not thread.ours_with(text)),
     )
 
 
@@ -338,7 +394,7 @@ def decide(
     """The step for one module, given the threads found and the course folder's id
     (``folder`` placement; ``None`` while it does not exist). A real run does it; a dry
     run only says it."""
-    found_plan = plan(found)
+    found_plan = plan(found, module.first_message)
     if found_plan is None:
         return Decision("create", None)
     winner = found_plan.winner

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioner.errors import BadInput
+from provisioner.errors import BadInput, shown
 from proxy.identity import OWS, InvalidIdentity, parse_groups, validate_email, validate_name
 
 JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
@@ -129,13 +129,28 @@ def _records_csv(
 ) -> tuple[list[str], Iterator[tuple[int, Record]]]:
     """The header's column keys, then ``(line, record)`` for each non-blank data row."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = next(reader, None)
+
+    def unreadable(exc: csv.Error) -> BadInput:
+        # The csv module's own errors (a field over its 131072-character limit) are no
+        # BadInput: said here, with the line, instead of escaping as a traceback.
+        return BadInput(f"{source}:{max(reader.line_num, 1)}: not readable as CSV: {exc}")
+
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise unreadable(exc) from exc
     if header is None:
         raise BadInput(f"{source}: empty file; expected a header line such as 'email,name'")
     keys = [_key(column) for column in header]
 
+    def rows() -> Iterator[list[str]]:
+        try:
+            yield from reader
+        except csv.Error as exc:
+            raise unreadable(exc) from exc
+
     def records() -> Iterator[tuple[int, Record]]:
-        for record in reader:
+        for record in rows():
             if not any(cell.strip() for cell in record):
                 continue
             if len(record) != len(keys):
@@ -206,7 +221,8 @@ def _course_ids(value: Any, column: str, known: Sequence[str]) -> tuple[str, ...
         raise _RowProblem(f"{column!r} must be text or a list of course ids")
     if not ids:
         raise _RowProblem(f"no course in {column!r}")
-    unknown = [course_id for course_id in ids if course_id not in known]
+    # Escaped: the cell may hold anything, line feeds included, and the message is printed.
+    unknown = [shown(course_id, newlines=False) for course_id in ids if course_id not in known]
     if unknown:
         raise _RowProblem(
             f"unknown course {', '.join(unknown)} in {column!r} "
