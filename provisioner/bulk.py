@@ -32,6 +32,7 @@ from provisioner.errors import BadInput, ProvisionError
 from provisioner.preview import ALREADY, LEFT_ALONE, NO_ACCOUNT, PlannedModule, Preview
 from provisioner.provision import ModuleResult, Provisioner
 from provisioner.slots import Slots
+from provisioner.spreadsheet import spreadsheet_cell
 from provisioner.stopping import until_stopped
 from provisioner.users import InvalidRow, Roster, UserRow
 
@@ -189,7 +190,10 @@ def write_report(
     with _report_writer(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(REPORT_COLUMNS)
-        writer.writerows(cells for _, cells in sorted(entries, key=lambda entry: entry[0]))
+        writer.writerows(
+            [spreadsheet_cell(cell) for cell in cells]
+            for _, cells in sorted(entries, key=lambda entry: entry[0])
+        )
 
 
 async def run_bulk_cli(

@@ -25,6 +25,7 @@ from provisioner.directory import Directory
 from provisioner.errors import ProvisionError
 from provisioner.folders import FolderPlan
 from provisioner.provision import Look, Provisioner
+from provisioner.spreadsheet import spreadsheet_cell
 from provisioner.threads import Thread, plan
 from provisioner.users import UserRow
 
@@ -71,21 +72,6 @@ class StatusRow:
     def cells(self) -> list[str]:
         values = asdict(self)
         return [_cell(values[column]) for column in COLUMNS]
-
-
-# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection"); blanks before
-# it are skipped by some spreadsheets, so they are looked past.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
-
-
-def spreadsheet_cell(text: str) -> str:
-    """``text`` as a CSV cell a spreadsheet shows as text: a leading ``'`` when it would
-    otherwise start a formula (roster emails such as ``=1+2@x.edu`` are valid addresses,
-    and OpenWebUI's explanations end up in ``detail``). Every CSV an admin opens goes
-    through here."""
-    if text.startswith(_FORMULA_STARTS) or text.lstrip(" ").startswith(_FORMULA_STARTS):
-        return "'" + text
-    return text
 
 
 def _cell(value: object) -> str:

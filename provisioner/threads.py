@@ -21,17 +21,17 @@ Counting messages is not enough: OpenWebUI lets the person edit any message of t
 chats, the assistant's included, so a thread still holding one assistant message may hold
 the person's words. The opening message therefore carries the SHA-256 of the text it was
 created with (:data:`OPENING_KEY`): the thread is *pristine* while its one message still
-has that text. The internal listener lets an update change only ``content``, ``model`` and
-``modelName`` (``proxy/chat_update.py``), so ``--update-unreplied`` cannot rewrite the
-digest: a thread also counts as ours while its one message holds exactly the course's
-current text (:meth:`Thread.ours_with`), and is rewritten only while pristine. An opening
-with any other text, or without a digest (an edit that dropped it, a thread from before),
-is the person's, and kept.
+has that text. ``--update-unreplied`` rewrites only a pristine thread, and writes the new
+text's digest with it (the internal listener relays an update only of a pristine opening,
+and only with the digest of its new content: ``proxy/chat_update.py``, whose digest this
+is). A thread also counts as ours while its one message holds exactly the course's current
+text (:meth:`Thread.ours_with`: a thread from before the digest). An opening with any other
+text, or without a digest (an edit that dropped it, a thread from before), is the
+person's, and kept.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import Collection, Iterable
@@ -39,15 +39,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from provisioner.course import Course, Module
+from proxy.chat_update import DIGEST_KEY, text_digest, written_by_us
 
 MARKER_KEY = "owui_gate"
-# In the opening message: the SHA-256 (hex) of the text the provisioner wrote there.
-OPENING_KEY = "owui_gate_sha256"
-
-
-def text_digest(text: str) -> str:
-    """What :data:`OPENING_KEY` holds for a message whose content is ``text``."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+# In the opening message: the SHA-256 (hex) of the text the provisioner wrote there. One
+# definition, the internal listener's, which checks it on every update.
+OPENING_KEY = DIGEST_KEY
 
 
 TitleTag = Literal["hidden", "visible"]
@@ -303,7 +300,8 @@ def update_for(thread: Thread, course: Course, module: Module) -> dict[str, Any]
         return None
     model = course.model_for(module)
     message = {**thread.opening, "content": module.first_message, "model": model}
-    message["modelName"] = model  # the digest stays: the internal listener refuses more
+    message["modelName"] = model
+    message[OPENING_KEY] = text_digest(module.first_message)  # still ours after the rewrite
     return {"history": {"messages": {message["id"]: message}}, "messages": [message]}
 
 
@@ -335,10 +333,7 @@ def _pristine(body: dict[str, Any]) -> bool:
     if not _one_assistant_message(body):
         return False
     (only,) = body["history"]["messages"].values()
-    content, digest = only.get("content"), only.get(OPENING_KEY)
-    # Plain ``==``: no secret here, and the digest is the person's to write (compare_digest
-    # would raise on a non-ASCII one).
-    return isinstance(content, str) and digest == text_digest(content)
+    return isinstance(only, dict) and written_by_us(only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ import pytest
 
 from demo.stack import Stack
 from provisioner.threads import MARKER_KEY
+from proxy.chat_update import DIGEST_KEY, text_digest
 from tests.e2e.conftest import (
     COURSE_FILE,
     archived_chats,
@@ -68,7 +69,7 @@ def stored(stack: Stack, email: str, chat_id: str) -> dict[str, Any]:
 
 def providers_update(chat: dict[str, Any], content: str) -> dict[str, Any]:
     """What the provisioner's --update-unreplied sends (provisioner.threads.update_for)."""
-    message = {**first_message(chat), "content": content}
+    message = {**first_message(chat), "content": content, DIGEST_KEY: text_digest(content)}
     return {"chat": {"history": {"messages": {message["id"]: message}}, "messages": [message]}}
 
 
@@ -80,6 +81,28 @@ def test_the_provisioners_own_update_still_works(proxy: Stack, thread: Any) -> N
         )
     assert response.status_code == 200, response.text
     assert first_message(stored(proxy, email, chat["id"]))["content"] == "New text, same thread."
+
+
+def test_an_opening_the_student_edited_is_theirs(proxy: Stack, thread: Any) -> None:
+    """OpenWebUI lets the student edit the assistant's opening in their own chat: from then
+    on the service may not write over it, though the thread holds one message still."""
+    email, chat = thread
+    notes = "My own notes on this module."
+    mine = {**first_message(chat), "content": notes}
+    edit = {"chat": {"history": {"messages": {mine["id"]: mine}}, "messages": [mine]}}
+    with direct_client(proxy, email) as student:
+        student.post(f"/api/v1/chats/{chat['id']}", json=edit).raise_for_status()
+    edited = stored(proxy, email, chat["id"])
+    assert first_message(edited)["content"] == notes
+    with as_service(proxy, email) as client:
+        response = client.post(
+            f"/api/v1/chats/{chat['id']}", json=providers_update(edited, "Course text again.")
+        )
+    assert response.status_code == 403, response.text
+    assert response.json()["code"] == "chat_update_refused"
+    assert (
+        first_message(stored(proxy, email, chat["id"]))["content"] == "My own notes on this module."
+    )
 
 
 def forged_user_message(chat: dict[str, Any]) -> dict[str, Any]:

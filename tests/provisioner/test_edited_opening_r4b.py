@@ -79,9 +79,9 @@ def test_a_duplicate_holding_the_persons_text_is_kept_not_deleted(course: Course
 def test_our_update_is_one_the_internal_listener_relays_and_the_thread_stays_ours(
     course: Course,
 ) -> None:
-    """``--update-unreplied`` may change only content, model and modelName (the internal
-    listener refuses more, ``proxy/chat_update.py``): the digest stays, and the rewritten
-    thread counts as ours through the course's current text."""
+    """``--update-unreplied`` changes content, model and modelName, and the digest to the
+    new content's (the internal listener refuses anything else, ``proxy/chat_update.py``):
+    the rewritten thread is pristine again, so a later change of the text is applied too."""
     module = course.modules[0]
     chat = build_chat(course, module)
     changed = module.model_copy(update={"first_message": "New text."})
@@ -98,9 +98,12 @@ def test_our_update_is_one_the_internal_listener_relays_and_the_thread_stays_our
     again = as_thread(whole(merged), "demo", module.id)
 
     assert again is not None
+    assert again.pristine
     assert again.ours_with(changed.first_message)
-    assert not again.ours_with(THEIR_TEXT)
-    assert update_for(again, new_course, changed) is None
+    assert update_for(again, new_course, changed) is None  # up to date
+    later = changed.model_copy(update={"first_message": "Newer text."})
+    later_course = course.model_copy(update={"modules": (later, *course.modules[1:])})
+    assert update_for(again, later_course, later) is not None  # the next change applies too
     decided = plan([again], changed.first_message)
     assert decided is not None
 

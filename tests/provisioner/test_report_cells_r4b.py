@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 import pytest
 
-from provisioner.status import StatusRow, spreadsheet_cell, write_rows
-from provisioner.users import checked_identity
+from provisioner.bulk import write_report
+from provisioner.spreadsheet import spreadsheet_cell
+from provisioner.status import StatusRow, write_rows
+from provisioner.users import checked_identity, parse_roster
 
 FORMULAS = [
     "=1+2@x.edu",
@@ -59,3 +62,20 @@ def test_the_jsonl_rows_are_not_changed() -> None:
     out = io.StringIO()
     write_rows(out, [StatusRow("=1+2@x.edu", "demo", "intro", "missing")], "jsonl")
     assert '"email": "=1+2@x.edu"' in out.getvalue()
+
+
+def test_the_bulk_report_writes_formulas_as_text(tmp_path: Path) -> None:
+    """``bulk --report``: the roster's own emails, valid or not, reach the CSV as text."""
+    roster = parse_roster(
+        'email\n=1+2@x.edu\n=HYPERLINK("http://evil/")\n',
+        "roster.csv",
+        course_ids=["demo"],
+        skip_invalid=True,
+    )
+    report = tmp_path / "report.csv"
+
+    write_report(report, roster, {}, [])
+
+    rows = list(csv.DictReader(io.StringIO(report.read_text(encoding="utf-8"))))
+    assert [row["email"] for row in rows] == ["'=1+2@x.edu", '\'=HYPERLINK("http://evil/")']
+    assert not any(cell[:1] in ("=", "+", "-", "@") for row in rows for cell in row.values())

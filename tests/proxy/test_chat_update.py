@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from provisioner import threads
 from provisioner.course import parse_course
-from proxy.chat_update import MARKER_KEY, is_update, refusal
+from proxy.chat_update import DIGEST_KEY, MARKER_KEY, is_update, refusal, text_digest
 from tests.provisioner.conftest import COURSE_TOML
 from tests.proxy.internal_listener import internal_client
 from tests.proxy.test_internal import STUDENT, TOKEN, UUID
@@ -89,7 +89,11 @@ STORED_REFUSALS = [
     ("a reply in the thread", with_reply),
     ("a marker that is not the provisioner's", lambda s: edit(s, ["chat", MARKER_KEY], "x")),
     ("not a chat at all", lambda s: {"detail": "nope"}),
+    ("an opening the person edited", lambda s: edit(s, [*OPENING, "content"], "my own words")),
+    ("an opening without its digest", lambda s: edit(s, [*OPENING, DIGEST_KEY], None)),
 ]
+OPENING: list[str | int] = ["chat", "history", "messages", "m-1"]
+OLD_DIGEST = text_digest(MODULE.first_message)
 
 
 @pytest.mark.parametrize(
@@ -114,6 +118,12 @@ BODY_REFUSALS = [
     ("two messages", lambda u: edit(u, ["chat", "history", "messages", "m-2"], {"id": "m-2"})),
     ("another message id", lambda u: _renamed(u)),
     ("not an object", lambda u: ["x"]),
+    (
+        "the digest left as it was",
+        lambda u: in_both(u, DIGEST_KEY, text_digest(MODULE.first_message)),
+    ),
+    ("the digest dropped", lambda u: in_both(u, DIGEST_KEY, None)),
+    ("the digest of another text", lambda u: in_both(u, DIGEST_KEY, text_digest("other"))),
 ]
 
 
