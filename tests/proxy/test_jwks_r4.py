@@ -100,8 +100,8 @@ async def test_junk_kids_cannot_spend_the_refetch_a_rotated_key_needs(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="not fixed (needs tests/proxy/test_jwt.py changed): a junk token carrying the "
-    "issuer's own iss/aud/exp/email (anyone who has seen one token) still spends the "
+    reason="a known limit (docs/identity.md, 'The JWKS over time'): a junk token carrying "
+    "the issuer's own iss/aud/exp/email (anyone who has seen one token) still spends the "
     "window's one refetch just before the IdP publishes a new key",
 )
 async def test_plausible_junk_cannot_starve_a_freshly_rotated_key(
