@@ -7,6 +7,10 @@ The JWKS cache is what stands between the proxy and its identity provider:
   at most one per ``min_refetch_s`` whatever the reason, so a flood of junk ``kid`` values
   cannot turn the proxy into a hammer against the provider; concurrent requests for the
   same unknown ``kid`` share that one fetch;
+- an unknown ``kid`` is refused only on the word of a fetch that started after its request
+  arrived: inside the window the request waits for the window to end (at most
+  ``max_wait_s``; longer is :class:`NotYet`, "cannot tell yet"), so whoever spends the
+  window, a key the provider publishes a moment later is never refused for it;
 - a failed fetch never discards the keys already held: an outage of the provider keeps the
   proxy serving with the last good keys, and says so through :meth:`JwksCache.problem` and
   the status attributes the metrics read (``last_success``, ``fetches``, ``fetch_failures``).
@@ -37,6 +41,14 @@ log = structlog.get_logger(__name__)
 MAX_JWKS_BYTES = 1024 * 1024
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class NotYet(Exception):
+    """An unknown ``kid``, and no fetch newer than its request can be made in time."""
+
+    def __init__(self, after_s: float) -> None:
+        super().__init__(f"the JWKS may be refetched in {after_s:.1f} s")
+        self.after_s = after_s
 
 
 class JwksError(Exception):
@@ -124,6 +136,7 @@ class JwksCache:
         timeout_s: float,
         refresh_s: float,
         min_refetch_s: float,
+        max_wait_s: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = url
@@ -132,6 +145,7 @@ class JwksCache:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._refresh_s = refresh_s
         self._min_refetch_s = min_refetch_s
+        self._max_wait_s = max_wait_s
         self._monotonic = monotonic
         self._keys: Keys = {}
         self._lock = asyncio.Lock()
@@ -183,19 +197,39 @@ class JwksCache:
         otherwise which key it means would be a guess. Of the keys a ``kid`` names, the one
         for ``alg``; a known ``kid`` without a key for ``alg`` answers one of its keys, which
         the verification then refuses as a mismatch (no refetch: the ``kid`` is known).
+        Raises :class:`NotYet` when only a fetch further away than ``max_wait_s`` could tell.
         """
         by_alg = self._lookup(kid)
         if by_alg is None:
-            async with self._lock:
-                by_alg = self._lookup(kid)  # another request may have refetched meanwhile
-                if by_alg is None and self._may_refetch():
-                    await self._fetch()
-                    by_alg = self._lookup(kid)
+            by_alg = await self._refetched(kid)
         if by_alg is None:
             return None
         if alg is not None and alg in by_alg:
             return by_alg[alg]
         return next(iter(by_alg.values()))
+
+    async def _refetched(self, kid: str | None) -> dict[str, PyJWK] | None:
+        """``kid``'s keys as told by a fetch that started after this call did.
+
+        The one refetch per window is kept, but nobody's request is refused on the word of a
+        fetch older than itself: a junk token that spends the window just before the provider
+        publishes a new key would otherwise have the new key's tokens refused until the window
+        ended. Waiters queue on the lock, so one fetch answers every request that arrived
+        before it started; those that arrived later wait for the next window.
+        """
+        arrived = self._monotonic()
+        async with self._lock:
+            by_alg = self._lookup(kid)  # a fetch while this request queued may have told
+            last = self._last_attempt
+            if by_alg is not None or (last is not None and last >= arrived):
+                return by_alg
+            wait_s = 0.0 if last is None else last + self._min_refetch_s - self._monotonic()
+            if wait_s > 0:
+                if wait_s > self._max_wait_s:
+                    raise NotYet(wait_s)
+                await asyncio.sleep(wait_s)
+            await self._fetch()
+            return self._lookup(kid)
 
     def knows(self, kid: str | None) -> bool:
         """Whether :meth:`key_for` would answer ``kid`` without a fetch."""
@@ -207,11 +241,6 @@ class JwksCache:
                 return None
             return next(iter(self._keys.values()))
         return self._keys.get(kid)
-
-    def _may_refetch(self) -> bool:
-        if self._last_attempt is None:
-            return True
-        return self._monotonic() - self._last_attempt >= self._min_refetch_s
 
     async def _refresh_forever(self) -> None:
         while True:

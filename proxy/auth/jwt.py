@@ -43,7 +43,7 @@ from jwt.exceptions import (
 from jwt.types import Options
 
 from proxy.auth.base import Denied
-from proxy.auth.jwks import JwksCache, JwksError, PublicKey, load_pem_key
+from proxy.auth.jwks import JwksCache, JwksError, NotYet, PublicKey, load_pem_key
 from proxy.errors import AuthServiceUnavailable
 from proxy.headers import Forwarded
 from proxy.identity import OWS, Identity, InvalidIdentity, make_identity
@@ -104,6 +104,7 @@ class JwtAuthenticator:
                 timeout_s=settings.auth_timeout_s,
                 refresh_s=settings.jwt_jwks_refresh_s,
                 min_refetch_s=settings.jwt_jwks_min_refetch_s,
+                max_wait_s=settings.auth_timeout_s,
             )
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -259,7 +260,12 @@ class JwtAuthenticator:
                 return _deny(
                     f"unknown signing key kid={_short(kid)}, not refetched: {refused.reason}"
                 )
-        key = await self._jwks.key_for(kid, alg)
+        try:
+            key = await self._jwks.key_for(kid, alg)
+        except NotYet as exc:  # a key published a moment ago is not refused: "cannot tell yet"
+            raise AuthServiceUnavailable(
+                f"token names an unknown key kid={_short(kid)}: {exc}"
+            ) from None
         if key is not None:
             return key
         if self._jwks.key_count == 0:

@@ -29,7 +29,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from structlog.testing import capture_logs
 
 from proxy.auth.base import Denied
-from proxy.auth.jwks import JwksError, parse_jwks
+from proxy.auth.jwks import JwksError, NotYet, parse_jwks
 from proxy.auth.jwt import JwtAuthenticator
 from proxy.errors import AuthServiceUnavailable
 from proxy.settings import Settings
@@ -371,12 +371,19 @@ REJECTIONS = [
         "pem",
         id="pem-mode-es256-vs-rsa-key",
     ),
-    pytest.param(lambda k: k.rotated.mint(), "unknown signing key", {}, "jwks", id="unknown-kid"),
+    # A short window: an unknown kid is refused only once a fetch newer than its request says so.
+    pytest.param(
+        lambda k: k.rotated.mint(),
+        "unknown signing key",
+        {"jwt_jwks_min_refetch_s": 0.1},
+        "jwks",
+        id="unknown-kid",
+    ),
     pytest.param(_mint_weak, "key unusable", {}, "jwks", id="rsa-1024-key"),
     pytest.param(
         lambda k: jwt.encode(claims_with(), k.rsa.private, algorithm="RS256"),
         "no kid",
-        {},
+        {"jwt_jwks_min_refetch_s": 0.1},
         "jwks",
         id="no-kid-several-keys",
     ),
@@ -664,7 +671,8 @@ async def test_jwks_unreachable_at_start(make_gate: Make, keys: Keys) -> None:
 
 
 async def test_junk_kids_cannot_hammer_the_jwks(make_gate: Make, keys: Keys) -> None:
-    """A flood of unknown kids, in parallel and in sequence, costs no refetch inside the window."""
+    """A flood of unknown kids, in parallel and in sequence, costs no refetch inside the window:
+    further than the auth timeout from its end, each is "cannot tell yet" (503) at once."""
     endpoint = JwksEndpoint([keys.rsa])
     gate = await make_gate(endpoint, jwt_jwks_min_refetch_s=60)
     assert endpoint.fetches == 1
@@ -672,9 +680,21 @@ async def test_junk_kids_cannot_hammer_the_jwks(make_gate: Make, keys: Keys) -> 
     results = await asyncio.gather(*(gate.ask(t) for t in junk))
     for t in junk[:10]:
         results.append(await gate.ask(t))
-    assert {status for status, _ in results} == {401}
+    assert {status for status, _ in results} == {503}
+    assert all("the JWKS may be refetched in" in body["unavailable"] for _, body in results)
     assert endpoint.fetches == 1
     assert gate.auth.jwks_fetches == 1
+
+
+async def test_a_flood_near_the_window_s_end_shares_one_fetch(make_gate: Make, keys: Keys) -> None:
+    """Within the auth timeout of the window's end, unknown kids wait for it, and the one fetch
+    that starts then answers all of them (401: it did not know them either)."""
+    endpoint = JwksEndpoint([keys.rsa])
+    gate = await make_gate(endpoint, jwt_jwks_min_refetch_s=0.5)
+    junk = [SigningKey(f"junk-{i}", "RS256", keys.impostor.private).mint() for i in range(40)]
+    results = await asyncio.gather(*(gate.ask(t) for t in junk))
+    assert {status for status, _ in results} == {401}
+    assert endpoint.fetches == 2
 
 
 class FakeClock:
@@ -694,8 +714,9 @@ async def test_unknown_kid_refetches_at_most_once_per_window(aiohttp_server, key
     async with started_cache(str(server.make_url("/jwks")), monotonic=clock) as cache:
         assert endpoint.fetches == 1
         assert await cache.key_for("rsa-1") is not None
-        clock.now += 5  # inside the window: unknown kids get no refetch
-        assert await cache.key_for("junk") is None
+        clock.now += 5  # inside the window, further than max_wait_s from its end: no refetch
+        with pytest.raises(NotYet):
+            await cache.key_for("junk")
         assert endpoint.fetches == 1
         clock.now += 6  # window over: 30 concurrent unknown kids, one fetch between them
         found = await asyncio.gather(*(cache.key_for(f"junk-{i}") for i in range(30)))
