@@ -697,6 +697,17 @@ def openwebui_cases(run: Run) -> None:
         cpus=cpus.load,
         ready_path="/health",
     )
+    gate_before = None
+    if run.args.before is not None and "2" in run.args.cases:
+        gate_before = start_gate(
+            run,
+            "owui-proxy-owui-before",
+            upstream=webui.url,
+            auth_url=auth_url,
+            cpus=cpus.server,
+            ready_path="/health",
+            tree=run.args.before,
+        )
 
     if "2" in run.args.cases:
         path = "/api/v1/chats/list"
@@ -706,6 +717,9 @@ def openwebui_cases(run: Run) -> None:
             ("owui-proxy on OpenWebUI's CPU", gate.url, {**bearer, "Cookie": COOKIE}, gate),
             ("owui-proxy on the load CPU", gate_load.url, {**bearer, "Cookie": COOKIE}, gate_load),
         ]
+        if gate_before is not None:
+            label = "owui-proxy before on OpenWebUI's CPU"
+            targets.append((label, gate_before.url, {**bearer, "Cookie": COOKIE}, gate_before))
         for _label, url, headers, _gate in targets:
             get_json(url + path, headers)  # fails loudly on 401 (e.g. user mismatch)
         # OpenWebUI keeps starting things up for a while after /health answers.
@@ -719,6 +733,8 @@ def openwebui_cases(run: Run) -> None:
                 rows.append({"target": label, "round": rnd + 1, **result})
         run.results["case2"] = {"rows": rows, "path": path}
     run.procs.stop(gate_load.proc)
+    if gate_before is not None:
+        run.procs.stop(gate_before.proc)
 
     if "6" in run.args.cases:
         from bench import provision
@@ -777,8 +793,8 @@ def main(argv: list[str] | None = None) -> int:
         "--before",
         type=Path,
         metavar="DIR",
-        help="another checkout (e.g. a git worktree of main): case 1 gets a row with its "
-        "proxy, measured side by side with this one's",
+        help="another checkout (e.g. a git worktree of main): cases 1 and 2 get a row with "
+        "its proxy, measured side by side with this one's",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where results are written")
     args = parser.parse_args(argv)
