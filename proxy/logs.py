@@ -96,9 +96,70 @@ def _timestamp() -> str:
 _ATOMIC_WRITE = select.PIPE_BUF
 
 
+_CUT = "...[{} characters cut]..."
+
+
+def fit(text: str, limit: int = _ATOMIC_WRITE - 1) -> str:
+    """A rendered JSON line (without its newline) at most ``limit`` bytes, so that it and its
+    newline reach a pipe in one write no other worker's line can split: a longer line (a
+    request target of 8 KiB, an email of non-ASCII characters each escaped to six bytes, a
+    traceback) written in several pieces lets another worker's line land inside it, which
+    makes both unreadable to whatever parses the log (an audit line hidden that way is
+    lost). The longest value is cut in its middle, its start and end kept (a path's start,
+    a traceback's last lines), with the count of characters cut, until the line fits; the
+    object keeps its fields in their order. Only lines over the limit pay for this.
+    """
+    if len(text) <= limit and text.isascii():
+        return text
+    fields: dict[str, Any] = json.loads(text)
+    while len(text.encode()) > limit:
+        longest = max(fields, key=lambda name: len(json.dumps(fields[name])))
+        value = fields[longest]
+        value = value if isinstance(value, str) else json.dumps(value)
+        # What the kept characters may take, rendered: the value's bytes less the excess
+        # and the marker (json.dumps escapes: a character may take up to twelve bytes).
+        budget = _rendered(value) - (len(text.encode()) - limit) - len(_CUT.format(len(value)))
+        if budget < 16:  # nothing long enough left: the line's identity only
+            keep = ("event", "level", "timestamp", "request_id", "listener")
+            kept = {k: str(fields[k])[:64] for k in keep if k in fields}
+            return json.dumps({**kept, "cut": "line too long"})
+        head = _within(value, budget // 2)
+        tail = _within(value[::-1], budget - _rendered(head))[::-1]
+        cut = len(value) - len(head) - len(tail)
+        fields[longest] = head + _CUT.format(cut) + tail
+        text = json.dumps(fields)
+    return text
+
+
+def _rendered(value: str) -> int:
+    """Bytes ``json.dumps`` writes for ``value`` inside its quotes."""
+    return len(json.dumps(value)) - 2
+
+
+def _within(value: str, budget: int) -> str:
+    """The longest start of ``value`` that ``json.dumps`` writes in at most ``budget`` bytes."""
+    used = 0
+    for n, char in enumerate(value):
+        used += _rendered(char)
+        if used > budget:
+            return value[:n]
+    return value
+
+
+class _FittedJSON:
+    """structlog's JSON renderer, each line :func:`fit` (the logger adds the newline)."""
+
+    def __init__(self) -> None:
+        self._renderer = structlog.processors.JSONRenderer()
+
+    def __call__(self, logger: Any, method_name: str, event_dict: Any) -> str:
+        rendered = self._renderer(logger, method_name, event_dict)
+        return fit(rendered if isinstance(rendered, str) else rendered.decode())
+
+
 def _write_pending() -> None:
     """Write the lines of the iteration that just ran: whole lines, in as few writes as fit
-    in :data:`_ATOMIC_WRITE` bytes each (a line longer than that goes alone)."""
+    in :data:`_ATOMIC_WRITE` bytes each (each line fits alone: :func:`fit`)."""
     _access.write_on = None
     lines, _access.pending = _access.pending, []
     out = _access.out
@@ -200,6 +261,8 @@ def access(
         f'"client_request_id": {null if client_request_id is None else string(client_request_id)}, '
         f'"event": "access", "level": "info", "timestamp": "{_timestamp()}"}}\n'
     )
+    if len(line) > _ATOMIC_WRITE:  # rare (a long target): made to reach a pipe whole
+        line = fit(line[:-1]) + "\n"
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # outside a loop: nothing would write it later
@@ -237,7 +300,7 @@ def configure(level: str = "info") -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,
             structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
+            _FittedJSON(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.WriteLoggerFactory(sys.stdout),
@@ -258,7 +321,7 @@ def configure(level: str = "info") -> None:
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 redact,
                 structlog.processors.format_exc_info,
-                structlog.processors.JSONRenderer(),
+                _FittedJSON(),
             ],
         )
     )
