@@ -211,6 +211,28 @@ def _closest_entry(request_headers: CIMultiDict[str], name: str) -> str:
     return lines[-1].rpartition(",")[2].strip() if lines else ""
 
 
+# Trusted front proxies in a row that X-Forwarded-For is read back through (a CDN, a load
+# balancer, nginx: a few); the chain itself is the client's to make as long as it likes.
+_MAX_HOPS = 16
+
+
+def _from_believed_client(chain: str, policy: HeaderPolicy) -> str:
+    """A trusted peer's ``X-Forwarded-For`` chain from the entry the proxy believes is the
+    client on: read from the closest hop back, the first entry that is not a trusted
+    proxy's address (every one is: the first). The entries before it are the client's to
+    make up, and are left out: OpenWebUI's uvicorn trusts every peer
+    (``FORWARDED_ALLOW_IPS='*'``, its default) and takes the *first* entry for the client
+    (its MFA rate limit's key, its audit log's ``source_ip``), and so may an auth service.
+    Empty entries are dropped. At most :data:`_MAX_HOPS` entries are read back (a chain is
+    the client's to lengthen): past that many trusted hops, what is left is relayed whole."""
+    items = chain.rsplit(",", _MAX_HOPS)  # the closest hops' entries, and what precedes them
+    entries = [entry for item in items if (entry := item.strip())]
+    start = len(entries) - 1
+    while start > 0 and policy.is_trusted(entries[start]):
+        start -= 1
+    return ", ".join(entries[start:])
+
+
 def forwarded_view(
     request_headers: CIMultiDictProxy[str] | CIMultiDict[str] | Iterable[tuple[str, str]],
     *,
@@ -224,9 +246,10 @@ def forwarded_view(
     A client's own values are believed only when ``peer`` is a trusted front proxy; then
     ``peer`` is appended to the chain it sent: every ``X-Forwarded-For`` line of it, in
     order (a header sent as several lines is one list, RFC 9110 5.3; front proxies such as
-    HAProxy add a line of their own after the client's, and that last entry is the only one
-    anybody can believe); its proto and host are the last entry of their lines, for the
-    same reason. Otherwise the chain starts at ``peer``. With a public URL configured, proto
+    HAProxy add a line of their own after the client's), from the entry it believes on
+    (:func:`_from_believed_client`: what a trusted hop vouches for, never what the client
+    wrote before it); its proto and host are the last entry of their lines, for the same
+    reason. Otherwise the chain starts at ``peer``. With a public URL configured, proto
     and host are always that URL's.
     """
     peer_text = peer or "unknown"
@@ -239,6 +262,8 @@ def forwarded_view(
             chain = lines[0].strip()
         else:
             chain = ", ".join(entry for line in lines if (entry := line.strip()))
+        if "," in chain:  # one entry (nginx's $remote_addr, the usual): the client already
+            chain = _from_believed_client(chain, policy)
         proto = _closest_entry(request_headers, "X-Forwarded-Proto").lower()
         fwd_host = _closest_entry(request_headers, "X-Forwarded-Host")
         for_ = f"{chain}, {peer_text}" if chain else peer_text

@@ -27,14 +27,16 @@ SENT = [
 
 def test_every_line_of_the_chain_is_kept_from_a_trusted_peer() -> None:
     view = forwarded_view(SENT, peer="10.1.2.3", scheme="http", host="h", policy=POLICY)
-    assert view.for_ == "6.6.6.6, 203.0.113.9, 10.1.2.3"
+    # From the entry the trusted front proxy added on: the client's own is left out
+    # (OpenWebUI takes the first entry for the client: test_forwarded_for_reading_r5.py).
+    assert view.for_ == "203.0.113.9, 10.1.2.3"
     as_multidict = forwarded_view(
         CIMultiDict(SENT), peer="10.1.2.3", scheme="http", host="h", policy=POLICY
     )
     assert as_multidict == view
 
 
-def test_what_openwebui_is_sent_holds_the_whole_chain() -> None:
+def test_what_openwebui_is_sent_starts_at_the_believed_client() -> None:
     view = forwarded_view(SENT, peer="10.1.2.3", scheme="http", host="h", policy=POLICY)
     for headers in (
         build_upstream_headers(
@@ -44,7 +46,7 @@ def test_what_openwebui_is_sent_holds_the_whole_chain() -> None:
             CIMultiDict(SENT), identity=None, policy=POLICY, request_id=None, forwarded=view
         )[0],
     ):
-        assert headers.getall("X-Forwarded-For") == ["6.6.6.6, 203.0.113.9, 10.1.2.3"]
+        assert headers.getall("X-Forwarded-For") == ["203.0.113.9, 10.1.2.3"]
 
 
 def test_empty_lines_add_no_empty_entries() -> None:
