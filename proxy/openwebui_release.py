@@ -20,6 +20,13 @@ the reasons are in docs/compatibility.md):
   listener, so that opens nothing to the world).
 
 An unknown release (no readable ``version``) is treated as unsafe: fail closed.
+
+Whatever the release, the proxy relays only to an OpenWebUI in trusted-header mode: one
+whose answer says ``features.auth_trusted_header`` is false (``WEBUI_AUTH_TRUSTED_EMAIL_HEADER``
+unset or misspelt in its environment) runs its own password sign-in behind the proxy, and one
+whose ``features.auth`` is false (``WEBUI_AUTH=False``) no authentication at all: a typo in
+OpenWebUI's environment must stop the proxy, not turn its identity off. (Every OpenWebUI
+release the proxy serves sends both fields; an answer without them is judged by its release.)
 """
 
 from __future__ import annotations
@@ -118,6 +125,9 @@ def assess(config: Mapping[str, Any]) -> Assessment:
                 f"{show(MISMATCH_CHECK_FROM)} or later (see docs/compatibility.md)"
             ),
         )
+    mode = trusted_header_refusal(config)
+    if mode is not None:
+        return Assessment(version=version, refusal=mode)
     warnings: list[str] = []
     if signup_trap(config):
         warnings.append(f"{signup_trap_problem(version)}. Fix: {SIGNUP_FIX}")
@@ -134,6 +144,30 @@ def assess(config: Mapping[str, Any]) -> Assessment:
             "created twice"
         )
     return Assessment(version=version, refusal=None, warnings=tuple(warnings))
+
+
+def trusted_header_refusal(config: Mapping[str, Any]) -> str | None:
+    """Why an OpenWebUI that says it is not in trusted-header mode must not be relayed to."""
+    features = config.get("features")
+    if not isinstance(features, dict):
+        return None
+    if features.get("auth") is False:
+        return (
+            "OpenWebUI runs without authentication (its /api/config features.auth is false: "
+            "WEBUI_AUTH=False in its environment): every request would be answered as its "
+            "single admin, whoever signed in at the proxy. Remove WEBUI_AUTH=False from "
+            "OpenWebUI's environment"
+        )
+    if "auth_trusted_header" in features and features["auth_trusted_header"] is not True:
+        return (
+            "OpenWebUI is not in trusted-header mode (its /api/config "
+            "features.auth_trusted_header is not true): WEBUI_AUTH_TRUSTED_EMAIL_HEADER is "
+            "unset, empty or misspelt in its environment, so it would run its own password "
+            "sign-in behind the proxy and ignore the identity the proxy injects. Set "
+            "WEBUI_AUTH_TRUSTED_EMAIL_HEADER in OpenWebUI's environment to the value of "
+            "OWUI_PROXY_EMAIL_HEADER (X-User-Email by default) and restart OpenWebUI"
+        )
+    return None
 
 
 def provisioner_refusal(config: Mapping[str, Any]) -> str | None:

@@ -59,6 +59,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -115,6 +116,10 @@ class FakeUpstream:
     # The release /api/config names: the proxy refuses to relay to one it would fail open
     # against (proxy/openwebui_release.py), so the fake is a safe one unless a test says not.
     version: str | None = "0.12.4"
+    # What /api/config's features say (as OpenWebUI: trusted-header mode, authentication on).
+    features: dict[str, Any] = field(
+        default_factory=lambda: {"auth": True, "auth_trusted_header": True}
+    )
     release_reads: int = 0
     health_reads: int = 0
     # False: like OpenWebUI before 0.6.14, no "User mismatch" check at all.
@@ -157,7 +162,7 @@ class FakeUpstream:
         body = await request.read()
         if path == "/api/config" and request.headers.get("User-Agent") == RELEASE_CHECK_AGENT:
             self.release_reads += 1  # the proxy's own check, not a relayed request
-            return web.json_response({"version": self.version, "features": {}})
+            return web.json_response({"version": self.version, "features": self.features})
         if path == "/health" and request.headers.get("User-Agent") == READINESS_AGENT:
             self.health_reads += 1
             return web.json_response({"status": True})

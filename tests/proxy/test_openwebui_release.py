@@ -133,6 +133,41 @@ def test_provisioner_refusal(version: str | None, refused: bool) -> None:
         assert "0.6.34" in str(refusal)
 
 
+TRUSTED = {"auth": True, "auth_trusted_header": True}
+
+
+@pytest.mark.parametrize(
+    ("features", "refused"),
+    [
+        pytest.param(TRUSTED, None, id="trusted-header-mode"),
+        pytest.param({**TRUSTED, "auth_trusted_header": False}, "trusted-header", id="unset"),
+        pytest.param({**TRUSTED, "auth_trusted_header": None}, "trusted-header", id="null"),
+        pytest.param({**TRUSTED, "auth_trusted_header": "true"}, "trusted-header", id="a-string"),
+        pytest.param({**TRUSTED, "auth_trusted_header": 1}, "trusted-header", id="one"),
+        pytest.param({**TRUSTED, "auth": False}, "without authentication", id="webui-auth-off"),
+        pytest.param({"auth": False}, "without authentication", id="auth-off-alone"),
+        pytest.param({"enable_signup": True}, None, id="fields-not-said"),
+        pytest.param({}, None, id="no-features"),
+    ],
+)
+def test_an_openwebui_not_in_trusted_header_mode_is_refused(
+    features: dict[str, Any], refused: str | None
+) -> None:
+    """A typo in OpenWebUI's environment (``WEBUI_AUTH_TRUSTED_EMAIL_HEADER`` misspelt, or
+    ``WEBUI_AUTH=False``) must stop the proxy: before, it relayed to OpenWebUI's own password
+    sign-in, ignoring the identity it injected. (Every real release sends both fields.)"""
+    for version in ("0.6.14", "0.12.4"):
+        refusal = assess({"version": version, "features": features}).refusal
+        if refused is None:
+            assert refusal is None
+        else:
+            assert refusal is not None
+            assert refused in refusal
+    header_refusal = assess({"version": "0.12.4", "features": {"auth_trusted_header": False}})
+    assert "WEBUI_AUTH_TRUSTED_EMAIL_HEADER" in str(header_refusal.refusal)
+    assert "OWUI_PROXY_EMAIL_HEADER" in str(header_refusal.refusal)
+
+
 # --- the proxy -------------------------------------------------------------------------------
 
 
@@ -147,6 +182,22 @@ async def test_the_proxy_refuses_to_start_against_an_unsafe_release(
     (problem,) = refused.value.problems
     assert problem.startswith("OWUI_PROXY_UPSTREAM: ")
     assert ("User mismatch" in problem) if version else ("names no release" in problem)
+    assert fake_upstream.seen == []
+
+
+@pytest.mark.parametrize(
+    "features",
+    [{"auth": True, "auth_trusted_header": False}, {"auth": False, "auth_trusted_header": True}],
+)
+async def test_the_proxy_refuses_to_start_against_an_openwebui_not_in_trusted_header_mode(
+    settings_for, fake_upstream, features
+) -> None:
+    fake_upstream.features = features
+    runtime = Runtime(settings_for())
+    with pytest.raises(ConfigProblems) as refused:
+        await runtime.start()
+    (problem,) = refused.value.problems
+    assert problem.startswith("OWUI_PROXY_UPSTREAM: OpenWebUI ")
     assert fake_upstream.seen == []
 
 
