@@ -101,9 +101,11 @@ def _close_code(code: object) -> int:
     return 1000
 
 
-def _lifetime() -> float:
-    """This socket's lifetime: between 90 % and 100 % of :data:`MAX_LIFETIME_S`."""
-    return MAX_LIFETIME_S * random.uniform(0.9, 1.0)  # noqa: S311 - spread, not a secret
+def _lifetime(most: float | None) -> float:
+    """This socket's lifetime: between 90 % and 100 % of ``most`` (None: of
+    :data:`MAX_LIFETIME_S`)."""
+    most = MAX_LIFETIME_S if most is None else most
+    return most * random.uniform(0.9, 1.0)  # noqa: S311 - spread, not a secret
 
 
 class _Link:
@@ -201,6 +203,7 @@ async def relay_websocket(
     *,
     open_links: OpenLinks | None = None,
     check: FrameCheck | None = None,
+    lifetime_s: float | None = None,
 ) -> web.StreamResponse:
     """Relay a WebSocket upgrade with exactly ``headers`` (handshake and body-framing headers
     aside); a header value whose bytes are not UTF-8 is refused (BadRequest): aiohttp's
@@ -208,6 +211,8 @@ async def relay_websocket(
 
     ``check``, when given, sees every client text frame first; False closes both sides
     with 1008 (policy violation) and the frame never reaches the upstream.
+
+    ``lifetime_s`` (None: :data:`MAX_LIFETIME_S`) bounds how long the socket stays open.
     """
     outbound: CIMultiDict[str] = CIMultiDict(
         (k, v) for k, v in headers.items() if k.lower().replace("_", "-") not in _NOT_RELAYED
@@ -258,7 +263,7 @@ async def relay_websocket(
         ]
         try:
             done, _ = await asyncio.wait(
-                tasks, timeout=_lifetime(), return_when=asyncio.FIRST_COMPLETED
+                tasks, timeout=_lifetime(lifetime_s), return_when=asyncio.FIRST_COMPLETED
             )
             if not done:  # the lifetime is over: the client reconnects, authenticated again
                 await link.close(1001, b"reconnect: sign-in checked again")

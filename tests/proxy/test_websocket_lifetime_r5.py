@@ -84,3 +84,11 @@ async def test_a_websocket_within_its_lifetime_is_left_open(
             break
         await asyncio.sleep(0.05)
     assert fake_upstream.ws_closed_with == 1000
+
+
+def test_a_lifetime_given_to_the_relay_overrides_the_default() -> None:
+    """What a setting wired to ``relay_websocket(lifetime_s=...)`` would pass."""
+    from proxy.websocket import _lifetime
+
+    assert 90.0 <= _lifetime(100.0) <= 100.0
+    assert 0.9 * proxy.websocket.MAX_LIFETIME_S <= _lifetime(None) <= proxy.websocket.MAX_LIFETIME_S
