@@ -456,7 +456,7 @@ class ForwardAuthenticator:
         if cookies:
             keep_more(request, cookies)
             if cookie:
-                self.renewals.renewed(cookie, cookies)
+                self.renewals.renewed(cookie, cookies, admitted=decided)
         if decided:
             try:
                 identity = make_identity(

@@ -13,12 +13,12 @@ an answer renews the session (``Set-Cookie``), the session that call sent is rem
 with its renewal for :data:`HOLD_S` seconds: a later call still carrying the old one, sent
 before the browser saw the answer (or given an older answer's cookie last), asks about the
 renewed one instead. The browser gets the renewal with the answer to the call that made it,
-and again with the answer to any call that still carried the old session (the first answer
-may never have reached it: a request the browser abandoned mid-load).
+and again with the answer to any call sent after it still carrying the old session (the first
+answer may never have reached it: a request the browser abandoned mid-load).
 
 The session is the part of the ``Cookie`` header the auth service owns: the cookies whose
-names it has set (learned from its ``Set-Cookie``, at most :data:`NAMES`), sorted by name,
-so OpenWebUI's own cookies and the order a browser sends them in do not matter. A header
+names it has set on answers that admit (at most :data:`NAMES`), sorted by name, so
+OpenWebUI's own cookies and the order a browser sends them in do not matter. A header
 holding none of them carries no session: it takes its turn as a whole, and is never renewed
 (the same plain header, ``lang=en``, can come from anyone's browser).
 
@@ -152,12 +152,22 @@ class Renewals:
                 if turn.users == 0:
                     del self._turns[key]
 
-    def renewed(self, sent: str, set_cookies: Sequence[str]) -> None:
-        """The auth service answered a call that sent ``sent`` with ``set_cookies``."""
-        for header in set_cookies:
-            name = _name(header)
-            if name and len(self._names) < NAMES:
-                self._names.add(name)
+    def renewed(self, sent: str, set_cookies: Sequence[str], admitted: bool = True) -> None:
+        """The auth service answered a call that sent ``sent`` with ``set_cookies``;
+        ``admitted``: its answer admitted the request (2xx).
+
+        The names of the service's cookies are learned from admitting answers only: the
+        cookies a service sets as it vouches for a session are that session's. A login
+        redirect's cookies are not (mod_auth_openidc names each login's state cookie anew,
+        ``mod_auth_openidc_state_<state>``): learned, anyone's login redirects would fill
+        the :data:`NAMES` first come, and the session's name, never learned, would leave
+        every renewal unfollowed.
+        """
+        if admitted:
+            for header in set_cookies:
+                name = _name(header)
+                if name and len(self._names) < NAMES:
+                    self._names.add(name)
         # Only a session is renewed: a ``Cookie`` header holding none of the service's
         # cookies (a browser not signed in) is no one's, and the cookie its answer set (a
         # login redirect's session id, authenticated once that person signs in) must never
