@@ -39,6 +39,20 @@ def keep(request: web.Request, cookies: tuple[str, ...]) -> None:
         request[AUTH_COOKIES_KEY] = cookies
 
 
+def keep_more(request: web.Request, cookies: tuple[str, ...]) -> None:
+    """Hand ``cookies`` to ``request``'s answer too: those already kept for it stay, but
+    for the names ``cookies`` set (which a browser would take from the later header)."""
+    if not cookies:
+        return
+    names = {_name(cookie) for cookie in cookies}
+    earlier = tuple(c for c in kept(request, notes_of(request)) if _name(c) not in names)
+    keep(request, earlier + cookies)
+
+
+def _name(set_cookie: str) -> str:
+    return set_cookie.partition(";")[0].partition("=")[0].strip()
+
+
 def kept(request: web.Request, notes: Notes | None) -> tuple[str, ...]:
     """What :func:`keep` was given for ``request``, whose notes are ``notes`` (None: it has
     none), or nothing."""

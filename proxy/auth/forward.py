@@ -41,7 +41,7 @@ from multidict import CIMultiDictProxy
 
 from proxy import logs
 from proxy.auth.base import Denied
-from proxy.auth.cookies import keep
+from proxy.auth.cookies import keep_more
 from proxy.auth.renewal import Renewals
 from proxy.errors import (
     AuthServiceUnavailable,
@@ -371,10 +371,16 @@ class ForwardAuthenticator:
         # A session the service renewed a moment ago is asked about as renewed (renewal.py);
         # nothing renewed lately (the usual case) is seen without a call.
         renewals = self.renewals
-        current = renewals.current(cookie) if renewals.recent else cookie
-        if current != cookie:
-            asked = asked._replace(cookie=current)
-            checked = _checked(asked)
+        current = cookie
+        if renewals.recent:
+            current, renewal = renewals.follow(cookie)
+            if current != cookie:
+                # Sent after the renewal was made, with the session it replaced: its browser
+                # may never have had the renewal's answer (a request it abandoned). This
+                # answer, whatever it is (a cached decision too), carries it (renewal.py).
+                keep_more(request, renewal)
+                asked = asked._replace(cookie=current)
+                checked = _checked(asked)
         key = None
         if self.cache is not None:
             key = blake2b(checked, digest_size=32).digest()  # decision_key(asked), encoded once
@@ -388,12 +394,34 @@ class ForwardAuthenticator:
     async def _in_turn(
         self, request: web.Request, asked: Asked, current: str, key: bytes | None
     ) -> Identity | Denied:
-        """The auth service asked about a session cookie, in that session's turn."""
+        """The auth service asked about a session cookie, in that session's turn.
+
+        The call, once made, runs to its end even when ``request`` is given up on (its client
+        went away, which cancels the handler), and holds the turn until then: the service
+        may be refreshing the session, spending a refresh token that works once, and the
+        renewal it answers with must be learned (and handed to the session's next request)
+        before anyone asks about the old cookie again, or the identity provider takes that
+        second refresh for theft and revokes the session.
+        """
         async with self.renewals.turn(current) as sent:
             if sent != current:  # renewed while this call waited for its turn
+                # Its browser sent it before the renewal was made: the renewal's own answer
+                # tells it (or, if that never arrived, the answer to its next request).
                 asked = asked._replace(cookie=sent)
                 key = decision_key(asked) if self.cache is not None else None
-            return await self._ask(request, asked, key)
+            call = asyncio.ensure_future(self._ask(request, asked, key))
+            try:
+                return await asyncio.shield(call)
+            except asyncio.CancelledError:
+                if not call.done():
+                    # The request is gone; its call is not (bounded by auth_timeout_s).
+                    with contextlib.suppress(Exception):
+                        await call
+                raise
+            finally:
+                # An error raised here passes through this frame: its traceback would hold
+                # the task that holds the error (a cycle only the collector frees).
+                del call
 
     async def _ask(
         self, request: web.Request, asked: Asked, key: bytes | None
@@ -426,9 +454,9 @@ class ForwardAuthenticator:
         denied = status in (401, 403) or (300 <= status < 400 and "Location" in headers)
         cookies = self._cookies(headers) if decided or denied else ()
         if cookies:
-            keep(request, cookies)
+            keep_more(request, cookies)
             if cookie:
-                self.renewals.renewed(cookie, cookies)
+                self.renewals.renewed(cookie, cookies, admitted=decided)
         if decided:
             try:
                 identity = make_identity(

@@ -12,18 +12,21 @@ So calls carrying the same session take turns (one at a time, in arrival order),
 an answer renews the session (``Set-Cookie``), the session that call sent is remembered
 with its renewal for :data:`HOLD_S` seconds: a later call still carrying the old one, sent
 before the browser saw the answer (or given an older answer's cookie last), asks about the
-renewed one instead. The browser gets the renewal with the answer to the call that made it.
+renewed one instead. The browser gets the renewal with the answer to the call that made it,
+and again with the answer to any call sent after it still carrying the old session (the first
+answer may never have reached it: a request the browser abandoned mid-load).
 
 The session is the part of the ``Cookie`` header the auth service owns: the cookies whose
-names it has set (learned from its ``Set-Cookie``, at most :data:`NAMES`), sorted by name,
-so OpenWebUI's own cookies and the order a browser sends them in do not matter. A header
+names it has set on answers that admit (at most :data:`NAMES`), sorted by name, so
+OpenWebUI's own cookies and the order a browser sends them in do not matter. A header
 holding none of them carries no session: it takes its turn as a whole, and is never renewed
 (the same plain header, ``lang=en``, can come from anyone's browser).
 
 What is remembered is a cookie (a credential), so briefly: a digest of the old session, the
-new one, at most :data:`SIZE` of them. Within that window whoever presents the old cookie
-is judged as the renewed session, which is what the old cookie was worth a moment earlier
-anyway; after it the auth service judges the old cookie itself.
+new one and the ``Set-Cookie`` headers that made it, at most :data:`SIZE` of them. Within
+that window whoever presents the old cookie is judged as the renewed session, and given it,
+which is what the old cookie was worth a moment earlier anyway (the auth service would have
+refreshed it for them); after it the auth service judges the old cookie itself.
 """
 
 from __future__ import annotations
@@ -57,12 +60,24 @@ class Renewals:
         self.clock = clock
         self._names: set[str] = set()
         # Read by the forward authenticator too: empty, no cookie can have been renewed.
-        self.recent: OrderedDict[bytes, tuple[float, str]] = OrderedDict()
+        # old session's digest -> (until when, the session it became, the Set-Cookie headers
+        # that made it, which a browser still sending the old one is given).
+        self.recent: OrderedDict[bytes, tuple[float, str, tuple[str, ...]]] = OrderedDict()
         self._turns: dict[bytes, _Turn] = {}
 
     def current(self, cookie: str) -> str:
         """``cookie`` with its session as the auth service last renewed it (``cookie``
-        itself if it was not).
+        itself if it was not)."""
+        return self.follow(cookie)[0]
+
+    def follow(self, cookie: str) -> tuple[str, tuple[str, ...]]:
+        """:meth:`current`, and the ``Set-Cookie`` headers that take a browser holding
+        ``cookie`` to it (none when it was not renewed).
+
+        A request still carrying a session that was renewed gets those with its answer: the
+        answer that made the renewal may never have reached the browser (its request was
+        abandoned, a navigation), and after the hold the old cookie is judged as itself,
+        which services that rotate refresh tokens answer by revoking the session.
 
         Renewals chain: services that renew on every answer (mod_auth_openidc's client-cookie
         sessions slide their timeout) renew a session once per request, dozens of times in
@@ -70,24 +85,34 @@ class Renewals:
         pointed at that end, so the next look-up takes one step.
         """
         if not self.recent:  # nothing renewed lately (the usual case): no digest to make
-            return cookie
+            return cookie, ()
         owned = self._owned(cookie)
         if not owned:  # none of the service's cookies: no session, nothing renewed
-            return cookie
+            return cookie, ()
         start = "; ".join(owned)
         session, key = start, _digest(start)
         passed: list[bytes] = []
+        # The chain's Set-Cookie headers, the last for each name (the browser keeps that one).
+        sets: dict[str, str] = {}
         now = self.clock()
         while (entry := self.recent.get(key)) is not None and key not in passed:
-            expires, renewal = entry
+            expires, renewal, set_cookies = entry
             if now >= expires:
                 del self.recent[key]
                 break
             passed.append(key)
+            for header in set_cookies:
+                sets.pop(_name(header), None)  # a replaced cookie's header goes after the rest
+                sets[_name(header)] = header
             session, key = renewal, _digest(renewal)
+        if session == start:
+            return cookie, ()
+        headers = tuple(sets.values())
         for earlier in passed[:-1]:
-            self.recent[earlier] = (self.recent[earlier][0], session)
-        return cookie if session == start else self._with_session(cookie, session)
+            # Every one on the way now leads to the end, with every header of the way: a
+            # browser anywhere on it keeps, for each name, the last one (the end's cookies).
+            self.recent[earlier] = (self.recent[earlier][0], session, headers)
+        return self._with_session(cookie, session), headers
 
     def session(self, cookie: str) -> str:
         """The part of ``cookie`` the auth service owns, in a canonical order (``cookie``
@@ -127,12 +152,22 @@ class Renewals:
                 if turn.users == 0:
                     del self._turns[key]
 
-    def renewed(self, sent: str, set_cookies: Sequence[str]) -> None:
-        """The auth service answered a call that sent ``sent`` with ``set_cookies``."""
-        for header in set_cookies:
-            name = header.partition(";")[0].partition("=")[0].strip()
-            if name and len(self._names) < NAMES:
-                self._names.add(name)
+    def renewed(self, sent: str, set_cookies: Sequence[str], admitted: bool = True) -> None:
+        """The auth service answered a call that sent ``sent`` with ``set_cookies``;
+        ``admitted``: its answer admitted the request (2xx).
+
+        The names of the service's cookies are learned from admitting answers only: the
+        cookies a service sets as it vouches for a session are that session's. A login
+        redirect's cookies are not (mod_auth_openidc names each login's state cookie anew,
+        ``mod_auth_openidc_state_<state>``): learned, anyone's login redirects would fill
+        the :data:`NAMES` first come, and the session's name, never learned, would leave
+        every renewal unfollowed.
+        """
+        if admitted:
+            for header in set_cookies:
+                name = _name(header)
+                if name and len(self._names) < NAMES:
+                    self._names.add(name)
         # Only a session is renewed: a ``Cookie`` header holding none of the service's
         # cookies (a browser not signed in) is no one's, and the cookie its answer set (a
         # login redirect's session id, authenticated once that person signs in) must never
@@ -148,7 +183,7 @@ class Renewals:
         if new == old:
             return
         key = _digest(old)
-        self.recent[key] = (self.clock() + self.hold_s, new)
+        self.recent[key] = (self.clock() + self.hold_s, new, tuple(set_cookies))
         self.recent.move_to_end(key)
         while len(self.recent) > self.size:
             self.recent.popitem(last=False)
@@ -172,6 +207,11 @@ class _Turn:
 
 def _digest(cookie: str) -> bytes:
     return hashlib.sha256(cookie.encode("utf-8")).digest()
+
+
+def _name(set_cookie: str) -> str:
+    """The name a ``Set-Cookie`` header sets."""
+    return set_cookie.partition(";")[0].partition("=")[0].strip()
 
 
 def _pairs(cookie: str) -> list[str]:
