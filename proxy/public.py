@@ -101,6 +101,7 @@ class PublicHandler:
         self.log = logs.get()
         self.pseudonyms = Pseudonyms.from_file(settings.log_pseudonym_key_file)
         self.websockets = OpenLinks()
+        self.websocket_lifetime_s = settings.websocket_max_lifetime_s
         self.api_key_header = settings.openwebui_api_key_header
         self.owners = owners.Owners(upstream, self.policy)
         self.seals = SessionSeals.from_file(settings.session_secret_file)
@@ -486,6 +487,7 @@ class PublicHandler:
                 self.upstream,
                 open_links=self.websockets,
                 check=check,
+                lifetime_s=self.websocket_lifetime_s,
             )
         finally:
             self.metrics.open_websockets.dec()

@@ -608,6 +608,13 @@ class Settings(BaseSettings):
         description="Largest WebSocket message relayed, either way; larger closes both "
         "sides with 1009 (message too big).",
     )
+    websocket_max_lifetime_s: Seconds = Field(
+        900,
+        le=86400,
+        description="Longest a relayed WebSocket stays open (each socket 90-100 % of it); "
+        "then both sides are closed with 1001 and the client's reconnect is authenticated "
+        "again: how long a person signed out or revoked since may keep a socket.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Least severe log level written."
     )

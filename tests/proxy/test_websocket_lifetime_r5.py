@@ -5,8 +5,9 @@ A WebSocket is authenticated once, at its upgrade. Socket.IO keeps it busy (a pi
 stayed open, and usable (Socket.IO events, a terminal), for as long as the tab did, hours
 after the person was signed out, their session revoked at the identity provider or their
 JWT expired. Now every relayed WebSocket is closed (1001, going away) once its lifetime
-(``proxy.websocket.MAX_LIFETIME_S``) is over, busy or not; the client reconnects, and that
-new upgrade is authenticated again, with whatever the browser holds then.
+(``OWUI_PROXY_WEBSOCKET_MAX_LIFETIME_S``, 900 s) is over, busy or not; the client
+reconnects, and that new upgrade is authenticated again, with whatever the browser holds
+then.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 from aiohttp import WSMsgType
 
 import proxy.websocket
@@ -24,10 +24,9 @@ LIFETIME_S = 1.0
 
 
 async def test_a_busy_websocket_is_closed_when_its_lifetime_is_over(
-    monkeypatch: pytest.MonkeyPatch, make_proxy, fake_upstream, fake_auth
+    make_proxy, fake_upstream, fake_auth
 ) -> None:
-    monkeypatch.setattr(proxy.websocket, "MAX_LIFETIME_S", LIFETIME_S, raising=False)
-    client = await make_proxy()
+    client = await make_proxy(websocket_max_lifetime_s=LIFETIME_S)
     started = time.monotonic()
     async with client.ws_connect("/ws", headers=ALICE_COOKIE) as ws:
         # Alice's session is revoked at the auth service while her socket is open.
@@ -68,11 +67,8 @@ async def test_a_busy_websocket_is_closed_when_its_lifetime_is_over(
     assert response.status == 401
 
 
-async def test_a_websocket_within_its_lifetime_is_left_open(
-    monkeypatch: pytest.MonkeyPatch, make_proxy, fake_upstream
-) -> None:
-    monkeypatch.setattr(proxy.websocket, "MAX_LIFETIME_S", 30.0, raising=False)
-    client = await make_proxy()
+async def test_a_websocket_within_its_lifetime_is_left_open(make_proxy, fake_upstream) -> None:
+    client = await make_proxy(websocket_max_lifetime_s=30.0)
     async with client.ws_connect("/ws", headers=ALICE_COOKIE) as ws:
         for _ in range(3):
             await ws.send_str("hello")
