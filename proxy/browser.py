@@ -227,6 +227,17 @@ def is_signout(method: str, target: Target) -> bool:
     return method in ("GET", "POST") and target.route == SIGNOUT_PATH
 
 
+def signs_in(body: bytes, email: str) -> bool:
+    """Whether OpenWebUI's sign-in answer (200) is the account of ``email``: its ``email``
+    field, compared as OpenWebUI stores emails (lower-cased). Anything else (another
+    account, no email, not JSON) is not."""
+    try:
+        signed = json.loads(body).get("email")
+    except (ValueError, RecursionError, AttributeError):
+        return False
+    return isinstance(signed, str) and signed.lower() == email.lower()
+
+
 def is_user_mismatch(status: int, body: bytes) -> bool:
     """OpenWebUI refused a token because it belongs to another user than the header says."""
     if status != 401:

@@ -109,6 +109,15 @@ class AccessDenied(Forbidden):
         self.email = email
 
 
+class SignedInSomeoneElse(UpstreamError):
+    """OpenWebUI answered a trusted sign-in with another account than the person the proxy
+    verified and injected: it reads another header (its ``WEBUI_AUTH_TRUSTED_EMAIL_HEADER``
+    differs from ``OWUI_PROXY_EMAIL_HEADER``) or the request carried another identity."""
+
+    public = "OpenWebUI signed in another account; the operator must check its trusted header"
+    code = "signin_identity_mismatch"
+
+
 class ActAsRefused(Forbidden):
     """The internal listener will not sign in as this user; ``code`` is ``admin_account``
     (never an admin's token) or ``onboarding`` (OpenWebUI has no user yet)."""

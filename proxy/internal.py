@@ -61,7 +61,7 @@ from aiohttp.web_response import StreamResponse
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy import chat_update, h1, logs
+from proxy import browser, chat_update, h1, logs
 from proxy.access import AccessRules
 from proxy.allowlist import SIGNIN, Allowed, Allowlist
 from proxy.catchall import EveryTarget
@@ -75,6 +75,7 @@ from proxy.errors import (
     Forbidden,
     ProxyAuthRequired,
     ProxyError,
+    SignedInSomeoneElse,
     UpstreamError,
 )
 from proxy.headers import REQUEST_ID_HEADER, HeaderPolicy, build_upstream_headers, normalise
@@ -299,9 +300,12 @@ class SigninGuard:
         self.onboarded = True
 
     @staticmethod
-    def after(response: h1.Response, body: bytes) -> web.Response:
-        """The sign-in answer, unless it carries an admin's token."""
+    def after(response: h1.Response, body: bytes, email: str) -> web.Response:
+        """The sign-in answer, unless it carries an admin's token or another account than
+        ``email``'s (OpenWebUI reading another header than the proxy injects)."""
         if response.status == 200:
+            if not browser.signs_in(body, email):
+                raise SignedInSomeoneElse("OpenWebUI's sign-in answer is another account")
             role = _json_field(body, "role")
             if not isinstance(role, str):
                 raise UpstreamError("sign-in answer without a role")
@@ -420,7 +424,7 @@ class InternalHandler:
                 identity.email if identity else "",
                 lambda: send(checked, headers, self.upstream, buffered=body),
             )
-            return self.signin.after(response, answer)
+            return self.signin.after(response, answer, identity.email if identity else "")
         if chat_update.is_update(request.method, decision.path):
             return await self._chat_update(checked, headers)
         response = await send(checked, headers, self.upstream)

@@ -27,7 +27,7 @@ from proxy import browser, credentials, h1, logs, owners, socketio
 from proxy.access import AccessRules, Refusal
 from proxy.auth.base import Authenticator, Denied
 from proxy.eio_sessions import SessionSeals, is_handshake
-from proxy.errors import AccessDenied, BadRequest, Forbidden
+from proxy.errors import AccessDenied, BadRequest, Forbidden, SignedInSomeoneElse
 from proxy.headers import Forwarded, HeaderPolicy, forwarded_view, request_headers_upstream
 from proxy.identity import Identity
 from proxy.metrics import Metrics
@@ -551,20 +551,17 @@ class PublicHandler:
                 self._socketio_refused(identity)
                 raise Forbidden("token does not belong to the signed-in user")
         relayed = self._relayed_request(scope)
+        signin = identity is not None and browser.is_signin(request.method, scope.target)
+        if signin:  # its answer is read here (whose account it is): asked for uncompressed
+            headers["Accept-Encoding"] = "identity"
         response = await self._send(scope, relayed, buffered=buffered)
-        if (
-            self.signin_hook is not None
-            and identity is not None
-            and response.status == 200
-            and browser.is_signin(request.method, scope.target)
-        ):
-            # Announced once OpenWebUI has signed the person in, so their account exists:
-            # a provisioner signing in as them at the same moment as their own first sign-in
-            # could otherwise make OpenWebUI create the account twice (unusable after).
-            self.signin_hook.seen(identity)
         extra: CIMultiDict[str] = CIMultiDict()
         if scope.drop_token_cookie:
             extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
+        if signin and identity is not None and response.status == 200:
+            body = await read_whole(response)
+            self._signed_in(identity, body)
+            return whole_response(response, body, extra)
         if identity is not None and response.status == 200 and self._opens_engineio_session(scope):
             body = await read_whole(response)
             return whole_response(
@@ -585,6 +582,27 @@ class PublicHandler:
                 extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
             return whole_response(response, body, extra)
         return await stream_back(relayed, response, extra_headers=extra or None)
+
+    def _signed_in(self, identity: Identity, body: bytes) -> None:
+        """OpenWebUI's trusted sign-in answered: it must be the person the proxy verified.
+
+        Another account (OpenWebUI reads another header than the one the proxy injects, a
+        typo in either's settings, so a header the client sent chose the account) is never
+        relayed: its token would sign the client in as someone else. Once it is the person,
+        the first sign-in hook hears of them: their account exists now (a provisioner
+        signing in as them at the same moment as their own first sign-in could otherwise make
+        OpenWebUI create the account twice, unusable after)."""
+        if not browser.signs_in(body, identity.email):
+            self.metrics.count_decision("signin_identity_mismatch")
+            self.log.error(
+                "signin_identity_mismatch",
+                why="OpenWebUI signed in another account than the verified person: does its "
+                "WEBUI_AUTH_TRUSTED_EMAIL_HEADER equal OWUI_PROXY_EMAIL_HEADER?",
+                **person(identity.email, self.pseudonyms),
+            )
+            raise SignedInSomeoneElse("OpenWebUI's sign-in answer is another account")
+        if self.signin_hook is not None:
+            self.signin_hook.seen(identity)
 
     async def _signout(self, scope: Scope, relay: bool = True) -> web.StreamResponse:
         """Sign-out, in any spelling: relayed as OpenWebUI's own ``POST`` (0.12.4 knows no
