@@ -445,12 +445,39 @@ class OpenWebUI:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self._signins: dict[str, asyncio.Task[UserSession]] = {}
 
     async def config(self) -> dict[str, Any]:
         return _dict(await self.transport.request("GET", "/api/config"))
 
     async def signin(self, email: str, name: str | None) -> UserSession:
-        """Sign in as ``email`` via the trusted header; OpenWebUI creates the account if missing."""
+        """Sign in as ``email`` via the trusted header; OpenWebUI creates the account if missing.
+
+        A first sign-in is several writes in OpenWebUI (the user row, then its credentials);
+        cut short between them, or run twice at once for one email, it leaves an account
+        OpenWebUI refuses for ever. So the call is never cut by its caller's cancellation
+        (it runs on as its own task; :meth:`settle` waits for it before the client closes),
+        and a caller for an email already signing in joins that call.
+        """
+        task = self._signins.get(email)
+        if task is None:
+            task = asyncio.ensure_future(self._signin(email, name))
+            self._signins[email] = task
+            task.add_done_callback(lambda done: self._signin_done(email, done))
+        return await asyncio.shield(task)
+
+    def _signin_done(self, email: str, task: asyncio.Task[UserSession]) -> None:
+        if self._signins.get(email) is task:
+            del self._signins[email]
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that left would never read it
+
+    async def settle(self) -> None:
+        """Wait for the sign-ins cancelled callers left running."""
+        while self._signins:
+            await asyncio.gather(*self._signins.values(), return_exceptions=True)
+
+    async def _signin(self, email: str, name: str | None) -> UserSession:
         try:
             response = await self.transport.request(
                 "POST",
