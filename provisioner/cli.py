@@ -65,7 +65,11 @@ def _configure_logging(err: TextIO, level: int = logging.INFO) -> None:
 async def _openwebui(settings: Settings) -> AsyncIterator[OpenWebUI]:
     token = read_service_token(settings.token_file)
     async with make_http_client(settings) as http:
-        yield OpenWebUI(Transport(settings, token, http))
+        api = OpenWebUI(Transport(settings, token, http))
+        try:
+            yield api
+        finally:
+            await api.settle()  # a first sign-in a stop left running ends before the client
 
 
 def _listen_address(value: str) -> str:
@@ -138,7 +142,21 @@ async def _cmd_user(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 _write_line(out, line.as_json())
             err.write("user: dry run: nothing was changed in OpenWebUI\n")
             return EXIT_OK
-        await provisioner.provision_user(courses, email, name, on_result=report)
+        # Ctrl-C or SIGTERM stops the work, but a first sign-in under way ends first: cut
+        # short (asyncio.run cancels every task left, SIGTERM ends the process) it can
+        # leave an account OpenWebUI refuses for ever.
+        try:
+            stopped = await until_stopped(
+                provisioner.provision_user(courses, email, name, on_result=report)
+            )
+        finally:
+            await provisioner.settle()
+    if stopped is not None:
+        err.write(
+            f"user: stopped by {stopped.name} after {len(placed)} module(s); "
+            "run the same command again to finish\n"
+        )
+        return 128 + stopped
     expected = sum(len(course.modules) for course in courses)
     return EXIT_OK if len(placed) == expected and all(placed) else EXIT_FAILED
 

@@ -35,6 +35,7 @@ from provisioner.errors import (
     Onboarding,
     PublicListener,
     ServiceTokenRefused,
+    Unanswered,
     Unavailable,
 )
 from provisioner.retry import backoff_delay, is_transient
@@ -170,13 +171,18 @@ class Transport:
         params: Mapping[str, str | int] | None = None,
         json: Any = None,
         retry: bool = True,
+        repeat_unanswered: bool = True,
         accept: frozenset[int] = frozenset(),
     ) -> httpx.Response:
         """One call. Returns a 2xx response, or one whose status is in ``accept``.
 
         ``retry=False`` is for calls that must not be repeated blindly (the archive
         toggle: a retry after a lost response would undo it); their callers re-read the
-        state instead.
+        state instead. ``repeat_unanswered=False`` is for calls that may be repeated once
+        they have ended, but not beside themselves (a first sign-in): one that may have
+        reached OpenWebUI and got no answer (read or write timeout, the proxy's 504) ends
+        as :class:`Unanswered` at once; refusals before it ran (429, a failed connect,
+        OpenWebUI's own 5xx) are still retried.
         """
         attempts = self._settings.max_attempts if retry else 1
         headers = self._headers(email, name, user_token)
@@ -187,6 +193,14 @@ class Transport:
                 response = await self._http.request(
                     method, path, headers=headers, params=params, json=json
                 )
+            except (httpx.ReadTimeout, httpx.WriteTimeout):
+                problem = "timed out"
+                if not repeat_unanswered:
+                    raise Unanswered(
+                        f"{method} {path}: no answer within {self._settings.request_timeout_s:g} s"
+                        "; not sent again while it may still be running",
+                        self._settings.request_timeout_s,
+                    ) from None
             except httpx.TimeoutException:
                 problem = "timed out"
             except httpx.TransportError as exc:
@@ -219,6 +233,11 @@ class Transport:
                 if not is_transient(status):
                     raise ApiError(method, path, status, detail)
                 problem = f"{status} {detail}"
+                if status == 504 and not repeat_unanswered:
+                    raise Unanswered(
+                        f"{method} {path}: {problem}; not sent again while it may still be running",
+                        self._settings.request_timeout_s,
+                    )
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if retry_after is not None and retry_after > self._settings.retry_after_max_s:
                     raise Unavailable(
@@ -445,12 +464,48 @@ class OpenWebUI:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self._signins: dict[str, asyncio.Task[UserSession]] = {}
+        # Emails whose last sign-in went unanswered: when (loop time) one may be sent again.
+        self._unanswered: dict[str, float] = {}
 
     async def config(self) -> dict[str, Any]:
         return _dict(await self.transport.request("GET", "/api/config"))
 
     async def signin(self, email: str, name: str | None) -> UserSession:
-        """Sign in as ``email`` via the trusted header; OpenWebUI creates the account if missing."""
+        """Sign in as ``email`` via the trusted header; OpenWebUI creates the account if missing.
+
+        A first sign-in is several writes in OpenWebUI (the user row, then its credentials);
+        cut short between them, or run twice at once for one email, it leaves an account
+        OpenWebUI refuses for ever. So the call is never cut by its caller's cancellation
+        (it runs on as its own task; :meth:`settle` waits for it before the client closes),
+        and a caller for an email already signing in joins that call.
+        """
+        task = self._signins.get(email)
+        if task is None:
+            wait = self._unanswered.get(email, 0.0) - asyncio.get_running_loop().time()
+            if wait > 0:
+                raise Unavailable(
+                    "POST /api/v1/auths/signin: the last sign-in of this person went "
+                    "unanswered and may still be running; not sent beside it",
+                    wait,
+                )
+            task = asyncio.ensure_future(self._signin(email, name))
+            self._signins[email] = task
+            task.add_done_callback(lambda done: self._signin_done(email, done))
+        return await asyncio.shield(task)
+
+    def _signin_done(self, email: str, task: asyncio.Task[UserSession]) -> None:
+        if self._signins.get(email) is task:
+            del self._signins[email]
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that left would never read it
+
+    async def settle(self) -> None:
+        """Wait for the sign-ins cancelled callers left running."""
+        while self._signins:
+            await asyncio.gather(*self._signins.values(), return_exceptions=True)
+
+    async def _signin(self, email: str, name: str | None) -> UserSession:
         try:
             response = await self.transport.request(
                 "POST",
@@ -458,7 +513,16 @@ class OpenWebUI:
                 email=email,
                 name=name,
                 json={"email": "", "password": ""},  # ignored in header mode, but must parse
+                repeat_unanswered=False,
             )
+        except Unanswered as exc:
+            # Not again before it has had as long again to end (entries expire, so the
+            # map holds only the last request_timeout_s of unanswered sign-ins).
+            now = asyncio.get_running_loop().time()
+            for old in [e for e, until in self._unanswered.items() if until <= now]:
+                del self._unanswered[old]
+            self._unanswered[email] = now + (exc.retry_after or 0.0)
+            raise
         except ApiError as exc:
             # In header mode nothing checks a password: this answer means the account
             # exists without usable credentials (see AccountCannotSignIn).

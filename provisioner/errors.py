@@ -230,6 +230,11 @@ class Unavailable(ProvisionError):
         self.retry_after = retry_after
 
 
+class Unanswered(Unavailable):
+    """A call that may have reached OpenWebUI got no answer (our read timeout, the proxy's
+    504), and is not one to send again beside itself: it may still be running there."""
+
+
 class NotConverged(ProvisionError):
     """The expected end state was not observed within the bounded number of rounds."""
 

@@ -34,6 +34,8 @@ A storm of deliveries (term start) is bounded (:class:`Admission`): at most
 ``concurrency`` people are provisioned at once (a person waiting out the settle pause
 gives up their place meanwhile), at most ``queue`` more wait for a place, and anything
 beyond is answered ``503`` with ``Retry-After`` at once, before any call to OpenWebUI.
+So is a delivery that, by what the receiver has seen of how fast its queue drains, would
+not end within its deadline: it would only wait the deadline out for the same 503.
 A person back from the settle pause gets a place before any delivery not yet started.
 Deliveries naming the same person (Clerk's ``user.created`` and the proxy's ``user.seen``,
 or ``user.seen`` from several proxy processes) run one after the other, so the second
@@ -47,7 +49,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +92,13 @@ _MAX_SHOWN = 100
 # People provisioned at once, and deliveries that may wait for a place (see Admission).
 DEFAULT_CONCURRENCY = 4
 DEFAULT_QUEUE = 256
+# Weight of the latest delivery in the receiver's moving averages of how long one takes.
+_SMOOTHING = 0.2
+# How many ends, while deliveries waited, the receiver's drain rate is measured over.
+_GAP_WINDOW = 16
+# The share of the deadline an expected end may take: the estimate is a mean, and a
+# delivery near the line waits out the deadline half the time.
+_EXPECTED_SHARE = 0.8
 
 
 # A Svix/Clerk secret may carry 16 bytes of key; ours (proxy.webhooks.new_secret) carry 32.
@@ -190,34 +199,104 @@ class Admission:
     run out of time are mostly those that never started, which cost nothing.
     """
 
-    def __init__(self, concurrency: int, queue: int) -> None:
+    def __init__(self, concurrency: int, queue: int, deadline_s: float | None = None) -> None:
         if concurrency < 1 or queue < 0:
             raise ValueError("concurrency must be at least 1 and queue at least 0")
         self.slot = Slots(concurrency)
+        self.concurrency = concurrency
         self.limit = concurrency + queue
+        self.deadline_s = deadline_s
         self.admitted = 0
+        self.waiting = 0  # admitted, and not yet holding a slot
+        # What the receiver has seen (moving averages over deliveries that ended within
+        # their deadline): the time between two of them ending while deliveries waited (how
+        # fast the queue drains, whatever holds the slots), and one's time from slot to end.
+        self.run_s: float | None = None
+        self._ends: deque[float] = deque(maxlen=_GAP_WINDOW)  # while deliveries kept waiting
+        self._running: dict[object, float] = {}  # when each delivery under way got its slot
         self._people: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def expected_s(self) -> float | None:
+        """When a delivery admitted now would end, as far as the receiver has seen; ``None``
+        before it has seen enough, or when a slot may be free at once."""
+        if self.waiting == 0:
+            return None
+        run_s = self.run_s
+        if run_s is None:  # none has ended yet: one takes at least as long as the oldest
+            if not self._running:
+                return None
+            run_s = time.monotonic() - min(self._running.values())
+        return (self.waiting + 1) * self.gap_s(run_s) + run_s
+
+    def gap_s(self, run_s: float) -> float:
+        """The mean time between two deliveries ending while others waited, over the last
+        few (ends come in bursts: a mean over a window, not a moving average of gaps);
+        before enough are seen, a slot per delivery for its whole run (the settle pause
+        lends it out, so the queue drains at least this fast)."""
+        if len(self._ends) < _GAP_WINDOW // 2:
+            return run_s / self.concurrency
+        return (self._ends[-1] - self._ends[0]) / (len(self._ends) - 1)
+
+    def _ended(self, run_s: float) -> None:
+        self.run_s = _average(self.run_s, run_s)
+        if self.waiting > 0:
+            self._ends.append(time.monotonic())
+
+    def _left_queue(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self._ends.clear()  # the next gap may hold idle time
 
     @contextlib.asynccontextmanager
     async def person(self, email: str) -> AsyncIterator[Lease]:
         """Hold ``email``'s turn and a slot (yielded: the provisioner may lend it out while
-        it waits); :class:`Busy` at once when the queue is full."""
+        it waits); :class:`Busy` at once when the queue is full, or when the deliveries
+        waiting ahead would keep this one from ending within the deadline (it would only
+        wait the deadline out for its 503, holding a connection)."""
         if self.admitted >= self.limit:
             raise Busy()
+        expected = self.expected_s()
+        if (
+            expected is not None
+            and self.deadline_s is not None
+            and expected > _EXPECTED_SHARE * self.deadline_s
+        ):
+            raise Busy()
         self.admitted += 1
+        self.waiting += 1
         held = self._people.get(email)
         lock, users = held if held is not None else (asyncio.Lock(), 0)
         self._people[email] = (lock, users + 1)
+        started: float | None = None
+        token = object()
         try:
             async with lock, self.slot.lease() as lease:
+                self._left_queue()
+                started = self._running[token] = time.monotonic()
                 yield lease
+        except asyncio.CancelledError:
+            raise  # its deadline: how long it would have taken is not known
+        except BaseException:
+            if started is not None:  # a failure ends it as surely as a success
+                self._ended(time.monotonic() - started)
+            raise
+        else:
+            if started is not None:
+                self._ended(time.monotonic() - started)
         finally:
             self.admitted -= 1
+            self._running.pop(token, None)
+            if started is None:
+                self._left_queue()
             lock, users = self._people[email]
             if users == 1:
                 del self._people[email]
             else:
                 self._people[email] = (lock, users - 1)
+
+
+def _average(average: float | None, sample: float) -> float:
+    return sample if average is None else average + _SMOOTHING * (sample - average)
 
 
 class Ignored(Exception):
@@ -307,7 +386,7 @@ def create_app(
 
     metrics = WebhookMetrics([course.course.id for course in courses])
     seen = deliveries if deliveries is not None else Deliveries(clock=clock)
-    admission = Admission(concurrency, queue)
+    admission = Admission(concurrency, queue, deadline_s)
     retry_after = str(max(1, round(deadline_s)))
 
     def answer(outcome: str, status: int, **body: Any) -> web.Response:
