@@ -290,8 +290,9 @@ def markdown(r: dict[str, Any]) -> str:
         out.append(f"\n## Case 2: real OpenWebUI, `GET {r['case2']['path']}` with a token\n\n")
         out.append(
             f"OpenWebUI (one uvicorn process) on the server CPU; {plan['owui_conns']} "
-            "connections; rounds alternate the targets. *On OpenWebUI's CPU* is the same CPU "
-            "budget: the proxy's work comes out of OpenWebUI's CPU.\n\n"
+            "connections; rounds alternate the targets, each round starting one target further "
+            "on. *On OpenWebUI's CPU* is the same CPU budget: the proxy's work comes out of "
+            "OpenWebUI's CPU.\n\n"
         )
         out.append(
             _table(

@@ -726,7 +726,11 @@ def openwebui_cases(run: Run) -> None:
         wrk(run, webui.url + path, run.plan.owui_conns, 3 * run.plan.warmup, targets[0][2])
         rows = []
         for rnd in range(run.plan.owui_rounds):
-            for label, url, headers, via in targets:
+            # Each round starts one target further on: OpenWebUI's cost per request drifts
+            # over a run (it grows), and a fixed order would charge the drift to the rows
+            # measured last in every round.
+            shift = rnd % len(targets)
+            for label, url, headers, via in targets[shift:] + targets[:shift]:
                 run.log(f"case 2: {label}, round {rnd + 1}")
                 watched = {"owui": webui.proc} | ({"proxy": via.proc} if via else {})
                 result = measure(run, url + path, run.plan.owui_conns, headers, also=watched)
