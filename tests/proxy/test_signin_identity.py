@@ -74,15 +74,7 @@ async def test_a_sign_in_answer_naming_no_account_is_not_relayed(
         async with internal_client(
             aiohttp_client, aiohttp_server, tmp_path, signing_in(signin)
         ) as client:
-            response = await client.post(
-                "/api/v1/auths/signin",
-                headers={
-                    "Proxy-Authorization": f"Bearer {TOKEN}",
-                    "X-User-Email": "student@school.edu",
-                    "Content-Type": "application/json",
-                },
-                json={"email": "", "password": ""},
-            )
+            response = await _act_as_signin(client)
             body = await response.text()
             assert response.status == 502, (answer, body)
             assert str(answer["token"]) not in body
@@ -96,14 +88,19 @@ async def test_the_act_as_person_s_sign_in_is_relayed(
         return web.json_response({"email": email.upper(), "role": "user", "token": "tok.s"})
 
     async with internal_client(aiohttp_client, aiohttp_server, tmp_path, signing_in(signin)) as c:
-        response = await c.post(
-            "/api/v1/auths/signin",
-            headers={
-                "Proxy-Authorization": f"Bearer {TOKEN}",
-                "X-User-Email": "student@school.edu",
-                "Content-Type": "application/json",
-            },
-            json={"email": "", "password": ""},
-        )
+        response = await _act_as_signin(c)
         assert response.status == 200  # compared as OpenWebUI stores emails: lower-cased
         assert (await response.json())["token"] == "tok.s"
+
+
+async def _act_as_signin(client: Any) -> Any:
+    """The provisioner's sign-in as ``student@school.edu`` through the internal listener."""
+    return await client.post(
+        "/api/v1/auths/signin",
+        headers={
+            "Proxy-Authorization": f"Bearer {TOKEN}",
+            "X-User-Email": "student@school.edu",
+            "Content-Type": "application/json",
+        },
+        json={"email": "", "password": ""},
+    )
