@@ -355,6 +355,31 @@ Seconds = Annotated[float, Field(gt=0)]
 AuthPathPrefix = Annotated[str, AfterValidator(_check_path_prefix)]
 
 
+def _jwt_source_collision(settings: Settings) -> str | None:
+    """Why the JWT cannot come from ``jwt_source``: a place OpenWebUI reads its own
+    credentials from, or a header the proxy strips and injects; None when it may."""
+    kind, _, name = (settings.jwt_source or "").partition(":")
+    if kind == "cookie":
+        if name == "token":
+            return (
+                "the cookie 'token' is OpenWebUI's own session cookie, which the proxy binds "
+                "to the person; name the cookie your edge puts the JWT in"
+            )
+        return None
+    if _normalise(name) == _normalise(settings.openwebui_api_key_header):
+        return (
+            f"{name} is where OpenWebUI reads API keys (OWUI_PROXY_OPENWEBUI_API_KEY_HEADER); "
+            "name the header your edge puts the JWT in"
+        )
+    identity = [settings.email_header, settings.name_header, settings.groups_header]
+    if _normalise(name) in {_normalise(h) for h in [*identity, settings.role_header]}:
+        return (
+            f"{name} is an identity header the proxy strips from every request and injects "
+            "itself; name the header your edge puts the JWT in"
+        )
+    return None
+
+
 class Settings(BaseSettings):
     """Everything the proxy can be told. Immutable once loaded."""
 
@@ -820,6 +845,10 @@ class Settings(BaseSettings):
                 need("jwt_issuer", "when OWUI_PROXY_AUTH=jwt")
             if not self.jwt_audience:
                 need("jwt_audience", "when OWUI_PROXY_AUTH=jwt")
+            if self.jwt_source is not None:
+                collision = _jwt_source_collision(self)
+                if collision is not None:
+                    problems.append(f"{ENV_PREFIX}JWT_SOURCE: {collision}")
             if self.jwt_key_file is not None and not self.jwt_key_file.is_file():
                 problems.append(
                     f"{ENV_PREFIX}JWT_KEY_FILE: {self.jwt_key_file} does not exist or is not a file"
