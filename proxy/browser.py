@@ -19,6 +19,8 @@ from proxy.target import Target
 
 SIGNOUT_PATH = "/api/v1/auths/signout"
 SIGNIN_PATH = "/api/v1/auths/signin"
+# Where OpenWebUI 0.12.4 finishes a sign-in that asked for a second factor (its MFA router).
+MFA_PREFIX = "/api/v1/auths/mfa/"
 # Exactly what OpenWebUI 0.12.4 (utils/auth.py, get_current_user) answers when the token's
 # user differs from the trusted email header.
 MISMATCH_DETAIL = "User mismatch. Please sign in again."
@@ -236,6 +238,32 @@ def signs_in(body: bytes, email: str) -> bool:
     except (ValueError, RecursionError, AttributeError):
         return False
     return isinstance(signed, str) and signed.lower() == email.lower()
+
+
+def may_start_a_session(method: str, target: Target) -> bool:
+    """A request whose answer may carry a new OpenWebUI session: the trusted sign-in, and
+    the second-factor steps that finish one (OpenWebUI's MFA router)."""
+    return method == "POST" and (target.path == SIGNIN_PATH or target.path.startswith(MFA_PREFIX))
+
+
+def starts_a_session_for_someone_else(
+    body: bytes, header_list: list[tuple[str, str]], email: str
+) -> bool:
+    """Whether an answer (200) carries an OpenWebUI session, a ``token`` in its JSON or a
+    ``token`` cookie it sets, that is not ``email``'s account (:func:`signs_in`). An answer
+    without one (a pending account's ``next_step``, a second-factor challenge) starts
+    nothing and is not judged here."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    session = isinstance(data, dict) and "token" in data
+    if not session:
+        session = any(
+            name.lower() == "set-cookie" and value.lstrip().startswith("token=")
+            for name, value in header_list
+        )
+    return session and not signs_in(body, email)
 
 
 def is_user_mismatch(status: int, body: bytes) -> bool:

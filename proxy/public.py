@@ -551,8 +551,8 @@ class PublicHandler:
                 self._socketio_refused(identity)
                 raise Forbidden("token does not belong to the signed-in user")
         relayed = self._relayed_request(scope)
-        signin = identity is not None and browser.is_signin(request.method, scope.target)
-        if signin:  # its answer is read here (whose account it is): asked for uncompressed
+        signin = identity is not None and browser.may_start_a_session(request.method, scope.target)
+        if signin:  # its answer is read here (whose session it is): asked for uncompressed
             headers["Accept-Encoding"] = "identity"
         response = await self._send(scope, relayed, buffered=buffered)
         extra: CIMultiDict[str] = CIMultiDict()
@@ -560,7 +560,7 @@ class PublicHandler:
             extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
         if signin and identity is not None and response.status == 200:
             body = await read_whole(response)
-            self._signed_in(identity, body)
+            self._signed_in(identity, request.method, scope, response.header_list, body)
             return whole_response(response, body, extra)
         if identity is not None and response.status == 200 and self._opens_engineio_session(scope):
             body = await read_whole(response)
@@ -583,16 +583,24 @@ class PublicHandler:
             return whole_response(response, body, extra)
         return await stream_back(relayed, response, extra_headers=extra or None)
 
-    def _signed_in(self, identity: Identity, body: bytes) -> None:
-        """OpenWebUI's trusted sign-in answered: it must be the person the proxy verified.
+    def _signed_in(
+        self,
+        identity: Identity,
+        method: str,
+        scope: Scope,
+        header_list: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        """OpenWebUI answered a sign-in (or its second factor): a session it starts must be
+        the person the proxy verified.
 
-        Another account (OpenWebUI reads another header than the one the proxy injects, a
+        Another account's (OpenWebUI reads another header than the one the proxy injects, a
         typo in either's settings, so a header the client sent chose the account) is never
-        relayed: its token would sign the client in as someone else. Once it is the person,
-        the first sign-in hook hears of them: their account exists now (a provisioner
-        signing in as them at the same moment as their own first sign-in could otherwise make
-        OpenWebUI create the account twice, unusable after)."""
-        if not browser.signs_in(body, identity.email):
+        relayed: its token would sign the client in as someone else. Once the trusted
+        sign-in is the person's, the first sign-in hook hears of them: their account exists
+        now (a provisioner signing in as them at the same moment as their own first sign-in
+        could otherwise make OpenWebUI create the account twice, unusable after)."""
+        if browser.starts_a_session_for_someone_else(body, header_list, identity.email):
             self.metrics.count_decision("signin_identity_mismatch")
             self.log.error(
                 "signin_identity_mismatch",
@@ -601,7 +609,7 @@ class PublicHandler:
                 **person(identity.email, self.pseudonyms),
             )
             raise SignedInSomeoneElse("OpenWebUI's sign-in answer is another account")
-        if self.signin_hook is not None:
+        if self.signin_hook is not None and browser.is_signin(method, scope.target):
             self.signin_hook.seen(identity)
 
     async def _signout(self, scope: Scope, relay: bool = True) -> web.StreamResponse:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
@@ -54,6 +55,65 @@ async def test_the_verified_person_s_sign_in_is_relayed_whole(make_proxy, fake_u
     assert response.cookies["token"].value == "tok.alice@example.edu"
     # Its answer is read by the proxy: asked for uncompressed, whatever the browser accepts.
     assert fake_upstream.last().values("Accept-Encoding") == ["identity"]
+
+
+def _openwebui_answering(path: str, answer: web.Response) -> web.Application:
+    """An OpenWebUI 0.12.4 (for the release check) answering ``POST path`` with ``answer``."""
+
+    async def config(_request: web.Request) -> web.Response:
+        return web.json_response({"version": "0.12.4", "features": {}})
+
+    async def post(_request: web.Request) -> web.Response:
+        return answer
+
+    app = web.Application()
+    app.router.add_get("/api/config", config)
+    app.router.add_post(path, post)
+    return app
+
+
+def _session(email: str, *, cookie: bool = True, body: bool = True) -> web.Response:
+    response = (
+        web.json_response({"email": email, "role": "user", "token": f"tok.{email}"})
+        if body
+        else web.Response(text="ok")
+    )
+    if cookie:
+        response.set_cookie("token", f"tok.{email}", httponly=True)
+    return response
+
+
+@pytest.mark.parametrize(
+    ("path", "answer", "relayed"),
+    [
+        # The second factor's last step starts the session: judged like the sign-in.
+        ("/api/v1/auths/mfa/verify", lambda: _session(BOB), False),
+        ("/api/v1/auths/mfa/verify", lambda: _session("alice@example.edu"), True),
+        # A session given by its cookie alone is judged too (no email: not the person's).
+        ("/api/v1/auths/signin", lambda: _session(BOB, body=False), False),
+        # Answers that start no session pass: a pending account, a second-factor challenge.
+        ("/api/v1/auths/signin", lambda: web.json_response({"next_step": "pending"}), True),
+        (
+            "/api/v1/auths/signin",
+            lambda: web.json_response({"next_step": "verify", "challenge_token": "u1.x"}),
+            True,
+        ),
+    ],
+)
+async def test_every_answer_that_starts_a_session_is_judged(
+    aiohttp_server, make_proxy, path: str, answer: Any, relayed: bool
+) -> None:
+    server = await aiohttp_server(_openwebui_answering(path, answer()))
+    proxy = await make_proxy(upstream=str(server.make_url("/")))
+    response = await proxy.post(path, headers=ALICE_COOKIE, json={})
+    body = await response.text()
+    if relayed:
+        assert response.status == 200, body
+    else:
+        assert response.status == 502, body
+        assert "signin_identity_mismatch" in body
+        assert "Set-Cookie" not in response.headers
+        assert f"tok.{BOB}" not in body
 
 
 async def test_a_sign_in_answer_naming_no_account_is_not_relayed(
