@@ -299,6 +299,7 @@ async def _cmd_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
             including_replied=args.including_replied,
             module_id=args.module,
             rounds=settings.converge_rounds,
+            dry_run=args.dry_run,
         )
         stopped = await until_stopped(
             run_remove(
@@ -310,7 +311,8 @@ async def _cmd_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
                 emit=lambda line: _write_line(out, line.as_json()),
             )
         )
-    err.write(f"remove: {removal_summary(found, len(rows))}\n")
+    dry = " (dry run: nothing deleted)" if args.dry_run else ""
+    err.write(f"remove{dry}: {removal_summary(found, len(rows), dry_run=args.dry_run)}\n")
     failed = [line for person in found.values() for line in person if line.result == "failed"]
     for line in failed:
         err.write(f"  failed: {line.email}: {line.detail}\n")
@@ -570,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
         "in are kept unless --including-replied. Safe to repeat, interrupt or run twice at "
         "once. Creates no account (needs OWUI_PROVISION_LOOKUP_EMAIL). The person's "
         "OpenWebUI account itself stays: docs/provisioner.md says how an admin deletes it.",
+        "  owui-provision remove examples/welcome.toml leaver@example.edu --dry-run\n"
         "  owui-provision remove examples/welcome.toml leaver@example.edu\n"
         "  owui-provision remove examples/welcome.toml --roster year-9.csv --module prompting",
     )
@@ -585,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_module_id,
         metavar="ID",
         help="only this module's threads (it may already be gone from the course file)",
+    )
+    remove.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be deleted (would delete, would delete folder) and kept; "
+        "delete nothing",
     )
     remove.set_defaults(handler=_cmd_remove)
 

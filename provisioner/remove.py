@@ -15,6 +15,9 @@ A person without an account is never signed in as (that would create the account
 find it empty): :mod:`provisioner.directory` says who has one. When whole courses go, the
 course folder (``placement = "folder"``, now or earlier) is deleted too once it holds
 nothing: no chat, no folder of the person's.
+
+With ``--dry-run`` one look per person says what a removal would delete (``would delete``,
+``would delete folder``) and keep, and nothing is deleted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,7 +43,16 @@ from provisioner.users import UserRow
 
 log = structlog.get_logger("provisioner.remove")
 
-Result = Literal["deleted", "kept", "no account", "admin", "deleted folder", "failed"]
+Result = Literal[
+    "deleted",
+    "kept",
+    "no account",
+    "admin",
+    "deleted folder",
+    "would delete",
+    "would delete folder",
+    "failed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +89,14 @@ class Remover:
         including_replied: bool = False,
         module_id: str | None = None,
         rounds: int = 10,
+        dry_run: bool = False,
     ) -> None:
         self._provisioner = provisioner
         self._directory = directory
         self._including_replied = including_replied
         self._module_id = module_id
         self._rounds = rounds
+        self._dry_run = dry_run
 
     async def prepare(self, emails: Sequence[str]) -> None:
         await self._provisioner.preflight()
@@ -113,6 +128,8 @@ class Remover:
                 for thread in threads
                 if self._goes(thread, texts.get(key))
             ]
+            if self._dry_run:
+                return await self._would(session, courses, found, doomed)
             if not doomed:
                 kept = [
                     Removal(email, "kept", key[0], key[1], thread.id, detail=KEPT)
@@ -131,13 +148,42 @@ class Remover:
                 deleted[thread.id] = Removal(email, "deleted", course_id, module_id, thread.id)
         raise NotConverged(f"{email}: threads still there after {self._rounds} rounds; run again")
 
+    async def _would(
+        self,
+        session: UserSession,
+        courses: Sequence[Course],
+        found: dict[tuple[str, str], list[Thread]],
+        doomed: list[tuple[tuple[str, str], Thread]],
+    ) -> list[Removal]:
+        """``--dry-run``: what this look would delete and keep, and the course folders that
+        would then hold nothing; nothing is deleted."""
+        email = session.email
+        going = {thread.id for _, thread in doomed}
+        would = [
+            Removal(email, "would delete", key[0], key[1], thread.id) for key, thread in doomed
+        ]
+        kept = [
+            Removal(email, "kept", key[0], key[1], thread.id, detail=KEPT)
+            for key, threads in sorted(found.items())
+            for thread in threads
+            if thread.id not in going
+        ]
+        folders = []
+        if self._module_id is None:
+            folders = await self._empty_course_folders(session, courses, going=going)
+        return [*would, *kept, *folders]
+
     async def _empty_course_folders(
-        self, session: UserSession, courses: Sequence[Course]
+        self,
+        session: UserSession,
+        courses: Sequence[Course],
+        going: AbstractSet[str] = frozenset(),
     ) -> list[Removal]:
         """Delete the courses' folders that now hold nothing (known only for a person below
         100 chats, whose chats are read in one snapshot; others keep the folder). Only a
         folder named exactly as the provisioner names it: one the person named with the
-        course's tag is theirs (:func:`is_made_course_folder`)."""
+        course's tag is theirs (:func:`is_made_course_folder`). With ``--dry-run`` the chats
+        in ``going`` (they would be deleted) do not count, and nothing is deleted."""
         folders = as_folders(await session.list_folders())
         ours = [(f, c.course.id) for f in folders for c in courses if is_made_course_folder(f, c)]
         if not ours:
@@ -145,15 +191,17 @@ class Remover:
         chats = await session.list_all()
         if len(chats) >= EXPORT_BATCH_SIZE:
             return []
-        used = {chat.get("folder_id") for chat in chats} | {f.parent_id for f in folders}
+        used = {chat.get("folder_id") for chat in chats if chat.get("id") not in going}
+        used |= {f.parent_id for f in folders}
         removed = []
         for folder, course_id in ours:
             if folder.id not in used:
-                await session.delete_folder(folder.id)
+                if not self._dry_run:
+                    await session.delete_folder(folder.id)
                 removed.append(
                     Removal(
                         email=session.email,
-                        result="deleted folder",
+                        result="would delete folder" if self._dry_run else "deleted folder",
                         course=course_id,
                         folder_id=folder.id,
                     )
@@ -190,14 +238,21 @@ async def run_remove(
     await asyncio.gather(*(one(row) for row in rows))
 
 
-def removal_summary(found: dict[int, list[Removal]], people: int) -> str:
+def removal_summary(found: dict[int, list[Removal]], people: int, dry_run: bool = False) -> str:
     count = Counter(line.result for person in found.values() for line in person)
-    parts = [
-        f"{count['deleted']} thread(s) deleted",
-        f"{count['kept']} kept (written in; --including-replied deletes them)",
-        f"{count['deleted folder']} empty course folder(s) deleted",
-        f"{count['no account']} without an account",
-    ]
+    if dry_run:
+        done = [
+            f"{count['would delete']} thread(s) would be deleted",
+            f"{count['kept']} kept (written in; --including-replied deletes them)",
+            f"{count['would delete folder']} empty course folder(s) would be deleted",
+        ]
+    else:
+        done = [
+            f"{count['deleted']} thread(s) deleted",
+            f"{count['kept']} kept (written in; --including-replied deletes them)",
+            f"{count['deleted folder']} empty course folder(s) deleted",
+        ]
+    parts = [*done, f"{count['no account']} without an account"]
     if count["admin"]:
         parts.append(f"{count['admin']} admin(s) skipped")
     parts.append(f"{count['failed']} failed")
