@@ -240,6 +240,11 @@ def signs_in(body: bytes, email: str) -> bool:
     return isinstance(signed, str) and signed.lower() == email.lower()
 
 
+def set_cookie_name(set_cookie: str) -> str:
+    """The name a ``Set-Cookie`` header value sets."""
+    return set_cookie.partition(";")[0].partition("=")[0].strip()
+
+
 def may_start_a_session(method: str, target: Target) -> bool:
     """A request whose answer may carry a new OpenWebUI session: the trusted sign-in, and
     the second-factor steps that finish one (OpenWebUI's MFA router)."""
@@ -260,7 +265,7 @@ def starts_a_session_for_someone_else(
     session = isinstance(data, dict) and "token" in data
     if not session:
         session = any(
-            name.lower() == "set-cookie" and value.lstrip().startswith("token=")
+            name.lower() == "set-cookie" and set_cookie_name(value) == "token"
             for name, value in header_list
         )
     return session and not signs_in(body, email)

@@ -560,7 +560,7 @@ class PublicHandler:
             extra.add("Set-Cookie", browser.CLEAR_TOKEN_COOKIE)
         if signin and identity is not None and response.status == 200:
             body = await read_whole(response)
-            self._signed_in(identity, request.method, scope, response.header_list, body)
+            self._signed_in(scope, identity, response.header_list, body)
             return whole_response(response, body, extra)
         if identity is not None and response.status == 200 and self._opens_engineio_session(scope):
             body = await read_whole(response)
@@ -584,12 +584,7 @@ class PublicHandler:
         return await stream_back(relayed, response, extra_headers=extra or None)
 
     def _signed_in(
-        self,
-        identity: Identity,
-        method: str,
-        scope: Scope,
-        header_list: list[tuple[str, str]],
-        body: bytes,
+        self, scope: Scope, identity: Identity, header_list: list[tuple[str, str]], body: bytes
     ) -> None:
         """OpenWebUI answered a sign-in (or its second factor): a session it starts must be
         the person the proxy verified.
@@ -609,7 +604,7 @@ class PublicHandler:
                 **person(identity.email, self.pseudonyms),
             )
             raise SignedInSomeoneElse("OpenWebUI's sign-in answer is another account")
-        if self.signin_hook is not None and browser.is_signin(method, scope.target):
+        if self.signin_hook is not None and browser.is_signin(scope.request.method, scope.target):
             self.signin_hook.seen(identity)
 
     async def _signout(self, scope: Scope, relay: bool = True) -> web.StreamResponse:

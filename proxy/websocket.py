@@ -9,8 +9,10 @@ refuses a message *of* ``max_msg_size`` bytes, hence the ``+ 1``).
 
 A WebSocket is authenticated once, at its upgrade, and Socket.IO keeps it busy (a ping every
 25 s): the idle timeout never ends it. So none outlives the sign-in it was admitted with by
-more than :data:`MAX_LIFETIME_S`: then both sides are closed with 1001 (going away), busy or
-not. Socket.IO reconnects at once, and that new upgrade is authenticated again with what the
+more than its lifetime (``websocket_max_lifetime_s``; each socket 90-100 % of it, so sockets
+opened together, everyone reconnecting after a restart, do not all reconnect and ask the
+auth service at one moment again): then both sides are closed with 1001 (going away), busy
+or not. Socket.IO reconnects at once, and that new upgrade is authenticated again with what the
 browser holds then (its renewed session cookie, a fresh JWT); a session signed out or revoked
 since, or an identity the access rules refuse now, gets no new socket. The socket is not
 re-checked with the cookie it was opened with: that cookie may be long superseded, and an
@@ -49,12 +51,6 @@ _HANDSHAKE = frozenset(
 # handshake stalled into a 504). Transfer-Encoding is hop-by-hop, dropped already; any
 # spelling of either is left out (``_`` read as ``-``, as the header policy reads names).
 _NOT_RELAYED = _HANDSHAKE | {"content-length", "transfer-encoding"}
-
-# The longest a relayed WebSocket stays open (seconds): how long an identity signed out or
-# revoked since the upgrade may still use a socket it opened. Each socket's lifetime is
-# drawn between 90 % and 100 % of it, so sockets opened together (everyone reconnecting
-# after a restart) do not all reconnect, and ask the auth service, at one moment again.
-MAX_LIFETIME_S = 900.0
 
 AnyWS = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 # Decides whether a client text frame may go upstream (``proxy/socketio.py``).
@@ -101,10 +97,8 @@ def _close_code(code: object) -> int:
     return 1000
 
 
-def _lifetime(most: float | None) -> float:
-    """This socket's lifetime: between 90 % and 100 % of ``most`` (None: of
-    :data:`MAX_LIFETIME_S`)."""
-    most = MAX_LIFETIME_S if most is None else most
+def _lifetime(most: float) -> float:
+    """This socket's lifetime: between 90 % and 100 % of ``most``."""
     return most * random.uniform(0.9, 1.0)  # noqa: S311 - spread, not a secret
 
 
@@ -203,7 +197,7 @@ async def relay_websocket(
     *,
     open_links: OpenLinks | None = None,
     check: FrameCheck | None = None,
-    lifetime_s: float | None = None,
+    lifetime_s: float,
 ) -> web.StreamResponse:
     """Relay a WebSocket upgrade with exactly ``headers`` (handshake and body-framing headers
     aside); a header value whose bytes are not UTF-8 is refused (BadRequest): aiohttp's
@@ -212,7 +206,7 @@ async def relay_websocket(
     ``check``, when given, sees every client text frame first; False closes both sides
     with 1008 (policy violation) and the frame never reaches the upstream.
 
-    ``lifetime_s`` (None: :data:`MAX_LIFETIME_S`) bounds how long the socket stays open.
+    ``lifetime_s`` (``websocket_max_lifetime_s``) bounds how long the socket stays open.
     """
     outbound: CIMultiDict[str] = CIMultiDict(
         (k, v) for k, v in headers.items() if k.lower().replace("_", "-") not in _NOT_RELAYED

@@ -26,6 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.auth.base import AUTH_COOKIES_KEY
+from proxy.browser import set_cookie_name
 from proxy.scope import Notes, notes_of
 
 
@@ -44,13 +45,9 @@ def keep_more(request: web.Request, cookies: tuple[str, ...]) -> None:
     for the names ``cookies`` set (which a browser would take from the later header)."""
     if not cookies:
         return
-    names = {_name(cookie) for cookie in cookies}
-    earlier = tuple(c for c in kept(request, notes_of(request)) if _name(c) not in names)
+    names = {set_cookie_name(cookie) for cookie in cookies}
+    earlier = tuple(c for c in kept(request, notes_of(request)) if set_cookie_name(c) not in names)
     keep(request, earlier + cookies)
-
-
-def _name(set_cookie: str) -> str:
-    return set_cookie.partition(";")[0].partition("=")[0].strip()
 
 
 def kept(request: web.Request, notes: Notes | None) -> tuple[str, ...]:

@@ -39,6 +39,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from email.utils import parsedate_to_datetime
 
+from proxy.browser import set_cookie_name
+
 # How long a renewal stands in for the cookie it replaced: longer than a page load takes to
 # send its requests, far shorter than any session lives.
 HOLD_S = 30.0
@@ -102,8 +104,9 @@ class Renewals:
                 break
             passed.append(key)
             for header in set_cookies:
-                sets.pop(_name(header), None)  # a replaced cookie's header goes after the rest
-                sets[_name(header)] = header
+                name = set_cookie_name(header)
+                sets.pop(name, None)  # a replaced cookie's header goes after the rest
+                sets[name] = header
             session, key = renewal, _digest(renewal)
         if session == start:
             return cookie, ()
@@ -165,7 +168,7 @@ class Renewals:
         """
         if admitted:
             for header in set_cookies:
-                name = _name(header)
+                name = set_cookie_name(header)
                 if name and len(self._names) < NAMES:
                     self._names.add(name)
         # Only a session is renewed: a ``Cookie`` header holding none of the service's
@@ -207,11 +210,6 @@ class _Turn:
 
 def _digest(cookie: str) -> bytes:
     return hashlib.sha256(cookie.encode("utf-8")).digest()
-
-
-def _name(set_cookie: str) -> str:
-    """The name a ``Set-Cookie`` header sets."""
-    return set_cookie.partition(";")[0].partition("=")[0].strip()
 
 
 def _pairs(cookie: str) -> list[str]:
