@@ -14,7 +14,7 @@ from provisioner.folders import folder_name
 from provisioner.threads import MARKER_KEY, build_chat
 from tests.provisioner.cli_helpers import finish, run, start
 from tests.provisioner.conftest import COURSE_TOML, LOOKUP_EMAIL
-from tests.provisioner.fake_owui import FakeOpenWebUI
+from tests.provisioner.fake_owui import Chat, FakeOpenWebUI
 from tests.provisioner.test_crashes import kill_at_random, roster
 from tests.provisioner.test_dry_run import signed_in
 
@@ -122,9 +122,11 @@ async def test_a_person_without_an_account_is_not_signed_in_as(
     assert "never@example.edu" not in signed_in(fake)
 
 
-async def test_the_empty_course_folder_goes_too_and_a_used_one_stays(
+async def in_course_folders(
     env: dict[str, str], fake: FakeOpenWebUI, tmp_path: Path
-) -> None:
+) -> tuple[Path, Chat]:
+    """A folder course provisioned for a@ and b@, b@ keeping a chat of their own in its
+    folder: the course file and that chat."""
     folder_file = tmp_path / "demo.toml"
     folder_file.write_text(
         COURSE_TOML.replace('model = "tutor"', 'model = "tutor"\nplacement = "folder"', 1),
@@ -136,6 +138,13 @@ async def test_the_empty_course_folder_goes_too_and_a_used_one_stays(
     (b_folder,) = fake.folders_of("b@example.edu")
     mine = fake.add_chat(fake.users["b@example.edu"], {"title": "notes", "history": {}})
     mine.folder_id = b_folder.id  # the person keeps a chat of their own in the course folder
+    return folder_file, mine
+
+
+async def test_the_empty_course_folder_goes_too_and_a_used_one_stays(
+    env: dict[str, str], fake: FakeOpenWebUI, tmp_path: Path
+) -> None:
+    folder_file, mine = await in_course_folders(env, fake, tmp_path)
 
     result = await run(env, "remove", str(folder_file), "a@example.edu", "b@example.edu")
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from provisioner.course import Course
 from tests.provisioner.cli_helpers import run
-from tests.provisioner.conftest import COURSE_TOML, LOOKUP_EMAIL
 from tests.provisioner.fake_owui import FakeOpenWebUI
-from tests.provisioner.test_remove import EMAIL, markers, theirs
+from tests.provisioner.test_remove import EMAIL, in_course_folders, markers, theirs
 
 
 async def test_the_dry_run_names_what_the_removal_then_deletes(
@@ -46,17 +45,7 @@ async def test_the_dry_run_names_what_the_removal_then_deletes(
 async def test_the_dry_run_names_the_course_folders_that_would_be_emptied(
     env: dict[str, str], fake: FakeOpenWebUI, tmp_path: Path
 ) -> None:
-    folder_file = tmp_path / "demo.toml"
-    folder_file.write_text(
-        COURSE_TOML.replace('model = "tutor"', 'model = "tutor"\nplacement = "folder"', 1),
-        encoding="utf-8",
-    )
-    fake.add_user(LOOKUP_EMAIL)
-    for email in ("a@example.edu", "b@example.edu"):
-        assert (await run(env, "user", str(folder_file), email)).rc == 0
-    (b_folder,) = fake.folders_of("b@example.edu")
-    mine = fake.add_chat(fake.users["b@example.edu"], {"title": "notes", "history": {}})
-    mine.folder_id = b_folder.id  # the person's own chat keeps the folder in use
+    folder_file, _mine = await in_course_folders(env, fake, tmp_path)
     chats_before, folders_before = set(fake.chats), len(fake.folders_of("a@example.edu"))
 
     preview = await run(
